@@ -1,0 +1,106 @@
+// PCI configuration space: register offsets and a bounded, typed accessor over sysfs'
+// `config` file.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pcie/bdf.h"
+#include "pcie/error.h"
+#include "pcie/sys/unique_fd.h"
+#include "pcie/sysfs_paths.h"
+
+namespace pcie {
+
+// Type 0/1 header registers (PCI Local Bus Spec 3.0, 6.1; PCIe Base Spec 6.0, 7.5.1).
+namespace cfg {
+inline constexpr std::uint16_t kVendorId = 0x00;
+inline constexpr std::uint16_t kDeviceId = 0x02;
+inline constexpr std::uint16_t kCommand = 0x04;
+inline constexpr std::uint16_t kStatus = 0x06;
+inline constexpr std::uint16_t kRevisionId = 0x08;
+inline constexpr std::uint16_t kClassCode = 0x09;  // 3 bytes: prog-if, subclass, base class
+inline constexpr std::uint16_t kHeaderType = 0x0e;
+inline constexpr std::uint16_t kBar0 = 0x10;
+inline constexpr std::uint16_t kCardbusCapabilityPointer = 0x14;  // type 2 header
+inline constexpr std::uint16_t kSubsystemVendorId = 0x2c;
+inline constexpr std::uint16_t kSubsystemId = 0x2e;
+inline constexpr std::uint16_t kExpansionRom = 0x30;
+inline constexpr std::uint16_t kCapabilityPointer = 0x34;
+inline constexpr std::uint16_t kInterruptLine = 0x3c;
+inline constexpr std::uint16_t kInterruptPin = 0x3d;
+
+inline constexpr std::uint16_t kCommandIoSpace = 1u << 0;
+inline constexpr std::uint16_t kCommandMemorySpace = 1u << 1;
+inline constexpr std::uint16_t kCommandBusMaster = 1u << 2;
+inline constexpr std::uint16_t kStatusCapabilityList = 1u << 4;
+inline constexpr std::uint8_t kHeaderTypeMask = 0x7f;  // bit 7 is "multi-function"
+
+// Sizes of the three views sysfs gives: unprivileged readers see the first 64 bytes (128
+// for CardBus), conventional PCI has 256, PCIe extended config space is 4096.
+inline constexpr std::size_t kUnprivilegedSize = 64;
+inline constexpr std::size_t kConventionalSize = 256;
+inline constexpr std::size_t kExtendedSize = 4096;
+}  // namespace cfg
+
+// Reads little-endian values out of a config-space snapshot. Callers check bounds first.
+std::uint16_t load_le16(std::span<const std::uint8_t> bytes, std::size_t offset);
+std::uint32_t load_le32(std::span<const std::uint8_t> bytes, std::size_t offset);
+
+// Live access to one device's config space through <device>/config.
+class ConfigSpace {
+ public:
+  enum class Mode { read_only, read_write };
+
+  // Opens the config file of `bdf` under `paths`. The readable size is probed once at open:
+  // 64 bytes for unprivileged users, 256 or 4096 for root. Fails with not_found when the
+  // device does not exist and malformed when fewer than 64 bytes can be read.
+  static Result<ConfigSpace> open(const SysfsPaths& paths, const Bdf& bdf,
+                                  Mode mode = Mode::read_only);
+
+  const Bdf& bdf() const { return bdf_; }
+  // Bytes that reads may touch (64, 128, 256 or 4096).
+  std::size_t readable_size() const { return readable_size_; }
+  // Bytes that writes may touch: the config file's size.
+  std::size_t file_size() const { return file_size_; }
+
+  // Typed reads and writes. Each checks, in order: width is 1, 2 or 4 bytes; the offset
+  // is naturally aligned; [offset, offset + width) lies inside the readable (writable)
+  // size. Values are little-endian as the spec defines them.
+  Result<std::uint8_t> read8(std::uint32_t offset) const;
+  Result<std::uint16_t> read16(std::uint32_t offset) const;
+  Result<std::uint32_t> read32(std::uint32_t offset) const;
+  // Width in bytes (1, 2 or 4), for callers that pick the width at run time.
+  Result<std::uint32_t> read(std::uint32_t offset, std::size_t width) const;
+  Result<void> write8(std::uint32_t offset, std::uint8_t value) const;
+  Result<void> write16(std::uint32_t offset, std::uint16_t value) const;
+  Result<void> write32(std::uint32_t offset, std::uint32_t value) const;
+  Result<void> write(std::uint32_t offset, std::size_t width, std::uint32_t value) const;
+
+  // All readable bytes, for capability walks and dumps.
+  Result<std::vector<std::uint8_t>> snapshot() const;
+
+  // Fails with device_removed when the vendor ID reads as 0xffff: the device is gone or in
+  // reset, and every other register will read as all ones too (PCIe Base Spec 6.0, 2.3.2).
+  Result<void> check_present() const;
+
+ private:
+  ConfigSpace(Bdf bdf, std::string path, UniqueFd fd, std::size_t readable, std::size_t file,
+              bool writable)
+      : bdf_(bdf), path_(std::move(path)), fd_(std::move(fd)), readable_size_(readable),
+        file_size_(file), writable_(writable) {}
+  Result<void> check_access(std::uint32_t offset, std::size_t width, std::size_t limit,
+                            std::string_view operation) const;
+
+  Bdf bdf_;
+  std::string path_;
+  UniqueFd fd_;
+  std::size_t readable_size_ = 0;
+  std::size_t file_size_ = 0;
+  bool writable_ = false;
+};
+
+}  // namespace pcie

@@ -1,0 +1,95 @@
+// Device discovery through libpci's sysfs back end.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pcie/bdf.h"
+#include "pcie/capabilities.h"
+#include "pcie/error.h"
+#include "pcie/link.h"
+#include "pcie/sysfs_paths.h"
+
+namespace pcie {
+
+inline constexpr unsigned kBarCount = 6;
+
+struct BarInfo {
+  enum class Space { memory, io };
+  unsigned index = 0;            // 0..5; a 64-bit BAR takes its index and the next
+  std::uint64_t bus_address = 0; // as the device decodes it (flag bits removed)
+  std::uint64_t size = 0;
+  Space space = Space::memory;
+  bool is_64bit = false;
+  bool prefetchable = false;
+  friend bool operator==(const BarInfo&, const BarInfo&) = default;
+};
+
+struct RomInfo {
+  std::uint64_t bus_address = 0;
+  std::uint64_t size = 0;
+};
+
+struct DeviceInfo {
+  Bdf bdf;
+  std::uint16_t vendor_id = 0;
+  std::uint16_t device_id = 0;
+  std::uint16_t subsystem_vendor_id = 0;
+  std::uint16_t subsystem_id = 0;
+  std::uint8_t revision = 0;
+  std::uint8_t base_class = 0;  // class code, PCI Code and ID Assignment Spec 1.11
+  std::uint8_t subclass = 0;
+  std::uint8_t prog_if = 0;
+  std::uint8_t header_type = 0;  // without the multi-function bit; 0xff if unknown
+
+  // From pci.ids; empty when the ID is unknown or names were not requested.
+  std::string vendor_name;
+  std::string device_name;
+  std::string class_name;
+  std::string subsystem_name;
+
+  std::vector<BarInfo> bars;  // implemented BARs only, by index
+  std::optional<RomInfo> rom;
+  std::optional<std::string> driver;  // the bound kernel driver
+  std::optional<int> iommu_group;
+  std::optional<int> numa_node;       // nullopt where the kernel reports -1
+  std::optional<LinkInfo> link;
+
+  std::vector<Capability> capabilities;  // standard, then extended
+  std::size_t config_bytes_readable = 0; // 64 for unprivileged users
+  // Problems found in untrusted data (a capability list that loops, a link capability
+  // cut off by the readable size, ...). Discovery reports them and carries on.
+  std::vector<std::string> warnings;
+
+  // 0xCCSS: base class and subclass, as lspci's [0200].
+  std::uint16_t class_id() const { return static_cast<std::uint16_t>(base_class << 8 | subclass); }
+  const BarInfo* find_bar(unsigned index) const;
+};
+
+struct DiscoveryOptions {
+  SysfsPaths paths;
+  // lspci's -s syntax: [[[[<domain>]:]<bus>]:][<device>][.[<func>]]; empty matches all.
+  std::string slot_filter;
+  // lspci's -d syntax: [<vendor>]:[<device>][:<class>[:<prog-if>]]; empty matches all.
+  std::string id_filter;
+  // Only devices bound to this driver; empty matches all.
+  std::string driver_filter;
+  // Look up names in pci.ids (libpci's default path unless pci_ids_path is set).
+  bool resolve_names = true;
+  std::string pci_ids_path;
+  // Read config space for capabilities and link status (costs one read per device).
+  bool read_capabilities = true;
+};
+
+// Every device under options.paths that matches the filters, sorted by BDF. Fails on a
+// bad filter (invalid_argument), a missing or unreadable sysfs tree, or an entry libpci
+// cannot parse (malformed).
+Result<std::vector<DeviceInfo>> discover(const DiscoveryOptions& options = {});
+
+// One device, without scanning the rest of the bus. The filters in `options` are ignored.
+// Fails with not_found when the device does not exist.
+Result<DeviceInfo> describe(const Bdf& bdf, const DiscoveryOptions& options = {});
+
+}  // namespace pcie

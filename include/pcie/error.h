@@ -1,0 +1,58 @@
+// Errors as values. Every fallible operation in the library returns Result<T>; nothing
+// prints, exits or aborts on a runtime error.
+#pragma once
+
+#include <expected>
+#include <string>
+#include <string_view>
+
+namespace pcie {
+
+// The library's own error codes. Kernel errnos that vary between kernel versions for the
+// same condition are mapped onto one of these, so callers can branch on `code` and never
+// need to compare errnos.
+enum class Errc {
+  invalid_argument,   // a malformed argument (BDF text, BAR index, width name, ...)
+  not_found,          // no such device, BAR, file or capability
+  permission_denied,  // EPERM / EACCES: usually "run as root"
+  busy,               // EBUSY: someone else owns the resource
+  out_of_range,       // offset/length outside the object (overflow-safe checks)
+  misaligned,         // an access not naturally aligned to its width
+  width_not_allowed,  // a width the region does not accept (e.g. 8-bit on a 32-bit-only BAR)
+  device_removed,     // config reads return all ones: surprise removal or device in reset
+  malformed,          // untrusted data (sysfs, config space) failed validation
+  driver_owns_region, // the kernel refuses a sysfs mapping because a driver claimed the BAR
+  lockdown,           // kernel lockdown forbids raw device access
+  not_supported,      // the object exists but cannot do this (e.g. mmap of an I/O BAR)
+  io_error,           // any other errno from the kernel
+};
+
+// Short stable name of a code ("out_of_range"), for JSON output and logs.
+std::string_view errc_name(Errc code);
+
+struct Error {
+  Errc code = Errc::io_error;
+  std::string operation;  // what was being done: "map BAR", "read config"
+  std::string object;     // what it was done to: "0000:03:00.0 BAR2", a path
+  std::string reason;     // why it failed: the errno text or the violated rule
+  std::string hint;       // what the user can do about it; may be empty
+  int sys_errno = 0;      // the errno captured right after the failing call, 0 if none
+
+  // "operation object: reason (hint: ...)", one line.
+  std::string message() const;
+};
+
+template <class T>
+using Result = std::expected<T, Error>;
+
+// Builds an Error without an errno.
+Error make_error(Errc code, std::string operation, std::string object, std::string reason,
+                 std::string hint = {});
+
+// Builds an Error from an errno value captured by the caller: the reason is strerror(err)
+// and the code is mapped from the errno (EPERM/EACCES -> permission_denied, ENOENT ->
+// not_found, EBUSY -> busy, anything else -> io_error).
+Error make_errno_error(int err, std::string operation, std::string object,
+                       std::string hint = {});
+
+}  // namespace pcie

@@ -1,0 +1,128 @@
+// Accessors on a memory-mapped register window, in the spirit of the kernel's
+// readl/writel (Documentation/driver-api/device-io.rst):
+//
+//  - read<T>/write<T>: unchecked and ordered. Ordered means an MMIO write is not moved
+//    before earlier ordinary memory accesses (so a descriptor written to a DMA buffer is
+//    visible before the doorbell that announces it), and ordinary reads after an MMIO read
+//    are not moved before it. Each compiles to one load or store instruction.
+//  - read_relaxed<T>/write_relaxed<T>: unchecked, ordered only against other MMIO accesses
+//    (volatile), like readl_relaxed/writel_relaxed; for bursts of register writes.
+//  - checked_read<T>/checked_write<T>: bounds, natural alignment and allowed width checked
+//    first, returning an Error; then the ordered access.
+//
+// Write-combined windows: stores may merge and reorder among themselves; call
+// barrier_before_doorbell() (pcie/barriers.h) before a write that must come after them.
+// Values are in CPU byte order; PCI devices are little-endian, as is x86.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "pcie/barriers.h"
+#include "pcie/error.h"
+#include "pcie/region.h"
+
+namespace pcie {
+
+template <class T>
+concept MmioWord = std::same_as<T, std::uint8_t> || std::same_as<T, std::uint16_t> ||
+                   std::same_as<T, std::uint32_t> || std::same_as<T, std::uint64_t>;
+
+template <MmioWord T>
+constexpr Width width_of() {
+  return static_cast<Width>(sizeof(T));
+}
+
+template <MmioWord T>
+struct PollResult {
+  T value = 0;          // the last value read
+  bool matched = false; // false: the timeout expired first
+};
+
+// A non-owning view of mapped registers. It does not keep the mapping alive: the object
+// that produced it (BarMapping) must outlive it.
+class MmioView {
+ public:
+  MmioView() = default;
+  MmioView(std::byte* base, std::uint64_t size, WidthSet allowed, std::string_view name)
+      : base_(base), size_(size), allowed_(allowed), name_(name) {}
+
+  std::byte* base() const { return base_; }
+  std::uint64_t size() const { return size_; }
+  WidthSet allowed_widths() const { return allowed_; }
+  std::string_view name() const { return name_; }
+
+  template <MmioWord T>
+  T read(std::uint64_t offset) const noexcept {
+    const T value = *reinterpret_cast<const volatile T*>(base_ + offset);
+    detail::after_ordered_mmio_read();
+    return value;
+  }
+
+  template <MmioWord T>
+  void write(std::uint64_t offset, T value) const noexcept {
+    detail::before_ordered_mmio_write();
+    *reinterpret_cast<volatile T*>(base_ + offset) = value;
+  }
+
+  template <MmioWord T>
+  T read_relaxed(std::uint64_t offset) const noexcept {
+    return *reinterpret_cast<const volatile T*>(base_ + offset);
+  }
+
+  template <MmioWord T>
+  void write_relaxed(std::uint64_t offset, T value) const noexcept {
+    *reinterpret_cast<volatile T*>(base_ + offset) = value;
+  }
+
+  template <MmioWord T>
+  Result<T> checked_read(std::uint64_t offset) const {
+    auto ok = check_access("read", name_, size_, allowed_, width_of<T>(), offset);
+    if (!ok) return std::unexpected(ok.error());
+    return read<T>(offset);
+  }
+
+  template <MmioWord T>
+  Result<void> checked_write(std::uint64_t offset, T value) const {
+    auto ok = check_access("write", name_, size_, allowed_, width_of<T>(), offset);
+    if (!ok) return std::unexpected(ok.error());
+    write<T>(offset, value);
+    return {};
+  }
+
+  // Reads the register at `offset` until (value & mask) == expected or `timeout` passes,
+  // and returns the last value read either way. The access is checked once, up front.
+  // Never waits longer than `timeout` plus one read.
+  template <MmioWord T>
+  Result<PollResult<T>> poll(std::uint64_t offset, T mask, T expected,
+                             std::chrono::nanoseconds timeout) const {
+    auto ok = check_access("poll", name_, size_, allowed_, width_of<T>(), offset);
+    if (!ok) return std::unexpected(ok.error());
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const T value = read<T>(offset);
+      if ((value & mask) == expected) return PollResult<T>{value, true};
+      if (std::chrono::steady_clock::now() >= deadline) return PollResult<T>{value, false};
+      cpu_relax();
+    }
+  }
+
+ private:
+  static void cpu_relax() {
+#if defined(__x86_64__)
+    asm volatile("pause");
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+
+  std::byte* base_ = nullptr;
+  std::uint64_t size_ = 0;
+  WidthSet allowed_;
+  std::string_view name_;
+};
+
+}  // namespace pcie

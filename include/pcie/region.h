@@ -1,0 +1,95 @@
+// A window onto device registers (a BAR today; VFIO regions later) with checked accessors.
+// Driver code written against Region does not care whether the window is memory-mapped
+// or reached through pread/pwrite (I/O-port BARs).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "pcie/error.h"
+
+namespace pcie {
+
+// Access width in bytes.
+enum class Width : std::uint8_t { bits8 = 1, bits16 = 2, bits32 = 4, bits64 = 8 };
+
+constexpr std::size_t byte_count(Width width) { return static_cast<std::size_t>(width); }
+constexpr unsigned bit_count(Width width) { return 8u * static_cast<unsigned>(width); }
+
+// 8, 16, 32 or 64 -> Width; anything else is invalid_argument.
+Result<Width> width_from_bits(unsigned bits);
+
+// The set of widths a region accepts. Many FPGA register files accept only 32-bit
+// accesses; I/O-port BARs never accept 64-bit ones.
+class WidthSet {
+ public:
+  constexpr WidthSet() = default;
+  static constexpr WidthSet all() { return WidthSet(0x0f); }
+  static constexpr WidthSet only(Width width) { return WidthSet(mask_of(width)); }
+  static constexpr WidthSet up_to(Width widest) {
+    return WidthSet(static_cast<std::uint8_t>((mask_of(widest) << 1) - 1));
+  }
+  constexpr bool allows(Width width) const { return (mask_ & mask_of(width)) != 0; }
+  constexpr WidthSet operator&(WidthSet other) const { return WidthSet(mask_ & other.mask_); }
+  constexpr bool empty() const { return mask_ == 0; }
+  // "8/16/32", for messages.
+  std::string to_string() const;
+  friend constexpr bool operator==(WidthSet, WidthSet) = default;
+
+ private:
+  constexpr explicit WidthSet(std::uint8_t mask) : mask_(mask) {}
+  static constexpr std::uint8_t mask_of(Width width) {
+    switch (width) {
+      case Width::bits8: return 1;
+      case Width::bits16: return 2;
+      case Width::bits32: return 4;
+      case Width::bits64: return 8;
+    }
+    return 0;
+  }
+  std::uint8_t mask_ = 0;
+};
+
+// The checks every checked accessor makes, in this order: the width is allowed, the offset
+// is naturally aligned, and [offset, offset + width) lies inside [0, region_size). The
+// bounds check is written so that no offset, however large, can overflow.
+Result<void> check_access(std::string_view operation, std::string_view region_name,
+                          std::uint64_t region_size, WidthSet allowed, Width width,
+                          std::uint64_t offset);
+
+// Overflow-safe check that [offset, offset + length) lies inside [0, region_size).
+Result<void> check_span(std::string_view operation, std::string_view region_name,
+                        std::uint64_t region_size, std::uint64_t offset, std::uint64_t length);
+
+class Region {
+ public:
+  virtual ~Region() = default;
+
+  // Bytes addressable through this region.
+  virtual std::uint64_t size() const = 0;
+  // "0000:03:00.0 BAR2", used in every error about this region.
+  virtual const std::string& name() const = 0;
+
+  WidthSet allowed_widths() const { return allowed_; }
+  // Narrows the accepted widths (never widens: the result is the intersection).
+  void restrict_widths(WidthSet widths) { allowed_ = allowed_ & widths; }
+
+  // Checked, ordered read of `width` at `offset` (zero-extended to 64 bits).
+  Result<std::uint64_t> read(Width width, std::uint64_t offset) const;
+  // Checked, ordered write; `value` must fit in `width` (invalid_argument otherwise).
+  Result<void> write(Width width, std::uint64_t offset, std::uint64_t value);
+
+ protected:
+  explicit Region(WidthSet allowed) : allowed_(allowed) {}
+  Region(const Region&) = default;
+  Region& operator=(const Region&) = default;
+  // Called only after the checks above passed.
+  virtual Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const = 0;
+  virtual Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) = 0;
+
+ private:
+  WidthSet allowed_;
+};
+
+}  // namespace pcie

@@ -1,0 +1,126 @@
+// BAR access through sysfs: memory BARs mapped from <device>/resourceN (or resourceN_wc
+// for write-combining), I/O-port BARs through pread/pwrite on the same file.
+// Needs root; the kernel refuses the mapping while a driver owns the BAR when it is built
+// with CONFIG_IO_STRICT_DEVMEM (Debian's is), and under kernel lockdown.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "pcie/bdf.h"
+#include "pcie/error.h"
+#include "pcie/mmio.h"
+#include "pcie/region.h"
+#include "pcie/sys/mapping.h"
+#include "pcie/sys/unique_fd.h"
+#include "pcie/sysfs_paths.h"
+
+namespace pcie {
+
+enum class MemoryType {
+  uncached,        // resourceN: every access reaches the device in order
+  write_combined,  // resourceN_wc: stores merge into bursts; prefetchable BARs only
+};
+
+struct BarMapOptions {
+  MemoryType memory_type = MemoryType::uncached;
+  std::uint64_t offset = 0;  // window start inside the BAR; must be page-aligned
+  std::uint64_t length = 0;  // window length; 0 maps to the end of the BAR
+  bool writable = true;      // false maps read-only (PROT_READ)
+};
+
+// A mapped window of a memory BAR. Move-only; unmaps, then closes the file.
+class BarMapping final : public Region {
+ public:
+  // Maps BAR `bar` of `bdf`. Errors say why the kernel refused: not_found (no such device
+  // or BAR), not_supported (an I/O BAR, or WC on a non-prefetchable BAR),
+  // permission_denied (not root), driver_owns_region (names the driver), lockdown,
+  // misaligned/out_of_range (window).
+  static Result<BarMapping> map(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
+                                const BarMapOptions& options = {});
+
+  BarMapping(BarMapping&&) noexcept = default;
+  BarMapping& operator=(BarMapping&&) noexcept = default;
+
+  std::uint64_t size() const override { return length_; }
+  const std::string& name() const override { return name_; }
+  // The accessor view of the window (offset 0 = window start). Valid while this lives.
+  MmioView mmio() const { return MmioView(mapping_.data(), length_, allowed_widths(), name_); }
+  std::uint64_t window_offset() const { return window_offset_; }
+  MemoryType memory_type() const { return memory_type_; }
+
+ protected:
+  Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;
+  Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override;
+
+ private:
+  BarMapping(std::string name, UniqueFd fd, Mapping mapping, std::uint64_t window_offset,
+             std::uint64_t length, MemoryType memory_type)
+      : Region(WidthSet::all()), name_(std::move(name)), fd_(std::move(fd)),
+        mapping_(std::move(mapping)), window_offset_(window_offset), length_(length),
+        memory_type_(memory_type) {}
+
+  std::string name_;
+  UniqueFd fd_;       // declared before mapping_: released after it
+  Mapping mapping_;
+  std::uint64_t window_offset_ = 0;
+  std::uint64_t length_ = 0;
+  MemoryType memory_type_ = MemoryType::uncached;
+};
+
+// An I/O-port BAR reached through pread/pwrite on <device>/resourceN, which the kernel
+// turns into in/out instructions of 8, 16 or 32 bits.
+class IoPortBar final : public Region {
+ public:
+  static Result<IoPortBar> open(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
+                                bool writable = true);
+
+  IoPortBar(IoPortBar&&) noexcept = default;
+  IoPortBar& operator=(IoPortBar&&) noexcept = default;
+
+  std::uint64_t size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+
+ protected:
+  Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;
+  Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override;
+
+ private:
+  IoPortBar(std::string name, std::string path, UniqueFd fd, std::uint64_t size)
+      : Region(WidthSet::up_to(Width::bits32)), name_(std::move(name)), path_(std::move(path)),
+        fd_(std::move(fd)), size_(size) {}
+
+  std::string name_;
+  std::string path_;
+  UniqueFd fd_;
+  std::uint64_t size_ = 0;
+};
+
+// Opens BAR `bar` whatever its kind: memory BARs are mapped with `options`, I/O BARs use
+// IoPortBar (options.offset/length must then be 0).
+Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths& paths, const Bdf& bdf,
+                                               unsigned bar, const BarMapOptions& options = {});
+
+// What is known when a sysfs BAR open or mmap fails, to explain it.
+struct BarFailureContext {
+  Bdf bdf;
+  unsigned bar = 0;
+  std::string path;
+  std::optional<std::string> driver;  // the driver bound to the device, if any
+  std::string lockdown_mode;          // "none", "integrity", "confidentiality" or "" (unknown)
+  bool running_as_root = false;
+};
+
+// Turns the raw error of a failed open/mmap of a resource file into one the user can act
+// on: EPERM/EACCES under lockdown -> lockdown; as non-root -> permission_denied with "run
+// as root"; EINVAL from mmap with a driver bound -> driver_owns_region naming the driver.
+// Other errors pass through with the BAR named. Public so tools can reuse the diagnosis.
+Error explain_bar_failure(const Error& raw, const BarFailureContext& context);
+
+// The active mode in a lockdown file ("none [integrity] confidentiality" -> "integrity"),
+// or "" when the file is absent or unreadable.
+std::string read_lockdown_mode(const std::string& lockdown_file);
+
+}  // namespace pcie

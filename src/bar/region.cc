@@ -1,0 +1,81 @@
+#include "pcie/region.h"
+
+#include <fmt/format.h>
+
+namespace pcie {
+
+Result<Width> width_from_bits(unsigned bits) {
+  switch (bits) {
+    case 8: return Width::bits8;
+    case 16: return Width::bits16;
+    case 32: return Width::bits32;
+    case 64: return Width::bits64;
+    default:
+      return std::unexpected(make_error(Errc::invalid_argument, "parse width",
+                                        fmt::format("{}", bits), "width must be 8, 16, 32 or 64 bits"));
+  }
+}
+
+std::string WidthSet::to_string() const {
+  std::string text;
+  for (Width width : {Width::bits8, Width::bits16, Width::bits32, Width::bits64}) {
+    if (!allows(width)) continue;
+    if (!text.empty()) text += '/';
+    text += std::to_string(bit_count(width));
+  }
+  return text.empty() ? "none" : text;
+}
+
+Result<void> check_access(std::string_view operation, std::string_view region_name,
+                          std::uint64_t region_size, WidthSet allowed, Width width,
+                          std::uint64_t offset) {
+  const std::uint64_t bytes = byte_count(width);
+  const std::string object = fmt::format("{} offset 0x{:x}", region_name, offset);
+  if (!allowed.allows(width)) {
+    return std::unexpected(make_error(Errc::width_not_allowed, std::string(operation), object,
+                                      fmt::format("{}-bit access; this region accepts {}-bit",
+                                                  bit_count(width), allowed.to_string())));
+  }
+  if (offset % bytes != 0) {
+    return std::unexpected(make_error(Errc::misaligned, std::string(operation), object,
+                                      fmt::format("a {}-bit access must be {}-byte aligned",
+                                                  bit_count(width), bytes)));
+  }
+  if (offset > region_size || bytes > region_size - offset) {
+    return std::unexpected(make_error(Errc::out_of_range, std::string(operation), object,
+                                      fmt::format("{}-bit access past the end of the 0x{:x}-byte region",
+                                                  bit_count(width), region_size)));
+  }
+  return {};
+}
+
+Result<void> check_span(std::string_view operation, std::string_view region_name,
+                        std::uint64_t region_size, std::uint64_t offset, std::uint64_t length) {
+  if (offset > region_size || length > region_size - offset) {
+    return std::unexpected(make_error(
+        Errc::out_of_range, std::string(operation),
+        fmt::format("{} [0x{:x}, +0x{:x})", region_name, offset, length),
+        fmt::format("range extends past the end of the 0x{:x}-byte region", region_size)));
+  }
+  return {};
+}
+
+Result<std::uint64_t> Region::read(Width width, std::uint64_t offset) const {
+  auto ok = check_access("read", name(), size(), allowed_, width, offset);
+  if (!ok) return std::unexpected(ok.error());
+  return read_checked(width, offset);
+}
+
+Result<void> Region::write(Width width, std::uint64_t offset, std::uint64_t value) {
+  auto ok = check_access("write", name(), size(), allowed_, width, offset);
+  if (!ok) return std::unexpected(ok.error());
+  if (width != Width::bits64 && (value >> bit_count(width)) != 0) {
+    return std::unexpected(make_error(Errc::invalid_argument, "write",
+                                      fmt::format("{} offset 0x{:x}", name(), offset),
+                                      fmt::format("value 0x{:x} does not fit in {} bits", value,
+                                                  bit_count(width))));
+  }
+  return write_checked(width, offset, value);
+}
+
+}  // namespace pcie

@@ -1,0 +1,212 @@
+#include "pcie/sysfs_bar.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <fmt/format.h>
+
+#include <array>
+#include <cerrno>
+
+#include "pcie/discovery.h"
+#include "src/sys/syscalls.h"
+
+namespace pcie {
+namespace {
+
+std::string bar_name(const Bdf& bdf, unsigned bar) { return fmt::format("{} BAR{}", bdf.to_string(), bar); }
+
+// The BAR as discovery sees it, plus the bound driver, for the checks and the diagnosis.
+struct BarLookup {
+  BarInfo bar;
+  std::optional<std::string> driver;
+};
+
+Result<BarLookup> look_up_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned index) {
+  if (index >= kBarCount) {
+    return std::unexpected(make_error(Errc::invalid_argument, "open", bar_name(bdf, index),
+                                      "BAR index must be 0 to 5"));
+  }
+  DiscoveryOptions options;
+  options.paths = paths;
+  options.resolve_names = false;
+  options.read_capabilities = false;
+  auto device = describe(bdf, options);
+  if (!device) return std::unexpected(device.error());
+  const BarInfo* bar = device->find_bar(index);
+  if (bar == nullptr) {
+    return std::unexpected(make_error(Errc::not_found, "open", bar_name(bdf, index),
+                                      "the device does not implement this BAR (size 0)",
+                                      "see the BARs it has with 'pciectl info " + bdf.to_string() + "'"));
+  }
+  return BarLookup{*bar, device->driver};
+}
+
+BarFailureContext failure_context(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
+                                  std::string path, std::optional<std::string> driver) {
+  return BarFailureContext{bdf, bar, std::move(path), std::move(driver),
+                           read_lockdown_mode(paths.lockdown_file), sys::effective_uid() == 0};
+}
+
+}  // namespace
+
+std::string read_lockdown_mode(const std::string& lockdown_file) {
+  auto text = sys::read_text_file(lockdown_file, 256);
+  if (!text) return {};
+  const auto open = text->find('[');
+  const auto close = text->find(']', open == std::string::npos ? 0 : open);
+  if (open == std::string::npos || close == std::string::npos) return {};
+  return text->substr(open + 1, close - open - 1);
+}
+
+Error explain_bar_failure(const Error& raw, const BarFailureContext& context) {
+  Error error = raw;
+  error.object = fmt::format("{} ({})", bar_name(context.bdf, context.bar), context.path);
+  const bool locked_down = !context.lockdown_mode.empty() && context.lockdown_mode != "none";
+  if (raw.code == Errc::permission_denied && locked_down) {
+    error.code = Errc::lockdown;
+    error.reason = fmt::format("{}: kernel lockdown ({}) forbids user-space BAR access through sysfs",
+                               raw.reason, context.lockdown_mode);
+    error.hint = "use the device through VFIO, or boot without lockdown (it follows Secure Boot)";
+  } else if (raw.code == Errc::permission_denied && !context.running_as_root) {
+    error.reason = raw.reason + ": BAR resource files are accessible to root only";
+    error.hint = "run as root, or bind the device to vfio-pci and use VFIO";
+  } else if (raw.code == Errc::permission_denied) {
+    error.hint = "root was refused: check SELinux/AppArmor policy and CAP_SYS_RAWIO";
+  } else if (raw.sys_errno == EINVAL && context.driver) {
+    error.code = Errc::driver_owns_region;
+    error.reason = fmt::format("the kernel refuses to map BAR{} while driver '{}' owns it "
+                               "(CONFIG_IO_STRICT_DEVMEM)", context.bar, *context.driver);
+    error.hint = fmt::format("unbind it (echo {} > /sys/bus/pci/drivers/{}/unbind) or use the "
+                             "device through VFIO", context.bdf.to_string(), *context.driver);
+  } else if (raw.code == Errc::not_found) {
+    error.hint = "the resource file is missing: is the BAR implemented and the device present?";
+  }
+  return error;
+}
+
+Result<BarMapping> BarMapping::map(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
+                                   const BarMapOptions& options) {
+  auto lookup = look_up_bar(paths, bdf, bar);
+  if (!lookup) return std::unexpected(lookup.error());
+  const std::string name = bar_name(bdf, bar);
+  if (lookup->bar.space == BarInfo::Space::io) {
+    return std::unexpected(make_error(Errc::not_supported, "map", name,
+                                      "an I/O-port BAR cannot be memory-mapped",
+                                      "use IoPortBar (pciectl read/write do this for you)"));
+  }
+  const bool write_combined = options.memory_type == MemoryType::write_combined;
+  if (write_combined && !lookup->bar.prefetchable) {
+    return std::unexpected(make_error(Errc::not_supported, "map write-combined", name,
+                                      "the BAR is not prefetchable, so the kernel offers no resource_wc file",
+                                      "map it uncached"));
+  }
+  const std::uint64_t page = sys::page_size();
+  if (options.offset % page != 0) {
+    return std::unexpected(make_error(Errc::misaligned, "map", fmt::format("{} offset 0x{:x}", name, options.offset),
+                                      fmt::format("the window offset must be a multiple of the page size (0x{:x})", page)));
+  }
+  const std::uint64_t bar_size = lookup->bar.size;
+  const std::uint64_t length = options.length != 0 ? options.length
+                               : (options.offset < bar_size ? bar_size - options.offset : 0);
+  auto in_bar = check_span("map", name, bar_size, options.offset, length);
+  if (!in_bar) return std::unexpected(in_bar.error());
+  if (length == 0) {
+    return std::unexpected(make_error(Errc::out_of_range, "map", name, "empty window"));
+  }
+
+  const std::string path = fmt::format("{}/resource{}{}", paths.device_dir(bdf), bar,
+                                       write_combined ? "_wc" : "");
+  auto fd = sys::open_file(path, options.writable ? O_RDWR : O_RDONLY, "open");
+  if (!fd) {
+    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
+  }
+  // The kernel maps whole pages; a BAR smaller than a page still maps one page
+  // (drivers/pci/pci-sysfs.c, pci_mmap_fits), but accesses stay bounded by `length`.
+  const std::uint64_t mapped = (length + page - 1) / page * page;
+  const int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  auto mapping = sys::map_shared(fd->get(), mapped, options.offset, prot, path);
+  if (!mapping) {
+    return std::unexpected(explain_bar_failure(mapping.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
+  }
+  return BarMapping(name, std::move(*fd), std::move(*mapping), options.offset, length,
+                    options.memory_type);
+}
+
+Result<std::uint64_t> BarMapping::read_checked(Width width, std::uint64_t offset) const {
+  const MmioView view = mmio();
+  switch (width) {
+    case Width::bits8: return view.read<std::uint8_t>(offset);
+    case Width::bits16: return view.read<std::uint16_t>(offset);
+    case Width::bits32: return view.read<std::uint32_t>(offset);
+    case Width::bits64: return view.read<std::uint64_t>(offset);
+  }
+  return std::unexpected(make_error(Errc::invalid_argument, "read", name_, "bad width"));
+}
+
+Result<void> BarMapping::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
+  const MmioView view = mmio();
+  switch (width) {
+    case Width::bits8: view.write<std::uint8_t>(offset, static_cast<std::uint8_t>(value)); break;
+    case Width::bits16: view.write<std::uint16_t>(offset, static_cast<std::uint16_t>(value)); break;
+    case Width::bits32: view.write<std::uint32_t>(offset, static_cast<std::uint32_t>(value)); break;
+    case Width::bits64: view.write<std::uint64_t>(offset, value); break;
+  }
+  return {};
+}
+
+Result<IoPortBar> IoPortBar::open(const SysfsPaths& paths, const Bdf& bdf, unsigned bar, bool writable) {
+  auto lookup = look_up_bar(paths, bdf, bar);
+  if (!lookup) return std::unexpected(lookup.error());
+  const std::string name = bar_name(bdf, bar);
+  if (lookup->bar.space != BarInfo::Space::io) {
+    return std::unexpected(make_error(Errc::not_supported, "open I/O port", name,
+                                      "this is a memory BAR", "map it with BarMapping"));
+  }
+  const std::string path = fmt::format("{}/resource{}", paths.device_dir(bdf), bar);
+  auto fd = sys::open_file(path, writable ? O_RDWR : O_RDONLY, "open");
+  if (!fd) {
+    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
+  }
+  return IoPortBar(name, path, std::move(*fd), lookup->bar.size);
+}
+
+Result<std::uint64_t> IoPortBar::read_checked(Width width, std::uint64_t offset) const {
+  std::array<std::uint8_t, 8> bytes{};
+  const std::size_t count = byte_count(width);
+  auto n = sys::pread_upto(fd_.get(), std::as_writable_bytes(std::span(bytes.data(), count)), offset, path_);
+  if (!n) return std::unexpected(n.error());
+  if (*n != count) {
+    return std::unexpected(make_error(Errc::io_error, "read", fmt::format("{} offset 0x{:x}", name_, offset),
+                                      "short read from the I/O port file"));
+  }
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < count; ++i) value |= static_cast<std::uint64_t>(bytes[i]) << (8 * i);
+  return value;
+}
+
+Result<void> IoPortBar::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
+  std::array<std::uint8_t, 8> bytes{};
+  const std::size_t count = byte_count(width);
+  for (std::size_t i = 0; i < count; ++i) bytes[i] = static_cast<std::uint8_t>(value >> (8 * i));
+  return sys::pwrite_all(fd_.get(), std::as_bytes(std::span(bytes.data(), count)), offset, path_);
+}
+
+Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
+                                               const BarMapOptions& options) {
+  auto lookup = look_up_bar(paths, bdf, bar);
+  if (!lookup) return std::unexpected(lookup.error());
+  if (lookup->bar.space == BarInfo::Space::io) {
+    if (options.offset != 0 || options.length != 0 || options.memory_type != MemoryType::uncached) {
+      return std::unexpected(make_error(Errc::not_supported, "open", bar_name(bdf, bar),
+                                        "I/O-port BARs take no window or memory type"));
+    }
+    auto io = IoPortBar::open(paths, bdf, bar, options.writable);
+    if (!io) return std::unexpected(io.error());
+    return std::make_unique<IoPortBar>(std::move(*io));
+  }
+  auto mapped = BarMapping::map(paths, bdf, bar, options);
+  if (!mapped) return std::unexpected(mapped.error());
+  return std::make_unique<BarMapping>(std::move(*mapped));
+}
+
+}  // namespace pcie

@@ -1,0 +1,207 @@
+#include "pcie/discovery.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "pcie/config_space.h"
+#include "src/pci/libpci_session.h"
+#include "src/sys/syscalls.h"
+
+namespace pcie {
+namespace {
+
+constexpr unsigned kFillFlags = PCI_FILL_IDENT | PCI_FILL_CLASS | PCI_FILL_CLASS_EXT |
+                                PCI_FILL_SUBSYS | PCI_FILL_BASES | PCI_FILL_SIZES |
+                                PCI_FILL_ROM_BASE | PCI_FILL_IO_FLAGS | PCI_FILL_NUMA_NODE |
+                                PCI_FILL_IOMMU_GROUP | PCI_FILL_DRIVER;
+
+std::optional<int> parse_int(const char* text) {
+  if (text == nullptr) return std::nullopt;
+  const std::string_view view(text);
+  int value = 0;
+  const auto [end, ec] = std::from_chars(view.data(), view.data() + view.size(), value);
+  if (ec != std::errc{} || end != view.data() + view.size()) return std::nullopt;
+  return value;
+}
+
+// A BAR's type from the kernel's resource flags (include/linux/ioport.h), falling back to
+// the BAR's own low bits (PCI 3.0, 6.2.5.1) when the flags are not available.
+BarInfo decode_bar(const pci_dev* device, unsigned index) {
+  BarInfo bar;
+  bar.index = index;
+  bar.size = device->size[index];
+  const pciaddr_t raw = device->base_addr[index];
+  const pciaddr_t flags = device->flags[index];
+  if (flags != 0) {
+    bar.space = (flags & PCI_IORESOURCE_IO) ? BarInfo::Space::io : BarInfo::Space::memory;
+    bar.is_64bit = (flags & PCI_IORESOURCE_MEM_64) != 0;
+    bar.prefetchable = (flags & PCI_IORESOURCE_PREFETCH) != 0;
+  } else {
+    bar.space = (raw & PCI_BASE_ADDRESS_SPACE_IO) ? BarInfo::Space::io : BarInfo::Space::memory;
+    bar.is_64bit = bar.space == BarInfo::Space::memory &&
+                   (raw & PCI_BASE_ADDRESS_MEM_TYPE_MASK) == PCI_BASE_ADDRESS_MEM_TYPE_64;
+    bar.prefetchable = bar.space == BarInfo::Space::memory && (raw & PCI_BASE_ADDRESS_MEM_PREFETCH);
+  }
+  bar.bus_address = bar.space == BarInfo::Space::io ? (raw & PCI_ADDR_IO_MASK) : (raw & PCI_ADDR_MEM_MASK);
+  return bar;
+}
+
+void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
+  auto config = ConfigSpace::open(paths, info.bdf);
+  if (!config) {
+    info.warnings.push_back(config.error().message());
+    return;
+  }
+  auto bytes = config->snapshot();
+  if (!bytes) {
+    info.warnings.push_back(bytes.error().message());
+    return;
+  }
+  info.config_bytes_readable = bytes->size();
+  info.header_type = (*bytes)[cfg::kHeaderType] & cfg::kHeaderTypeMask;
+  for (auto walk : {walk_standard_capabilities(*bytes), walk_extended_capabilities(*bytes)}) {
+    info.capabilities.insert(info.capabilities.end(), walk.capabilities.begin(), walk.capabilities.end());
+    if (walk.problem) {
+      walk.problem->object = info.bdf.to_string();
+      // Unprivileged readers see 64 bytes by design; that is not a device problem.
+      if (walk.problem->code != Errc::out_of_range) info.warnings.push_back(walk.problem->message());
+    }
+  }
+  auto link = decode_link(*bytes, info.capabilities);
+  if (link && *link) info.link = **link;
+  if (!link) info.warnings.push_back(link.error().message());
+  if (!info.link && bytes->size() < cfg::kConventionalSize) {
+    info.link = read_sysfs_link(paths.device_dir(info.bdf));
+  }
+}
+
+Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* device,
+                                     const DiscoveryOptions& options) {
+  auto filled = session.fill(device, kFillFlags);
+  if (!filled) return std::unexpected(filled.error());
+  DeviceInfo info;
+  info.bdf = Bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
+  info.vendor_id = device->vendor_id;
+  info.device_id = device->device_id;
+  info.subsystem_vendor_id = device->subsys_vendor_id;
+  info.subsystem_id = device->subsys_id;
+  info.revision = device->rev_id;
+  info.base_class = static_cast<std::uint8_t>(device->device_class >> 8);
+  info.subclass = static_cast<std::uint8_t>(device->device_class & 0xff);
+  info.prog_if = device->prog_if;
+  info.header_type = 0xff;
+  for (unsigned index = 0; index < kBarCount; ++index) {
+    if (device->size[index] != 0) info.bars.push_back(decode_bar(device, index));
+  }
+  if (device->rom_size != 0) info.rom = RomInfo{device->rom_base_addr & PCI_ADDR_MEM_MASK, device->rom_size};
+  if (const char* driver = pci_get_string_property(device, PCI_FILL_DRIVER)) info.driver = driver;
+  info.iommu_group = parse_int(pci_get_string_property(device, PCI_FILL_IOMMU_GROUP));
+  if (device->numa_node >= 0) info.numa_node = device->numa_node;
+
+  if (options.resolve_names) {
+    info.vendor_name = session.lookup_name(PCI_LOOKUP_VENDOR, info.vendor_id);
+    info.device_name = session.lookup_name(PCI_LOOKUP_DEVICE, info.vendor_id, info.device_id);
+    info.class_name = session.lookup_name(PCI_LOOKUP_CLASS, info.class_id());
+    if (info.subsystem_vendor_id != 0 && info.subsystem_vendor_id != 0xffff) {
+      info.subsystem_name = session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE,
+                                                info.vendor_id, info.device_id,
+                                                info.subsystem_vendor_id, info.subsystem_id);
+    }
+  }
+  if (options.read_capabilities) read_config_details(options.paths, info);
+  return info;
+}
+
+// libpci's scan stops the whole process on a directory entry it cannot parse; checking the
+// names first turns that into an error that names the entry.
+Result<void> check_device_directory(const std::string& devices_dir) {
+  auto names = sys::list_directory(devices_dir);
+  if (!names) {
+    Error error = names.error();
+    error.operation = "list PCI devices in";
+    error.hint = "is sysfs mounted, and is this a PCI sysfs root (it must contain devices/)?";
+    return std::unexpected(error);
+  }
+  for (const std::string& name : *names) {
+    if (name.starts_with('.')) continue;  // libpci skips these too
+    auto bdf = Bdf::parse(name);
+    if (!bdf || std::count(name.begin(), name.end(), ':') != 2) {
+      return std::unexpected(make_error(Errc::malformed, "list PCI devices in", devices_dir,
+                                        fmt::format("entry '{}' is not a DDDD:BB:DD.F address", name)));
+    }
+  }
+  return {};
+}
+
+Result<pci_filter> make_filter(detail::LibpciSession& session, const DiscoveryOptions& options) {
+  pci_filter filter{};
+  pci_filter_init(session.access(), &filter);
+  // libpci's parsers write into the string they are given, so each gets its own copy.
+  if (!options.slot_filter.empty()) {
+    std::string slot = options.slot_filter;
+    if (const char* problem = pci_filter_parse_slot(&filter, slot.data())) {
+      return std::unexpected(make_error(Errc::invalid_argument, "parse slot filter",
+                                        fmt::format("'{}'", options.slot_filter), problem,
+                                        "expected [[[[domain]:]bus]:][device][.[func]]"));
+    }
+  }
+  if (!options.id_filter.empty()) {
+    std::string id = options.id_filter;
+    if (const char* problem = pci_filter_parse_id(&filter, id.data())) {
+      return std::unexpected(make_error(Errc::invalid_argument, "parse ID filter",
+                                        fmt::format("'{}'", options.id_filter), problem,
+                                        "expected [vendor]:[device][:class[:prog-if]] in hex"));
+    }
+  }
+  return filter;
+}
+
+}  // namespace
+
+const BarInfo* DeviceInfo::find_bar(unsigned index) const {
+  for (const BarInfo& bar : bars) {
+    if (bar.index == index) return &bar;
+  }
+  return nullptr;
+}
+
+Result<std::vector<DeviceInfo>> discover(const DiscoveryOptions& options) {
+  auto checked = check_device_directory(options.paths.pci_root + "/devices");
+  if (!checked) return std::unexpected(checked.error());
+  auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
+  if (!session) return std::unexpected(session.error());
+  auto filter = make_filter(*session, options);
+  if (!filter) return std::unexpected(filter.error());
+  auto scanned = session->scan();
+  if (!scanned) return std::unexpected(scanned.error());
+
+  std::vector<DeviceInfo> devices;
+  for (pci_dev* device = session->access()->devices; device != nullptr; device = device->next) {
+    if (!pci_filter_match(&*filter, device)) continue;
+    auto info = build_device_info(*session, device, options);
+    if (!info) return std::unexpected(info.error());
+    if (!options.driver_filter.empty() && info->driver != options.driver_filter) continue;
+    devices.push_back(std::move(*info));
+  }
+  std::sort(devices.begin(), devices.end(),
+            [](const DeviceInfo& a, const DeviceInfo& b) { return a.bdf < b.bdf; });
+  return devices;
+}
+
+Result<DeviceInfo> describe(const Bdf& bdf, const DiscoveryOptions& options) {
+  const std::string dir = options.paths.device_dir(bdf);
+  if (!sys::path_exists(dir)) {
+    return std::unexpected(make_error(Errc::not_found, "find device", bdf.to_string(),
+                                      fmt::format("{} does not exist", dir),
+                                      "list devices with 'pciectl ls'"));
+  }
+  auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
+  if (!session) return std::unexpected(session.error());
+  auto device = session->get_device(bdf);
+  if (!device) return std::unexpected(device.error());
+  return build_device_info(*session, *device, options);
+}
+
+}  // namespace pcie

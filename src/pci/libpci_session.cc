@@ -1,0 +1,162 @@
+#include "src/pci/libpci_session.h"
+
+#include <csetjmp>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace pcie::detail {
+namespace {
+
+// The landing pad of the innermost guarded libpci call on this thread.
+struct Trap {
+  std::jmp_buf landing;
+  char message[512];
+};
+thread_local Trap* current_trap = nullptr;
+thread_local std::vector<std::string>* current_warnings = nullptr;
+
+[[noreturn]] void on_libpci_error(char* format, ...) {
+  Trap* trap = current_trap;
+  // Reaching libpci outside a guard is a bug in this library, not a runtime error.
+  if (trap == nullptr) std::abort();
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(trap->message, sizeof trap->message, format, args);
+  va_end(args);
+  std::longjmp(trap->landing, 1);
+}
+
+void on_libpci_warning(char* format, ...) {
+  if (current_warnings == nullptr) return;
+  char text[512];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(text, sizeof text, format, args);
+  va_end(args);
+  current_warnings->emplace_back(text);
+}
+
+void on_libpci_debug(char*, ...) {}
+
+// Runs `call(argument)` with libpci's error callback armed. Only plain C calls run inside:
+// no C++ object with a destructor lives in a frame that longjmp could skip.
+template <class Argument>
+[[gnu::noinline]] bool run_guarded(void (*call)(Argument), Argument argument, Trap& trap,
+                                   std::vector<std::string>* warnings) {
+  Trap* const previous = current_trap;
+  std::vector<std::string>* const previous_warnings = current_warnings;
+  current_trap = &trap;
+  current_warnings = warnings;
+  bool ok = false;
+  if (setjmp(trap.landing) == 0) {
+    call(argument);
+    ok = true;
+  }
+  current_trap = previous;
+  current_warnings = previous_warnings;
+  return ok;
+}
+
+Error libpci_error(std::string operation, std::string object, const Trap& trap) {
+  return make_error(Errc::malformed, std::move(operation), std::move(object),
+                    std::string("libpci: ") + trap.message,
+                    "is the sysfs tree complete? compare with 'ls -l' of the device directory");
+}
+
+struct FillRequest {
+  pci_dev* device;
+  unsigned flags;
+};
+
+struct GetRequest {
+  pci_access* access;
+  int domain, bus, device, function;
+  pci_dev* result;
+};
+
+}  // namespace
+
+void LibpciSession::Deleter::operator()(pci_access* access) const { pci_cleanup(access); }
+
+LibpciSession::~LibpciSession() {
+  for (pci_dev* device : standalone_devices_) pci_free_dev(device);
+}
+
+Result<LibpciSession> LibpciSession::open(const std::string& pci_root, const std::string& ids_path) {
+  pci_access* raw = pci_alloc();
+  if (raw == nullptr) {
+    return std::unexpected(make_error(Errc::io_error, "initialise libpci", pci_root, "pci_alloc failed"));
+  }
+  std::unique_ptr<pci_access, Deleter> access(raw);
+  auto warnings = std::make_unique<std::vector<std::string>>();
+  access->error = on_libpci_error;
+  access->warning = on_libpci_warning;
+  access->debug = on_libpci_debug;
+  access->method = PCI_ACCESS_SYS_BUS_PCI;
+  // libpci keeps the pointers it is given in parameters and the name list path, so they
+  // are copied into strings libpci owns (pci_set_param copies; the list path is strdup'd
+  // and handed over with to_be_freed = 1).
+  if (pci_set_param(raw, const_cast<char*>("sysfs.path"), const_cast<char*>(pci_root.c_str())) != 0) {
+    return std::unexpected(make_error(Errc::not_supported, "initialise libpci", pci_root,
+                                      "this libpci has no sysfs.path parameter"));
+  }
+  if (!ids_path.empty()) pci_set_name_list_path(raw, strdup(ids_path.c_str()), 1);
+  Trap trap{};
+  if (!run_guarded<pci_access*>(pci_init, raw, trap, warnings.get())) {
+    return std::unexpected(libpci_error("initialise libpci", pci_root, trap));
+  }
+  return LibpciSession(std::move(access), std::move(warnings));
+}
+
+Result<void> LibpciSession::scan() {
+  Trap trap{};
+  if (!run_guarded<pci_access*>(pci_scan_bus, access_.get(), trap, warnings_.get())) {
+    return std::unexpected(libpci_error("scan", pci_get_param(access_.get(), const_cast<char*>("sysfs.path")), trap));
+  }
+  return {};
+}
+
+Result<void> LibpciSession::fill(pci_dev* device, unsigned flags) {
+  Trap trap{};
+  FillRequest request{device, flags};
+  auto call = [](FillRequest* r) { pci_fill_info(r->device, static_cast<int>(r->flags)); };
+  if (!run_guarded<FillRequest*>(call, &request, trap, warnings_.get())) {
+    const Bdf bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
+    return std::unexpected(libpci_error("read device attributes of", bdf.to_string(), trap));
+  }
+  return {};
+}
+
+Result<pci_dev*> LibpciSession::get_device(const Bdf& bdf) {
+  Trap trap{};
+  GetRequest request{access_.get(), static_cast<int>(bdf.domain), bdf.bus, bdf.device,
+                     bdf.function, nullptr};
+  auto call = [](GetRequest* r) {
+    r->result = pci_get_dev(r->access, r->domain, r->bus, r->device, r->function);
+  };
+  if (!run_guarded<GetRequest*>(call, &request, trap, warnings_.get()) || request.result == nullptr) {
+    return std::unexpected(libpci_error("open", bdf.to_string(), trap));
+  }
+  standalone_devices_.push_back(request.result);
+  return request.result;
+}
+
+std::string LibpciSession::lookup_name(int flags, int arg1, int arg2, int arg3, int arg4) {
+  struct LookupRequest {
+    pci_access* access;
+    char buffer[256];
+    int flags, arg1, arg2, arg3, arg4;
+    const char* result;
+  } request{access_.get(), {}, flags | PCI_LOOKUP_NO_NUMBERS, arg1, arg2, arg3, arg4, nullptr};
+  auto call = [](LookupRequest* r) {
+    r->result = pci_lookup_name(r->access, r->buffer, sizeof r->buffer, r->flags, r->arg1,
+                                r->arg2, r->arg3, r->arg4);
+  };
+  Trap trap{};
+  if (!run_guarded<LookupRequest*>(call, &request, trap, warnings_.get())) return {};
+  return request.result != nullptr ? std::string(request.result) : std::string();
+}
+
+}  // namespace pcie::detail

@@ -1,0 +1,53 @@
+// A pci_access owned by RAII, with libpci's error callback trapped. libpci reports errors
+// through a callback that must not return (its default prints and calls exit(1)); the
+// library never exits, so the callback longjmps back to the guarded call instead, and the
+// guarded call returns an Error. Private to the library.
+#pragma once
+
+#include <pci/pci.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pcie/bdf.h"
+#include "pcie/error.h"
+
+namespace pcie::detail {
+
+class LibpciSession {
+ public:
+  // pci_alloc + sysfs method + sysfs.path + optional pci.ids path + pci_init.
+  static Result<LibpciSession> open(const std::string& pci_root, const std::string& ids_path);
+
+  pci_access* access() const { return access_.get(); }
+  // pci_scan_bus; afterwards access()->devices is the device list.
+  Result<void> scan();
+  // pci_fill_info with `flags`.
+  Result<void> fill(pci_dev* device, unsigned flags);
+  // pci_get_dev for one device without a scan; released with the session.
+  Result<pci_dev*> get_device(const Bdf& bdf);
+  // pci_lookup_name with PCI_LOOKUP_NO_NUMBERS: empty when unknown.
+  std::string lookup_name(int flags, int arg1, int arg2 = 0, int arg3 = 0, int arg4 = 0);
+  // Warnings libpci printed through its warning callback, oldest first.
+  const std::vector<std::string>& warnings() const { return *warnings_; }
+
+ private:
+  struct Deleter {
+    void operator()(pci_access* access) const;
+  };
+  LibpciSession(std::unique_ptr<pci_access, Deleter> access,
+                std::unique_ptr<std::vector<std::string>> warnings)
+      : access_(std::move(access)), warnings_(std::move(warnings)) {}
+
+  std::unique_ptr<pci_access, Deleter> access_;
+  std::vector<pci_dev*> standalone_devices_;  // from get_device(), freed before access_
+  std::unique_ptr<std::vector<std::string>> warnings_;
+
+ public:
+  LibpciSession(LibpciSession&&) noexcept = default;
+  LibpciSession& operator=(LibpciSession&&) noexcept = delete;
+  ~LibpciSession();
+};
+
+}  // namespace pcie::detail

@@ -1,0 +1,120 @@
+#include "src/sys/syscalls.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <memory>
+
+namespace pcie::sys {
+
+Result<UniqueFd> open_file(const std::string& path, int flags, std::string_view operation) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return std::unexpected(make_errno_error(errno, std::string(operation), path));
+  return UniqueFd(fd);
+}
+
+Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_t offset,
+                               const std::string& path) {
+  std::size_t done = 0;
+  while (done < buffer.size()) {
+    const ssize_t n = ::pread(fd, buffer.data() + done, buffer.size() - done,
+                              static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return std::unexpected(make_errno_error(errno, "read", path));
+    }
+    if (n == 0) break;  // end of file: sysfs truncates config reads for non-root users
+    done += static_cast<std::size_t>(n);
+  }
+  return done;
+}
+
+Result<void> pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t offset,
+                        const std::string& path) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
+                               static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return std::unexpected(make_errno_error(errno, "write", path));
+    }
+    if (n == 0) {
+      return std::unexpected(make_error(Errc::io_error, "write", path,
+                                        "short write: the file accepted no more bytes"));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+Result<std::uint64_t> file_size(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return std::unexpected(make_errno_error(errno, "stat", path));
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+Result<Mapping> map_shared(int fd, std::size_t length, std::uint64_t offset, int prot,
+                           const std::string& path) {
+  void* addr = ::mmap(nullptr, length, prot, MAP_SHARED, fd, static_cast<off_t>(offset));
+  if (addr == MAP_FAILED) return std::unexpected(make_errno_error(errno, "mmap", path));
+  return Mapping(addr, length);
+}
+
+Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes) {
+  auto fd = open_file(path, O_RDONLY, "open");
+  if (!fd) return std::unexpected(fd.error());
+  // One byte more than allowed, so that an over-long file is detected rather than cut.
+  std::string text(max_bytes + 1, '\0');
+  auto n = pread_upto(fd->get(), std::as_writable_bytes(std::span(text)), 0, path);
+  if (!n) return std::unexpected(n.error());
+  if (*n > max_bytes) {
+    return std::unexpected(make_error(Errc::malformed, "read", path,
+                                      "file longer than " + std::to_string(max_bytes) +
+                                          " bytes; not a sysfs attribute"));
+  }
+  text.resize(*n);
+  return text;
+}
+
+Result<std::string> read_link(const std::string& path) {
+  std::string target(PATH_MAX, '\0');
+  const ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
+  if (n < 0) return std::unexpected(make_errno_error(errno, "readlink", path));
+  target.resize(static_cast<std::size_t>(n));
+  return target;
+}
+
+Result<std::vector<std::string>> list_directory(const std::string& path) {
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(path.c_str()), &::closedir);
+  if (!dir) return std::unexpected(make_errno_error(errno, "list", path));
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* entry = ::readdir(dir.get())) {
+    const std::string_view name = entry->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+    errno = 0;
+  }
+  if (errno != 0) return std::unexpected(make_errno_error(errno, "list", path));
+  return names;
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace pcie::sys
+
+namespace pcie::sys {
+
+std::uint64_t page_size() { return static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)); }
+
+unsigned effective_uid() { return ::geteuid(); }
+
+}  // namespace pcie::sys

@@ -1,0 +1,62 @@
+// The library's one choke point for the kernel: every open, pread, pwrite, mmap, readlink
+// and directory listing goes through these functions, which capture errno immediately and
+// turn it into an Error naming the path. Private to the library.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pcie/error.h"
+#include "pcie/sys/mapping.h"
+#include "pcie/sys/unique_fd.h"
+
+namespace pcie::sys {
+
+// open(2) with O_CLOEXEC added. `operation` names what the caller is doing, for the error.
+Result<UniqueFd> open_file(const std::string& path, int flags, std::string_view operation);
+
+// pread(2) until `buffer` is full or end of file; returns the bytes read (short at EOF).
+// Retries on EINTR.
+Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_t offset,
+                               const std::string& path);
+
+// pwrite(2) all of `data` at `offset`; a short write is an error.
+Result<void> pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t offset,
+                        const std::string& path);
+
+// The size fstat(2) reports for an open file.
+Result<std::uint64_t> file_size(int fd, const std::string& path);
+
+// mmap(2) MAP_SHARED of `length` bytes at file `offset` with protection `prot`.
+Result<Mapping> map_shared(int fd, std::size_t length, std::uint64_t offset, int prot,
+                           const std::string& path);
+
+// Reads a small text file (a sysfs attribute) of at most `max_bytes`; a longer file is
+// `malformed`, since sysfs attributes are never that long and the data is untrusted.
+Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes = 4096);
+
+// readlink(2), returning the target text.
+Result<std::string> read_link(const std::string& path);
+
+// Names in a directory, without "." and "..", unsorted.
+Result<std::vector<std::string>> list_directory(const std::string& path);
+
+// True when `path` exists (stat(2) succeeds).
+bool path_exists(const std::string& path);
+
+}  // namespace pcie::sys
+
+namespace pcie::sys {
+
+// sysconf(_SC_PAGESIZE).
+std::uint64_t page_size();
+
+// geteuid(2).
+unsigned effective_uid();
+
+}  // namespace pcie::sys

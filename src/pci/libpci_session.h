@@ -4,7 +4,10 @@
 // guarded call returns an Error. Private to the library.
 #pragma once
 
+// libpci 3.9's header has no extern "C" guard of its own.
+extern "C" {
 #include <pci/pci.h>
+}
 
 #include <memory>
 #include <string>

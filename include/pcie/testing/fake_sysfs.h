@@ -1,0 +1,122 @@
+// A fake sysfs PCI tree in a temporary directory, for testing drivers and tools without
+// hardware. It writes what the kernel exports under /sys/bus/pci/devices/<bdf>/ that
+// libpci and this library read: config, resource, resourceN (and resourceN_wc for
+// prefetchable BARs) files of the BAR's size, vendor/device/class/... attributes, the
+// driver and iommu_group links, numa_node, and the link speed/width files.
+//
+// Point the library at it with FakeSysfs::paths(), or lspci with
+// `lspci -A linux-sysfs -O sysfs.path=<pci_root()>`. BAR files are ordinary (sparse)
+// files: mapping and writing them works and changes only the file.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pcie/bdf.h"
+#include "pcie/error.h"
+#include "pcie/sysfs_paths.h"
+
+namespace pcie::testing {
+
+struct FakeBar {
+  enum class Kind { memory32, memory64, io };
+  unsigned index = 0;            // a 64-bit BAR also occupies index + 1
+  Kind kind = Kind::memory32;
+  std::uint64_t size = 0;        // a power of two
+  std::uint64_t bus_address = 0;
+  bool prefetchable = false;
+};
+
+struct FakeCapability {
+  std::uint8_t id = 0;
+  std::vector<std::uint8_t> body;  // bytes after the 2-byte header (id, next)
+};
+
+struct FakeExtendedCapability {
+  std::uint16_t id = 0;
+  std::uint8_t version = 1;
+  std::vector<std::uint8_t> body;  // bytes after the 4-byte header
+};
+
+// Link encodings as in the Link Capabilities/Status registers (1 = 2.5 GT/s ... 6 = 64).
+struct FakeLink {
+  std::uint8_t current_speed = 0;
+  std::uint8_t current_width = 0;
+  std::uint8_t max_speed = 0;
+  std::uint8_t max_width = 0;
+};
+
+struct FakeDevice {
+  Bdf bdf;
+  std::uint16_t vendor_id = 0;
+  std::uint16_t device_id = 0;
+  std::uint16_t subsystem_vendor_id = 0;
+  std::uint16_t subsystem_id = 0;
+  std::uint8_t revision = 0;
+  std::uint32_t class_code = 0;  // 24 bits: base class, subclass, prog-if (0x010802)
+  std::uint8_t header_type = 0;
+  std::uint8_t interrupt_pin = 0;
+  std::vector<FakeBar> bars;
+  std::optional<std::uint64_t> rom_size;       // an expansion ROM of this size
+  std::optional<std::string> driver;           // a "driver" link to drivers/<name>
+  std::optional<int> iommu_group;              // an "iommu_group" link to kernel/iommu_groups/<n>
+  int numa_node = -1;
+  std::vector<FakeCapability> capabilities;    // laid out from 0x40
+  // With a link, a PCI Express capability (endpoint) is appended and the sysfs link files
+  // are written.
+  std::optional<FakeLink> link;
+  std::vector<FakeExtendedCapability> extended_capabilities;  // laid out from 0x100
+  // 256, or 4096; 0 picks 4096 when there is a link or extended capabilities.
+  std::size_t config_size = 0;
+};
+
+class FakeSysfs {
+ public:
+  // Creates an empty tree in a new directory under $TEST_TMPDIR (or $TMPDIR, or /tmp).
+  static Result<FakeSysfs> create();
+
+  FakeSysfs(FakeSysfs&& other) noexcept;
+  FakeSysfs& operator=(FakeSysfs&& other) noexcept;
+  FakeSysfs(const FakeSysfs&) = delete;
+  FakeSysfs& operator=(const FakeSysfs&) = delete;
+  // Removes the whole tree.
+  ~FakeSysfs();
+
+  // Writes the device's directory. Fails on a duplicate BDF, a BAR that is not a power of
+  // two, or capabilities that do not fit in config space.
+  Result<void> add_device(const FakeDevice& device);
+
+  // Replaces the device's config file with `bytes`: for malformed-config tests (loops,
+  // bad pointers, truncation, all ones).
+  Result<void> write_config(const Bdf& bdf, std::span<const std::uint8_t> bytes);
+  // Writes (or replaces) any file in the device directory.
+  Result<void> write_device_file(const Bdf& bdf, const std::string& name, const std::string& contents);
+  // Writes the lockdown file, e.g. "none [integrity] confidentiality".
+  Result<void> set_lockdown(const std::string& contents);
+
+  // The directory holding the whole tree.
+  const std::string& directory() const { return directory_; }
+  // <directory>/sys/bus/pci: what libpci calls sysfs.path.
+  std::string pci_root() const;
+  // Paths for the library, lockdown file included.
+  SysfsPaths paths() const;
+  std::string device_dir(const Bdf& bdf) const;
+
+  // The config space add_device() writes for `device`.
+  static Result<std::vector<std::uint8_t>> build_config(const FakeDevice& device);
+
+ private:
+  explicit FakeSysfs(std::string directory) : directory_(std::move(directory)) {}
+  std::string directory_;
+};
+
+// Device shapes modelled on the QEMU devices the test VM uses, for tests and demos.
+FakeDevice qemu_edu(const Bdf& bdf);            // 1234:11e8, 1 MiB BAR0, MSI
+FakeDevice qemu_ivshmem(const Bdf& bdf);        // 1af4:1110, BAR0 256 B, 64-bit prefetchable BAR2
+FakeDevice qemu_pci_testdev(const Bdf& bdf);    // 1b36:0005, 4 KiB BAR0, 256 B I/O BAR1
+FakeDevice qemu_nvme(const Bdf& bdf);           // 1b36:0010, PCIe with link and extended caps
+
+}  // namespace pcie::testing

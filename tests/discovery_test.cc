@@ -1,0 +1,324 @@
+// Discovery over fake sysfs trees: every field compared with what the tree encodes.
+#include "pcie/discovery.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "pcie/config_space.h"
+#include "pcie/testing/fake_sysfs.h"
+
+namespace pcie {
+namespace {
+
+using testing::FakeDevice;
+using testing::FakeSysfs;
+
+const Bdf kEdu{0, 0, 3, 0};
+const Bdf kIvshmem{0, 0, 4, 0};
+const Bdf kTestdev{0, 0, 5, 0};
+const Bdf kNvme{0, 1, 0, 0};
+
+class DiscoveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto tree = FakeSysfs::create();
+    ASSERT_TRUE(tree) << tree.error().message();
+    tree_.emplace(std::move(*tree));
+    for (const FakeDevice& device : {testing::qemu_edu(kEdu), testing::qemu_ivshmem(kIvshmem),
+                                     testing::qemu_pci_testdev(kTestdev), testing::qemu_nvme(kNvme)}) {
+      auto added = tree_->add_device(device);
+      ASSERT_TRUE(added) << added.error().message();
+    }
+    options_.paths = tree_->paths();
+  }
+
+  const DeviceInfo& find(const std::vector<DeviceInfo>& devices, const Bdf& bdf) {
+    for (const DeviceInfo& device : devices) {
+      if (device.bdf == bdf) return device;
+    }
+    ADD_FAILURE() << "device " << bdf.to_string() << " not discovered";
+    static const DeviceInfo empty;
+    return empty;
+  }
+
+  std::optional<FakeSysfs> tree_;
+  DiscoveryOptions options_;
+};
+
+TEST_F(DiscoveryTest, FindsEveryDeviceSortedByBdf) {
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  ASSERT_EQ(devices->size(), 4u);
+  EXPECT_EQ((*devices)[0].bdf, kEdu);
+  EXPECT_EQ((*devices)[1].bdf, kIvshmem);
+  EXPECT_EQ((*devices)[2].bdf, kTestdev);
+  EXPECT_EQ((*devices)[3].bdf, kNvme);
+}
+
+TEST_F(DiscoveryTest, PlainEndpointMatchesTree) {
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  const DeviceInfo& edu = find(*devices, kEdu);
+  EXPECT_EQ(edu.vendor_id, 0x1234);
+  EXPECT_EQ(edu.device_id, 0x11e8);
+  EXPECT_EQ(edu.subsystem_vendor_id, 0x1af4);
+  EXPECT_EQ(edu.subsystem_id, 0x1100);
+  EXPECT_EQ(edu.revision, 0x10);
+  EXPECT_EQ(edu.base_class, 0x00);
+  EXPECT_EQ(edu.subclass, 0xff);
+  EXPECT_EQ(edu.prog_if, 0x00);
+  EXPECT_EQ(edu.header_type, 0);
+  ASSERT_EQ(edu.bars.size(), 1u);
+  EXPECT_EQ(edu.bars[0], (BarInfo{0, 0xfea00000, 1u << 20, BarInfo::Space::memory, false, false}));
+  EXPECT_FALSE(edu.rom);
+  EXPECT_FALSE(edu.driver);
+  EXPECT_EQ(edu.iommu_group, 5);
+  EXPECT_FALSE(edu.numa_node);
+  EXPECT_FALSE(edu.link);
+  ASSERT_EQ(edu.capabilities.size(), 1u);
+  EXPECT_EQ(edu.capabilities[0].id, cap::kMsi);
+  EXPECT_EQ(edu.capabilities[0].offset, 0x40);
+  EXPECT_EQ(edu.capabilities[0].name(), "MSI");
+  EXPECT_EQ(edu.config_bytes_readable, 256u);
+  EXPECT_TRUE(edu.warnings.empty());
+}
+
+TEST_F(DiscoveryTest, SixtyFourBitPrefetchableBar) {
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  const DeviceInfo& ivshmem = find(*devices, kIvshmem);
+  EXPECT_EQ(ivshmem.vendor_id, 0x1af4);
+  EXPECT_EQ(ivshmem.device_id, 0x1110);
+  EXPECT_EQ(ivshmem.class_id(), 0x0500);
+  ASSERT_EQ(ivshmem.bars.size(), 2u);
+  EXPECT_EQ(ivshmem.bars[0], (BarInfo{0, 0xfeb00000, 256, BarInfo::Space::memory, false, false}));
+  EXPECT_EQ(ivshmem.bars[1], (BarInfo{2, 0x800000000, 4u << 20, BarInfo::Space::memory, true, true}));
+  EXPECT_EQ(ivshmem.find_bar(2), &ivshmem.bars[1]);
+  EXPECT_EQ(ivshmem.find_bar(3), nullptr);
+  EXPECT_TRUE(ivshmem.capabilities.empty());
+}
+
+TEST_F(DiscoveryTest, IoPortBar) {
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  const DeviceInfo& testdev = find(*devices, kTestdev);
+  ASSERT_EQ(testdev.bars.size(), 2u);
+  EXPECT_EQ(testdev.bars[0], (BarInfo{0, 0xfebf0000, 4096, BarInfo::Space::memory, false, false}));
+  EXPECT_EQ(testdev.bars[1], (BarInfo{1, 0xc000, 256, BarInfo::Space::io, false, false}));
+}
+
+TEST_F(DiscoveryTest, PciExpressDeviceWithLinkAndExtendedCapabilities) {
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  const DeviceInfo& nvme = find(*devices, kNvme);
+  EXPECT_EQ(nvme.base_class, 0x01);
+  EXPECT_EQ(nvme.subclass, 0x08);
+  EXPECT_EQ(nvme.prog_if, 0x02);
+  EXPECT_EQ(nvme.revision, 0x02);
+  EXPECT_EQ(nvme.driver, "nvme");
+  EXPECT_EQ(nvme.iommu_group, 8);
+  EXPECT_EQ(nvme.numa_node, 0);
+  ASSERT_EQ(nvme.bars.size(), 1u);
+  EXPECT_EQ(nvme.bars[0], (BarInfo{0, 0xfebd0000, 16u << 10, BarInfo::Space::memory, true, false}));
+  ASSERT_TRUE(nvme.link);
+  EXPECT_EQ(nvme.link->current_speed_gts, 8.0);
+  EXPECT_EQ(nvme.link->current_width, 2u);
+  EXPECT_EQ(nvme.link->max_speed_gts, 8.0);
+  EXPECT_EQ(nvme.link->max_width, 4u);
+  EXPECT_EQ(nvme.link->source, LinkInfo::Source::config_space);
+  EXPECT_EQ(nvme.config_bytes_readable, 4096u);
+  const std::vector<Capability> expected = {
+      {Capability::Space::standard, cap::kPowerManagement, 0, 0x40},
+      {Capability::Space::standard, cap::kMsiX, 0, 0x48},
+      {Capability::Space::standard, cap::kPciExpress, 0, 0x54},
+      {Capability::Space::extended, ext_cap::kAdvancedErrorReporting, 2, 0x100},
+      {Capability::Space::extended, ext_cap::kDeviceSerialNumber, 1, 0x148},
+  };
+  EXPECT_EQ(nvme.capabilities, expected);
+  EXPECT_EQ(nvme.capabilities[3].name(), "Advanced Error Reporting");
+  EXPECT_TRUE(nvme.warnings.empty());
+}
+
+TEST_F(DiscoveryTest, ResolvesNamesFromPciIds) {
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  const DeviceInfo& nvme = find(*devices, kNvme);
+  EXPECT_EQ(nvme.vendor_name, "Red Hat, Inc.");
+  EXPECT_EQ(nvme.device_name, "QEMU NVM Express Controller");
+  EXPECT_EQ(nvme.class_name, "Non-Volatile memory controller");
+  const DeviceInfo& ivshmem = find(*devices, kIvshmem);
+  EXPECT_EQ(ivshmem.device_name, "Inter-VM shared memory");
+}
+
+TEST_F(DiscoveryTest, NamesCanBeSkipped) {
+  options_.resolve_names = false;
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  EXPECT_TRUE(find(*devices, kNvme).vendor_name.empty());
+}
+
+TEST_F(DiscoveryTest, SlotFilter) {
+  options_.slot_filter = "01:";
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].bdf, kNvme);
+  options_.slot_filter = "0000:00:04.0";
+  devices = discover(options_);
+  ASSERT_TRUE(devices);
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].bdf, kIvshmem);
+}
+
+TEST_F(DiscoveryTest, VendorDeviceFilter) {
+  options_.id_filter = "1b36:";
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  ASSERT_EQ(devices->size(), 2u);
+  EXPECT_EQ((*devices)[0].bdf, kTestdev);
+  EXPECT_EQ((*devices)[1].bdf, kNvme);
+  options_.id_filter = "1234:11e8";
+  devices = discover(options_);
+  ASSERT_TRUE(devices);
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].bdf, kEdu);
+}
+
+TEST_F(DiscoveryTest, ClassFilter) {
+  options_.id_filter = "::0108";
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].bdf, kNvme);
+}
+
+TEST_F(DiscoveryTest, DriverFilter) {
+  options_.driver_filter = "nvme";
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].bdf, kNvme);
+  options_.driver_filter = "vfio-pci";
+  devices = discover(options_);
+  ASSERT_TRUE(devices);
+  EXPECT_TRUE(devices->empty());
+}
+
+TEST_F(DiscoveryTest, BadFiltersAreInvalidArguments) {
+  options_.slot_filter = "zz:";
+  auto devices = discover(options_);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::invalid_argument);
+  options_.slot_filter.clear();
+  options_.id_filter = "12345:";
+  devices = discover(options_);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::invalid_argument);
+}
+
+TEST_F(DiscoveryTest, DescribeOneDevice) {
+  auto nvme = describe(kNvme, options_);
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  EXPECT_EQ(nvme->vendor_id, 0x1b36);
+  EXPECT_EQ(nvme->driver, "nvme");
+  ASSERT_TRUE(nvme->link);
+  EXPECT_EQ(nvme->link->max_width, 4u);
+}
+
+TEST_F(DiscoveryTest, DescribeMissingDeviceIsNotFound) {
+  auto missing = describe(Bdf{0, 9, 9, 1}, options_);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+  EXPECT_NE(missing.error().message().find("0000:09:09.1"), std::string::npos);
+}
+
+// Unprivileged users read 64 bytes of config space: the link then comes from sysfs' link
+// files, and the capabilities beyond 64 bytes are silently absent, not an error.
+TEST_F(DiscoveryTest, TruncatedConfigFallsBackToSysfsLinkFiles) {
+  auto config = FakeSysfs::build_config(testing::qemu_nvme(kNvme));
+  ASSERT_TRUE(config);
+  config->resize(64);
+  ASSERT_TRUE(tree_->write_config(kNvme, *config));
+  auto nvme = describe(kNvme, options_);
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  EXPECT_EQ(nvme->config_bytes_readable, 64u);
+  EXPECT_TRUE(nvme->capabilities.empty());
+  EXPECT_TRUE(nvme->warnings.empty());
+  ASSERT_TRUE(nvme->link);
+  EXPECT_EQ(nvme->link->source, LinkInfo::Source::sysfs);
+  EXPECT_EQ(nvme->link->current_speed_gts, 8.0);
+  EXPECT_EQ(nvme->link->current_width, 2u);
+  EXPECT_EQ(nvme->link->max_width, 4u);
+}
+
+TEST_F(DiscoveryTest, LoopingCapabilityListIsAWarningNotAFailure) {
+  auto config = FakeSysfs::build_config(testing::qemu_nvme(kNvme));
+  ASSERT_TRUE(config);
+  (*config)[0x49] = 0x40;  // MSI-X's next pointer back to the first capability
+  ASSERT_TRUE(tree_->write_config(kNvme, *config));
+  auto nvme = describe(kNvme, options_);
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  ASSERT_EQ(nvme->warnings.size(), 1u);
+  EXPECT_NE(nvme->warnings[0].find("loops back to 0x40"), std::string::npos) << nvme->warnings[0];
+  EXPECT_GE(nvme->capabilities.size(), 2u);
+}
+
+TEST_F(DiscoveryTest, RemovedDeviceIsReportedInWarnings) {
+  std::vector<std::uint8_t> all_ones(4096, 0xff);
+  ASSERT_TRUE(tree_->write_config(kNvme, all_ones));
+  auto nvme = describe(kNvme, options_);
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  ASSERT_FALSE(nvme->warnings.empty());
+  EXPECT_NE(nvme->warnings[0].find("all ones"), std::string::npos) << nvme->warnings[0];
+}
+
+TEST(DiscoveryErrors, MissingTreeNamesThePath) {
+  DiscoveryOptions options;
+  options.paths.pci_root = "/nonexistent/sys/bus/pci";
+  auto devices = discover(options);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::not_found);
+  EXPECT_NE(devices.error().message().find("/nonexistent/sys/bus/pci/devices"), std::string::npos);
+}
+
+TEST(DiscoveryErrors, UnparsableEntryIsMalformedNotAnExit) {
+  auto tree = FakeSysfs::create();
+  ASSERT_TRUE(tree);
+  std::filesystem::create_directories(tree->pci_root() + "/devices/not-a-device");
+  DiscoveryOptions options;
+  options.paths = tree->paths();
+  auto devices = discover(options);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::malformed);
+  EXPECT_NE(devices.error().message().find("not-a-device"), std::string::npos);
+}
+
+// libpci calls its error callback (which exits by default) when a mandatory attribute is
+// missing; the library must turn that into an Error.
+TEST(DiscoveryErrors, MissingAttributeIsMalformedNotAnExit) {
+  auto tree = FakeSysfs::create();
+  ASSERT_TRUE(tree);
+  const Bdf bdf{0, 0, 3, 0};
+  ASSERT_TRUE(tree->add_device(testing::qemu_edu(bdf)));
+  std::filesystem::remove(tree->device_dir(bdf) + "/vendor");
+  DiscoveryOptions options;
+  options.paths = tree->paths();
+  auto devices = discover(options);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::malformed);
+  EXPECT_NE(devices.error().message().find("libpci"), std::string::npos) << devices.error().message();
+}
+
+TEST(DiscoveryErrors, EmptyTreeHasNoDevices) {
+  auto tree = FakeSysfs::create();
+  ASSERT_TRUE(tree);
+  DiscoveryOptions options;
+  options.paths = tree->paths();
+  auto devices = discover(options);
+  ASSERT_TRUE(devices) << devices.error().message();
+  EXPECT_TRUE(devices->empty());
+}
+
+}  // namespace
+}  // namespace pcie

@@ -77,11 +77,13 @@ class Region {
 
   // Checked, ordered read of `width` at `offset` (zero-extended to 64 bits).
   Result<std::uint64_t> read(Width width, std::uint64_t offset) const;
-  // Checked, ordered write; `value` must fit in `width` (invalid_argument otherwise).
+  // Checked, ordered write; `value` must fit in `width` (invalid_argument otherwise), and
+  // the region must have been opened writable (permission_denied otherwise).
   Result<void> write(Width width, std::uint64_t offset, std::uint64_t value);
+  bool writable() const { return writable_; }
 
  protected:
-  explicit Region(WidthSet allowed) : allowed_(allowed) {}
+  Region(WidthSet allowed, bool writable) : allowed_(allowed), writable_(writable) {}
   Region(const Region&) = default;
   Region& operator=(const Region&) = default;
   // Called only after the checks above passed.
@@ -90,6 +92,7 @@ class Region {
 
  private:
   WidthSet allowed_;
+  bool writable_ = false;
 };
 
 }  // namespace pcie

@@ -57,8 +57,8 @@ class BarMapping final : public Region {
 
  private:
   BarMapping(std::string name, UniqueFd fd, Mapping mapping, std::uint64_t window_offset,
-             std::uint64_t length, MemoryType memory_type)
-      : Region(WidthSet::all()), name_(std::move(name)), fd_(std::move(fd)),
+             std::uint64_t length, MemoryType memory_type, bool writable)
+      : Region(WidthSet::all(), writable), name_(std::move(name)), fd_(std::move(fd)),
         mapping_(std::move(mapping)), window_offset_(window_offset), length_(length),
         memory_type_(memory_type) {}
 
@@ -88,8 +88,8 @@ class IoPortBar final : public Region {
   Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override;
 
  private:
-  IoPortBar(std::string name, std::string path, UniqueFd fd, std::uint64_t size)
-      : Region(WidthSet::up_to(Width::bits32)), name_(std::move(name)), path_(std::move(path)),
+  IoPortBar(std::string name, std::string path, UniqueFd fd, std::uint64_t size, bool writable)
+      : Region(WidthSet::up_to(Width::bits32), writable), name_(std::move(name)), path_(std::move(path)),
         fd_(std::move(fd)), size_(size) {}
 
   std::string name_;

@@ -69,6 +69,11 @@ Result<std::uint64_t> Region::read(Width width, std::uint64_t offset) const {
 Result<void> Region::write(Width width, std::uint64_t offset, std::uint64_t value) {
   auto ok = check_access("write", name(), size(), allowed_, width, offset);
   if (!ok) return std::unexpected(ok.error());
+  if (!writable_) {
+    return std::unexpected(make_error(Errc::permission_denied, "write",
+                                      fmt::format("{} offset 0x{:x}", name(), offset),
+                                      "the region was opened read-only"));
+  }
   if (width != Width::bits64 && (value >> bit_count(width)) != 0) {
     return std::unexpected(make_error(Errc::invalid_argument, "write",
                                       fmt::format("{} offset 0x{:x}", name(), offset),

@@ -129,7 +129,7 @@ Result<BarMapping> BarMapping::map(const SysfsPaths& paths, const Bdf& bdf, unsi
     return std::unexpected(explain_bar_failure(mapping.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
   }
   return BarMapping(name, std::move(*fd), std::move(*mapping), options.offset, length,
-                    options.memory_type);
+                    options.memory_type, options.writable);
 }
 
 Result<std::uint64_t> BarMapping::read_checked(Width width, std::uint64_t offset) const {
@@ -167,7 +167,7 @@ Result<IoPortBar> IoPortBar::open(const SysfsPaths& paths, const Bdf& bdf, unsig
   if (!fd) {
     return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
   }
-  return IoPortBar(name, path, std::move(*fd), lookup->bar.size);
+  return IoPortBar(name, path, std::move(*fd), lookup->bar.size, writable);
 }
 
 Result<std::uint64_t> IoPortBar::read_checked(Width width, std::uint64_t offset) const {

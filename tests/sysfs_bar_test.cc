@@ -1,0 +1,367 @@
+// Mapping the fake tree's resourceN files and reaching them through the accessors. The
+// files stand in for BARs: what the accessors write must land in the file, byte for byte.
+#include "pcie/sysfs_bar.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include "pcie/testing/fake_sysfs.h"
+
+namespace pcie {
+namespace {
+
+using namespace std::chrono_literals;
+
+const Bdf kEdu{0, 0, 3, 0};
+const Bdf kIvshmem{0, 0, 4, 0};
+const Bdf kTestdev{0, 0, 5, 0};
+
+class SysfsBarTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto tree = testing::FakeSysfs::create();
+    ASSERT_TRUE(tree);
+    tree_.emplace(std::move(*tree));
+    ASSERT_TRUE(tree_->add_device(testing::qemu_edu(kEdu)));
+    ASSERT_TRUE(tree_->add_device(testing::qemu_ivshmem(kIvshmem)));
+    ASSERT_TRUE(tree_->add_device(testing::qemu_pci_testdev(kTestdev)));
+  }
+
+  // Bytes of a BAR file as the "device" sees them.
+  std::vector<std::uint8_t> file_bytes(const Bdf& bdf, const std::string& name, std::size_t offset, std::size_t count) {
+    std::ifstream in(tree_->device_dir(bdf) + "/" + name, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(offset));
+    std::vector<std::uint8_t> bytes(count);
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(count));
+    return bytes;
+  }
+
+  std::optional<testing::FakeSysfs> tree_;
+};
+
+TEST_F(SysfsBarTest, MapsWholeBarAndWritesReachTheFile) {
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_EQ(bar->size(), 1u << 20);
+  EXPECT_EQ(bar->name(), "0000:00:03.0 BAR0");
+  EXPECT_EQ(bar->memory_type(), MemoryType::uncached);
+  ASSERT_TRUE(bar->write(Width::bits32, 0x04, 0x12345678));
+  ASSERT_TRUE(bar->write(Width::bits64, 0x88, 0x0123456789abcdefull));
+  ASSERT_TRUE(bar->write(Width::bits16, 0x10, 0xbeef));
+  ASSERT_TRUE(bar->write(Width::bits8, 0xfffff, 0x5a));
+  EXPECT_EQ(bar->read(Width::bits32, 0x04), 0x12345678u);
+  EXPECT_EQ(bar->read(Width::bits64, 0x88), 0x0123456789abcdefull);
+  EXPECT_EQ(bar->read(Width::bits8, 0x05), 0x56u);
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 0x04, 4), (std::vector<std::uint8_t>{0x78, 0x56, 0x34, 0x12}));
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 0x10, 2), (std::vector<std::uint8_t>{0xef, 0xbe}));
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 0xfffff, 1), (std::vector<std::uint8_t>{0x5a}));
+}
+
+TEST_F(SysfsBarTest, MmioViewAccessors) {
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  const MmioView mmio = bar->mmio();
+  mmio.write<std::uint32_t>(0x20, 0xcafef00d);
+  EXPECT_EQ(mmio.read<std::uint32_t>(0x20), 0xcafef00du);
+  mmio.write_relaxed<std::uint64_t>(0x80, 42);
+  EXPECT_EQ(mmio.read_relaxed<std::uint64_t>(0x80), 42u);
+  mmio.write<std::uint8_t>(0x30, 0x11);
+  mmio.write<std::uint16_t>(0x32, 0x2233);
+  EXPECT_EQ(mmio.read<std::uint32_t>(0x30), 0x22330011u);
+  EXPECT_EQ(mmio.checked_read<std::uint32_t>(0x20), 0xcafef00du);
+  EXPECT_TRUE(mmio.checked_write<std::uint64_t>(0x90, 7));
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 0x90, 1), (std::vector<std::uint8_t>{7}));
+  auto bad = mmio.checked_read<std::uint32_t>(0x22);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Errc::misaligned);
+  auto past = mmio.checked_write<std::uint64_t>(1u << 20, 0);
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, Errc::out_of_range);
+}
+
+TEST_F(SysfsBarTest, WindowIsOffsetIntoTheBar) {
+  BarMapOptions options;
+  options.offset = 0x2000;
+  options.length = 0x1000;
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0, options);
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_EQ(bar->size(), 0x1000u);
+  EXPECT_EQ(bar->window_offset(), 0x2000u);
+  ASSERT_TRUE(bar->write(Width::bits32, 0, 0xa1b2c3d4));
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 0x2000, 4), (std::vector<std::uint8_t>{0xd4, 0xc3, 0xb2, 0xa1}));
+  auto past = bar->read(Width::bits32, 0x1000);
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, Errc::out_of_range);
+}
+
+TEST_F(SysfsBarTest, WindowToTheEnd) {
+  BarMapOptions options;
+  options.offset = 0xff000;
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0, options);
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_EQ(bar->size(), 0x1000u);
+}
+
+TEST_F(SysfsBarTest, WindowErrors) {
+  BarMapOptions misaligned;
+  misaligned.offset = 0x100;
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0, misaligned);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::misaligned);
+
+  BarMapOptions too_long;
+  too_long.offset = 0x1000;
+  too_long.length = 1u << 20;
+  bar = BarMapping::map(tree_->paths(), kEdu, 0, too_long);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::out_of_range);
+
+  BarMapOptions past_end;
+  past_end.offset = 2u << 20;
+  bar = BarMapping::map(tree_->paths(), kEdu, 0, past_end);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::out_of_range);
+
+  BarMapOptions at_end;
+  at_end.offset = 1u << 20;
+  bar = BarMapping::map(tree_->paths(), kEdu, 0, at_end);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::out_of_range);
+
+  BarMapOptions wrapping;
+  wrapping.offset = 0x1000;
+  wrapping.length = ~0ull - 0x800;
+  bar = BarMapping::map(tree_->paths(), kEdu, 0, wrapping);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::out_of_range);
+}
+
+TEST_F(SysfsBarTest, BarSmallerThanAPage) {
+  auto bar = BarMapping::map(tree_->paths(), kIvshmem, 0);
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_EQ(bar->size(), 256u);
+  EXPECT_TRUE(bar->write(Width::bits32, 252, 1));
+  auto past = bar->write(Width::bits32, 256, 1);
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, Errc::out_of_range);
+}
+
+TEST_F(SysfsBarTest, WriteCombinedUsesResourceWcFile) {
+  BarMapOptions options;
+  options.memory_type = MemoryType::write_combined;
+  auto bar = BarMapping::map(tree_->paths(), kIvshmem, 2, options);
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_EQ(bar->memory_type(), MemoryType::write_combined);
+  EXPECT_EQ(bar->size(), 4u << 20);
+  const MmioView mmio = bar->mmio();
+  for (std::uint64_t offset = 0; offset < 4096; offset += 8) mmio.write<std::uint64_t>(offset, offset * 3);
+  barrier_before_doorbell();
+  EXPECT_EQ(file_bytes(kIvshmem, "resource2_wc", 8, 1), (std::vector<std::uint8_t>{24}));
+  EXPECT_EQ(file_bytes(kIvshmem, "resource2", 8, 1), (std::vector<std::uint8_t>{0}));
+}
+
+TEST_F(SysfsBarTest, WriteCombiningNeedsPrefetchableBar) {
+  BarMapOptions options;
+  options.memory_type = MemoryType::write_combined;
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0, options);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::not_supported);
+  EXPECT_NE(bar.error().reason.find("not prefetchable"), std::string::npos);
+}
+
+TEST_F(SysfsBarTest, ReadOnlyMappingRefusesWrites) {
+  BarMapOptions options;
+  options.writable = false;
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0, options);
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_TRUE(bar->read(Width::bits32, 0));
+  auto written = bar->write(Width::bits32, 0, 1);
+  ASSERT_FALSE(written);
+  EXPECT_EQ(written.error().code, Errc::permission_denied);
+}
+
+TEST_F(SysfsBarTest, RestrictedWidths) {
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  bar->restrict_widths(WidthSet::only(Width::bits32));
+  EXPECT_TRUE(bar->read(Width::bits32, 0));
+  auto narrow = bar->read(Width::bits8, 0);
+  ASSERT_FALSE(narrow);
+  EXPECT_EQ(narrow.error().code, Errc::width_not_allowed);
+  EXPECT_NE(narrow.error().reason.find("accepts 32-bit"), std::string::npos);
+  auto view_narrow = bar->mmio().checked_read<std::uint16_t>(0);
+  ASSERT_FALSE(view_narrow);
+  EXPECT_EQ(view_narrow.error().code, Errc::width_not_allowed);
+}
+
+TEST_F(SysfsBarTest, WriteValueMustFitWidth) {
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  auto written = bar->write(Width::bits16, 0, 0x10000);
+  ASSERT_FALSE(written);
+  EXPECT_EQ(written.error().code, Errc::invalid_argument);
+}
+
+TEST_F(SysfsBarTest, IoPortBarThroughPreadPwrite) {
+  auto bar = IoPortBar::open(tree_->paths(), kTestdev, 1);
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_EQ(bar->size(), 256u);
+  ASSERT_TRUE(bar->write(Width::bits16, 2, 0xabcd));
+  ASSERT_TRUE(bar->write(Width::bits32, 8, 0x01020304));
+  EXPECT_EQ(bar->read(Width::bits16, 2), 0xabcdu);
+  EXPECT_EQ(bar->read(Width::bits8, 8), 0x04u);
+  EXPECT_EQ(file_bytes(kTestdev, "resource1", 8, 4), (std::vector<std::uint8_t>{4, 3, 2, 1}));
+  auto wide = bar->read(Width::bits64, 0);
+  ASSERT_FALSE(wide);
+  EXPECT_EQ(wide.error().code, Errc::width_not_allowed);
+  auto past = bar->read(Width::bits32, 256);
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, Errc::out_of_range);
+}
+
+TEST_F(SysfsBarTest, OpenPicksTheRightKind) {
+  auto io = open_sysfs_bar(tree_->paths(), kTestdev, 1);
+  ASSERT_TRUE(io) << io.error().message();
+  EXPECT_NE(dynamic_cast<IoPortBar*>(io->get()), nullptr);
+  auto memory = open_sysfs_bar(tree_->paths(), kTestdev, 0);
+  ASSERT_TRUE(memory) << memory.error().message();
+  EXPECT_NE(dynamic_cast<BarMapping*>(memory->get()), nullptr);
+  ASSERT_TRUE((*memory)->write(Width::bits32, 0, 5));
+  EXPECT_EQ((*memory)->read(Width::bits32, 0), 5u);
+}
+
+TEST_F(SysfsBarTest, IoBarCannotBeMapped) {
+  auto bar = BarMapping::map(tree_->paths(), kTestdev, 1);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::not_supported);
+  auto memory_as_io = IoPortBar::open(tree_->paths(), kTestdev, 0);
+  ASSERT_FALSE(memory_as_io);
+  EXPECT_EQ(memory_as_io.error().code, Errc::not_supported);
+  BarMapOptions window;
+  window.offset = 4096;
+  auto io_window = open_sysfs_bar(tree_->paths(), kTestdev, 1, window);
+  ASSERT_FALSE(io_window);
+  EXPECT_EQ(io_window.error().code, Errc::not_supported);
+}
+
+TEST_F(SysfsBarTest, AbsentBarAndBadIndexAndMissingDevice) {
+  auto absent = BarMapping::map(tree_->paths(), kEdu, 3);
+  ASSERT_FALSE(absent);
+  EXPECT_EQ(absent.error().code, Errc::not_found);
+  EXPECT_NE(absent.error().message().find("BAR3"), std::string::npos);
+  auto upper_half = BarMapping::map(tree_->paths(), kIvshmem, 3);  // upper half of 64-bit BAR2
+  ASSERT_FALSE(upper_half);
+  EXPECT_EQ(upper_half.error().code, Errc::not_found);
+  auto bad_index = BarMapping::map(tree_->paths(), kEdu, 6);
+  ASSERT_FALSE(bad_index);
+  EXPECT_EQ(bad_index.error().code, Errc::invalid_argument);
+  auto missing = BarMapping::map(tree_->paths(), Bdf{0, 7, 0, 0}, 0);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+}
+
+TEST_F(SysfsBarTest, MissingResourceFileNamesThePath) {
+  ASSERT_EQ(::unlink((tree_->device_dir(kEdu) + "/resource0").c_str()), 0);
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::not_found);
+  EXPECT_NE(bar.error().message().find("resource0"), std::string::npos);
+}
+
+TEST_F(SysfsBarTest, PollMatchesAndTimesOutWithLastValue) {
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  const MmioView mmio = bar->mmio();
+  mmio.write<std::uint32_t>(0x20, 0x81);
+  auto done = mmio.poll<std::uint32_t>(0x20, 0x80, 0x80, 1s);
+  ASSERT_TRUE(done);
+  EXPECT_TRUE(done->matched);
+  EXPECT_EQ(done->value, 0x81u);
+
+  const auto start = std::chrono::steady_clock::now();
+  auto timed_out = mmio.poll<std::uint32_t>(0x20, 0x01, 0x00, 5ms);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(timed_out);
+  EXPECT_FALSE(timed_out->matched);
+  EXPECT_EQ(timed_out->value, 0x81u);
+  EXPECT_GE(elapsed, 5ms);
+  EXPECT_LT(elapsed, 2s);
+
+  auto bad = mmio.poll<std::uint32_t>(0x21, 1, 1, 1ms);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Errc::misaligned);
+}
+
+TEST_F(SysfsBarTest, MovedMappingStaysValid) {
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  BarMapping moved = std::move(*bar);
+  ASSERT_TRUE(moved.write(Width::bits32, 0, 77));
+  EXPECT_EQ(moved.read(Width::bits32, 0), 77u);
+}
+
+// The diagnosis of refused opens and mappings, one case per cause.
+BarFailureContext context(std::optional<std::string> driver, std::string lockdown, bool root) {
+  return BarFailureContext{kEdu, 0, "/sys/bus/pci/devices/0000:00:03.0/resource0", std::move(driver),
+                           std::move(lockdown), root};
+}
+
+TEST(ExplainBarFailure, DriverOwnsRegionNamesTheDriver) {
+  const Error raw = make_errno_error(EINVAL, "mmap", "resource0");
+  const Error error = explain_bar_failure(raw, context("nvme", "none", true));
+  EXPECT_EQ(error.code, Errc::driver_owns_region);
+  EXPECT_EQ(error.sys_errno, EINVAL);
+  EXPECT_NE(error.reason.find("driver 'nvme' owns it"), std::string::npos);
+  EXPECT_NE(error.reason.find("CONFIG_IO_STRICT_DEVMEM"), std::string::npos);
+  EXPECT_NE(error.hint.find("/sys/bus/pci/drivers/nvme/unbind"), std::string::npos);
+  EXPECT_NE(error.message().find("0000:00:03.0 BAR0"), std::string::npos);
+}
+
+TEST(ExplainBarFailure, EinvalWithoutDriverPassesThrough) {
+  const Error raw = make_errno_error(EINVAL, "mmap", "resource0");
+  const Error error = explain_bar_failure(raw, context(std::nullopt, "none", true));
+  EXPECT_EQ(error.code, Errc::io_error);
+  EXPECT_EQ(error.sys_errno, EINVAL);
+}
+
+TEST(ExplainBarFailure, NotRootSaysRunAsRoot) {
+  const Error raw = make_errno_error(EACCES, "open", "resource0");
+  const Error error = explain_bar_failure(raw, context(std::nullopt, "none", false));
+  EXPECT_EQ(error.code, Errc::permission_denied);
+  EXPECT_NE(error.reason.find("root only"), std::string::npos);
+  EXPECT_NE(error.hint.find("run as root"), std::string::npos);
+}
+
+TEST(ExplainBarFailure, LockdownWins) {
+  const Error raw = make_errno_error(EPERM, "mmap", "resource0");
+  const Error error = explain_bar_failure(raw, context("nvme", "integrity", true));
+  EXPECT_EQ(error.code, Errc::lockdown);
+  EXPECT_NE(error.reason.find("lockdown (integrity)"), std::string::npos);
+  EXPECT_NE(error.hint.find("VFIO"), std::string::npos);
+}
+
+TEST(ExplainBarFailure, RootRefusedWithoutLockdown) {
+  const Error raw = make_errno_error(EPERM, "mmap", "resource0");
+  const Error error = explain_bar_failure(raw, context(std::nullopt, "none", true));
+  EXPECT_EQ(error.code, Errc::permission_denied);
+  EXPECT_NE(error.hint.find("SELinux"), std::string::npos);
+}
+
+TEST(LockdownMode, ParsesBracketedMode) {
+  auto tree = testing::FakeSysfs::create();
+  ASSERT_TRUE(tree);
+  EXPECT_EQ(read_lockdown_mode(tree->paths().lockdown_file), "none");
+  ASSERT_TRUE(tree->set_lockdown("none integrity [confidentiality]\n"));
+  EXPECT_EQ(read_lockdown_mode(tree->paths().lockdown_file), "confidentiality");
+  ASSERT_TRUE(tree->set_lockdown("garbage\n"));
+  EXPECT_EQ(read_lockdown_mode(tree->paths().lockdown_file), "");
+  EXPECT_EQ(read_lockdown_mode("/nonexistent/lockdown"), "");
+}
+
+}  // namespace
+}  // namespace pcie

@@ -104,6 +104,9 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
     info.vendor_name = session.lookup_name(PCI_LOOKUP_VENDOR, info.vendor_id);
     info.device_name = session.lookup_name(PCI_LOOKUP_DEVICE, info.vendor_id, info.device_id);
     info.class_name = session.lookup_name(PCI_LOOKUP_CLASS, info.class_id());
+    // When only the base class is known, libpci formats "Name [ccss]"; keep just the name.
+    const std::string numeric_suffix = fmt::format(" [{:04x}]", info.class_id());
+    if (info.class_name.ends_with(numeric_suffix)) info.class_name.resize(info.class_name.size() - numeric_suffix.size());
     if (info.subsystem_vendor_id != 0 && info.subsystem_vendor_id != 0xffff) {
       info.subsystem_name = session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE,
                                                 info.vendor_id, info.device_id,

@@ -1,0 +1,288 @@
+// Runs the built pciectl against a fake sysfs tree and checks its output and exit codes.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "pcie/testing/fake_sysfs.h"
+
+namespace pcie {
+namespace {
+
+std::string g_pciectl;  // from --pciectl=PATH (Bazel passes $(rootpath //tools/pciectl))
+
+const Bdf kEdu{0, 0, 3, 0};
+const Bdf kIvshmem{0, 0, 4, 0};
+const Bdf kTestdev{0, 0, 5, 0};
+const Bdf kNvme{0, 1, 0, 0};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+class PciectlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(g_pciectl.empty()) << "run with --pciectl=PATH";
+    auto tree = testing::FakeSysfs::create();
+    ASSERT_TRUE(tree);
+    tree_.emplace(std::move(*tree));
+    for (const auto& device : {testing::qemu_edu(kEdu), testing::qemu_ivshmem(kIvshmem),
+                               testing::qemu_pci_testdev(kTestdev), testing::qemu_nvme(kNvme)}) {
+      ASSERT_TRUE(tree_->add_device(device));
+    }
+    // edu's identification register, as the device model would answer it.
+    std::fstream bar(tree_->device_dir(kEdu) + "/resource0", std::ios::in | std::ios::out | std::ios::binary);
+    const unsigned char id[] = {0xed, 0x00, 0x00, 0x01};
+    bar.write(reinterpret_cast<const char*>(id), sizeof id);
+  }
+
+  CommandResult pciectl(const std::string& arguments, const std::string& environment = "") {
+    const std::string out_file = tree_->directory() + "/out.txt";
+    const std::string err_file = tree_->directory() + "/err.txt";
+    const std::string command = environment + " " + g_pciectl + " --sysfs " + tree_->directory() + "/sys " +
+                                arguments + " >" + out_file + " 2>" + err_file;
+    const int status = std::system(command.c_str());
+    CommandResult run;
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    run.out = slurp(out_file);
+    run.err = slurp(err_file);
+    return run;
+  }
+
+  std::vector<std::uint8_t> file_bytes(const Bdf& bdf, const std::string& name, std::size_t offset, std::size_t count) {
+    std::ifstream in(tree_->device_dir(bdf) + "/" + name, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(offset));
+    std::vector<std::uint8_t> bytes(count);
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(count));
+    return bytes;
+  }
+
+  void expect_error(const CommandResult& run, int code, const std::string& fragment) {
+    EXPECT_EQ(run.exit_code, code) << run.err;
+    EXPECT_TRUE(run.out.empty()) << run.out;
+    EXPECT_EQ(lines_of(run.err).size(), 1u) << run.err;  // one line
+    EXPECT_TRUE(run.err.starts_with("pciectl: error: ")) << run.err;
+    EXPECT_NE(run.err.find(fragment), std::string::npos) << run.err;
+  }
+
+  std::optional<testing::FakeSysfs> tree_;
+};
+
+TEST_F(PciectlTest, LsListsEveryDeviceLikeLspci) {
+  const CommandResult run = pciectl("ls");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto lines = lines_of(run.out);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0], "0000:00:03.0 Unclassified device [00ff]: Device [1234:11e8] (rev 10)");
+  EXPECT_EQ(lines[1], "0000:00:04.0 RAM memory [0500]: Red Hat, Inc. Inter-VM shared memory [1af4:1110] (rev 01)");
+  EXPECT_EQ(lines[2], "0000:00:05.0 Unclassified device [00ff]: Red Hat, Inc. QEMU PCI Test Device [1b36:0005]");
+  EXPECT_EQ(lines[3],
+            "0000:01:00.0 Non-Volatile memory controller [0108]: Red Hat, Inc. QEMU NVM Express Controller "
+            "[1b36:0010] (rev 02) (prog-if 02)");
+}
+
+TEST_F(PciectlTest, LsFilters) {
+  EXPECT_EQ(lines_of(pciectl("ls -d 1b36:").out).size(), 2u);
+  EXPECT_EQ(lines_of(pciectl("ls -d ::0500").out).size(), 1u);
+  EXPECT_EQ(lines_of(pciectl("ls -s 01:").out).size(), 1u);
+  EXPECT_EQ(lines_of(pciectl("ls -s 00:05").out).size(), 1u);
+  const CommandResult by_driver = pciectl("ls --driver nvme");
+  ASSERT_EQ(lines_of(by_driver.out).size(), 1u);
+  EXPECT_TRUE(by_driver.out.starts_with("0000:01:00.0"));
+  EXPECT_TRUE(pciectl("ls -d 8086:").out.empty());
+}
+
+TEST_F(PciectlTest, LsShowsDrivers) {
+  const auto lines = lines_of(pciectl("ls -k").out);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_TRUE(lines[3].ends_with("driver=nvme iommu_group=8")) << lines[3];
+  EXPECT_TRUE(lines[0].ends_with("driver=none iommu_group=5")) << lines[0];
+}
+
+TEST_F(PciectlTest, LsJson) {
+  const CommandResult run = pciectl("ls --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  ASSERT_EQ(json.size(), 4u);
+  EXPECT_EQ(json[3]["bdf"], "0000:01:00.0");
+  EXPECT_EQ(json[3]["class"], "010802");
+  EXPECT_EQ(json[3]["link"]["max_width"], 4);
+  EXPECT_EQ(json[3]["capabilities"].size(), 5u);
+  EXPECT_EQ(json[1]["bars"][1]["index"], 2);
+  EXPECT_EQ(json[1]["bars"][1]["is_64bit"], true);
+  EXPECT_EQ(json[1]["bars"][1]["prefetchable"], true);
+  EXPECT_EQ(json[1]["bars"][1]["size"], 4u << 20);
+}
+
+TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }
+
+TEST_F(PciectlTest, InfoHuman) {
+  const CommandResult run = pciectl("info 01:00.0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("Driver:       nvme"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("IOMMU group:  8"), std::string::npos);
+  EXPECT_NE(run.out.find("NUMA node:    0"), std::string::npos);
+  EXPECT_NE(run.out.find("Link:         8 GT/s x2 (max 8 GT/s x4), downgraded"), std::string::npos);
+  EXPECT_NE(run.out.find("BAR0:         memory 64-bit non-prefetchable at 0xfebd0000, size 16 KiB"), std::string::npos);
+  EXPECT_NE(run.out.find("[100 v2] Advanced Error Reporting (0001)"), std::string::npos);
+  EXPECT_NE(run.out.find("[54] PCI Express (10)"), std::string::npos);
+  const CommandResult ivshmem = pciectl("info 0000:00:04.0");
+  EXPECT_NE(ivshmem.out.find("BAR2:         memory 64-bit prefetchable at 0x800000000, size 4 MiB"), std::string::npos)
+      << ivshmem.out;
+  const CommandResult testdev = pciectl("info 00:05.0");
+  EXPECT_NE(testdev.out.find("BAR1:         I/O ports at 0xc000, size 256 B"), std::string::npos) << testdev.out;
+}
+
+TEST_F(PciectlTest, InfoJson) {
+  const CommandResult run = pciectl("info 00:03.0 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  EXPECT_EQ(json["vendor_id"], "1234");
+  EXPECT_EQ(json["device_id"], "11e8");
+  EXPECT_EQ(json["iommu_group"], 5);
+  EXPECT_TRUE(json["driver"].is_null());
+  EXPECT_EQ(json["bars"][0]["size"], 1u << 20);
+  EXPECT_EQ(json["capabilities"][0]["name"], "MSI");
+}
+
+TEST_F(PciectlTest, InfoErrors) {
+  expect_error(pciectl("info 00:20.0"), 2, "device 0x20 is out of range");
+  expect_error(pciectl("info 07:00.0"), 3, "0000:07:00.0");
+}
+
+TEST_F(PciectlTest, ReadEduIdentification) {
+  CommandResult run = pciectl("read 0000:00:03.0 bar0 0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "0x010000ed\n");
+  run = pciectl("read 00:03.0 0 0x0 -w 8");
+  EXPECT_EQ(run.out, "0xed\n");
+  run = pciectl("read 00:03.0 BAR0 3 -w 8");
+  EXPECT_EQ(run.out, "0x01\n");
+  run = pciectl("read 00:03.0 bar0 0 -w 64");
+  EXPECT_EQ(run.out, "0x00000000010000ed\n");
+}
+
+TEST_F(PciectlTest, WriteThenRead) {
+  CommandResult run = pciectl("write 00:03.0 bar0 0x04 0x12345678");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(run.out.empty());
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 4, 4), (std::vector<std::uint8_t>{0x78, 0x56, 0x34, 0x12}));
+  EXPECT_EQ(pciectl("read 00:03.0 bar0 0x4").out, "0x12345678\n");
+  ASSERT_EQ(pciectl("write 00:03.0 bar0 0x88 0x1122334455667788 -w 64").exit_code, 0);
+  EXPECT_EQ(pciectl("read 00:03.0 bar0 0x8c").out, "0x11223344\n");
+  ASSERT_EQ(pciectl("write 00:03.0 bar0 9 255 -w 8").exit_code, 0);
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 9, 1), (std::vector<std::uint8_t>{0xff}));
+}
+
+TEST_F(PciectlTest, IoPortBar) {
+  ASSERT_EQ(pciectl("write 00:05.0 bar1 0x10 0xbeef -w 16").exit_code, 0);
+  EXPECT_EQ(pciectl("read 00:05.0 bar1 0x10 -w 16").out, "0xbeef\n");
+  EXPECT_EQ(file_bytes(kTestdev, "resource1", 0x10, 2), (std::vector<std::uint8_t>{0xef, 0xbe}));
+  expect_error(pciectl("read 00:05.0 bar1 0 -w 64"), 2, "accepts 8/16/32-bit");
+}
+
+TEST_F(PciectlTest, AccessErrors) {
+  expect_error(pciectl("read 00:03.0 bar0 2"), 2, "must be 4-byte aligned");
+  expect_error(pciectl("read 00:03.0 bar0 0x100000"), 2, "past the end");
+  expect_error(pciectl("read 00:03.0 bar0 0xffffffffffffffff -w 8"), 2, "past the end");
+  expect_error(pciectl("read 00:03.0 bar0 12abc"), 2, "not a number");
+  expect_error(pciectl("read 00:03.0 bar0 -- -4"), 2, "not a number");
+  expect_error(pciectl("read 00:03.0 bar3 0"), 3, "does not implement this BAR");
+  expect_error(pciectl("read 00:03.0 bar6 0"), 2, "bar0 .. bar5");
+  expect_error(pciectl("read 00:03.0 barx 0"), 2, "bar0 .. bar5");
+  expect_error(pciectl("read 07:00.0 bar0 0"), 3, "does not exist");
+  expect_error(pciectl("read 00:03.0 bar0 0 -w 12"), 2, "12");
+  expect_error(pciectl("write 00:03.0 bar0 0 0x100 -w 8"), 2, "does not fit in 8 bits");
+  expect_error(pciectl("write 00:03.0 bar0 0 0x1ffffffffffffffff -w 64"), 2, "not a number");
+}
+
+TEST_F(PciectlTest, Dump) {
+  CommandResult run = pciectl("dump 00:03.0 bar0 --length 32");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto lines = lines_of(run.out);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0], "00000000: 010000ed 00000000 00000000 00000000");
+  EXPECT_EQ(lines[1], "00000010: 00000000 00000000 00000000 00000000");
+  run = pciectl("dump 00:03.0 bar0 --length 4 -w 8");
+  EXPECT_EQ(run.out, "00000000: ed 00 00 01\n");
+  run = pciectl("dump 00:04.0 bar0");  // 256-byte BAR: whole BAR by default
+  EXPECT_EQ(lines_of(run.out).size(), 16u);
+  run = pciectl("dump 00:04.0 bar0 --offset 0xf0");
+  EXPECT_EQ(lines_of(run.out).size(), 1u);
+  expect_error(pciectl("dump 00:04.0 bar0 --offset 0xf0 --length 0x20"), 2, "past the end");
+  expect_error(pciectl("dump 00:03.0 bar0 --length 6"), 2, "multiples of 4");
+}
+
+TEST_F(PciectlTest, Config) {
+  CommandResult run = pciectl("config 00:03.0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto lines = lines_of(run.out);
+  ASSERT_EQ(lines.size(), 16u);
+  EXPECT_TRUE(lines[0].starts_with("000: 34 12 e8 11")) << lines[0];
+  EXPECT_EQ(pciectl("config 00:03.0 0 -w 16").out, "0x1234\n");
+  EXPECT_EQ(pciectl("config 00:03.0 0").out, "0x11e81234\n");
+  EXPECT_EQ(pciectl("config 00:03.0 0x0b -w 8").out, "0x00\n");
+  ASSERT_EQ(pciectl("config 00:03.0 0x40 0xabcd -w 16").exit_code, 0);
+  EXPECT_EQ(pciectl("config 00:03.0 0x40 -w 16").out, "0xabcd\n");
+  EXPECT_EQ(lines_of(pciectl("config 01:00.0").out).size(), 256u);
+  expect_error(pciectl("config 00:03.0 0x100"), 2, "past the 256 accessible bytes");
+  expect_error(pciectl("config 00:03.0 1 -w 16"), 2, "aligned");
+  expect_error(pciectl("config 00:03.0 0 -w 64"), 2, "8, 16 or 32-bit");
+  expect_error(pciectl("config 09:00.0"), 3, "0000:09:00.0");
+}
+
+TEST_F(PciectlTest, HelpAndUsage) {
+  CommandResult run = pciectl("--help");
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_NE(run.out.find("Exit codes:"), std::string::npos);
+  for (const char* command : {"ls", "info", "read", "write", "dump", "config"}) {
+    run = pciectl(std::string(command) + " --help");
+    EXPECT_EQ(run.exit_code, 0) << command;
+    EXPECT_NE(run.out.find(command), std::string::npos) << command;
+  }
+  expect_error(pciectl(""), 2, "subcommand");
+  expect_error(pciectl("read 00:03.0"), 2, "required");
+  expect_error(pciectl("ls --bogus"), 2, "bogus");
+}
+
+TEST_F(PciectlTest, SysfsFromEnvironment) {
+  const std::string command = "PCIE_SYSFS=" + tree_->directory() + "/sys " + g_pciectl + " ls";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), &pclose);
+  ASSERT_TRUE(pipe);
+  char buffer[4096] = {};
+  const std::size_t n = fread(buffer, 1, sizeof buffer - 1, pipe.get());
+  EXPECT_EQ(lines_of(std::string(buffer, n)).size(), 4u);
+}
+
+}  // namespace
+}  // namespace pcie
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    if (argument.starts_with("--pciectl=")) pcie::g_pciectl = std::string(argument.substr(10));
+  }
+  return RUN_ALL_TESTS();
+}

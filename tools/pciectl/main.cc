@@ -1,0 +1,322 @@
+// pciectl: list, inspect and poke PCI devices through the pcie library.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "pcie/config_space.h"
+#include "pcie/discovery.h"
+#include "pcie/sysfs_bar.h"
+#include "tools/pciectl/exit_codes.h"
+#include "tools/pciectl/render.h"
+
+namespace pciectl {
+namespace {
+
+struct GlobalOptions {
+  std::string sysfs = "/sys";  // the sysfs mount; a fake tree's <dir>/sys in tests
+  std::string pci_ids;
+};
+
+pcie::SysfsPaths paths_of(const GlobalOptions& global) {
+  pcie::SysfsPaths paths;
+  paths.pci_root = global.sysfs + "/bus/pci";
+  paths.lockdown_file = global.sysfs + "/kernel/security/lockdown";
+  return paths;
+}
+
+int fail(const pcie::Error& error) {
+  fmt::print(stderr, "pciectl: error: {}\n", error.message());
+  return exit_code_for(error.code);
+}
+
+pcie::Result<std::uint64_t> parse_number(const std::string& text, std::string_view what) {
+  std::string_view digits = text;
+  int base = 10;
+  if (digits.starts_with("0x") || digits.starts_with("0X")) {
+    digits.remove_prefix(2);
+    base = 16;
+  }
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
+  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size()) {
+    return std::unexpected(pcie::make_error(pcie::Errc::invalid_argument, fmt::format("parse {}", what),
+                                            fmt::format("'{}'", text), "not a number",
+                                            "use decimal or 0x-prefixed hex, e.g. 0x80"));
+  }
+  return value;
+}
+
+pcie::Result<unsigned> parse_bar(const std::string& text) {
+  std::string digits = text;
+  if (digits.starts_with("bar") || digits.starts_with("BAR")) digits = digits.substr(3);
+  if (digits.size() == 1 && digits[0] >= '0' && digits[0] <= '5') return static_cast<unsigned>(digits[0] - '0');
+  return std::unexpected(pcie::make_error(pcie::Errc::invalid_argument, "parse BAR", fmt::format("'{}'", text),
+                                          "expected bar0 .. bar5", ""));
+}
+
+pcie::Result<pcie::Bdf> parse_bdf(const std::string& text) { return pcie::Bdf::parse(text); }
+
+pcie::DiscoveryOptions discovery_options(const GlobalOptions& global) {
+  pcie::DiscoveryOptions options;
+  options.paths = paths_of(global);
+  options.pci_ids_path = global.pci_ids;
+  return options;
+}
+
+// ---- ls ----
+struct LsOptions {
+  std::string slot, id, driver;
+  bool show_driver = false;
+  bool json = false;
+};
+
+int run_ls(const GlobalOptions& global, const LsOptions& ls) {
+  pcie::DiscoveryOptions options = discovery_options(global);
+  options.slot_filter = ls.slot;
+  options.id_filter = ls.id;
+  options.driver_filter = ls.driver;
+  // The one-line listing needs neither capabilities nor link status; the JSON does.
+  options.read_capabilities = ls.json;
+  auto devices = pcie::discover(options);
+  if (!devices) return fail(devices.error());
+  if (ls.json) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const auto& device : *devices) list.push_back(to_json(device));
+    fmt::print("{}\n", list.dump(2));
+    return kSuccess;
+  }
+  for (const auto& device : *devices) {
+    std::string line = render_line(device);
+    if (ls.show_driver) {
+      line += fmt::format("  driver={} iommu_group={}", device.driver.value_or("none"),
+                          device.iommu_group ? std::to_string(*device.iommu_group) : "none");
+    }
+    fmt::print("{}\n", line);
+  }
+  return kSuccess;
+}
+
+// ---- info ----
+int run_info(const GlobalOptions& global, const std::string& bdf_text, bool json) {
+  auto bdf = parse_bdf(bdf_text);
+  if (!bdf) return fail(bdf.error());
+  auto device = pcie::describe(*bdf, discovery_options(global));
+  if (!device) return fail(device.error());
+  if (json) {
+    fmt::print("{}\n", to_json(*device).dump(2));
+  } else {
+    fmt::print("{}", render_details(*device));
+  }
+  return kSuccess;
+}
+
+// ---- read / write / dump ----
+struct AccessOptions {
+  std::string bdf, bar, offset, value, length;
+  unsigned width_bits = 32;
+};
+
+pcie::Result<std::unique_ptr<pcie::Region>> open_bar(const GlobalOptions& global, const AccessOptions& access,
+                                                     bool writable) {
+  auto bdf = parse_bdf(access.bdf);
+  if (!bdf) return std::unexpected(bdf.error());
+  auto bar = parse_bar(access.bar);
+  if (!bar) return std::unexpected(bar.error());
+  pcie::BarMapOptions options;
+  options.writable = writable;
+  return pcie::open_sysfs_bar(paths_of(global), *bdf, *bar, options);
+}
+
+int run_read(const GlobalOptions& global, const AccessOptions& access) {
+  auto width = pcie::width_from_bits(access.width_bits);
+  if (!width) return fail(width.error());
+  auto offset = parse_number(access.offset, "offset");
+  if (!offset) return fail(offset.error());
+  auto region = open_bar(global, access, false);
+  if (!region) return fail(region.error());
+  auto value = (*region)->read(*width, *offset);
+  if (!value) return fail(value.error());
+  fmt::print("0x{:0{}x}\n", *value, pcie::byte_count(*width) * 2);
+  return kSuccess;
+}
+
+int run_write(const GlobalOptions& global, const AccessOptions& access) {
+  auto width = pcie::width_from_bits(access.width_bits);
+  if (!width) return fail(width.error());
+  auto offset = parse_number(access.offset, "offset");
+  if (!offset) return fail(offset.error());
+  auto value = parse_number(access.value, "value");
+  if (!value) return fail(value.error());
+  auto region = open_bar(global, access, true);
+  if (!region) return fail(region.error());
+  auto written = (*region)->write(*width, *offset, *value);
+  if (!written) return fail(written.error());
+  return kSuccess;
+}
+
+int run_dump(const GlobalOptions& global, const AccessOptions& access) {
+  auto width = pcie::width_from_bits(access.width_bits);
+  if (!width) return fail(width.error());
+  auto offset = parse_number(access.offset, "offset");
+  if (!offset) return fail(offset.error());
+  auto region = open_bar(global, access, false);
+  if (!region) return fail(region.error());
+  const std::uint64_t size = (*region)->size();
+  std::uint64_t length = 0;
+  if (access.length.empty()) {
+    length = *offset < size ? std::min<std::uint64_t>(256, size - *offset) : 0;
+  } else {
+    auto parsed = parse_number(access.length, "length");
+    if (!parsed) return fail(parsed.error());
+    length = *parsed;
+  }
+  auto span = pcie::check_span("dump", (*region)->name(), size, *offset, length);
+  if (!span) return fail(span.error());
+  const std::uint64_t step = pcie::byte_count(*width);
+  if (*offset % step != 0 || length % step != 0) {
+    return fail(pcie::make_error(pcie::Errc::misaligned, "dump", (*region)->name(),
+                                 fmt::format("offset and length must be multiples of {} bytes", step)));
+  }
+  const std::uint64_t per_line = 16;
+  for (std::uint64_t line = 0; line < length; line += per_line) {
+    std::string text = fmt::format("{:08x}:", *offset + line);
+    for (std::uint64_t at = line; at < std::min(line + per_line, length); at += step) {
+      auto value = (*region)->read(*width, *offset + at);
+      if (!value) return fail(value.error());
+      text += fmt::format(" {:0{}x}", *value, step * 2);
+    }
+    fmt::print("{}\n", text);
+  }
+  return kSuccess;
+}
+
+// ---- config ----
+int run_config(const GlobalOptions& global, const AccessOptions& access) {
+  auto bdf = parse_bdf(access.bdf);
+  if (!bdf) return fail(bdf.error());
+  const bool writing = !access.value.empty();
+  auto config = pcie::ConfigSpace::open(paths_of(global), *bdf,
+                                        writing ? pcie::ConfigSpace::Mode::read_write : pcie::ConfigSpace::Mode::read_only);
+  if (!config) return fail(config.error());
+  if (access.offset.empty()) {
+    auto bytes = config->snapshot();
+    if (!bytes) return fail(bytes.error());
+    for (std::size_t line = 0; line < bytes->size(); line += 16) {
+      std::string text = fmt::format("{:03x}:", line);
+      for (std::size_t at = line; at < std::min(line + 16, bytes->size()); ++at) text += fmt::format(" {:02x}", (*bytes)[at]);
+      fmt::print("{}\n", text);
+    }
+    return kSuccess;
+  }
+  auto offset = parse_number(access.offset, "offset");
+  if (!offset) return fail(offset.error());
+  if (access.width_bits > 32 || *offset > 0xffffffffu) {
+    return fail(pcie::make_error(pcie::Errc::width_not_allowed, "access config space", bdf->to_string(),
+                                 "config space takes 8, 16 or 32-bit accesses at offsets below 4096"));
+  }
+  const std::size_t bytes = access.width_bits / 8;
+  if (writing) {
+    auto value = parse_number(access.value, "value");
+    if (!value) return fail(value.error());
+    if (*value > 0xffffffffu) {
+      return fail(pcie::make_error(pcie::Errc::invalid_argument, "write config space", bdf->to_string(),
+                                   "value wider than 32 bits"));
+    }
+    auto written = config->write(static_cast<std::uint32_t>(*offset), bytes, static_cast<std::uint32_t>(*value));
+    if (!written) return fail(written.error());
+    return kSuccess;
+  }
+  auto value = config->read(static_cast<std::uint32_t>(*offset), bytes);
+  if (!value) return fail(value.error());
+  fmt::print("0x{:0{}x}\n", *value, bytes * 2);
+  return kSuccess;
+}
+
+void add_width(CLI::App* command, unsigned& width_bits) {
+  command->add_option("-w,--width", width_bits, "access width in bits: 8, 16, 32 or 64 (default 32)")
+      ->check(CLI::IsMember({8u, 16u, 32u, 64u}));
+}
+
+}  // namespace
+}  // namespace pciectl
+
+int main(int argc, char** argv) {
+  using namespace pciectl;
+  CLI::App app{"pciectl: list, inspect, read and write PCI devices", "pciectl"};
+  app.footer(kExitCodeHelp);
+  app.require_subcommand(1);
+
+  GlobalOptions global;
+  if (const char* sysfs = std::getenv("PCIE_SYSFS")) global.sysfs = sysfs;
+  app.add_option("--sysfs", global.sysfs, "sysfs mount to use (default /sys, or $PCIE_SYSFS)");
+  app.add_option("--pci-ids", global.pci_ids, "pci.ids file for names (default: libpci's)");
+
+  LsOptions ls;
+  CLI::App* ls_command = app.add_subcommand("ls", "list devices, one line each (like lspci -nn -D)");
+  ls_command->add_option("-s,--slot", ls.slot, "select by slot: [[[[domain]:]bus]:][device][.[func]]");
+  ls_command->add_option("-d,--id", ls.id, "select by ID: [vendor]:[device][:class[:prog-if]]");
+  ls_command->add_option("--driver", ls.driver, "select devices bound to this driver");
+  ls_command->add_flag("-k,--kernel", ls.show_driver, "show the bound driver and IOMMU group");
+  ls_command->add_flag("--json", ls.json, "print JSON with everything discovery knows");
+
+  std::string info_bdf;
+  bool info_json = false;
+  CLI::App* info_command = app.add_subcommand("info", "everything discovery knows about one device");
+  info_command->add_option("bdf", info_bdf, "device address, e.g. 0000:03:00.0")->required();
+  info_command->add_flag("--json", info_json, "print JSON");
+
+  AccessOptions read_access;
+  CLI::App* read_command = app.add_subcommand("read", "read one register of a BAR");
+  read_command->add_option("bdf", read_access.bdf, "device address")->required();
+  read_command->add_option("bar", read_access.bar, "bar0 .. bar5")->required();
+  read_command->add_option("offset", read_access.offset, "byte offset (decimal or 0x hex)")->required();
+  add_width(read_command, read_access.width_bits);
+
+  AccessOptions write_access;
+  CLI::App* write_command = app.add_subcommand("write", "write one register of a BAR");
+  write_command->add_option("bdf", write_access.bdf, "device address")->required();
+  write_command->add_option("bar", write_access.bar, "bar0 .. bar5")->required();
+  write_command->add_option("offset", write_access.offset, "byte offset (decimal or 0x hex)")->required();
+  write_command->add_option("value", write_access.value, "value (decimal or 0x hex)")->required();
+  add_width(write_command, write_access.width_bits);
+
+  AccessOptions dump_access;
+  dump_access.offset = "0";
+  CLI::App* dump_command = app.add_subcommand("dump", "hex dump of a BAR range, read register by register");
+  dump_command->add_option("bdf", dump_access.bdf, "device address")->required();
+  dump_command->add_option("bar", dump_access.bar, "bar0 .. bar5")->required();
+  dump_command->add_option("--offset", dump_access.offset, "start offset (default 0)");
+  dump_command->add_option("--length", dump_access.length, "bytes to dump (default 256 or to the end)");
+  add_width(dump_command, dump_access.width_bits);
+
+  AccessOptions config_access;
+  CLI::App* config_command =
+      app.add_subcommand("config", "dump config space, or read (write with VALUE) one register");
+  config_command->add_option("bdf", config_access.bdf, "device address")->required();
+  config_command->add_option("offset", config_access.offset, "register offset");
+  config_command->add_option("value", config_access.value, "value to write (needs root)");
+  add_width(config_command, config_access.width_bits);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "pciectl: error: {} (see 'pciectl --help')\n", e.what());
+    return kUsage;
+  }
+
+  if (*ls_command) return run_ls(global, ls);
+  if (*info_command) return run_info(global, info_bdf, info_json);
+  if (*read_command) return run_read(global, read_access);
+  if (*write_command) return run_write(global, write_access);
+  if (*dump_command) return run_dump(global, dump_access);
+  if (*config_command) return run_config(global, config_access);
+  return kUsage;
+}

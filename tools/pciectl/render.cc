@@ -1,0 +1,140 @@
+#include "tools/pciectl/render.h"
+
+#include <fmt/format.h>
+
+namespace pciectl {
+namespace {
+
+std::string or_default(const std::string& text, const char* fallback) { return text.empty() ? fallback : text; }
+
+std::string bar_kind(const pcie::BarInfo& bar) {
+  if (bar.space == pcie::BarInfo::Space::io) return "I/O ports";
+  return fmt::format("memory {} {}", bar.is_64bit ? "64-bit" : "32-bit",
+                     bar.prefetchable ? "prefetchable" : "non-prefetchable");
+}
+
+std::string speed_text(double gts) { return gts > 0 ? fmt::format("{:g} GT/s", gts) : "unknown speed"; }
+
+}  // namespace
+
+std::string human_size(std::uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  unsigned unit = 0;
+  while (unit + 1 < std::size(kUnits) && bytes >= 1024 && bytes % 1024 == 0) {
+    bytes /= 1024;
+    ++unit;
+  }
+  return fmt::format("{} {}", bytes, kUnits[unit]);
+}
+
+std::string render_line(const pcie::DeviceInfo& device) {
+  std::string line = fmt::format("{} {} [{:04x}]: ", device.bdf.to_string(), or_default(device.class_name, "Class"),
+                                 device.class_id());
+  if (!device.vendor_name.empty()) line += device.vendor_name + " ";
+  line += fmt::format("{} [{:04x}:{:04x}]", or_default(device.device_name, "Device"), device.vendor_id, device.device_id);
+  if (device.revision != 0) line += fmt::format(" (rev {:02x})", device.revision);
+  if (device.prog_if != 0) line += fmt::format(" (prog-if {:02x})", device.prog_if);
+  return line;
+}
+
+std::string render_details(const pcie::DeviceInfo& d) {
+  std::string out = render_line(d) + "\n";
+  auto field = [&out](std::string_view name, const std::string& value) {
+    out += fmt::format("  {:<14}{}\n", std::string(name) + ":", value);
+  };
+  field("Vendor", fmt::format("{} [{:04x}]", or_default(d.vendor_name, "unknown"), d.vendor_id));
+  field("Device", fmt::format("{} [{:04x}]", or_default(d.device_name, "unknown"), d.device_id));
+  field("Subsystem", fmt::format("{} [{:04x}:{:04x}]", or_default(d.subsystem_name, "unknown"),
+                                 d.subsystem_vendor_id, d.subsystem_id));
+  field("Class", fmt::format("{} [{:02x}:{:02x}.{:02x}]", or_default(d.class_name, "unknown"), d.base_class,
+                             d.subclass, d.prog_if));
+  field("Revision", fmt::format("{:02x}", d.revision));
+  field("Driver", d.driver.value_or("none"));
+  field("IOMMU group", d.iommu_group ? std::to_string(*d.iommu_group) : "none");
+  field("NUMA node", d.numa_node ? std::to_string(*d.numa_node) : "unknown");
+  if (d.link) {
+    const bool downgraded = d.link->current_speed_gts < d.link->max_speed_gts || d.link->current_width < d.link->max_width;
+    field("Link", fmt::format("{} x{} (max {} x{}){}{}", speed_text(d.link->current_speed_gts), d.link->current_width,
+                              speed_text(d.link->max_speed_gts), d.link->max_width, downgraded ? ", downgraded" : "",
+                              d.link->source == pcie::LinkInfo::Source::sysfs ? " [from sysfs]" : ""));
+  } else {
+    field("Link", "none");
+  }
+  for (const pcie::BarInfo& bar : d.bars) {
+    field(fmt::format("BAR{}", bar.index),
+          fmt::format("{} at 0x{:x}, size {}", bar_kind(bar), bar.bus_address, human_size(bar.size)));
+  }
+  if (d.rom) field("ROM", fmt::format("at 0x{:x}, size {}", d.rom->bus_address, human_size(d.rom->size)));
+  field("Config space", fmt::format("{} bytes readable{}", d.config_bytes_readable,
+                                    d.config_bytes_readable < 256 ? " (run as root for all of it)" : ""));
+  if (d.capabilities.empty() && d.config_bytes_readable < 256) {
+    field("Capabilities", "not readable: only the 64-byte header is visible to non-root users");
+  } else if (d.capabilities.empty()) {
+    field("Capabilities", "none");
+  } else {
+    out += "  Capabilities:\n";
+    for (const pcie::Capability& capability : d.capabilities) {
+      if (capability.space == pcie::Capability::Space::standard) {
+        out += fmt::format("    [{:02x}] {} ({:02x})\n", capability.offset, capability.name(), capability.id);
+      } else {
+        out += fmt::format("    [{:03x} v{}] {} ({:04x})\n", capability.offset, capability.version, capability.name(),
+                           capability.id);
+      }
+    }
+  }
+  for (const std::string& warning : d.warnings) out += "  Warning:      " + warning + "\n";
+  return out;
+}
+
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& d) {
+  nlohmann::ordered_json json;
+  json["bdf"] = d.bdf.to_string();
+  json["vendor_id"] = fmt::format("{:04x}", d.vendor_id);
+  json["device_id"] = fmt::format("{:04x}", d.device_id);
+  json["subsystem_vendor_id"] = fmt::format("{:04x}", d.subsystem_vendor_id);
+  json["subsystem_id"] = fmt::format("{:04x}", d.subsystem_id);
+  json["revision"] = d.revision;
+  json["class"] = fmt::format("{:02x}{:02x}{:02x}", d.base_class, d.subclass, d.prog_if);
+  json["vendor_name"] = d.vendor_name;
+  json["device_name"] = d.device_name;
+  json["class_name"] = d.class_name;
+  json["subsystem_name"] = d.subsystem_name;
+  json["driver"] = d.driver ? nlohmann::ordered_json(*d.driver) : nlohmann::ordered_json();
+  json["iommu_group"] = d.iommu_group ? nlohmann::ordered_json(*d.iommu_group) : nlohmann::ordered_json();
+  json["numa_node"] = d.numa_node ? nlohmann::ordered_json(*d.numa_node) : nlohmann::ordered_json();
+  json["bars"] = nlohmann::ordered_json::array();
+  for (const pcie::BarInfo& bar : d.bars) {
+    json["bars"].push_back({{"index", bar.index},
+                            {"type", bar.space == pcie::BarInfo::Space::io ? "io" : "memory"},
+                            {"bus_address", bar.bus_address},
+                            {"size", bar.size},
+                            {"is_64bit", bar.is_64bit},
+                            {"prefetchable", bar.prefetchable}});
+  }
+  json["rom"] = d.rom ? nlohmann::ordered_json{{"bus_address", d.rom->bus_address}, {"size", d.rom->size}}
+                      : nlohmann::ordered_json();
+  if (d.link) {
+    json["link"] = {{"current_speed_gts", d.link->current_speed_gts},
+                    {"current_width", d.link->current_width},
+                    {"max_speed_gts", d.link->max_speed_gts},
+                    {"max_width", d.link->max_width},
+                    {"source", d.link->source == pcie::LinkInfo::Source::sysfs ? "sysfs" : "config_space"}};
+  } else {
+    json["link"] = nullptr;
+  }
+  json["capabilities"] = nlohmann::ordered_json::array();
+  for (const pcie::Capability& capability : d.capabilities) {
+    nlohmann::ordered_json entry = {
+        {"space", capability.space == pcie::Capability::Space::standard ? "standard" : "extended"},
+        {"id", capability.id},
+        {"offset", capability.offset},
+        {"name", capability.name()}};
+    if (capability.space == pcie::Capability::Space::extended) entry["version"] = capability.version;
+    json["capabilities"].push_back(entry);
+  }
+  json["config_bytes_readable"] = d.config_bytes_readable;
+  json["warnings"] = d.warnings;
+  return json;
+}
+
+}  // namespace pciectl

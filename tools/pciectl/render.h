@@ -1,0 +1,20 @@
+// Turning discovery results into pciectl's human and JSON output.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "pcie/discovery.h"
+
+namespace pciectl {
+
+// One lspci -nn -D style line: "0000:01:00.0 Class [0108]: Vendor Device [1b36:0010] (rev 02)".
+std::string render_line(const pcie::DeviceInfo& device);
+// Everything discovery knows, as indented text.
+std::string render_details(const pcie::DeviceInfo& device);
+// Everything discovery knows, as a JSON object.
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& device);
+// "16 KiB", "8 GiB", "256 B".
+std::string human_size(std::uint64_t bytes);
+
+}  // namespace pciectl

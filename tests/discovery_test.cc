@@ -205,6 +205,21 @@ TEST_F(DiscoveryTest, DriverFilter) {
   EXPECT_TRUE(devices->empty());
 }
 
+TEST_F(DiscoveryTest, BindingsCanBeSkipped) {
+  options_.read_bindings = false;
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  const DeviceInfo& nvme = find(*devices, kNvme);
+  EXPECT_FALSE(nvme.driver);
+  EXPECT_FALSE(nvme.iommu_group);
+  EXPECT_FALSE(nvme.numa_node);
+  EXPECT_EQ(nvme.vendor_id, 0x1b36);
+  options_.driver_filter = "nvme";
+  devices = discover(options_);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::invalid_argument);
+}
+
 TEST_F(DiscoveryTest, BadFiltersAreInvalidArguments) {
   options_.slot_filter = "zz:";
   auto devices = discover(options_);

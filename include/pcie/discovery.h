@@ -52,6 +52,7 @@ struct DeviceInfo {
 
   std::vector<BarInfo> bars;  // implemented BARs only, by index
   std::optional<RomInfo> rom;
+  // Filled when DiscoveryOptions::read_bindings is set.
   std::optional<std::string> driver;  // the bound kernel driver
   std::optional<int> iommu_group;
   std::optional<int> numa_node;       // nullopt where the kernel reports -1
@@ -79,6 +80,8 @@ struct DiscoveryOptions {
   // Look up names in pci.ids (libpci's default path unless pci_ids_path is set).
   bool resolve_names = true;
   std::string pci_ids_path;
+  // Read the bound driver, IOMMU group and NUMA node (three small sysfs reads per device).
+  bool read_bindings = true;
   // Read config space for capabilities and link status (costs one read per device).
   bool read_capabilities = true;
 };

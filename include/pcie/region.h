@@ -51,12 +51,28 @@ class WidthSet {
   std::uint8_t mask_ = 0;
 };
 
-// The checks every checked accessor makes, in this order: the width is allowed, the offset
-// is naturally aligned, and [offset, offset + width) lies inside [0, region_size). The
-// bounds check is written so that no offset, however large, can overflow.
-Result<void> check_access(std::string_view operation, std::string_view region_name,
-                          std::uint64_t region_size, WidthSet allowed, Width width,
-                          std::uint64_t offset);
+// The checks every checked accessor makes: the width is allowed, the offset is naturally
+// aligned, and [offset, offset + width) lies inside [0, region_size). The bounds check is
+// written so that no offset, however large, can overflow. Inline: this is the hot path.
+constexpr bool access_allowed(std::uint64_t region_size, WidthSet allowed, Width width,
+                              std::uint64_t offset) {
+  const std::uint64_t bytes = byte_count(width);
+  return allowed.allows(width) && offset % bytes == 0 && offset <= region_size &&
+         bytes <= region_size - offset;
+}
+
+// The error for an access that access_allowed() refused, reporting the first failed check
+// in this order: width, alignment, bounds.
+Error access_error(std::string_view operation, std::string_view region_name,
+                   std::uint64_t region_size, WidthSet allowed, Width width, std::uint64_t offset);
+
+// access_allowed() as a Result, with the error built only on failure.
+inline Result<void> check_access(std::string_view operation, std::string_view region_name,
+                                 std::uint64_t region_size, WidthSet allowed, Width width,
+                                 std::uint64_t offset) {
+  if (access_allowed(region_size, allowed, width, offset)) [[likely]] return {};
+  return std::unexpected(access_error(operation, region_name, region_size, allowed, width, offset));
+}
 
 // Overflow-safe check that [offset, offset + length) lies inside [0, region_size).
 Result<void> check_span(std::string_view operation, std::string_view region_name,

@@ -26,27 +26,22 @@ std::string WidthSet::to_string() const {
   return text.empty() ? "none" : text;
 }
 
-Result<void> check_access(std::string_view operation, std::string_view region_name,
-                          std::uint64_t region_size, WidthSet allowed, Width width,
-                          std::uint64_t offset) {
+Error access_error(std::string_view operation, std::string_view region_name,
+                   std::uint64_t region_size, WidthSet allowed, Width width, std::uint64_t offset) {
   const std::uint64_t bytes = byte_count(width);
   const std::string object = fmt::format("{} offset 0x{:x}", region_name, offset);
   if (!allowed.allows(width)) {
-    return std::unexpected(make_error(Errc::width_not_allowed, std::string(operation), object,
-                                      fmt::format("{}-bit access; this region accepts {}-bit",
-                                                  bit_count(width), allowed.to_string())));
+    return make_error(Errc::width_not_allowed, std::string(operation), object,
+                      fmt::format("{}-bit access; this region accepts {}-bit", bit_count(width),
+                                  allowed.to_string()));
   }
   if (offset % bytes != 0) {
-    return std::unexpected(make_error(Errc::misaligned, std::string(operation), object,
-                                      fmt::format("a {}-bit access must be {}-byte aligned",
-                                                  bit_count(width), bytes)));
+    return make_error(Errc::misaligned, std::string(operation), object,
+                      fmt::format("a {}-bit access must be {}-byte aligned", bit_count(width), bytes));
   }
-  if (offset > region_size || bytes > region_size - offset) {
-    return std::unexpected(make_error(Errc::out_of_range, std::string(operation), object,
-                                      fmt::format("{}-bit access past the end of the 0x{:x}-byte region",
-                                                  bit_count(width), region_size)));
-  }
-  return {};
+  return make_error(Errc::out_of_range, std::string(operation), object,
+                    fmt::format("{}-bit access past the end of the 0x{:x}-byte region", bit_count(width),
+                                region_size));
 }
 
 Result<void> check_span(std::string_view operation, std::string_view region_name,

@@ -29,7 +29,7 @@ Result<BarLookup> look_up_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned 
   DiscoveryOptions options;
   options.paths = paths;
   options.resolve_names = false;
-  options.read_capabilities = false;
+  options.read_capabilities = false;  // the driver (a binding) is kept, to explain refusals
   auto device = describe(bdf, options);
   if (!device) return std::unexpected(device.error());
   const BarInfo* bar = device->find_bar(index);

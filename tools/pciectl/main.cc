@@ -81,6 +81,7 @@ int run_ls(const GlobalOptions& global, const LsOptions& ls) {
   options.driver_filter = ls.driver;
   // The one-line listing needs neither capabilities nor link status; the JSON does.
   options.read_capabilities = ls.json;
+  options.read_bindings = ls.json || ls.show_driver || !ls.driver.empty();
   auto devices = pcie::discover(options);
   if (!devices) return fail(devices.error());
   if (ls.json) {

@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pcie/bdf.h"
@@ -96,6 +97,10 @@ class FakeSysfs {
   Result<void> write_device_file(const Bdf& bdf, const std::string& name, const std::string& contents);
   // Writes the lockdown file, e.g. "none [integrity] confidentiality".
   Result<void> set_lockdown(const std::string& contents);
+
+  // Gives up ownership: the tree stays on disk after this object is destroyed. Returns
+  // the directory (for demos and for handing a tree to another process).
+  std::string release() { return std::exchange(directory_, {}); }
 
   // The directory holding the whole tree.
   const std::string& directory() const { return directory_; }

@@ -1,0 +1,66 @@
+// A console reporter that, after the usual table, prints each benchmark's time as a ratio
+// to a baseline measured in the same run ("BM_Ours/x" against "BM_Baseline/x"), using the
+// median when benchmarks are repeated.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pcie::bench {
+
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  // Each pair: {candidate benchmark name, baseline benchmark name}.
+  explicit RatioReporter(std::vector<std::pair<std::string, std::string>> pairs) : pairs_(std::move(pairs)) {}
+
+  // Keeps the median of repeated runs when there are repetitions, else the single run.
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      const std::string name = run.run_name.str();
+      const double ns = run.GetAdjustedRealTime() * multiplier(run.time_unit);
+      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") {
+        nanoseconds_[name] = ns;
+        medians_.insert(name);
+      } else if (run.run_type == Run::RT_Iteration && run.iterations > 0 && !medians_.contains(name)) {
+        nanoseconds_[name] = ns;
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    std::printf("\n%-44s %-32s %10s\n", "candidate", "baseline (same run)", "ratio");
+    for (const auto& [candidate, baseline] : pairs_) {
+      const auto a = nanoseconds_.find(candidate);
+      const auto b = nanoseconds_.find(baseline);
+      if (a == nanoseconds_.end() || b == nanoseconds_.end() || b->second == 0) continue;
+      // Time ratio: below 1.00x the candidate is faster than the baseline.
+      std::printf("%-44s %-32s %9.2fx\n", candidate.c_str(), baseline.c_str(), a->second / b->second);
+    }
+    std::fflush(stdout);
+  }
+
+ private:
+  static double multiplier(benchmark::TimeUnit unit) {
+    switch (unit) {
+      case benchmark::kNanosecond: return 1;
+      case benchmark::kMicrosecond: return 1e3;
+      case benchmark::kMillisecond: return 1e6;
+      case benchmark::kSecond: return 1e9;
+    }
+    return 1;
+  }
+
+  std::vector<std::pair<std::string, std::string>> pairs_;
+  std::map<std::string, double> nanoseconds_;
+  std::set<std::string> medians_;
+};
+
+}  // namespace pcie::bench

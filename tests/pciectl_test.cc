@@ -1,6 +1,7 @@
 // Runs the built pciectl against a fake sysfs tree and checks its output and exit codes.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -9,36 +10,21 @@
 #include <sstream>
 
 #include "pcie/testing/fake_sysfs.h"
+#include "tests/cli_helpers.h"
 
 namespace pcie {
 namespace {
 
-std::string g_pciectl;  // from --pciectl=PATH (Bazel passes $(rootpath //tools/pciectl))
+using cli::CommandResult;
+using cli::g_pciectl;
+using cli::lines_of;
+using cli::slurp;
+
 
 const Bdf kEdu{0, 0, 3, 0};
 const Bdf kIvshmem{0, 0, 4, 0};
 const Bdf kTestdev{0, 0, 5, 0};
 const Bdf kNvme{0, 1, 0, 0};
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
 
 class PciectlTest : public ::testing::Test {
  protected:
@@ -278,11 +264,4 @@ TEST_F(PciectlTest, SysfsFromEnvironment) {
 }  // namespace
 }  // namespace pcie
 
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view argument = argv[i];
-    if (argument.starts_with("--pciectl=")) pcie::g_pciectl = std::string(argument.substr(10));
-  }
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char** argv) { return pcie::cli::run_all_tests(argc, argv); }

@@ -1,0 +1,47 @@
+// Helpers for tests that run the built pciectl as a child process.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pcie::cli {
+
+// The pciectl binary, from --pciectl=PATH (Bazel passes $(rootpath //tools/pciectl)).
+inline std::string g_pciectl;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// GoogleTest's main, plus --pciectl=PATH.
+inline int run_all_tests(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    if (argument.starts_with("--pciectl=")) g_pciectl = std::string(argument.substr(10));
+  }
+  return RUN_ALL_TESTS();
+}
+
+}  // namespace pcie::cli

@@ -1,0 +1,80 @@
+// pciectl on the machine's own devices, read-only: listing and describing them must work
+// for root and for an unprivileged user (who sees 64 bytes of config space). Nothing is
+// mapped or written. Runs outside Bazel's sandbox (tag "local") so that it can switch to
+// the user nobody, which the sandbox's user namespace does not map.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/cli_helpers.h"
+
+namespace pcie {
+namespace {
+
+using cli::CommandResult;
+using cli::g_pciectl;
+using cli::lines_of;
+using cli::slurp;
+
+class RealMachine : public ::testing::Test {
+ protected:
+  CommandResult run(const std::string& command) {
+    const std::string out_file = directory_ + "/out.txt";
+    const int status = std::system((command + " >" + out_file + " 2>&1").c_str());
+    return CommandResult{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out_file), ""};
+  }
+  void SetUp() override {
+    char pattern[] = "/tmp/pciectl-real-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    directory_ = pattern;
+  }
+  void TearDown() override { std::system(("rm -rf " + directory_).c_str()); }
+  std::string directory_;
+};
+
+TEST_F(RealMachine, LsMatchesLspciDeviceList) {
+  const CommandResult ours = run(g_pciectl + " ls");
+  ASSERT_EQ(ours.exit_code, 0) << ours.out;
+  const CommandResult theirs = run("/usr/bin/lspci -D -n");
+  ASSERT_EQ(theirs.exit_code, 0) << theirs.out;
+  const auto our_lines = lines_of(ours.out);
+  const auto their_lines = lines_of(theirs.out);
+  ASSERT_EQ(our_lines.size(), their_lines.size()) << ours.out << "\n---\n" << theirs.out;
+  ASSERT_FALSE(our_lines.empty());
+  for (std::size_t i = 0; i < our_lines.size(); ++i) {
+    EXPECT_EQ(our_lines[i].substr(0, 12), their_lines[i].substr(0, 12));
+  }
+}
+
+TEST_F(RealMachine, InfoOfEveryDeviceAsRootAndAsNobody) {
+  const auto devices = lines_of(run(g_pciectl + " ls").out);
+  ASSERT_FALSE(devices.empty());
+  // A copy the unprivileged user can execute (Bazel's runfiles live under root's home).
+  const std::string copy = directory_ + "/pciectl";
+  ASSERT_EQ(run("cp " + g_pciectl + " " + copy + " && chmod 755 " + directory_ + " " + copy).exit_code, 0);
+  const bool root = ::geteuid() == 0;
+  for (const std::string& line : devices) {
+    const std::string bdf = line.substr(0, 12);
+    const CommandResult info = run(copy + " info " + bdf + " --json");
+    ASSERT_EQ(info.exit_code, 0) << info.out;
+    const auto json = nlohmann::json::parse(info.out);
+    EXPECT_EQ(json["bdf"], bdf);
+    if (!root) continue;
+    const CommandResult unprivileged =
+        run("setpriv --reuid=nobody --regid=nogroup --clear-groups " + copy + " info " + bdf + " --json");
+    ASSERT_EQ(unprivileged.exit_code, 0) << unprivileged.out;
+    const auto limited = nlohmann::json::parse(unprivileged.out);
+    EXPECT_EQ(limited["vendor_id"], json["vendor_id"]);
+    EXPECT_EQ(limited["device_id"], json["device_id"]);
+    EXPECT_EQ(limited["bars"], json["bars"]);
+    EXPECT_EQ(limited["config_bytes_readable"], 64);
+  }
+}
+
+}  // namespace
+}  // namespace pcie
+
+int main(int argc, char** argv) { return pcie::cli::run_all_tests(argc, argv); }

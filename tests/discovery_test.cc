@@ -14,22 +14,17 @@ namespace {
 using testing::FakeDevice;
 using testing::FakeSysfs;
 
-const Bdf kEdu{0, 0, 3, 0};
-const Bdf kIvshmem{0, 0, 4, 0};
-const Bdf kTestdev{0, 0, 5, 0};
-const Bdf kNvme{0, 1, 0, 0};
+const Bdf kEdu = testing::kVmEdu;
+const Bdf kIvshmem = testing::kVmIvshmem;
+const Bdf kTestdev = testing::kVmPciTestdev;
+const Bdf kNvme = testing::kVmNvme;
 
 class DiscoveryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto tree = FakeSysfs::create();
+    auto tree = testing::make_vm_tree();
     ASSERT_TRUE(tree) << tree.error().message();
     tree_.emplace(std::move(*tree));
-    for (const FakeDevice& device : {testing::qemu_edu(kEdu), testing::qemu_ivshmem(kIvshmem),
-                                     testing::qemu_pci_testdev(kTestdev), testing::qemu_nvme(kNvme)}) {
-      auto added = tree_->add_device(device);
-      ASSERT_TRUE(added) << added.error().message();
-    }
     options_.paths = tree_->paths();
   }
 

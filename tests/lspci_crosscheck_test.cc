@@ -187,12 +187,8 @@ TEST(LspciCrossCheck, LspciIsInstalled) {
 }
 
 TEST(LspciCrossCheck, QemuShapesMatch) {
-  auto tree = FakeSysfs::create();
-  ASSERT_TRUE(tree);
-  for (const FakeDevice& device : {testing::qemu_edu({0, 0, 3, 0}), testing::qemu_ivshmem({0, 0, 4, 0}),
-                                   testing::qemu_pci_testdev({0, 0, 5, 0}), testing::qemu_nvme({0, 1, 0, 0})}) {
-    ASSERT_TRUE(tree->add_device(device));
-  }
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
   DiscoveryOptions options;
   options.paths = tree->paths();
   auto ours = discover(options);

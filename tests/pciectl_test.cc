@@ -21,26 +21,16 @@ using cli::lines_of;
 using cli::slurp;
 
 
-const Bdf kEdu{0, 0, 3, 0};
-const Bdf kIvshmem{0, 0, 4, 0};
-const Bdf kTestdev{0, 0, 5, 0};
-const Bdf kNvme{0, 1, 0, 0};
+const Bdf kEdu = testing::kVmEdu;
+const Bdf kTestdev = testing::kVmPciTestdev;
 
 class PciectlTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(g_pciectl.empty()) << "run with --pciectl=PATH";
-    auto tree = testing::FakeSysfs::create();
-    ASSERT_TRUE(tree);
+    auto tree = testing::make_vm_tree();
+    ASSERT_TRUE(tree) << tree.error().message();
     tree_.emplace(std::move(*tree));
-    for (const auto& device : {testing::qemu_edu(kEdu), testing::qemu_ivshmem(kIvshmem),
-                               testing::qemu_pci_testdev(kTestdev), testing::qemu_nvme(kNvme)}) {
-      ASSERT_TRUE(tree_->add_device(device));
-    }
-    // edu's identification register, as the device model would answer it.
-    std::fstream bar(tree_->device_dir(kEdu) + "/resource0", std::ios::in | std::ios::out | std::ios::binary);
-    const unsigned char id[] = {0xed, 0x00, 0x00, 0x01};
-    bar.write(reinterpret_cast<const char*>(id), sizeof id);
   }
 
   CommandResult pciectl(const std::string& arguments, const std::string& environment = "") {
@@ -57,11 +47,7 @@ class PciectlTest : public ::testing::Test {
   }
 
   std::vector<std::uint8_t> file_bytes(const Bdf& bdf, const std::string& name, std::size_t offset, std::size_t count) {
-    std::ifstream in(tree_->device_dir(bdf) + "/" + name, std::ios::binary);
-    in.seekg(static_cast<std::streamoff>(offset));
-    std::vector<std::uint8_t> bytes(count);
-    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(count));
-    return bytes;
+    return tree_->read_device_bytes(bdf, name, offset, count).value_or(std::vector<std::uint8_t>{});
   }
 
   void expect_error(const CommandResult& run, int code, const std::string& fragment) {

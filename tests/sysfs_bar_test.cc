@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <fstream>
 
 #include "pcie/testing/fake_sysfs.h"
 
@@ -17,28 +16,21 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const Bdf kEdu{0, 0, 3, 0};
-const Bdf kIvshmem{0, 0, 4, 0};
-const Bdf kTestdev{0, 0, 5, 0};
+const Bdf kEdu = testing::kVmEdu;
+const Bdf kIvshmem = testing::kVmIvshmem;
+const Bdf kTestdev = testing::kVmPciTestdev;
 
 class SysfsBarTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto tree = testing::FakeSysfs::create();
-    ASSERT_TRUE(tree);
+    auto tree = testing::make_vm_tree();
+    ASSERT_TRUE(tree) << tree.error().message();
     tree_.emplace(std::move(*tree));
-    ASSERT_TRUE(tree_->add_device(testing::qemu_edu(kEdu)));
-    ASSERT_TRUE(tree_->add_device(testing::qemu_ivshmem(kIvshmem)));
-    ASSERT_TRUE(tree_->add_device(testing::qemu_pci_testdev(kTestdev)));
   }
 
   // Bytes of a BAR file as the "device" sees them.
   std::vector<std::uint8_t> file_bytes(const Bdf& bdf, const std::string& name, std::size_t offset, std::size_t count) {
-    std::ifstream in(tree_->device_dir(bdf) + "/" + name, std::ios::binary);
-    in.seekg(static_cast<std::streamoff>(offset));
-    std::vector<std::uint8_t> bytes(count);
-    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(count));
-    return bytes;
+    return tree_->read_device_bytes(bdf, name, offset, count).value_or(std::vector<std::uint8_t>{});
   }
 
   std::optional<testing::FakeSysfs> tree_;

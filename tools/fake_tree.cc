@@ -4,8 +4,7 @@
 // safe on any machine.
 #include <fmt/format.h>
 
-#include <cstdio>
-#include <fstream>
+#include <cstdlib>
 
 #include "pcie/testing/fake_sysfs.h"
 
@@ -16,25 +15,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (argc == 2) setenv("TMPDIR", argv[1], 1);
-  auto tree = pcie::testing::FakeSysfs::create();
+  auto tree = pcie::testing::make_vm_tree();
   if (!tree) {
     fmt::print(stderr, "pcie-fake-tree: error: {}\n", tree.error().message());
-    return 1;
-  }
-  const pcie::Bdf edu{0, 0, 3, 0};
-  for (const auto& device : {pcie::testing::qemu_edu(edu), pcie::testing::qemu_ivshmem({0, 0, 4, 0}),
-                             pcie::testing::qemu_pci_testdev({0, 0, 5, 0}), pcie::testing::qemu_nvme({0, 1, 0, 0})}) {
-    if (auto added = tree->add_device(device); !added) {
-      fmt::print(stderr, "pcie-fake-tree: error: {}\n", added.error().message());
-      return 1;
-    }
-  }
-  // edu answers its identification register with 0x010000ed (QEMU hw/misc/edu.c).
-  std::fstream bar(tree->device_dir(edu) + "/resource0", std::ios::in | std::ios::out | std::ios::binary);
-  const unsigned char id[] = {0xed, 0x00, 0x00, 0x01};
-  bar.write(reinterpret_cast<const char*>(id), sizeof id);
-  if (!bar) {
-    fmt::print(stderr, "pcie-fake-tree: error: cannot write edu's BAR file\n");
     return 1;
   }
   fmt::print("{}/sys\n", tree->release());

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "pcie/bdf.h"
+#include "pcie/discovery.h"
 #include "pcie/error.h"
 #include "pcie/mmio.h"
 #include "pcie/region.h"
@@ -56,6 +57,11 @@ class BarMapping final : public Region {
   Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override;
 
  private:
+  friend Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths&, const Bdf&, unsigned,
+                                                        const BarMapOptions&);
+  // map() once the BAR has been looked up.
+  static Result<BarMapping> map_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& bar,
+                                    const std::optional<std::string>& driver, const BarMapOptions& options);
   BarMapping(std::string name, UniqueFd fd, Mapping mapping, std::uint64_t window_offset,
              std::uint64_t length, MemoryType memory_type, bool writable)
       : Region(WidthSet::all(), writable), name_(std::move(name)), fd_(std::move(fd)),
@@ -88,6 +94,11 @@ class IoPortBar final : public Region {
   Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override;
 
  private:
+  friend Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths&, const Bdf&, unsigned,
+                                                        const BarMapOptions&);
+  // open() once the BAR has been looked up.
+  static Result<IoPortBar> open_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& bar,
+                                    const std::optional<std::string>& driver, bool writable);
   IoPortBar(std::string name, std::string path, UniqueFd fd, std::uint64_t size, bool writable)
       : Region(WidthSet::up_to(Width::bits32), writable), name_(std::move(name)), path_(std::move(path)),
         fd_(std::move(fd)), size_(size) {}

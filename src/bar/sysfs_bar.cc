@@ -88,14 +88,20 @@ Result<BarMapping> BarMapping::map(const SysfsPaths& paths, const Bdf& bdf, unsi
                                    const BarMapOptions& options) {
   auto lookup = look_up_bar(paths, bdf, bar);
   if (!lookup) return std::unexpected(lookup.error());
+  return map_bar(paths, bdf, lookup->bar, lookup->driver, options);
+}
+
+Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& info,
+                                       const std::optional<std::string>& driver, const BarMapOptions& options) {
+  const unsigned bar = info.index;
   const std::string name = bar_name(bdf, bar);
-  if (lookup->bar.space == BarInfo::Space::io) {
+  if (info.space == BarInfo::Space::io) {
     return std::unexpected(make_error(Errc::not_supported, "map", name,
                                       "an I/O-port BAR cannot be memory-mapped",
                                       "use IoPortBar (pciectl read/write do this for you)"));
   }
   const bool write_combined = options.memory_type == MemoryType::write_combined;
-  if (write_combined && !lookup->bar.prefetchable) {
+  if (write_combined && !info.prefetchable) {
     return std::unexpected(make_error(Errc::not_supported, "map write-combined", name,
                                       "the BAR is not prefetchable, so the kernel offers no resource_wc file",
                                       "map it uncached"));
@@ -105,7 +111,7 @@ Result<BarMapping> BarMapping::map(const SysfsPaths& paths, const Bdf& bdf, unsi
     return std::unexpected(make_error(Errc::misaligned, "map", fmt::format("{} offset 0x{:x}", name, options.offset),
                                       fmt::format("the window offset must be a multiple of the page size (0x{:x})", page)));
   }
-  const std::uint64_t bar_size = lookup->bar.size;
+  const std::uint64_t bar_size = info.size;
   const std::uint64_t length = options.length != 0 ? options.length
                                : (options.offset < bar_size ? bar_size - options.offset : 0);
   auto in_bar = check_span("map", name, bar_size, options.offset, length);
@@ -118,7 +124,7 @@ Result<BarMapping> BarMapping::map(const SysfsPaths& paths, const Bdf& bdf, unsi
                                        write_combined ? "_wc" : "");
   auto fd = sys::open_file(path, options.writable ? O_RDWR : O_RDONLY, "open");
   if (!fd) {
-    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
+    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, driver)));
   }
   // The kernel maps whole pages; a BAR smaller than a page still maps one page
   // (drivers/pci/pci-sysfs.c, pci_mmap_fits), but accesses stay bounded by `length`.
@@ -126,7 +132,7 @@ Result<BarMapping> BarMapping::map(const SysfsPaths& paths, const Bdf& bdf, unsi
   const int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
   auto mapping = sys::map_shared(fd->get(), mapped, options.offset, prot, path);
   if (!mapping) {
-    return std::unexpected(explain_bar_failure(mapping.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
+    return std::unexpected(explain_bar_failure(mapping.error(), failure_context(paths, bdf, bar, path, driver)));
   }
   return BarMapping(name, std::move(*fd), std::move(*mapping), options.offset, length,
                     options.memory_type, options.writable);
@@ -157,17 +163,23 @@ Result<void> BarMapping::write_checked(Width width, std::uint64_t offset, std::u
 Result<IoPortBar> IoPortBar::open(const SysfsPaths& paths, const Bdf& bdf, unsigned bar, bool writable) {
   auto lookup = look_up_bar(paths, bdf, bar);
   if (!lookup) return std::unexpected(lookup.error());
+  return open_bar(paths, bdf, lookup->bar, lookup->driver, writable);
+}
+
+Result<IoPortBar> IoPortBar::open_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& info,
+                                      const std::optional<std::string>& driver, bool writable) {
+  const unsigned bar = info.index;
   const std::string name = bar_name(bdf, bar);
-  if (lookup->bar.space != BarInfo::Space::io) {
+  if (info.space != BarInfo::Space::io) {
     return std::unexpected(make_error(Errc::not_supported, "open I/O port", name,
                                       "this is a memory BAR", "map it with BarMapping"));
   }
   const std::string path = fmt::format("{}/resource{}", paths.device_dir(bdf), bar);
   auto fd = sys::open_file(path, writable ? O_RDWR : O_RDONLY, "open");
   if (!fd) {
-    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, lookup->driver)));
+    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, driver)));
   }
-  return IoPortBar(name, path, std::move(*fd), lookup->bar.size, writable);
+  return IoPortBar(name, path, std::move(*fd), info.size, writable);
 }
 
 Result<std::uint64_t> IoPortBar::read_checked(Width width, std::uint64_t offset) const {
@@ -200,11 +212,11 @@ Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths& paths, const Bd
       return std::unexpected(make_error(Errc::not_supported, "open", bar_name(bdf, bar),
                                         "I/O-port BARs take no window or memory type"));
     }
-    auto io = IoPortBar::open(paths, bdf, bar, options.writable);
+    auto io = IoPortBar::open_bar(paths, bdf, lookup->bar, lookup->driver, options.writable);
     if (!io) return std::unexpected(io.error());
     return std::make_unique<IoPortBar>(std::move(*io));
   }
-  auto mapped = BarMapping::map(paths, bdf, bar, options);
+  auto mapped = BarMapping::map_bar(paths, bdf, lookup->bar, lookup->driver, options);
   if (!mapped) return std::unexpected(mapped.error());
   return std::make_unique<BarMapping>(std::move(*mapped));
 }

@@ -23,6 +23,11 @@ class LibpciSession {
   // pci_alloc + sysfs method + sysfs.path + optional pci.ids path + pci_init.
   static Result<LibpciSession> open(const std::string& pci_root, const std::string& ids_path);
 
+  LibpciSession(LibpciSession&&) noexcept = default;
+  LibpciSession& operator=(LibpciSession&&) noexcept = delete;
+  // Frees devices from get_device(), then the pci_access (pci_cleanup).
+  ~LibpciSession();
+
   pci_access* access() const { return access_.get(); }
   // pci_scan_bus; afterwards access()->devices is the device list.
   Result<void> scan();
@@ -46,11 +51,6 @@ class LibpciSession {
   std::unique_ptr<pci_access, Deleter> access_;
   std::vector<pci_dev*> standalone_devices_;  // from get_device(), freed before access_
   std::unique_ptr<std::vector<std::string>> warnings_;
-
- public:
-  LibpciSession(LibpciSession&&) noexcept = default;
-  LibpciSession& operator=(LibpciSession&&) noexcept = delete;
-  ~LibpciSession();
 };
 
 }  // namespace pcie::detail

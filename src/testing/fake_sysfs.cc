@@ -327,8 +327,45 @@ Result<void> FakeSysfs::write_device_file(const Bdf& bdf, const std::string& nam
   return write_file(fs::path(device_dir(bdf)) / name, contents);
 }
 
+Result<void> FakeSysfs::write_device_bytes(const Bdf& bdf, const std::string& name, std::uint64_t offset,
+                                           std::span<const std::uint8_t> bytes) {
+  const fs::path path = fs::path(device_dir(bdf)) / name;
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekp(static_cast<std::streamoff>(offset));
+  file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  file.close();
+  if (!file) return std::unexpected(make_error(Errc::io_error, "write", path.string(), "cannot write file"));
+  return {};
+}
+
+Result<std::vector<std::uint8_t>> FakeSysfs::read_device_bytes(const Bdf& bdf, const std::string& name,
+                                                               std::uint64_t offset, std::size_t count) const {
+  const fs::path path = fs::path(device_dir(bdf)) / name;
+  std::ifstream file(path, std::ios::binary);
+  file.seekg(static_cast<std::streamoff>(offset));
+  std::vector<std::uint8_t> bytes(count);
+  file.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(count));
+  if (!file) return std::unexpected(make_error(Errc::io_error, "read", path.string(), "cannot read that range"));
+  return bytes;
+}
+
 Result<void> FakeSysfs::set_lockdown(const std::string& contents) {
   return write_file(directory_ + "/sys/kernel/security/lockdown", contents);
+}
+
+Result<FakeSysfs> make_vm_tree() {
+  auto tree = FakeSysfs::create();
+  if (!tree) return std::unexpected(tree.error());
+  for (const FakeDevice& device : {qemu_edu(kVmEdu), qemu_ivshmem(kVmIvshmem), qemu_pci_testdev(kVmPciTestdev),
+                                   qemu_nvme(kVmNvme)}) {
+    if (auto added = tree->add_device(device); !added) return std::unexpected(added.error());
+  }
+  // edu's identification register (QEMU hw/misc/edu.c), little-endian.
+  const std::uint8_t edu_id[] = {0xed, 0x00, 0x00, 0x01};
+  if (auto written = tree->write_device_bytes(kVmEdu, "resource0", 0, edu_id); !written) {
+    return std::unexpected(written.error());
+  }
+  return tree;
 }
 
 FakeDevice qemu_edu(const Bdf& bdf) {

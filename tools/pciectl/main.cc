@@ -121,72 +121,74 @@ struct AccessOptions {
   unsigned width_bits = 32;
 };
 
-pcie::Result<std::unique_ptr<pcie::Region>> open_bar(const GlobalOptions& global, const AccessOptions& access,
-                                                     bool writable) {
+// What read, write and dump share: the width, the start offset and the opened BAR.
+struct BarAccess {
+  pcie::Width width = pcie::Width::bits32;
+  std::uint64_t offset = 0;
+  std::unique_ptr<pcie::Region> region;
+};
+
+pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const AccessOptions& access, bool writable) {
+  auto width = pcie::width_from_bits(access.width_bits);
+  if (!width) return std::unexpected(width.error());
+  auto offset = parse_number(access.offset, "offset");
+  if (!offset) return std::unexpected(offset.error());
   auto bdf = parse_bdf(access.bdf);
   if (!bdf) return std::unexpected(bdf.error());
   auto bar = parse_bar(access.bar);
   if (!bar) return std::unexpected(bar.error());
   pcie::BarMapOptions options;
   options.writable = writable;
-  return pcie::open_sysfs_bar(paths_of(global), *bdf, *bar, options);
+  auto region = pcie::open_sysfs_bar(paths_of(global), *bdf, *bar, options);
+  if (!region) return std::unexpected(region.error());
+  return BarAccess{*width, *offset, std::move(*region)};
 }
 
-int run_read(const GlobalOptions& global, const AccessOptions& access) {
-  auto width = pcie::width_from_bits(access.width_bits);
-  if (!width) return fail(width.error());
-  auto offset = parse_number(access.offset, "offset");
-  if (!offset) return fail(offset.error());
-  auto region = open_bar(global, access, false);
-  if (!region) return fail(region.error());
-  auto value = (*region)->read(*width, *offset);
+int run_read(const GlobalOptions& global, const AccessOptions& options) {
+  auto access = open_bar_access(global, options, false);
+  if (!access) return fail(access.error());
+  auto value = access->region->read(access->width, access->offset);
   if (!value) return fail(value.error());
-  fmt::print("0x{:0{}x}\n", *value, pcie::byte_count(*width) * 2);
+  fmt::print("0x{:0{}x}\n", *value, pcie::byte_count(access->width) * 2);
   return kSuccess;
 }
 
-int run_write(const GlobalOptions& global, const AccessOptions& access) {
-  auto width = pcie::width_from_bits(access.width_bits);
-  if (!width) return fail(width.error());
-  auto offset = parse_number(access.offset, "offset");
-  if (!offset) return fail(offset.error());
-  auto value = parse_number(access.value, "value");
+int run_write(const GlobalOptions& global, const AccessOptions& options) {
+  auto value = parse_number(options.value, "value");
   if (!value) return fail(value.error());
-  auto region = open_bar(global, access, true);
-  if (!region) return fail(region.error());
-  auto written = (*region)->write(*width, *offset, *value);
+  auto access = open_bar_access(global, options, true);
+  if (!access) return fail(access.error());
+  auto written = access->region->write(access->width, access->offset, *value);
   if (!written) return fail(written.error());
   return kSuccess;
 }
 
-int run_dump(const GlobalOptions& global, const AccessOptions& access) {
-  auto width = pcie::width_from_bits(access.width_bits);
-  if (!width) return fail(width.error());
-  auto offset = parse_number(access.offset, "offset");
-  if (!offset) return fail(offset.error());
-  auto region = open_bar(global, access, false);
-  if (!region) return fail(region.error());
-  const std::uint64_t size = (*region)->size();
+int run_dump(const GlobalOptions& global, const AccessOptions& options) {
+  auto access = open_bar_access(global, options, false);
+  if (!access) return fail(access.error());
+  const pcie::Region& region = *access->region;
+  const std::uint64_t size = region.size();
+  const std::uint64_t start = access->offset;
   std::uint64_t length = 0;
-  if (access.length.empty()) {
-    length = *offset < size ? std::min<std::uint64_t>(256, size - *offset) : 0;
+  if (options.length.empty()) {
+    length = start < size ? std::min<std::uint64_t>(256, size - start) : 0;
   } else {
-    auto parsed = parse_number(access.length, "length");
+    auto parsed = parse_number(options.length, "length");
     if (!parsed) return fail(parsed.error());
     length = *parsed;
   }
-  auto span = pcie::check_span("dump", (*region)->name(), size, *offset, length);
+  auto span = pcie::check_span("dump", region.name(), size, start, length);
   if (!span) return fail(span.error());
-  const std::uint64_t step = pcie::byte_count(*width);
-  if (*offset % step != 0 || length % step != 0) {
-    return fail(pcie::make_error(pcie::Errc::misaligned, "dump", (*region)->name(),
+  const std::uint64_t step = pcie::byte_count(access->width);
+  if (start % step != 0 || length % step != 0) {
+    return fail(pcie::make_error(pcie::Errc::misaligned, "dump", region.name(),
                                  fmt::format("offset and length must be multiples of {} bytes", step)));
   }
-  const std::uint64_t per_line = 16;
-  for (std::uint64_t line = 0; line < length; line += per_line) {
-    std::string text = fmt::format("{:08x}:", *offset + line);
-    for (std::uint64_t at = line; at < std::min(line + per_line, length); at += step) {
-      auto value = (*region)->read(*width, *offset + at);
+  constexpr std::uint64_t kBytesPerLine = 16;
+  for (std::uint64_t line = 0; line < length; line += kBytesPerLine) {
+    std::string text = fmt::format("{:08x}:", start + line);
+    for (std::uint64_t at = line; at < std::min(line + kBytesPerLine, length); at += step) {
+      auto value = region.read(access->width, start + at);
       if (!value) return fail(value.error());
       text += fmt::format(" {:0{}x}", *value, step * 2);
     }

@@ -95,6 +95,13 @@ class FakeSysfs {
   Result<void> write_config(const Bdf& bdf, std::span<const std::uint8_t> bytes);
   // Writes (or replaces) any file in the device directory.
   Result<void> write_device_file(const Bdf& bdf, const std::string& name, const std::string& contents);
+  // Writes `bytes` at `offset` into a device file without truncating it: preloads what a
+  // device would answer in a BAR file ("resource0").
+  Result<void> write_device_bytes(const Bdf& bdf, const std::string& name, std::uint64_t offset,
+                                  std::span<const std::uint8_t> bytes);
+  // Reads `count` bytes at `offset` of a device file: what a driver wrote through a mapping.
+  Result<std::vector<std::uint8_t>> read_device_bytes(const Bdf& bdf, const std::string& name,
+                                                      std::uint64_t offset, std::size_t count) const;
   // Writes the lockdown file, e.g. "none [integrity] confidentiality".
   Result<void> set_lockdown(const std::string& contents);
 
@@ -117,6 +124,16 @@ class FakeSysfs {
   explicit FakeSysfs(std::string directory) : directory_(std::move(directory)) {}
   std::string directory_;
 };
+
+// The test VM's device set at fixed addresses, as pcie-fake-tree and the tests use it.
+inline const Bdf kVmEdu{0, 0, 3, 0};
+inline const Bdf kVmIvshmem{0, 0, 4, 0};
+inline const Bdf kVmPciTestdev{0, 0, 5, 0};
+inline const Bdf kVmNvme{0, 1, 0, 0};
+
+// A tree with qemu_edu, qemu_ivshmem, qemu_pci_testdev and qemu_nvme at the addresses
+// above; edu's BAR0 answers its identification register (0x00) with 0x010000ed.
+Result<FakeSysfs> make_vm_tree();
 
 // Device shapes modelled on the QEMU devices the test VM uses, for tests and demos.
 FakeDevice qemu_edu(const Bdf& bdf);            // 1234:11e8, 1 MiB BAR0, MSI

@@ -283,6 +283,22 @@ TEST_F(DiscoveryTest, RemovedDeviceIsReportedInWarnings) {
   EXPECT_NE(nvme->warnings[0].find("all ones"), std::string::npos) << nvme->warnings[0];
 }
 
+TEST(DiscoveryRom, ExpansionRomIsReported) {
+  auto tree = FakeSysfs::create();
+  ASSERT_TRUE(tree);
+  FakeDevice device = testing::qemu_edu(Bdf{0, 0, 3, 0});
+  device.rom_size = 64u << 10;
+  ASSERT_TRUE(tree->add_device(device));
+  DiscoveryOptions options;
+  options.paths = tree->paths();
+  auto edu = describe(device.bdf, options);
+  ASSERT_TRUE(edu) << edu.error().message();
+  ASSERT_TRUE(edu->rom);
+  EXPECT_EQ(edu->rom->size, 64u << 10);
+  EXPECT_EQ(edu->rom->bus_address, 0xfe000000u);
+  EXPECT_EQ(edu->bars.size(), 1u);  // the ROM is not a BAR
+}
+
 TEST(DiscoveryErrors, MissingTreeNamesThePath) {
   DiscoveryOptions options;
   options.paths.pci_root = "/nonexistent/sys/bus/pci";

@@ -336,6 +336,23 @@ TEST(DiscoveryErrors, MissingAttributeIsMalformedNotAnExit) {
   EXPECT_NE(devices.error().message().find("libpci"), std::string::npos) << devices.error().message();
 }
 
+// A prog-if filter makes libpci read attributes while matching; a broken attribute there
+// must also come back as an Error.
+TEST(DiscoveryErrors, FilterOnBrokenDeviceIsMalformedNotAnAbort) {
+  auto tree = FakeSysfs::create();
+  ASSERT_TRUE(tree);
+  const Bdf bdf{0, 0, 3, 0};
+  ASSERT_TRUE(tree->add_device(testing::qemu_nvme(bdf)));
+  std::filesystem::remove(tree->device_dir(bdf) + "/config");
+  std::filesystem::remove(tree->device_dir(bdf) + "/class");
+  DiscoveryOptions options;
+  options.paths = tree->paths();
+  options.id_filter = "::0108:02";
+  auto devices = discover(options);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::malformed);
+}
+
 TEST(DiscoveryErrors, EmptyTreeHasNoDevices) {
   auto tree = FakeSysfs::create();
   ASSERT_TRUE(tree);

@@ -201,7 +201,9 @@ Result<std::vector<DeviceInfo>> discover(const DiscoveryOptions& options) {
 
   std::vector<DeviceInfo> devices;
   for (pci_dev* device = session->access()->devices; device != nullptr; device = device->next) {
-    if (!pci_filter_match(&*filter, device)) continue;
+    auto matched = session->matches(&*filter, device);
+    if (!matched) return std::unexpected(matched.error());
+    if (!*matched) continue;
     auto info = build_device_info(*session, device, options);
     if (!info) return std::unexpected(info.error());
     if (!options.driver_filter.empty() && info->driver != options.driver_filter) continue;

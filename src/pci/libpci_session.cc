@@ -143,6 +143,21 @@ Result<pci_dev*> LibpciSession::get_device(const Bdf& bdf) {
   return request.result;
 }
 
+Result<bool> LibpciSession::matches(pci_filter* filter, pci_dev* device) {
+  struct MatchRequest {
+    pci_filter* filter;
+    pci_dev* device;
+    int result;
+  } request{filter, device, 0};
+  auto call = [](MatchRequest* r) { r->result = pci_filter_match(r->filter, r->device); };
+  Trap trap{};
+  if (!run_guarded<MatchRequest*>(call, &request, trap, warnings_.get())) {
+    const Bdf bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
+    return std::unexpected(libpci_error("filter", bdf.to_string(), trap));
+  }
+  return request.result != 0;
+}
+
 std::string LibpciSession::lookup_name(int flags, int arg1, int arg2, int arg3, int arg4) {
   struct LookupRequest {
     pci_access* access;

@@ -35,6 +35,8 @@ class LibpciSession {
   Result<void> fill(pci_dev* device, unsigned flags);
   // pci_get_dev for one device without a scan; released with the session.
   Result<pci_dev*> get_device(const Bdf& bdf);
+  // pci_filter_match, which may read attributes (pci_fill_info) to compare classes.
+  Result<bool> matches(pci_filter* filter, pci_dev* device);
   // pci_lookup_name with PCI_LOOKUP_NO_NUMBERS: empty when unknown.
   std::string lookup_name(int flags, int arg1, int arg2 = 0, int arg3 = 0, int arg4 = 0);
   // Warnings libpci printed through its warning callback, oldest first.

@@ -25,8 +25,7 @@ void put_cap(std::vector<std::uint8_t>& config, std::size_t at, std::uint8_t id,
 }
 
 void put_ext(std::vector<std::uint8_t>& config, std::size_t at, std::uint16_t id, std::uint8_t version, std::uint16_t next) {
-  const std::uint32_t value = id | static_cast<std::uint32_t>(version) << 16 | static_cast<std::uint32_t>(next) << 20;
-  for (int i = 0; i < 4; ++i) config[at + i] = static_cast<std::uint8_t>(value >> (8 * i));
+  store_le(config, at, 4, id | static_cast<std::uint32_t>(version) << 16 | static_cast<std::uint32_t>(next) << 20);
 }
 
 TEST(StandardWalk, FollowsList) {

@@ -156,6 +156,18 @@ TEST_F(ConfigSpaceTest, MissingDeviceIsNotFoundWithHint) {
   EXPECT_NE(config.error().hint.find("pciectl ls"), std::string::npos);
 }
 
+TEST(ByteOrder, LittleEndianRoundTrip) {
+  std::vector<std::uint8_t> bytes(12, 0);
+  store_le(bytes, 1, 8, 0x0807060504030201ull);
+  EXPECT_EQ(bytes, (std::vector<std::uint8_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0}));
+  EXPECT_EQ(load_le(bytes, 1, 8), 0x0807060504030201ull);
+  EXPECT_EQ(load_le16(bytes, 1), 0x0201);
+  EXPECT_EQ(load_le32(bytes, 2), 0x05040302u);
+  EXPECT_EQ(load_le(bytes, 4, 1), 0x04u);
+  store_le(bytes, 9, 3, 0xffaabbccu);  // only the low 3 bytes are stored
+  EXPECT_EQ(load_le(bytes, 9, 3), 0xaabbccu);
+}
+
 TEST_F(ConfigSpaceTest, SnapshotIsWholeReadableSpace) {
   auto config = ConfigSpace::open(tree_->paths(), kNvme);
   ASSERT_TRUE(config);

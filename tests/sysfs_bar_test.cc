@@ -216,6 +216,19 @@ TEST_F(SysfsBarTest, IoPortBarThroughPreadPwrite) {
   EXPECT_EQ(past.error().code, Errc::out_of_range);
 }
 
+// An I/O-port file that ends before the BAR does (a device that stopped answering) is a
+// short read, reported as an error naming the offset, not a value padded with zeros.
+TEST_F(SysfsBarTest, IoPortShortReadIsAnError) {
+  auto bar = IoPortBar::open(tree_->paths(), kTestdev, 1);
+  ASSERT_TRUE(bar) << bar.error().message();
+  ASSERT_EQ(::truncate((tree_->device_dir(kTestdev) + "/resource1").c_str(), 10), 0);
+  auto value = bar->read(Width::bits32, 8);
+  ASSERT_FALSE(value);
+  EXPECT_EQ(value.error().code, Errc::io_error);
+  EXPECT_NE(value.error().reason.find("2 of 4 bytes at offset 8"), std::string::npos) << value.error().message();
+  EXPECT_TRUE(bar->read(Width::bits16, 8));
+}
+
 TEST_F(SysfsBarTest, OpenPicksTheRightKind) {
   auto io = open_sysfs_bar(tree_->paths(), kTestdev, 1);
   ASSERT_TRUE(io) << io.error().message();

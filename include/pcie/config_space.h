@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pcie/bdf.h"
+#include "pcie/byte_order.h"
 #include "pcie/error.h"
 #include "pcie/sys/unique_fd.h"
 #include "pcie/sysfs_paths.h"
@@ -45,10 +46,6 @@ inline constexpr std::size_t kUnprivilegedSize = 64;
 inline constexpr std::size_t kConventionalSize = 256;
 inline constexpr std::size_t kExtendedSize = 4096;
 }  // namespace cfg
-
-// Reads little-endian values out of a config-space snapshot. Callers check bounds first.
-std::uint16_t load_le16(std::span<const std::uint8_t> bytes, std::size_t offset);
-std::uint32_t load_le32(std::span<const std::uint8_t> bytes, std::size_t offset);
 
 // Live access to one device's config space through <device>/config.
 class ConfigSpace {

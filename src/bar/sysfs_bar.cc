@@ -7,6 +7,7 @@
 #include <array>
 #include <cerrno>
 
+#include "pcie/byte_order.h"
 #include "pcie/discovery.h"
 #include "src/sys/syscalls.h"
 
@@ -185,21 +186,15 @@ Result<IoPortBar> IoPortBar::open_bar(const SysfsPaths& paths, const Bdf& bdf, c
 Result<std::uint64_t> IoPortBar::read_checked(Width width, std::uint64_t offset) const {
   std::array<std::uint8_t, 8> bytes{};
   const std::size_t count = byte_count(width);
-  auto n = sys::pread_upto(fd_.get(), std::as_writable_bytes(std::span(bytes.data(), count)), offset, path_);
-  if (!n) return std::unexpected(n.error());
-  if (*n != count) {
-    return std::unexpected(make_error(Errc::io_error, "read", fmt::format("{} offset 0x{:x}", name_, offset),
-                                      "short read from the I/O port file"));
-  }
-  std::uint64_t value = 0;
-  for (std::size_t i = 0; i < count; ++i) value |= static_cast<std::uint64_t>(bytes[i]) << (8 * i);
-  return value;
+  auto read = sys::pread_exact(fd_.get(), std::as_writable_bytes(std::span(bytes.data(), count)), offset, path_);
+  if (!read) return std::unexpected(read.error());
+  return load_le(bytes, 0, count);
 }
 
 Result<void> IoPortBar::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
   std::array<std::uint8_t, 8> bytes{};
   const std::size_t count = byte_count(width);
-  for (std::size_t i = 0; i < count; ++i) bytes[i] = static_cast<std::uint8_t>(value >> (8 * i));
+  store_le(bytes, 0, count, value);
   return sys::pwrite_all(fd_.get(), std::as_bytes(std::span(bytes.data(), count)), offset, path_);
 }
 

@@ -10,17 +10,6 @@
 
 namespace pcie {
 
-std::uint16_t load_le16(std::span<const std::uint8_t> bytes, std::size_t offset) {
-  return static_cast<std::uint16_t>(bytes[offset] | (bytes[offset + 1] << 8));
-}
-
-std::uint32_t load_le32(std::span<const std::uint8_t> bytes, std::size_t offset) {
-  return static_cast<std::uint32_t>(bytes[offset]) |
-         (static_cast<std::uint32_t>(bytes[offset + 1]) << 8) |
-         (static_cast<std::uint32_t>(bytes[offset + 2]) << 16) |
-         (static_cast<std::uint32_t>(bytes[offset + 3]) << 24);
-}
-
 Result<ConfigSpace> ConfigSpace::open(const SysfsPaths& paths, const Bdf& bdf, Mode mode) {
   const std::string path = paths.device_dir(bdf) + "/config";
   const bool writable = mode == Mode::read_write;
@@ -78,16 +67,9 @@ Result<std::uint32_t> ConfigSpace::read(std::uint32_t offset, std::size_t width)
   auto ok = check_access(offset, width, readable_size_, "read");
   if (!ok) return std::unexpected(ok.error());
   std::array<std::uint8_t, 4> bytes{};
-  auto n = sys::pread_upto(fd_.get(), std::as_writable_bytes(std::span(bytes.data(), width)),
-                           offset, path_);
-  if (!n) return std::unexpected(n.error());
-  if (*n != width) {
-    return std::unexpected(make_error(Errc::io_error, "read", path_,
-                                      fmt::format("short read at 0x{:x}", offset)));
-  }
-  std::uint32_t value = 0;
-  for (std::size_t i = 0; i < width; ++i) value |= static_cast<std::uint32_t>(bytes[i]) << (8 * i);
-  return value;
+  auto read = sys::pread_exact(fd_.get(), std::as_writable_bytes(std::span(bytes.data(), width)), offset, path_);
+  if (!read) return std::unexpected(read.error());
+  return static_cast<std::uint32_t>(load_le(bytes, 0, width));
 }
 
 Result<std::uint8_t> ConfigSpace::read8(std::uint32_t offset) const {
@@ -116,7 +98,7 @@ Result<void> ConfigSpace::write(std::uint32_t offset, std::size_t width, std::ui
                                                   width)));
   }
   std::array<std::uint8_t, 4> bytes{};
-  for (std::size_t i = 0; i < width; ++i) bytes[i] = static_cast<std::uint8_t>(value >> (8 * i));
+  store_le(bytes, 0, width, value);
   return sys::pwrite_all(fd_.get(), std::as_bytes(std::span(bytes.data(), width)), offset, path_);
 }
 

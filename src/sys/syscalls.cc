@@ -34,6 +34,19 @@ Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_
   return done;
 }
 
+Result<void> pread_exact(int fd, std::span<std::byte> buffer, std::uint64_t offset,
+                         const std::string& path) {
+  auto n = pread_upto(fd, buffer, offset, path);
+  if (!n) return std::unexpected(n.error());
+  if (*n != buffer.size()) {
+    return std::unexpected(make_error(Errc::io_error, "read", path,
+                                      "short read: " + std::to_string(*n) + " of " +
+                                          std::to_string(buffer.size()) + " bytes at offset " +
+                                          std::to_string(offset)));
+  }
+  return {};
+}
+
 Result<void> pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t offset,
                         const std::string& path) {
   std::size_t done = 0;

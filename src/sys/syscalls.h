@@ -25,6 +25,11 @@ Result<UniqueFd> open_file(const std::string& path, int flags, std::string_view 
 Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_t offset,
                                const std::string& path);
 
+// pread(2) exactly `buffer.size()` bytes at `offset`; end of file first is an io_error
+// naming the offset (a register file that stopped answering).
+Result<void> pread_exact(int fd, std::span<std::byte> buffer, std::uint64_t offset,
+                         const std::string& path);
+
 // pwrite(2) all of `data` at `offset`; a short write is an error.
 Result<void> pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t offset,
                         const std::string& path);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "pcie/byte_order.h"
 #include "pcie/capabilities.h"
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
@@ -35,14 +36,8 @@ Error fake_error(std::string operation, std::string object, std::string reason) 
   return make_error(Errc::invalid_argument, std::move(operation), std::move(object), std::move(reason));
 }
 
-void store16(std::vector<std::uint8_t>& bytes, std::size_t offset, std::uint16_t value) {
-  bytes[offset] = static_cast<std::uint8_t>(value);
-  bytes[offset + 1] = static_cast<std::uint8_t>(value >> 8);
-}
-
-void store32(std::vector<std::uint8_t>& bytes, std::size_t offset, std::uint32_t value) {
-  for (int i = 0; i < 4; ++i) bytes[offset + i] = static_cast<std::uint8_t>(value >> (8 * i));
-}
+void store16(std::span<std::uint8_t> bytes, std::size_t offset, std::uint16_t value) { store_le(bytes, offset, 2, value); }
+void store32(std::span<std::uint8_t> bytes, std::size_t offset, std::uint32_t value) { store_le(bytes, offset, 4, value); }
 
 Result<void> write_file(const fs::path& path, std::string_view contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -107,10 +102,8 @@ std::vector<FakeCapability> standard_capabilities_of(const FakeDevice& device) {
   if (device.link) {
     FakeCapability express{cap::kPciExpress, std::vector<std::uint8_t>(kPciExpressCapabilityBody)};
     const FakeLink& link = *device.link;
-    auto put16 = [&](std::size_t reg, std::uint16_t v) {
-      express.body[reg - 2] = static_cast<std::uint8_t>(v);
-      express.body[reg - 1] = static_cast<std::uint8_t>(v >> 8);
-    };
+    // Register offsets count from the capability header, the body from just after it.
+    auto put16 = [&](std::size_t reg, std::uint16_t v) { store16(express.body, reg - 2, v); };
     put16(pcie_cap::kCapabilities, 0x0002);  // version 2, endpoint
     put16(pcie_cap::kLinkCapabilities, static_cast<std::uint16_t>(link.max_speed | link.max_width << 4));
     put16(pcie_cap::kLinkStatus, static_cast<std::uint16_t>(link.current_speed | link.current_width << 4));

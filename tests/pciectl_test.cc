@@ -82,7 +82,10 @@ TEST_F(PciectlTest, LsFilters) {
   const CommandResult by_driver = pciectl("ls --driver nvme");
   ASSERT_EQ(lines_of(by_driver.out).size(), 1u);
   EXPECT_TRUE(by_driver.out.starts_with("0000:01:00.0"));
-  EXPECT_TRUE(pciectl("ls -d 8086:").out.empty());
+  const CommandResult none = pciectl("ls -d 8086:");
+  EXPECT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_TRUE(none.out.empty()) << none.out;
+  EXPECT_TRUE(none.err.empty()) << none.err;
 }
 
 TEST_F(PciectlTest, LsShowsDrivers) {
@@ -220,7 +223,8 @@ TEST_F(PciectlTest, Config) {
   EXPECT_EQ(lines_of(pciectl("config 01:00.0").out).size(), 256u);
   expect_error(pciectl("config 00:03.0 0x100"), 2, "past the 256 accessible bytes");
   expect_error(pciectl("config 00:03.0 1 -w 16"), 2, "aligned");
-  expect_error(pciectl("config 00:03.0 0 -w 64"), 2, "8, 16 or 32-bit");
+  expect_error(pciectl("config 00:03.0 0 -w 64"), 2, "config space takes 1, 2 or 4");
+  expect_error(pciectl("config 00:03.0 0x100000000"), 2, "past the end of config space");
   expect_error(pciectl("config 09:00.0"), 3, "0000:09:00.0");
 }
 

@@ -47,8 +47,18 @@ Result<std::optional<LinkInfo>> decode_link(std::span<const std::uint8_t> config
   return std::optional<LinkInfo>{link};
 }
 
-std::optional<double> parse_sysfs_link_speed(std::string_view text) {
+namespace {
+
+// sysfs attributes end in a newline.
+std::string_view trim_trailing(std::string_view text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+  return text;
+}
+
+}  // namespace
+
+std::optional<double> parse_sysfs_link_speed(std::string_view text) {
+  text = trim_trailing(text);
   double value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc{} || value <= 0) return std::nullopt;
@@ -60,7 +70,7 @@ std::optional<double> parse_sysfs_link_speed(std::string_view text) {
 namespace {
 
 std::optional<unsigned> parse_sysfs_width(std::string_view text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+  text = trim_trailing(text);
   unsigned value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc{} || end != text.data() + text.size() || value > 32) return std::nullopt;

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
 
 #include <fstream>
 #include <sstream>
@@ -25,6 +28,18 @@ inline std::string slurp(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// Runs a shell command line, its stdout and stderr captured through files in scratch_dir.
+inline CommandResult run_command(const std::string& command_line, const std::string& scratch_dir) {
+  const std::string out_file = scratch_dir + "/out.txt";
+  const std::string err_file = scratch_dir + "/err.txt";
+  const int status = std::system((command_line + " >" + out_file + " 2>" + err_file).c_str());
+  CommandResult run;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  run.out = slurp(out_file);
+  run.err = slurp(err_file);
+  return run;
 }
 
 inline std::vector<std::string> lines_of(const std::string& text) {

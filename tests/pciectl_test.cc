@@ -18,7 +18,6 @@ namespace {
 using cli::CommandResult;
 using cli::g_pciectl;
 using cli::lines_of;
-using cli::slurp;
 
 
 const Bdf kEdu = testing::kVmEdu;
@@ -34,16 +33,8 @@ class PciectlTest : public ::testing::Test {
   }
 
   CommandResult pciectl(const std::string& arguments, const std::string& environment = "") {
-    const std::string out_file = tree_->directory() + "/out.txt";
-    const std::string err_file = tree_->directory() + "/err.txt";
-    const std::string command = environment + " " + g_pciectl + " --sysfs " + tree_->directory() + "/sys " +
-                                arguments + " >" + out_file + " 2>" + err_file;
-    const int status = std::system(command.c_str());
-    CommandResult run;
-    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    run.out = slurp(out_file);
-    run.err = slurp(err_file);
-    return run;
+    return cli::run_command(environment + " " + g_pciectl + " --sysfs " + tree_->directory() + "/sys " + arguments,
+                            tree_->directory());
   }
 
   std::vector<std::uint8_t> file_bytes(const Bdf& bdf, const std::string& name, std::size_t offset, std::size_t count) {

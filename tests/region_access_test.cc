@@ -86,6 +86,17 @@ INSTANTIATE_TEST_SUITE_P(
                       // Width is checked first: a bad width with a bad offset says "width".
                       Case{4096, k32, Width::bits8, 5000, Errc::width_not_allowed}));
 
+TEST(WidthSet, UnionAndIntersection) {
+  const WidthSet wide = WidthSet::only(Width::bits32) | WidthSet::only(Width::bits64);
+  EXPECT_FALSE(wide.allows(Width::bits8));
+  EXPECT_FALSE(wide.allows(Width::bits16));
+  EXPECT_TRUE(wide.allows(Width::bits32));
+  EXPECT_TRUE(wide.allows(Width::bits64));
+  EXPECT_EQ(wide & WidthSet::up_to(Width::bits32), WidthSet::only(Width::bits32));
+  EXPECT_EQ(WidthSet::up_to(Width::bits16) | wide, WidthSet::all());
+  EXPECT_EQ(wide.to_string(), "32/64");
+}
+
 TEST(Widths, FromBits) {
   EXPECT_EQ(width_from_bits(8), Width::bits8);
   EXPECT_EQ(width_from_bits(64), Width::bits64);

@@ -32,6 +32,8 @@ class WidthSet {
   }
   constexpr bool allows(Width width) const { return (mask_ & mask_of(width)) != 0; }
   constexpr WidthSet operator&(WidthSet other) const { return WidthSet(mask_ & other.mask_); }
+  // Union: WidthSet::only(Width::bits32) | WidthSet::only(Width::bits64) for 32/64-bit registers.
+  constexpr WidthSet operator|(WidthSet other) const { return WidthSet(mask_ | other.mask_); }
   constexpr bool empty() const { return mask_ == 0; }
   // "8/16/32", for messages.
   std::string to_string() const;

@@ -1,0 +1,67 @@
+// The sysfs path on a real kernel: boots the test VM with edu, ivshmem-plain (backed by a
+// file here), pci-testdev with an 8 GiB membar, a second edu bound to vfio-pci (or
+// uio_pci_generic without the IOMMU) and an nvme behind a root port, with its driver; runs guest_sysfs_test in it; then checks, on the host, every byte the
+// guest wrote through ivshmem's write-combined BAR.
+//
+// Flags: --pcie-vm=PATH --guest=PATH --pciectl=PATH (Bazel passes them), --iommu=1|0.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "tests/vm/ivshmem_pattern.h"
+#include "tests/vm/vm_harness.h"
+
+namespace {
+
+constexpr std::uint64_t kIvshmemSize = 1 << 20;
+constexpr std::uint64_t kMembar = 8ull << 30;
+std::filesystem::path g_ivshmem_file;
+
+}  // namespace
+
+pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path& work_dir) {
+  const bool iommu = !flags.contains("iommu") || flags.at("iommu") != "0";
+  // Without an IOMMU vfio-pci cannot bind (Debian's kernel has no VFIO no-IOMMU mode), so
+  // that variant binds uio_pci_generic, the driver UIO-based user-space drivers use.
+  const std::string bound_driver = iommu ? "vfio-pci" : "uio_pci_generic";
+  g_ivshmem_file = work_dir / "ivshmem";
+
+  pcie::vm::Options options;
+  options.pcie_vm = flags.contains("pcie-vm") ? flags.at("pcie-vm") : "tests/vm/pcie-vm";
+  if (!iommu) options.vm_arguments.push_back("--no-iommu");
+  options.vm_arguments.insert(options.vm_arguments.end(),
+                              {"--nvme-driver", "--bind", "0000:00:06.0=" + bound_driver, "--ivshmem-file", g_ivshmem_file.string(),
+                               "--ivshmem-size", std::to_string(kIvshmemSize), "--membar", "8G"});
+  for (const char* program : {"guest", "pciectl"}) {
+    if (flags.contains(program)) options.guest_programs.push_back(flags.at(program));
+  }
+  options.guest_command = {"guest_sysfs_test",
+                           std::string("--gtest_output=json:") + pcie::vm::kGuestResults,
+                           iommu ? "--iommu=1" : "--iommu=0",
+                           "--bound-driver=" + bound_driver,
+                           "--ivshmem-size=" + std::to_string(kIvshmemSize),
+                           "--membar=" + std::to_string(kMembar)};
+  if (!iommu) options.guest_command.push_back("--gtest_filter=-GuestVfio.*");  // vfio-pci needs the IOMMU
+  return options;
+}
+
+namespace {
+
+TEST(HostIvshmem, BackingFileHoldsTheGuestsPatterns) {
+  std::ifstream in(g_ivshmem_file, std::ios::binary);
+  ASSERT_TRUE(in) << "cannot open " << g_ivshmem_file;
+  const std::vector<std::uint8_t> actual{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const std::vector<std::uint8_t> expected = pcie::vm::expected_ivshmem_image(kIvshmemSize);
+  ASSERT_EQ(actual.size(), expected.size());
+  std::size_t mismatches = 0;
+  for (std::size_t offset = 0; offset < expected.size(); ++offset) {
+    if (actual[offset] != expected[offset] && ++mismatches <= 5) {
+      ADD_FAILURE() << "offset 0x" << std::hex << offset << ": the file holds 0x" << int{actual[offset]}
+                    << ", the guest wrote 0x" << int{expected[offset]};
+    }
+  }
+  EXPECT_EQ(mismatches, 0u) << "bytes differing from what the guest wrote through resource2_wc";
+}
+
+}  // namespace

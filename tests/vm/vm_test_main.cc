@@ -48,8 +48,9 @@ std::string tail(const std::string& text, std::size_t lines) {
 class ConsoleOnFailure : public ::testing::EmptyTestEventListener {
   void OnTestProgramEnd(const ::testing::UnitTest& unit_test) override {
     if (unit_test.Passed()) return;
-    std::printf("\n---- guest console (%s) ----\n%s\n---- end of guest console ----\n",
-                (g_run.work_dir / "console.log").c_str(), g_run.console.c_str());
+    const bool kept = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR") != nullptr;
+    std::printf("\n---- guest console%s ----\n%s\n---- end of guest console ----\n",
+                kept ? " (kept with dmesg.txt in this test's test.outputs/outputs.zip)" : "", g_run.console.c_str());
     if (!g_run.harness_errors.empty()) std::printf("---- pcie-vm said ----\n%s\n", g_run.harness_errors.c_str());
   }
 };

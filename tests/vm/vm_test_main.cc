@@ -82,7 +82,7 @@ void register_run_checks(const Options& options) {
   register_test("Vm", "BootedAndPoweredOff", [timeout = options.timeout_seconds] {
     ::testing::Test::RecordProperty("vm_cycle_seconds", std::to_string(g_run.seconds));
     ASSERT_NE(g_run.exit_status, 124) << "the VM did not power off within " << timeout << " s";
-    ASSERT_NE(g_run.exit_status, 125) << "pcie-vm could not run the VM:\n" << g_run.harness_errors;
+    ASSERT_NE(g_run.exit_status, 125) << "the VM run failed (pcie-vm exit 125):\n" << g_run.harness_errors;
     ASSERT_NE(g_run.exit_status, -1) << g_run.harness_errors;
   });
   register_test("Vm", "GuestReportedResults", [have_results, results_error] {
@@ -97,6 +97,13 @@ void register_run_checks(const Options& options) {
     if (!any_guest_failure && g_run.exit_status != 124 && g_run.exit_status != 125) {
       EXPECT_EQ(g_run.exit_status, 0) << "the in-guest program exited with status " << g_run.exit_status
                                       << " although every case passed. Console tail:\n" << tail(g_run.console, 40);
+    }
+  });
+  register_test("Vm", "GuestSetupSucceeded", [] {
+    // /init reports a module that would not load or a device that would not bind.
+    std::istringstream lines(g_run.console);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.starts_with("pcie-vm: ") && line.find("failed") != std::string::npos) ADD_FAILURE() << line;
     }
   });
   register_test("Vm", "KernelLogClean", [dmar = options.dmar_faults_expected] {

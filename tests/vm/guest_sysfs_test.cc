@@ -84,7 +84,7 @@ void expect_bar(const DeviceInfo& device, unsigned index, BarInfo::Space space, 
 std::string scratch_dir() {
   static const std::string dir = [] {
     std::string pattern = "/tmp/guest.XXXXXX";
-    return std::string(mkdtemp(pattern.data()));
+    return mkdtemp(pattern.data()) != nullptr ? pattern : std::string("/tmp");
   }();
   return dir;
 }

@@ -7,11 +7,9 @@
 //
 // Flags (after GoogleTest's): --iommu=0|1, --bound-driver=DRIVER (the driver the VM bound
 // to the second edu, 00:06.0), --ivshmem-size=BYTES, --membar=BYTES. The VM loads the nvme
-// driver. GuestVfio.* needs the IOMMU (vfio-pci); the host filters it out without one.
+// driver. GuestVfio.* needs the IOMMU (vfio-pci) and GuestVfioNoIommu.* its absence; the
+// host filters out the one that does not apply.
 #include <gtest/gtest.h>
-#include <fcntl.h>
-#include <linux/vfio.h>
-#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +22,7 @@
 
 #include "pcie/discovery.h"
 #include "pcie/sysfs_bar.h"
+#include "pcie/vfio.h"
 #include "pcie/testing/fake_sysfs.h"
 #include "tests/cli_helpers.h"
 #include "tests/lspci_output.h"
@@ -296,61 +295,17 @@ TEST(GuestBoundDevice, BoundButUnusedDriverLeavesTheBarMappable) {
   EXPECT_EQ(run.out, "0x010000ed\n");
 }
 
-// Holds a device open through VFIO and reads BAR0 through the VFIO region, as a user-space
-// driver would, which makes vfio-pci claim the BAR. Bare ioctls on purpose, kept to what
-// this test needs; the library's own VFIO objects come with the VFIO issue.
-class VfioUser {
- public:
-  ~VfioUser() {
-    for (int fd : {device_, group_, container_}) {
-      if (fd >= 0) close(fd);
-    }
-  }
-  // Opens `bdf` through its IOMMU group; returns "" or what failed.
-  std::string open_device(const Bdf& bdf) {
-    const std::string name = bdf.to_string();
-    const std::string group = std::filesystem::read_symlink("/sys/bus/pci/devices/" + name + "/iommu_group").filename();
-    container_ = ::open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-    if (container_ < 0) return "open /dev/vfio/vfio: " + std::string(strerror(errno));
-    group_ = ::open(("/dev/vfio/" + group).c_str(), O_RDWR | O_CLOEXEC);
-    if (group_ < 0) return "open /dev/vfio/" + group + ": " + strerror(errno);
-    vfio_group_status status{};
-    status.argsz = sizeof status;
-    if (ioctl(group_, VFIO_GROUP_GET_STATUS, &status) != 0 || !(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
-      return "group " + group + " not viable";
-    }
-    if (ioctl(group_, VFIO_GROUP_SET_CONTAINER, &container_) != 0) return "VFIO_GROUP_SET_CONTAINER: " + std::string(strerror(errno));
-    if (ioctl(container_, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0) return "VFIO_SET_IOMMU: " + std::string(strerror(errno));
-    device_ = ioctl(group_, VFIO_GROUP_GET_DEVICE_FD, name.c_str());
-    if (device_ < 0) return "VFIO_GROUP_GET_DEVICE_FD: " + std::string(strerror(errno));
-    return "";
-  }
-  // BAR0's 32-bit register at `offset`, read through the VFIO region (pread).
-  std::uint32_t read_bar0(std::uint64_t offset) {
-    vfio_region_info info{};
-    info.argsz = sizeof info;
-    info.index = VFIO_PCI_BAR0_REGION_INDEX;
-    std::uint32_t value = 0;
-    if (ioctl(device_, VFIO_DEVICE_GET_REGION_INFO, &info) != 0 ||
-        pread(device_, &value, sizeof value, static_cast<off_t>(info.offset + offset)) != sizeof value) {
-      return 0;
-    }
-    return value;
-  }
-
- private:
-  int container_ = -1;
-  int group_ = -1;
-  int device_ = -1;
-};
-
 TEST(GuestVfio, InUseDeviceRefusesTheSysfsMappingNamingVfioPci) {
   ASSERT_EQ(g_expect.bound_driver, "vfio-pci");
   {
-    VfioUser user;
-    const std::string failure = user.open_device(kBoundEdu);
-    ASSERT_EQ(failure, "");
-    ASSERT_EQ(user.read_bar0(kEduId), kEduIdValue);
+    // A user-space driver: the device open through VFIO and BAR0 touched through it.
+    auto container = VfioContainer::open();
+    ASSERT_TRUE(container) << container.error().message();
+    auto device = container->open_device(kBoundEdu);
+    ASSERT_TRUE(device) << device.error().message();
+    auto vfio_bar = device->open_region(kVfioBar0Region, {.map = false});
+    ASSERT_TRUE(vfio_bar) << vfio_bar.error().message();
+    ASSERT_EQ(vfio_bar->read(Width::bits32, kEduId).value_or(0), kEduIdValue);
 
     auto bar = BarMapping::map(SysfsPaths{}, kBoundEdu, 0);
     ASSERT_FALSE(bar) << "vfio-pci now holds BAR0";
@@ -366,6 +321,17 @@ TEST(GuestVfio, InUseDeviceRefusesTheSysfsMappingNamingVfioPci) {
   auto bar = BarMapping::map(SysfsPaths{}, kBoundEdu, 0);
   ASSERT_TRUE(bar) << bar.error().message();
   EXPECT_EQ(bar->mmio().read<std::uint32_t>(kEduId), kEduIdValue);
+}
+
+TEST(GuestVfioNoIommu, OpenExplainsThatTheIommuIsOff) {
+  auto container = VfioContainer::open();
+  ASSERT_TRUE(container) << container.error().message() << " (the modules load without an IOMMU)";
+  auto device = container->open_device(kBoundEdu);
+  ASSERT_FALSE(device);
+  EXPECT_EQ(device.error().code, Errc::not_supported) << device.error().message();
+  EXPECT_NE(device.error().reason.find("the IOMMU is off"), std::string::npos) << device.error().message();
+  EXPECT_NE(device.error().hint.find("intel_iommu=on"), std::string::npos) << device.error().message();
+  std::printf("IOMMU off: %s\n", device.error().message().c_str());
 }
 
 // --- ivshmem: a 64-bit prefetchable BAR, write-combined ---

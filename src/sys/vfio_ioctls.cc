@@ -1,0 +1,124 @@
+#include "src/sys/vfio_ioctls.h"
+
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace pcie::sys::vfio {
+namespace {
+
+// ioctl(2), retried on EINTR; returns its result, or -errno.
+int checked_ioctl(int fd, unsigned long request, void* argument) {
+  int result = 0;
+  do {
+    result = ::ioctl(fd, request, argument);
+  } while (result < 0 && errno == EINTR);
+  return result < 0 ? -errno : result;
+}
+
+int checked_ioctl(int fd, unsigned long request, unsigned long argument) {
+  int result = 0;
+  do {
+    result = ::ioctl(fd, request, argument);
+  } while (result < 0 && errno == EINTR);
+  return result < 0 ? -errno : result;
+}
+
+Error ioctl_error(int negative_errno, std::string operation, std::string object) {
+  return make_errno_error(-negative_errno, std::move(operation), std::move(object));
+}
+
+// Calls an "info with capabilities" ioctl whose structure starts with argsz: once with the
+// base size, then again with the size the kernel reported if the capabilities need more.
+// The kernel's answer is bounded (64 KiB) since it sizes our allocation.
+template <class Info>
+Result<std::vector<std::byte>> info_with_capabilities(int fd, unsigned long request, Info base,
+                                                      const char* operation, const std::string& object) {
+  constexpr std::uint32_t kMaxInfoBytes = 64 * 1024;
+  std::vector<std::byte> buffer(sizeof(Info));
+  base.argsz = sizeof(Info);
+  std::memcpy(buffer.data(), &base, sizeof(Info));
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (const int result = checked_ioctl(fd, request, buffer.data()); result < 0) {
+      return std::unexpected(ioctl_error(result, operation, object));
+    }
+    Info answered;
+    std::memcpy(&answered, buffer.data(), sizeof(Info));
+    if (answered.argsz <= buffer.size()) return buffer;
+    if (answered.argsz > kMaxInfoBytes) {
+      return std::unexpected(make_error(Errc::malformed, operation, object,
+                                        "the kernel asked for " + std::to_string(answered.argsz) + " bytes"));
+    }
+    buffer.assign(answered.argsz, std::byte{0});
+    base.argsz = answered.argsz;
+    std::memcpy(buffer.data(), &base, sizeof(Info));
+  }
+  return std::unexpected(make_error(Errc::malformed, operation, object, "the info size kept growing"));
+}
+
+}  // namespace
+
+Result<int> get_api_version(int container_fd) {
+  const int result = checked_ioctl(container_fd, VFIO_GET_API_VERSION, 0ul);
+  if (result < 0) return std::unexpected(ioctl_error(result, "VFIO_GET_API_VERSION", "/dev/vfio/vfio"));
+  return result;
+}
+
+Result<bool> check_extension(int container_fd, unsigned long extension) {
+  const int result = checked_ioctl(container_fd, VFIO_CHECK_EXTENSION, extension);
+  if (result < 0) return std::unexpected(ioctl_error(result, "VFIO_CHECK_EXTENSION", "/dev/vfio/vfio"));
+  return result > 0;
+}
+
+Result<std::uint32_t> group_status(int group_fd, const std::string& group_name) {
+  vfio_group_status status{};
+  status.argsz = sizeof status;
+  if (const int result = checked_ioctl(group_fd, VFIO_GROUP_GET_STATUS, &status); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_GROUP_GET_STATUS", group_name));
+  }
+  return status.flags;
+}
+
+Result<void> group_set_container(int group_fd, int container_fd, const std::string& group_name) {
+  if (const int result = checked_ioctl(group_fd, VFIO_GROUP_SET_CONTAINER, &container_fd); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_GROUP_SET_CONTAINER", group_name));
+  }
+  return {};
+}
+
+Result<void> set_iommu(int container_fd, unsigned long iommu_type) {
+  if (const int result = checked_ioctl(container_fd, VFIO_SET_IOMMU, iommu_type); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_SET_IOMMU", "/dev/vfio/vfio"));
+  }
+  return {};
+}
+
+Result<std::vector<std::byte>> iommu_info(int container_fd) {
+  return info_with_capabilities(container_fd, VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info{},
+                                "VFIO_IOMMU_GET_INFO", "/dev/vfio/vfio");
+}
+
+Result<UniqueFd> group_get_device_fd(int group_fd, const std::string& bdf) {
+  const int result = checked_ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, const_cast<char*>(bdf.c_str()));
+  if (result < 0) return std::unexpected(ioctl_error(result, "VFIO_GROUP_GET_DEVICE_FD", bdf));
+  return UniqueFd(result);
+}
+
+Result<vfio_device_info> device_info(int device_fd, const std::string& bdf) {
+  vfio_device_info info{};
+  info.argsz = sizeof info;
+  if (const int result = checked_ioctl(device_fd, VFIO_DEVICE_GET_INFO, &info); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_DEVICE_GET_INFO", bdf));
+  }
+  return info;
+}
+
+Result<std::vector<std::byte>> region_info(int device_fd, std::uint32_t index, const std::string& bdf) {
+  vfio_region_info base{};
+  base.index = index;
+  return info_with_capabilities(device_fd, VFIO_DEVICE_GET_REGION_INFO, base, "VFIO_DEVICE_GET_REGION_INFO",
+                                bdf + " region " + std::to_string(index));
+}
+
+}  // namespace pcie::sys::vfio

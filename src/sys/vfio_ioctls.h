@@ -1,0 +1,46 @@
+// The VFIO ioctls (include/uapi/linux/vfio.h, Documentation/driver-api/vfio.rst), one small
+// function each: errno captured right after the call and returned as an Error naming the
+// object. Nothing else in the library calls ioctl() on a VFIO file descriptor.
+#pragma once
+
+#include <linux/vfio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pcie/error.h"
+#include "pcie/sys/unique_fd.h"
+
+namespace pcie::sys::vfio {
+
+// VFIO_GET_API_VERSION on the container.
+Result<int> get_api_version(int container_fd);
+
+// VFIO_CHECK_EXTENSION: does the container support `extension` (e.g. VFIO_TYPE1v2_IOMMU)?
+Result<bool> check_extension(int container_fd, unsigned long extension);
+
+// VFIO_GROUP_GET_STATUS: the group's flags (VFIO_GROUP_FLAGS_VIABLE, ..._CONTAINER_SET).
+Result<std::uint32_t> group_status(int group_fd, const std::string& group_name);
+
+// VFIO_GROUP_SET_CONTAINER: attaches the group to the container.
+Result<void> group_set_container(int group_fd, int container_fd, const std::string& group_name);
+
+// VFIO_SET_IOMMU: selects the IOMMU model (once, after the first group is attached).
+Result<void> set_iommu(int container_fd, unsigned long iommu_type);
+
+// VFIO_IOMMU_GET_INFO with its capability chain: the raw structure, grown to the size the
+// kernel asks for (argsz), so callers can walk the capabilities.
+Result<std::vector<std::byte>> iommu_info(int container_fd);
+
+// VFIO_GROUP_GET_DEVICE_FD for the device named `bdf` ("0000:00:03.0").
+Result<UniqueFd> group_get_device_fd(int group_fd, const std::string& bdf);
+
+// VFIO_DEVICE_GET_INFO.
+Result<vfio_device_info> device_info(int device_fd, const std::string& bdf);
+
+// VFIO_DEVICE_GET_REGION_INFO for region `index`, with its capability chain (as iommu_info).
+Result<std::vector<std::byte>> region_info(int device_fd, std::uint32_t index, const std::string& bdf);
+
+}  // namespace pcie::sys::vfio

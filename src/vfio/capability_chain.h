@@ -1,0 +1,37 @@
+// Walks the capability chain of a VFIO info structure (struct vfio_info_cap_header: id,
+// version, next), as returned by VFIO_DEVICE_GET_REGION_INFO and VFIO_IOMMU_GET_INFO. The
+// chain comes from the kernel but is bounded all the same: offsets must stay inside the
+// buffer and move forward, and at most 32 capabilities are visited.
+#pragma once
+
+#include <linux/vfio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+
+namespace pcie::vfio_detail {
+
+// The offset of the first capability with `id`, with at least `min_size` bytes in the
+// buffer from there; nullopt if there is none.
+inline std::optional<std::size_t> find_capability(std::span<const std::byte> info, std::uint32_t first_offset,
+                                                  std::uint16_t id, std::size_t min_size) {
+  constexpr int kMaxCapabilities = 32;
+  std::size_t offset = first_offset;
+  for (int step = 0; step < kMaxCapabilities && offset != 0; ++step) {
+    if (offset > info.size() || info.size() - offset < sizeof(vfio_info_cap_header)) return std::nullopt;
+    vfio_info_cap_header header;
+    std::memcpy(&header, info.data() + offset, sizeof header);
+    if (header.id == id) {
+      if (info.size() - offset < min_size) return std::nullopt;
+      return offset;
+    }
+    if (header.next <= offset) return std::nullopt;  // a loop or a step backwards
+    offset = header.next;
+  }
+  return std::nullopt;
+}
+
+}  // namespace pcie::vfio_detail

@@ -1,0 +1,353 @@
+#include "pcie/vfio.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include "src/sys/syscalls.h"
+#include "src/sys/vfio_ioctls.h"
+#include "src/vfio/capability_chain.h"
+
+namespace pcie {
+namespace {
+
+std::optional<std::string> driver_of(const SysfsPaths& sysfs, const Bdf& bdf) {
+  auto link = sys::read_link(sysfs.device_dir(bdf) + "/driver");
+  if (!link) return std::nullopt;
+  return link->substr(link->rfind('/') + 1);
+}
+
+std::optional<int> parse_group_number(std::string_view text) {
+  int number = -1;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (ec != std::errc() || end != text.data() + text.size() || number < 0) return std::nullopt;
+  return number;
+}
+
+// The device's IOMMU group, from its iommu_group link (…/kernel/iommu_groups/N).
+std::optional<int> group_of(const SysfsPaths& sysfs, const Bdf& bdf) {
+  auto link = sys::read_link(sysfs.device_dir(bdf) + "/iommu_group");
+  if (!link) return std::nullopt;
+  return parse_group_number(std::string_view(*link).substr(link->rfind('/') + 1));
+}
+
+bool is_bridge(const SysfsPaths& sysfs, const Bdf& bdf) {
+  auto class_text = sys::read_text_file(sysfs.device_dir(bdf) + "/class", 64);
+  // "0x060400": PCI-to-PCI bridge (06 04) or CardBus bridge (06 07).
+  return class_text && (class_text->starts_with("0x0604") || class_text->starts_with("0x0607"));
+}
+
+VfioFailureContext failure_context(const VfioPaths& paths, const Bdf& bdf) {
+  VfioFailureContext context;
+  context.bdf = bdf;
+  context.group = group_of(paths.sysfs, bdf);
+  context.driver = driver_of(paths.sysfs, bdf);
+  auto groups = sys::list_directory(paths.iommu_groups);
+  context.iommu_enabled = groups && !groups->empty();
+  if (context.group) {
+    auto members = sys::list_directory(paths.iommu_groups + "/" + std::to_string(*context.group) + "/devices");
+    if (members) {
+      std::sort(members->begin(), members->end());
+      for (const std::string& name : *members) {
+        auto member_bdf = Bdf::parse(name);
+        if (!member_bdf) continue;
+        context.members.push_back({*member_bdf, driver_of(paths.sysfs, *member_bdf), is_bridge(paths.sysfs, *member_bdf)});
+      }
+    }
+  }
+  return context;
+}
+
+std::string bind_hint(const Bdf& bdf) {
+  const std::string name = bdf.to_string();
+  return fmt::format("bind it to vfio-pci: echo vfio-pci > /sys/bus/pci/devices/{0}/driver_override; "
+                     "echo {0} > /sys/bus/pci/drivers_probe (after unbinding its current driver)",
+                     name);
+}
+
+std::vector<IovaRange> read_iova_ranges(int container_fd) {
+  std::vector<IovaRange> ranges;
+  auto info = sys::vfio::iommu_info(container_fd);
+  if (!info) return ranges;
+  vfio_iommu_type1_info base;
+  std::memcpy(&base, info->data(), sizeof base);
+  if (!(base.flags & VFIO_IOMMU_INFO_CAPS)) return ranges;
+  const auto at = vfio_detail::find_capability(*info, base.cap_offset, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+                                               sizeof(vfio_iommu_type1_info_cap_iova_range));
+  if (!at) return ranges;
+  vfio_iommu_type1_info_cap_iova_range capability;
+  std::memcpy(&capability, info->data() + *at, sizeof capability);
+  const std::size_t first = *at + sizeof capability;
+  // Only as many ranges as the buffer really holds.
+  const std::size_t fit = (info->size() - first) / sizeof(vfio_iova_range);
+  for (std::size_t i = 0; i < std::min<std::size_t>(capability.nr_iovas, fit); ++i) {
+    vfio_iova_range range;
+    std::memcpy(&range, info->data() + first + i * sizeof range, sizeof range);
+    ranges.push_back({range.start, range.end});
+  }
+  return ranges;
+}
+
+}  // namespace
+
+bool vfio_member_allows_viability(const VfioGroupMember& member) {
+  return member.is_bridge || !member.driver || *member.driver == "vfio-pci" || *member.driver == "pci-stub";
+}
+
+Error explain_vfio_failure(const Error& raw, std::string_view step, const VfioFailureContext& context) {
+  Error error = raw;
+  const std::string name = context.bdf.to_string();
+  if (!context.group) {
+    error.code = Errc::not_supported;
+    if (!context.iommu_enabled) {
+      error.reason = "the IOMMU is off: the kernel created no IOMMU groups";
+      error.hint = "enable VT-d / AMD-Vi in the firmware and boot with intel_iommu=on (Intel) or amd_iommu=on "
+                   "(AMD); the sysfs path (BarMapping) works without an IOMMU";
+    } else {
+      error.reason = name + " is in no IOMMU group";
+      error.hint = "the IOMMU does not cover this device; check dmesg for DMAR/AMD-Vi messages";
+    }
+    return error;
+  }
+  const int group = *context.group;
+  const std::string current = context.driver ? "bound to '" + *context.driver + "'" : "bound to no driver";
+  if (step == "viable") {
+    std::vector<std::string> blockers;
+    std::string unbind;
+    for (const VfioGroupMember& member : context.members) {
+      if (vfio_member_allows_viability(member)) continue;
+      blockers.push_back(fmt::format("{} is bound to {}", member.bdf.to_string(), *member.driver));
+      if (unbind.empty()) unbind = fmt::format("echo {} > /sys/bus/pci/drivers/{}/unbind", member.bdf.to_string(), *member.driver);
+    }
+    error.code = Errc::busy;
+    error.reason = fmt::format("group {} not viable: {}", group,
+                               blockers.empty() ? "a device in it is bound to a driver other than vfio-pci"
+                                                : fmt::format("{}", fmt::join(blockers, ", ")));
+    error.hint = "every device in an IOMMU group must be bound to vfio-pci or to no driver; unbind "
+                 "the others or bind them to vfio-pci" + (unbind.empty() ? std::string() : " (" + unbind + ")");
+    return error;
+  }
+  if (step == "group") {
+    const std::string node = "/dev/vfio/" + std::to_string(group);
+    if (raw.sys_errno == ENOENT) {
+      error.code = Errc::not_found;
+      error.reason = fmt::format("{} does not exist: {} is {}, not to vfio-pci", node, name, current);
+      error.hint = bind_hint(context.bdf);
+    } else if (raw.sys_errno == EBUSY) {
+      error.reason = fmt::format("group {} is already open (another process, or another container in this one)", group);
+      error.hint = fmt::format("a group can be opened once; find the holder with `fuser {}`", node);
+    } else if (raw.code == Errc::permission_denied) {
+      error.hint = fmt::format("run as root, or give your user {} (chown) and enough RLIMIT_MEMLOCK for DMA", node);
+    }
+    return error;
+  }
+  if (step == "device" && context.driver.value_or("") != "vfio-pci") {
+    error.code = Errc::not_found;
+    error.reason = fmt::format("{} is {}, not to vfio-pci", name, current);
+    error.hint = bind_hint(context.bdf);
+  }
+  return error;
+}
+
+Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
+  const std::string node = paths.dev_vfio + "/vfio";
+  auto fd = sys::open_file(node, O_RDWR, "open VFIO container");
+  if (!fd) {
+    Error error = fd.error();
+    if (error.code == Errc::not_found) error.hint = "load the VFIO modules: modprobe vfio-pci";
+    return std::unexpected(error);
+  }
+  auto version = sys::vfio::get_api_version(fd->get());
+  if (!version) return std::unexpected(version.error());
+  if (*version != VFIO_API_VERSION) {
+    return std::unexpected(make_error(Errc::not_supported, "open VFIO container", node,
+                                      fmt::format("VFIO API version {}, expected {}", *version, VFIO_API_VERSION)));
+  }
+  auto type1v2 = sys::vfio::check_extension(fd->get(), VFIO_TYPE1v2_IOMMU);
+  if (!type1v2) return std::unexpected(type1v2.error());
+  if (!*type1v2) {
+    return std::unexpected(make_error(Errc::not_supported, "open VFIO container", node,
+                                      "the kernel offers no type1v2 IOMMU model",
+                                      "load vfio_iommu_type1 (modprobe vfio_iommu_type1)"));
+  }
+  return VfioContainer(paths, std::move(*fd));
+}
+
+std::vector<int> VfioContainer::attached_groups() const {
+  std::vector<int> numbers;
+  for (const Group& group : groups_) numbers.push_back(group.number);
+  return numbers;
+}
+
+Result<int> VfioContainer::attach_group(const Bdf& bdf) {
+  const auto group = group_of(paths_.sysfs, bdf);
+  if (!group) {
+    if (!sys::path_exists(paths_.sysfs.device_dir(bdf))) {
+      return std::unexpected(make_error(Errc::not_found, "open through VFIO", bdf.to_string(), "no such device"));
+    }
+    return std::unexpected(explain_vfio_failure(make_error(Errc::not_supported, "open through VFIO", bdf.to_string(), ""),
+                                                "group", failure_context(paths_, bdf)));
+  }
+  for (const Group& attached : groups_) {
+    if (attached.number == *group) return attached.fd.get();
+  }
+  const std::string node = paths_.dev_vfio + "/" + std::to_string(*group);
+  auto fd = sys::open_file(node, O_RDWR, "open VFIO group");
+  if (!fd) return std::unexpected(explain_vfio_failure(fd.error(), "group", failure_context(paths_, bdf)));
+
+  auto flags = sys::vfio::group_status(fd->get(), node);
+  if (!flags) return std::unexpected(flags.error());
+  if (!(*flags & VFIO_GROUP_FLAGS_VIABLE)) {
+    return std::unexpected(explain_vfio_failure(make_error(Errc::busy, "open VFIO group", node, ""), "viable",
+                                                failure_context(paths_, bdf)));
+  }
+  if (auto attached = sys::vfio::group_set_container(fd->get(), container_.get(), node); !attached) {
+    return std::unexpected(attached.error());
+  }
+  if (groups_.empty()) {
+    // The IOMMU model is chosen once, after the first group is attached (vfio.rst).
+    if (auto set = sys::vfio::set_iommu(container_.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
+    iova_ranges_ = read_iova_ranges(container_.get());
+  }
+  groups_.push_back({*group, std::move(*fd)});
+  return groups_.back().fd.get();
+}
+
+Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf) {
+  auto group_fd = attach_group(bdf);
+  if (!group_fd) return std::unexpected(group_fd.error());
+  const std::string name = bdf.to_string();
+  auto fd = sys::vfio::group_get_device_fd(*group_fd, name);
+  if (!fd) return std::unexpected(explain_vfio_failure(fd.error(), "device", failure_context(paths_, bdf)));
+  auto info = sys::vfio::device_info(fd->get(), name);
+  if (!info) return std::unexpected(info.error());
+  if (!(info->flags & VFIO_DEVICE_FLAGS_PCI)) {
+    return std::unexpected(make_error(Errc::not_supported, "open through VFIO", name, "not a vfio-pci device"));
+  }
+  return VfioDevice(bdf, *group_of(paths_.sysfs, bdf), std::move(*fd), info->num_regions, info->num_irqs,
+                    (info->flags & VFIO_DEVICE_FLAGS_RESET) != 0);
+}
+
+Result<VfioRegionInfo> VfioDevice::region_info(std::uint32_t index) const {
+  const std::string name = bdf_.to_string();
+  if (index >= region_count_) {
+    return std::unexpected(make_error(Errc::not_found, "region info", name + " region " + std::to_string(index),
+                                      fmt::format("the device has {} regions", region_count_)));
+  }
+  auto raw = sys::vfio::region_info(fd_.get(), index, name);
+  if (!raw) return std::unexpected(raw.error());
+  vfio_region_info base;
+  std::memcpy(&base, raw->data(), sizeof base);
+  VfioRegionInfo info;
+  info.index = index;
+  info.size = base.size;
+  info.file_offset = base.offset;
+  info.readable = base.flags & VFIO_REGION_INFO_FLAG_READ;
+  info.writable = base.flags & VFIO_REGION_INFO_FLAG_WRITE;
+  info.mappable = base.flags & VFIO_REGION_INFO_FLAG_MMAP;
+  if (!info.mappable || info.size == 0) return info;
+
+  std::optional<std::size_t> sparse;
+  if (base.flags & VFIO_REGION_INFO_FLAG_CAPS) {
+    sparse = vfio_detail::find_capability(*raw, base.cap_offset, VFIO_REGION_INFO_CAP_SPARSE_MMAP,
+                                          sizeof(vfio_region_info_cap_sparse_mmap));
+  }
+  if (!sparse) {
+    info.mmap_areas.push_back({0, info.size});
+    return info;
+  }
+  vfio_region_info_cap_sparse_mmap capability;
+  std::memcpy(&capability, raw->data() + *sparse, sizeof capability);
+  const std::size_t first = *sparse + sizeof capability;
+  const std::size_t fit = (raw->size() - first) / sizeof(vfio_region_sparse_mmap_area);
+  for (std::size_t i = 0; i < std::min<std::size_t>(capability.nr_areas, fit); ++i) {
+    vfio_region_sparse_mmap_area area;
+    std::memcpy(&area, raw->data() + first + i * sizeof area, sizeof area);
+    // Untrusted all the same: an area must lie inside the region.
+    if (area.size == 0 || area.offset > info.size || area.size > info.size - area.offset) continue;
+    info.mmap_areas.push_back({area.offset, area.size});
+  }
+  return info;
+}
+
+Result<VfioRegion> VfioDevice::open_region(std::uint32_t index, const VfioRegionOptions& options) const {
+  auto info = region_info(index);
+  if (!info) return std::unexpected(info.error());
+  const std::string name = fmt::format("{} {}", bdf_.to_string(),
+                                       index < kVfioRomRegion ? "BAR" + std::to_string(index)
+                                       : index == kVfioRomRegion ? std::string("ROM")
+                                       : index == kVfioConfigRegion ? std::string("config")
+                                                                    : "region " + std::to_string(index));
+  if (info->size == 0) {
+    return std::unexpected(make_error(Errc::not_found, "open VFIO region", name, "not implemented (size 0)"));
+  }
+  if (options.writable && !info->writable) {
+    return std::unexpected(make_error(Errc::permission_denied, "open VFIO region", name, "the region is read-only",
+                                      "open it with writable = false"));
+  }
+  std::vector<VfioRegion::MappedArea> mappings;
+  if (options.map && info->mappable) {
+    const int prot = PROT_READ | (options.writable ? PROT_WRITE : 0);
+    for (const VfioRegionInfo::Area& area : info->mmap_areas) {
+      auto mapping = sys::map_shared(fd_.get(), area.size, info->file_offset + area.offset, prot, name);
+      if (!mapping) return std::unexpected(mapping.error());
+      mappings.push_back({area.offset, std::move(*mapping)});
+    }
+  }
+  return VfioRegion(name, fd_.get(), std::move(*info), std::move(mappings), options.writable);
+}
+
+std::optional<MmioView> VfioRegion::mmio() const {
+  if (mappings_.size() != 1 || mappings_[0].offset != 0 || mappings_[0].mapping.size() != info_.size) return std::nullopt;
+  return MmioView(mappings_[0].mapping.data(), info_.size, allowed_widths(), name_);
+}
+
+const VfioRegion::MappedArea* VfioRegion::area_for(std::uint64_t offset, std::uint64_t bytes) const {
+  for (const MappedArea& area : mappings_) {
+    if (offset >= area.offset && offset - area.offset <= area.mapping.size() &&
+        bytes <= area.mapping.size() - (offset - area.offset)) {
+      return &area;
+    }
+  }
+  return nullptr;
+}
+
+Result<std::uint64_t> VfioRegion::read_checked(Width width, std::uint64_t offset) const {
+  const std::uint64_t bytes = byte_count(width);
+  if (const MappedArea* area = area_for(offset, bytes)) {
+    const MmioView view(area->mapping.data(), area->mapping.size(), allowed_widths(), name_);
+    const std::uint64_t at = offset - area->offset;
+    switch (width) {
+      case Width::bits8: return view.read<std::uint8_t>(at);
+      case Width::bits16: return view.read<std::uint16_t>(at);
+      case Width::bits32: return view.read<std::uint32_t>(at);
+      case Width::bits64: return view.read<std::uint64_t>(at);
+    }
+  }
+  std::uint64_t value = 0;  // x86 and arm64 are little-endian, as PCI is
+  auto done = sys::pread_exact(device_fd_, std::as_writable_bytes(std::span(&value, 1)).first(bytes),
+                               info_.file_offset + offset, name_);
+  if (!done) return std::unexpected(done.error());
+  return value;
+}
+
+Result<void> VfioRegion::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
+  const std::uint64_t bytes = byte_count(width);
+  if (const MappedArea* area = area_for(offset, bytes)) {
+    const MmioView view(area->mapping.data(), area->mapping.size(), allowed_widths(), name_);
+    const std::uint64_t at = offset - area->offset;
+    switch (width) {
+      case Width::bits8: view.write<std::uint8_t>(at, static_cast<std::uint8_t>(value)); return {};
+      case Width::bits16: view.write<std::uint16_t>(at, static_cast<std::uint16_t>(value)); return {};
+      case Width::bits32: view.write<std::uint32_t>(at, static_cast<std::uint32_t>(value)); return {};
+      case Width::bits64: view.write<std::uint64_t>(at, value); return {};
+    }
+  }
+  return sys::pwrite_all(device_fd_, std::as_bytes(std::span(&value, 1)).first(bytes), info_.file_offset + offset, name_);
+}
+
+}  // namespace pcie

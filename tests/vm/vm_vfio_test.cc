@@ -1,0 +1,43 @@
+// VFIO on a real kernel: boots the test VM with the IOMMU, edu 00:06.0 and ivshmem 00:04.0
+// bound to vfio-pci, and two edus behind a conventional PCI bridge (one IOMMU group) bound
+// to vfio-pci and uio_pci_generic; runs guest_vfio_test; then checks on the host what the
+// guest wrote into ivshmem's BAR2 through its VFIO mapping.
+//
+// Flags: --pcie-vm=PATH --guest=PATH (Bazel passes them).
+#include <gtest/gtest.h>
+
+#include "tests/vm/ivshmem_host_check.h"
+#include "tests/vm/vm_harness.h"
+
+namespace {
+
+constexpr std::uint64_t kIvshmemSize = 1 << 20;
+std::filesystem::path g_ivshmem_file;
+
+}  // namespace
+
+pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path& work_dir) {
+  g_ivshmem_file = work_dir / "ivshmem";
+  pcie::vm::Options options;
+  options.pcie_vm = flags.contains("pcie-vm") ? flags.at("pcie-vm") : "tests/vm/pcie-vm";
+  options.vm_arguments = {
+      "--ivshmem-file", g_ivshmem_file.string(), "--ivshmem-size", std::to_string(kIvshmemSize),
+      // A conventional PCI bridge after the root port (00:1c.0, bus 1), so it gets bus 2:
+      // devices behind it share the bridge's requester ID and so one IOMMU group.
+      "--qemu", "-device", "--qemu", "pci-bridge,id=bridge,chassis_nr=2,addr=1d.0",
+      "--qemu", "-device", "--qemu", "edu,bus=bridge,addr=01.0",
+      "--qemu", "-device", "--qemu", "edu,bus=bridge,addr=02.0",
+      "--bind", "0000:00:06.0=vfio-pci", "--bind", "0000:00:04.0=vfio-pci",
+      "--bind", "0000:02:01.0=vfio-pci", "--bind", "0000:02:02.0=uio_pci_generic"};
+  if (flags.contains("guest")) options.guest_programs.push_back(flags.at("guest"));
+  options.guest_command = {"guest_vfio_test", std::string("--gtest_output=json:") + pcie::vm::kGuestResults};
+  return options;
+}
+
+namespace {
+
+TEST(HostIvshmem, BackingFileHoldsWhatTheGuestWroteThroughVfio) {
+  pcie::vm::expect_file_holds_ivshmem_pattern(g_ivshmem_file, kIvshmemSize);
+}
+
+}  // namespace

@@ -242,6 +242,22 @@ TEST_F(PciectlTest, SysfsFromEnvironment) {
   EXPECT_EQ(lines_of(std::string(buffer, n)).size(), 4u);
 }
 
+TEST_F(PciectlTest, UnbindAndBindWriteTheSysfsAttributes) {
+  const CommandResult unbind = pciectl("unbind 0000:01:00.0");
+  EXPECT_EQ(unbind.exit_code, 0) << unbind.err;
+  EXPECT_EQ(unbind.out, "0000:01:00.0: unbound (was: nvme)\n");
+  EXPECT_EQ(cli::slurp(tree_->pci_root() + "/drivers/nvme/unbind"), "0000:01:00.0");
+
+  // A fake tree has no kernel to bind anything: the override is written, then the check fails.
+  const CommandResult bind = pciectl("bind 0000:00:03.0 vfio-pci");
+  EXPECT_EQ(bind.exit_code, 1);
+  EXPECT_NE(bind.err.find("vfio-pci did not take the device (driver now: none)"), std::string::npos) << bind.err;
+  EXPECT_EQ(cli::slurp(tree_->device_dir(kEdu) + "/driver_override"), "vfio-pci");
+
+  const CommandResult nothing = pciectl("bind 0000:00:03.0");
+  expect_error(nothing, 2, "no driver named");
+}
+
 }  // namespace
 }  // namespace pcie
 

@@ -14,6 +14,8 @@ struct SysfsPaths {
   std::string pci_root = "/sys/bus/pci";
   // The kernel lockdown state file, read to explain refused mappings.
   std::string lockdown_file = "/sys/kernel/security/lockdown";
+  // The mount table, read before unbinding a driver (a disk with mounted file systems).
+  std::string mounts_file = "/proc/self/mounts";
 
   // <pci_root>/devices/<bdf>
   std::string device_dir(const Bdf& bdf) const;

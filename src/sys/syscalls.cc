@@ -95,6 +95,21 @@ Result<std::string> read_text_file(const std::string& path, std::size_t max_byte
   return text;
 }
 
+Result<void> write_text_file(const std::string& path, std::string_view text, std::string_view operation) {
+  // O_TRUNC as a shell's `echo x > attribute` does: sysfs ignores it, a regular file needs it.
+  auto fd = open_file(path, O_WRONLY | O_TRUNC, operation);
+  if (!fd) return std::unexpected(fd.error());
+  ssize_t n = 0;
+  do {
+    n = ::write(fd->get(), text.data(), text.size());
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return std::unexpected(make_errno_error(errno, std::string(operation), path));
+  if (static_cast<std::size_t>(n) != text.size()) {
+    return std::unexpected(make_error(Errc::io_error, std::string(operation), path, "short write"));
+  }
+  return {};
+}
+
 Result<std::string> read_link(const std::string& path) {
   std::string target(PATH_MAX, '\0');
   const ssize_t n = ::readlink(path.c_str(), target.data(), target.size());

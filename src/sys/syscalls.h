@@ -45,6 +45,10 @@ Result<Mapping> map_shared(int fd, std::size_t length, std::uint64_t offset, int
 // `malformed`, since sysfs attributes are never that long and the data is untrusted.
 Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes = 4096);
 
+// Writes `text` to a small file (a sysfs attribute such as driver/unbind) in one write(2),
+// as the kernel expects for attributes. `operation` names what is being done, for the error.
+Result<void> write_text_file(const std::string& path, std::string_view text, std::string_view operation);
+
 // readlink(2), returning the target text.
 Result<std::string> read_link(const std::string& path);
 

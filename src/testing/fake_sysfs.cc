@@ -181,6 +181,8 @@ Result<FakeSysfs> FakeSysfs::create() {
   fs::create_directories(tree.directory_ + "/sys/kernel/security", ec);
   if (auto ok = check_fs(ec, "create", tree.directory_); !ok) return std::unexpected(ok.error());
   if (auto ok = tree.set_lockdown("[none] integrity confidentiality\n"); !ok) return std::unexpected(ok.error());
+  // Written by binding code; in a fake tree it only records the last write.
+  if (auto ok = write_file(tree.pci_root() + "/drivers_probe", ""); !ok) return std::unexpected(ok.error());
   return tree;
 }
 
@@ -261,6 +263,7 @@ Result<void> FakeSysfs::add_device(const FakeDevice& device) {
       {"irq", device.interrupt_pin != 0 ? "11\n" : "0\n"},
       {"numa_node", fmt::format("{}\n", device.numa_node)},
       {"enable", "1\n"},
+      {"driver_override", "(null)\n"},
       {"modalias", fmt::format("pci:v{:08X}d{:08X}sv{:08X}sd{:08X}bc{:02X}sc{:02X}i{:02X}\n", device.vendor_id,
                                device.device_id, device.subsystem_vendor_id, device.subsystem_id,
                                device.class_code >> 16, (device.class_code >> 8) & 0xff, device.class_code & 0xff)},
@@ -295,6 +298,9 @@ Result<void> FakeSysfs::add_device(const FakeDevice& device) {
   if (device.driver) {
     const fs::path driver_dir = fs::path(pci_root()) / "drivers" / *device.driver;
     fs::create_directories(driver_dir, ec);
+    for (const char* attribute : {"bind", "unbind"}) {
+      if (auto ok = write_file(driver_dir / attribute, ""); !ok) return std::unexpected(ok.error());
+    }
     // Relative links, as the kernel makes them: libpci resolves them against the device
     // directory.
     fs::create_directory_symlink(fs::relative(driver_dir, dir, ec), dir / "driver", ec);

@@ -1,14 +1,17 @@
 // Runs inside the test VM with the IOMMU (vm_vfio_test): devices owned through VFIO. The VM
 // binds edu 00:06.0 and ivshmem 00:04.0 to vfio-pci, and puts two more edus behind a
 // conventional PCI bridge (one IOMMU group), binding 02:01.0 to vfio-pci and 02:02.0 to
-// uio_pci_generic so that their group is not viable.
+// uio_pci_generic so that their group is not viable. The nvme driver is loaded; pciectl is
+// on PATH.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
+#include "pcie/binding.h"
 #include "pcie/vfio.h"
+#include "tests/cli_helpers.h"
 #include "tests/vm/ivshmem_pattern.h"
 
 namespace pcie {
@@ -201,6 +204,52 @@ TEST(GuestVfioErrors, UnprivilegedUserGetsAPermissionHint) {
     return 0;
   });
   EXPECT_EQ(status, 0) << "10: setuid, 11: no container, 12: opened, 13: wrong code, 14: no hint";
+}
+
+const Bdf kNvme{0, 1, 0, 0};
+
+TEST(GuestBinding, BindVfioPciUseItAndRestore) {
+  const SysfsPaths paths;
+  ASSERT_FALSE(bound_driver(paths, kEdu).has_value());
+  auto bound = bind_driver(paths, kEdu, "vfio-pci");
+  ASSERT_TRUE(bound) << bound.error().message();
+  EXPECT_EQ(bound_driver(paths, kEdu), "vfio-pci");
+  {
+    VfioContainer container = open_container();
+    auto device = container.open_device(kEdu);
+    ASSERT_TRUE(device) << device.error().message();
+    auto bar = device->open_region(kVfioBar0Region);
+    ASSERT_TRUE(bar) << bar.error().message();
+    EXPECT_EQ(bar->read(Width::bits32, kEduId).value_or(0), kEduIdValue);
+  }
+  auto restored = restore_driver(paths, kEdu);
+  ASSERT_TRUE(restored) << restored.error().message();
+  EXPECT_FALSE(restored->has_value()) << "edu has no kernel driver of its own";
+  EXPECT_FALSE(bound_driver(paths, kEdu).has_value());
+  VfioContainer container = open_container();
+  EXPECT_FALSE(container.open_device(kEdu)) << "no longer bound to vfio-pci";
+}
+
+TEST(GuestBinding, PciectlMovesNvmeToVfioPciAndBack) {
+  const std::string scratch = [] {
+    std::string pattern = "/tmp/binding.XXXXXX";
+    return mkdtemp(pattern.data()) != nullptr ? pattern : std::string("/tmp");
+  }();
+  ASSERT_EQ(bound_driver(SysfsPaths{}, kNvme), "nvme");
+  const cli::CommandResult to_vfio = cli::run_command("pciectl bind 0000:01:00.0 vfio-pci", scratch);
+  EXPECT_EQ(to_vfio.exit_code, 0) << to_vfio.err;
+  EXPECT_EQ(to_vfio.out, "0000:01:00.0: bound to vfio-pci (was: nvme)\n");
+  EXPECT_EQ(bound_driver(SysfsPaths{}, kNvme), "vfio-pci");
+
+  const cli::CommandResult unbind = cli::run_command("pciectl unbind 0000:01:00.0", scratch);
+  EXPECT_EQ(unbind.exit_code, 0) << unbind.err;
+  EXPECT_EQ(unbind.out, "0000:01:00.0: unbound (was: vfio-pci)\n");
+  EXPECT_FALSE(bound_driver(SysfsPaths{}, kNvme).has_value());
+
+  const cli::CommandResult restore = cli::run_command("pciectl bind 0000:01:00.0 --restore", scratch);
+  EXPECT_EQ(restore.exit_code, 0) << restore.err;
+  EXPECT_EQ(restore.out, "0000:01:00.0: restored to nvme (was: none)\n");
+  EXPECT_EQ(bound_driver(SysfsPaths{}, kNvme), "nvme");
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "pcie/binding.h"
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "pcie/sysfs_bar.h"
@@ -195,6 +196,37 @@ int run_dump(const GlobalOptions& global, const AccessOptions& options) {
   return kSuccess;
 }
 
+// ---- bind / unbind ----
+struct BindCommand {
+  std::string bdf;
+  std::string driver;
+  bool restore = false;
+  bool force = false;
+};
+
+int run_bind(const GlobalOptions& global, const BindCommand& command, bool unbind) {
+  auto bdf = pcie::Bdf::parse(command.bdf);
+  if (!bdf) return fail(bdf.error());
+  const pcie::SysfsPaths paths = paths_of(global);
+  const std::string before = pcie::bound_driver(paths, *bdf).value_or("none");
+  const pcie::BindOptions options{.force = command.force};
+  if (unbind) {
+    if (auto done = pcie::unbind_driver(paths, *bdf, options); !done) return fail(done.error());
+    fmt::print("{}: unbound (was: {})\n", bdf->to_string(), before);
+  } else if (command.restore) {
+    auto now = pcie::restore_driver(paths, *bdf, options);
+    if (!now) return fail(now.error());
+    fmt::print("{}: restored to {} (was: {})\n", bdf->to_string(), now->value_or("no driver"), before);
+  } else if (command.driver.empty()) {
+    return fail(pcie::make_error(pcie::Errc::invalid_argument, "bind", bdf->to_string(), "no driver named",
+                                 "pciectl bind BDF vfio-pci, or pciectl bind BDF --restore"));
+  } else {
+    if (auto done = pcie::bind_driver(paths, *bdf, command.driver, options); !done) return fail(done.error());
+    fmt::print("{}: bound to {} (was: {})\n", bdf->to_string(), command.driver, before);
+  }
+  return kSuccess;
+}
+
 // ---- config ----
 int run_config(const GlobalOptions& global, const AccessOptions& access) {
   auto bdf = pcie::Bdf::parse(access.bdf);
@@ -304,6 +336,18 @@ int main(int argc, char** argv) {
   config_command->add_option("value", config_access.value, "value to write (needs root)");
   add_width(config_command, config_access.width_bits);
 
+  BindCommand bind;
+  CLI::App* bind_command = app.add_subcommand("bind", "bind a driver (e.g. vfio-pci), or --restore the device's own");
+  bind_command->add_option("bdf", bind.bdf, "device address")->required();
+  bind_command->add_option("driver", bind.driver, "driver to bind: vfio-pci, uio_pci_generic, ...");
+  bind_command->add_flag("--restore", bind.restore, "clear driver_override and let the kernel pick the driver");
+  bind_command->add_flag("--force", bind.force, "unbind even if this machine uses the device (mounted, up)");
+
+  BindCommand unbind;
+  CLI::App* unbind_command = app.add_subcommand("unbind", "unbind the device's driver");
+  unbind_command->add_option("bdf", unbind.bdf, "device address")->required();
+  unbind_command->add_flag("--force", unbind.force, "unbind even if this machine uses the device (mounted, up)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -321,5 +365,7 @@ int main(int argc, char** argv) {
   if (*write_command) return run_write(global, write_access);
   if (*dump_command) return run_dump(global, dump_access);
   if (*config_command) return run_config(global, config_access);
+  if (*bind_command) return run_bind(global, bind, false);
+  if (*unbind_command) return run_bind(global, unbind, true);
   return kUsage;
 }

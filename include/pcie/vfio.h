@@ -118,6 +118,11 @@ class VfioDevice {
   // permission_denied for a writable open of a read-only region.
   Result<VfioRegion> open_region(std::uint32_t index, const VfioRegionOptions& options = {}) const;
 
+  // Sets (or clears) Bus Master Enable in the command register, with Memory Space Enable
+  // when setting it (PCI Local Bus 3.0, 6.2.2). A device does no DMA until Bus Master
+  // Enable is set, and VFIO does not set it for you.
+  Result<void> enable_bus_master(bool enable = true) const;
+
  private:
   friend class VfioContainer;
   VfioDevice(Bdf bdf, int group, UniqueFd fd, std::uint32_t regions, std::uint32_t irqs, bool reset)

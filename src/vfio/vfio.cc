@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "pcie/config_space.h"
 #include "src/sys/syscalls.h"
 #include "src/sys/vfio_ioctls.h"
 #include "src/vfio/capability_chain.h"
@@ -299,6 +300,21 @@ Result<VfioRegion> VfioDevice::open_region(std::uint32_t index, const VfioRegion
     }
   }
   return VfioRegion(name, fd_.get(), std::move(*info), std::move(mappings), options.writable);
+}
+
+Result<void> VfioDevice::enable_bus_master(bool enable) const {
+  auto config = open_region(kVfioConfigRegion, {.map = false});
+  if (!config) return std::unexpected(config.error());
+  auto command = config->read(Width::bits16, cfg::kCommand);
+  if (!command) return std::unexpected(command.error());
+  std::uint64_t value = *command;
+  if (enable) {
+    value |= cfg::kCommandBusMaster | cfg::kCommandMemorySpace;
+  } else {
+    value &= ~std::uint64_t{cfg::kCommandBusMaster};
+  }
+  if (value == *command) return {};
+  return config->write(Width::bits16, cfg::kCommand, value);
 }
 
 std::optional<MmioView> VfioRegion::mmio() const {

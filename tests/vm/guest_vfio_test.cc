@@ -101,6 +101,27 @@ TEST(GuestVfioDevice, ConfigSpaceRegion) {
   EXPECT_EQ(*class_code >> 8, 0x00ff00u);
 }
 
+TEST(GuestVfioDevice, BusMasterEnableReachesTheCommandRegister) {
+  VfioContainer container = open_container();
+  auto device = container.open_device(kVfioEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  auto config = device->open_region(kVfioConfigRegion);
+  ASSERT_TRUE(config) << config.error().message();
+  constexpr std::uint64_t kBusMaster = 1 << 2;
+  ASSERT_TRUE(device->enable_bus_master(false));
+  EXPECT_EQ(config->read(Width::bits16, 0x04).value_or(0xffff) & kBusMaster, 0u);
+  ASSERT_TRUE(device->enable_bus_master());
+  EXPECT_NE(config->read(Width::bits16, 0x04).value_or(0) & kBusMaster, 0u);
+  // What the device really holds, read past VFIO's virtualised view: sysfs config.
+  FILE* sysfs = std::fopen("/sys/bus/pci/devices/0000:00:06.0/config", "rb");
+  ASSERT_NE(sysfs, nullptr);
+  unsigned char header[6] = {};
+  ASSERT_EQ(std::fread(header, 1, sizeof header, sysfs), sizeof header);
+  std::fclose(sysfs);
+  EXPECT_NE(header[4] & kBusMaster, 0u);
+  ASSERT_TRUE(device->enable_bus_master(false));
+}
+
 TEST(GuestVfioDevice, UnimplementedBarAndMissingRegion) {
   VfioContainer container = open_container();
   auto device = container.open_device(kVfioEdu);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -77,6 +78,38 @@ Result<Mapping> map_shared(int fd, std::size_t length, std::uint64_t offset, int
   void* addr = ::mmap(nullptr, length, prot, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (addr == MAP_FAILED) return std::unexpected(make_errno_error(errno, "mmap", path));
   return Mapping(addr, length);
+}
+
+Result<Mapping> map_memfd(std::size_t length, unsigned memfd_flags, std::string_view name) {
+  const std::string label(name);
+  const int raw = ::memfd_create(label.c_str(), memfd_flags | MFD_CLOEXEC);
+  if (raw < 0) return std::unexpected(make_errno_error(errno, "memfd_create", label));
+  const UniqueFd fd(raw);  // the mapping keeps the memory; the fd can go
+  if (::ftruncate(fd.get(), static_cast<off_t>(length)) != 0) {
+    return std::unexpected(make_errno_error(errno, "size memfd", label));
+  }
+  void* addr = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+  if (addr == MAP_FAILED) return std::unexpected(make_errno_error(errno, "mmap memfd", label));
+  return Mapping(addr, length);
+}
+
+Result<Mapping> map_anonymous(std::size_t length) {
+  void* addr = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (addr == MAP_FAILED) return std::unexpected(make_errno_error(errno, "mmap", "anonymous memory"));
+  return Mapping(addr, length);
+}
+
+Result<void> advise(const Mapping& mapping, int advice, std::string_view what) {
+  if (::madvise(mapping.data(), mapping.size(), advice) != 0) {
+    return std::unexpected(make_errno_error(errno, "madvise", std::string(what)));
+  }
+  return {};
+}
+
+std::uint64_t memlock_limit() {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_MEMLOCK, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return ~std::uint64_t{0};
+  return limit.rlim_cur;
 }
 
 Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes) {

@@ -41,6 +41,21 @@ Result<std::uint64_t> file_size(int fd, const std::string& path);
 Result<Mapping> map_shared(int fd, std::size_t length, std::uint64_t offset, int prot,
                            const std::string& path);
 
+// Memory for DMA: a memfd (memfd_create(2), with MFD_HUGETLB flags for huge pages) sized
+// with ftruncate(2), then mapped MAP_SHARED | MAP_POPULATE so every page exists before the
+// IOMMU pins it. Fails with the errno of the step that failed (ENOMEM / EINVAL when no huge
+// pages of that size are reserved).
+Result<Mapping> map_memfd(std::size_t length, unsigned memfd_flags, std::string_view name);
+
+// Anonymous private memory, populated (mmap(2) MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE).
+Result<Mapping> map_anonymous(std::size_t length);
+
+// madvise(2) on a whole mapping (e.g. MADV_DONTFORK).
+Result<void> advise(const Mapping& mapping, int advice, std::string_view what);
+
+// RLIMIT_MEMLOCK's soft limit in bytes (RLIM_INFINITY as ~0).
+std::uint64_t memlock_limit();
+
 // Reads a small text file (a sysfs attribute) of at most `max_bytes`; a longer file is
 // `malformed`, since sysfs attributes are never that long and the data is untrusted.
 Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes = 4096);

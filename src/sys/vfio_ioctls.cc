@@ -3,6 +3,7 @@
 #include <sys/ioctl.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace pcie::sys::vfio {
@@ -55,6 +56,13 @@ Result<std::vector<std::byte>> info_with_capabilities(int fd, unsigned long requ
     std::memcpy(buffer.data(), &base, sizeof(Info));
   }
   return std::unexpected(make_error(Errc::malformed, operation, object, "the info size kept growing"));
+}
+
+std::string fmt_iova(std::uint64_t iova, std::uint64_t size) {
+  char text[64];
+  std::snprintf(text, sizeof text, "IOVA 0x%llx+0x%llx", static_cast<unsigned long long>(iova),
+                static_cast<unsigned long long>(size));
+  return text;
 }
 
 }  // namespace
@@ -119,6 +127,31 @@ Result<std::vector<std::byte>> region_info(int device_fd, std::uint32_t index, c
   base.index = index;
   return info_with_capabilities(device_fd, VFIO_DEVICE_GET_REGION_INFO, base, "VFIO_DEVICE_GET_REGION_INFO",
                                 bdf + " region " + std::to_string(index));
+}
+
+Result<void> map_dma(int container_fd, std::uint64_t vaddr, std::uint64_t iova, std::uint64_t size, bool device_reads,
+                     bool device_writes) {
+  vfio_iommu_type1_dma_map map{};
+  map.argsz = sizeof map;
+  map.flags = (device_reads ? VFIO_DMA_MAP_FLAG_READ : 0) | (device_writes ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+  map.vaddr = vaddr;
+  map.iova = iova;
+  map.size = size;
+  if (const int result = checked_ioctl(container_fd, VFIO_IOMMU_MAP_DMA, &map); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_IOMMU_MAP_DMA", fmt_iova(iova, size)));
+  }
+  return {};
+}
+
+Result<std::uint64_t> unmap_dma(int container_fd, std::uint64_t iova, std::uint64_t size) {
+  vfio_iommu_type1_dma_unmap unmap{};
+  unmap.argsz = sizeof unmap;
+  unmap.iova = iova;
+  unmap.size = size;
+  if (const int result = checked_ioctl(container_fd, VFIO_IOMMU_UNMAP_DMA, &unmap); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_IOMMU_UNMAP_DMA", fmt_iova(iova, size)));
+  }
+  return unmap.size;
 }
 
 }  // namespace pcie::sys::vfio

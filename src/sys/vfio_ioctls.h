@@ -43,4 +43,13 @@ Result<vfio_device_info> device_info(int device_fd, const std::string& bdf);
 // VFIO_DEVICE_GET_REGION_INFO for region `index`, with its capability chain (as iommu_info).
 Result<std::vector<std::byte>> region_info(int device_fd, std::uint32_t index, const std::string& bdf);
 
+// VFIO_IOMMU_MAP_DMA: maps [vaddr, vaddr + size) at `iova`, readable and/or writable by
+// the device. The kernel pins the pages (counted against RLIMIT_MEMLOCK).
+Result<void> map_dma(int container_fd, std::uint64_t vaddr, std::uint64_t iova, std::uint64_t size, bool device_reads,
+                     bool device_writes);
+
+// VFIO_IOMMU_UNMAP_DMA: returns how many bytes the kernel unmapped, which is 0 (not an
+// error) when nothing was mapped there: callers must check it.
+Result<std::uint64_t> unmap_dma(int container_fd, std::uint64_t iova, std::uint64_t size);
+
 }  // namespace pcie::sys::vfio

@@ -1,0 +1,100 @@
+// DMA buffers: memory pinned and mapped into a VFIO container's IOMMU, each knowing the bus
+// address (IOVA) a device must use for it. Memory comes from 1 GiB or 2 MiB huge pages
+// when reserved (memfd with MFD_HUGETLB), else ordinary pages; the choice is reported.
+// Every buffer is MADV_DONTFORK (a child must not share pinned pages), and its IOMMU mapping
+// is removed before its memory is freed.
+//
+// Lifetimes: VfioContainer → DmaAllocator → DmaBuffer. Buffers may outlive the allocator
+// object (they share its bookkeeping) but not the container.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "pcie/error.h"
+#include "pcie/iova.h"
+#include "pcie/sys/mapping.h"
+#include "pcie/vfio.h"
+
+namespace pcie {
+
+enum class DmaBacking {
+  pages,     // ordinary 4 KiB pages
+  huge_2m,   // 2 MiB huge pages
+  huge_1g,   // 1 GiB huge pages
+};
+std::string_view dma_backing_name(DmaBacking backing);
+
+struct DmaBufferOptions {
+  // The last bus address the device can reach: dma_mask_limit(bits) of its DMA mask.
+  std::uint64_t dma_limit = ~std::uint64_t{0};
+  // Backing to try first; smaller ones are tried after it. `pages` never tries huge pages.
+  DmaBacking prefer = DmaBacking::huge_2m;
+  bool device_reads = true;   // the device may read the buffer (host-to-device)
+  bool device_writes = true;  // the device may write it (device-to-host)
+};
+
+namespace detail {
+struct DmaDomain;  // the container's IOMMU bookkeeping, shared by an allocator and its buffers
+}
+
+// A pinned, IOMMU-mapped buffer. Move-only; destruction unmaps it from the IOMMU, gives its
+// IOVA back, then frees the memory.
+class DmaBuffer {
+ public:
+  DmaBuffer(DmaBuffer&&) noexcept = default;
+  DmaBuffer& operator=(DmaBuffer&& other) noexcept;
+  ~DmaBuffer();
+
+  std::byte* data() const { return memory_.data(); }
+  std::size_t size() const { return size_; }
+  Iova iova() const { return iova_; }
+  DmaBacking backing() const { return backing_; }
+
+  // The bus address of a CPU pointer inside this buffer; out_of_range for any other pointer.
+  Result<Iova> iova_of(const void* cpu_pointer) const;
+
+  // Call after the CPU wrote data the device will read, and before the device wrote data
+  // the CPU will read. On x86 (coherent DMA) these are fences; the calls keep driver code
+  // correct on hosts that need cache maintenance.
+  void sync_for_device() const;
+  void sync_for_cpu() const;
+
+  // Unmaps from the IOMMU now and reports what the kernel said (the destructor ignores it).
+  Result<void> release();
+
+ private:
+  friend class DmaAllocator;
+  DmaBuffer(std::shared_ptr<detail::DmaDomain> domain, Mapping memory, std::size_t size, Iova iova, DmaBacking backing)
+      : domain_(std::move(domain)), memory_(std::move(memory)), size_(size), iova_(iova), backing_(backing) {}
+
+  std::shared_ptr<detail::DmaDomain> domain_;  // declared first: outlives the memory below
+  Mapping memory_;
+  std::size_t size_ = 0;  // what the user asked for; the mapping may be rounded up
+  Iova iova_;
+  DmaBacking backing_ = DmaBacking::pages;
+};
+
+// Allocates DMA buffers in one container. Not thread-safe.
+class DmaAllocator {
+ public:
+  // The container must have a group attached (open a device first): the IOVA ranges come
+  // from its IOMMU. Fails with not_supported otherwise.
+  static Result<DmaAllocator> create(const VfioContainer& container);
+
+  // A buffer of `size` bytes (rounded up to its page size), zeroed. Errors: invalid_argument
+  // (size 0), out_of_range (no IOVA space below options.dma_limit), permission_denied with
+  // how much RLIMIT_MEMLOCK it needs, busy when the kernel's mapping limit is reached.
+  Result<DmaBuffer> allocate(std::size_t size, const DmaBufferOptions& options = {});
+
+  // Bytes currently mapped into the IOMMU through this allocator (bookkeeping checks).
+  std::uint64_t mapped_bytes() const;
+
+ private:
+  explicit DmaAllocator(std::shared_ptr<detail::DmaDomain> domain) : domain_(std::move(domain)) {}
+  std::shared_ptr<detail::DmaDomain> domain_;
+};
+
+}  // namespace pcie

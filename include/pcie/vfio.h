@@ -7,10 +7,12 @@
 // container, and a region must not outlive its device (like MmioView and BarMapping).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pcie/bdf.h"
@@ -123,6 +125,13 @@ class VfioDevice {
   // Enable is set, and VFIO does not set it for you.
   Result<void> enable_bus_master(bool enable = true) const;
 
+  // Resets the device (FLR or another method vfio-pci picked); not_supported when it has
+  // none. The kernel saves config space and restores it afterwards (pci_reset_function),
+  // so BAR addresses and the command register survive; the device's own registers behind
+  // the BARs are back to their reset values, so a driver sets the device up again. BAR
+  // mappings stay valid, but values read before the reset are stale.
+  Result<void> reset() const;
+
  private:
   friend class VfioContainer;
   VfioDevice(Bdf bdf, int group, UniqueFd fd, std::uint32_t regions, std::uint32_t irqs, bool reset)
@@ -133,6 +142,45 @@ class VfioDevice {
   std::uint32_t region_count_ = 0;
   std::uint32_t irq_count_ = 0;
   bool reset_supported_ = false;
+};
+
+enum class IrqKind {
+  intx,  // legacy INTx: one vector, masked by the kernel each time it fires
+  msi,
+  msix,
+};
+
+// Interrupt vectors of one VFIO device signalled on eventfds. Move-only; destruction
+// disables the interrupts, then closes the eventfds. Must not outlive its device.
+class VfioInterrupts {
+ public:
+  // Enables `count` vectors of `kind`. Fails with out_of_range when the device has fewer.
+  static Result<VfioInterrupts> enable(const VfioDevice& device, IrqKind kind, unsigned count = 1);
+  VfioInterrupts(VfioInterrupts&& other) noexcept
+      : device_fd_(std::exchange(other.device_fd_, -1)), name_(std::move(other.name_)), kind_(other.kind_),
+        eventfds_(std::move(other.eventfds_)) {}
+  VfioInterrupts& operator=(VfioInterrupts&& other) noexcept;
+  ~VfioInterrupts();
+
+  unsigned count() const { return static_cast<unsigned>(eventfds_.size()); }
+  IrqKind kind() const { return kind_; }
+  // The eventfd of `vector`, to hand to the user's own event loop (epoll, io_uring, ...).
+  int eventfd(unsigned vector) const { return eventfds_.at(vector).get(); }
+  // Waits up to `timeout` for `vector`; returns how many interrupts arrived since the last
+  // wait, 0 when the timeout passed. INTx stays masked until unmask_intx().
+  Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const;
+  // Unmasks INTx after the device's interrupt has been acknowledged.
+  Result<void> unmask_intx() const;
+  // Disables the vectors now and reports what the kernel said.
+  Result<void> disable();
+
+ private:
+  VfioInterrupts(int device_fd, std::string name, IrqKind kind, std::vector<UniqueFd> eventfds)
+      : device_fd_(device_fd), name_(std::move(name)), kind_(kind), eventfds_(std::move(eventfds)) {}
+  int device_fd_ = -1;  // owned by the VfioDevice
+  std::string name_;
+  IrqKind kind_ = IrqKind::msi;
+  std::vector<UniqueFd> eventfds_;
 };
 
 // A VFIO container with the type1v2 IOMMU model. Groups are opened and attached as their

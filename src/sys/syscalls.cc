@@ -2,12 +2,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <memory>
 
@@ -104,6 +108,31 @@ Result<void> advise(const Mapping& mapping, int advice, std::string_view what) {
     return std::unexpected(make_errno_error(errno, "madvise", std::string(what)));
   }
   return {};
+}
+
+Result<UniqueFd> make_eventfd() {
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return std::unexpected(make_errno_error(errno, "eventfd", "interrupt"));
+  return UniqueFd(fd);
+}
+
+Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms) {
+  pollfd waiting{.fd = fd, .events = POLLIN, .revents = 0};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int ready = 0;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    ready = ::poll(&waiting, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
+    if (ready >= 0 || errno != EINTR) break;  // a signal: wait only for what is left
+  }
+  if (ready < 0) return std::unexpected(make_errno_error(errno, "poll", "interrupt eventfd"));
+  if (ready == 0) return 0;
+  std::uint64_t count = 0;
+  if (::read(fd, &count, sizeof count) != static_cast<ssize_t>(sizeof count)) {
+    if (errno == EAGAIN) return 0;  // another reader took it
+    return std::unexpected(make_errno_error(errno, "read", "interrupt eventfd"));
+  }
+  return count;
 }
 
 std::uint64_t memlock_limit() {

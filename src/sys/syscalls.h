@@ -53,6 +53,13 @@ Result<Mapping> map_anonymous(std::size_t length);
 // madvise(2) on a whole mapping (e.g. MADV_DONTFORK).
 Result<void> advise(const Mapping& mapping, int advice, std::string_view what);
 
+// eventfd(2), non-blocking and close-on-exec: where VFIO signals interrupts.
+Result<UniqueFd> make_eventfd();
+
+// Waits up to `timeout_ms` for an eventfd to be signalled (poll(2)), then reads and returns
+// its counter (how many signals arrived); 0 when the timeout passed first.
+Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms);
+
 // RLIMIT_MEMLOCK's soft limit in bytes (RLIM_INFINITY as ~0).
 std::uint64_t memlock_limit();
 

@@ -129,6 +129,57 @@ Result<std::vector<std::byte>> region_info(int device_fd, std::uint32_t index, c
                                 bdf + " region " + std::to_string(index));
 }
 
+Result<vfio_irq_info> irq_info(int device_fd, std::uint32_t index, const std::string& bdf) {
+  vfio_irq_info info{};
+  info.argsz = sizeof info;
+  info.index = index;
+  if (const int result = checked_ioctl(device_fd, VFIO_DEVICE_GET_IRQ_INFO, &info); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_DEVICE_GET_IRQ_INFO", bdf + " IRQ index " + std::to_string(index)));
+  }
+  return info;
+}
+
+Result<void> set_irq_eventfds(int device_fd, std::uint32_t index, const std::vector<int>& eventfds,
+                              const std::string& bdf) {
+  // struct vfio_irq_set ends in a flexible array of eventfds.
+  std::vector<std::byte> buffer(sizeof(vfio_irq_set) + eventfds.size() * sizeof(std::int32_t));
+  vfio_irq_set set{};
+  set.argsz = static_cast<std::uint32_t>(buffer.size());
+  set.flags = (eventfds.empty() ? VFIO_IRQ_SET_DATA_NONE : VFIO_IRQ_SET_DATA_EVENTFD) | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set.index = index;
+  set.start = 0;
+  set.count = static_cast<std::uint32_t>(eventfds.size());
+  std::memcpy(buffer.data(), &set, sizeof set);
+  for (std::size_t i = 0; i < eventfds.size(); ++i) {
+    const std::int32_t fd = eventfds[i];
+    std::memcpy(buffer.data() + sizeof set + i * sizeof fd, &fd, sizeof fd);
+  }
+  if (const int result = checked_ioctl(device_fd, VFIO_DEVICE_SET_IRQS, buffer.data()); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_DEVICE_SET_IRQS", bdf + " IRQ index " + std::to_string(index)));
+  }
+  return {};
+}
+
+Result<void> unmask_irq(int device_fd, std::uint32_t index, const std::string& bdf) {
+  vfio_irq_set set{};
+  set.argsz = sizeof set;
+  set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK;
+  set.index = index;
+  set.start = 0;
+  set.count = 1;
+  if (const int result = checked_ioctl(device_fd, VFIO_DEVICE_SET_IRQS, &set); result < 0) {
+    return std::unexpected(ioctl_error(result, "unmask IRQ", bdf + " IRQ index " + std::to_string(index)));
+  }
+  return {};
+}
+
+Result<void> reset_device(int device_fd, const std::string& bdf) {
+  if (const int result = checked_ioctl(device_fd, VFIO_DEVICE_RESET, 0ul); result < 0) {
+    return std::unexpected(ioctl_error(result, "VFIO_DEVICE_RESET", bdf));
+  }
+  return {};
+}
+
 Result<void> map_dma(int container_fd, std::uint64_t vaddr, std::uint64_t iova, std::uint64_t size, bool device_reads,
                      bool device_writes) {
   vfio_iommu_type1_dma_map map{};

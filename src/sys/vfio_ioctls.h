@@ -43,6 +43,21 @@ Result<vfio_device_info> device_info(int device_fd, const std::string& bdf);
 // VFIO_DEVICE_GET_REGION_INFO for region `index`, with its capability chain (as iommu_info).
 Result<std::vector<std::byte>> region_info(int device_fd, std::uint32_t index, const std::string& bdf);
 
+// VFIO_DEVICE_GET_IRQ_INFO for IRQ index `index` (VFIO_PCI_INTX_IRQ_INDEX, ...).
+Result<vfio_irq_info> irq_info(int device_fd, std::uint32_t index, const std::string& bdf);
+
+// VFIO_DEVICE_SET_IRQS with ACTION_TRIGGER: signal `eventfds` (one per vector, from vector
+// 0) for IRQ index `index`; an empty list disables the index.
+Result<void> set_irq_eventfds(int device_fd, std::uint32_t index, const std::vector<int>& eventfds,
+                              const std::string& bdf);
+
+// VFIO_DEVICE_SET_IRQS with ACTION_UNMASK for vector 0 of `index` (INTx is masked by the
+// kernel when it fires, until the user unmasks it).
+Result<void> unmask_irq(int device_fd, std::uint32_t index, const std::string& bdf);
+
+// VFIO_DEVICE_RESET.
+Result<void> reset_device(int device_fd, const std::string& bdf);
+
 // VFIO_IOMMU_MAP_DMA: maps [vaddr, vaddr + size) at `iova`, readable and/or writable by
 // the device. The kernel pins the pages (counted against RLIMIT_MEMLOCK).
 Result<void> map_dma(int container_fd, std::uint64_t vaddr, std::uint64_t iova, std::uint64_t size, bool device_reads,

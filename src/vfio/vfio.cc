@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <utility>
 #include <cstring>
 
 #include "pcie/config_space.h"
@@ -315,6 +316,90 @@ Result<void> VfioDevice::enable_bus_master(bool enable) const {
   }
   if (value == *command) return {};
   return config->write(Width::bits16, cfg::kCommand, value);
+}
+
+Result<void> VfioDevice::reset() const {
+  if (!reset_supported_) {
+    return std::unexpected(make_error(Errc::not_supported, "reset", bdf_.to_string(),
+                                      "vfio-pci knows no reset method for this device (no FLR, PM or bus reset)"));
+  }
+  return sys::vfio::reset_device(fd_.get(), bdf_.to_string());
+}
+
+namespace {
+std::uint32_t irq_index_of(IrqKind kind) {
+  switch (kind) {
+    case IrqKind::intx: return VFIO_PCI_INTX_IRQ_INDEX;
+    case IrqKind::msi: return VFIO_PCI_MSI_IRQ_INDEX;
+    case IrqKind::msix: return VFIO_PCI_MSIX_IRQ_INDEX;
+  }
+  return VFIO_PCI_MSI_IRQ_INDEX;
+}
+const char* irq_name(IrqKind kind) {
+  switch (kind) {
+    case IrqKind::intx: return "INTx";
+    case IrqKind::msi: return "MSI";
+    case IrqKind::msix: return "MSI-X";
+  }
+  return "?";
+}
+}  // namespace
+
+Result<VfioInterrupts> VfioInterrupts::enable(const VfioDevice& device, IrqKind kind, unsigned count) {
+  const std::string name = fmt::format("{} {}", device.bdf().to_string(), irq_name(kind));
+  auto info = sys::vfio::irq_info(device.fd(), irq_index_of(kind), device.bdf().to_string());
+  if (!info) return std::unexpected(info.error());
+  if (count == 0 || count > info->count) {
+    return std::unexpected(make_error(Errc::out_of_range, "enable interrupts", name,
+                                      fmt::format("{} vectors asked, the device has {}", count, info->count),
+                                      info->count == 0 ? "the device does not implement this interrupt kind" : ""));
+  }
+  std::vector<UniqueFd> eventfds;
+  std::vector<int> raw;
+  for (unsigned i = 0; i < count; ++i) {
+    auto fd = sys::make_eventfd();
+    if (!fd) return std::unexpected(fd.error());
+    raw.push_back(fd->get());
+    eventfds.push_back(std::move(*fd));
+  }
+  if (auto set = sys::vfio::set_irq_eventfds(device.fd(), irq_index_of(kind), raw, device.bdf().to_string()); !set) {
+    return std::unexpected(set.error());
+  }
+  return VfioInterrupts(device.fd(), name, kind, std::move(eventfds));
+}
+
+VfioInterrupts& VfioInterrupts::operator=(VfioInterrupts&& other) noexcept {
+  if (this != &other) {
+    (void)disable();
+    device_fd_ = std::exchange(other.device_fd_, -1);
+    name_ = std::move(other.name_);
+    kind_ = other.kind_;
+    eventfds_ = std::move(other.eventfds_);
+  }
+  return *this;
+}
+
+VfioInterrupts::~VfioInterrupts() { (void)disable(); }
+
+Result<void> VfioInterrupts::disable() {
+  if (device_fd_ < 0 || eventfds_.empty()) return {};
+  // Disable before the eventfds close: the kernel must stop signalling them first.
+  auto disabled = sys::vfio::set_irq_eventfds(device_fd_, irq_index_of(kind_), {}, name_);
+  eventfds_.clear();
+  return disabled;
+}
+
+Result<std::uint64_t> VfioInterrupts::wait(unsigned vector, std::chrono::milliseconds timeout) const {
+  if (vector >= eventfds_.size()) {
+    return std::unexpected(make_error(Errc::out_of_range, "wait for interrupt", name_,
+                                      fmt::format("vector {} of {}", vector, eventfds_.size())));
+  }
+  return sys::wait_eventfd(eventfds_[vector].get(), static_cast<int>(timeout.count()));
+}
+
+Result<void> VfioInterrupts::unmask_intx() const {
+  if (kind_ != IrqKind::intx) return {};
+  return sys::vfio::unmask_irq(device_fd_, VFIO_PCI_INTX_IRQ_INDEX, name_);
 }
 
 std::optional<MmioView> VfioRegion::mmio() const {

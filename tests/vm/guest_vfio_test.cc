@@ -28,6 +28,7 @@ const Bdf kIvshmem{0, 0, 4, 0};     // vfio-pci
 const Bdf kVfioEdu{0, 0, 6, 0};     // vfio-pci
 const Bdf kBridgedVfio{0, 2, 1, 0}; // vfio-pci, group shared with kBridgedUio
 const Bdf kBridgedUio{0, 2, 2, 0};  // uio_pci_generic
+const Bdf kNvme{0, 1, 0, 0};        // nvme (driver loaded)
 
 constexpr std::uint64_t kEduId = 0x00;
 constexpr std::uint64_t kEduLiveness = 0x04;
@@ -233,8 +234,6 @@ TEST(GuestVfioErrors, UnprivilegedUserGetsAPermissionHint) {
   EXPECT_EQ(status, 0) << "10: setuid, 11: no container, 12: opened, 13: wrong code, 14: no hint";
 }
 
-const Bdf kNvme{0, 1, 0, 0};
-
 TEST(GuestBinding, BindVfioPciUseItAndRestore) {
   const SysfsPaths paths;
   ASSERT_FALSE(bound_driver(paths, kEdu).has_value());
@@ -436,6 +435,96 @@ TEST(GuestDma, MemlockTooSmallSaysHowMuchIsNeeded) {
   });
   EXPECT_EQ(chown(node.c_str(), 0, 0), 0);
   EXPECT_EQ(status, 0) << "10: setup, 11-13: open, 14: allocated anyway, 15: code, 16: reason, 17: hint";
+}
+
+// --- Interrupts (edu: 0x24 status, 0x60 raise, 0x64 acknowledge; 0x20 bit 7 raises one
+// when a factorial completes) and reset.
+
+constexpr std::uint64_t kEduIrqStatus = 0x24;
+constexpr std::uint64_t kEduIrqRaise = 0x60;
+constexpr std::uint64_t kEduIrqAck = 0x64;
+constexpr std::uint64_t kEduStatus = 0x20;
+constexpr std::uint64_t kEduFactorial = 0x08;
+constexpr std::uint32_t kEduIrqOnFactorial = 0x80;
+constexpr std::uint32_t kEduFactorialIrq = 0x1;  // the status bit a completed factorial raises
+
+TEST(GuestInterrupts, MsiFiresOnRaiseAndOnFactorialCompletion) {
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));  // MSI is a DMA write: bus mastering on
+  auto irqs = VfioInterrupts::enable(*edu.device, IrqKind::msi, 1);
+  ASSERT_TRUE(irqs) << irqs.error().message();
+  const MmioView regs = *edu.bar->mmio();
+
+  EXPECT_EQ(irqs->wait(0, std::chrono::milliseconds(50)).value_or(99), 0u) << "nothing raised yet";
+  regs.write<std::uint32_t>(kEduIrqRaise, 0x100);
+  EXPECT_GE(irqs->wait(0, std::chrono::seconds(5)).value_or(0), 1u);
+  EXPECT_EQ(regs.read<std::uint32_t>(kEduIrqStatus), 0x100u);
+  regs.write<std::uint32_t>(kEduIrqAck, 0x100);
+
+  regs.write<std::uint32_t>(kEduStatus, kEduIrqOnFactorial);
+  regs.write<std::uint32_t>(kEduFactorial, 6);
+  EXPECT_GE(irqs->wait(0, std::chrono::seconds(5)).value_or(0), 1u) << "completion interrupt";
+  EXPECT_EQ(regs.read<std::uint32_t>(kEduFactorial), 720u);
+  EXPECT_EQ(regs.read<std::uint32_t>(kEduIrqStatus) & kEduFactorialIrq, kEduFactorialIrq);
+  regs.write<std::uint32_t>(kEduIrqAck, kEduFactorialIrq);
+  regs.write<std::uint32_t>(kEduStatus, 0);
+
+  auto too_many = VfioInterrupts::enable(*edu.device, IrqKind::msi, 2);
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.error().code, Errc::out_of_range) << too_many.error().message();
+}
+
+TEST(GuestInterrupts, IntxFiresAgainOnlyAfterUnmask) {
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
+  auto irqs = VfioInterrupts::enable(*edu.device, IrqKind::intx, 1);
+  ASSERT_TRUE(irqs) << irqs.error().message();
+  const MmioView regs = *edu.bar->mmio();
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    regs.write<std::uint32_t>(kEduIrqRaise, 0x1);
+    EXPECT_GE(irqs->wait(0, std::chrono::seconds(5)).value_or(0), 1u);
+    regs.write<std::uint32_t>(kEduIrqAck, 0x1);
+    ASSERT_TRUE(irqs->unmask_intx());
+  }
+  ASSERT_TRUE(irqs->disable());
+}
+
+TEST(GuestReset, NvmeResetRestoresItsRegistersButKeepsConfigSpace) {
+  const SysfsPaths paths;
+  auto bound = bind_driver(paths, kNvme, "vfio-pci");
+  ASSERT_TRUE(bound) << bound.error().message();
+  {
+    VfioContainer container = open_container();
+    auto nvme = container.open_device(kNvme);
+    ASSERT_TRUE(nvme) << nvme.error().message();
+    ASSERT_TRUE(nvme->reset_supported()) << "QEMU's nvme has FLR";
+    ASSERT_TRUE(nvme->enable_bus_master());
+    auto bar0 = nvme->open_region(kVfioBar0Region);  // sparse: the MSI-X table is carved out
+    ASSERT_TRUE(bar0) << bar0.error().message();
+    // NVMe CC (offset 0x14, NVMe base spec 3.1.5): queue entry sizes are writable while
+    // the controller is disabled, and reset to 0.
+    constexpr std::uint64_t kControllerConfiguration = 0x14;
+    constexpr std::uint32_t kEntrySizes = 0x00460000;  // IOCQES = 4, IOSQES = 6
+    ASSERT_TRUE(bar0->write(Width::bits32, kControllerConfiguration, kEntrySizes));
+    EXPECT_EQ(bar0->read(Width::bits32, kControllerConfiguration).value_or(0), kEntrySizes);
+    ASSERT_TRUE(nvme->reset());
+    EXPECT_EQ(bar0->read(Width::bits32, kControllerConfiguration).value_or(1), 0u) << "the controller was reset";
+    auto config = nvme->open_region(kVfioConfigRegion);
+    ASSERT_TRUE(config);
+    EXPECT_NE(config->read(Width::bits16, 0x04).value_or(0) & 0x4, 0u) << "the kernel restored the command register";
+
+    auto edu = container.open_device(kVfioEdu);
+    ASSERT_TRUE(edu) << edu.error().message();
+    if (!edu->reset_supported()) {
+      auto refused = edu->reset();
+      ASSERT_FALSE(refused);
+      EXPECT_EQ(refused.error().code, Errc::not_supported) << refused.error().message();
+    }
+  }
+  auto restored = restore_driver(paths, kNvme);
+  ASSERT_TRUE(restored) << restored.error().message();
+  EXPECT_EQ(*restored, "nvme");
 }
 
 }  // namespace

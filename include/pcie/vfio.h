@@ -145,9 +145,11 @@ class VfioDevice {
 };
 
 enum class IrqKind {
-  intx,  // legacy INTx: one vector, masked by the kernel each time it fires
+  intx,     // legacy INTx: one vector, masked by the kernel each time it fires
   msi,
   msix,
+  error,    // AER errors reported for the device
+  request,  // the kernel asks the user to release the device (unbind, hot unplug)
 };
 
 // Interrupt vectors of one VFIO device signalled on eventfds. Move-only; destruction

@@ -332,6 +332,8 @@ std::uint32_t irq_index_of(IrqKind kind) {
     case IrqKind::intx: return VFIO_PCI_INTX_IRQ_INDEX;
     case IrqKind::msi: return VFIO_PCI_MSI_IRQ_INDEX;
     case IrqKind::msix: return VFIO_PCI_MSIX_IRQ_INDEX;
+    case IrqKind::error: return VFIO_PCI_ERR_IRQ_INDEX;
+    case IrqKind::request: return VFIO_PCI_REQ_IRQ_INDEX;
   }
   return VFIO_PCI_MSI_IRQ_INDEX;
 }
@@ -340,6 +342,8 @@ const char* irq_name(IrqKind kind) {
     case IrqKind::intx: return "INTx";
     case IrqKind::msi: return "MSI";
     case IrqKind::msix: return "MSI-X";
+    case IrqKind::error: return "error IRQ";
+    case IrqKind::request: return "request IRQ";
   }
   return "?";
 }

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <thread>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -525,6 +526,31 @@ TEST(GuestReset, NvmeResetRestoresItsRegistersButKeepsConfigSpace) {
   auto restored = restore_driver(paths, kNvme);
   ASSERT_TRUE(restored) << restored.error().message();
   EXPECT_EQ(*restored, "nvme");
+}
+
+// Runs last: it takes 00:06.0 away from vfio-pci, then gives it back.
+TEST(GuestRequestIrq, UnbindWaitsUntilTheUserReleasesTheDevice) {
+  const SysfsPaths paths;
+  VfioContainer container = open_container();
+  std::optional<VfioDevice> device;
+  if (auto opened = container.open_device(kVfioEdu)) device.emplace(std::move(*opened));
+  ASSERT_TRUE(device.has_value());
+  std::optional<VfioInterrupts> request;
+  if (auto enabled = VfioInterrupts::enable(*device, IrqKind::request)) request.emplace(std::move(*enabled));
+  ASSERT_TRUE(request.has_value());
+
+  // The unbind blocks in the kernel until the device is closed (vfio_unregister_group_dev
+  // signals the request eventfd meanwhile).
+  std::thread unbinder([&] { (void)unbind_driver(paths, kVfioEdu); });
+  const auto requests = request->wait(0, std::chrono::seconds(10));
+  const bool asked = requests && *requests >= 1;
+  request.reset();  // release: interrupts first, then the device
+  device.reset();
+  unbinder.join();
+  EXPECT_TRUE(asked) << "no release request within 10 s";
+  EXPECT_FALSE(bound_driver(paths, kVfioEdu).has_value()) << "the unbind completed once the device was released";
+  auto rebound = bind_driver(paths, kVfioEdu, "vfio-pci");
+  EXPECT_TRUE(rebound) << rebound.error().message();
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // uio_pci_generic so that their group is not viable. The nvme driver is loaded; pciectl is
 // on PATH.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -436,6 +437,74 @@ TEST(GuestDma, MemlockTooSmallSaysHowMuchIsNeeded) {
   });
   EXPECT_EQ(chown(node.c_str(), 0, 0), 0);
   EXPECT_EQ(status, 0) << "10: setup, 11-13: open, 14: allocated anyway, 15: code, 16: reason, 17: hint";
+}
+
+TEST(GuestDma, DmaToAnUnmappedIovaFaultsWithoutHarm) {
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
+  auto buffer = edu.allocator->allocate(4096, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages});
+  ASSERT_TRUE(buffer) << buffer.error().message();
+  std::memset(buffer->data(), 0x5a, 4096);
+  const MmioView regs = *edu.bar->mmio();
+  constexpr std::uint64_t kUnmapped = 0xf000000;  // the harness expects a fault here, nowhere else
+  ASSERT_TRUE(edu_dma(regs, kEduInternalBuffer, kUnmapped, 256, true)) << "edu reports completion all the same";
+  // The IOMMU blocked it: our buffer is untouched, and the fault is in the kernel log.
+  for (std::size_t i = 0; i < 4096; ++i) ASSERT_EQ(buffer->data()[i], std::byte{0x5a}) << i;
+  bool logged = false;
+  for (int attempt = 0; attempt < 20 && !logged; ++attempt) {
+    logged = cli::run_command("dmesg | grep -q 'fault addr 0xf000000'", "/tmp").exit_code == 0;
+    if (!logged) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(logged) << "no DMAR fault for 0xf000000 in dmesg";
+}
+
+TEST(GuestDma, BuffersSurviveAForkAndTheChildDoesNotSeeThem) {
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
+  auto out = edu.allocator->allocate(4096, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages});
+  auto in = edu.allocator->allocate(4096, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages});
+  ASSERT_TRUE(out && in);
+  const auto address = reinterpret_cast<std::uintptr_t>(out->data());
+  const int child = in_child([address] {
+    // MADV_DONTFORK: the buffer is not mapped in the child at all.
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);) {
+      const auto start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
+      const auto end = std::stoull(line.substr(line.find('-') + 1), nullptr, 16);
+      if (address >= start && address < end) return 1;
+    }
+    return 0;
+  });
+  EXPECT_EQ(child, 0) << "1: the child has the DMA buffer mapped";
+  // The parent's pages are still the pinned ones: what the CPU writes now, the device reads.
+  std::memset(out->data(), 0xa5, 4096);
+  std::memset(in->data(), 0, 4096);
+  const MmioView regs = *edu.bar->mmio();
+  ASSERT_TRUE(edu_dma(regs, out->iova().value, kEduInternalBuffer, 4000, false));
+  ASSERT_TRUE(edu_dma(regs, kEduInternalBuffer, in->iova().value, 4000, true));
+  EXPECT_EQ(std::memcmp(out->data(), in->data(), 4000), 0);
+}
+
+TEST(GuestDma, ProcessKilledMidDmaLeavesTheDeviceUsable) {
+  const int killed = in_child([] {
+    EduDma edu(open_container());
+    open_edu_for_dma(edu);
+    if (!edu.allocator) return 10;
+    auto buffer = edu.allocator->allocate(4096, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages});
+    if (!buffer) return 11;
+    const MmioView regs = *edu.bar->mmio();
+    regs.write<std::uint64_t>(kEduDmaSource, kEduInternalBuffer);
+    regs.write<std::uint64_t>(kEduDmaDestination, buffer->iova().value);
+    regs.write<std::uint64_t>(kEduDmaCount, 4000);
+    regs.write<std::uint64_t>(kEduDmaCommand, kEduDmaStart | kEduDmaToRam);
+    raise(SIGKILL);  // mid-DMA: nothing is released by us
+    return 12;
+  });
+  EXPECT_EQ(killed, -1) << "the child died by a signal";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let edu's DMA timer finish
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));  // the group could be opened again at once
+  round_trip(edu, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages}, 4096, {128});
 }
 
 // --- Interrupts (edu: 0x24 status, 0x60 raise, 0x64 acknowledge; 0x20 bit 7 raises one

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -91,18 +92,28 @@ Run run_vm(const Options& options, const std::filesystem::path& work_dir) {
   return run;
 }
 
-std::vector<std::string> kernel_log_problems(std::string_view log, bool dmar_faults_expected) {
+std::vector<std::string> kernel_log_problems(std::string_view log, const std::vector<std::string>& expected_fault_addresses) {
   // The kernel's own markers (include/asm-generic/bug.h, kernel/panic.c, lib/ubsan.c,
   // kernel/hung_task.c) and the Intel IOMMU driver's fault report
-  // (drivers/iommu/intel/dmar.c: "DMAR: [DMA Read NO_PASID] Request device [..] fault addr").
+  // (drivers/iommu/intel/dmar.c: "DMAR: [DMA Read NO_PASID] Request device [..] fault addr 0x..").
   static const std::regex kernel_trouble(
       R"(WARNING:|\bBUG:|kernel BUG at|Oops|Kernel panic|general protection fault|Call Trace:|UBSAN:|blocked for more than)");
-  static const std::regex dmar_fault(R"(DMAR: \[DMA (Read|Write)|DMAR: DRHD: handling fault)");
+  static const std::regex dmar_fault(R"(DMAR: \[(DMA|INTR))");
+  static const std::regex dmar_fault_address(R"(fault addr (0x[0-9a-f]+))");
+  static const std::regex dmar_fault_status(R"(DMAR: DRHD: handling fault)");
   std::vector<std::string> problems;
   std::istringstream lines{std::string(log)};
   for (std::string line; std::getline(lines, line);) {
-    if (std::regex_search(line, kernel_trouble) || (!dmar_faults_expected && std::regex_search(line, dmar_fault))) {
+    std::smatch address;
+    if (std::regex_search(line, kernel_trouble)) {
       problems.push_back(line);
+    } else if (std::regex_search(line, dmar_fault)) {
+      const bool expected = std::regex_search(line, address, dmar_fault_address) &&
+                            std::find(expected_fault_addresses.begin(), expected_fault_addresses.end(),
+                                      address[1].str()) != expected_fault_addresses.end();
+      if (!expected) problems.push_back(line);
+    } else if (std::regex_search(line, dmar_fault_status) && expected_fault_addresses.empty()) {
+      problems.push_back(line);  // the fault's first line; the next says where
     }
   }
   return problems;

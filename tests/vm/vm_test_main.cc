@@ -106,10 +106,10 @@ void register_run_checks(const Options& options) {
       if (line.starts_with("pcie-vm: ") && line.find("failed") != std::string::npos) ADD_FAILURE() << line;
     }
   });
-  register_test("Vm", "KernelLogClean", [dmar = options.dmar_faults_expected] {
+  register_test("Vm", "KernelLogClean", [expected = options.expected_dmar_fault_addresses] {
     const std::string& log = g_run.dmesg.empty() ? g_run.console : g_run.dmesg;
     ASSERT_FALSE(log.empty()) << "no kernel log came back";
-    for (const std::string& line : kernel_log_problems(log, dmar)) ADD_FAILURE() << "guest kernel: " << line;
+    for (const std::string& line : kernel_log_problems(log, expected)) ADD_FAILURE() << "guest kernel: " << line;
   });
   for (const GuestCase& guest_case : cases) {
     register_test(guest_case.suite, guest_case.name, [guest_case] {

@@ -32,6 +32,8 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   for (const char* program : {"guest", "pciectl"}) {
     if (flags.contains(program)) options.guest_programs.push_back(flags.at(program));
   }
+  // GuestDma.DmaToAnUnmappedIovaFaults writes to IOVA 0xf000000 on purpose.
+  options.expected_dmar_fault_addresses = {"0xf000000"};
   options.guest_command = {"guest_vfio_test", std::string("--gtest_output=json:") + pcie::vm::kGuestResults};
   return options;
 }

@@ -97,4 +97,57 @@ class DmaAllocator {
   std::shared_ptr<detail::DmaDomain> domain_;
 };
 
+namespace detail {
+struct DmaPoolState;
+}
+
+// A small DMA buffer carved from a pool's chunk. Move-only; gives its range back to the
+// pool when destroyed (the chunk stays mapped for the next one).
+class DmaSlice {
+ public:
+  DmaSlice(DmaSlice&&) noexcept = default;
+  DmaSlice& operator=(DmaSlice&& other) noexcept;
+  ~DmaSlice();
+
+  std::byte* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  Iova iova() const { return iova_; }
+  // The bus address of a CPU pointer inside this slice; out_of_range for any other pointer.
+  Result<Iova> iova_of(const void* cpu_pointer) const;
+
+ private:
+  friend class DmaPool;
+  DmaSlice(std::shared_ptr<detail::DmaPoolState> pool, std::size_t chunk, std::uint64_t offset, std::byte* data,
+           std::size_t size, Iova iova)
+      : pool_(std::move(pool)), chunk_(chunk), offset_(offset), data_(data), size_(size), iova_(iova) {}
+  void give_back();
+
+  std::shared_ptr<detail::DmaPoolState> pool_;
+  std::size_t chunk_ = 0;
+  std::uint64_t offset_ = 0;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  Iova iova_;
+};
+
+// Small buffers (descriptors, rings, completion records) without a page and an IOMMU
+// mapping each: the pool maps chunks of `chunk_size` bytes through a DmaAllocator and
+// hands out aligned pieces of them. Chunks stay mapped until the pool and all its slices
+// are gone. Not thread-safe.
+class DmaPool {
+ public:
+  static Result<DmaPool> create(const DmaAllocator& allocator, const DmaBufferOptions& options = {},
+                                std::size_t chunk_size = 64 * 1024);
+
+  // `size` bytes aligned to `alignment` (a power of two, at most the chunk's page), zeroed.
+  // Fails with invalid_argument for a size of 0 or larger than a chunk.
+  Result<DmaSlice> allocate(std::size_t size, std::size_t alignment = 64);
+
+  std::size_t chunk_count() const;
+
+ private:
+  explicit DmaPool(std::shared_ptr<detail::DmaPoolState> state) : state_(std::move(state)) {}
+  std::shared_ptr<detail::DmaPoolState> state_;
+};
+
 }  // namespace pcie

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <set>
 #include <thread>
 #include <cstring>
 #include <filesystem>
@@ -505,6 +506,43 @@ TEST(GuestDma, ProcessKilledMidDmaLeavesTheDeviceUsable) {
   EduDma edu(open_container());
   ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));  // the group could be opened again at once
   round_trip(edu, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages}, 4096, {128});
+}
+
+TEST(GuestDma, PoolPacksSmallBuffersIntoOneMapping) {
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
+  auto pool = DmaPool::create(*edu.allocator, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages});
+  ASSERT_TRUE(pool) << pool.error().message();
+  std::vector<DmaSlice> descriptors;
+  std::set<std::uint64_t> iovas;
+  for (int i = 0; i < 1000; ++i) {
+    auto slice = pool->allocate(64, 64);
+    ASSERT_TRUE(slice) << slice.error().message();
+    EXPECT_EQ(slice->iova().value % 64, 0u);
+    EXPECT_TRUE(iovas.insert(slice->iova().value).second) << "IOVA handed out twice";
+    descriptors.push_back(std::move(*slice));
+  }
+  EXPECT_EQ(pool->chunk_count(), 1u) << "1000 x 64 B fit one 64 KiB chunk";
+  EXPECT_EQ(edu.allocator->mapped_bytes(), 64u * 1024) << "one IOMMU mapping, not 1000 pages";
+  descriptors.erase(descriptors.begin(), descriptors.begin() + 500);
+  for (int i = 0; i < 500; ++i) descriptors.push_back(pool->allocate(64, 64).value());
+  EXPECT_EQ(pool->chunk_count(), 1u) << "freed slices are reused";
+  auto big = pool->allocate(64 * 1024 + 1);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code, Errc::invalid_argument);
+
+  // The device sees a slice where its IOVA says.
+  auto slice = pool->allocate(300, 4096);
+  ASSERT_TRUE(slice) << slice.error().message();
+  EXPECT_EQ(pool->chunk_count(), 2u) << "the first chunk is full";
+  for (std::size_t i = 0; i < 300; ++i) slice->data()[i] = std::byte(static_cast<unsigned char>(i));
+  const MmioView regs = *edu.bar->mmio();
+  ASSERT_TRUE(edu_dma(regs, slice->iova().value, kEduInternalBuffer, 300, false));
+  auto back = pool->allocate(300);
+  ASSERT_TRUE(back);
+  ASSERT_TRUE(edu_dma(regs, kEduInternalBuffer, back->iova().value, 300, true));
+  EXPECT_EQ(std::memcmp(slice->data(), back->data(), 300), 0);
+  EXPECT_EQ(back->iova_of(back->data() + 299).value().value, back->iova().value + 299);
 }
 
 // --- Interrupts (edu: 0x24 status, 0x60 raise, 0x64 acknowledge; 0x20 bit 7 raises one

@@ -635,6 +635,17 @@ TEST(GuestReset, NvmeResetRestoresItsRegistersButKeepsConfigSpace) {
   EXPECT_EQ(*restored, "nvme");
 }
 
+TEST(GuestReferenceDriver, EduDriverRunsEndToEnd) {
+  const cli::CommandResult run = cli::run_command("edu-driver 0000:00:06.0", "/tmp");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "identification: 0x010000ed\n"
+            "liveness(0x12345678): 0xedcba987\n"
+            "10! by the device, completion by MSI: 3628800\n"
+            "DMA there and back (49 bytes): \"hello from host memory, by DMA through the IOMMU\"\n");
+  std::printf("%s", run.out.c_str());
+}
+
 // Runs last: it takes 00:06.0 away from vfio-pci, then gives it back.
 TEST(GuestRequestIrq, UnbindWaitsUntilTheUserReleasesTheDevice) {
   const SysfsPaths paths;

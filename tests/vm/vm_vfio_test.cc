@@ -3,7 +3,7 @@
 // to vfio-pci and uio_pci_generic; runs guest_vfio_test; then checks on the host what the
 // guest wrote into ivshmem's BAR2 through its VFIO mapping.
 //
-// Flags: --pcie-vm=PATH --guest=PATH --pciectl=PATH (Bazel passes them).
+// Flags: --pcie-vm=PATH --guest=PATH --pciectl=PATH --edu-driver=PATH (Bazel passes them).
 #include <gtest/gtest.h>
 
 #include "tests/vm/ivshmem_host_check.h"
@@ -29,7 +29,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
       "--qemu", "-device", "--qemu", "edu,bus=bridge,addr=02.0",
       "--nvme-driver", "--bind", "0000:00:06.0=vfio-pci", "--bind", "0000:00:04.0=vfio-pci",
       "--bind", "0000:02:01.0=vfio-pci", "--bind", "0000:02:02.0=uio_pci_generic"};
-  for (const char* program : {"guest", "pciectl"}) {
+  for (const char* program : {"guest", "pciectl", "edu-driver"}) {
     if (flags.contains(program)) options.guest_programs.push_back(flags.at(program));
   }
   // GuestDma.DmaToAnUnmappedIovaFaults writes to IOVA 0xf000000 on purpose.

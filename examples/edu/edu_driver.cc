@@ -1,0 +1,95 @@
+#include "examples/edu/edu_driver.h"
+
+#include <cstring>
+#include <string>
+
+namespace examples {
+
+using pcie::Errc;
+using pcie::make_error;
+
+pcie::Result<EduDriver> EduDriver::open(pcie::VfioContainer& container, const pcie::Bdf& bdf) {
+  auto device = container.open_device(bdf);
+  if (!device) return std::unexpected(device.error());
+  auto bar0 = device->open_region(pcie::kVfioBar0Region);
+  if (!bar0) return std::unexpected(bar0.error());
+  if (!bar0->mmio()) {
+    return std::unexpected(make_error(Errc::not_supported, "open edu", bdf.to_string(), "BAR0 is not mappable"));
+  }
+  const std::uint32_t id = bar0->mmio()->read<std::uint32_t>(edu::kIdentification);
+  if ((id & 0xff) != 0xed) {
+    return std::unexpected(make_error(Errc::not_supported, "open edu", bdf.to_string(),
+                                      "identification register reads " + std::to_string(id) + ", not edu's"));
+  }
+  // DMA and MSI are both memory writes by the device: nothing happens without bus mastering.
+  if (auto enabled = device->enable_bus_master(); !enabled) return std::unexpected(enabled.error());
+  auto msi = pcie::VfioInterrupts::enable(*device, pcie::IrqKind::msi, 1);
+  if (!msi) return std::unexpected(msi.error());
+  auto allocator = pcie::DmaAllocator::create(container);
+  if (!allocator) return std::unexpected(allocator.error());
+  // edu truncates bus addresses to its DMA mask: the buffer must lie below it.
+  auto buffer = allocator->allocate(edu::kInternalBufferSize,
+                                    {.dma_limit = pcie::dma_mask_limit(edu::kDmaMaskBits), .prefer = pcie::DmaBacking::pages});
+  if (!buffer) return std::unexpected(buffer.error());
+  return EduDriver(std::move(*device), std::move(*bar0), std::move(*msi), std::move(*buffer));
+}
+
+std::uint32_t EduDriver::identification() const { return registers().read<std::uint32_t>(edu::kIdentification); }
+
+std::uint32_t EduDriver::liveness(std::uint32_t value) const {
+  registers().write<std::uint32_t>(edu::kLiveness, value);
+  return registers().read<std::uint32_t>(edu::kLiveness);
+}
+
+pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseconds timeout) {
+  auto fired = msi_.wait(0, timeout);
+  if (!fired) return std::unexpected(fired.error());
+  if (*fired == 0) {
+    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_.bdf().to_string(), "no interrupt in time"));
+  }
+  const std::uint32_t status = registers().read<std::uint32_t>(edu::kIrqStatus);
+  registers().write<std::uint32_t>(edu::kIrqAcknowledge, status);  // lower it before the next one
+  if (!(status & irq)) {
+    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_.bdf().to_string(),
+                                      "unexpected interrupt status " + std::to_string(status)));
+  }
+  return {};
+}
+
+pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::milliseconds timeout) {
+  registers().write<std::uint32_t>(edu::kStatus, edu::kStatusIrqWhenDone);
+  registers().write<std::uint32_t>(edu::kFactorial, n);
+  if (auto done = wait_for(edu::kIrqFactorial, timeout); !done) return std::unexpected(done.error());
+  return registers().read<std::uint32_t>(edu::kFactorial);
+}
+
+pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram) {
+  // QEMU 7.2's edu aborts on a transfer of 0 or of its whole 4096-byte buffer.
+  if (size == 0 || size >= edu::kInternalBufferSize) {
+    return std::unexpected(make_error(Errc::invalid_argument, "edu DMA", device_.bdf().to_string(),
+                                      std::to_string(size) + " bytes; edu takes 1 to 4095"));
+  }
+  const pcie::MmioView regs = registers();
+  regs.write<std::uint64_t>(edu::kDmaSource, source);
+  regs.write<std::uint64_t>(edu::kDmaDestination, destination);
+  regs.write<std::uint64_t>(edu::kDmaCount, size);
+  regs.write<std::uint64_t>(edu::kDmaCommand, edu::kDmaStart | edu::kDmaIrq | (to_ram ? edu::kDmaToRam : 0));
+  return wait_for(edu::kIrqDma, std::chrono::seconds(5));
+}
+
+pcie::Result<void> EduDriver::dma_to_device(std::span<const std::byte> data) {
+  if (data.size() > buffer_.size()) return run_dma(0, 0, data.size(), false);  // refused with the size
+  std::memcpy(buffer_.data(), data.data(), data.size());
+  buffer_.sync_for_device();  // the data is in memory before the device is told to read it
+  return run_dma(buffer_.iova().value, edu::kInternalBuffer, data.size(), false);
+}
+
+pcie::Result<std::vector<std::byte>> EduDriver::dma_from_device(std::size_t size) {
+  if (auto done = run_dma(edu::kInternalBuffer, buffer_.iova().value, size, true); !done) {
+    return std::unexpected(done.error());
+  }
+  buffer_.sync_for_cpu();  // read what the device wrote, not what was there before
+  return std::vector<std::byte>(buffer_.data(), buffer_.data() + size);
+}
+
+}  // namespace examples

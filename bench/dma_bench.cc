@@ -1,0 +1,114 @@
+// DMA buffer allocation and IOMMU mapping rates, run inside the test VM (it needs a device
+// bound to vfio-pci; scripts/vm binds 0000:00:06.0):
+//
+//   ./scripts/vm --add bazel-bin/bench/dma_bench -- dma_bench [--bdf=0000:00:06.0]
+//
+// Each candidate is timed against a baseline from the same run: a DMA buffer (memory +
+// MADV_DONTFORK + IOVA + VFIO_IOMMU_MAP_DMA pinning, then unmap and free) against the same
+// amount of anonymous memory populated and freed (mmap + munmap); a pool slice against
+// malloc/free of the same size.
+#include <benchmark/benchmark.h>
+#include <sys/mman.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+
+#include "bench/ratio_reporter.h"
+#include "pcie/dma.h"
+#include "pcie/vfio.h"
+
+namespace pcie::bench {
+namespace {
+
+std::optional<VfioContainer> g_container;
+std::optional<VfioDevice> g_device;
+std::optional<DmaAllocator> g_allocator;
+
+void BM_PopulatedMmap(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    void* memory = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (memory == MAP_FAILED) return state.SkipWithError("mmap failed");
+    benchmark::DoNotOptimize(memory);
+    munmap(memory, size);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_DmaBuffer(benchmark::State& state, DmaBacking backing) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    auto buffer = g_allocator->allocate(size, {.prefer = backing});
+    if (!buffer) return state.SkipWithError(buffer.error().message().c_str());
+    if (buffer->backing() != backing) return state.SkipWithError("got another backing (huge pages reserved?)");
+    benchmark::DoNotOptimize(buffer->data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_Malloc(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    void* memory = std::malloc(size);
+    benchmark::DoNotOptimize(memory);
+    std::free(memory);
+  }
+}
+
+void BM_PoolSlice(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  auto pool = DmaPool::create(*g_allocator, {.prefer = DmaBacking::pages});
+  if (!pool) return state.SkipWithError(pool.error().message().c_str());
+  { auto warm = pool->allocate(size); }  // the chunk is mapped once, outside the timing
+  for (auto _ : state) {
+    auto slice = pool->allocate(size);
+    if (!slice) return state.SkipWithError(slice.error().message().c_str());
+    benchmark::DoNotOptimize(slice->data());
+  }
+}
+
+}  // namespace
+}  // namespace pcie::bench
+
+int main(int argc, char** argv) {
+  using namespace pcie::bench;
+  benchmark::Initialize(&argc, argv);
+  std::string bdf_text = "0000:00:06.0";
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]).starts_with("--bdf=")) bdf_text = argv[i] + 6;
+  }
+  auto bdf = pcie::Bdf::parse(bdf_text);
+  auto container = pcie::VfioContainer::open();
+  if (!bdf || !container) return std::fprintf(stderr, "dma_bench: cannot open VFIO\n"), 1;
+  auto device = container->open_device(*bdf);
+  if (!device) return std::fprintf(stderr, "dma_bench: %s\n", device.error().message().c_str()), 1;
+  g_container.emplace(std::move(*container));
+  g_device.emplace(std::move(*device));
+  g_allocator.emplace(pcie::DmaAllocator::create(*g_container).value());
+  std::ofstream("/proc/sys/vm/nr_hugepages") << 8;  // 2 MiB pages, if the kernel can
+
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const std::int64_t size : {4096L, 65536L, 2097152L}) {
+    benchmark::RegisterBenchmark("BM_PopulatedMmap", BM_PopulatedMmap)->Arg(size);
+    benchmark::RegisterBenchmark("BM_DmaBuffer/pages", BM_DmaBuffer, pcie::DmaBacking::pages)->Arg(size);
+    pairs.emplace_back("BM_DmaBuffer/pages/" + std::to_string(size), "BM_PopulatedMmap/" + std::to_string(size));
+  }
+  benchmark::RegisterBenchmark("BM_DmaBuffer/huge_2m", BM_DmaBuffer, pcie::DmaBacking::huge_2m)->Arg(2097152);
+  pairs.emplace_back("BM_DmaBuffer/huge_2m/2097152", "BM_PopulatedMmap/2097152");
+  for (const std::int64_t size : {64L, 512L}) {
+    benchmark::RegisterBenchmark("BM_Malloc", BM_Malloc)->Arg(size);
+    benchmark::RegisterBenchmark("BM_PoolSlice", BM_PoolSlice)->Arg(size);
+    pairs.emplace_back("BM_PoolSlice/" + std::to_string(size), "BM_Malloc/" + std::to_string(size));
+    // What the pool saves: a page-sized DMA buffer (and IOMMU mapping) per small buffer.
+    pairs.emplace_back("BM_PoolSlice/" + std::to_string(size), "BM_DmaBuffer/pages/4096");
+  }
+  RatioReporter reporter(pairs);
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  g_allocator.reset();
+  g_device.reset();
+  g_container.reset();
+  benchmark::Shutdown();
+  return 0;
+}

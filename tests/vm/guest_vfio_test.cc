@@ -508,6 +508,30 @@ TEST(GuestDma, ProcessKilledMidDmaLeavesTheDeviceUsable) {
   round_trip(edu, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages}, 4096, {128});
 }
 
+TEST(GuestDma, MappingLimitReachedSaysWhatToDo) {
+  // The VM loads vfio_iommu_type1 with dma_entry_limit=64.
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
+  std::vector<DmaBuffer> buffers;
+  std::optional<Error> refused;
+  for (int i = 0; i < 100 && !refused; ++i) {
+    auto buffer = edu.allocator->allocate(4096, {.dma_limit = kEduDmaLimit, .prefer = DmaBacking::pages});
+    if (buffer) {
+      buffers.push_back(std::move(*buffer));
+    } else {
+      refused = buffer.error();
+    }
+  }
+  ASSERT_TRUE(refused.has_value()) << "100 mappings and no limit reached";
+  EXPECT_EQ(buffers.size(), 64u);
+  EXPECT_EQ(refused->code, Errc::busy) << refused->message();
+  EXPECT_NE(refused->hint.find("dma_entry_limit"), std::string::npos) << refused->message();
+  std::printf("limit: %s\n", refused->message().c_str());
+  buffers.clear();
+  EXPECT_EQ(edu.allocator->mapped_bytes(), 0u);
+  EXPECT_TRUE(edu.allocator->allocate(4096, {.dma_limit = kEduDmaLimit})) << "usable again once buffers go";
+}
+
 TEST(GuestDma, PoolPacksSmallBuffersIntoOneMapping) {
   EduDma edu(open_container());
   ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
@@ -595,10 +619,18 @@ TEST(GuestInterrupts, IntxFiresAgainOnlyAfterUnmask) {
     regs.write<std::uint32_t>(kEduIrqAck, 0x1);
     ASSERT_TRUE(irqs->unmask_intx());
   }
+  // A factorial's completion interrupt, on INTx this time.
+  regs.write<std::uint32_t>(kEduStatus, kEduIrqOnFactorial);
+  regs.write<std::uint32_t>(kEduFactorial, 5);
+  EXPECT_GE(irqs->wait(0, std::chrono::seconds(5)).value_or(0), 1u) << "completion interrupt";
+  EXPECT_EQ(regs.read<std::uint32_t>(kEduFactorial), 120u);
+  regs.write<std::uint32_t>(kEduIrqAck, kEduFactorialIrq);
+  regs.write<std::uint32_t>(kEduStatus, 0);
+  ASSERT_TRUE(irqs->unmask_intx());
   ASSERT_TRUE(irqs->disable());
 }
 
-TEST(GuestReset, NvmeResetRestoresItsRegistersButKeepsConfigSpace) {
+TEST(GuestReset, NvmeMsixAndResetThatRestoresItsRegistersButKeepsConfigSpace) {
   const SysfsPaths paths;
   auto bound = bind_driver(paths, kNvme, "vfio-pci");
   ASSERT_TRUE(bound) << bound.error().message();
@@ -607,6 +639,16 @@ TEST(GuestReset, NvmeResetRestoresItsRegistersButKeepsConfigSpace) {
     auto nvme = container.open_device(kNvme);
     ASSERT_TRUE(nvme) << nvme.error().message();
     ASSERT_TRUE(nvme->reset_supported()) << "QEMU's nvme has FLR";
+    {
+      // MSI-X: nvme has 65 vectors; four are enabled on eventfds, quiet until queues exist.
+      auto msix = VfioInterrupts::enable(*nvme, IrqKind::msix, 4);
+      ASSERT_TRUE(msix) << msix.error().message();
+      EXPECT_EQ(msix->count(), 4u);
+      EXPECT_GE(msix->eventfd(3), 0);
+      EXPECT_EQ(msix->wait(3, std::chrono::milliseconds(10)).value_or(99), 0u);
+      EXPECT_FALSE(msix->wait(4, std::chrono::milliseconds(1))) << "vector 4 was not enabled";
+      EXPECT_TRUE(msix->disable());
+    }
     ASSERT_TRUE(nvme->enable_bus_master());
     auto bar0 = nvme->open_region(kVfioBar0Region);  // sparse: the MSI-X table is carved out
     ASSERT_TRUE(bar0) << bar0.error().message();

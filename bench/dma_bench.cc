@@ -2,6 +2,7 @@
 // bound to vfio-pci; scripts/vm binds 0000:00:06.0):
 //
 //   ./scripts/vm --add bazel-bin/bench/dma_bench -- dma_bench [--bdf=0000:00:06.0]
+//   (with --memory 2G --cpu max --append "hugepagesz=1G hugepages=1" for 1 GiB pages)
 //
 // Each candidate is timed against a baseline from the same run: a DMA buffer (memory +
 // MADV_DONTFORK + IOVA + VFIO_IOMMU_MAP_DMA pinning, then unmap and free) against the same
@@ -97,6 +98,18 @@ int main(int argc, char** argv) {
   }
   benchmark::RegisterBenchmark("BM_DmaBuffer/huge_2m", BM_DmaBuffer, pcie::DmaBacking::huge_2m)->Arg(2097152);
   pairs.emplace_back("BM_DmaBuffer/huge_2m/2097152", "BM_PopulatedMmap/2097152");
+  // 1 GiB pages exist only when reserved at boot (scripts/vm --memory 2G --cpu max
+  // --append "hugepagesz=1G hugepages=1"); then 1 GiB buffers are timed too.
+  unsigned gigantic_free = 0;
+  std::ifstream("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages") >> gigantic_free;
+  if (gigantic_free > 0) {
+    constexpr std::int64_t kGiB = 1L << 30;
+    benchmark::RegisterBenchmark("BM_PopulatedMmap", BM_PopulatedMmap)->Arg(kGiB)->Iterations(3);
+    benchmark::RegisterBenchmark("BM_DmaBuffer/pages", BM_DmaBuffer, pcie::DmaBacking::pages)->Arg(kGiB)->Iterations(3);
+    benchmark::RegisterBenchmark("BM_DmaBuffer/huge_1g", BM_DmaBuffer, pcie::DmaBacking::huge_1g)->Arg(kGiB)->Iterations(3);
+    pairs.emplace_back("BM_DmaBuffer/pages/1073741824/iterations:3", "BM_PopulatedMmap/1073741824/iterations:3");
+    pairs.emplace_back("BM_DmaBuffer/huge_1g/1073741824/iterations:3", "BM_PopulatedMmap/1073741824/iterations:3");
+  }
   for (const std::int64_t size : {64L, 512L}) {
     benchmark::RegisterBenchmark("BM_Malloc", BM_Malloc)->Arg(size);
     benchmark::RegisterBenchmark("BM_PoolSlice", BM_PoolSlice)->Arg(size);

@@ -6,11 +6,13 @@
 
 #include <linux/vfio.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <span>
+#include <vector>
 
 namespace pcie::vfio_detail {
 
@@ -32,6 +34,21 @@ inline std::optional<std::size_t> find_capability(std::span<const std::byte> inf
     offset = header.next;
   }
   return std::nullopt;
+}
+
+// The `count` entries of type Entry that start at `offset` (right after a capability's fixed
+// part), but only as many as the buffer really holds: the count comes from the kernel.
+template <class Entry>
+std::vector<Entry> capability_entries(std::span<const std::byte> info, std::size_t offset, std::size_t count) {
+  std::vector<Entry> entries;
+  if (offset > info.size()) return entries;
+  const std::size_t fit = (info.size() - offset) / sizeof(Entry);
+  for (std::size_t i = 0; i < std::min(count, fit); ++i) {
+    Entry entry;
+    std::memcpy(&entry, info.data() + offset + i * sizeof entry, sizeof entry);
+    entries.push_back(entry);
+  }
+  return entries;
 }
 
 }  // namespace pcie::vfio_detail

@@ -83,12 +83,8 @@ std::vector<IovaRange> read_iova_ranges(int container_fd) {
   if (!at) return ranges;
   vfio_iommu_type1_info_cap_iova_range capability;
   std::memcpy(&capability, info->data() + *at, sizeof capability);
-  const std::size_t first = *at + sizeof capability;
-  // Only as many ranges as the buffer really holds.
-  const std::size_t fit = (info->size() - first) / sizeof(vfio_iova_range);
-  for (std::size_t i = 0; i < std::min<std::size_t>(capability.nr_iovas, fit); ++i) {
-    vfio_iova_range range;
-    std::memcpy(&range, info->data() + first + i * sizeof range, sizeof range);
+  for (const vfio_iova_range& range :
+       vfio_detail::capability_entries<vfio_iova_range>(*info, *at + sizeof capability, capability.nr_iovas)) {
     ranges.push_back({range.start, range.end});
   }
   return ranges;
@@ -264,11 +260,8 @@ Result<VfioRegionInfo> VfioDevice::region_info(std::uint32_t index) const {
   }
   vfio_region_info_cap_sparse_mmap capability;
   std::memcpy(&capability, raw->data() + *sparse, sizeof capability);
-  const std::size_t first = *sparse + sizeof capability;
-  const std::size_t fit = (raw->size() - first) / sizeof(vfio_region_sparse_mmap_area);
-  for (std::size_t i = 0; i < std::min<std::size_t>(capability.nr_areas, fit); ++i) {
-    vfio_region_sparse_mmap_area area;
-    std::memcpy(&area, raw->data() + first + i * sizeof area, sizeof area);
+  for (const vfio_region_sparse_mmap_area& area : vfio_detail::capability_entries<vfio_region_sparse_mmap_area>(
+           *raw, *sparse + sizeof capability, capability.nr_areas)) {
     // Untrusted all the same: an area must lie inside the region.
     if (area.size == 0 || area.offset > info.size || area.size > info.size - area.offset) continue;
     info.mmap_areas.push_back({area.offset, area.size});

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <string>
 
+#include "examples/edu/edu_driver.h"
 #include "pcie/discovery.h"
 #include "pcie/sysfs_bar.h"
 #include "pcie/vfio.h"
@@ -47,12 +48,12 @@ const Bdf kTestdev = testing::kVmPciTestdev;   // 00:05.0
 const Bdf kBoundEdu{0, 0, 6, 0};               // 00:06.0, bound to a driver by pcie-vm
 const Bdf kNvme = testing::kVmNvme;            // 01:00.0
 
-// edu's registers (QEMU docs/specs/edu.rst).
-constexpr std::uint64_t kEduId = 0x00;
-constexpr std::uint64_t kEduLiveness = 0x04;
-constexpr std::uint64_t kEduFactorial = 0x08;
-constexpr std::uint64_t kEduStatus = 0x20;
-constexpr std::uint32_t kEduStatusComputing = 0x01;
+// edu's registers: the reference driver's map (examples/edu/edu_driver.h).
+constexpr std::uint64_t kEduId = examples::edu::kIdentification;
+constexpr std::uint64_t kEduLiveness = examples::edu::kLiveness;
+constexpr std::uint64_t kEduFactorial = examples::edu::kFactorial;
+constexpr std::uint64_t kEduStatus = examples::edu::kStatus;
+constexpr std::uint32_t kEduStatusComputing = examples::edu::kStatusComputing;
 constexpr std::uint32_t kEduIdValue = 0x010000ed;
 
 const DeviceInfo* find(const std::vector<DeviceInfo>& devices, const Bdf& bdf) {

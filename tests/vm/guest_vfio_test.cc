@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "examples/edu/edu_driver.h"
 #include "pcie/binding.h"
 #include "pcie/dma.h"
 #include "pcie/vfio.h"
@@ -33,8 +34,8 @@ const Bdf kBridgedVfio{0, 2, 1, 0}; // vfio-pci, group shared with kBridgedUio
 const Bdf kBridgedUio{0, 2, 2, 0};  // uio_pci_generic
 const Bdf kNvme{0, 1, 0, 0};        // nvme (driver loaded)
 
-constexpr std::uint64_t kEduId = 0x00;
-constexpr std::uint64_t kEduLiveness = 0x04;
+constexpr std::uint64_t kEduId = examples::edu::kIdentification;
+constexpr std::uint64_t kEduLiveness = examples::edu::kLiveness;
 constexpr std::uint32_t kEduIdValue = 0x010000ed;
 
 VfioContainer open_container() {
@@ -285,13 +286,13 @@ TEST(GuestBinding, PciectlMovesNvmeToVfioPciAndBack) {
 // 4 KiB buffer at device address 0x40000. Its DMA mask is 28 bits by default, and it
 // silently truncates addresses above it, so every buffer must lie below 2^28.
 
-constexpr std::uint64_t kEduDmaSource = 0x80;
-constexpr std::uint64_t kEduDmaDestination = 0x88;
-constexpr std::uint64_t kEduDmaCount = 0x90;
-constexpr std::uint64_t kEduDmaCommand = 0x98;
-constexpr std::uint64_t kEduDmaStart = 0x1;
-constexpr std::uint64_t kEduDmaToRam = 0x2;
-constexpr std::uint64_t kEduInternalBuffer = 0x40000;
+constexpr std::uint64_t kEduDmaSource = examples::edu::kDmaSource;
+constexpr std::uint64_t kEduDmaDestination = examples::edu::kDmaDestination;
+constexpr std::uint64_t kEduDmaCount = examples::edu::kDmaCount;
+constexpr std::uint64_t kEduDmaCommand = examples::edu::kDmaCommand;
+constexpr std::uint64_t kEduDmaStart = examples::edu::kDmaStart;
+constexpr std::uint64_t kEduDmaToRam = examples::edu::kDmaToRam;
+constexpr std::uint64_t kEduInternalBuffer = examples::edu::kInternalBuffer;
 const std::uint64_t kEduDmaLimit = dma_mask_limit(28);
 
 // One edu DMA, waited for with a bounded poll. Counts of 0 or 4096 crash QEMU 7.2 (VM.md).
@@ -572,13 +573,13 @@ TEST(GuestDma, PoolPacksSmallBuffersIntoOneMapping) {
 // --- Interrupts (edu: 0x24 status, 0x60 raise, 0x64 acknowledge; 0x20 bit 7 raises one
 // when a factorial completes) and reset.
 
-constexpr std::uint64_t kEduIrqStatus = 0x24;
-constexpr std::uint64_t kEduIrqRaise = 0x60;
-constexpr std::uint64_t kEduIrqAck = 0x64;
-constexpr std::uint64_t kEduStatus = 0x20;
-constexpr std::uint64_t kEduFactorial = 0x08;
-constexpr std::uint32_t kEduIrqOnFactorial = 0x80;
-constexpr std::uint32_t kEduFactorialIrq = 0x1;  // the status bit a completed factorial raises
+constexpr std::uint64_t kEduIrqStatus = examples::edu::kIrqStatus;
+constexpr std::uint64_t kEduIrqRaise = 0x60;  // not used by the example driver
+constexpr std::uint64_t kEduIrqAck = examples::edu::kIrqAcknowledge;
+constexpr std::uint64_t kEduStatus = examples::edu::kStatus;
+constexpr std::uint64_t kEduFactorial = examples::edu::kFactorial;
+constexpr std::uint32_t kEduIrqOnFactorial = examples::edu::kStatusIrqWhenDone;
+constexpr std::uint32_t kEduFactorialIrq = examples::edu::kIrqFactorial;
 
 TEST(GuestInterrupts, MsiFiresOnRaiseAndOnFactorialCompletion) {
   EduDma edu(open_container());

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 
@@ -40,6 +41,24 @@ inline CommandResult run_command(const std::string& command_line, const std::str
   run.out = slurp(out_file);
   run.err = slurp(err_file);
   return run;
+}
+
+// A fresh directory under /tmp ("/tmp" itself if it cannot be made), for run_command.
+inline std::string make_scratch_dir(const std::string& prefix = "pcie-test") {
+  std::string pattern = "/tmp/" + prefix + ".XXXXXX";
+  return mkdtemp(pattern.data()) != nullptr ? pattern : std::string("/tmp");
+}
+
+// Runs `body` in a forked child and returns its exit status, or -1 if it died by a signal.
+// For tests that must change credentials or limits, or be killed, without touching the
+// test process.
+template <class Body>
+int run_in_child(Body body) {
+  const pid_t child = fork();
+  if (child == 0) _exit(body());
+  int status = 0;
+  if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
 }
 
 inline std::vector<std::string> lines_of(const std::string& text) {

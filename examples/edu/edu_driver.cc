@@ -8,6 +8,17 @@ namespace examples {
 using pcie::Errc;
 using pcie::make_error;
 
+namespace {
+// QEMU 7.2's edu aborts on a transfer of 0 bytes or of its whole 4096-byte buffer.
+pcie::Result<void> check_transfer_size(const pcie::Bdf& bdf, std::size_t size) {
+  if (size == 0 || size >= edu::kInternalBufferSize) {
+    return std::unexpected(make_error(Errc::invalid_argument, "edu DMA", bdf.to_string(),
+                                      std::to_string(size) + " bytes; edu takes 1 to 4095"));
+  }
+  return {};
+}
+}  // namespace
+
 pcie::Result<EduDriver> EduDriver::open(pcie::VfioContainer& container, const pcie::Bdf& bdf) {
   auto device = container.open_device(bdf);
   if (!device) return std::unexpected(device.error());
@@ -64,11 +75,7 @@ pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::m
 }
 
 pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram) {
-  // QEMU 7.2's edu aborts on a transfer of 0 or of its whole 4096-byte buffer.
-  if (size == 0 || size >= edu::kInternalBufferSize) {
-    return std::unexpected(make_error(Errc::invalid_argument, "edu DMA", device_.bdf().to_string(),
-                                      std::to_string(size) + " bytes; edu takes 1 to 4095"));
-  }
+  if (auto valid = check_transfer_size(device_.bdf(), size); !valid) return valid;
   const pcie::MmioView regs = registers();
   regs.write<std::uint64_t>(edu::kDmaSource, source);
   regs.write<std::uint64_t>(edu::kDmaDestination, destination);
@@ -78,7 +85,7 @@ pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destin
 }
 
 pcie::Result<void> EduDriver::dma_to_device(std::span<const std::byte> data) {
-  if (data.size() > buffer_.size()) return run_dma(0, 0, data.size(), false);  // refused with the size
+  if (auto valid = check_transfer_size(device_.bdf(), data.size()); !valid) return valid;
   std::memcpy(buffer_.data(), data.data(), data.size());
   buffer_.sync_for_device();  // the data is in memory before the device is told to read it
   return run_dma(buffer_.iova().value, edu::kInternalBuffer, data.size(), false);

@@ -214,7 +214,12 @@ class VfioContainer {
     UniqueFd fd;
   };
   VfioContainer(VfioPaths paths, UniqueFd container) : paths_(std::move(paths)), container_(std::move(container)) {}
-  Result<int> attach_group(const Bdf& bdf);
+  // The device's group, attached to this container (opened now or earlier): its number and fd.
+  struct AttachedGroup {
+    int number = -1;
+    int fd = -1;
+  };
+  Result<AttachedGroup> attach_group(const Bdf& bdf);
 
   VfioPaths paths_;
   UniqueFd container_;        // declared before groups_: closed after them

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <sstream>
 
+#include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 
 namespace pcie {
@@ -45,9 +46,7 @@ std::string unbind_file(const SysfsPaths& paths, const Bdf& bdf) { return paths.
 }  // namespace
 
 std::optional<std::string> bound_driver(const SysfsPaths& paths, const Bdf& bdf) {
-  auto link = sys::read_link(paths.device_dir(bdf) + "/driver");
-  if (!link) return std::nullopt;
-  return link->substr(link->rfind('/') + 1);
+  return sysfs::device_driver(paths, bdf);
 }
 
 Result<std::vector<std::string>> host_uses_of(const SysfsPaths& paths, const Bdf& bdf) {

@@ -7,6 +7,7 @@
 
 #include "pcie/config_space.h"
 #include "src/pci/libpci_session.h"
+#include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 
 namespace pcie {
@@ -15,28 +16,6 @@ namespace {
 constexpr unsigned kFillFlags = PCI_FILL_IDENT | PCI_FILL_CLASS | PCI_FILL_CLASS_EXT |
                                 PCI_FILL_SUBSYS | PCI_FILL_BASES | PCI_FILL_SIZES |
                                 PCI_FILL_ROM_BASE | PCI_FILL_IO_FLAGS;
-
-// The last component of a sysfs link such as <device>/driver -> ../../../bus/pci/drivers/nvme.
-// libpci's PCI_FILL_DRIVER and PCI_FILL_IOMMU_GROUP resolve these links with realpath(),
-// about eight readlink calls per link; one readlink is enough for the name, and made the
-// 2,000-device scan in bench/discovery_bench about 25% faster.
-std::optional<std::string> link_name(const std::string& link) {
-  auto target = sys::read_link(link);
-  if (!target) return std::nullopt;
-  const auto slash = target->find_last_of('/');
-  std::string name = slash == std::string::npos ? *target : target->substr(slash + 1);
-  if (name.empty()) return std::nullopt;
-  return name;
-}
-
-std::optional<int> parse_int(const char* text) {
-  if (text == nullptr) return std::nullopt;
-  const std::string_view view(text);
-  int value = 0;
-  const auto [end, ec] = std::from_chars(view.data(), view.data() + view.size(), value);
-  if (ec != std::errc{} || end != view.data() + view.size()) return std::nullopt;
-  return value;
-}
 
 // A BAR's type from the kernel's resource flags (include/linux/ioport.h), falling back to
 // the BAR's own low bits (PCI 3.0, 6.2.5.1) when the flags are not available.
@@ -110,8 +89,8 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   if (device->rom_size != 0) info.rom = RomInfo{device->rom_base_addr & PCI_ADDR_MEM_MASK, device->rom_size};
   if (options.read_bindings) {
     const std::string dir = options.paths.device_dir(info.bdf);
-    info.driver = link_name(dir + "/driver");
-    if (auto group = link_name(dir + "/iommu_group")) info.iommu_group = parse_int(group->c_str());
+    info.driver = sysfs::link_name(dir + "/driver");
+    if (auto group = sysfs::link_name(dir + "/iommu_group")) info.iommu_group = sysfs::parse_group_number(*group);
     if (device->numa_node >= 0) info.numa_node = device->numa_node;
   }
 

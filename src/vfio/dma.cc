@@ -168,7 +168,10 @@ Result<void> DmaBuffer::release() {
     domain_->iovas.release(iova_, length);
     domain_->mapped_bytes -= std::min(domain_->mapped_bytes, length);
   }
-  memory_ = Mapping();  // the memory goes after the IOMMU mapping
+  // The memory goes after the IOMMU mapping. If the unmap failed, the kernel still holds
+  // its pins on these pages, so the device cannot reach memory that is reused; the IOVA
+  // stays out of the allocator, since the kernel may still translate it.
+  memory_ = Mapping();
   domain_.reset();
   return result;
 }

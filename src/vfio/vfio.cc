@@ -5,37 +5,18 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <charconv>
+#include <limits>
 #include <utility>
 #include <cstring>
 
 #include "pcie/config_space.h"
+#include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 #include "src/sys/vfio_ioctls.h"
 #include "src/vfio/capability_chain.h"
 
 namespace pcie {
 namespace {
-
-std::optional<std::string> driver_of(const SysfsPaths& sysfs, const Bdf& bdf) {
-  auto link = sys::read_link(sysfs.device_dir(bdf) + "/driver");
-  if (!link) return std::nullopt;
-  return link->substr(link->rfind('/') + 1);
-}
-
-std::optional<int> parse_group_number(std::string_view text) {
-  int number = -1;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
-  if (ec != std::errc() || end != text.data() + text.size() || number < 0) return std::nullopt;
-  return number;
-}
-
-// The device's IOMMU group, from its iommu_group link (…/kernel/iommu_groups/N).
-std::optional<int> group_of(const SysfsPaths& sysfs, const Bdf& bdf) {
-  auto link = sys::read_link(sysfs.device_dir(bdf) + "/iommu_group");
-  if (!link) return std::nullopt;
-  return parse_group_number(std::string_view(*link).substr(link->rfind('/') + 1));
-}
 
 bool is_bridge(const SysfsPaths& sysfs, const Bdf& bdf) {
   auto class_text = sys::read_text_file(sysfs.device_dir(bdf) + "/class", 64);
@@ -46,8 +27,8 @@ bool is_bridge(const SysfsPaths& sysfs, const Bdf& bdf) {
 VfioFailureContext failure_context(const VfioPaths& paths, const Bdf& bdf) {
   VfioFailureContext context;
   context.bdf = bdf;
-  context.group = group_of(paths.sysfs, bdf);
-  context.driver = driver_of(paths.sysfs, bdf);
+  context.group = sysfs::device_iommu_group(paths.sysfs, bdf);
+  context.driver = sysfs::device_driver(paths.sysfs, bdf);
   auto groups = sys::list_directory(paths.iommu_groups);
   context.iommu_enabled = groups && !groups->empty();
   if (context.group) {
@@ -57,7 +38,7 @@ VfioFailureContext failure_context(const VfioPaths& paths, const Bdf& bdf) {
       for (const std::string& name : *members) {
         auto member_bdf = Bdf::parse(name);
         if (!member_bdf) continue;
-        context.members.push_back({*member_bdf, driver_of(paths.sysfs, *member_bdf), is_bridge(paths.sysfs, *member_bdf)});
+        context.members.push_back({*member_bdf, sysfs::device_driver(paths.sysfs, *member_bdf), is_bridge(paths.sysfs, *member_bdf)});
       }
     }
   }
@@ -181,8 +162,8 @@ std::vector<int> VfioContainer::attached_groups() const {
   return numbers;
 }
 
-Result<int> VfioContainer::attach_group(const Bdf& bdf) {
-  const auto group = group_of(paths_.sysfs, bdf);
+Result<VfioContainer::AttachedGroup> VfioContainer::attach_group(const Bdf& bdf) {
+  const auto group = sysfs::device_iommu_group(paths_.sysfs, bdf);
   if (!group) {
     if (!sys::path_exists(paths_.sysfs.device_dir(bdf))) {
       return std::unexpected(make_error(Errc::not_found, "open through VFIO", bdf.to_string(), "no such device"));
@@ -191,7 +172,7 @@ Result<int> VfioContainer::attach_group(const Bdf& bdf) {
                                                 "group", failure_context(paths_, bdf)));
   }
   for (const Group& attached : groups_) {
-    if (attached.number == *group) return attached.fd.get();
+    if (attached.number == *group) return AttachedGroup{attached.number, attached.fd.get()};
   }
   const std::string node = paths_.dev_vfio + "/" + std::to_string(*group);
   auto fd = sys::open_file(node, O_RDWR, "open VFIO group");
@@ -212,21 +193,21 @@ Result<int> VfioContainer::attach_group(const Bdf& bdf) {
     iova_ranges_ = read_iova_ranges(container_.get());
   }
   groups_.push_back({*group, std::move(*fd)});
-  return groups_.back().fd.get();
+  return AttachedGroup{*group, groups_.back().fd.get()};
 }
 
 Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf) {
-  auto group_fd = attach_group(bdf);
-  if (!group_fd) return std::unexpected(group_fd.error());
+  auto group = attach_group(bdf);
+  if (!group) return std::unexpected(group.error());
   const std::string name = bdf.to_string();
-  auto fd = sys::vfio::group_get_device_fd(*group_fd, name);
+  auto fd = sys::vfio::group_get_device_fd(group->fd, name);
   if (!fd) return std::unexpected(explain_vfio_failure(fd.error(), "device", failure_context(paths_, bdf)));
   auto info = sys::vfio::device_info(fd->get(), name);
   if (!info) return std::unexpected(info.error());
   if (!(info->flags & VFIO_DEVICE_FLAGS_PCI)) {
     return std::unexpected(make_error(Errc::not_supported, "open through VFIO", name, "not a vfio-pci device"));
   }
-  return VfioDevice(bdf, *group_of(paths_.sysfs, bdf), std::move(*fd), info->num_regions, info->num_irqs,
+  return VfioDevice(bdf, group->number, std::move(*fd), info->num_regions, info->num_irqs,
                     (info->flags & VFIO_DEVICE_FLAGS_RESET) != 0);
 }
 
@@ -391,7 +372,9 @@ Result<std::uint64_t> VfioInterrupts::wait(unsigned vector, std::chrono::millise
     return std::unexpected(make_error(Errc::out_of_range, "wait for interrupt", name_,
                                       fmt::format("vector {} of {}", vector, eventfds_.size())));
   }
-  return sys::wait_eventfd(eventfds_[vector].get(), static_cast<int>(timeout.count()));
+  // poll() takes an int of milliseconds, where -1 means forever: clamp, never wrap.
+  const auto bounded = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, std::numeric_limits<int>::max());
+  return sys::wait_eventfd(eventfds_[vector].get(), static_cast<int>(bounded));
 }
 
 Result<void> VfioInterrupts::unmask_intx() const {

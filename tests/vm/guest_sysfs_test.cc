@@ -82,10 +82,7 @@ void expect_bar(const DeviceInfo& device, unsigned index, BarInfo::Space space, 
 }
 
 std::string scratch_dir() {
-  static const std::string dir = [] {
-    std::string pattern = "/tmp/guest.XXXXXX";
-    return mkdtemp(pattern.data()) != nullptr ? pattern : std::string("/tmp");
-  }();
+  static const std::string dir = cli::make_scratch_dir("guest");
   return dir;
 }
 
@@ -240,21 +237,16 @@ TEST(GuestEdu, FactorialCompletesWithinABoundedPoll) {
 
 TEST(GuestEdu, UnprivilegedMappingIsRefusedWithAHint) {
   // A child that drops to nobody: the kernel checks CAP_SYS_ADMIN on resourceN.
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(10);
+  const int status = cli::run_in_child([] {
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
     auto bar = map_edu();
-    if (bar) _exit(11);
-    if (bar.error().code != Errc::permission_denied) _exit(12);
-    if (bar.error().hint.find("root") == std::string::npos) _exit(13);
-    _exit(0);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: could not drop privileges, 11: mapped anyway, "
-                                       "12: wrong error code, 13: no hint naming root";
+    if (bar) return 11;
+    if (bar.error().code != Errc::permission_denied) return 12;
+    if (bar.error().hint.find("root") == std::string::npos) return 13;
+    return 0;
+  });
+  EXPECT_EQ(status, 0) << "10: could not drop privileges, 11: mapped anyway, "
+                          "12: wrong error code, 13: no hint naming root";
 }
 
 TEST(GuestEdu, WriteCombiningRefusedOnANonPrefetchableBar) {

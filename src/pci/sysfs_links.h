@@ -1,0 +1,26 @@
+// What a device's sysfs links say: its driver (<device>/driver -> …/drivers/nvme) and its
+// IOMMU group (<device>/iommu_group -> …/kernel/iommu_groups/7). One readlink each, since
+// only the last component is needed (libpci's realpath() costs about eight). Private.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "pcie/bdf.h"
+#include "pcie/sysfs_paths.h"
+
+namespace pcie::sysfs {
+
+// The last component of the link's target, or nullopt when there is no such link.
+std::optional<std::string> link_name(const std::string& link);
+
+// The driver bound to the device, or nullopt.
+std::optional<std::string> device_driver(const SysfsPaths& paths, const Bdf& bdf);
+
+// The device's IOMMU group number, or nullopt (no IOMMU, or a malformed link).
+std::optional<int> device_iommu_group(const SysfsPaths& paths, const Bdf& bdf);
+
+// A group number as sysfs names it: decimal, non-negative, nothing else.
+std::optional<int> parse_group_number(std::string_view text);
+
+}  // namespace pcie::sysfs

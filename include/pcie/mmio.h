@@ -71,6 +71,27 @@ class MmioView {
     *target = value;
   }
 
+  // Ordered, unchecked access of a width chosen at run time (what Region implementations
+  // dispatch on); the same single load or store as read<T>/write<T>.
+  std::uint64_t read_as(Width width, std::uint64_t offset) const noexcept {
+    switch (width) {
+      case Width::bits8: return read<std::uint8_t>(offset);
+      case Width::bits16: return read<std::uint16_t>(offset);
+      case Width::bits32: return read<std::uint32_t>(offset);
+      case Width::bits64: break;
+    }
+    return read<std::uint64_t>(offset);
+  }
+  void write_as(Width width, std::uint64_t offset, std::uint64_t value) const noexcept {
+    switch (width) {
+      case Width::bits8: return write<std::uint8_t>(offset, static_cast<std::uint8_t>(value));
+      case Width::bits16: return write<std::uint16_t>(offset, static_cast<std::uint16_t>(value));
+      case Width::bits32: return write<std::uint32_t>(offset, static_cast<std::uint32_t>(value));
+      case Width::bits64: break;
+    }
+    write<std::uint64_t>(offset, value);
+  }
+
   template <MmioWord T>
   T read_relaxed(std::uint64_t offset) const noexcept {
     return *reinterpret_cast<const volatile T*>(base_ + offset);

@@ -9,6 +9,7 @@
 
 #include "pcie/byte_order.h"
 #include "pcie/discovery.h"
+#include "src/bar/register_file.h"
 #include "src/sys/syscalls.h"
 
 namespace pcie {
@@ -140,24 +141,11 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
 }
 
 Result<std::uint64_t> BarMapping::read_checked(Width width, std::uint64_t offset) const {
-  const MmioView view = mmio();
-  switch (width) {
-    case Width::bits8: return view.read<std::uint8_t>(offset);
-    case Width::bits16: return view.read<std::uint16_t>(offset);
-    case Width::bits32: return view.read<std::uint32_t>(offset);
-    case Width::bits64: return view.read<std::uint64_t>(offset);
-  }
-  return std::unexpected(make_error(Errc::invalid_argument, "read", name_, "bad width"));
+  return mmio().read_as(width, offset);
 }
 
 Result<void> BarMapping::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
-  const MmioView view = mmio();
-  switch (width) {
-    case Width::bits8: view.write<std::uint8_t>(offset, static_cast<std::uint8_t>(value)); break;
-    case Width::bits16: view.write<std::uint16_t>(offset, static_cast<std::uint16_t>(value)); break;
-    case Width::bits32: view.write<std::uint32_t>(offset, static_cast<std::uint32_t>(value)); break;
-    case Width::bits64: view.write<std::uint64_t>(offset, value); break;
-  }
+  mmio().write_as(width, offset, value);
   return {};
 }
 
@@ -184,18 +172,11 @@ Result<IoPortBar> IoPortBar::open_bar(const SysfsPaths& paths, const Bdf& bdf, c
 }
 
 Result<std::uint64_t> IoPortBar::read_checked(Width width, std::uint64_t offset) const {
-  std::array<std::uint8_t, 8> bytes{};
-  const std::size_t count = byte_count(width);
-  auto read = sys::pread_exact(fd_.get(), std::as_writable_bytes(std::span(bytes.data(), count)), offset, path_);
-  if (!read) return std::unexpected(read.error());
-  return load_le(bytes, 0, count);
+  return read_register_file(fd_.get(), width, offset, path_);
 }
 
 Result<void> IoPortBar::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
-  std::array<std::uint8_t, 8> bytes{};
-  const std::size_t count = byte_count(width);
-  store_le(bytes, 0, count, value);
-  return sys::pwrite_all(fd_.get(), std::as_bytes(std::span(bytes.data(), count)), offset, path_);
+  return write_register_file(fd_.get(), width, offset, value, path_);
 }
 
 Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,

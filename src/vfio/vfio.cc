@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "pcie/config_space.h"
+#include "src/bar/register_file.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 #include "src/sys/vfio_ioctls.h"
@@ -398,37 +399,18 @@ const VfioRegion::MappedArea* VfioRegion::area_for(std::uint64_t offset, std::ui
 }
 
 Result<std::uint64_t> VfioRegion::read_checked(Width width, std::uint64_t offset) const {
-  const std::uint64_t bytes = byte_count(width);
-  if (const MappedArea* area = area_for(offset, bytes)) {
-    const MmioView view(area->mapping.data(), area->mapping.size(), allowed_widths(), name_);
-    const std::uint64_t at = offset - area->offset;
-    switch (width) {
-      case Width::bits8: return view.read<std::uint8_t>(at);
-      case Width::bits16: return view.read<std::uint16_t>(at);
-      case Width::bits32: return view.read<std::uint32_t>(at);
-      case Width::bits64: return view.read<std::uint64_t>(at);
-    }
+  if (const MappedArea* area = area_for(offset, byte_count(width))) {
+    return MmioView(area->mapping.data(), area->mapping.size(), allowed_widths(), name_).read_as(width, offset - area->offset);
   }
-  std::uint64_t value = 0;  // x86 and arm64 are little-endian, as PCI is
-  auto done = sys::pread_exact(device_fd_, std::as_writable_bytes(std::span(&value, 1)).first(bytes),
-                               info_.file_offset + offset, name_);
-  if (!done) return std::unexpected(done.error());
-  return value;
+  return read_register_file(device_fd_, width, info_.file_offset + offset, name_);
 }
 
 Result<void> VfioRegion::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
-  const std::uint64_t bytes = byte_count(width);
-  if (const MappedArea* area = area_for(offset, bytes)) {
-    const MmioView view(area->mapping.data(), area->mapping.size(), allowed_widths(), name_);
-    const std::uint64_t at = offset - area->offset;
-    switch (width) {
-      case Width::bits8: view.write<std::uint8_t>(at, static_cast<std::uint8_t>(value)); return {};
-      case Width::bits16: view.write<std::uint16_t>(at, static_cast<std::uint16_t>(value)); return {};
-      case Width::bits32: view.write<std::uint32_t>(at, static_cast<std::uint32_t>(value)); return {};
-      case Width::bits64: view.write<std::uint64_t>(at, value); return {};
-    }
+  if (const MappedArea* area = area_for(offset, byte_count(width))) {
+    MmioView(area->mapping.data(), area->mapping.size(), allowed_widths(), name_).write_as(width, offset - area->offset, value);
+    return {};
   }
-  return sys::pwrite_all(device_fd_, std::as_bytes(std::span(&value, 1)).first(bytes), info_.file_offset + offset, name_);
+  return write_register_file(device_fd_, width, info_.file_offset + offset, value, name_);
 }
 
 }  // namespace pcie

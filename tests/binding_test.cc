@@ -96,6 +96,21 @@ TEST_F(BindingTest, UpInterfaceBlocksButADownOneDoesNot) {
   EXPECT_EQ(*uses, std::vector<std::string>{"network interface eth0 is up"});
 }
 
+TEST_F(BindingTest, UnknownStateCountsAsInUse) {
+  fs::create_directories(nvme_dir() / "net/eth0");  // no flags file
+  auto uses = host_uses_of(paths_, testing::kVmNvme);
+  ASSERT_TRUE(uses);
+  EXPECT_EQ(*uses, std::vector<std::string>{"network interface eth0 is in an unknown state"});
+
+  add_disk("nvme0n1p1");
+  paths_.mounts_file = tree_->directory() + "/no-such-mounts";
+  auto unreadable = host_uses_of(paths_, testing::kVmNvme);
+  ASSERT_FALSE(unreadable) << "a disk and no mount table: refuse rather than guess";
+  EXPECT_NE(unreadable.error().hint.find("nvme0n1"), std::string::npos) << unreadable.error().message();
+  EXPECT_FALSE(unbind_driver(paths_, testing::kVmNvme));
+  EXPECT_TRUE(unbind_driver(paths_, testing::kVmNvme, {.force = true}));
+}
+
 TEST_F(BindingTest, BindSetsTheOverrideAndProbes) {
   // The fake kernel binds nothing, so the bind reports that vfio-pci did not take it; what
   // matters here is what was written.

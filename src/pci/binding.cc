@@ -13,15 +13,17 @@ namespace {
 
 constexpr unsigned kInterfaceUp = 0x1;  // IFF_UP in <net/if.h>
 
-bool interface_is_up(const std::string& interface_dir) {
+// Whether the interface is up (IFF_UP in its flags), or nullopt when the flags cannot be read.
+std::optional<bool> interface_is_up(const std::string& interface_dir) {
   auto flags = sys::read_text_file(interface_dir + "/flags", 64);
-  if (!flags) return false;
+  if (!flags) return std::nullopt;
   std::string_view text = *flags;
   if (text.starts_with("0x")) text.remove_prefix(2);
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
   unsigned value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 16);
-  return ec == std::errc() && end == text.data() + text.size() && (value & kInterfaceUp);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return (value & kInterfaceUp) != 0;
 }
 
 // Block devices below the device's directory (…/nvme/nvme0/nvme0n1, …/host0/…/block/sda),
@@ -57,7 +59,13 @@ Result<std::vector<std::string>> host_uses_of(const SysfsPaths& paths, const Bdf
   std::vector<std::string> uses;
   if (auto interfaces = sys::list_directory(dir + "/net")) {
     for (const std::string& interface : *interfaces) {
-      if (interface_is_up(dir + "/net/" + interface)) uses.push_back(fmt::format("network interface {} is up", interface));
+      // Unknown counts as in use: refusing wrongly costs a --force, the opposite a machine.
+      const auto up = interface_is_up(dir + "/net/" + interface);
+      if (!up) {
+        uses.push_back(fmt::format("network interface {} is in an unknown state", interface));
+      } else if (*up) {
+        uses.push_back(fmt::format("network interface {} is up", interface));
+      }
     }
   }
   std::vector<std::string> block_devices;
@@ -66,7 +74,16 @@ Result<std::vector<std::string>> host_uses_of(const SysfsPaths& paths, const Bdf
   if (block_devices.empty()) return uses;
 
   std::vector<std::pair<std::string, std::string>> mounts;  // device basename, mount point
-  if (auto table = sys::read_text_file(paths.mounts_file, 1 << 20)) {
+  // The device has disks: without the mount table we cannot tell, so say so (fail closed).
+  auto table = sys::read_text_file(paths.mounts_file, 16 << 20);
+  if (!table) {
+    Error error = table.error();
+    error.operation = "check host use of " + bdf.to_string() + ": read mount table";
+    error.hint = "it has block devices (" + fmt::format("{}", fmt::join(block_devices, ", ")) +
+                 "); check they are not mounted, then force it";
+    return std::unexpected(error);
+  }
+  {
     std::istringstream lines(*table);
     for (std::string line; std::getline(lines, line);) {
       std::istringstream fields(line);

@@ -88,7 +88,9 @@ std::string_view dma_backing_name(DmaBacking backing) {
 Result<DmaAllocator> DmaAllocator::create(const VfioContainer& container) {
   if (container.iova_ranges().empty()) {
     return std::unexpected(make_error(Errc::not_supported, "create DMA allocator", "VFIO container",
-                                      "no IOVA ranges known yet", "open a device in the container first"));
+                                      "no IOVA ranges known",
+                                      "open a device in the container first; if one is open, the kernel "
+                                      "does not report IOVA ranges (Linux 5.4 or later does)"));
   }
   auto domain = std::make_shared<detail::DmaDomain>(
       detail::DmaDomain{container.fd(), IovaAllocator(container.iova_ranges()), 0});

@@ -53,10 +53,12 @@ std::string bind_hint(const Bdf& bdf) {
                      name);
 }
 
-std::vector<IovaRange> read_iova_ranges(int container_fd) {
+// The IOVA ranges the IOMMU reports; empty when the kernel does not report them (before
+// Linux 5.4), an error when the ioctl itself fails.
+Result<std::vector<IovaRange>> read_iova_ranges(int container_fd) {
   std::vector<IovaRange> ranges;
   auto info = sys::vfio::iommu_info(container_fd);
-  if (!info) return ranges;
+  if (!info) return std::unexpected(info.error());
   vfio_iommu_type1_info base;
   std::memcpy(&base, info->data(), sizeof base);
   if (!(base.flags & VFIO_IOMMU_INFO_CAPS)) return ranges;
@@ -191,7 +193,9 @@ Result<VfioContainer::AttachedGroup> VfioContainer::attach_group(const Bdf& bdf)
   if (groups_.empty()) {
     // The IOMMU model is chosen once, after the first group is attached (vfio.rst).
     if (auto set = sys::vfio::set_iommu(container_.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
-    iova_ranges_ = read_iova_ranges(container_.get());
+    auto ranges = read_iova_ranges(container_.get());
+    if (!ranges) return std::unexpected(ranges.error());
+    iova_ranges_ = std::move(*ranges);
   }
   groups_.push_back({*group, std::move(*fd)});
   return AttachedGroup{*group, groups_.back().fd.get()};

@@ -47,13 +47,15 @@ struct PollResult {
 class MmioView {
  public:
   MmioView() = default;
-  MmioView(std::byte* base, std::uint64_t size, WidthSet allowed, std::string_view name)
-      : base_(base), size_(size), allowed_(allowed), name_(name) {}
+  MmioView(std::byte* base, std::uint64_t size, WidthSet allowed, std::string_view name,
+           MemoryType memory_type = MemoryType::uncached)
+      : base_(base), size_(size), allowed_(allowed), name_(name), memory_type_(memory_type) {}
 
   std::byte* base() const { return base_; }
   std::uint64_t size() const { return size_; }
   WidthSet allowed_widths() const { return allowed_; }
   std::string_view name() const { return name_; }
+  MemoryType memory_type() const { return memory_type_; }
 
   template <MmioWord T>
   T read(std::uint64_t offset) const noexcept {
@@ -149,6 +151,7 @@ class MmioView {
   std::uint64_t size_ = 0;
   WidthSet allowed_;
   std::string_view name_;
+  MemoryType memory_type_ = MemoryType::uncached;
 };
 
 }  // namespace pcie

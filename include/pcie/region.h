@@ -3,6 +3,7 @@
 // or reached through pread/pwrite (I/O-port BARs).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -10,6 +11,17 @@
 #include "pcie/error.h"
 
 namespace pcie {
+
+// How the CPU maps a window, which decides how bulk copies may touch it (Intel SDM vol. 3A,
+// 11.3 "Methods of caching available").
+enum class MemoryType {
+  uncached,        // resourceN, VFIO regions: every access reaches the device, in order
+  write_combined,  // resourceN_wc: stores merge into bursts; prefetchable BARs only
+  write_back,      // ordinary cached memory (DMA buffers, host memory)
+};
+
+// "uncached", "write-combined" or "write-back".
+const char* to_string(MemoryType type);
 
 // Access width in bytes.
 enum class Width : std::uint8_t { bits8 = 1, bits16 = 2, bits32 = 4, bits64 = 8 };
@@ -99,6 +111,13 @@ class Region {
   // the region must have been opened writable (permission_denied otherwise).
   Result<void> write(Width width, std::uint64_t offset, std::uint64_t value);
   bool writable() const { return writable_; }
+
+  // How the window is mapped; the bulk copy path (pcie/copy.h) picks its kernel from it.
+  virtual MemoryType memory_type() const { return MemoryType::uncached; }
+  // Where the whole region is one mapping: its base address, for the bulk copy path's
+  // vector kernels. nullptr for regions reached through pread/pwrite (I/O ports, VFIO
+  // regions without a mapping or with sparse areas), which copy register by register.
+  virtual std::byte* mapped_base() const { return nullptr; }
 
  protected:
   Region(WidthSet allowed, bool writable) : allowed_(allowed), writable_(writable) {}

@@ -20,13 +20,8 @@
 
 namespace pcie {
 
-enum class MemoryType {
-  uncached,        // resourceN: every access reaches the device in order
-  write_combined,  // resourceN_wc: stores merge into bursts; prefetchable BARs only
-};
-
 struct BarMapOptions {
-  MemoryType memory_type = MemoryType::uncached;
+  MemoryType memory_type = MemoryType::uncached;  // uncached or write_combined
   std::uint64_t offset = 0;  // window start inside the BAR; must be page-aligned
   std::uint64_t length = 0;  // window length; 0 maps to the end of the BAR
   bool writable = true;      // false maps read-only (PROT_READ)
@@ -48,9 +43,10 @@ class BarMapping final : public Region {
   std::uint64_t size() const override { return length_; }
   const std::string& name() const override { return name_; }
   // The accessor view of the window (offset 0 = window start). Valid while this lives.
-  MmioView mmio() const { return MmioView(mapping_.data(), length_, allowed_widths(), name_); }
+  MmioView mmio() const { return MmioView(mapping_.data(), length_, allowed_widths(), name_, memory_type_); }
   std::uint64_t window_offset() const { return window_offset_; }
-  MemoryType memory_type() const { return memory_type_; }
+  MemoryType memory_type() const override { return memory_type_; }
+  std::byte* mapped_base() const override { return mapping_.data(); }
 
  protected:
   Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;

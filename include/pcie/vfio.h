@@ -78,6 +78,8 @@ class VfioRegion final : public Region {
   // nullopt. Valid while this region lives.
   std::optional<MmioView> mmio() const;
   bool mapped() const { return !mappings_.empty(); }
+  // One mapping over the whole region: its base (uncached, as vfio-pci maps BARs).
+  std::byte* mapped_base() const override;
 
  protected:
   Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;

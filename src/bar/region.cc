@@ -16,6 +16,15 @@ Result<Width> width_from_bits(unsigned bits) {
   }
 }
 
+const char* to_string(MemoryType type) {
+  switch (type) {
+    case MemoryType::uncached: return "uncached";
+    case MemoryType::write_combined: return "write-combined";
+    case MemoryType::write_back: return "write-back";
+  }
+  return "unknown";
+}
+
 std::string WidthSet::to_string() const {
   std::string text;
   for (Width width : {Width::bits8, Width::bits16, Width::bits32, Width::bits64}) {

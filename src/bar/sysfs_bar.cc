@@ -102,6 +102,12 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
                                       "an I/O-port BAR cannot be memory-mapped",
                                       "use IoPortBar (pciectl read/write do this for you)"));
   }
+  if (options.memory_type == MemoryType::write_back) {
+    return std::unexpected(make_error(Errc::invalid_argument, "map", name,
+                                      "a BAR cannot be mapped write-back (cached): the CPU would serve "
+                                      "reads from its cache and write back lines the device never saw",
+                                      "map it uncached or write-combined"));
+  }
   const bool write_combined = options.memory_type == MemoryType::write_combined;
   if (write_combined && !info.prefetchable) {
     return std::unexpected(make_error(Errc::not_supported, "map write-combined", name,

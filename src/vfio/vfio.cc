@@ -387,9 +387,15 @@ Result<void> VfioInterrupts::unmask_intx() const {
   return sys::vfio::unmask_irq(device_fd_, VFIO_PCI_INTX_IRQ_INDEX, name_);
 }
 
+std::byte* VfioRegion::mapped_base() const {
+  if (mappings_.size() != 1 || mappings_[0].offset != 0 || mappings_[0].mapping.size() != info_.size) return nullptr;
+  return mappings_[0].mapping.data();
+}
+
 std::optional<MmioView> VfioRegion::mmio() const {
-  if (mappings_.size() != 1 || mappings_[0].offset != 0 || mappings_[0].mapping.size() != info_.size) return std::nullopt;
-  return MmioView(mappings_[0].mapping.data(), info_.size, allowed_widths(), name_);
+  std::byte* base = mapped_base();
+  if (base == nullptr) return std::nullopt;
+  return MmioView(base, info_.size, allowed_widths(), name_);
 }
 
 const VfioRegion::MappedArea* VfioRegion::area_for(std::uint64_t offset, std::uint64_t bytes) const {

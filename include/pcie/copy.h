@@ -1,0 +1,143 @@
+// Bulk copies between host memory and device windows (BARs), and between host buffers.
+//
+// memcpy is the wrong tool for MMIO: it may store a byte twice (overlapping tails), use
+// access widths the device refuses, and read uncached memory eight bytes at a time. This
+// path keeps the rules of the kernel's memcpy_toio/memcpy_fromio and adds speed:
+//
+//  - every device byte is accessed exactly once, by non-overlapping accesses;
+//  - every access is naturally aligned and no wider than the window allows: 1/2/4/8-byte
+//    register accesses where the region allows them, and 16/32/64-byte vector accesses
+//    only where it allows 64-bit ones (a region restricted to 32-bit accesses, as many FPGA
+//    register files are, is copied 32 bits at a time);
+//  - the unaligned head and tail are done with the widest narrower accesses that fit;
+//  - copies to write-combined windows end with one store fence (sfence), so a doorbell
+//    written afterwards reaches the device after the data; reads from write-combined
+//    windows use streaming loads (movntdqa, SSE4.1), which fetch a whole line per access
+//    instead of one uncached read per access.
+//
+// The kernel (the instruction set the loop uses) is picked at run time from the window's
+// memory type and the CPU's features; CopyOptions::kernel overrides it for experiments.
+// Nothing here allocates or prints; errors are values.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string_view>
+
+#include "pcie/error.h"
+#include "pcie/mmio.h"
+#include "pcie/region.h"
+
+namespace pcie {
+
+enum class CopyKernel : std::uint8_t {
+  automatic,  // picked from the memory type and the CPU (see choose_copy_kernel)
+  registers,  // 1/2/4/8-byte accesses only, like the kernel's memcpy_toio; any CPU
+  sse2,       // 16-byte vector accesses (movdqa)
+  sse41,      // sse2, with streaming 16-byte loads (movntdqa) from write-combined windows
+  avx2,       // 32-byte accesses; streaming 32-byte loads from write-combined windows
+  avx512,     // 64-byte accesses (one whole cache line / WC buffer per store)
+  movdir64b,  // stores by MOVDIR64B: one 64-byte posted write each, even to uncached
+              // windows (Intel SDM vol. 2B); loads as avx512 or the best other kernel
+  libc,       // glibc's memcpy: host-to-host copies only (write-back memory)
+};
+
+// "registers", "sse2", ... ("auto" for automatic).
+std::string_view to_string(CopyKernel kernel);
+// The inverse of to_string ("auto" or "automatic" -> automatic); invalid_argument otherwise.
+Result<CopyKernel> copy_kernel_from_string(std::string_view name);
+// Whether this CPU (and OS: AVX state saving) can run `kernel`.
+bool copy_kernel_supported(CopyKernel kernel);
+// The widest single access `kernel` makes, in bytes (registers: 8; libc: 0, unknown).
+std::size_t copy_kernel_access_bytes(CopyKernel kernel);
+
+enum class CopyDirection { to_device, from_device, host_to_host };
+
+class CopyWorkers;
+
+struct CopyOptions {
+  CopyKernel kernel = CopyKernel::automatic;
+  // The widest single access allowed, in bytes (1..64, a power of two): 8 keeps a copy
+  // to register-sized accesses on a window that allows 64-bit ones.
+  std::size_t max_access_bytes = 64;
+  // Helper threads to share copies of at least `parallel_threshold` bytes. One core's
+  // outstanding misses cap its bandwidth well below the memory's (or the link's); a copy
+  // split over cores goes faster. Never used unless given: no hidden threads.
+  const CopyWorkers* workers = nullptr;
+  std::uint64_t parallel_threshold = std::uint64_t{8} << 20;
+};
+
+// The kernel that `automatic` resolves to for this direction, memory type and window
+// widths on this CPU (tools print it). With options.kernel set, that kernel.
+CopyKernel choose_copy_kernel(CopyDirection direction, MemoryType memory_type, WidthSet allowed,
+                              const CopyOptions& options = {});
+
+// Copies `length` bytes from `source` to the window at `offset`. Checks, before any
+// access: the span lies inside the window, the window is writable, and offset and length
+// are multiples of the narrowest width the window allows (else no access pattern can
+// cover them). Fails with not_supported for a kernel this CPU lacks.
+Result<void> copy_to_device(Region& region, std::uint64_t offset, const void* source, std::uint64_t length,
+                            const CopyOptions& options = {});
+Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const void* source,
+                            std::uint64_t length, const CopyOptions& options = {});
+
+// Copies `length` bytes of the window at `offset` to `destination`, with the same checks.
+Result<void> copy_from_device(void* destination, const Region& region, std::uint64_t offset,
+                              std::uint64_t length, const CopyOptions& options = {});
+Result<void> copy_from_device(void* destination, const MmioView& view, std::uint64_t offset,
+                              std::uint64_t length, const CopyOptions& options = {});
+
+namespace detail {
+Result<void> copy_host_slow(void* destination, const void* source, std::size_t length, const CopyOptions& options);
+Error overlapping_copy_error(const void* destination, const void* source, std::size_t length);
+}  // namespace detail
+
+// Host memory to host memory (DMA buffers, staging buffers). Overlapping ranges are an
+// invalid_argument error (use memmove). On write-back memory glibc's memcpy is the best
+// single-core kernel we measured (bench/copy_bench: it uses ERMS and non-temporal stores
+// past its own threshold), so the automatic kernel is memcpy, inline, with no dispatch;
+// CopyOptions::workers splits large copies over threads, and CopyOptions::kernel forces
+// one of the vector kernels (non-temporal stores) for experiments.
+inline Result<void> copy(void* destination, const void* source, std::size_t length,
+                         const CopyOptions& options = {}) {
+  const auto to = reinterpret_cast<std::uintptr_t>(destination);
+  const auto from = reinterpret_cast<std::uintptr_t>(source);
+  if ((to < from ? from - to : to - from) < length) [[unlikely]] {
+    return std::unexpected(detail::overlapping_copy_error(destination, source, length));
+  }
+  if (options.kernel == CopyKernel::automatic &&
+      (options.workers == nullptr || length < options.parallel_threshold)) [[likely]] {
+    std::memcpy(destination, source, length);
+    return {};
+  }
+  return detail::copy_host_slow(destination, source, length, options);
+}
+
+// Helper threads for large copies. Move-only; joins its threads when destroyed. Several
+// copies may use one set of workers from different threads: they take turns.
+class CopyWorkers {
+ public:
+  // Starts `helpers` threads (the calling thread takes a share too, so a copy is split
+  // `helpers + 1` ways). io_error (with the errno) when the threads cannot be created.
+  static Result<CopyWorkers> start(unsigned helpers);
+
+  CopyWorkers(CopyWorkers&&) noexcept;
+  CopyWorkers& operator=(CopyWorkers&&) noexcept;
+  ~CopyWorkers();
+
+  unsigned helpers() const;
+
+  // Runs part(0 .. helpers) across the helpers and the calling thread, and returns once
+  // every part has finished.
+  void run(const std::function<void(unsigned part, unsigned parts)>& part) const;
+
+ private:
+  struct Shared;
+  explicit CopyWorkers(std::unique_ptr<Shared> shared);
+  std::unique_ptr<Shared> shared_;
+};
+
+}  // namespace pcie

@@ -1,0 +1,23 @@
+// The avx2 copy kernel: accesses up to 32 bytes. Compiled for avx2; called only
+// when the CPU has it (copy.cc).
+#include <cstddef>
+#include <cstdint>
+
+#include "src/copy/kernels.h"
+
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#include <immintrin.h>
+
+#include "src/copy/span_walk.h"
+#include "src/copy/vector_ops.h"
+
+namespace pcie::copy_detail {
+
+KernelFunctions avx2_kernel() { return vector_kernel<32, true>(); }
+
+}  // namespace pcie::copy_detail
+
+#pragma GCC pop_options
+#endif

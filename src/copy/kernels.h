@@ -1,0 +1,37 @@
+// Entry points of the bulk copy kernels (src/copy/kernel_*.cc), one file per instruction
+// set, each compiled for its own target. Dispatch and all checks live in copy.cc: a kernel
+// is called only with a span it may access and only on a CPU that has its instructions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pcie::copy_detail {
+
+struct SpanJob {
+  std::uintptr_t device = 0;  // the window side (or the destination of a host copy)
+  std::byte* host = nullptr;  // the host side (only read for writes to the device)
+  std::uint64_t length = 0;
+  unsigned allowed = 0;       // allowed access sizes, bit k = 2^k bytes (span_walk.h)
+};
+
+using SpanFunction = void (*)(const SpanJob&);
+
+struct KernelFunctions {
+  std::size_t widest = 0;                     // the widest access, in bytes
+  SpanFunction to_device = nullptr;           // aligned stores
+  SpanFunction from_device = nullptr;         // aligned loads
+  SpanFunction from_device_streaming = nullptr;  // streaming loads (WC windows)
+  SpanFunction host_copy = nullptr;           // device = destination; non-temporal stores
+};
+
+KernelFunctions registers_kernel();
+#if defined(__x86_64__)
+KernelFunctions sse2_kernel();
+KernelFunctions sse41_kernel();
+KernelFunctions avx2_kernel();
+KernelFunctions avx512_kernel();
+KernelFunctions movdir64b_kernel();
+#endif
+
+}  // namespace pcie::copy_detail

@@ -1,0 +1,565 @@
+// The bulk copy path: its access pattern (every byte once, aligned, allowed widths), every
+// kernel this CPU has on real memory over a table of sizes and offsets, the fallback
+// through an instrumented Region, fake sysfs BARs, the checks, and the helper threads.
+#include "pcie/copy.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cctype>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pcie/sysfs_bar.h"
+#include "pcie/testing/fake_sysfs.h"
+#include "src/copy/span_walk.h"
+
+namespace pcie {
+namespace {
+
+// The table: sizes around every block and page boundary, and one large odd size.
+const std::vector<std::uint64_t> kLengths = {0, 1, 2, 3, 7, 63, 64, 65, 4095, 4096, 4097, (1u << 20) + 3};
+constexpr std::uint64_t kLarge = (1u << 20) + 3;
+
+// ---- the access pattern, recorded ----
+
+struct Access {
+  std::uintptr_t device;
+  std::size_t bytes;
+  std::ptrdiff_t host_minus_device;
+};
+
+struct RecordingOps {
+  static constexpr std::size_t kWidest = 64;
+  std::vector<Access>* log;
+  template <std::size_t N>
+  void move(std::uintptr_t device, std::byte* host) {
+    log->push_back({device, N, reinterpret_cast<std::byte*>(host) - reinterpret_cast<std::byte*>(device)});
+  }
+};
+
+// What must hold of any access log over [start, start + length): every byte covered
+// exactly once, each access naturally aligned, allowed, inside the span, with the host
+// side moving in step. Returns the first violation, or "".
+std::string check_log(const std::vector<Access>& log, std::uintptr_t start, std::uint64_t length, unsigned allowed,
+                      std::ptrdiff_t host_minus_device) {
+  std::vector<std::uint8_t> touched(length, 0);
+  for (const Access& access : log) {
+    const std::string where = "access of " + std::to_string(access.bytes) + " bytes at +" +
+                              std::to_string(access.device - start);
+    if ((allowed & access.bytes) == 0) return where + ": width not allowed";
+    if (access.device % access.bytes != 0) return where + ": not naturally aligned";
+    if (access.device < start || access.device - start + access.bytes > length) return where + ": outside the span";
+    if (access.host_minus_device != host_minus_device) return where + ": host side out of step";
+    for (std::size_t i = 0; i < access.bytes; ++i) {
+      if (touched[access.device - start + i]++ != 0) return where + ": byte accessed twice";
+    }
+  }
+  for (std::uint64_t i = 0; i < length; ++i) {
+    if (touched[i] == 0) return "byte +" + std::to_string(i) + " never accessed";
+  }
+  return "";
+}
+
+// Masks a window and kernel can combine to: vector kernels of each width, registers only,
+// a 32-bit-only FPGA register file, 32/64-bit registers, MOVDIR64B's (no 32-byte), bytes.
+const std::vector<unsigned> kMasks = {127, 63, 31, 15, 4, 4 | 8, 2 | 4, 1, 1 | 2 | 4 | 8 | 16 | 64, 8};
+
+TEST(CopyAccessPattern, EveryByteOnceAlignedAndAllowedForEveryMaskSizeAndOffset) {
+  constexpr std::uintptr_t kBase = 0x10000;  // page-aligned, like a mapping
+  std::vector<Access> log;
+  RecordingOps ops{&log};
+  int checked = 0;
+  for (unsigned mask : kMasks) {
+    const unsigned narrowest = mask & (~mask + 1);
+    for (std::uint64_t length : kLengths) {
+      for (std::uintptr_t offset = 0; offset < 16; ++offset) {
+        if (offset % narrowest != 0 || length % narrowest != 0) continue;  // refused up front (copy.cc)
+        log.clear();
+        const std::ptrdiff_t host_minus_device = 0x1234567 + static_cast<std::ptrdiff_t>(offset % 5);
+        copy_detail::walk_span(ops, kBase + offset, reinterpret_cast<std::byte*>(kBase + offset + host_minus_device),
+                               length, mask);
+        const std::string problem = check_log(log, kBase + offset, length, mask, host_minus_device);
+        ASSERT_EQ(problem, "") << "mask " << mask << " offset " << offset << " length " << length;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 500);
+}
+
+TEST(CopyAccessPattern, AlignedBodyUsesOnlyTheWidestAllowedAccess) {
+  std::vector<Access> log;
+  RecordingOps ops{&log};
+  for (unsigned mask : {127u, 63u, 31u, 15u, 4u}) {
+    log.clear();
+    const std::size_t widest = std::bit_floor(mask);
+    copy_detail::walk_span(ops, 0x10000, reinterpret_cast<std::byte*>(0x90000), 4096, mask);
+    ASSERT_EQ(log.size(), 4096 / widest) << "mask " << mask;
+    for (const Access& access : log) EXPECT_EQ(access.bytes, widest);
+  }
+}
+
+TEST(CopyAccessPattern, UnalignedHeadGrowsAndTailShrinks) {
+  std::vector<Access> log;
+  RecordingOps ops{&log};
+  // 0x10001 .. 0x10001 + 130: 1, 2, 4, 8, 16, 32 bytes up to 0x10040, one 64, then 1.
+  copy_detail::walk_span(ops, 0x10001, reinterpret_cast<std::byte*>(0x90001), 128, 127);
+  std::vector<std::size_t> widths;
+  for (const Access& access : log) widths.push_back(access.bytes);
+  EXPECT_EQ(widths, (std::vector<std::size_t>{1, 2, 4, 8, 16, 32, 64, 1}));
+}
+
+// ---- every kernel on real memory ----
+
+// A page-aligned anonymous mapping standing in for a window.
+struct Pages {
+  explicit Pages(std::size_t bytes) : size(bytes) {
+    void* mapped = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    data = mapped == MAP_FAILED ? nullptr : static_cast<std::byte*>(mapped);
+  }
+  ~Pages() {
+    if (data != nullptr) munmap(data, size);
+  }
+  Pages(const Pages&) = delete;
+  Pages& operator=(const Pages&) = delete;
+  std::byte* data = nullptr;
+  std::size_t size = 0;
+};
+
+std::vector<CopyKernel> kernels_of_this_cpu() {
+  std::vector<CopyKernel> kernels;
+  for (CopyKernel kernel : {CopyKernel::registers, CopyKernel::sse2, CopyKernel::sse41, CopyKernel::avx2,
+                            CopyKernel::avx512, CopyKernel::movdir64b}) {
+    if (copy_kernel_supported(kernel)) kernels.push_back(kernel);
+  }
+  return kernels;
+}
+
+void fill_pattern(std::byte* data, std::size_t size, std::uint32_t seed) {
+  std::uint32_t state = seed * 2654435761u + 1;
+  for (std::size_t i = 0; i < size; ++i) {
+    state = state * 1664525u + 1013904223u;
+    data[i] = static_cast<std::byte>(state >> 24);
+  }
+}
+
+// The first byte where `actual` differs from `expected`, or "".
+std::string first_difference(const std::byte* actual, const std::byte* expected, std::size_t size) {
+  const auto mismatch = std::mismatch(actual, actual + size, expected);
+  if (mismatch.first == actual + size) return "";
+  const std::size_t at = static_cast<std::size_t>(mismatch.first - actual);
+  return "byte " + std::to_string(at) + " is " + std::to_string(std::to_integer<int>(*mismatch.first)) +
+         ", expected " + std::to_string(std::to_integer<int>(*mismatch.second));
+}
+
+// Offsets for one length: all 16 x 16 pairs up to 4097 bytes, a spread for the large one.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> offset_pairs(std::uint64_t length) {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> pairs;
+  for (std::uint64_t device = 0; device < 16; ++device) {
+    for (std::uint64_t host = 0; host < 16; ++host) {
+      if (length < kLarge || (device + host) % 5 == 0) pairs.emplace_back(device, host);
+    }
+  }
+  return pairs;
+}
+
+struct KernelCase {
+  CopyKernel kernel;
+  MemoryType memory_type;
+};
+
+class CopyKernelTest : public ::testing::TestWithParam<KernelCase> {};
+
+// Writes source[host..] to window[device..] for every length and offset pair, and checks
+// the window byte for byte: the span holds the source, everything else its old contents.
+TEST_P(CopyKernelTest, ToDeviceWritesExactlyTheSpan) {
+  const KernelCase& param = GetParam();
+  constexpr std::size_t kSize = (2u << 20);
+  Pages window(kSize), expected(kSize), source(kSize);
+  ASSERT_NE(window.data, nullptr);
+  fill_pattern(source.data, kSize, 7);
+  fill_pattern(window.data, kSize, 9);
+  std::memcpy(expected.data, window.data, kSize);
+  const MmioView view(window.data, kSize, WidthSet::all(), "test window", param.memory_type);
+  for (std::uint64_t length : kLengths) {
+    for (const auto& [device, host] : offset_pairs(length)) {
+      const std::uint64_t at = 4096 + device;  // guard bytes on both sides of every span
+      auto copied = copy_to_device(view, at, source.data + host, length, {.kernel = param.kernel});
+      ASSERT_TRUE(copied) << copied.error().message();
+      std::memcpy(expected.data + at, source.data + host, length);
+      ASSERT_EQ(first_difference(window.data, expected.data, at + length + 4096), "")
+          << "length " << length << " device offset " << device << " host offset " << host;
+    }
+  }
+}
+
+TEST_P(CopyKernelTest, FromDeviceReadsExactlyTheSpan) {
+  const KernelCase& param = GetParam();
+  constexpr std::size_t kSize = (2u << 20);
+  Pages window(kSize), destination(kSize), expected(kSize);
+  ASSERT_NE(window.data, nullptr);
+  fill_pattern(window.data, kSize, 11);
+  fill_pattern(destination.data, kSize, 13);
+  std::memcpy(expected.data, destination.data, kSize);
+  const MmioView view(window.data, kSize, WidthSet::all(), "test window", param.memory_type);
+  for (std::uint64_t length : kLengths) {
+    for (const auto& [device, host] : offset_pairs(length)) {
+      const std::uint64_t at = 4096 + host;
+      auto copied = copy_from_device(destination.data + at, view, device, length, {.kernel = param.kernel});
+      ASSERT_TRUE(copied) << copied.error().message();
+      std::memcpy(expected.data + at, window.data + device, length);
+      ASSERT_EQ(first_difference(destination.data, expected.data, at + length + 4096), "")
+          << "length " << length << " device offset " << device << " host offset " << host;
+    }
+  }
+}
+
+// A window that allows only 32-bit accesses (an FPGA register file) is copied with 32-bit
+// accesses whatever kernel is asked for, and only 4-byte-aligned spans are accepted.
+TEST_P(CopyKernelTest, ThirtyTwoBitWindowTakesAlignedSpansOnly) {
+  const KernelCase& param = GetParam();
+  Pages window(8192), source(8192);
+  fill_pattern(source.data, 8192, 3);
+  const MmioView view(window.data, 8192, WidthSet::only(Width::bits32), "fpga regs", param.memory_type);
+  ASSERT_TRUE(copy_to_device(view, 4, source.data + 1, 4088, {.kernel = param.kernel}));
+  EXPECT_EQ(first_difference(window.data + 4, source.data + 1, 4088), "");
+  auto misaligned = copy_to_device(view, 2, source.data, 8, {.kernel = param.kernel});
+  ASSERT_FALSE(misaligned);
+  EXPECT_EQ(misaligned.error().code, Errc::misaligned);
+  EXPECT_NE(misaligned.error().reason.find("32-bit"), std::string::npos) << misaligned.error().message();
+  auto ragged = copy_from_device(source.data, view, 4, 6, {.kernel = param.kernel});
+  ASSERT_FALSE(ragged);
+  EXPECT_EQ(ragged.error().code, Errc::misaligned);
+}
+
+std::vector<KernelCase> kernel_cases() {
+  std::vector<KernelCase> cases;
+  for (CopyKernel kernel : kernels_of_this_cpu()) {
+    for (MemoryType type : {MemoryType::uncached, MemoryType::write_combined, MemoryType::write_back}) {
+      cases.push_back({kernel, type});
+    }
+  }
+  cases.push_back({CopyKernel::automatic, MemoryType::uncached});
+  cases.push_back({CopyKernel::automatic, MemoryType::write_combined});
+  return cases;
+}
+
+std::string kernel_case_name(const ::testing::TestParamInfo<KernelCase>& info) {
+  std::string name = std::string(to_string(info.param.kernel)) + "_" + to_string(info.param.memory_type);
+  std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryKernelOfThisCpu, CopyKernelTest, ::testing::ValuesIn(kernel_cases()), kernel_case_name);
+
+// ---- through an instrumented Region (no mapping: register by register) ----
+
+// A Region over a byte array that logs every access and refuses widths it does not allow,
+// as the fallback path sees I/O-port BARs and sparse VFIO regions.
+class RecordingRegion final : public Region {
+ public:
+  RecordingRegion(std::size_t size, WidthSet allowed) : Region(allowed, true), bytes_(size) {}
+  std::uint64_t size() const override { return bytes_.size(); }
+  const std::string& name() const override { return name_; }
+  std::vector<std::uint8_t>& bytes() { return bytes_; }
+  mutable std::vector<Access> log;
+  std::uint64_t fail_at = ~std::uint64_t{0};
+
+ protected:
+  Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override {
+    log.push_back({offset, byte_count(width), 0});
+    std::uint64_t value = 0;
+    for (std::size_t i = 0; i < byte_count(width); ++i) value |= std::uint64_t{bytes_[offset + i]} << (8 * i);
+    return value;
+  }
+  Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override {
+    if (offset == fail_at) return std::unexpected(make_error(Errc::io_error, "write", name_, "injected failure"));
+    log.push_back({offset, byte_count(width), 0});
+    for (std::size_t i = 0; i < byte_count(width); ++i) bytes_[offset + i] = static_cast<std::uint8_t>(value >> (8 * i));
+    return {};
+  }
+
+ private:
+  std::string name_ = "recording region";
+  std::vector<std::uint8_t> bytes_;
+};
+
+unsigned mask_of(WidthSet allowed) {
+  unsigned mask = 0;
+  for (Width width : {Width::bits8, Width::bits16, Width::bits32, Width::bits64}) {
+    if (allowed.allows(width)) mask |= static_cast<unsigned>(byte_count(width));
+  }
+  return mask;
+}
+
+TEST(CopyThroughRegion, EveryAccessIsRecordedAlignedAllowedAndOnce) {
+  const std::vector<WidthSet> width_sets = {WidthSet::all(), WidthSet::up_to(Width::bits32),
+                                            WidthSet::only(Width::bits32),
+                                            WidthSet::only(Width::bits32) | WidthSet::only(Width::bits64)};
+  std::vector<std::uint8_t> source(9000);
+  for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<std::uint8_t>(i % 255 + 1);  // never 0
+  int copies = 0;
+  for (WidthSet allowed : width_sets) {
+    const unsigned mask = mask_of(allowed);
+    const unsigned narrowest = mask & (~mask + 1);
+    for (std::uint64_t length : {0u, 1u, 3u, 4u, 7u, 8u, 63u, 64u, 65u, 4095u, 4096u, 4097u}) {
+      for (std::uint64_t offset = 0; offset < 16; ++offset) {
+        RecordingRegion region(8192 + 64, allowed);
+        auto written = copy_to_device(region, offset, source.data() + 3, length);
+        if (offset % narrowest != 0 || length % narrowest != 0) {
+          ASSERT_FALSE(written);
+          EXPECT_EQ(written.error().code, Errc::misaligned);
+          EXPECT_TRUE(region.log.empty()) << "a refused copy made an access";
+          continue;
+        }
+        ASSERT_TRUE(written) << written.error().message();
+        ASSERT_EQ(check_log(region.log, offset, length, mask, 0), "")
+            << allowed.to_string() << " offset " << offset << " length " << length;
+        ASSERT_TRUE(std::equal(source.begin() + 3, source.begin() + 3 + static_cast<std::ptrdiff_t>(length),
+                               region.bytes().begin() + static_cast<std::ptrdiff_t>(offset)));
+        EXPECT_EQ(std::count(region.bytes().begin(), region.bytes().end(), 0),
+                  static_cast<std::ptrdiff_t>(region.bytes().size() - length));
+        region.log.clear();
+        std::vector<std::uint8_t> back(length + 1, 0xee);
+        ASSERT_TRUE(copy_from_device(back.data(), region, offset, length));
+        ASSERT_EQ(check_log(region.log, offset, length, mask, 0), "");
+        EXPECT_TRUE(std::equal(back.begin(), back.begin() + static_cast<std::ptrdiff_t>(length), source.begin() + 3));
+        EXPECT_EQ(back[length], 0xee);
+        ++copies;
+      }
+    }
+  }
+  EXPECT_GT(copies, 300);
+}
+
+TEST(CopyThroughRegion, StopsAtTheFirstFailingAccessAndReportsIt) {
+  RecordingRegion region(4096, WidthSet::all());
+  region.fail_at = 64;
+  std::vector<std::uint8_t> source(256, 0x5a);
+  auto written = copy_to_device(region, 0, source.data(), 256);
+  ASSERT_FALSE(written);
+  EXPECT_EQ(written.error().reason, "injected failure");
+  ASSERT_FALSE(region.log.empty());
+  EXPECT_LT(region.log.back().device, 64u) << "accesses went on after the failure";
+}
+
+// ---- fake sysfs BARs: the copy lands in the resource file ----
+
+TEST(CopyThroughBar, WriteCombinedAndUncachedMappingsOfTheFakeTree) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  std::vector<std::uint8_t> source(70000);
+  fill_pattern(reinterpret_cast<std::byte*>(source.data()), source.size(), 21);
+  for (MemoryType type : {MemoryType::uncached, MemoryType::write_combined}) {
+    auto bar = BarMapping::map(tree->paths(), testing::kVmIvshmem, 2, {.memory_type = type});
+    ASSERT_TRUE(bar) << bar.error().message();
+    Region& region = *bar;
+    ASSERT_TRUE(copy_to_device(region, 4099, source.data(), source.size()));
+    const char* file = type == MemoryType::write_combined ? "resource2_wc" : "resource2";
+    auto in_file = tree->read_device_bytes(testing::kVmIvshmem, file, 4099, source.size());
+    ASSERT_TRUE(in_file) << in_file.error().message();
+    EXPECT_EQ(*in_file, source) << to_string(type);
+    std::vector<std::uint8_t> back(source.size());
+    ASSERT_TRUE(copy_from_device(back.data(), region, 4099, back.size()));
+    EXPECT_EQ(back, source) << to_string(type);
+  }
+}
+
+TEST(CopyThroughBar, ReadOnlyMappingRefusesCopiesToIt) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  auto bar = BarMapping::map(tree->paths(), testing::kVmIvshmem, 2, {.writable = false});
+  ASSERT_TRUE(bar) << bar.error().message();
+  std::uint8_t byte = 1;
+  auto written = copy_to_device(*bar, 0, &byte, 1);
+  ASSERT_FALSE(written);
+  EXPECT_EQ(written.error().code, Errc::permission_denied);
+}
+
+// ---- checks made before any access ----
+
+TEST(CopyChecks, SpanOutsideTheWindowIsRefusedWithoutOverflow) {
+  Pages window(4096);
+  std::byte buffer[16]{};
+  const MmioView view(window.data, 4096, WidthSet::all(), "w");
+  for (auto [offset, length] : std::vector<std::pair<std::uint64_t, std::uint64_t>>{
+           {4096, 1}, {4095, 2}, {0, 4097}, {~std::uint64_t{0}, 2}, {8, ~std::uint64_t{0} - 4}}) {
+    auto written = copy_to_device(view, offset, buffer, length);
+    ASSERT_FALSE(written) << offset << "+" << length;
+    EXPECT_EQ(written.error().code, Errc::out_of_range);
+    auto read = copy_from_device(buffer, view, offset, length);
+    ASSERT_FALSE(read);
+    EXPECT_EQ(read.error().code, Errc::out_of_range);
+  }
+  EXPECT_TRUE(copy_to_device(view, 4096, buffer, 0)) << "an empty span at the end is fine";
+}
+
+TEST(CopyChecks, BadOptionsAndBuffers) {
+  Pages window(4096);
+  std::byte buffer[64]{};
+  const MmioView view(window.data, 4096, WidthSet::all(), "w");
+  auto null_source = copy_to_device(view, 0, nullptr, 4);
+  ASSERT_FALSE(null_source);
+  EXPECT_EQ(null_source.error().code, Errc::invalid_argument);
+  for (std::size_t bad : {std::size_t{0}, std::size_t{3}, std::size_t{128}}) {
+    auto written = copy_to_device(view, 0, buffer, 4, {.max_access_bytes = bad});
+    ASSERT_FALSE(written) << bad;
+    EXPECT_EQ(written.error().code, Errc::invalid_argument);
+  }
+  auto libc = copy_to_device(view, 0, buffer, 64, {.kernel = CopyKernel::libc});
+  ASSERT_FALSE(libc);
+  EXPECT_EQ(libc.error().code, Errc::invalid_argument);
+  EXPECT_NE(libc.error().reason.find("not safe"), std::string::npos);
+  for (CopyKernel kernel : {CopyKernel::sse41, CopyKernel::avx2, CopyKernel::avx512, CopyKernel::movdir64b}) {
+    if (copy_kernel_supported(kernel)) continue;
+    auto missing = copy_to_device(view, 0, buffer, 64, {.kernel = kernel});
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().code, Errc::not_supported);
+    EXPECT_NE(missing.error().reason.find(std::string(to_string(kernel))), std::string::npos);
+  }
+}
+
+TEST(CopyChecks, MaxAccessBytesCapsTheWidth) {
+  Pages window(4096);
+  std::byte buffer[256]{};
+  const MmioView view(window.data, 4096, WidthSet::all(), "w", MemoryType::write_combined);
+  EXPECT_EQ(choose_copy_kernel(CopyDirection::to_device, MemoryType::write_combined, WidthSet::all(),
+                               {.max_access_bytes = 8}),
+            CopyKernel::registers);
+  EXPECT_TRUE(copy_to_device(view, 0, buffer, 256, {.max_access_bytes = 4}));
+}
+
+TEST(CopyChecks, KernelNamesRoundTrip) {
+  for (CopyKernel kernel : {CopyKernel::automatic, CopyKernel::registers, CopyKernel::sse2, CopyKernel::sse41,
+                            CopyKernel::avx2, CopyKernel::avx512, CopyKernel::movdir64b, CopyKernel::libc}) {
+    auto parsed = copy_kernel_from_string(to_string(kernel));
+    ASSERT_TRUE(parsed) << to_string(kernel);
+    EXPECT_EQ(*parsed, kernel);
+  }
+  EXPECT_EQ(copy_kernel_from_string("automatic").value(), CopyKernel::automatic);
+  auto bad = copy_kernel_from_string("avx1024");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+  EXPECT_EQ(copy_kernel_access_bytes(CopyKernel::avx512), 64u);
+  EXPECT_EQ(copy_kernel_access_bytes(CopyKernel::registers), 8u);
+  EXPECT_TRUE(copy_kernel_supported(CopyKernel::registers));
+}
+
+TEST(CopyChecks, AutomaticChoiceFollowsMemoryTypeAndWidths) {
+  // A register file (32-bit only) is copied register by register, whatever the type.
+  for (MemoryType type : {MemoryType::uncached, MemoryType::write_combined}) {
+    EXPECT_EQ(choose_copy_kernel(CopyDirection::to_device, type, WidthSet::only(Width::bits32)), CopyKernel::registers);
+    EXPECT_EQ(choose_copy_kernel(CopyDirection::from_device, type, WidthSet::up_to(Width::bits32)),
+              CopyKernel::registers);
+  }
+  EXPECT_EQ(choose_copy_kernel(CopyDirection::host_to_host, MemoryType::write_back, WidthSet::all()), CopyKernel::libc);
+  // Reads from write-combined windows use streaming loads where the CPU has SSE4.1.
+  const CopyKernel wc_read = choose_copy_kernel(CopyDirection::from_device, MemoryType::write_combined, WidthSet::all());
+  if (copy_kernel_supported(CopyKernel::sse41)) {
+    EXPECT_NE(wc_read, CopyKernel::sse2);
+  }
+  EXPECT_NE(wc_read, CopyKernel::registers);
+  EXPECT_TRUE(copy_kernel_supported(wc_read));
+  const CopyKernel uc_write = choose_copy_kernel(CopyDirection::to_device, MemoryType::uncached, WidthSet::all());
+  EXPECT_TRUE(copy_kernel_supported(uc_write));
+  if (copy_kernel_supported(CopyKernel::movdir64b)) {
+    EXPECT_EQ(uc_write, CopyKernel::movdir64b);
+  }
+  EXPECT_EQ(choose_copy_kernel(CopyDirection::to_device, MemoryType::uncached, WidthSet::all(),
+                               {.kernel = CopyKernel::sse2}),
+            CopyKernel::sse2);
+}
+
+// ---- host to host, and helper threads ----
+
+TEST(CopyHost, OverlappingRangesAreRefused) {
+  std::vector<std::byte> buffer(100);
+  volatile std::size_t ten = 10;  // opaque, or g++ warns (-Wrestrict) about the memcpy this refuses
+  auto overlapping = pcie::copy(buffer.data() + ten, buffer.data(), 20);
+  ASSERT_FALSE(overlapping);
+  EXPECT_EQ(overlapping.error().code, Errc::invalid_argument);
+  EXPECT_NE(overlapping.error().hint.find("memmove"), std::string::npos);
+  EXPECT_TRUE(pcie::copy(buffer.data() + 20, buffer.data(), 20)) << "adjacent ranges do not overlap";
+}
+
+TEST(CopyHost, EveryKernelAndTheWorkersCopyExactly) {
+  auto workers = CopyWorkers::start(3);
+  ASSERT_TRUE(workers) << workers.error().message();
+  EXPECT_EQ(workers->helpers(), 3u);
+  constexpr std::size_t kSize = 3u << 20;
+  Pages source(kSize), destination(kSize), expected(kSize);
+  fill_pattern(source.data, kSize, 5);
+  std::vector<CopyKernel> kernels = kernels_of_this_cpu();
+  kernels.push_back(CopyKernel::libc);
+  kernels.push_back(CopyKernel::automatic);
+  for (CopyKernel kernel : kernels) {
+    for (const CopyWorkers* helpers : {static_cast<const CopyWorkers*>(nullptr), static_cast<const CopyWorkers*>(&*workers)}) {
+      for (std::uint64_t length : kLengths) {
+        for (std::uint64_t offset : {0u, 1u, 7u, 15u}) {
+          fill_pattern(destination.data, kSize, 6);
+          std::memcpy(expected.data, destination.data, kSize);
+          const std::size_t at = 4096 + offset;
+          std::memcpy(expected.data + at, source.data + 3, length);
+          auto copied = pcie::copy(destination.data + at, source.data + 3, length,
+                             {.kernel = kernel, .workers = helpers, .parallel_threshold = 64});
+          ASSERT_TRUE(copied) << copied.error().message();
+          ASSERT_EQ(first_difference(destination.data, expected.data, at + length + 4096), "")
+              << to_string(kernel) << (helpers ? " with workers" : "") << " length " << length << " offset " << offset;
+        }
+      }
+    }
+  }
+}
+
+TEST(CopyHost, WorkersSplitDeviceCopiesWithoutChangingThem) {
+  auto workers = CopyWorkers::start(2);
+  ASSERT_TRUE(workers);
+  constexpr std::size_t kSize = 4u << 20;
+  Pages window(kSize), source(kSize);
+  fill_pattern(source.data, kSize, 8);
+  const MmioView view(window.data, kSize, WidthSet::all(), "w", MemoryType::write_combined);
+  for (std::uint64_t offset : {0u, 3u, 4095u}) {
+    std::memset(window.data, 0, kSize);
+    const std::uint64_t length = kSize - 8192 + 5;
+    ASSERT_TRUE(copy_to_device(view, offset, source.data, length, {.workers = &*workers, .parallel_threshold = 1}));
+    EXPECT_EQ(first_difference(window.data + offset, source.data, length), "");
+    EXPECT_EQ(std::count(window.data + offset + length, window.data + kSize, std::byte{0}),
+              static_cast<std::ptrdiff_t>(kSize - offset - length));
+    std::vector<std::byte> back(length);
+    ASSERT_TRUE(copy_from_device(back.data(), view, offset, length, {.workers = &*workers, .parallel_threshold = 1}));
+    EXPECT_EQ(first_difference(back.data(), source.data, length), "");
+  }
+}
+
+TEST(CopyHost, WorkersRunEveryPartOnceAndCanBeMoved) {
+  auto started = CopyWorkers::start(3);
+  ASSERT_TRUE(started);
+  CopyWorkers workers = std::move(*started);
+  for (int round = 0; round < 50; ++round) {
+    std::array<std::atomic<int>, 4> runs{};
+    workers.run([&](unsigned part, unsigned parts) {
+      EXPECT_EQ(parts, 4u);
+      runs[part].fetch_add(1);
+    });
+    for (const auto& count : runs) ASSERT_EQ(count.load(), 1);
+  }
+  auto none = CopyWorkers::start(0);
+  ASSERT_TRUE(none);
+  int calls = 0;
+  none->run([&](unsigned part, unsigned parts) {
+    EXPECT_EQ(part, 0u);
+    EXPECT_EQ(parts, 1u);
+    ++calls;
+  });
+  EXPECT_EQ(calls, 1);
+}
+
+}  // namespace
+}  // namespace pcie

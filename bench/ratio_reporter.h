@@ -14,10 +14,15 @@
 
 namespace pcie::bench {
 
+// time: candidate time / baseline time (below 1.00x the candidate is faster).
+// speed: baseline time / candidate time, a throughput ratio (above 1.00x it is faster).
+enum class RatioKind { time, speed };
+
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   // Each pair: {candidate benchmark name, baseline benchmark name}.
-  explicit RatioReporter(std::vector<std::pair<std::string, std::string>> pairs) : pairs_(std::move(pairs)) {}
+  explicit RatioReporter(std::vector<std::pair<std::string, std::string>> pairs, RatioKind kind = RatioKind::time)
+      : pairs_(std::move(pairs)), kind_(kind) {}
 
   // Keeps the median of repeated runs when there are repetitions, else the single run.
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -36,13 +41,14 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
   void Finalize() override {
     ConsoleReporter::Finalize();
-    std::printf("\n%-44s %-32s %10s\n", "candidate", "baseline (same run)", "ratio");
+    std::printf("\n%-44s %-32s %10s\n", "candidate", "baseline (same run)",
+                kind_ == RatioKind::time ? "time ratio" : "speed ratio");
     for (const auto& [candidate, baseline] : pairs_) {
       const auto a = nanoseconds_.find(candidate);
       const auto b = nanoseconds_.find(baseline);
-      if (a == nanoseconds_.end() || b == nanoseconds_.end() || b->second == 0) continue;
-      // Time ratio: below 1.00x the candidate is faster than the baseline.
-      std::printf("%-44s %-32s %9.2fx\n", candidate.c_str(), baseline.c_str(), a->second / b->second);
+      if (a == nanoseconds_.end() || b == nanoseconds_.end() || b->second == 0 || a->second == 0) continue;
+      const double ratio = kind_ == RatioKind::time ? a->second / b->second : b->second / a->second;
+      std::printf("%-44s %-32s %9.2fx\n", candidate.c_str(), baseline.c_str(), ratio);
     }
     std::fflush(stdout);
   }
@@ -59,6 +65,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
   std::vector<std::pair<std::string, std::string>> pairs_;
+  RatioKind kind_ = RatioKind::time;
   std::map<std::string, double> nanoseconds_;
   std::set<std::string> medians_;
 };

@@ -47,6 +47,8 @@ class WidthSet {
   // Union: WidthSet::only(Width::bits32) | WidthSet::only(Width::bits64) for 32/64-bit registers.
   constexpr WidthSet operator|(WidthSet other) const { return WidthSet(mask_ | other.mask_); }
   constexpr bool empty() const { return mask_ == 0; }
+  // Bit k set: 2^k-byte accesses allowed (bit 0: 8-bit ... bit 3: 64-bit).
+  constexpr std::uint8_t byte_mask() const { return mask_; }
   // "8/16/32", for messages.
   std::string to_string() const;
   friend constexpr bool operator==(WidthSet, WidthSet) = default;

@@ -31,9 +31,45 @@ constexpr std::array kAllKernels = {CopyKernel::automatic, CopyKernel::registers
 // Access sizes a kernel can make (span_walk.h's mask: bit k = 2^k bytes).
 constexpr unsigned kRegisterWidths = 1 | 2 | 4 | 8;
 
+using SupportedKernels = std::array<bool, kAllKernels.size()>;
+
+unsigned kernel_widths(CopyKernel kernel);
+
+// The best kernel among `candidates` that this CPU has and whose widest access fits `cap`.
+CopyKernel best_of(std::initializer_list<CopyKernel> candidates, std::size_t cap, const SupportedKernels& supported) {
+  for (CopyKernel kernel : candidates) {
+    const unsigned widths = kernel_widths(kernel);
+    if (supported[static_cast<std::size_t>(kernel)] && widths != 0 && std::bit_floor(widths) <= cap) return kernel;
+  }
+  return CopyKernel::registers;
+}
+
+// The automatic choice for a window that allows vector accesses, with accesses up to `cap`.
+CopyKernel choose_automatic(CopyDirection direction, MemoryType memory_type, std::size_t cap,
+                            const SupportedKernels& supported) {
+  if (direction == CopyDirection::host_to_host) return CopyKernel::libc;
+  if (cap < 16) return CopyKernel::registers;
+  if (direction == CopyDirection::to_device) {
+    // On an uncached window each ordinary store is its own transaction; MOVDIR64B makes
+    // each 64 bytes one posted write. On a write-combined one a full line of 64-byte
+    // stores already leaves as one burst.
+    if (memory_type == MemoryType::uncached) {
+      return best_of({CopyKernel::movdir64b, CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse2}, cap, supported);
+    }
+    return best_of({CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse2}, cap, supported);
+  }
+  if (memory_type == MemoryType::write_combined) {
+    return best_of({CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse41, CopyKernel::sse2}, cap, supported);
+  }
+  return best_of({CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse2}, cap, supported);
+}
+
 struct KernelTable {
   std::array<KernelFunctions, kAllKernels.size()> functions{};
-  std::array<bool, kAllKernels.size()> supported{};
+  SupportedKernels supported{};
+  // The automatic choice for [direction][memory type] at the full 64-byte cap on a window
+  // that allows vector accesses, worked out once (choose_copy_kernel runs per copy).
+  std::array<std::array<CopyKernel, 3>, 3> automatic{};
 };
 
 const KernelTable& kernel_table() {
@@ -56,6 +92,12 @@ const KernelTable& kernel_table() {
         __builtin_cpu_supports("movdir64b") && __builtin_cpu_supports("sse4.1"), copy_detail::movdir64b_kernel());
 #endif
     built.supported[static_cast<std::size_t>(CopyKernel::libc)] = true;
+    for (auto direction : {CopyDirection::to_device, CopyDirection::from_device, CopyDirection::host_to_host}) {
+      for (auto type : {MemoryType::uncached, MemoryType::write_combined, MemoryType::write_back}) {
+        built.automatic[static_cast<std::size_t>(direction)][static_cast<std::size_t>(type)] =
+            choose_automatic(direction, type, 64, built.supported);
+      }
+    }
     return built;
   }();
   return table;
@@ -83,15 +125,12 @@ unsigned kernel_widths(CopyKernel kernel) {
 // accesses where it allows 64-bit ones (a window that takes 64-bit accesses is memory,
 // not a register file; cap with max_access_bytes where it is not).
 unsigned window_widths(WidthSet allowed) {
-  unsigned mask = 0;
-  for (Width width : {Width::bits8, Width::bits16, Width::bits32, Width::bits64}) {
-    if (allowed.allows(width)) mask |= static_cast<unsigned>(byte_count(width));
-  }
-  if (allowed.allows(Width::bits64)) mask |= 16 | 32 | 64;
-  return mask;
+  const unsigned registers = allowed.byte_mask();  // the same encoding: bit k = 2^k bytes
+  return (registers & 8) != 0 ? registers | 16 | 32 | 64 : registers;
 }
 
-bool valid_max_access(std::size_t bytes) { return bytes >= 1 && bytes <= 64 && std::has_single_bit(bytes); }
+// A power of two from 1 to 64 (written out: has_single_bit is a libgcc call without POPCNT).
+bool valid_max_access(std::size_t bytes) { return bytes >= 1 && bytes <= 64 && (bytes & (bytes - 1)) == 0; }
 
 unsigned cap_widths(unsigned mask, std::size_t max_access_bytes) {
   return mask & static_cast<unsigned>(2 * max_access_bytes - 1);
@@ -105,14 +144,6 @@ std::string widths_text(unsigned mask) {
     text += std::to_string(bytes * 8);
   }
   return text.empty() ? "none" : text;
-}
-
-// The best supported kernel among `candidates` whose widest access fits the cap.
-CopyKernel best_of(std::initializer_list<CopyKernel> candidates, std::size_t max_access_bytes) {
-  for (CopyKernel kernel : candidates) {
-    if (copy_kernel_supported(kernel) && copy_kernel_access_bytes(kernel) <= max_access_bytes) return kernel;
-  }
-  return CopyKernel::registers;
 }
 
 // Splits [0, length) of a span starting at `address` into `parts` pieces whose inner
@@ -164,30 +195,31 @@ Result<Prepared> prepare(std::string_view operation, std::string_view name, std:
                          std::uintptr_t base, WidthSet allowed, MemoryType memory_type, CopyDirection direction,
                          std::uint64_t offset, std::uint64_t length, const void* host, const CopyOptions& options) {
   if (auto span = check_span(operation, name, size, offset, length); !span) return std::unexpected(span.error());
-  const std::string object = fmt::format("{} offset 0x{:x} length {}", name, offset, length);
+  // Built only for an error: a small copy must not pay for formatting.
+  const auto object = [&] { return fmt::format("{} offset 0x{:x} length {}", name, offset, length); };
   if (!valid_max_access(options.max_access_bytes)) {
-    return std::unexpected(make_error(Errc::invalid_argument, std::string(operation), object,
+    return std::unexpected(make_error(Errc::invalid_argument, std::string(operation), object(),
                                       fmt::format("max_access_bytes {} is not a power of two from 1 to 64",
                                                   options.max_access_bytes)));
   }
   if (host == nullptr && length != 0) {
-    return std::unexpected(make_error(Errc::invalid_argument, std::string(operation), object, "null host buffer"));
+    return std::unexpected(make_error(Errc::invalid_argument, std::string(operation), object(), "null host buffer"));
   }
   const CopyKernel kernel = choose_copy_kernel(direction, memory_type, allowed, options);
   if (kernel == CopyKernel::libc) {
-    return std::unexpected(make_error(Errc::invalid_argument, std::string(operation), object,
+    return std::unexpected(make_error(Errc::invalid_argument, std::string(operation), object(),
                                       "memcpy is not safe on a device window: it may store bytes twice and "
                                       "pick widths the device refuses",
                                       "use CopyKernel::automatic or a vector kernel"));
   }
   if (!copy_kernel_supported(kernel)) {
-    return std::unexpected(make_error(Errc::not_supported, std::string(operation), object,
+    return std::unexpected(make_error(Errc::not_supported, std::string(operation), object(),
                                       fmt::format("this CPU has no {} instructions", to_string(kernel)),
                                       "use CopyKernel::automatic (pciectl: --kernel auto)"));
   }
   const unsigned widths = cap_widths(window_widths(allowed) & kernel_widths(kernel), options.max_access_bytes);
   if (widths == 0) {
-    return std::unexpected(make_error(Errc::width_not_allowed, std::string(operation), object,
+    return std::unexpected(make_error(Errc::width_not_allowed, std::string(operation), object(),
                                       fmt::format("no access size is allowed by the window ({}-bit), the {} "
                                                   "kernel and max_access_bytes {} together",
                                                   allowed.to_string(), to_string(kernel), options.max_access_bytes)));
@@ -195,9 +227,9 @@ Result<Prepared> prepare(std::string_view operation, std::string_view name, std:
   // With the narrowest allowed size dividing both ends, the walk always finds an access
   // that fits; without it no pattern of allowed accesses covers the span exactly.
   const unsigned narrowest = widths & (~widths + 1);
-  if ((base + offset) % narrowest != 0 || length % narrowest != 0) {
+  if (((base + offset) & (narrowest - 1)) != 0 || (length & (narrowest - 1)) != 0) {
     return std::unexpected(make_error(
-        Errc::misaligned, std::string(operation), object,
+        Errc::misaligned, std::string(operation), object(),
         fmt::format("this window accepts {}-bit accesses, so a copy must start and end on {}-byte boundaries",
                     widths_text(widths & kRegisterWidths), narrowest),
         "copy a span whose offset and length are multiples of the access size"));
@@ -277,21 +309,13 @@ CopyKernel choose_copy_kernel(CopyDirection direction, MemoryType memory_type, W
                               const CopyOptions& options) {
   if (options.kernel != CopyKernel::automatic) return options.kernel;
   if (direction == CopyDirection::host_to_host) return CopyKernel::libc;
+  if (!allowed.allows(Width::bits64)) return CopyKernel::registers;
+  const KernelTable& table = kernel_table();
+  if (options.max_access_bytes == 64) {
+    return table.automatic[static_cast<std::size_t>(direction)][static_cast<std::size_t>(memory_type)];
+  }
   const std::size_t cap = valid_max_access(options.max_access_bytes) ? options.max_access_bytes : 8;
-  if (!allowed.allows(Width::bits64) || cap < 16) return CopyKernel::registers;
-  if (direction == CopyDirection::to_device) {
-    // On an uncached window each ordinary store is its own transaction; MOVDIR64B makes
-    // each 64 bytes one posted write. On a write-combined one a full line of 64-byte
-    // stores already leaves as one burst.
-    if (memory_type == MemoryType::uncached) {
-      return best_of({CopyKernel::movdir64b, CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse2}, cap);
-    }
-    return best_of({CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse2}, cap);
-  }
-  if (memory_type == MemoryType::write_combined) {
-    return best_of({CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse41, CopyKernel::sse2}, cap);
-  }
-  return best_of({CopyKernel::avx512, CopyKernel::avx2, CopyKernel::sse2}, cap);
+  return choose_automatic(direction, memory_type, cap, table.supported);
 }
 
 Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const void* source, std::uint64_t length,

@@ -21,7 +21,8 @@ constexpr WidthMask width_bit(std::size_t bytes) { return static_cast<WidthMask>
 // Returns 0 when none fits (the caller checked this cannot happen; see copy.cc).
 inline std::size_t widest_fit(std::uintptr_t address, std::uint64_t remaining, WidthMask allowed) {
   for (std::size_t bytes = 64; bytes != 0; bytes >>= 1) {
-    if ((allowed & width_bit(bytes)) != 0 && bytes <= remaining && address % bytes == 0) return bytes;
+    // Sizes are powers of two: a mask, not a division (this runs per access of the head).
+    if ((allowed & width_bit(bytes)) != 0 && bytes <= remaining && (address & (bytes - 1)) == 0) return bytes;
   }
   return 0;
 }
@@ -69,7 +70,7 @@ template <class Ops>
 inline void walk_span(Ops& ops, std::uintptr_t device, std::byte* host, std::uint64_t length, WidthMask allowed) {
   std::size_t block = 64;
   while (block > 1 && (allowed & width_bit(block)) == 0) block >>= 1;
-  while (length != 0 && device % block != 0) {
+  while (length != 0 && (device & (block - 1)) != 0) {
     const std::size_t bytes = widest_fit(device, length, allowed);
     if (bytes == 0) return;
     move_one(ops, bytes, device, host);

@@ -101,6 +101,51 @@ TEST_F(PciectlTest, LsJson) {
   EXPECT_EQ(json[1]["bars"][1]["size"], 4u << 20);
 }
 
+// ---- bench (the fake tree's resource files stand in for BARs) ----
+
+TEST_F(PciectlTest, BenchReadsOnlyUnlessAllowedToWrite) {
+  const std::vector<std::uint8_t> before = file_bytes(testing::kVmIvshmem, "resource2", 0, 4096);
+  const CommandResult run =
+      pciectl("bench 0000:00:04.0 bar2 --sizes 64,4K --min-time-ms 1 --repetitions 2 --latency-samples 50");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("reads only; pass --allow-write"), std::string::npos) << run.err;
+  EXPECT_NE(run.out.find("write-combined   read   copy ("), std::string::npos) << run.out;
+  EXPECT_EQ(run.out.find(" write "), std::string::npos) << "a write row without --allow-write:\n" << run.out;
+  EXPECT_NE(run.out.find("32-bit read"), std::string::npos) << "no latency row:\n" << run.out;
+  EXPECT_EQ(file_bytes(testing::kVmIvshmem, "resource2", 0, 4096), before);
+  EXPECT_EQ(file_bytes(testing::kVmIvshmem, "resource2_wc", 0, 4096), before);
+}
+
+TEST_F(PciectlTest, BenchWritesSaysWhatItOverwritesAndReportsJson) {
+  const CommandResult run = pciectl(
+      "bench 0000:00:04.0 bar2 --offset 0x1000 --length 8K --sizes 64,8K --widths 32,copy --min-time-ms 1 "
+      "--repetitions 3 --latency-samples 20 --allow-write --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("will overwrite 0000:00:04.0 BAR2 [0x1000, 0x3000) (8 KiB)"), std::string::npos) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  // 2 mappings x 2 directions x 2 access kinds x 2 sizes.
+  ASSERT_EQ(json["throughput"].size(), 16u) << run.out;
+  for (const auto& row : json["throughput"]) {
+    EXPECT_GT(row["median_gbs"].get<double>(), 0) << row;
+    EXPECT_EQ(row["samples_gbs"].size(), 3u);
+  }
+  ASSERT_EQ(json["latency"].size(), 4u);
+  EXPECT_EQ(json["latency"][1]["access"], "posted 32-bit write + read-back");
+  // The window (and only the window) was written.
+  EXPECT_EQ(file_bytes(testing::kVmIvshmem, "resource2", 0, 16), std::vector<std::uint8_t>(16, 0));
+  EXPECT_NE(file_bytes(testing::kVmIvshmem, "resource2", 0x1000, 16), std::vector<std::uint8_t>(16, 0));
+  EXPECT_EQ(file_bytes(testing::kVmIvshmem, "resource2", 0x3000, 16), std::vector<std::uint8_t>(16, 0));
+}
+
+TEST_F(PciectlTest, BenchRefusals) {
+  expect_error(pciectl("bench 0000:00:05.0 bar1"), 2, "I/O-port BAR");
+  expect_error(pciectl("bench 0000:00:03.0 bar0 --mapping wc"), 2, "not prefetchable");
+  expect_error(pciectl("bench 0000:00:03.0 bar4"), 3, "no such BAR");
+  expect_error(pciectl("bench 0000:00:03.0 bar0 --sizes 2M"), 2, "does not fit");
+  expect_error(pciectl("bench 0000:00:03.0 bar0 --widths 128"), 2, "expected 8, 16, 32, 64 or copy");
+  expect_error(pciectl("bench 0000:00:03.0 bar0 --kernel avx1024"), 2, "unknown kernel");
+}
+
 TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }
 
 TEST_F(PciectlTest, InfoHuman) {

@@ -11,7 +11,9 @@
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "pcie/sysfs_bar.h"
+#include "tools/pciectl/bench.h"
 #include "tools/pciectl/exit_codes.h"
+#include "tools/pciectl/parse.h"
 #include "tools/pciectl/render.h"
 
 namespace pciectl {
@@ -27,36 +29,6 @@ pcie::SysfsPaths paths_of(const GlobalOptions& global) {
   paths.pci_root = global.sysfs + "/bus/pci";
   paths.lockdown_file = global.sysfs + "/kernel/security/lockdown";
   return paths;
-}
-
-int fail(const pcie::Error& error) {
-  fmt::print(stderr, "pciectl: error: {}\n", error.message());
-  return exit_code_for(error.code);
-}
-
-pcie::Result<std::uint64_t> parse_number(const std::string& text, std::string_view what) {
-  std::string_view digits = text;
-  int base = 10;
-  if (digits.starts_with("0x") || digits.starts_with("0X")) {
-    digits.remove_prefix(2);
-    base = 16;
-  }
-  std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
-  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size()) {
-    return std::unexpected(pcie::make_error(pcie::Errc::invalid_argument, fmt::format("parse {}", what),
-                                            fmt::format("'{}'", text), "not a number",
-                                            "use decimal or 0x-prefixed hex, e.g. 0x80"));
-  }
-  return value;
-}
-
-pcie::Result<unsigned> parse_bar(const std::string& text) {
-  std::string digits = text;
-  if (digits.starts_with("bar") || digits.starts_with("BAR")) digits = digits.substr(3);
-  if (digits.size() == 1 && digits[0] >= '0' && digits[0] <= '5') return static_cast<unsigned>(digits[0] - '0');
-  return std::unexpected(pcie::make_error(pcie::Errc::invalid_argument, "parse BAR", fmt::format("'{}'", text),
-                                          "expected bar0 .. bar5", ""));
 }
 
 pcie::DiscoveryOptions discovery_options(const GlobalOptions& global) {
@@ -348,6 +320,30 @@ int main(int argc, char** argv) {
   unbind_command->add_option("bdf", unbind.bdf, "device address")->required();
   unbind_command->add_flag("--force", unbind.force, "unbind even if this machine uses the device (mounted, up)");
 
+  BenchOptions bench;
+  CLI::App* bench_command = app.add_subcommand(
+      "bench", "BAR throughput by size and access width, and access latency (writes need --allow-write)");
+  bench_command->add_option("bdf", bench.bdf, "device address")->required();
+  bench_command->add_option("bar", bench.bar, "bar0 .. bar5 (a memory BAR)")->required();
+  bench_command->add_option("--offset", bench.offset, "window start in the BAR, page-aligned (default 0)");
+  bench_command->add_option("--length", bench.length, "window length (default: to the BAR's end, at most 4M)");
+  bench_command->add_option("--sizes", bench.sizes, "transfer sizes, e.g. 64,4K,1M (default 64 B x4 up to the window)")
+      ->delimiter(',');
+  bench_command->add_option("--widths", bench.widths, "access kinds: 8,16,32,64,copy (default 32,64,copy)")
+      ->delimiter(',');
+  bench_command->add_option("--mapping", bench.mapping, "uc, wc or all (default all; wc needs a prefetchable BAR)")
+      ->check(CLI::IsMember({"uc", "wc", "all"}));
+  bench_command->add_option("--kernel", bench.kernel,
+                            "copy kernel: auto, registers, sse2, sse4.1, avx2, avx512, movdir64b (default auto)");
+  bench_command->add_option("--repetitions", bench.repetitions, "measurements per row (default 5; the median is shown)");
+  bench_command->add_option("--warmup", bench.warmup, "unmeasured passes before each row (default 1)");
+  bench_command->add_option("--min-time-ms", bench.min_time_ms, "shortest measurement (default 10 ms)");
+  bench_command->add_option("--latency-samples", bench.latency_samples, "accesses timed one by one (default 1000)");
+  bench_command->add_flag("--allow-write", bench.allow_write, "also benchmark writes: overwrites the window");
+  bench_command->add_flag("--json", bench.json, "print JSON");
+  bench_command->add_flag("--progress", bench.progress, "show the progress line even when stderr is not a terminal");
+  bench_command->add_flag("--no-progress", bench.no_progress, "never show the progress line");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -367,5 +363,6 @@ int main(int argc, char** argv) {
   if (*config_command) return run_config(global, config_access);
   if (*bind_command) return run_bind(global, bind, false);
   if (*unbind_command) return run_bind(global, unbind, true);
+  if (*bench_command) return run_bench(paths_of(global), global.pci_ids, bench);
   return kUsage;
 }

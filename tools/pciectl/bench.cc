@@ -1,0 +1,372 @@
+#include "tools/pciectl/bench.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "pcie/barriers.h"
+#include "pcie/copy.h"
+#include "pcie/discovery.h"
+#include "pcie/sysfs_bar.h"
+#include "tools/pciectl/exit_codes.h"
+#include "tools/pciectl/parse.h"
+#include "tools/pciectl/render.h"
+
+namespace pciectl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kDefaultWindow = 4u << 20;
+
+// One row: a mapping, a direction, an access kind and a size.
+struct Measurement {
+  pcie::MemoryType mapping = pcie::MemoryType::uncached;
+  bool write = false;
+  std::string access;  // "8-bit" .. "64-bit", or "copy (avx512)"
+  std::uint64_t size = 0;
+  std::vector<double> gigabytes_per_second;  // one per repetition
+  double median() const {
+    std::vector<double> sorted = gigabytes_per_second;
+    std::sort(sorted.begin(), sorted.end());
+    return sorted.empty() ? 0 : sorted[sorted.size() / 2];
+  }
+};
+
+struct Latency {
+  pcie::MemoryType mapping = pcie::MemoryType::uncached;
+  std::string what;  // "32-bit read", "posted 32-bit write + read-back"
+  double median_ns = 0;
+  double p99_ns = 0;
+};
+
+// The ceiling for CPU writes on this link: at most 64 bytes of payload per TLP, so the
+// link's data rate after line coding, times the 64-byte payload efficiency (0.657) that
+// gives the README's 10.3 / 20.7 / 41.4 GB/s for Gen3 / Gen4 / Gen5 x16.
+std::optional<double> write_ceiling_gbs(const pcie::DeviceInfo& device) {
+  if (!device.link || device.link->current_width == 0 || device.link->current_speed_gts == 0) return std::nullopt;
+  const double gts = device.link->current_speed_gts;
+  const double coding = gts >= 8.0 ? 128.0 / 130.0 : 0.8;  // 8b/10b up to Gen2, 128b/130b after
+  return gts * coding / 8.0 * device.link->current_width * 0.657;
+}
+
+std::string memory_name(pcie::MemoryType type) { return type == pcie::MemoryType::write_combined ? "wc" : "uc"; }
+
+class Progress {
+ public:
+  Progress(bool enabled, std::size_t total) : enabled_(enabled), total_(total) {}
+  void step(const std::string& what) {
+    ++done_;
+    if (enabled_) fmt::print(stderr, "\r\033[K[{}/{}] {}", done_, total_, what);
+  }
+  void finish() {
+    if (enabled_) fmt::print(stderr, "\r\033[K");
+  }
+
+ private:
+  bool enabled_;
+  std::size_t total_;
+  std::size_t done_ = 0;
+};
+
+// Runs `pass` (which moves `bytes`) until at least `min_time` has passed; returns GB/s.
+template <class Pass>
+double measure(std::uint64_t bytes, std::chrono::nanoseconds min_time, Pass&& pass) {
+  std::uint64_t passes = 0;
+  const auto start = Clock::now();
+  Clock::time_point now;
+  do {
+    pass();
+    ++passes;
+    now = Clock::now();
+  } while (now - start < min_time);
+  const double seconds = std::chrono::duration<double>(now - start).count();
+  return static_cast<double>(bytes) * static_cast<double>(passes) / seconds / 1e9;
+}
+
+template <pcie::MmioWord T>
+void read_loop(const pcie::MmioView& view, std::uint64_t size) {
+  T sum = 0;
+  for (std::uint64_t offset = 0; offset + sizeof(T) <= size; offset += sizeof(T)) sum ^= view.read_relaxed<T>(offset);
+  asm volatile("" : : "r"(sum));
+}
+
+template <pcie::MmioWord T>
+void write_loop(const pcie::MmioView& view, std::uint64_t size) {
+  for (std::uint64_t offset = 0; offset + sizeof(T) <= size; offset += sizeof(T)) {
+    view.write_relaxed<T>(offset, static_cast<T>(offset * 0x9e3779b97f4a7c15ull));
+  }
+  pcie::barrier_before_doorbell();  // part of the cost on write-combined mappings
+}
+
+// Median and 99th percentile of per-access times, less the clock's own cost.
+Latency summarize(pcie::MemoryType mapping, std::string what, std::vector<double> samples, double clock_ns) {
+  for (double& sample : samples) sample = std::max(0.0, sample - clock_ns);
+  std::sort(samples.begin(), samples.end());
+  Latency latency{mapping, std::move(what)};
+  if (!samples.empty()) {
+    latency.median_ns = samples[samples.size() / 2];
+    latency.p99_ns = samples[std::min(samples.size() - 1, samples.size() * 99 / 100)];
+  }
+  return latency;
+}
+
+template <class Access>
+std::vector<double> time_each(unsigned samples, Access&& access) {
+  std::vector<double> times;
+  times.reserve(samples);
+  for (unsigned i = 0; i < samples; ++i) {
+    const auto start = Clock::now();
+    access();
+    times.push_back(std::chrono::duration<double, std::nano>(Clock::now() - start).count());
+  }
+  return times;
+}
+
+std::string size_text(std::uint64_t bytes) { return human_size(bytes); }
+
+}  // namespace
+
+int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const BenchOptions& options) {
+  auto bdf = pcie::Bdf::parse(options.bdf);
+  if (!bdf) return fail(bdf.error());
+  auto bar_index = parse_bar(options.bar);
+  if (!bar_index) return fail(bar_index.error());
+  auto kernel = pcie::copy_kernel_from_string(options.kernel);
+  if (!kernel) return fail(kernel.error());
+  pcie::DiscoveryOptions discovery;
+  discovery.paths = paths;
+  discovery.pci_ids_path = pci_ids;
+  auto device = pcie::describe(*bdf, discovery);
+  if (!device) return fail(device.error());
+  const auto bar = std::find_if(device->bars.begin(), device->bars.end(),
+                                [&](const pcie::BarInfo& info) { return info.index == *bar_index; });
+  const std::string bar_name = fmt::format("{} BAR{}", bdf->to_string(), *bar_index);
+  if (bar == device->bars.end()) {
+    return fail(pcie::make_error(pcie::Errc::not_found, "bench", bar_name, "the device has no such BAR",
+                                 fmt::format("pciectl info {} lists its BARs", bdf->to_string())));
+  }
+  if (bar->space == pcie::BarInfo::Space::io) {
+    return fail(pcie::make_error(pcie::Errc::not_supported, "bench", bar_name,
+                                 "an I/O-port BAR: each access is a system call, there is no throughput to measure",
+                                 "benchmark a memory BAR"));
+  }
+  auto offset = parse_size(options.offset, "offset");
+  if (!offset) return fail(offset.error());
+  if (*offset >= bar->size) {
+    return fail(pcie::make_error(pcie::Errc::out_of_range, "bench", bar_name,
+                                 fmt::format("offset 0x{:x} is past the BAR's {} bytes", *offset, bar->size)));
+  }
+  std::uint64_t length = std::min(bar->size - *offset, kDefaultWindow);
+  if (!options.length.empty()) {
+    auto parsed = parse_size(options.length, "length");
+    if (!parsed) return fail(parsed.error());
+    length = *parsed;
+  }
+  std::vector<std::uint64_t> sizes;
+  for (const std::string& text : options.sizes) {
+    auto size = parse_size(text, "size");
+    if (!size) return fail(size.error());
+    if (*size == 0 || *size > length) {
+      return fail(pcie::make_error(pcie::Errc::out_of_range, "bench", bar_name,
+                                   fmt::format("size {} does not fit the {}-byte window", *size, length),
+                                   "use --length to widen the window, or smaller --sizes"));
+    }
+    sizes.push_back(*size);
+  }
+  if (sizes.empty()) {
+    for (std::uint64_t size = 64; size <= length; size *= 4) sizes.push_back(size);
+  }
+  std::vector<pcie::MemoryType> mappings;
+  if (options.mapping == "uc" || options.mapping == "all") mappings.push_back(pcie::MemoryType::uncached);
+  if ((options.mapping == "wc" || options.mapping == "all") && bar->prefetchable) {
+    mappings.push_back(pcie::MemoryType::write_combined);
+  }
+  if (options.mapping == "wc" && !bar->prefetchable) {
+    return fail(pcie::make_error(pcie::Errc::not_supported, "bench", bar_name,
+                                 "the BAR is not prefetchable, so it cannot be mapped write-combined",
+                                 "use --mapping uc"));
+  }
+  std::vector<unsigned> access_bits;
+  bool with_copy = false;
+  for (const std::string& width : options.widths) {
+    if (width == "copy") {
+      with_copy = true;
+    } else if (width == "8" || width == "16" || width == "32" || width == "64") {
+      access_bits.push_back(static_cast<unsigned>(std::stoul(width)));
+    } else {
+      return fail(pcie::make_error(pcie::Errc::invalid_argument, "bench", fmt::format("--widths {}", width),
+                                   "expected 8, 16, 32, 64 or copy"));
+    }
+  }
+
+  // Map every window before measuring anything, so a refusal costs nothing.
+  struct Window {
+    pcie::MemoryType type;
+    pcie::BarMapping mapping;
+  };
+  std::vector<Window> windows;
+  for (pcie::MemoryType type : mappings) {
+    auto mapped = pcie::BarMapping::map(
+        paths, *bdf, *bar_index,
+        {.memory_type = type, .offset = *offset, .length = length, .writable = options.allow_write});
+    if (!mapped) return fail(mapped.error());
+    windows.push_back({type, std::move(*mapped)});
+  }
+
+  const std::string window_text = fmt::format("{} [0x{:x}, 0x{:x}) ({})", bar_name, *offset, *offset + length,
+                                              size_text(length));
+  if (options.allow_write) {
+    fmt::print(stderr, "pciectl bench: will overwrite {} through the {} mapping{}; its contents are not restored\n",
+               window_text, mappings.size() == 2 ? "uncached and write-combined" : pcie::to_string(mappings[0]),
+               mappings.size() == 2 ? "s" : "");
+  } else if (!options.json) {
+    fmt::print(stderr, "pciectl bench: reads only; pass --allow-write to benchmark writes too (they overwrite {})\n",
+               window_text);
+  }
+
+  std::vector<std::byte> host(length + 64);
+  const pcie::CopyOptions copy_options{.kernel = *kernel};
+  const auto min_time = std::chrono::nanoseconds(static_cast<std::int64_t>(options.min_time_ms * 1e6));
+  const std::size_t directions = options.allow_write ? 2 : 1;
+  const std::size_t rows = windows.size() * directions * (access_bits.size() + (with_copy ? 1 : 0)) * sizes.size();
+  Progress progress(!options.no_progress && (options.progress || isatty(STDERR_FILENO)), rows);
+  std::vector<Measurement> measurements;
+  std::vector<Latency> latencies;
+
+  for (const Window& window : windows) {
+    const pcie::MmioView view = window.mapping.mmio();
+    for (std::size_t direction = 0; direction < directions; ++direction) {
+      const bool write = direction == 1;
+      std::vector<std::string> kinds;
+      for (unsigned bits : access_bits) kinds.push_back(fmt::format("{}-bit", bits));
+      if (with_copy) {
+        const auto copy_direction = write ? pcie::CopyDirection::to_device : pcie::CopyDirection::from_device;
+        kinds.push_back(fmt::format(
+            "copy ({})",
+            pcie::to_string(pcie::choose_copy_kernel(copy_direction, window.type, view.allowed_widths(), copy_options))));
+      }
+      for (std::size_t kind = 0; kind < kinds.size(); ++kind) {
+        for (std::uint64_t size : sizes) {
+          Measurement row{window.type, write, kinds[kind], size, {}};
+          progress.step(fmt::format("{} {} {} {}", memory_name(window.type), write ? "write" : "read", row.access,
+                                    size_text(size)));
+          std::function<void()> pass;
+          if (kind < access_bits.size()) {
+            switch (access_bits[kind]) {
+              case 8: pass = write ? std::function<void()>([&] { write_loop<std::uint8_t>(view, size); })
+                                   : [&] { read_loop<std::uint8_t>(view, size); }; break;
+              case 16: pass = write ? std::function<void()>([&] { write_loop<std::uint16_t>(view, size); })
+                                    : [&] { read_loop<std::uint16_t>(view, size); }; break;
+              case 32: pass = write ? std::function<void()>([&] { write_loop<std::uint32_t>(view, size); })
+                                    : [&] { read_loop<std::uint32_t>(view, size); }; break;
+              default: pass = write ? std::function<void()>([&] { write_loop<std::uint64_t>(view, size); })
+                                    : [&] { read_loop<std::uint64_t>(view, size); }; break;
+            }
+          } else {
+            std::optional<pcie::Error> failure;
+            pass = [&, write, size] {
+              auto done = write ? pcie::copy_to_device(view, 0, host.data(), size, copy_options)
+                                : pcie::copy_from_device(host.data(), view, 0, size, copy_options);
+              if (!done && !failure) failure = done.error();
+            };
+            pass();
+            if (failure) {
+              progress.finish();
+              return fail(*failure);
+            }
+          }
+          for (unsigned i = 0; i < options.warmup; ++i) pass();
+          for (unsigned i = 0; i < options.repetitions; ++i) row.gigabytes_per_second.push_back(measure(size, min_time, pass));
+          measurements.push_back(std::move(row));
+        }
+      }
+    }
+    // Latency of one 32-bit access at the window's start (a read is non-posted: it waits
+    // for the completion; a write is posted, so it is timed with a read-back behind it).
+    const double clock_ns = summarize(window.type, "", time_each(options.latency_samples, [] {}), 0).median_ns;
+    for (unsigned i = 0; i < 10; ++i) (void)view.read<std::uint32_t>(0);
+    latencies.push_back(summarize(window.type, "32-bit read",
+                                  time_each(options.latency_samples, [&] { (void)view.read<std::uint32_t>(0); }),
+                                  clock_ns));
+    if (options.allow_write) {
+      latencies.push_back(summarize(window.type, "posted 32-bit write + read-back",
+                                    time_each(options.latency_samples,
+                                              [&] {
+                                                view.write<std::uint32_t>(0, 0x5a5a5a5a);
+                                                pcie::barrier_before_doorbell();
+                                                (void)view.read<std::uint32_t>(0);
+                                              }),
+                                    clock_ns));
+    }
+  }
+  progress.finish();
+
+  const std::optional<double> ceiling = write_ceiling_gbs(*device);
+  if (options.json) {
+    nlohmann::ordered_json out;
+    out["device"] = bdf->to_string();
+    out["bar"] = *bar_index;
+    out["window"] = {{"offset", *offset}, {"length", length}};
+    out["prefetchable"] = bar->prefetchable;
+    if (device->link) {
+      out["link"] = {{"speed_gts", device->link->current_speed_gts}, {"width", device->link->current_width}};
+    }
+    if (ceiling) out["write_ceiling_gbs"] = *ceiling;
+    out["repetitions"] = options.repetitions;
+    out["throughput"] = nlohmann::ordered_json::array();
+    for (const Measurement& row : measurements) {
+      out["throughput"].push_back({{"mapping", pcie::to_string(row.mapping)},
+                                   {"direction", row.write ? "write" : "read"},
+                                   {"access", row.access},
+                                   {"bytes", row.size},
+                                   {"median_gbs", row.median()},
+                                   {"samples_gbs", row.gigabytes_per_second}});
+    }
+    out["latency"] = nlohmann::ordered_json::array();
+    for (const Latency& latency : latencies) {
+      out["latency"].push_back({{"mapping", pcie::to_string(latency.mapping)},
+                                {"access", latency.what},
+                                {"median_ns", latency.median_ns},
+                                {"p99_ns", latency.p99_ns},
+                                {"samples", options.latency_samples}});
+    }
+    fmt::print("{}\n", out.dump(2));
+    return kSuccess;
+  }
+
+  fmt::print("{}: {}, {}{}\n", window_text, render_line(*device).substr(13),
+             bar->prefetchable ? "prefetchable" : "non-prefetchable", bar->is_64bit ? ", 64-bit" : "");
+  if (device->link && device->link->current_width != 0) {
+    fmt::print("link: {} GT/s x{}", device->link->current_speed_gts, device->link->current_width);
+    if (ceiling) fmt::print("; CPU writes (64-byte TLPs at most) cannot beat about {:.1f} GB/s here", *ceiling);
+    fmt::print("\n");
+  }
+  fmt::print("median of {} repetitions of at least {} ms each, after {} warm-up pass(es)\n\n", options.repetitions,
+             options.min_time_ms, options.warmup);
+  fmt::print("{:<16} {:<6} {:<16} {:>10} {:>12} {:>12} {:>12}\n", "mapping", "dir", "access", "size", "GB/s",
+             "min", "max");
+  for (const Measurement& row : measurements) {
+    const auto [low, high] = std::minmax_element(row.gigabytes_per_second.begin(), row.gigabytes_per_second.end());
+    fmt::print("{:<16} {:<6} {:<16} {:>10} {:>12.4f} {:>12.4f} {:>12.4f}\n", pcie::to_string(row.mapping),
+               row.write ? "write" : "read", row.access, size_text(row.size), row.median(), *low, *high);
+  }
+  fmt::print("\n{:<16} {:<34} {:>12} {:>12}   ({} samples, clock cost subtracted)\n", "mapping", "latency at +0",
+             "median ns", "p99 ns", options.latency_samples);
+  for (const Latency& latency : latencies) {
+    fmt::print("{:<16} {:<34} {:>12.0f} {:>12.0f}\n", pcie::to_string(latency.mapping), latency.what,
+               latency.median_ns, latency.p99_ns);
+  }
+  return kSuccess;
+}
+
+}  // namespace pciectl

@@ -1,0 +1,21 @@
+// Command-line values shared by pciectl's subcommands.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "pcie/error.h"
+
+namespace pciectl {
+
+// Prints "pciectl: error: ..." and returns the exit code for the error's code.
+int fail(const pcie::Error& error);
+// Decimal or 0x-prefixed hex.
+pcie::Result<std::uint64_t> parse_number(const std::string& text, std::string_view what);
+// Decimal or hex with an optional K/M/G suffix (powers of 1024): "64", "4K", "1M", "0x1000".
+pcie::Result<std::uint64_t> parse_size(const std::string& text, std::string_view what);
+// "bar2", "BAR2" or "2".
+pcie::Result<unsigned> parse_bar(const std::string& text);
+
+}  // namespace pciectl

@@ -137,6 +137,16 @@ TEST_F(PciectlTest, BenchWritesSaysWhatItOverwritesAndReportsJson) {
   EXPECT_EQ(file_bytes(testing::kVmIvshmem, "resource2", 0x3000, 16), std::vector<std::uint8_t>(16, 0));
 }
 
+TEST_F(PciectlTest, BenchPrintsTheLinksWriteCeiling) {
+  // The fake nvme's link is 8 GT/s x2: 2 lanes x 8 GT/s x 128/130 / 8 x 0.657 = 1.29 GB/s.
+  const CommandResult run = pciectl(
+      "bench 0000:01:00.0 bar0 --sizes 64 --widths 32 --min-time-ms 1 --repetitions 1 --latency-samples 10");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("link: 8 GT/s x2; CPU writes (64-byte TLPs at most) cannot beat about 1.3 GB/s"),
+            std::string::npos)
+      << run.out;
+}
+
 TEST_F(PciectlTest, BenchRefusals) {
   expect_error(pciectl("bench 0000:00:05.0 bar1"), 2, "I/O-port BAR");
   expect_error(pciectl("bench 0000:00:03.0 bar0 --mapping wc"), 2, "not prefetchable");

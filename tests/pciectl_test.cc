@@ -154,6 +154,7 @@ TEST_F(PciectlTest, BenchRefusals) {
   expect_error(pciectl("bench 0000:00:03.0 bar0 --sizes 2M"), 2, "does not fit");
   expect_error(pciectl("bench 0000:00:03.0 bar0 --widths 128"), 2, "expected 8, 16, 32, 64 or copy");
   expect_error(pciectl("bench 0000:00:03.0 bar0 --kernel avx1024"), 2, "unknown kernel");
+  expect_error(pciectl("bench 0000:00:03.0 bar0 --sizes 6 --widths 32"), 2, "not a whole number of 32-bit accesses");
 }
 
 TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }

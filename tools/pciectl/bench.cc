@@ -209,6 +209,16 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
     }
   }
 
+  for (unsigned bits : access_bits) {
+    for (std::uint64_t size : sizes) {
+      if (size % (bits / 8) != 0) {
+        return fail(pcie::make_error(pcie::Errc::invalid_argument, "bench", bar_name,
+                                     fmt::format("size {} is not a whole number of {}-bit accesses", size, bits),
+                                     "use sizes that are multiples of the widest --widths entry"));
+      }
+    }
+  }
+
   // Map every window before measuring anything, so a refusal costs nothing.
   struct Window {
     pcie::MemoryType type;

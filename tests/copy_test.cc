@@ -13,9 +13,11 @@
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include "pcie/sys/mapping.h"
 #include "pcie/sysfs_bar.h"
 #include "pcie/testing/fake_sysfs.h"
 #include "src/copy/span_walk.h"
@@ -118,19 +120,15 @@ TEST(CopyAccessPattern, UnalignedHeadGrowsAndTailShrinks) {
 
 // ---- every kernel on real memory ----
 
-// A page-aligned anonymous mapping standing in for a window.
+// A page-aligned anonymous mapping standing in for a window, owned by pcie::Mapping.
 struct Pages {
-  explicit Pages(std::size_t bytes) : size(bytes) {
+  explicit Pages(std::size_t bytes) {
     void* mapped = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    data = mapped == MAP_FAILED ? nullptr : static_cast<std::byte*>(mapped);
+    if (mapped != MAP_FAILED) mapping = Mapping(mapped, bytes);
+    data = mapping.data();
   }
-  ~Pages() {
-    if (data != nullptr) munmap(data, size);
-  }
-  Pages(const Pages&) = delete;
-  Pages& operator=(const Pages&) = delete;
+  Mapping mapping;
   std::byte* data = nullptr;
-  std::size_t size = 0;
 };
 
 std::vector<CopyKernel> kernels_of_this_cpu() {
@@ -291,13 +289,6 @@ class RecordingRegion final : public Region {
   std::vector<std::uint8_t> bytes_;
 };
 
-unsigned mask_of(WidthSet allowed) {
-  unsigned mask = 0;
-  for (Width width : {Width::bits8, Width::bits16, Width::bits32, Width::bits64}) {
-    if (allowed.allows(width)) mask |= static_cast<unsigned>(byte_count(width));
-  }
-  return mask;
-}
 
 TEST(CopyThroughRegion, EveryAccessIsRecordedAlignedAllowedAndOnce) {
   const std::vector<WidthSet> width_sets = {WidthSet::all(), WidthSet::up_to(Width::bits32),
@@ -307,7 +298,7 @@ TEST(CopyThroughRegion, EveryAccessIsRecordedAlignedAllowedAndOnce) {
   for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<std::uint8_t>(i % 255 + 1);  // never 0
   int copies = 0;
   for (WidthSet allowed : width_sets) {
-    const unsigned mask = mask_of(allowed);
+    const unsigned mask = allowed.byte_mask();
     const unsigned narrowest = mask & (~mask + 1);
     for (std::uint64_t length : {0u, 1u, 3u, 4u, 7u, 8u, 63u, 64u, 65u, 4095u, 4096u, 4097u}) {
       for (std::uint64_t offset = 0; offset < 16; ++offset) {
@@ -427,13 +418,49 @@ TEST(CopyChecks, BadOptionsAndBuffers) {
 }
 
 TEST(CopyChecks, MaxAccessBytesCapsTheWidth) {
+  // The automatic kernel never exceeds the cap.
+  for (std::size_t cap : {8u, 16u, 32u, 64u}) {
+    for (CopyDirection direction : {CopyDirection::to_device, CopyDirection::from_device}) {
+      const CopyKernel kernel =
+          choose_copy_kernel(direction, MemoryType::write_combined, WidthSet::all(), {.max_access_bytes = cap});
+      EXPECT_LE(copy_kernel_access_bytes(kernel), cap) << to_string(kernel);
+      EXPECT_TRUE(copy_kernel_supported(kernel));
+    }
+  }
+  // And a capped copy makes no access wider than the cap: through an unmapped region the
+  // accesses are visible (the recorded pattern shows every kernel shares it).
+  RecordingRegion region(256, WidthSet::all());
+  std::vector<std::uint8_t> source(200, 7);
+  ASSERT_TRUE(copy_to_device(region, 3, source.data(), 200, {.max_access_bytes = 2}));
+  ASSERT_FALSE(region.log.empty());
+  for (const Access& access : region.log) EXPECT_LE(access.bytes, 2u);
+  EXPECT_EQ(check_log(region.log, 3, 200, 1 | 2, 0), "");
+  // A cap below everything the window allows leaves no access to make: refused.
   Pages window(4096);
-  std::byte buffer[256]{};
-  const MmioView view(window.data, 4096, WidthSet::all(), "w", MemoryType::write_combined);
-  EXPECT_EQ(choose_copy_kernel(CopyDirection::to_device, MemoryType::write_combined, WidthSet::all(),
-                               {.max_access_bytes = 8}),
-            CopyKernel::registers);
-  EXPECT_TRUE(copy_to_device(view, 0, buffer, 256, {.max_access_bytes = 4}));
+  const MmioView words(window.data, 4096, WidthSet::only(Width::bits32), "fpga regs", MemoryType::write_combined);
+  auto capped = copy_to_device(words, 0, source.data(), 8, {.max_access_bytes = 2});
+  ASSERT_FALSE(capped);
+  EXPECT_EQ(capped.error().code, Errc::width_not_allowed);
+}
+
+// What this CPU can run, as the copy path sees it, agrees with the kernel's /proc/cpuinfo,
+// so the per-kernel tests above cannot quietly leave out a kernel the CPU has.
+TEST(CopyChecks, SupportedKernelsMatchCpuinfo) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string flags;
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.starts_with("flags")) {
+      flags = line + " ";
+      break;
+    }
+  }
+  ASSERT_FALSE(flags.empty()) << "no flags line in /proc/cpuinfo";
+  auto has = [&](const std::string& flag) { return flags.find(" " + flag + " ") != std::string::npos; };
+  EXPECT_TRUE(copy_kernel_supported(CopyKernel::sse2));
+  EXPECT_EQ(copy_kernel_supported(CopyKernel::sse41), has("sse4_1"));
+  EXPECT_EQ(copy_kernel_supported(CopyKernel::avx2), has("avx2"));
+  EXPECT_EQ(copy_kernel_supported(CopyKernel::avx512), has("avx512f"));
+  EXPECT_EQ(copy_kernel_supported(CopyKernel::movdir64b), has("movdir64b") && has("sse4_1"));
 }
 
 TEST(CopyChecks, KernelNamesRoundTrip) {

@@ -269,6 +269,28 @@ struct RegionReads {
   }
 };
 
+// A mapped region's window, for the kernels.
+MmioView view_of(const Region& region, std::byte* base) {
+  return MmioView(base, region.size(), region.allowed_widths(), region.name(), region.memory_type());
+}
+
+// A region with no mapping is copied register by register through Region::read/write
+// (Ops: RegionWrites or RegionReads), with the same checks and in the same access pattern
+// as the mapped kernels, 8 bytes at the widest.
+template <class Ops, class RegionType>
+Result<void> copy_unmapped(std::string_view operation, RegionType& region, CopyDirection direction,
+                           std::uint64_t offset, std::byte* host, std::uint64_t length, const CopyOptions& options) {
+  CopyOptions registers_only = options;
+  registers_only.kernel = CopyKernel::registers;
+  registers_only.max_access_bytes = std::min<std::size_t>(options.max_access_bytes, 8);
+  auto prepared = prepare(operation, region.name(), region.size(), 0, region.allowed_widths(), region.memory_type(),
+                          direction, offset, length, host, registers_only);
+  if (!prepared) return std::unexpected(prepared.error());
+  Ops ops{&region, {}};
+  copy_detail::walk_span(ops, offset, host, length, prepared->widths);
+  return ops.status;
+}
+
 }  // namespace
 
 std::string_view to_string(CopyKernel kernel) {
@@ -363,38 +385,18 @@ Result<void> copy_to_device(Region& region, std::uint64_t offset, const void* so
     return std::unexpected(make_error(Errc::permission_denied, "copy to device", region.name(),
                                       "the region was opened read-only", "open it writable"));
   }
-  if (std::byte* base = region.mapped_base()) {
-    const MmioView view(base, region.size(), region.allowed_widths(), region.name(), region.memory_type());
-    return copy_to_device(view, offset, source, length, options);
-  }
-  CopyOptions registers_only = options;
-  registers_only.kernel = CopyKernel::registers;
-  registers_only.max_access_bytes = std::min<std::size_t>(options.max_access_bytes, 8);
-  auto prepared = prepare("copy to device", region.name(), region.size(), 0, region.allowed_widths(),
-                          region.memory_type(), CopyDirection::to_device, offset, length, source, registers_only);
-  if (!prepared) return std::unexpected(prepared.error());
-  RegionWrites ops{&region, {}};
-  copy_detail::walk_span(ops, offset, static_cast<std::byte*>(const_cast<void*>(source)), length,
-                         prepared->widths);
-  return ops.status;
+  if (std::byte* base = region.mapped_base()) return copy_to_device(view_of(region, base), offset, source, length, options);
+  return copy_unmapped<RegionWrites>("copy to device", region, CopyDirection::to_device, offset,
+                                     static_cast<std::byte*>(const_cast<void*>(source)), length, options);
 }
 
 Result<void> copy_from_device(void* destination, const Region& region, std::uint64_t offset, std::uint64_t length,
                               const CopyOptions& options) {
   if (std::byte* base = region.mapped_base()) {
-    const MmioView view(base, region.size(), region.allowed_widths(), region.name(), region.memory_type());
-    return copy_from_device(destination, view, offset, length, options);
+    return copy_from_device(destination, view_of(region, base), offset, length, options);
   }
-  CopyOptions registers_only = options;
-  registers_only.kernel = CopyKernel::registers;
-  registers_only.max_access_bytes = std::min<std::size_t>(options.max_access_bytes, 8);
-  auto prepared = prepare("copy from device", region.name(), region.size(), 0, region.allowed_widths(),
-                          region.memory_type(), CopyDirection::from_device, offset, length, destination,
-                          registers_only);
-  if (!prepared) return std::unexpected(prepared.error());
-  RegionReads ops{&region, {}};
-  copy_detail::walk_span(ops, offset, static_cast<std::byte*>(destination), length, prepared->widths);
-  return ops.status;
+  return copy_unmapped<RegionReads>("copy from device", region, CopyDirection::from_device, offset,
+                                    static_cast<std::byte*>(destination), length, options);
 }
 
 namespace detail {
@@ -445,6 +447,7 @@ struct CopyWorkers::Shared {
   std::condition_variable wake;
   std::condition_variable finished;
   const std::function<void(unsigned, unsigned)>* job = nullptr;
+  unsigned parts = 0;  // of the current job; set under `mutex` with it
   std::uint64_t generation = 0;
   unsigned running = 0;
   bool stopping = false;
@@ -454,14 +457,16 @@ struct CopyWorkers::Shared {
     std::uint64_t seen = 0;
     for (;;) {
       const std::function<void(unsigned, unsigned)>* current = nullptr;
+      unsigned current_parts = 0;
       {
         std::unique_lock lock(mutex);
         wake.wait(lock, [&] { return stopping || generation != seen; });
         if (stopping) return;
         seen = generation;
         current = job;
+        current_parts = parts;
       }
-      (*current)(part, static_cast<unsigned>(threads.size()) + 1);
+      (*current)(part, current_parts);
       std::lock_guard lock(mutex);
       if (--running == 0) finished.notify_all();
     }
@@ -520,6 +525,7 @@ void CopyWorkers::run(const std::function<void(unsigned, unsigned)>& part) const
   {
     std::lock_guard lock(shared_->mutex);
     shared_->job = &part;
+    shared_->parts = parts;
     shared_->running = parts - 1;
     ++shared_->generation;
   }

@@ -62,6 +62,23 @@ inline void move_blocks(Ops& ops, std::uintptr_t& device, std::byte*& host, std:
   }
 }
 
+// Moves the widest fitting accesses from `allowed` until `length` is 0 or, with `align`
+// not 0, until the device address is aligned to `align`. Returns false if none fits, which
+// the callers rule out by checking the span first (copy.cc).
+template <class Ops>
+inline bool move_fitting(Ops& ops, std::uintptr_t& device, std::byte*& host, std::uint64_t& length,
+                         WidthMask allowed, std::size_t align) {
+  while (length != 0 && (align == 0 || (device & (align - 1)) != 0)) {
+    const std::size_t bytes = widest_fit(device, length, allowed);
+    if (bytes == 0) return false;
+    move_one(ops, bytes, device, host);
+    device += bytes;
+    host += bytes;
+    length -= bytes;
+  }
+  return true;
+}
+
 // Moves [device, device + length) <-> [host, host + length) with accesses from `allowed`
 // (already limited to what Ops can do). Head: widest fitting accesses until the device
 // address is aligned to the widest allowed width; body: blocks of that width; tail: the
@@ -70,14 +87,7 @@ template <class Ops>
 inline void walk_span(Ops& ops, std::uintptr_t device, std::byte* host, std::uint64_t length, WidthMask allowed) {
   std::size_t block = 64;
   while (block > 1 && (allowed & width_bit(block)) == 0) block >>= 1;
-  while (length != 0 && (device & (block - 1)) != 0) {
-    const std::size_t bytes = widest_fit(device, length, allowed);
-    if (bytes == 0) return;
-    move_one(ops, bytes, device, host);
-    device += bytes;
-    host += bytes;
-    length -= bytes;
-  }
+  if (!move_fitting(ops, device, host, length, allowed, block)) return;
   switch (block) {
     case 64: if constexpr (Ops::kWidest >= 64) move_blocks<64>(ops, device, host, length); break;
     case 32: if constexpr (Ops::kWidest >= 32) move_blocks<32>(ops, device, host, length); break;
@@ -87,14 +97,7 @@ inline void walk_span(Ops& ops, std::uintptr_t device, std::byte* host, std::uin
     case 2: move_blocks<2>(ops, device, host, length); break;
     default: move_blocks<1>(ops, device, host, length); break;
   }
-  while (length != 0) {
-    const std::size_t bytes = widest_fit(device, length, allowed);
-    if (bytes == 0) return;
-    move_one(ops, bytes, device, host);
-    device += bytes;
-    host += bytes;
-    length -= bytes;
-  }
+  move_fitting(ops, device, host, length, allowed, 0);  // the tail, to the end
 }
 
 // Register-sized device accesses: one volatile load or store of exactly N bytes, so the

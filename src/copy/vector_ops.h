@@ -68,41 +68,35 @@ inline void stream_load_vector(std::uintptr_t device, std::byte* host) {
   }
 }
 
-// The four directions of a kernel whose widest access is `Widest` bytes. Accesses of 8
-// bytes and less are register accesses (span_walk.h).
-template <std::size_t Widest>
-struct VectorToDevice {
+// What a kernel's access does: the four directions of span_walk.h's Ops::move.
+enum class VectorMove {
+  store,         // host -> window, aligned stores
+  load,          // window -> host, aligned loads
+  stream_load,   // window -> host, streaming loads (write-combined windows)
+  stream_store,  // host -> host, non-temporal stores
+};
+
+// span_walk.h's Ops for a kernel whose widest access is `Widest` bytes. Accesses of 8
+// bytes and less are register accesses in every direction.
+template <std::size_t Widest, VectorMove Kind>
+struct VectorOps {
   static constexpr std::size_t kWidest = Widest;
   template <std::size_t N>
   void move(std::uintptr_t device, std::byte* host) {
-    if constexpr (N <= 8) store_register<N>(device, host); else store_vector<N>(device, host);
-  }
-};
-
-template <std::size_t Widest>
-struct VectorFromDevice {
-  static constexpr std::size_t kWidest = Widest;
-  template <std::size_t N>
-  void move(std::uintptr_t device, std::byte* host) {
-    if constexpr (N <= 8) load_register<N>(device, host); else load_vector<N>(device, host);
-  }
-};
-
-template <std::size_t Widest>
-struct VectorFromDeviceStreaming {
-  static constexpr std::size_t kWidest = Widest;
-  template <std::size_t N>
-  void move(std::uintptr_t device, std::byte* host) {
-    if constexpr (N <= 8) load_register<N>(device, host); else stream_load_vector<N>(device, host);
-  }
-};
-
-template <std::size_t Widest>
-struct VectorHostCopy {
-  static constexpr std::size_t kWidest = Widest;
-  template <std::size_t N>
-  void move(std::uintptr_t destination, std::byte* source) {
-    if constexpr (N <= 8) store_register<N>(destination, source); else stream_vector<N>(destination, source);
+    constexpr bool from_window = Kind == VectorMove::load || Kind == VectorMove::stream_load;
+    if constexpr (N <= 8 && from_window) {
+      load_register<N>(device, host);
+    } else if constexpr (N <= 8) {
+      store_register<N>(device, host);
+    } else if constexpr (Kind == VectorMove::store) {
+      store_vector<N>(device, host);
+    } else if constexpr (Kind == VectorMove::load) {
+      load_vector<N>(device, host);
+    } else if constexpr (Kind == VectorMove::stream_load) {
+      stream_load_vector<N>(device, host);
+    } else {
+      stream_vector<N>(device, host);
+    }
   }
 };
 
@@ -119,13 +113,9 @@ void run_span(const SpanJob& job) {
 // movntdqa (else reads from write-combined windows use ordinary loads).
 template <std::size_t Widest, bool StreamingLoads>
 KernelFunctions vector_kernel() {
-  if constexpr (StreamingLoads) {
-    return {Widest, run_span<VectorToDevice<Widest>>, run_span<VectorFromDevice<Widest>>,
-            run_span<VectorFromDeviceStreaming<Widest>>, run_span<VectorHostCopy<Widest>>};
-  } else {
-    return {Widest, run_span<VectorToDevice<Widest>>, run_span<VectorFromDevice<Widest>>,
-            run_span<VectorFromDevice<Widest>>, run_span<VectorHostCopy<Widest>>};
-  }
+  constexpr VectorMove kWcLoad = StreamingLoads ? VectorMove::stream_load : VectorMove::load;
+  return {Widest, run_span<VectorOps<Widest, VectorMove::store>>, run_span<VectorOps<Widest, VectorMove::load>>,
+          run_span<VectorOps<Widest, kWcLoad>>, run_span<VectorOps<Widest, VectorMove::stream_store>>};
 }
 
 }  // namespace

@@ -33,6 +33,7 @@
 #include "bench/ratio_reporter.h"
 #include "bench/rte_memcpy_wrapper.h"
 #include "pcie/copy.h"
+#include "pcie/sys/mapping.h"
 
 namespace pcie::bench {
 namespace {
@@ -40,7 +41,8 @@ namespace {
 constexpr std::size_t kHugePage = 2u << 20;
 
 struct Buffer {
-  std::byte* data = nullptr;
+  pcie::Mapping mapping;      // owns the whole mmap, padding included
+  std::byte* data = nullptr;  // 2 MiB-aligned inside it
   std::size_t size = 0;
   std::string backing;
 };
@@ -75,13 +77,17 @@ Buffer allocate(std::size_t size, bool huge) {
   void* mapped = MAP_FAILED;
   if (huge) {
     mapped = mmap(nullptr, buffer.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-    if (mapped != MAP_FAILED) buffer.backing = "hugetlbfs 2 MiB pages";
+    if (mapped != MAP_FAILED) {
+      buffer.mapping = pcie::Mapping(mapped, buffer.size);
+      buffer.backing = "hugetlbfs 2 MiB pages";
+    }
   }
   if (mapped == MAP_FAILED) {
     // Over-allocate to align to 2 MiB, so transparent huge pages can back all of it.
     const std::size_t padded = buffer.size + kHugePage;
     mapped = mmap(nullptr, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mapped == MAP_FAILED) return {};
+    buffer.mapping = pcie::Mapping(mapped, padded);
     auto* base = static_cast<std::byte*>(mapped);
     const auto address = reinterpret_cast<std::uintptr_t>(base);
     auto* aligned = base + ((kHugePage - address % kHugePage) % kHugePage);

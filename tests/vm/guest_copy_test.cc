@@ -22,10 +22,8 @@ namespace {
 
 const Bdf kIvshmem = testing::kVmIvshmem;  // 00:04.0
 
-BarMapping map_ivshmem(MemoryType type) {
-  auto bar = BarMapping::map(SysfsPaths{}, kIvshmem, 2, {.memory_type = type});
-  if (!bar) ADD_FAILURE() << bar.error().message();
-  return std::move(*bar);
+Result<BarMapping> map_ivshmem(MemoryType type) {
+  return BarMapping::map(SysfsPaths{}, kIvshmem, 2, {.memory_type = type});
 }
 
 // The source bytes of a span: what must land at span.offset onwards.
@@ -46,8 +44,12 @@ TEST_P(GuestCopy, WritesThroughWcBarAndReadsBack) {
   const std::string_view name = vm::kCopyKernels[region];
   CopyOptions options;
   if (name != "32-bit") options.kernel = copy_kernel_from_string(name).value();
-  BarMapping wc = map_ivshmem(MemoryType::write_combined);
-  BarMapping uc = map_ivshmem(MemoryType::uncached);
+  auto wc_mapped = map_ivshmem(MemoryType::write_combined);
+  auto uc_mapped = map_ivshmem(MemoryType::uncached);
+  ASSERT_TRUE(wc_mapped) << wc_mapped.error().message();
+  ASSERT_TRUE(uc_mapped) << uc_mapped.error().message();
+  BarMapping& wc = *wc_mapped;
+  BarMapping& uc = *uc_mapped;
   if (name == "32-bit") {
     wc.restrict_widths(WidthSet::only(Width::bits32));
     uc.restrict_widths(WidthSet::only(Width::bits32));
@@ -78,8 +80,9 @@ TEST_P(GuestCopy, WritesThroughWcBarAndReadsBack) {
       EXPECT_EQ(back.back(), std::byte{0xee}) << "read past the span";
     }
   }
-  BarMapping header = map_ivshmem(MemoryType::uncached);  // unrestricted, for 8-bit writes
-  ASSERT_TRUE(header.write(Width::bits8, region, 1));  // region written
+  auto header = map_ivshmem(MemoryType::uncached);  // unrestricted, for 8-bit writes
+  ASSERT_TRUE(header) << header.error().message();
+  ASSERT_TRUE(header->write(Width::bits8, region, 1));  // region written
 }
 
 

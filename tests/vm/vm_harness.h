@@ -9,6 +9,7 @@
 #pragma once
 
 #include <filesystem>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,21 @@ struct Options {
 
 // Where the guest's GoogleTest program writes its results ($PCIE_VM_OUT/results.json).
 inline constexpr const char* kGuestResults = "/out/results.json";
+
+// What every VM target starts from: pcie-vm's path from --pcie-vm, the programs that the
+// flags in `program_flags` name ("guest", "pciectl", ...) copied into the guest, and
+// `guest_program` as the guest command, writing its results to kGuestResults. The target
+// adds its VM arguments and any further guest arguments.
+inline Options options_from_flags(const Flags& flags, std::initializer_list<const char*> program_flags,
+                                  const std::string& guest_program) {
+  Options options;
+  options.pcie_vm = flags.contains("pcie-vm") ? flags.at("pcie-vm") : "tests/vm/pcie-vm";
+  for (const char* program : program_flags) {
+    if (flags.contains(program)) options.guest_programs.push_back(flags.at(program));
+  }
+  options.guest_command = {guest_program, std::string("--gtest_output=json:") + kGuestResults};
+  return options;
+}
 
 struct Run {
   int exit_status = -1;     // pcie-vm's: the guest command's, 124 timeout, 125 harness error

@@ -24,21 +24,15 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   const std::string bound_driver = iommu ? "vfio-pci" : "uio_pci_generic";
   g_ivshmem_file = work_dir / "ivshmem";
 
-  pcie::vm::Options options;
-  options.pcie_vm = flags.contains("pcie-vm") ? flags.at("pcie-vm") : "tests/vm/pcie-vm";
+  pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"guest", "pciectl"}, "guest_sysfs_test");
   if (!iommu) options.vm_arguments.push_back("--no-iommu");
   options.vm_arguments.insert(options.vm_arguments.end(),
                               {"--nvme-driver", "--bind", "0000:00:06.0=" + bound_driver, "--ivshmem-file", g_ivshmem_file.string(),
                                "--ivshmem-size", std::to_string(kIvshmemSize), "--membar", "8G"});
-  for (const char* program : {"guest", "pciectl"}) {
-    if (flags.contains(program)) options.guest_programs.push_back(flags.at(program));
-  }
-  options.guest_command = {"guest_sysfs_test",
-                           std::string("--gtest_output=json:") + pcie::vm::kGuestResults,
-                           iommu ? "--iommu=1" : "--iommu=0",
-                           "--bound-driver=" + bound_driver,
-                           "--ivshmem-size=" + std::to_string(kIvshmemSize),
-                           "--membar=" + std::to_string(kMembar)};
+  options.guest_command.insert(options.guest_command.end(),
+                               {iommu ? "--iommu=1" : "--iommu=0", "--bound-driver=" + bound_driver,
+                                "--ivshmem-size=" + std::to_string(kIvshmemSize),
+                                "--membar=" + std::to_string(kMembar)});
   options.guest_command.push_back(iommu ? "--gtest_filter=-GuestVfioNoIommu.*" : "--gtest_filter=-GuestVfio.*");
   return options;
 }

@@ -18,8 +18,8 @@ std::filesystem::path g_ivshmem_file;
 
 pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path& work_dir) {
   g_ivshmem_file = work_dir / "ivshmem";
-  pcie::vm::Options options;
-  options.pcie_vm = flags.contains("pcie-vm") ? flags.at("pcie-vm") : "tests/vm/pcie-vm";
+  pcie::vm::Options options =
+      pcie::vm::options_from_flags(flags, {"guest", "pciectl", "edu-driver"}, "guest_vfio_test");
   options.vm_arguments = {
       "--ivshmem-file", g_ivshmem_file.string(), "--ivshmem-size", std::to_string(kIvshmemSize),
       // A conventional PCI bridge after the root port (00:1c.0, bus 1), so it gets bus 2:
@@ -31,12 +31,8 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
       // A small limit on DMA mappings per container, so a test can reach it.
       "--module-option", "vfio_iommu_type1=dma_entry_limit=64", "--bind", "0000:00:04.0=vfio-pci",
       "--bind", "0000:02:01.0=vfio-pci", "--bind", "0000:02:02.0=uio_pci_generic"};
-  for (const char* program : {"guest", "pciectl", "edu-driver"}) {
-    if (flags.contains(program)) options.guest_programs.push_back(flags.at(program));
-  }
   // GuestDma.DmaToAnUnmappedIovaFaults writes to IOVA 0xf000000 on purpose.
   options.expected_dmar_fault_addresses = {"0xf000000"};
-  options.guest_command = {"guest_vfio_test", std::string("--gtest_output=json:") + pcie::vm::kGuestResults};
   return options;
 }
 

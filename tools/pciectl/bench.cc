@@ -132,7 +132,19 @@ std::vector<double> time_each(unsigned samples, Access&& access) {
   return times;
 }
 
-std::string size_text(std::uint64_t bytes) { return human_size(bytes); }
+// A pass of `bits`-wide relaxed accesses over [0, size) of the window.
+std::function<void()> width_pass(unsigned bits, const pcie::MmioView& view, std::uint64_t size, bool write) {
+  switch (bits) {
+    case 8: return write ? std::function<void()>([&view, size] { write_loop<std::uint8_t>(view, size); })
+                         : [&view, size] { read_loop<std::uint8_t>(view, size); };
+    case 16: return write ? std::function<void()>([&view, size] { write_loop<std::uint16_t>(view, size); })
+                          : [&view, size] { read_loop<std::uint16_t>(view, size); };
+    case 32: return write ? std::function<void()>([&view, size] { write_loop<std::uint32_t>(view, size); })
+                          : [&view, size] { read_loop<std::uint32_t>(view, size); };
+    default: return write ? std::function<void()>([&view, size] { write_loop<std::uint64_t>(view, size); })
+                          : [&view, size] { read_loop<std::uint64_t>(view, size); };
+  }
+}
 
 }  // namespace
 
@@ -148,10 +160,9 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   discovery.pci_ids_path = pci_ids;
   auto device = pcie::describe(*bdf, discovery);
   if (!device) return fail(device.error());
-  const auto bar = std::find_if(device->bars.begin(), device->bars.end(),
-                                [&](const pcie::BarInfo& info) { return info.index == *bar_index; });
+  const pcie::BarInfo* bar = device->find_bar(*bar_index);
   const std::string bar_name = fmt::format("{} BAR{}", bdf->to_string(), *bar_index);
-  if (bar == device->bars.end()) {
+  if (bar == nullptr) {
     return fail(pcie::make_error(pcie::Errc::not_found, "bench", bar_name, "the device has no such BAR",
                                  fmt::format("pciectl info {} lists its BARs", bdf->to_string())));
   }
@@ -234,7 +245,7 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   }
 
   const std::string window_text = fmt::format("{} [0x{:x}, 0x{:x}) ({})", bar_name, *offset, *offset + length,
-                                              size_text(length));
+                                              human_size(length));
   if (options.allow_write) {
     fmt::print(stderr, "pciectl bench: will overwrite {} through the {} mapping{}; its contents are not restored\n",
                window_text, mappings.size() == 2 ? "uncached and write-combined" : pcie::to_string(mappings[0]),
@@ -269,31 +280,23 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
         for (std::uint64_t size : sizes) {
           Measurement row{window.type, write, kinds[kind], size, {}};
           progress.step(fmt::format("{} {} {} {}", memory_name(window.type), write ? "write" : "read", row.access,
-                                    size_text(size)));
+                                    human_size(size)));
           std::function<void()> pass;
           if (kind < access_bits.size()) {
-            switch (access_bits[kind]) {
-              case 8: pass = write ? std::function<void()>([&] { write_loop<std::uint8_t>(view, size); })
-                                   : [&] { read_loop<std::uint8_t>(view, size); }; break;
-              case 16: pass = write ? std::function<void()>([&] { write_loop<std::uint16_t>(view, size); })
-                                    : [&] { read_loop<std::uint16_t>(view, size); }; break;
-              case 32: pass = write ? std::function<void()>([&] { write_loop<std::uint32_t>(view, size); })
-                                    : [&] { read_loop<std::uint32_t>(view, size); }; break;
-              default: pass = write ? std::function<void()>([&] { write_loop<std::uint64_t>(view, size); })
-                                    : [&] { read_loop<std::uint64_t>(view, size); }; break;
-            }
+            pass = width_pass(access_bits[kind], view, size, write);
           } else {
-            std::optional<pcie::Error> failure;
-            pass = [&, write, size] {
-              auto done = write ? pcie::copy_to_device(view, 0, host.data(), size, copy_options)
-                                : pcie::copy_from_device(host.data(), view, 0, size, copy_options);
-              if (!done && !failure) failure = done.error();
-            };
-            pass();
-            if (failure) {
+            // The copy path checks span, widths and kernel before any access; those are the
+            // same on every pass, so one trial call is enough to report a refusal.
+            auto trial = write ? pcie::copy_to_device(view, 0, host.data(), size, copy_options)
+                               : pcie::copy_from_device(host.data(), view, 0, size, copy_options);
+            if (!trial) {
               progress.finish();
-              return fail(*failure);
+              return fail(trial.error());
             }
+            pass = [&, write, size] {
+              (void)(write ? pcie::copy_to_device(view, 0, host.data(), size, copy_options)
+                           : pcie::copy_from_device(host.data(), view, 0, size, copy_options));
+            };
           }
           for (unsigned i = 0; i < options.warmup; ++i) pass();
           for (unsigned i = 0; i < options.repetitions; ++i) row.gigabytes_per_second.push_back(measure(size, min_time, pass));
@@ -354,8 +357,8 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
     return kSuccess;
   }
 
-  fmt::print("{}: {}, {}{}\n", window_text, render_line(*device).substr(13),
-             bar->prefetchable ? "prefetchable" : "non-prefetchable", bar->is_64bit ? ", 64-bit" : "");
+  fmt::print("{}\n{}, {}{} BAR\n", render_line(*device), window_text,
+             bar->prefetchable ? "prefetchable" : "non-prefetchable", bar->is_64bit ? " 64-bit" : "");
   if (device->link && device->link->current_width != 0) {
     fmt::print("link: {} GT/s x{}", device->link->current_speed_gts, device->link->current_width);
     if (ceiling) fmt::print("; CPU writes (64-byte TLPs at most) cannot beat about {:.1f} GB/s here", *ceiling);
@@ -368,7 +371,7 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   for (const Measurement& row : measurements) {
     const auto [low, high] = std::minmax_element(row.gigabytes_per_second.begin(), row.gigabytes_per_second.end());
     fmt::print("{:<16} {:<6} {:<16} {:>10} {:>12.4f} {:>12.4f} {:>12.4f}\n", pcie::to_string(row.mapping),
-               row.write ? "write" : "read", row.access, size_text(row.size), row.median(), *low, *high);
+               row.write ? "write" : "read", row.access, human_size(row.size), row.median(), *low, *high);
   }
   fmt::print("\n{:<16} {:<34} {:>12} {:>12}   ({} samples, clock cost subtracted)\n", "mapping", "latency at +0",
              "median ns", "p99 ns", options.latency_samples);

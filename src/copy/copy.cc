@@ -75,21 +75,22 @@ struct KernelTable {
 const KernelTable& kernel_table() {
   static const KernelTable table = [] {
     KernelTable built;
-    auto set = [&built](CopyKernel kernel, bool supported, KernelFunctions functions) {
+    // The descriptors are constant data (kernels.h): reading one runs no code of its kernel.
+    auto set = [&built](CopyKernel kernel, bool supported, const KernelFunctions& functions) {
       built.supported[static_cast<std::size_t>(kernel)] = supported;
       if (supported) built.functions[static_cast<std::size_t>(kernel)] = functions;
     };
-    set(CopyKernel::registers, true, copy_detail::registers_kernel());
+    set(CopyKernel::registers, true, copy_detail::kRegistersKernel);
 #if defined(__x86_64__)
     // libgcc's __builtin_cpu_supports checks that the OS saves AVX/AVX-512 state (XGETBV)
     // as well as CPUID, so a "yes" means the instructions will not fault.
     __builtin_cpu_init();
-    set(CopyKernel::sse2, true, copy_detail::sse2_kernel());
-    set(CopyKernel::sse41, __builtin_cpu_supports("sse4.1"), copy_detail::sse41_kernel());
-    set(CopyKernel::avx2, __builtin_cpu_supports("avx2"), copy_detail::avx2_kernel());
-    set(CopyKernel::avx512, __builtin_cpu_supports("avx512f"), copy_detail::avx512_kernel());
+    set(CopyKernel::sse2, true, copy_detail::kSse2Kernel);
+    set(CopyKernel::sse41, __builtin_cpu_supports("sse4.1"), copy_detail::kSse41Kernel);
+    set(CopyKernel::avx2, __builtin_cpu_supports("avx2"), copy_detail::kAvx2Kernel);
+    set(CopyKernel::avx512, __builtin_cpu_supports("avx512f"), copy_detail::kAvx512Kernel);
     set(CopyKernel::movdir64b,
-        __builtin_cpu_supports("movdir64b") && __builtin_cpu_supports("sse4.1"), copy_detail::movdir64b_kernel());
+        __builtin_cpu_supports("movdir64b") && __builtin_cpu_supports("sse4.1"), copy_detail::kMovdir64bKernel);
 #endif
     built.supported[static_cast<std::size_t>(CopyKernel::libc)] = true;
     for (auto direction : {CopyDirection::to_device, CopyDirection::from_device, CopyDirection::host_to_host}) {

@@ -1,5 +1,6 @@
 // The avx512 copy kernel: accesses up to 64 bytes. Compiled for avx512f; called only
-// when the CPU has it (copy.cc).
+// when the CPU has it (copy.cc); the descriptor below is constant data, so no code of
+// this file runs before that check.
 #include <cstddef>
 #include <cstdint>
 
@@ -15,7 +16,7 @@
 
 namespace pcie::copy_detail {
 
-KernelFunctions avx512_kernel() { return vector_kernel<64, true>(); }
+constinit const KernelFunctions kAvx512Kernel = vector_kernel<64, true>();
 
 }  // namespace pcie::copy_detail
 

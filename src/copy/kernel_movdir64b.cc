@@ -45,10 +45,9 @@ void direct_stores(const SpanJob& job) {
 
 }  // namespace
 
-KernelFunctions movdir64b_kernel() {
-  const KernelFunctions loads = vector_kernel<16, true>();
-  return {64, direct_stores, loads.from_device, loads.from_device_streaming, direct_stores};
-}
+constexpr KernelFunctions kLoads = vector_kernel<16, true>();
+constinit const KernelFunctions kMovdir64bKernel = {64, direct_stores, kLoads.from_device,
+                                                    kLoads.from_device_streaming, direct_stores};
 
 }  // namespace pcie::copy_detail
 

@@ -35,6 +35,6 @@ void from_device(const SpanJob& job) {
 
 }  // namespace
 
-KernelFunctions registers_kernel() { return {8, to_device, from_device, from_device, to_device}; }
+constinit const KernelFunctions kRegistersKernel = {8, to_device, from_device, from_device, to_device};
 
 }  // namespace pcie::copy_detail

@@ -1,5 +1,6 @@
 // The sse2 copy kernel: accesses up to 16 bytes. Compiled for sse2; called only
-// when the CPU has it (copy.cc).
+// when the CPU has it (copy.cc); the descriptor below is constant data, so no code of
+// this file runs before that check.
 #include <cstddef>
 #include <cstdint>
 
@@ -15,7 +16,7 @@
 
 namespace pcie::copy_detail {
 
-KernelFunctions sse2_kernel() { return vector_kernel<16, false>(); }
+constinit const KernelFunctions kSse2Kernel = vector_kernel<16, false>();
 
 }  // namespace pcie::copy_detail
 

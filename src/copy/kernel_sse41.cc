@@ -1,5 +1,6 @@
 // The sse41 copy kernel: accesses up to 16 bytes. Compiled for sse4.1; called only
-// when the CPU has it (copy.cc).
+// when the CPU has it (copy.cc); the descriptor below is constant data, so no code of
+// this file runs before that check.
 #include <cstddef>
 #include <cstdint>
 
@@ -15,7 +16,7 @@
 
 namespace pcie::copy_detail {
 
-KernelFunctions sse41_kernel() { return vector_kernel<16, true>(); }
+constinit const KernelFunctions kSse41Kernel = vector_kernel<16, true>();
 
 }  // namespace pcie::copy_detail
 

@@ -1,6 +1,11 @@
 // Entry points of the bulk copy kernels (src/copy/kernel_*.cc), one file per instruction
 // set, each compiled for its own target. Dispatch and all checks live in copy.cc: a kernel
 // is called only with a span it may access and only on a CPU that has its instructions.
+//
+// Each kernel is described by a constant (constinit data, not a function): nothing compiled
+// for a wider instruction set may run before the CPU check, and a function that merely
+// returned the descriptor would be compiled for the kernel's target too (GCC used pinsrq,
+// vpinsrq and vinserti128 to build the struct, which faulted on CPUs without them).
 #pragma once
 
 #include <cstddef>
@@ -25,13 +30,13 @@ struct KernelFunctions {
   SpanFunction host_copy = nullptr;           // device = destination; non-temporal stores
 };
 
-KernelFunctions registers_kernel();
+extern const KernelFunctions kRegistersKernel;
 #if defined(__x86_64__)
-KernelFunctions sse2_kernel();
-KernelFunctions sse41_kernel();
-KernelFunctions avx2_kernel();
-KernelFunctions avx512_kernel();
-KernelFunctions movdir64b_kernel();
+extern const KernelFunctions kSse2Kernel;
+extern const KernelFunctions kSse41Kernel;
+extern const KernelFunctions kAvx2Kernel;
+extern const KernelFunctions kAvx512Kernel;
+extern const KernelFunctions kMovdir64bKernel;
 #endif
 
 }  // namespace pcie::copy_detail

@@ -112,7 +112,7 @@ void run_span(const SpanJob& job) {
 // The kernel of accesses up to `Widest` bytes; `StreamingLoads`: the target has SSE4.1's
 // movntdqa (else reads from write-combined windows use ordinary loads).
 template <std::size_t Widest, bool StreamingLoads>
-KernelFunctions vector_kernel() {
+constexpr KernelFunctions vector_kernel() {
   constexpr VectorMove kWcLoad = StreamingLoads ? VectorMove::stream_load : VectorMove::load;
   return {Widest, run_span<VectorOps<Widest, VectorMove::store>>, run_span<VectorOps<Widest, VectorMove::load>>,
           run_span<VectorOps<Widest, kWcLoad>>, run_span<VectorOps<Widest, VectorMove::stream_store>>};

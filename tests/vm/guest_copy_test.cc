@@ -124,6 +124,45 @@ TEST(GuestBench, IvshmemBothMappingsReadAndWrite) {
       << run.err;
 }
 
+// The CPU flags the guest kernel reports (/proc/cpuinfo), for each kernel's feature.
+bool cpuinfo_has(const std::string& flag) {
+  const std::string cpuinfo = cli::slurp("/proc/cpuinfo");
+  const auto flags = cpuinfo.find("\nflags");
+  const auto end = cpuinfo.find('\n', flags + 1);
+  const std::string line = " " + cpuinfo.substr(flags, end - flags) + " ";
+  return line.find(" " + flag + " ") != std::string::npos;
+}
+
+bool cpu_has_kernel(std::string_view kernel) {
+  if (kernel == "registers" || kernel == "sse2") return true;
+  if (kernel == "sse4.1") return cpuinfo_has("sse4_1");
+  if (kernel == "avx2") return cpuinfo_has("avx2");
+  if (kernel == "avx512") return cpuinfo_has("avx512f");
+  return cpuinfo_has("movdir64b") && cpuinfo_has("sse4_1");
+}
+
+// On every emulated CPU model: pciectl bench with each copy kernel either measures (the CPU
+// has it) or refuses with a one-line usage error naming the missing instructions; never
+// SIGILL (exit 132).
+TEST(GuestBench, EveryCopyKernelRunsOrIsRefused) {
+  for (const std::string kernel : {"registers", "sse2", "sse4.1", "avx2", "avx512", "movdir64b"}) {
+    SCOPED_TRACE(kernel);
+    EXPECT_EQ(copy_kernel_supported(copy_kernel_from_string(kernel).value()), cpu_has_kernel(kernel));
+    const cli::CommandResult run = pciectl("bench 0000:00:04.0 bar2 --offset " +
+                                           std::to_string(vm::kBenchWindowOffset) +
+                                           " --length 64K --sizes 4K --widths copy --repetitions 1 --min-time-ms 1 "
+                                           "--latency-samples 10 --allow-write --json --kernel " + kernel);
+    if (cpu_has_kernel(kernel)) {
+      EXPECT_EQ(run.exit_code, 0) << run.err;
+      EXPECT_NE(run.out.find("copy (" + kernel + ")"), std::string::npos) << run.out;
+    } else {
+      EXPECT_EQ(run.exit_code, 2) << run.err;
+      EXPECT_NE(run.err.find("this CPU has no " + kernel + " instructions"), std::string::npos) << run.err;
+      EXPECT_EQ(cli::lines_of(run.err).back().find("pciectl: error: "), 0u) << run.err;
+    }
+  }
+}
+
 TEST(GuestBench, EduUncachedOnlyAboveItsRegisters) {
   // edu's registers sit below 0x100 (a write to 0x98 would start a DMA); from 0x1000 on
   // its BAR ignores writes and reads ~0.

@@ -80,8 +80,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"0000:03:00.0\t", "whitespace"},
                       BadCase{"zzzz:03:00.0", "not hexadecimal"},
                       BadCase{"0000:03:00,0", "missing '.'"},
-                      BadCase{"0000:03:00.0.0", "more than 2 hex digits"},
-                      BadCase{"0000/03/00.0", "expected 'bus:device'"}));
+                      BadCase{"0000:03:00.0.0", "not hexadecimal"},
+                      BadCase{"0000/03/00.0", "expected 'bus:device'"},
+                      // Non-ASCII bytes are not whitespace (signed char made them look so).
+                      BadCase{"0000:0\xc3\xa9:00.0", "not hexadecimal"},
+                      BadCase{"\xff\xfe:03:00.0", "not hexadecimal"},
+                      BadCase{"0000:03:00.\x80", "not hexadecimal"}));
 
 TEST(Bdf, OrdersByDomainBusDeviceFunction) {
   EXPECT_LT((Bdf{0, 0, 0x1f, 7}), (Bdf{0, 1, 0, 0}));
@@ -95,6 +99,22 @@ TEST(Bdf, ErrorMessageNamesInputAndHint) {
   EXPECT_EQ(bdf.error().message(),
             "parse BDF '0000:03:20.0': device 0x20 is out of range (max 0x1f) "
             "(hint: expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:03:00.0)");
+}
+
+TEST(Bdf, NonAsciiIsNotABdfAndNeverWhitespace) {
+  for (const char* text : {"0000:0\xc3\xa9:00.0", "\xe2\x80\x83:00.0", "0\xa0:00.0"}) {
+    auto bdf = Bdf::parse(text);
+    ASSERT_FALSE(bdf) << text;
+    EXPECT_EQ(bdf.error().reason.find("whitespace"), std::string::npos) << bdf.error().message();
+  }
+}
+
+TEST(Bdf, ControlCharactersStayOutOfTheMessage) {
+  auto bdf = Bdf::parse("00:03.0\nrm -rf /");
+  ASSERT_FALSE(bdf);
+  const std::string message = bdf.error().message();
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_NE(message.find("00:03.0\\x0arm -rf /"), std::string::npos) << message;
 }
 
 }  // namespace

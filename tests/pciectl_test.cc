@@ -157,6 +157,110 @@ TEST_F(PciectlTest, BenchRefusals) {
   expect_error(pciectl("bench 0000:00:03.0 bar0 --sizes 6 --widths 32"), 2, "not a whole number of 32-bit accesses");
 }
 
+// Hostile and degenerate options: each is a one-line usage error before anything is
+// mapped or written, or the announced window is honoured to the byte. None may loop,
+// crash or run undefined behaviour.
+TEST_F(PciectlTest, BenchHostileOptionsAreUsageErrors) {
+  const std::vector<std::uint8_t> before = file_bytes(testing::kVmIvshmem, "resource2", 0, 8192);
+  const std::string bench = "bench 0000:00:04.0 bar2 ";  // every case fails before measuring
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--length 0x4000000000000000", "past the end"},
+      {"--length 0xffffffffffffffff", "past the end"},
+      {"--length 0x400001", "past the end"},
+      {"--offset 0x3ff000 --length 0x2000", "past the end"},
+      {"--offset 0xfffffffffffff000", "past the end"},
+      {"--length 0", "--length must be at least 4 bytes"},
+      {"--length 1 --allow-write", "--length must be at least 4 bytes"},
+      {"--length 3", "--length must be at least 4 bytes"},
+      {"--repetitions 0", "--repetitions must be 1 to 10000"},
+      {"--repetitions 10001", "--repetitions must be 1 to 10000"},
+      {"--warmup 4000000000", "--warmup must be 0 to 10000"},
+      {"--latency-samples 0", "--latency-samples must be 1 to 10000000"},
+      {"--latency-samples 4000000000", "--latency-samples must be 1 to 10000000"},
+      {"--min-time-ms nan", "--min-time-ms"},
+      {"--min-time-ms inf", "--min-time-ms"},
+      {"--min-time-ms -inf", "--min-time-ms"},
+      {"--min-time-ms -1", "--min-time-ms"},
+      {"--min-time-ms 0", "--min-time-ms"},
+      {"--min-time-ms 1e300", "--min-time-ms"},
+      {"--sizes 0", "size 0"},
+      {"--sizes 0x10000000000000000", "not a number"},
+      {"--sizes 17179869184G", "too large"},
+      {"--offset 12abc", "not a number"},
+      {"--length=-4", "not a number"},
+  };
+  for (const auto& [options, message] : cases) {
+    SCOPED_TRACE(options);
+    expect_error(pciectl(bench + options), 2, message);
+  }
+  EXPECT_EQ(file_bytes(testing::kVmIvshmem, "resource2", 0, 8192), before);
+  EXPECT_EQ(file_bytes(testing::kVmIvshmem, "resource2_wc", 0, 8192), before);
+}
+
+TEST_F(PciectlTest, BenchHonoursASmallWindowExactly) {
+  // A 4-byte window at 0x1000: every write, latency included, stays inside it.
+  const CommandResult run = pciectl(
+      "bench 0000:00:04.0 bar2 --offset 0x1000 --length 4 --widths 8,16,32,copy --min-time-ms 1 --repetitions 1 "
+      "--latency-samples 5 --allow-write --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  EXPECT_FALSE(json["throughput"].empty());
+  for (const auto& row : json["throughput"]) EXPECT_EQ(row["bytes"], 4) << row;
+  for (const char* file : {"resource2", "resource2_wc"}) {
+    EXPECT_EQ(file_bytes(testing::kVmIvshmem, file, 0, 0x1000), std::vector<std::uint8_t>(0x1000, 0)) << file;
+    EXPECT_NE(file_bytes(testing::kVmIvshmem, file, 0x1000, 4), std::vector<std::uint8_t>(4, 0)) << file;
+    EXPECT_EQ(file_bytes(testing::kVmIvshmem, file, 0x1004, 0x1000), std::vector<std::uint8_t>(0x1000, 0)) << file;
+  }
+}
+
+// Whatever the user types, an error is one line: newlines, escapes and bytes that are not
+// UTF-8 in any argument come out as \xNN.
+TEST_F(PciectlTest, HostileTextInArgumentsGivesOneLineErrors) {
+  const std::vector<std::pair<std::string, int>> cases = {
+      {"read $'00:03.0\\nX' bar0 0", 2},
+      {"read 00:03.0 $'bar0\\n' 0", 2},
+      {"read 00:03.0 bar0 $'0x4\\n\\n'", 2},
+      {"info $'\\x1b[2J00:03.0'", 2},
+      {"info $'00:0\\xc3\\xa9.0'", 2},
+      {"info $'\\xff\\xfe'", 2},
+      {"ls -d $'12\\n34:'", 2},
+      {"ls -s $'0\\r0:'", 2},
+      {"bench 00:04.0 bar2 --widths $'3\\n2'", 2},
+      {"bench 00:04.0 bar2 --kernel $'avx\\n2'", 2},
+      {"bench 00:04.0 bar2 --sizes $'4K\\n'", 2},
+      {"config 00:03.0 $'0\\n'", 2},
+      {"--sysfs $'/nonexistent\\ndir' ls", 3},
+      {"$'--bogus\\noption'", 2},
+  };
+  for (const auto& [arguments, code] : cases) {
+    SCOPED_TRACE(arguments);
+    const CommandResult run = cli::run_command(
+        "PCIE_SYSFS=" + tree_->directory() + "/sys bash -c \"" + g_pciectl + " " + arguments + "\"", tree_->directory());
+    EXPECT_EQ(run.exit_code, code) << run.err;
+    EXPECT_EQ(lines_of(run.err).size(), 1u) << run.err;
+    EXPECT_TRUE(run.err.starts_with("pciectl: error: ")) << run.err;
+    for (char c : run.err.substr(0, run.err.size() - 1)) {
+      EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f) << run.err;
+    }
+  }
+}
+
+// A config file shorter than 256 bytes that root can read whole (a fake tree, a device
+// that exposes little) is not a privilege problem: no "run as root" when it would not help.
+TEST_F(PciectlTest, InfoHintsRootOnlyWhenItWouldHelp) {
+  auto config = testing::FakeSysfs::build_config(testing::qemu_edu(kEdu));
+  ASSERT_TRUE(config);
+  config->resize(64);
+  ASSERT_TRUE(tree_->write_config(kEdu, *config));
+  const CommandResult run = pciectl("info 00:03.0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out.find("run as root"), std::string::npos) << run.out;
+  EXPECT_EQ(run.out.find("non-root"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("64 bytes readable (the config file holds only 64)"), std::string::npos) << run.out;
+  expect_error(pciectl("config 00:03.0 0x40"), 2, "past the 64 accessible bytes");
+  EXPECT_EQ(pciectl("config 00:03.0 0x40").err.find("root"), std::string::npos);
+}
+
 TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }
 
 TEST_F(PciectlTest, InfoHuman) {

@@ -71,6 +71,14 @@ TEST_F(RealMachine, InfoOfEveryDeviceAsRootAndAsNobody) {
     EXPECT_EQ(limited["device_id"], json["device_id"]);
     EXPECT_EQ(limited["bars"], json["bars"]);
     EXPECT_EQ(limited["config_bytes_readable"], 64);
+    EXPECT_EQ(limited["config_file_bytes"], json["config_file_bytes"]);
+    EXPECT_EQ(limited["warnings"], json["warnings"]) << "being unprivileged is not a device problem";
+    // "Run as root" where it helps (nobody), never where it cannot (root).
+    const CommandResult human = run(copy + " info " + bdf);
+    EXPECT_EQ(human.out.find("run as root"), std::string::npos) << human.out;
+    const CommandResult limited_human =
+        run("setpriv --reuid=nobody --regid=nogroup --clear-groups " + copy + " info " + bdf);
+    EXPECT_NE(limited_human.out.find("(run as root for all"), std::string::npos) << limited_human.out;
   }
 }
 

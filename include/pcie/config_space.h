@@ -63,6 +63,10 @@ class ConfigSpace {
   std::size_t readable_size() const { return readable_size_; }
   // Bytes that writes may touch: the config file's size.
   std::size_t file_size() const { return file_size_; }
+  // True when the kernel let this process read less than the file holds: unprivileged
+  // readers see the first 64 bytes only (drivers/pci/pci-sysfs.c). A file that is itself
+  // short (a fake tree, a device exposing less) is not limited by privilege.
+  bool limited_by_privilege() const { return readable_size_ < file_size_; }
 
   // Typed reads and writes. Each checks, in order: width is 1, 2 or 4 bytes; the offset
   // is naturally aligned; [offset, offset + width) lies inside the readable (writable)

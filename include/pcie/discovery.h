@@ -60,6 +60,7 @@ struct DeviceInfo {
 
   std::vector<Capability> capabilities;  // standard, then extended
   std::size_t config_bytes_readable = 0; // 64 for unprivileged users
+  std::size_t config_file_bytes = 0;     // what the config file holds: what root can read
   // Problems found in untrusted data (a capability list that loops, a link capability
   // cut off by the readable size, ...). Discovery reports them and carries on.
   std::vector<std::string> warnings;

@@ -38,9 +38,14 @@ struct Error {
   std::string hint;       // what the user can do about it; may be empty
   int sys_errno = 0;      // the errno captured right after the failing call, 0 if none
 
-  // "operation object: reason (hint: ...)", one line.
+  // "operation object: reason (hint: ...)", one line: every field goes through printable(),
+  // so a newline or terminal escape in user input, a path or device data cannot break it.
   std::string message() const;
 };
+
+// `text` with control characters (below 0x20, and 0x7f) and bytes that are not part of
+// well-formed UTF-8 written as \xNN; everything else, valid UTF-8 included, unchanged.
+std::string printable(std::string_view text);
 
 template <class T>
 using Result = std::expected<T, Error>;

@@ -10,19 +10,6 @@ namespace {
 constexpr std::uint32_t kMaxDevice = 31;   // 5-bit device number (PCI Local Bus 3.0, 3.2.2.3.1)
 constexpr std::uint32_t kMaxFunction = 7;  // 3-bit function number
 
-// The text with control characters as \xNN, so messages stay on one line.
-std::string escape_controls(std::string_view text) {
-  std::string escaped;
-  for (const char c : text) {
-    if (static_cast<unsigned char>(c) < ' ' || c == 0x7f) {
-      escaped += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-    } else {
-      escaped += c;
-    }
-  }
-  return escaped;
-}
-
 Error bdf_error(std::string_view text, std::string reason) {
   return make_error(Errc::invalid_argument, "parse BDF", fmt::format("'{}'", text),
                     std::move(reason), "expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:03:00.0");
@@ -32,10 +19,7 @@ Error bdf_error(std::string_view text, std::string reason) {
 Result<std::uint32_t> parse_hex_field(std::string_view whole, std::string_view field,
                                       std::string_view name, std::size_t max_digits) {
   if (field.empty()) return std::unexpected(bdf_error(whole, fmt::format("{} is empty", name)));
-  if (field.size() > max_digits) {
-    return std::unexpected(bdf_error(
-        whole, fmt::format("{} '{}' has more than {} hex digits", name, field, max_digits)));
-  }
+  // The characters first: "0é" is not hexadecimal, whatever its length in bytes.
   std::uint32_t value = 0;
   for (const char c : field) {
     std::uint32_t digit = 0;
@@ -51,6 +35,10 @@ Result<std::uint32_t> parse_hex_field(std::string_view whole, std::string_view f
     }
     value = value * 16 + digit;
   }
+  if (field.size() > max_digits) {
+    return std::unexpected(bdf_error(
+        whole, fmt::format("{} '{}' has more than {} hex digits", name, field, max_digits)));
+  }
   return value;
 }
 
@@ -59,9 +47,11 @@ Result<std::uint32_t> parse_hex_field(std::string_view whole, std::string_view f
 Result<Bdf> Bdf::parse(std::string_view text) {
   if (text.empty()) return std::unexpected(bdf_error(text, "empty string"));
   for (const char c : text) {
-    // Rejected before anything else so that no error message ever carries a raw newline.
-    if (c <= ' ' || c == 0x7f) {
-      return std::unexpected(bdf_error(escape_controls(text), "contains whitespace or a control character"));
+    // Compared unsigned: as a (signed) char, every byte of a non-ASCII character is below
+    // ' ' and would be reported as whitespace. Error::message() escapes what is printed.
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= ' ' || byte == 0x7f) {
+      return std::unexpected(bdf_error(text, "contains whitespace or a control character"));
     }
   }
   const auto dot = text.rfind('.');

@@ -65,7 +65,7 @@ CapabilityWalk walk_standard_capabilities(std::span<const std::uint8_t> config) 
           config.size() < cfg::kConventionalSize ? Errc::out_of_range : Errc::malformed,
           fmt::format("capability at 0x{:02x} lies beyond the {} readable bytes", offset,
                       config.size()),
-          config.size() < cfg::kConventionalSize ? "run as root to read all of config space" : "");
+          "");
       return walk;
     }
     if (visited[offset]) {

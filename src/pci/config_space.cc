@@ -54,7 +54,9 @@ Result<void> ConfigSpace::check_access(std::uint32_t offset, std::size_t width, 
   // Written as a subtraction so that a huge offset cannot wrap around.
   if (offset > limit || width > limit - offset) {
     std::string hint;
-    if (limit < cfg::kConventionalSize) hint = "unprivileged users see only the first 64 bytes; run as root";
+    if (limit == readable_size_ && limited_by_privilege()) {
+      hint = "unprivileged users see only the first 64 bytes; run as root";
+    }
     return std::unexpected(make_error(Errc::out_of_range, std::string(operation), object,
                                       fmt::format("{}-byte access past the {} accessible bytes",
                                                   width, limit),

@@ -51,13 +51,17 @@ void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
     return;
   }
   info.config_bytes_readable = bytes->size();
+  info.config_file_bytes = config->file_size();
   info.header_type = (*bytes)[cfg::kHeaderType] & cfg::kHeaderTypeMask;
   for (auto walk : {walk_standard_capabilities(*bytes), walk_extended_capabilities(*bytes)}) {
     info.capabilities.insert(info.capabilities.end(), walk.capabilities.begin(), walk.capabilities.end());
     if (walk.problem) {
       walk.problem->object = info.bdf.to_string();
-      // Unprivileged readers see 64 bytes by design; that is not a device problem.
-      if (walk.problem->code != Errc::out_of_range) info.warnings.push_back(walk.problem->message());
+      // Unprivileged readers see 64 bytes by design; that is not a device problem. A list
+      // that runs past a config file root reads whole is one.
+      if (walk.problem->code != Errc::out_of_range || !config->limited_by_privilege()) {
+        info.warnings.push_back(walk.problem->message());
+      }
     }
   }
   auto link = decode_link(*bytes, info.capabilities);

@@ -146,9 +146,43 @@ std::function<void()> width_pass(unsigned bits, const pcie::MmioView& view, std:
   }
 }
 
+// The measurement options' bounds: each outside them is a usage error before anything is
+// mapped (a zero repetition count has no median; NaN or a huge minimum time is undefined
+// behaviour in the conversion to nanoseconds; billions of samples exhaust memory).
+pcie::Result<void> check_measurement_options(const BenchOptions& options) {
+  const auto usage = [](std::string reason) {
+    return std::unexpected(pcie::make_error(pcie::Errc::invalid_argument, "bench", "", std::move(reason)));
+  };
+  if (options.repetitions < 1 || options.repetitions > 10000) {
+    return usage(fmt::format("--repetitions must be 1 to 10000, not {}", options.repetitions));
+  }
+  if (options.warmup > 10000) return usage(fmt::format("--warmup must be 0 to 10000, not {}", options.warmup));
+  if (options.latency_samples < 1 || options.latency_samples > 10'000'000) {
+    return usage(fmt::format("--latency-samples must be 1 to 10000000, not {}", options.latency_samples));
+  }
+  // Written so that NaN fails too: every comparison with NaN is false.
+  if (!(options.min_time_ms > 0 && options.min_time_ms <= 60'000)) {
+    return usage(fmt::format("--min-time-ms must be more than 0 and at most 60000, not {}", options.min_time_ms));
+  }
+  return {};
+}
+
+// The default sizes: 64 bytes, then each 4 times the last, up to the window (the window
+// itself when it is smaller than 64 bytes). Never overflows, however large the window.
+std::vector<std::uint64_t> default_sizes(std::uint64_t length) {
+  if (length < 64) return {length};
+  std::vector<std::uint64_t> sizes;
+  for (std::uint64_t size = 64;; size *= 4) {
+    sizes.push_back(size);
+    if (size > length / 4) break;
+  }
+  return sizes;
+}
+
 }  // namespace
 
 int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const BenchOptions& options) {
+  if (auto checked = check_measurement_options(options); !checked) return fail(checked.error());
   auto bdf = pcie::Bdf::parse(options.bdf);
   if (!bdf) return fail(bdf.error());
   auto bar_index = parse_bar(options.bar);
@@ -173,15 +207,21 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   }
   auto offset = parse_size(options.offset, "offset");
   if (!offset) return fail(offset.error());
-  if (*offset >= bar->size) {
-    return fail(pcie::make_error(pcie::Errc::out_of_range, "bench", bar_name,
-                                 fmt::format("offset 0x{:x} is past the BAR's {} bytes", *offset, bar->size)));
-  }
+  if (auto inside = pcie::check_span("bench", bar_name, bar->size, *offset, 0); !inside) return fail(inside.error());
   std::uint64_t length = std::min(bar->size - *offset, kDefaultWindow);
   if (!options.length.empty()) {
     auto parsed = parse_size(options.length, "length");
     if (!parsed) return fail(parsed.error());
     length = *parsed;
+  }
+  // The window is exactly what is announced and touched: it must lie in the BAR and hold
+  // the 32-bit access the latency step makes at its start.
+  if (auto inside = pcie::check_span("bench", bar_name, bar->size, *offset, length); !inside) {
+    return fail(inside.error());
+  }
+  if (length < 4) {
+    return fail(pcie::make_error(pcie::Errc::invalid_argument, "bench", bar_name,
+                                 fmt::format("--length must be at least 4 bytes (one 32-bit access), not {}", length)));
   }
   std::vector<std::uint64_t> sizes;
   for (const std::string& text : options.sizes) {
@@ -194,9 +234,7 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
     }
     sizes.push_back(*size);
   }
-  if (sizes.empty()) {
-    for (std::uint64_t size = 64; size <= length; size *= 4) sizes.push_back(size);
-  }
+  if (sizes.empty()) sizes = default_sizes(length);
   std::vector<pcie::MemoryType> mappings;
   if (options.mapping == "uc" || options.mapping == "all") mappings.push_back(pcie::MemoryType::uncached);
   if ((options.mapping == "wc" || options.mapping == "all") && bar->prefetchable) {

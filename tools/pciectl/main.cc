@@ -351,7 +351,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "pciectl: error: {} (see 'pciectl --help')\n", e.what());
+    fmt::print(stderr, "pciectl: error: {} (see 'pciectl --help')\n", pcie::printable(e.what()));
     return kUsage;
   }
 

@@ -65,9 +65,15 @@ std::string render_details(const pcie::DeviceInfo& d) {
           fmt::format("{} at 0x{:x}, size {}", bar_kind(bar), bar.bus_address, human_size(bar.size)));
   }
   if (d.rom) field("ROM", fmt::format("at 0x{:x}, size {}", d.rom->bus_address, human_size(d.rom->size)));
-  field("Config space", fmt::format("{} bytes readable{}", d.config_bytes_readable,
-                                    d.config_bytes_readable < 256 ? " (run as root for all of it)" : ""));
-  if (d.capabilities.empty() && d.config_bytes_readable < 256) {
+  const bool privilege_limited = d.config_bytes_readable < d.config_file_bytes;
+  std::string config_note;
+  if (privilege_limited) {
+    config_note = fmt::format(" (run as root for all {})", d.config_file_bytes);
+  } else if (d.config_bytes_readable < 256) {
+    config_note = fmt::format(" (the config file holds only {})", d.config_bytes_readable);
+  }
+  field("Config space", fmt::format("{} bytes readable{}", d.config_bytes_readable, config_note));
+  if (d.capabilities.empty() && privilege_limited && d.config_bytes_readable < 256) {
     field("Capabilities", "not readable: only the 64-byte header is visible to non-root users");
   } else if (d.capabilities.empty()) {
     field("Capabilities", "none");
@@ -133,6 +139,7 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d) {
     json["capabilities"].push_back(entry);
   }
   json["config_bytes_readable"] = d.config_bytes_readable;
+  json["config_file_bytes"] = d.config_file_bytes;
   json["warnings"] = d.warnings;
   return json;
 }

@@ -16,6 +16,7 @@ std::string_view errc_name(Errc code) {
     case Errc::misaligned: return "misaligned";
     case Errc::width_not_allowed: return "width_not_allowed";
     case Errc::device_removed: return "device_removed";
+    case Errc::device_disabled: return "device_disabled";
     case Errc::malformed: return "malformed";
     case Errc::driver_owns_region: return "driver_owns_region";
     case Errc::lockdown: return "lockdown";

@@ -261,6 +261,24 @@ TEST_F(PciectlTest, InfoHintsRootOnlyWhenItWouldHelp) {
   EXPECT_EQ(pciectl("config 00:03.0 0x40").err.find("root"), std::string::npos);
 }
 
+TEST_F(PciectlTest, DecodingOffIsAnErrorAndEnableFixesIt) {
+  ASSERT_EQ(pciectl("config 00:03.0 0x4 0 -w 16").exit_code, 0);
+  expect_error(pciectl("read 00:03.0 bar0 0"), 1, "Memory Space Enable");
+  EXPECT_NE(pciectl("read 00:03.0 bar0 0").err.find("--enable"), std::string::npos);
+  expect_error(pciectl("dump 00:03.0 bar0"), 1, "Memory Space Enable");
+  expect_error(pciectl("bench 00:03.0 bar0 --min-time-ms 1 --repetitions 1"), 1, "Memory Space Enable");
+  const CommandResult enabled = pciectl("read 00:03.0 bar0 0 --enable");
+  EXPECT_EQ(enabled.exit_code, 0) << enabled.err;
+  EXPECT_EQ(enabled.out, "0x010000ed\n");
+  EXPECT_EQ(pciectl("read 00:03.0 bar0 0").out, "0x010000ed\n");
+}
+
+TEST_F(PciectlTest, ShortResourceFileIsAnErrorNotACrash) {
+  ASSERT_EQ(::truncate((tree_->device_dir(kEdu) + "/resource0").c_str(), 100), 0);
+  expect_error(pciectl("read 00:03.0 bar0 0x1000"), 1, "holds 100 bytes");
+  expect_error(pciectl("dump 00:03.0 bar0"), 1, "holds 100 bytes");
+}
+
 TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }
 
 TEST_F(PciectlTest, InfoHuman) {

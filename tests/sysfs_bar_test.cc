@@ -9,6 +9,7 @@
 
 #include <cerrno>
 
+#include "pcie/config_space.h"
 #include "pcie/testing/fake_sysfs.h"
 
 namespace pcie {
@@ -314,6 +315,68 @@ TEST_F(SysfsBarTest, MovedMappingStaysValid) {
 BarFailureContext context(std::optional<std::string> driver, std::string lockdown, bool root) {
   return BarFailureContext{kEdu, 0, "/sys/bus/pci/devices/0000:00:03.0/resource0", std::move(driver),
                            std::move(lockdown), root};
+}
+
+// A resource file shorter than the BAR (a hand-made tree, a --sysfs directory) would fault
+// with SIGBUS on the first access past its end: refused before mapping.
+TEST_F(SysfsBarTest, ResourceFileShorterThanTheWindowIsRefusedBeforeMapping) {
+  for (const std::uint64_t size : {std::uint64_t{0}, std::uint64_t{4096}, std::uint64_t{(1u << 20) - 1}}) {
+    SCOPED_TRACE(size);
+    ASSERT_EQ(::truncate((tree_->device_dir(kEdu) + "/resource0").c_str(), static_cast<off_t>(size)), 0);
+    auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+    ASSERT_FALSE(bar);
+    EXPECT_EQ(bar.error().code, Errc::malformed) << bar.error().message();
+    EXPECT_NE(bar.error().message().find("holds " + std::to_string(size) + " bytes"), std::string::npos)
+        << bar.error().message();
+  }
+  // A window that ends inside what the file holds is fine.
+  ASSERT_EQ(::truncate((tree_->device_dir(kEdu) + "/resource0").c_str(), 4096), 0);
+  auto window = BarMapping::map(tree_->paths(), kEdu, 0, {.length = 4096});
+  ASSERT_TRUE(window) << window.error().message();
+  EXPECT_TRUE(window->read(Width::bits32, 4092));
+  auto past = BarMapping::map(tree_->paths(), kEdu, 0, {.offset = 4096, .length = 4096});
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, Errc::malformed);
+}
+
+// A device whose command register has Memory (or I/O) Space Enable off does not decode the
+// BAR: reads return nothing the device said (zeros, all ones, or a fault). Refused with an
+// error that says so, unless asked to enable decoding first (libpciaccess's
+// pci_device_enable: sysfs "enable", then the command register).
+TEST_F(SysfsBarTest, DecodingOffIsRefusedAndEnableTurnsItOn) {
+  ConfigSpace config = ConfigSpace::open(tree_->paths(), kEdu, ConfigSpace::Mode::read_write).value();
+  ASSERT_TRUE(config.write16(cfg::kCommand, 0));
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::device_disabled) << bar.error().message();
+  EXPECT_NE(bar.error().reason.find("Memory Space Enable"), std::string::npos) << bar.error().message();
+  EXPECT_NE(bar.error().hint.find("enable_decoding"), std::string::npos) << bar.error().message();
+
+  auto enabled = BarMapping::map(tree_->paths(), kEdu, 0, {.enable_decoding = true});
+  ASSERT_TRUE(enabled) << enabled.error().message();
+  EXPECT_EQ(enabled->read(Width::bits32, 0), 0x010000edu);
+  EXPECT_EQ(tree_->read_device_bytes(kEdu, "enable", 0, 1).value(), std::vector<std::uint8_t>{'1'});
+  EXPECT_EQ(config.read16(cfg::kCommand).value() & cfg::kCommandMemorySpace, cfg::kCommandMemorySpace);
+  EXPECT_TRUE(BarMapping::map(tree_->paths(), kEdu, 0));
+
+  // I/O-port BARs need I/O Space Enable.
+  ConfigSpace testdev = ConfigSpace::open(tree_->paths(), kTestdev, ConfigSpace::Mode::read_write).value();
+  ASSERT_TRUE(testdev.write16(cfg::kCommand, cfg::kCommandMemorySpace));
+  auto io = IoPortBar::open(tree_->paths(), kTestdev, 1);
+  ASSERT_FALSE(io);
+  EXPECT_EQ(io.error().code, Errc::device_disabled);
+  EXPECT_NE(io.error().reason.find("I/O Space Enable"), std::string::npos) << io.error().message();
+  EXPECT_TRUE(BarMapping::map(tree_->paths(), kTestdev, 0)) << "memory decoding is on";
+  ASSERT_TRUE(enable_decoding(tree_->paths(), kTestdev));
+  EXPECT_TRUE(IoPortBar::open(tree_->paths(), kTestdev, 1));
+}
+
+TEST_F(SysfsBarTest, RemovedDeviceIsNotMapped) {
+  std::vector<std::uint8_t> all_ones(256, 0xff);
+  ASSERT_TRUE(tree_->write_config(kEdu, all_ones));
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::device_removed) << bar.error().message();
 }
 
 TEST(ExplainBarFailure, DriverOwnsRegionNamesTheDriver) {

@@ -47,6 +47,12 @@ inline constexpr std::size_t kConventionalSize = 256;
 inline constexpr std::size_t kExtendedSize = 4096;
 }  // namespace cfg
 
+// Whether a config snapshot's first 8 bytes (IDs, command, status) all read 0xff: what a
+// removed device or one in reset returns. Vendor ID 0xffff alone is not enough: an SR-IOV
+// virtual function's Vendor and Device ID registers read 0xffff by specification (SR-IOV
+// 1.1, 3.4.1.1, 3.4.1.2) while its command and status registers are real.
+bool config_reads_all_ones(std::span<const std::uint8_t> config);
+
 // Live access to one device's config space through <device>/config.
 class ConfigSpace {
  public:
@@ -84,8 +90,8 @@ class ConfigSpace {
   // All readable bytes, for capability walks and dumps.
   Result<std::vector<std::uint8_t>> snapshot() const;
 
-  // Fails with device_removed when the vendor ID reads as 0xffff: the device is gone or in
-  // reset, and every other register will read as all ones too (PCIe Base Spec 6.0, 2.3.2).
+  // Fails with device_removed when the header reads all ones (config_reads_all_ones): the
+  // device is gone or in reset (PCIe Base Spec 6.0, 2.3.2).
   Result<void> check_present() const;
 
  private:

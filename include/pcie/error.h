@@ -20,6 +20,7 @@ enum class Errc {
   misaligned,         // an access not naturally aligned to its width
   width_not_allowed,  // a width the region does not accept (e.g. 8-bit on a 32-bit-only BAR)
   device_removed,     // config reads return all ones: surprise removal or device in reset
+  device_disabled,    // the device does not decode the space asked for (Memory/I/O Space Enable off)
   malformed,          // untrusted data (sysfs, config space) failed validation
   driver_owns_region, // the kernel refuses a sysfs mapping because a driver claimed the BAR
   lockdown,           // kernel lockdown forbids raw device access

@@ -25,7 +25,18 @@ struct BarMapOptions {
   std::uint64_t offset = 0;  // window start inside the BAR; must be page-aligned
   std::uint64_t length = 0;  // window length; 0 maps to the end of the BAR
   bool writable = true;      // false maps read-only (PROT_READ)
+  // When the device does not decode the BAR's space (Memory or I/O Space Enable off in its
+  // command register), call enable_decoding() first instead of failing.
+  bool enable_decoding = false;
 };
+
+// Makes the device decode its BARs, as libpciaccess's pci_device_enable does: writes "1"
+// to <device>/enable (the kernel's pci_enable_device, which sets Memory/I/O Space Enable
+// for the BARs the device has and counts the enable until "0" is written), then, if the
+// bits are still off (the kernel counted an earlier enable), sets them in the command
+// register directly. Needs root. Fails with device_removed when config space reads all
+// ones, permission_denied without root, io_error when the device still does not decode.
+Result<void> enable_decoding(const SysfsPaths& paths, const Bdf& bdf);
 
 // A mapped window of a memory BAR. Move-only; unmaps, then closes the file.
 class BarMapping final : public Region {
@@ -33,7 +44,9 @@ class BarMapping final : public Region {
   // Maps BAR `bar` of `bdf`. Errors say why the kernel refused: not_found (no such device
   // or BAR), not_supported (an I/O BAR, or WC on a non-prefetchable BAR),
   // permission_denied (not root), driver_owns_region (names the driver), lockdown,
-  // misaligned/out_of_range (window).
+  // misaligned/out_of_range (window), device_disabled (Memory Space Enable is off and
+  // options.enable_decoding is not set), device_removed (config space reads all ones),
+  // malformed (the resource file is shorter than the window: a fake or broken tree).
   static Result<BarMapping> map(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
                                 const BarMapOptions& options = {});
 
@@ -76,8 +89,10 @@ class BarMapping final : public Region {
 // turns into in/out instructions of 8, 16 or 32 bits.
 class IoPortBar final : public Region {
  public:
+  // Errors as BarMapping::map; device_disabled when I/O Space Enable is off and
+  // `enable_decoding` is not set.
   static Result<IoPortBar> open(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
-                                bool writable = true);
+                                bool writable = true, bool enable_decoding = false);
 
   IoPortBar(IoPortBar&&) noexcept = default;
   IoPortBar& operator=(IoPortBar&&) noexcept = default;
@@ -94,7 +109,8 @@ class IoPortBar final : public Region {
                                                         const BarMapOptions&);
   // open() once the BAR has been looked up.
   static Result<IoPortBar> open_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& bar,
-                                    const std::optional<std::string>& driver, bool writable);
+                                    const std::optional<std::string>& driver, bool writable,
+                                    bool enable_decoding);
   IoPortBar(std::string name, std::string path, UniqueFd fd, std::uint64_t size, bool writable)
       : Region(WidthSet::up_to(Width::bits32), writable), name_(std::move(name)), path_(std::move(path)),
         fd_(std::move(fd)), size_(size) {}

@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "pcie/byte_order.h"
+#include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "src/bar/register_file.h"
 #include "src/sys/syscalls.h"
@@ -49,7 +50,76 @@ BarFailureContext failure_context(const SysfsPaths& paths, const Bdf& bdf, unsig
                            read_lockdown_mode(paths.lockdown_file), sys::effective_uid() == 0};
 }
 
+// The command register's decode bit for a BAR of `space` (PCI Local Bus 3.0, 6.2.2).
+std::uint16_t decode_bit(BarInfo::Space space) {
+  return space == BarInfo::Space::io ? cfg::kCommandIoSpace : cfg::kCommandMemorySpace;
+}
+
+const char* decode_bit_name(BarInfo::Space space) {
+  return space == BarInfo::Space::io ? "I/O Space Enable" : "Memory Space Enable";
+}
+
+// The command register, or device_removed when config space reads all ones.
+Result<std::uint16_t> read_command(const SysfsPaths& paths, const Bdf& bdf) {
+  auto config = ConfigSpace::open(paths, bdf);
+  if (!config) return std::unexpected(config.error());
+  if (auto present = config->check_present(); !present) return std::unexpected(present.error());
+  return config->read16(cfg::kCommand);
+}
+
+// A device that does not decode the BAR's space answers nothing the driver could trust
+// (zeros or all ones, or a fault): refused, or enabled first when asked. An error while
+// checking fails the open: decoding cannot be confirmed.
+Result<void> check_decoding(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& bar, bool enable) {
+  auto command = read_command(paths, bdf);
+  if (!command) return std::unexpected(command.error());
+  if ((*command & decode_bit(bar.space)) != 0) return {};
+  if (enable) return enable_decoding(paths, bdf);
+  return std::unexpected(make_error(
+      Errc::device_disabled, "open", bar_name(bdf, bar.index),
+      fmt::format("the device does not decode this BAR: {} is off in its command register (0x{:04x}), so "
+                  "accesses would not reach it",
+                  decode_bit_name(bar.space), *command),
+      fmt::format("enable it (pciectl --enable, pcie::enable_decoding, or echo 1 > "
+                  "/sys/bus/pci/devices/{}/enable); a device without a driver is often left disabled",
+                  bdf.to_string())));
+}
+
 }  // namespace
+
+Result<void> enable_decoding(const SysfsPaths& paths, const Bdf& bdf) {
+  DiscoveryOptions options;
+  options.paths = paths;
+  options.resolve_names = false;
+  options.read_capabilities = false;
+  options.read_bindings = false;
+  auto device = describe(bdf, options);
+  if (!device) return std::unexpected(device.error());
+  std::uint16_t wanted = 0;
+  for (const BarInfo& bar : device->bars) wanted |= decode_bit(bar.space);
+  const std::string name = bdf.to_string();
+  if (auto written = sys::write_text_file(paths.device_dir(bdf) + "/enable", "1", "enable decoding of"); !written) {
+    return std::unexpected(written.error());
+  }
+  auto command = read_command(paths, bdf);
+  if (!command) return std::unexpected(command.error());
+  if ((*command & wanted) == wanted) return {};
+  // The kernel counts enables: a device it already counts as enabled, whose bits were
+  // cleared behind its back (setpci), is not touched again. Set them directly.
+  auto config = ConfigSpace::open(paths, bdf, ConfigSpace::Mode::read_write);
+  if (!config) return std::unexpected(config.error());
+  if (auto set = config->write16(cfg::kCommand, static_cast<std::uint16_t>(*command | wanted)); !set) {
+    return std::unexpected(set.error());
+  }
+  auto after = read_command(paths, bdf);
+  if (!after) return std::unexpected(after.error());
+  if ((*after & wanted) != wanted) {
+    return std::unexpected(make_error(Errc::io_error, "enable decoding of", name,
+                                      fmt::format("the command register still reads 0x{:04x}", *after),
+                                      "the device ignores the enable bits; check dmesg"));
+  }
+  return {};
+}
 
 std::string read_lockdown_mode(const std::string& lockdown_file) {
   auto text = sys::read_text_file(lockdown_file, 256);
@@ -128,11 +198,25 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
     return std::unexpected(make_error(Errc::out_of_range, "map", name, "empty window"));
   }
 
+  if (auto decoding = check_decoding(paths, bdf, info, options.enable_decoding); !decoding) {
+    return std::unexpected(decoding.error());
+  }
   const std::string path = fmt::format("{}/resource{}{}", paths.device_dir(bdf), bar,
                                        write_combined ? "_wc" : "");
   auto fd = sys::open_file(path, options.writable ? O_RDWR : O_RDONLY, "open");
   if (!fd) {
     return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, driver)));
+  }
+  // The kernel's resource files are exactly as long as the BAR. A shorter one (a fake or
+  // hand-made tree) would fault with SIGBUS on the first access past its end.
+  auto file_bytes = sys::file_size(fd->get(), path);
+  if (!file_bytes) return std::unexpected(file_bytes.error());
+  if (*file_bytes < options.offset || length > *file_bytes - options.offset) {
+    return std::unexpected(make_error(
+        Errc::malformed, "map", fmt::format("{} ({})", name, path),
+        fmt::format("the file holds {} bytes, fewer than the window [0x{:x}, 0x{:x}) needs", *file_bytes,
+                    options.offset, options.offset + length),
+        "a kernel's resource file is as long as the BAR: is this a complete sysfs tree?"));
   }
   // The kernel maps whole pages; a BAR smaller than a page still maps one page
   // (drivers/pci/pci-sysfs.c, pci_mmap_fits), but accesses stay bounded by `length`.
@@ -155,19 +239,24 @@ Result<void> BarMapping::write_checked(Width width, std::uint64_t offset, std::u
   return {};
 }
 
-Result<IoPortBar> IoPortBar::open(const SysfsPaths& paths, const Bdf& bdf, unsigned bar, bool writable) {
+Result<IoPortBar> IoPortBar::open(const SysfsPaths& paths, const Bdf& bdf, unsigned bar, bool writable,
+                                  bool enable_decoding) {
   auto lookup = look_up_bar(paths, bdf, bar);
   if (!lookup) return std::unexpected(lookup.error());
-  return open_bar(paths, bdf, lookup->bar, lookup->driver, writable);
+  return open_bar(paths, bdf, lookup->bar, lookup->driver, writable, enable_decoding);
 }
 
 Result<IoPortBar> IoPortBar::open_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& info,
-                                      const std::optional<std::string>& driver, bool writable) {
+                                      const std::optional<std::string>& driver, bool writable,
+                                      bool enable_decoding) {
   const unsigned bar = info.index;
   const std::string name = bar_name(bdf, bar);
   if (info.space != BarInfo::Space::io) {
     return std::unexpected(make_error(Errc::not_supported, "open I/O port", name,
                                       "this is a memory BAR", "map it with BarMapping"));
+  }
+  if (auto decoding = check_decoding(paths, bdf, info, enable_decoding); !decoding) {
+    return std::unexpected(decoding.error());
   }
   const std::string path = fmt::format("{}/resource{}", paths.device_dir(bdf), bar);
   auto fd = sys::open_file(path, writable ? O_RDWR : O_RDONLY, "open");
@@ -194,7 +283,8 @@ Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths& paths, const Bd
       return std::unexpected(make_error(Errc::not_supported, "open", bar_name(bdf, bar),
                                         "I/O-port BARs take no window or memory type"));
     }
-    auto io = IoPortBar::open_bar(paths, bdf, lookup->bar, lookup->driver, options.writable);
+    auto io = IoPortBar::open_bar(paths, bdf, lookup->bar, lookup->driver, options.writable,
+                                  options.enable_decoding);
     if (!io) return std::unexpected(io.error());
     return std::make_unique<IoPortBar>(std::move(*io));
   }

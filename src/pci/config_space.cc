@@ -123,14 +123,23 @@ Result<std::vector<std::uint8_t>> ConfigSpace::snapshot() const {
 }
 
 Result<void> ConfigSpace::check_present() const {
-  auto vendor = read16(cfg::kVendorId);
-  if (!vendor) return std::unexpected(vendor.error());
-  if (*vendor == 0xffff) {
+  std::array<std::uint8_t, 8> header{};
+  for (std::uint32_t offset : {0u, 4u}) {
+    auto dword = read32(offset);
+    if (!dword) return std::unexpected(dword.error());
+    store_le(header, offset, 4, *dword);
+  }
+  if (config_reads_all_ones(header)) {
     return std::unexpected(make_error(Errc::device_removed, "read config space of", bdf_.to_string(),
-                                      "vendor ID reads 0xffff: the device is gone or in reset",
+                                      "the header reads all ones: the device is gone or in reset",
                                       "check 'dmesg' for surprise removal or a failed reset"));
   }
   return {};
+}
+
+bool config_reads_all_ones(std::span<const std::uint8_t> config) {
+  if (config.size() < 8) return false;
+  return std::all_of(config.begin(), config.begin() + 8, [](std::uint8_t byte) { return byte == 0xff; });
 }
 
 }  // namespace pcie

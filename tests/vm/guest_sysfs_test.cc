@@ -21,6 +21,7 @@
 #include <string>
 
 #include "examples/edu/edu_driver.h"
+#include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "pcie/sysfs_bar.h"
 #include "pcie/vfio.h"
@@ -253,6 +254,34 @@ TEST(GuestEdu, WriteCombiningRefusedOnANonPrefetchableBar) {
   auto bar = BarMapping::map(SysfsPaths{}, kEdu, 0, {.memory_type = MemoryType::write_combined});
   ASSERT_FALSE(bar);
   EXPECT_EQ(bar.error().code, Errc::not_supported) << bar.error().message();
+}
+
+// A device that does not decode memory (a hot-added device nobody enabled; here edu with
+// Memory Space Enable cleared): the BAR is refused with device_disabled, and enabling goes
+// through the kernel (<device>/enable, pci_enable_device), as libpciaccess does.
+TEST(GuestEdu, DecodingOffIsRefusedAndTheKernelEnablesIt) {
+  auto config = ConfigSpace::open(SysfsPaths{}, kEdu, ConfigSpace::Mode::read_write);
+  ASSERT_TRUE(config) << config.error().message();
+  const std::uint16_t command = config->read16(cfg::kCommand).value();
+  ASSERT_NE(command & cfg::kCommandMemorySpace, 0) << "edu should start out decoding memory";
+  ASSERT_TRUE(config->write16(cfg::kCommand, command & ~cfg::kCommandMemorySpace));
+
+  auto refused = map_edu();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::device_disabled) << refused.error().message();
+  const cli::CommandResult pciectl_refused = pciectl("read 0000:00:03.0 bar0 0x0");
+  EXPECT_EQ(pciectl_refused.exit_code, 1) << pciectl_refused.err;
+  EXPECT_NE(pciectl_refused.err.find("Memory Space Enable is off"), std::string::npos) << pciectl_refused.err;
+
+  const cli::CommandResult enabled = pciectl("read 0000:00:03.0 bar0 0x0 --enable");
+  EXPECT_EQ(enabled.exit_code, 0) << enabled.err;
+  EXPECT_EQ(enabled.out, "0x010000ed\n");
+  EXPECT_NE(config->read16(cfg::kCommand).value() & cfg::kCommandMemorySpace, 0);
+  // The kernel counts the device as enabled now: writing "1" set the bit, not our fallback.
+  EXPECT_EQ(cli::slurp("/sys/bus/pci/devices/0000:00:03.0/enable"), "1\n");
+  auto bar = map_edu();
+  ASSERT_TRUE(bar) << bar.error().message();
+  EXPECT_EQ(bar->read(Width::bits32, kEduId), kEduIdValue);
 }
 
 // --- Devices bound to drivers ---

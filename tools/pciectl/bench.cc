@@ -277,7 +277,11 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   for (pcie::MemoryType type : mappings) {
     auto mapped = pcie::BarMapping::map(
         paths, *bdf, *bar_index,
-        {.memory_type = type, .offset = *offset, .length = length, .writable = options.allow_write});
+        {.memory_type = type,
+         .offset = *offset,
+         .length = length,
+         .writable = options.allow_write,
+         .enable_decoding = options.enable});
     if (!mapped) return fail(mapped.error());
     windows.push_back({type, std::move(*mapped)});
   }

@@ -23,6 +23,7 @@ struct BenchOptions {
   double min_time_ms = 10;          // each repetition runs at least this long
   unsigned latency_samples = 1000;
   bool allow_write = false;
+  bool enable = false;              // enable decoding first if the device does not decode the BAR
   bool json = false;
   bool progress = false;            // force the progress line (default: when stderr is a terminal)
   bool no_progress = false;

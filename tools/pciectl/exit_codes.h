@@ -7,7 +7,8 @@ namespace pciectl {
 
 enum ExitCode : int {
   kSuccess = 0,
-  kFailure = 1,           // the operation failed: I/O error, malformed data, device removed
+  kFailure = 1,           // the operation failed: I/O error, malformed data, device removed or
+                          // not decoding its BARs
   kUsage = 2,             // bad command line, BDF, offset, width, alignment or range
   kNotFound = 3,          // no such device, BAR or file
   kPermissionDenied = 4,  // not root, read-only, or kernel lockdown
@@ -32,6 +33,7 @@ inline ExitCode exit_code_for(pcie::Errc code) {
     case pcie::Errc::busy:
     case pcie::Errc::driver_owns_region: return kBusy;
     case pcie::Errc::device_removed:
+    case pcie::Errc::device_disabled:
     case pcie::Errc::malformed:
     case pcie::Errc::io_error: return kFailure;
   }

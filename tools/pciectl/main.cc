@@ -90,6 +90,7 @@ int run_info(const GlobalOptions& global, const std::string& bdf_text, bool json
 struct AccessOptions {
   std::string bdf, bar, offset, value, length;
   unsigned width_bits = 32;
+  bool enable = false;  // enable the device's decoding of the BAR first, if it is off
 };
 
 // What read, write and dump share: the width, the start offset and the opened BAR.
@@ -110,6 +111,7 @@ pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const Acces
   if (!bar) return std::unexpected(bar.error());
   pcie::BarMapOptions options;
   options.writable = writable;
+  options.enable_decoding = access.enable;
   auto region = pcie::open_sysfs_bar(paths_of(global), *bdf, *bar, options);
   if (!region) return std::unexpected(region.error());
   return BarAccess{*width, *offset, std::move(*region)};
@@ -248,6 +250,9 @@ void add_width(CLI::App* command, unsigned& width_bits) {
       ->check(CLI::IsMember({8u, 16u, 32u, 64u}));
 }
 
+constexpr const char* kEnableHelp =
+    "if the device does not decode the BAR (Memory/I/O Space Enable off), enable it first (needs root)";
+
 }  // namespace
 }  // namespace pciectl
 
@@ -282,6 +287,7 @@ int main(int argc, char** argv) {
   read_command->add_option("bar", read_access.bar, "bar0 .. bar5")->required();
   read_command->add_option("offset", read_access.offset, "byte offset (decimal or 0x hex)")->required();
   add_width(read_command, read_access.width_bits);
+  read_command->add_flag("--enable", read_access.enable, kEnableHelp);
 
   AccessOptions write_access;
   CLI::App* write_command = app.add_subcommand("write", "write one register of a BAR");
@@ -290,6 +296,7 @@ int main(int argc, char** argv) {
   write_command->add_option("offset", write_access.offset, "byte offset (decimal or 0x hex)")->required();
   write_command->add_option("value", write_access.value, "value (decimal or 0x hex)")->required();
   add_width(write_command, write_access.width_bits);
+  write_command->add_flag("--enable", write_access.enable, kEnableHelp);
 
   AccessOptions dump_access;
   dump_access.offset = "0";
@@ -299,6 +306,7 @@ int main(int argc, char** argv) {
   dump_command->add_option("--offset", dump_access.offset, "start offset (default 0)");
   dump_command->add_option("--length", dump_access.length, "bytes to dump (default 256 or to the end)");
   add_width(dump_command, dump_access.width_bits);
+  dump_command->add_flag("--enable", dump_access.enable, kEnableHelp);
 
   AccessOptions config_access;
   CLI::App* config_command =
@@ -341,6 +349,7 @@ int main(int argc, char** argv) {
   bench_command->add_option("--latency-samples", bench.latency_samples, "accesses timed one by one (default 1000)");
   bench_command->add_flag("--allow-write", bench.allow_write, "also benchmark writes: overwrites the window");
   bench_command->add_flag("--json", bench.json, "print JSON");
+  bench_command->add_flag("--enable", bench.enable, kEnableHelp);
   bench_command->add_flag("--progress", bench.progress, "show the progress line even when stderr is not a terminal");
   bench_command->add_flag("--no-progress", bench.no_progress, "never show the progress line");
 

@@ -367,5 +367,83 @@ TEST(DiscoveryErrors, EmptyTreeHasNoDevices) {
   EXPECT_TRUE(devices->empty());
 }
 
+// SR-IOV: a VF's config space Vendor and Device IDs read 0xffff by specification. It is a
+// live device with capabilities, IDs from sysfs, and its PF's link; the PF lists its VFs.
+class SriovDiscovery : public ::testing::Test {
+ protected:
+  static constexpr Bdf kPf{0, 2, 0, 0};
+  static constexpr Bdf kVf0{0, 2, 2, 0};
+  static constexpr Bdf kVf1{0, 2, 2, 1};
+  void SetUp() override {
+    auto tree = FakeSysfs::create();
+    ASSERT_TRUE(tree) << tree.error().message();
+    tree_.emplace(std::move(*tree));
+    ASSERT_TRUE(tree_->add_device(testing::sriov_pf(kPf, 4, 2)));
+    ASSERT_TRUE(tree_->add_device(testing::sriov_vf(kVf0, kPf)));
+    ASSERT_TRUE(tree_->add_device(testing::sriov_vf(kVf1, kPf)));
+    options_.paths = tree_->paths();
+  }
+  void expect_virtual_function(const DeviceInfo& vf) {
+    SCOPED_TRACE(vf.bdf.to_string());
+    EXPECT_EQ(vf.vendor_id, 0x8086);
+    EXPECT_EQ(vf.device_id, 0x154c);
+    EXPECT_TRUE(vf.warnings.empty()) << vf.warnings.front();
+    ASSERT_TRUE(vf.physical_function);
+    EXPECT_EQ(*vf.physical_function, kPf);
+    EXPECT_TRUE(vf.virtual_functions.empty());
+    EXPECT_TRUE(find_capability(vf.capabilities, Capability::Space::standard, cap::kMsiX));
+    EXPECT_TRUE(find_capability(vf.capabilities, Capability::Space::standard, cap::kPciExpress));
+    EXPECT_TRUE(find_capability(vf.capabilities, Capability::Space::extended, ext_cap::kAdvancedErrorReporting));
+    ASSERT_TRUE(vf.link) << "a VF's link is its PF's";
+    EXPECT_EQ(vf.link->source, LinkInfo::Source::physical_function);
+    EXPECT_EQ(vf.link->current_speed_gts, 8.0);
+    EXPECT_EQ(vf.link->current_width, 8u);
+    ASSERT_EQ(vf.bars.size(), 2u);
+    EXPECT_EQ(vf.bars[0].size, 64u << 10);
+  }
+  std::optional<FakeSysfs> tree_;
+  DiscoveryOptions options_;
+};
+
+TEST_F(SriovDiscovery, VirtualFunctionsAreLiveDevicesWithTheirPfsLink) {
+  auto devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  ASSERT_EQ(devices->size(), 3u);
+  const DeviceInfo& pf = (*devices)[0];
+  EXPECT_EQ(pf.device_id, 0x1572);
+  EXPECT_FALSE(pf.physical_function);
+  EXPECT_EQ(pf.virtual_functions, (std::vector<Bdf>{kVf0, kVf1}));
+  ASSERT_TRUE(pf.sriov);
+  EXPECT_EQ(pf.sriov->total_vfs, 4u);
+  EXPECT_EQ(pf.sriov->num_vfs, 2u);
+  EXPECT_TRUE(find_capability(pf.capabilities, Capability::Space::extended, ext_cap::kSingleRootIov));
+  expect_virtual_function((*devices)[1]);
+  expect_virtual_function((*devices)[2]);
+}
+
+TEST_F(SriovDiscovery, DescribeAVirtualFunction) {
+  auto vf = describe(kVf1, options_);
+  ASSERT_TRUE(vf) << vf.error().message();
+  EXPECT_EQ(vf->bdf, kVf1);
+  expect_virtual_function(*vf);
+}
+
+TEST_F(SriovDiscovery, FiltersMatchVirtualFunctionsByTheirRealIds) {
+  options_.id_filter = "8086:154c";
+  auto vfs = discover(options_);
+  ASSERT_TRUE(vfs) << vfs.error().message();
+  EXPECT_EQ(vfs->size(), 2u);
+}
+
+// A removed device reads all ones in every register, a VF only in its IDs.
+TEST_F(SriovDiscovery, RemovedVirtualFunctionIsStillRemoved) {
+  ASSERT_TRUE(tree_->write_config(kVf0, std::vector<std::uint8_t>(4096, 0xff)));
+  auto vf = describe(kVf0, options_);
+  ASSERT_TRUE(vf) << vf.error().message();
+  EXPECT_TRUE(vf->capabilities.empty());
+  ASSERT_FALSE(vf->warnings.empty());
+  EXPECT_NE(vf->warnings[0].find("all ones"), std::string::npos) << vf->warnings[0];
+}
+
 }  // namespace
 }  // namespace pcie

@@ -98,6 +98,24 @@ TEST(LspciCrossCheck, RandomDevicesMatch) {
   expect_same(*ours, theirs);
 }
 
+// An SR-IOV PF with two VFs, whose config-space IDs read 0xffff: lspci takes their IDs
+// from sysfs, as discovery must; capabilities, BARs and the rest as for any device.
+TEST(LspciCrossCheck, SriovVirtualFunctionsMatch) {
+  auto tree = FakeSysfs::create();
+  ASSERT_TRUE(tree);
+  const Bdf pf{0, 2, 0, 0};
+  ASSERT_TRUE(tree->add_device(testing::sriov_pf(pf, 4, 2)));
+  ASSERT_TRUE(tree->add_device(testing::sriov_vf({0, 2, 2, 0}, pf)));
+  ASSERT_TRUE(tree->add_device(testing::sriov_vf({0, 2, 2, 1}, pf)));
+  DiscoveryOptions options;
+  options.paths = tree->paths();
+  auto ours = discover(options);
+  ASSERT_TRUE(ours) << ours.error().message();
+  ASSERT_EQ(ours->size(), 3u);
+  EXPECT_EQ((*ours)[2].device_id, 0x154c);
+  expect_same(*ours, run_lspci(tree->pci_root()));
+}
+
 TEST(LspciCrossCheck, HugeUnbackedBarSize) {
   auto tree = FakeSysfs::create();
   ASSERT_TRUE(tree);

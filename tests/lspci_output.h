@@ -64,7 +64,9 @@ inline std::string run(const std::string& command) {
 inline std::vector<LspciDevice> run_lspci(const std::string& options = "") {
   const std::string output = run(std::string(kLspci) + " " + options + " -vvv -nn -D");
   static const std::regex header(R"(^([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) .*\[([0-9a-f]{4})\]: .*\[([0-9a-f]{4}):([0-9a-f]{4})\])");
-  static const std::regex region(R"(^\s+Region (\d): (Memory|I/O ports) at ([0-9a-f]+) (?:\(([^)]*)\) )?\[size=(\d+[KMGT]?)\])");
+  // "[virtual]": an SR-IOV VF's BAR, whose register reads 0 (lspci takes it from sysfs).
+  static const std::regex region(
+      R"(^\s+Region (\d): (Memory|I/O ports) at ([0-9a-f]+) (?:\(([^)]*)\) )?(?:\[virtual\] |\[disabled\] )?\[size=(\d+[KMGT]?)\])");
   static const std::regex capability(R"(^\s+Capabilities: \[([0-9a-f]+)( v\d+)?\])");
   static const std::regex driver(R"(^\s+Kernel driver in use: (\S+))");
   static const std::regex group(R"(^\s+IOMMU group: (\d+))");

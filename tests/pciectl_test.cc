@@ -279,6 +279,37 @@ TEST_F(PciectlTest, ShortResourceFileIsAnErrorNotACrash) {
   expect_error(pciectl("dump 00:03.0 bar0"), 1, "holds 100 bytes");
 }
 
+TEST_F(PciectlTest, InfoShowsSriovRelations) {
+  const Bdf pf{0, 2, 0, 0}, vf0{0, 2, 2, 0}, vf1{0, 2, 2, 1};
+  ASSERT_TRUE(tree_->add_device(testing::sriov_pf(pf, 4, 2)));
+  ASSERT_TRUE(tree_->add_device(testing::sriov_vf(vf0, pf)));
+  ASSERT_TRUE(tree_->add_device(testing::sriov_vf(vf1, pf)));
+  const CommandResult pf_info = pciectl("info 02:00.0");
+  ASSERT_EQ(pf_info.exit_code, 0) << pf_info.err;
+  EXPECT_NE(pf_info.out.find("SR-IOV:       2 of 4 VFs enabled: 0000:02:02.0, 0000:02:02.1"), std::string::npos)
+      << pf_info.out;
+  const CommandResult vf_info = pciectl("info 02:02.1");
+  ASSERT_EQ(vf_info.exit_code, 0) << vf_info.err;
+  EXPECT_NE(vf_info.out.find("[8086:154c]"), std::string::npos) << vf_info.out;
+  EXPECT_NE(vf_info.out.find("SR-IOV:       virtual function of 0000:02:00.0"), std::string::npos) << vf_info.out;
+  EXPECT_NE(vf_info.out.find("Link:         8 GT/s x8 (max 8 GT/s x8) [of its PF]"), std::string::npos) << vf_info.out;
+  EXPECT_NE(vf_info.out.find("MSI-X"), std::string::npos) << vf_info.out;
+  EXPECT_EQ(vf_info.out.find("Warning"), std::string::npos) << vf_info.out;
+  const auto vf_json = nlohmann::json::parse(pciectl("info 02:02.1 --json").out);
+  EXPECT_EQ(vf_json["physical_function"], "0000:02:00.0");
+  EXPECT_EQ(vf_json["virtual_functions"].size(), 0u);
+  EXPECT_EQ(vf_json["link"]["source"], "physical_function");
+  const auto pf_json = nlohmann::json::parse(pciectl("info 02:00.0 --json").out);
+  EXPECT_TRUE(pf_json["physical_function"].is_null());
+  EXPECT_EQ(pf_json["virtual_functions"], (nlohmann::json{"0000:02:02.0", "0000:02:02.1"}));
+  EXPECT_EQ(pf_json["sriov"]["total_vfs"], 4);
+  EXPECT_EQ(pf_json["sriov"]["num_vfs"], 2);
+  // The VF's BAR decodes by its PF's SR-IOV control (VF Memory Space Enable), not its own
+  // command register.
+  const CommandResult read = pciectl("read 02:02.1 bar0 0");
+  EXPECT_EQ(read.exit_code, 0) << read.err;
+}
+
 TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }
 
 TEST_F(PciectlTest, InfoHuman) {

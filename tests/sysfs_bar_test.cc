@@ -371,6 +371,30 @@ TEST_F(SysfsBarTest, DecodingOffIsRefusedAndEnableTurnsItOn) {
   EXPECT_TRUE(IoPortBar::open(tree_->paths(), kTestdev, 1));
 }
 
+// A VF's own command register never enables memory decoding; its PF's SR-IOV control
+// does (VF Memory Space Enable).
+TEST_F(SysfsBarTest, VirtualFunctionDecodesByItsPfsSriovControl) {
+  const Bdf pf{0, 2, 0, 0}, vf{0, 2, 2, 0};
+  testing::FakeDevice pf_device = testing::sriov_pf(pf, 2, 1);
+  ASSERT_TRUE(tree_->add_device(pf_device));
+  ASSERT_TRUE(tree_->add_device(testing::sriov_vf(vf, pf)));
+  auto mapped = BarMapping::map(tree_->paths(), vf, 0);
+  ASSERT_TRUE(mapped) << mapped.error().message();
+
+  pf_device.sriov->vf_memory_space_enable = false;
+  auto config = testing::FakeSysfs::build_config(pf_device);
+  ASSERT_TRUE(config);
+  ASSERT_TRUE(tree_->write_config(pf, *config));
+  auto refused = BarMapping::map(tree_->paths(), vf, 0);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::device_disabled) << refused.error().message();
+  EXPECT_NE(refused.error().reason.find("VF Memory Space Enable"), std::string::npos) << refused.error().message();
+  EXPECT_NE(refused.error().reason.find("0000:02:00.0"), std::string::npos) << refused.error().message();
+  auto enabled = BarMapping::map(tree_->paths(), vf, 0, {.enable_decoding = true});
+  ASSERT_FALSE(enabled) << "a VF's decoding belongs to its PF's driver";
+  EXPECT_EQ(enabled.error().code, Errc::device_disabled);
+}
+
 TEST_F(SysfsBarTest, RemovedDeviceIsNotMapped) {
   std::vector<std::uint8_t> all_ones(256, 0xff);
   ASSERT_TRUE(tree_->write_config(kEdu, all_ones));

@@ -32,6 +32,12 @@ struct RomInfo {
   std::uint64_t size = 0;
 };
 
+// A physical function's SR-IOV state (<device>/sriov_totalvfs, sriov_numvfs).
+struct SriovInfo {
+  unsigned total_vfs = 0;  // VFs the device can have
+  unsigned num_vfs = 0;    // VFs enabled now
+};
+
 struct DeviceInfo {
   Bdf bdf;
   std::uint16_t vendor_id = 0;
@@ -56,7 +62,15 @@ struct DeviceInfo {
   std::optional<std::string> driver;  // the bound kernel driver
   std::optional<int> iommu_group;
   std::optional<int> numa_node;       // nullopt where the kernel reports -1
-  std::optional<LinkInfo> link;
+  std::optional<LinkInfo> link;       // a VF's is its PF's (LinkInfo::Source::physical_function)
+
+  // SR-IOV (PCIe Base Spec 6.0, 9): a virtual function names its physical function (the
+  // <device>/physfn link); a physical function lists its enabled VFs (virtfnN links, in
+  // VF order) and its VF counts. A VF's config-space IDs read 0xffff by specification;
+  // vendor_id/device_id above are its real IDs, from sysfs.
+  std::optional<Bdf> physical_function;
+  std::vector<Bdf> virtual_functions;
+  std::optional<SriovInfo> sriov;
 
   std::vector<Capability> capabilities;  // standard, then extended
   std::size_t config_bytes_readable = 0; // 64 for unprivileged users

@@ -24,7 +24,10 @@ inline constexpr std::uint8_t kTypeRootComplexEventCollector = 0xa;
 }  // namespace pcie_cap
 
 struct LinkInfo {
-  enum class Source { config_space, sysfs };
+  // Where the figures come from: the device's own PCI Express capability, sysfs' link
+  // files, or (for an SR-IOV virtual function, whose link registers are reserved) its
+  // physical function, whose link it shares.
+  enum class Source { config_space, sysfs, physical_function };
   double current_speed_gts = 0;  // 0 when unknown
   unsigned current_width = 0;    // lanes; 0 when the link is down or unknown
   double max_speed_gts = 0;

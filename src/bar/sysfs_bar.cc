@@ -11,6 +11,7 @@
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "src/bar/register_file.h"
+#include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 
 namespace pcie {
@@ -67,10 +68,48 @@ Result<std::uint16_t> read_command(const SysfsPaths& paths, const Bdf& bdf) {
   return config->read16(cfg::kCommand);
 }
 
+// An SR-IOV VF's own Memory Space Enable is read-only zero: its BARs decode when its PF's
+// SR-IOV Control register has VF Memory Space Enable set (PCIe Base Spec 6.0, 9.3.3.3.4).
+// That bit belongs to the PF's driver (it sets it with sriov_numvfs), so it is checked,
+// never set, here.
+constexpr std::uint16_t kSriovControl = 0x08;
+constexpr std::uint16_t kSriovControlVfMemorySpace = 1u << 3;
+
+Result<void> check_vf_decoding(const SysfsPaths& paths, const Bdf& vf, const Bdf& pf, const BarInfo& bar) {
+  const std::string name = bar_name(vf, bar.index);
+  auto config = ConfigSpace::open(paths, pf);
+  if (!config) return std::unexpected(config.error());
+  auto bytes = config->snapshot();
+  if (!bytes) return std::unexpected(bytes.error());
+  const auto walk = walk_extended_capabilities(*bytes);
+  const auto sriov = find_capability(walk.capabilities, Capability::Space::extended, ext_cap::kSingleRootIov);
+  if (!sriov) {
+    return std::unexpected(make_error(
+        Errc::device_disabled, "open", name,
+        fmt::format("cannot confirm that this virtual function decodes its BARs: the SR-IOV capability of its "
+                    "physical function {} is not readable ({} bytes of its config space)",
+                    pf.to_string(), bytes->size()),
+        config->limited_by_privilege() ? "run as root" : ""));
+  }
+  auto control = config->read16(sriov->offset + kSriovControl);
+  if (!control) return std::unexpected(control.error());
+  if ((*control & kSriovControlVfMemorySpace) != 0) return {};
+  return std::unexpected(make_error(
+      Errc::device_disabled, "open", name,
+      fmt::format("this virtual function does not decode its BARs: VF Memory Space Enable is off in the SR-IOV "
+                  "control of its physical function {} (0x{:04x})",
+                  pf.to_string(), *control),
+      fmt::format("the PF's driver sets it when VFs are enabled (echo N > /sys/bus/pci/devices/{}/sriov_numvfs)",
+                  pf.to_string())));
+}
+
 // A device that does not decode the BAR's space answers nothing the driver could trust
 // (zeros or all ones, or a fault): refused, or enabled first when asked. An error while
 // checking fails the open: decoding cannot be confirmed.
 Result<void> check_decoding(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& bar, bool enable) {
+  if (auto pf = sysfs::physical_function(paths, bdf); pf && bar.space == BarInfo::Space::memory) {
+    return check_vf_decoding(paths, bdf, *pf, bar);
+  }
   auto command = read_command(paths, bdf);
   if (!command) return std::unexpected(command.error());
   if ((*command & decode_bit(bar.space)) != 0) return {};

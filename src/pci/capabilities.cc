@@ -35,7 +35,8 @@ CapabilityWalk walk_standard_capabilities(std::span<const std::uint8_t> config) 
                               fmt::format("config space truncated to {} bytes", config.size()));
     return walk;
   }
-  if (load_le16(config, cfg::kVendorId) == 0xffff) {
+  // The whole header, not the vendor ID alone: an SR-IOV VF's IDs read 0xffff.
+  if (config_reads_all_ones(config)) {
     walk.problem = walk_error(Errc::device_removed, "config space reads all ones");
     return walk;
   }

@@ -39,6 +39,38 @@ BarInfo decode_bar(const pci_dev* device, unsigned index) {
   return bar;
 }
 
+// A number in a sysfs attribute ("0x8086\n", "4\n"), or nullopt.
+std::optional<std::uint64_t> read_sysfs_number(const std::string& path) {
+  auto text = sys::read_text_file(path, 64);
+  if (!text) return std::nullopt;
+  std::string_view digits = *text;
+  while (!digits.empty() && (digits.back() == '\n' || digits.back() == ' ')) digits.remove_suffix(1);
+  int base = 10;
+  if (digits.starts_with("0x")) {
+    digits.remove_prefix(2);
+    base = 16;
+  }
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return value;
+}
+
+// The link of a device from its own config space, else from sysfs' link files.
+std::optional<LinkInfo> own_link(const SysfsPaths& paths, const Bdf& bdf) {
+  if (auto config = ConfigSpace::open(paths, bdf)) {
+    if (auto bytes = config->snapshot()) {
+      const auto walk = walk_standard_capabilities(*bytes);
+      if (auto link = decode_link(*bytes, walk.capabilities); link && *link && (*link)->current_width != 0) {
+        return **link;
+      }
+    }
+  }
+  auto link = read_sysfs_link(paths.device_dir(bdf));
+  if (link && link->current_width == 0) return std::nullopt;
+  return link;
+}
+
 void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
   auto config = ConfigSpace::open(paths, info.bdf);
   if (!config) {
@@ -70,6 +102,11 @@ void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
   if (!info.link && bytes->size() < cfg::kConventionalSize) {
     info.link = read_sysfs_link(paths.device_dir(info.bdf));
   }
+  // A VF's Link registers are reserved (SR-IOV 1.1, 3.5): it is reached over its PF's link.
+  if (info.physical_function && (!info.link || info.link->current_width == 0)) {
+    info.link = own_link(paths, *info.physical_function);
+    if (info.link) info.link->source = LinkInfo::Source::physical_function;
+  }
 }
 
 Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* device,
@@ -87,12 +124,26 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   info.subclass = static_cast<std::uint8_t>(device->device_class & 0xff);
   info.prog_if = device->prog_if;
   info.header_type = 0xff;
+  const std::string dir = options.paths.device_dir(info.bdf);
+  info.physical_function = sysfs::physical_function(options.paths, info.bdf);
+  // A VF's config-space IDs read 0xffff by specification (SR-IOV 1.1, 3.4.1.1); the
+  // kernel's vendor and device attributes hold the real ones (libpci reads those when it
+  // scans, but config space when asked for one device).
+  if (info.vendor_id == 0xffff || info.device_id == 0xffff) {
+    if (auto vendor = read_sysfs_number(dir + "/vendor"); vendor && *vendor <= 0xffff) {
+      info.vendor_id = static_cast<std::uint16_t>(*vendor);
+    }
+    if (auto id = read_sysfs_number(dir + "/device"); id && *id <= 0xffff) info.device_id = static_cast<std::uint16_t>(*id);
+  }
   for (unsigned index = 0; index < kBarCount; ++index) {
     if (device->size[index] != 0) info.bars.push_back(decode_bar(device, index));
   }
   if (device->rom_size != 0) info.rom = RomInfo{device->rom_base_addr & PCI_ADDR_MEM_MASK, device->rom_size};
   if (options.read_bindings) {
-    const std::string dir = options.paths.device_dir(info.bdf);
+    info.virtual_functions = sysfs::virtual_functions(options.paths, info.bdf);
+    auto total = read_sysfs_number(dir + "/sriov_totalvfs");
+    auto enabled = read_sysfs_number(dir + "/sriov_numvfs");
+    if (total && enabled) info.sriov = SriovInfo{static_cast<unsigned>(*total), static_cast<unsigned>(*enabled)};
     info.driver = sysfs::link_name(dir + "/driver");
     if (auto group = sysfs::link_name(dir + "/iommu_group")) info.iommu_group = sysfs::parse_group_number(*group);
     if (device->numa_node >= 0) info.numa_node = device->numa_node;

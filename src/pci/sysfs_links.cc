@@ -1,5 +1,6 @@
 #include "src/pci/sysfs_links.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "src/sys/syscalls.h"
@@ -30,6 +31,34 @@ std::optional<int> device_iommu_group(const SysfsPaths& paths, const Bdf& bdf) {
   auto name = link_name(paths.device_dir(bdf) + "/iommu_group");
   if (!name) return std::nullopt;
   return parse_group_number(*name);
+}
+
+std::optional<Bdf> physical_function(const SysfsPaths& paths, const Bdf& bdf) {
+  auto name = link_name(paths.device_dir(bdf) + "/physfn");
+  if (!name) return std::nullopt;
+  auto parsed = Bdf::parse(*name);
+  if (!parsed) return std::nullopt;
+  return *parsed;
+}
+
+std::vector<Bdf> virtual_functions(const SysfsPaths& paths, const Bdf& bdf) {
+  std::vector<std::pair<unsigned, Bdf>> numbered;
+  auto names = sys::list_directory(paths.device_dir(bdf));
+  if (!names) return {};
+  for (const std::string& entry : *names) {
+    if (!entry.starts_with("virtfn")) continue;
+    unsigned index = 0;
+    const std::string_view digits = std::string_view(entry).substr(6);
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+    if (ec != std::errc() || end != digits.data() + digits.size()) continue;
+    auto name = link_name(paths.device_dir(bdf) + "/" + entry);
+    if (!name) continue;
+    if (auto vf = Bdf::parse(*name)) numbered.emplace_back(index, *vf);
+  }
+  std::sort(numbered.begin(), numbered.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<Bdf> vfs;
+  for (const auto& [index, vf] : numbered) vfs.push_back(vf);
+  return vfs;
 }
 
 }  // namespace pcie::sysfs

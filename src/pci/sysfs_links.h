@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "pcie/bdf.h"
 #include "pcie/sysfs_paths.h"
@@ -22,5 +23,11 @@ std::optional<int> device_iommu_group(const SysfsPaths& paths, const Bdf& bdf);
 
 // A group number as sysfs names it: decimal, non-negative, nothing else.
 std::optional<int> parse_group_number(std::string_view text);
+
+// An SR-IOV virtual function's physical function (<device>/physfn), or nullopt.
+std::optional<Bdf> physical_function(const SysfsPaths& paths, const Bdf& bdf);
+
+// A physical function's enabled virtual functions (<device>/virtfnN), by N.
+std::vector<Bdf> virtual_functions(const SysfsPaths& paths, const Bdf& bdf);
 
 }  // namespace pcie::sysfs

@@ -114,6 +114,23 @@ std::vector<FakeCapability> standard_capabilities_of(const FakeDevice& device) {
   return capabilities;
 }
 
+// The SR-IOV capability body (after the 4-byte header; PCIe Base Spec 6.0, 9.3.3): control
+// at +0x08, TotalVFs at +0x0e, NumVFs at +0x10, First VF Offset +0x14, VF Stride +0x16.
+std::vector<FakeExtendedCapability> extended_capabilities_of(const FakeDevice& device) {
+  std::vector<FakeExtendedCapability> capabilities = device.extended_capabilities;
+  if (device.sriov) {
+    FakeExtendedCapability sriov{ext_cap::kSingleRootIov, 1, std::vector<std::uint8_t>(0x40 - 4)};
+    auto put16 = [&](std::size_t reg, std::uint16_t v) { store16(sriov.body, reg - 4, v); };
+    put16(0x08, static_cast<std::uint16_t>(0x1 | (device.sriov->vf_memory_space_enable ? 0x8 : 0)));  // VF Enable, VF MSE
+    put16(0x0e, device.sriov->total_vfs);
+    put16(0x10, device.sriov->num_vfs);
+    put16(0x14, 0x10);
+    put16(0x16, 0x1);
+    capabilities.push_back(std::move(sriov));
+  }
+  return capabilities;
+}
+
 Result<void> lay_out_capabilities(const FakeDevice& device, std::vector<std::uint8_t>& config) {
   const auto capabilities = standard_capabilities_of(device);
   std::size_t offset = 0x40;
@@ -131,15 +148,16 @@ Result<void> lay_out_capabilities(const FakeDevice& device, std::vector<std::uin
   }
   if (!capabilities.empty()) store16(config, cfg::kStatus, cfg::kStatusCapabilityList);
 
+  const auto extended = extended_capabilities_of(device);
   offset = 0x100;
-  for (std::size_t i = 0; i < device.extended_capabilities.size(); ++i) {
-    const FakeExtendedCapability& capability = device.extended_capabilities[i];
+  for (std::size_t i = 0; i < extended.size(); ++i) {
+    const FakeExtendedCapability& capability = extended[i];
     const std::size_t length = 4 + capability.body.size();
     const std::size_t next = (offset + length + 3) & ~std::size_t{3};
-    if (offset + length > config.size() || (i + 1 < device.extended_capabilities.size() && next >= config.size())) {
+    if (offset + length > config.size() || (i + 1 < extended.size() && next >= config.size())) {
       return std::unexpected(fake_error("lay out capabilities", device.bdf.to_string(), "extended capabilities overflow config space"));
     }
-    const std::uint32_t next_field = i + 1 < device.extended_capabilities.size() ? static_cast<std::uint32_t>(next) : 0;
+    const std::uint32_t next_field = i + 1 < extended.size() ? static_cast<std::uint32_t>(next) : 0;
     store32(config, offset, capability.id | static_cast<std::uint32_t>(capability.version & 0xf) << 16 | next_field << 20);
     std::copy(capability.body.begin(), capability.body.end(), config.begin() + static_cast<long>(offset + 4));
     offset = next;
@@ -215,7 +233,10 @@ std::string FakeSysfs::device_dir(const Bdf& bdf) const { return paths().device_
 
 Result<std::vector<std::uint8_t>> FakeSysfs::build_config(const FakeDevice& device) {
   std::size_t size = device.config_size;
-  if (size == 0) size = (device.link || !device.extended_capabilities.empty()) ? cfg::kExtendedSize : cfg::kConventionalSize;
+  if (size == 0) {
+    size = (device.link || !device.extended_capabilities.empty() || device.sriov) ? cfg::kExtendedSize
+                                                                                  : cfg::kConventionalSize;
+  }
   if (size != cfg::kConventionalSize && size != cfg::kExtendedSize) {
     return std::unexpected(fake_error("build config", device.bdf.to_string(), "config_size must be 256 or 4096"));
   }
@@ -226,6 +247,13 @@ Result<std::vector<std::uint8_t>> FakeSysfs::build_config(const FakeDevice& devi
   for (const FakeBar& bar : device.bars) {
     command |= bar.kind == FakeBar::Kind::io ? cfg::kCommandIoSpace : cfg::kCommandMemorySpace;
   }
+  if (device.physical_function) {
+    // A VF's IDs read all ones, its Memory Space Enable and its BARs are read-only zero:
+    // the PF's SR-IOV capability decides and holds the VF BARs (SR-IOV 1.1, 3.4.1).
+    store16(config, cfg::kVendorId, 0xffff);
+    store16(config, cfg::kDeviceId, 0xffff);
+    command = 0;
+  }
   store16(config, cfg::kCommand, command);
   config[cfg::kRevisionId] = device.revision;
   config[cfg::kClassCode] = static_cast<std::uint8_t>(device.class_code);
@@ -233,6 +261,9 @@ Result<std::vector<std::uint8_t>> FakeSysfs::build_config(const FakeDevice& devi
   config[cfg::kClassCode + 2] = static_cast<std::uint8_t>(device.class_code >> 16);
   config[cfg::kHeaderType] = device.header_type;
   if (auto ok = lay_out_bars(device, config); !ok) return std::unexpected(ok.error());
+  if (device.physical_function) {
+    for (std::size_t reg = cfg::kBar0; reg < cfg::kBar0 + 4 * kBarCount; reg += 4) store32(config, reg, 0);
+  }
   store16(config, cfg::kSubsystemVendorId, device.subsystem_vendor_id);
   store16(config, cfg::kSubsystemId, device.subsystem_id);
   if (device.rom_size) store32(config, cfg::kExpansionRom, static_cast<std::uint32_t>(kRomBusAddress));
@@ -305,6 +336,23 @@ Result<void> FakeSysfs::add_device(const FakeDevice& device) {
     // directory.
     fs::create_directory_symlink(fs::relative(driver_dir, dir, ec), dir / "driver", ec);
     if (auto ok = check_fs(ec, "link driver of", dir); !ok) return std::unexpected(ok.error());
+  }
+  if (device.sriov) {
+    for (const auto& [name, value] : {std::pair{"sriov_totalvfs", device.sriov->total_vfs},
+                                      std::pair{"sriov_numvfs", device.sriov->num_vfs}}) {
+      if (auto ok = write_file(dir / name, fmt::format("{}\n", value)); !ok) return std::unexpected(ok.error());
+    }
+  }
+  if (device.physical_function) {
+    const fs::path pf_dir = device_dir(*device.physical_function);
+    if (!fs::is_directory(pf_dir, ec)) {
+      return std::unexpected(fake_error("add device", device.bdf.to_string(), "its physical function does not exist"));
+    }
+    unsigned index = 0;
+    while (fs::exists(pf_dir / fmt::format("virtfn{}", index), ec)) ++index;
+    fs::create_directory_symlink(fs::relative(dir, pf_dir, ec), pf_dir / fmt::format("virtfn{}", index), ec);
+    fs::create_directory_symlink(fs::relative(pf_dir, dir, ec), dir / "physfn", ec);
+    if (auto ok = check_fs(ec, "link physical function of", dir); !ok) return std::unexpected(ok.error());
   }
   if (device.iommu_group) {
     const fs::path group_dir = fs::path(directory_) / "sys/kernel/iommu_groups" / std::to_string(*device.iommu_group);
@@ -431,6 +479,48 @@ FakeDevice qemu_nvme(const Bdf& bdf) {
   device.driver = "nvme";
   device.iommu_group = 8;
   device.numa_node = 0;
+  return device;
+}
+
+FakeDevice sriov_pf(const Bdf& bdf, std::uint16_t total_vfs, std::uint16_t num_vfs) {
+  FakeDevice device;
+  device.bdf = bdf;
+  device.vendor_id = 0x8086;
+  device.device_id = 0x1572;
+  device.subsystem_vendor_id = 0x8086;
+  device.subsystem_id = 0x0000;
+  device.revision = 0x02;
+  device.class_code = 0x020000;
+  device.interrupt_pin = 1;
+  device.bars = {{0, FakeBar::Kind::memory64, 8u << 20, 0x38000000000, true},
+                 {3, FakeBar::Kind::memory64, 32u << 10, 0x38001000000, true}};
+  device.capabilities = {{cap::kPowerManagement, std::vector<std::uint8_t>(6)},
+                         {cap::kMsiX, std::vector<std::uint8_t>(10)}};
+  device.link = FakeLink{.current_speed = 3, .current_width = 8, .max_speed = 3, .max_width = 8};
+  device.extended_capabilities = {{ext_cap::kAdvancedErrorReporting, 2, std::vector<std::uint8_t>(0x44)}};
+  device.sriov = FakeSriov{total_vfs, num_vfs, true};
+  device.driver = "i40e";
+  device.iommu_group = 20;
+  return device;
+}
+
+FakeDevice sriov_vf(const Bdf& bdf, const Bdf& pf) {
+  FakeDevice device;
+  device.bdf = bdf;
+  device.vendor_id = 0x8086;
+  device.device_id = 0x154c;
+  device.subsystem_vendor_id = 0x8086;
+  device.subsystem_id = 0x0000;
+  device.revision = 0x02;
+  device.class_code = 0x020000;
+  device.bars = {{0, FakeBar::Kind::memory64, 64u << 10, 0x38002000000 + 0x100000ull * bdf.function, true},
+                 {3, FakeBar::Kind::memory64, 16u << 10, 0x38003000000 + 0x100000ull * bdf.function, true}};
+  device.capabilities = {{cap::kMsiX, std::vector<std::uint8_t>(10)}};
+  // A VF's Link registers are reserved (read 0): its link is its PF's.
+  device.link = FakeLink{};
+  device.extended_capabilities = {{ext_cap::kAdvancedErrorReporting, 2, std::vector<std::uint8_t>(0x44)}};
+  device.physical_function = pf;
+  device.iommu_group = 21 + bdf.function;
   return device;
 }
 

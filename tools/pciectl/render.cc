@@ -54,11 +54,20 @@ std::string render_details(const pcie::DeviceInfo& d) {
   field("NUMA node", d.numa_node ? std::to_string(*d.numa_node) : "unknown");
   if (d.link) {
     const bool downgraded = d.link->current_speed_gts < d.link->max_speed_gts || d.link->current_width < d.link->max_width;
+    const char* source = d.link->source == pcie::LinkInfo::Source::sysfs               ? " [from sysfs]"
+                         : d.link->source == pcie::LinkInfo::Source::physical_function ? " [of its PF]"
+                                                                                        : "";
     field("Link", fmt::format("{} x{} (max {} x{}){}{}", speed_text(d.link->current_speed_gts), d.link->current_width,
                               speed_text(d.link->max_speed_gts), d.link->max_width, downgraded ? ", downgraded" : "",
-                              d.link->source == pcie::LinkInfo::Source::sysfs ? " [from sysfs]" : ""));
+                              source));
   } else {
     field("Link", "none");
+  }
+  if (d.physical_function) field("SR-IOV", "virtual function of " + d.physical_function->to_string());
+  if (d.sriov) {
+    std::string vfs;
+    for (const pcie::Bdf& vf : d.virtual_functions) vfs += (vfs.empty() ? ": " : ", ") + vf.to_string();
+    field("SR-IOV", fmt::format("{} of {} VFs enabled{}", d.sriov->num_vfs, d.sriov->total_vfs, vfs));
   }
   for (const pcie::BarInfo& bar : d.bars) {
     field(fmt::format("BAR{}", bar.index),
@@ -124,10 +133,18 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d) {
                     {"current_width", d.link->current_width},
                     {"max_speed_gts", d.link->max_speed_gts},
                     {"max_width", d.link->max_width},
-                    {"source", d.link->source == pcie::LinkInfo::Source::sysfs ? "sysfs" : "config_space"}};
+                    {"source", d.link->source == pcie::LinkInfo::Source::sysfs               ? "sysfs"
+                               : d.link->source == pcie::LinkInfo::Source::physical_function ? "physical_function"
+                                                                                              : "config_space"}};
   } else {
     json["link"] = nullptr;
   }
+  json["physical_function"] =
+      d.physical_function ? nlohmann::ordered_json(d.physical_function->to_string()) : nlohmann::ordered_json();
+  json["virtual_functions"] = nlohmann::ordered_json::array();
+  for (const pcie::Bdf& vf : d.virtual_functions) json["virtual_functions"].push_back(vf.to_string());
+  json["sriov"] = d.sriov ? nlohmann::ordered_json{{"total_vfs", d.sriov->total_vfs}, {"num_vfs", d.sriov->num_vfs}}
+                          : nlohmann::ordered_json();
   json["capabilities"] = nlohmann::ordered_json::array();
   for (const pcie::Capability& capability : d.capabilities) {
     nlohmann::ordered_json entry = {

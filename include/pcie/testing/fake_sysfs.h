@@ -50,6 +50,14 @@ struct FakeLink {
   std::uint8_t max_width = 0;
 };
 
+// An SR-IOV physical function's VF settings: its SR-IOV extended capability (PCIe Base
+// Spec 6.0, 9.3.3) and the sriov_totalvfs/sriov_numvfs attributes.
+struct FakeSriov {
+  std::uint16_t total_vfs = 0;
+  std::uint16_t num_vfs = 0;
+  bool vf_memory_space_enable = true;  // SR-IOV Control bit 3: the VFs decode their BARs
+};
+
 struct FakeDevice {
   Bdf bdf;
   std::uint16_t vendor_id = 0;
@@ -72,6 +80,13 @@ struct FakeDevice {
   std::vector<FakeExtendedCapability> extended_capabilities;  // laid out from 0x100
   // 256, or 4096; 0 picks 4096 when there is a link or extended capabilities.
   std::size_t config_size = 0;
+  // A physical function: an SR-IOV capability is appended to the extended capabilities.
+  std::optional<FakeSriov> sriov;
+  // A virtual function of this (already added) physical function: as in real hardware its
+  // config space Vendor and Device IDs read 0xffff and its command register leaves memory
+  // decoding to the PF (SR-IOV 1.1, 3.4.1); the sysfs vendor/device files hold the real
+  // IDs; a "physfn" link points at the PF and the PF gets the next "virtfnN" link.
+  std::optional<Bdf> physical_function;
 };
 
 class FakeSysfs {
@@ -140,5 +155,9 @@ FakeDevice qemu_edu(const Bdf& bdf);            // 1234:11e8, 1 MiB BAR0, MSI
 FakeDevice qemu_ivshmem(const Bdf& bdf);        // 1af4:1110, BAR0 256 B, 64-bit prefetchable BAR2
 FakeDevice qemu_pci_testdev(const Bdf& bdf);    // 1b36:0005, 4 KiB BAR0, 256 B I/O BAR1
 FakeDevice qemu_nvme(const Bdf& bdf);           // 1b36:0010, PCIe with link and extended caps
+// An SR-IOV network controller pair modelled on Intel's X710: the PF (8086:1572, PCIe
+// 8 GT/s x8, MSI-X, SR-IOV with `total_vfs`/`num_vfs`) and one of its VFs (8086:154c).
+FakeDevice sriov_pf(const Bdf& bdf, std::uint16_t total_vfs, std::uint16_t num_vfs);
+FakeDevice sriov_vf(const Bdf& bdf, const Bdf& pf);
 
 }  // namespace pcie::testing

@@ -33,7 +33,8 @@ class PciectlTest : public ::testing::Test {
   }
 
   CommandResult pciectl(const std::string& arguments, const std::string& environment = "") {
-    return cli::run_command(environment + " " + g_pciectl + " --sysfs " + tree_->directory() + "/sys " + arguments,
+    return cli::run_command(environment + " " + g_pciectl + " --sysfs " + tree_->directory() + "/sys --proc " +
+                                tree_->directory() + "/proc " + arguments,
                             tree_->directory());
   }
 
@@ -308,6 +309,25 @@ TEST_F(PciectlTest, InfoShowsSriovRelations) {
   // command register.
   const CommandResult read = pciectl("read 02:02.1 bar0 0");
   EXPECT_EQ(read.exit_code, 0) << read.err;
+}
+
+// The unbind guard through pciectl: a mounted disk (exit 5, nothing written), and a
+// driver link that cannot be read (an error, never "unbound" without unbinding).
+TEST_F(PciectlTest, UnbindGuardRefusesAndNeverClaimsSuccessItDidNotHave) {
+  ASSERT_TRUE(tree_->add_block_device({"nvme0n1", "259:0", testing::kVmNvme, "nvme/nvme0", ""}));
+  ASSERT_TRUE(tree_->set_mountinfo("22 1 259:0 / / rw - ext4 /dev/nvme0n1 rw\n"));
+  expect_error(pciectl("unbind 0000:01:00.0"), 5, "nvme0n1 is mounted on /");
+  expect_error(pciectl("bind 0000:01:00.0 vfio-pci"), 5, "nvme0n1 is mounted on /");
+  EXPECT_EQ(cli::slurp(tree_->pci_root() + "/drivers/nvme/unbind"), "");
+
+  const std::string link = tree_->device_dir(testing::kVmNvme) + "/driver";
+  ASSERT_EQ(::unlink(link.c_str()), 0);
+  ASSERT_TRUE(tree_->write_device_file(testing::kVmNvme, "driver", "not a link"));
+  const CommandResult run = pciectl("unbind 0000:01:00.0 --force");
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_EQ(run.out.find("unbound"), std::string::npos) << run.out;
+  EXPECT_NE(run.err.find("driver link"), std::string::npos) << run.err;
+  EXPECT_EQ(cli::slurp(tree_->pci_root() + "/drivers/nvme/unbind"), "");
 }
 
 TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }

@@ -14,8 +14,14 @@ struct SysfsPaths {
   std::string pci_root = "/sys/bus/pci";
   // The kernel lockdown state file, read to explain refused mappings.
   std::string lockdown_file = "/sys/kernel/security/lockdown";
-  // The mount table, read before unbinding a driver (a disk with mounted file systems).
-  std::string mounts_file = "/proc/self/mounts";
+  // What the unbind guard (pcie/binding.h) reads to find the machine's own uses of a
+  // device: every block device and network interface (whose real paths show which PCI
+  // device they sit below, at any depth), the mount table with device numbers, and the
+  // swap areas.
+  std::string class_block = "/sys/class/block";
+  std::string class_net = "/sys/class/net";
+  std::string mountinfo_file = "/proc/self/mountinfo";
+  std::string swaps_file = "/proc/swaps";
 
   // <pci_root>/devices/<bdf>
   std::string device_dir(const Bdf& bdf) const;

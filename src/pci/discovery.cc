@@ -144,8 +144,16 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
     auto total = read_sysfs_number(dir + "/sriov_totalvfs");
     auto enabled = read_sysfs_number(dir + "/sriov_numvfs");
     if (total && enabled) info.sriov = SriovInfo{static_cast<unsigned>(*total), static_cast<unsigned>(*enabled)};
-    info.driver = sysfs::link_name(dir + "/driver");
-    if (auto group = sysfs::link_name(dir + "/iommu_group")) info.iommu_group = sysfs::parse_group_number(*group);
+    if (auto driver = sysfs::read_link_name(dir + "/driver")) {
+      info.driver = *driver;
+    } else {
+      info.warnings.push_back("cannot tell the driver: " + driver.error().message());
+    }
+    if (auto group = sysfs::read_link_name(dir + "/iommu_group"); !group) {
+      info.warnings.push_back("cannot tell the IOMMU group: " + group.error().message());
+    } else if (*group) {
+      info.iommu_group = sysfs::parse_group_number(**group);
+    }
     if (device->numa_node >= 0) info.numa_node = device->numa_node;
   }
 

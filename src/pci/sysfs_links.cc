@@ -1,23 +1,34 @@
 #include "src/pci/sysfs_links.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 
 #include "src/sys/syscalls.h"
 
 namespace pcie::sysfs {
 
-std::optional<std::string> link_name(const std::string& link) {
+Result<std::optional<std::string>> read_link_name(const std::string& link) {
   auto target = sys::read_link(link);
-  if (!target) return std::nullopt;
+  if (!target) {
+    if (target.error().sys_errno == ENOENT) return std::optional<std::string>{};
+    return std::unexpected(target.error());
+  }
   const auto slash = target->find_last_of('/');
   std::string name = slash == std::string::npos ? *target : target->substr(slash + 1);
-  if (name.empty()) return std::nullopt;
-  return name;
+  if (name.empty()) {
+    return std::unexpected(make_error(Errc::malformed, "readlink", link, "the link's target has no last component"));
+  }
+  return std::optional<std::string>(std::move(name));
 }
 
-std::optional<std::string> device_driver(const SysfsPaths& paths, const Bdf& bdf) {
-  return link_name(paths.device_dir(bdf) + "/driver");
+std::optional<std::string> link_name(const std::string& link) {
+  auto name = read_link_name(link);
+  return name ? *name : std::nullopt;
+}
+
+Result<std::optional<std::string>> device_driver(const SysfsPaths& paths, const Bdf& bdf) {
+  return read_link_name(paths.device_dir(bdf) + "/driver");
 }
 
 std::optional<int> parse_group_number(std::string_view text) {

@@ -8,15 +8,20 @@
 #include <vector>
 
 #include "pcie/bdf.h"
+#include "pcie/error.h"
 #include "pcie/sysfs_paths.h"
 
 namespace pcie::sysfs {
 
-// The last component of the link's target, or nullopt when there is no such link.
+// The last component of the link's target; nullopt when there is no such link (ENOENT).
+// Any other failure (not a link, EIO, ENOMEM) is an error: "unknown" is not "absent".
+Result<std::optional<std::string>> read_link_name(const std::string& link);
+
+// read_link_name, for callers to whom unknown and absent mean the same (error messages).
 std::optional<std::string> link_name(const std::string& link);
 
-// The driver bound to the device, or nullopt.
-std::optional<std::string> device_driver(const SysfsPaths& paths, const Bdf& bdf);
+// The driver bound to the device: nullopt when none is, an error when the link cannot be read.
+Result<std::optional<std::string>> device_driver(const SysfsPaths& paths, const Bdf& bdf);
 
 // The device's IOMMU group number, or nullopt (no IOMMU, or a malformed link).
 std::optional<int> device_iommu_group(const SysfsPaths& paths, const Bdf& bdf);

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <memory>
 
 namespace pcie::sys {
@@ -178,6 +179,12 @@ Result<std::string> read_link(const std::string& path) {
   if (n < 0) return std::unexpected(make_errno_error(errno, "readlink", path));
   target.resize(static_cast<std::size_t>(n));
   return target;
+}
+
+Result<std::string> real_path(const std::string& path) {
+  std::unique_ptr<char, void (*)(void*)> resolved(::realpath(path.c_str(), nullptr), &::free);
+  if (!resolved) return std::unexpected(make_errno_error(errno, "resolve", path));
+  return std::string(resolved.get());
 }
 
 Result<std::vector<std::string>> list_directory(const std::string& path) {

@@ -74,6 +74,9 @@ Result<void> write_text_file(const std::string& path, std::string_view text, std
 // readlink(2), returning the target text.
 Result<std::string> read_link(const std::string& path);
 
+// realpath(3): the canonical absolute path, every link resolved.
+Result<std::string> real_path(const std::string& path);
+
 // Names in a directory, without "." and "..", unsorted.
 Result<std::vector<std::string>> list_directory(const std::string& path);
 

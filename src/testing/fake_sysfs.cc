@@ -199,6 +199,16 @@ Result<FakeSysfs> FakeSysfs::create() {
   fs::create_directories(tree.directory_ + "/sys/kernel/security", ec);
   if (auto ok = check_fs(ec, "create", tree.directory_); !ok) return std::unexpected(ok.error());
   if (auto ok = tree.set_lockdown("[none] integrity confidentiality\n"); !ok) return std::unexpected(ok.error());
+  for (const char* dir : {"/sys/class/block", "/sys/class/net", "/sys/devices/virtual/block", "/proc/self"}) {
+    fs::create_directories(tree.directory_ + dir, ec);
+  }
+  if (auto ok = check_fs(ec, "create", tree.directory_); !ok) return std::unexpected(ok.error());
+  if (auto ok = tree.set_mountinfo("22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"); !ok) {
+    return std::unexpected(ok.error());
+  }
+  if (auto ok = tree.set_swaps("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"); !ok) {
+    return std::unexpected(ok.error());
+  }
   // Written by binding code; in a fake tree it only records the last write.
   if (auto ok = write_file(tree.pci_root() + "/drivers_probe", ""); !ok) return std::unexpected(ok.error());
   return tree;
@@ -226,8 +236,61 @@ SysfsPaths FakeSysfs::paths() const {
   SysfsPaths paths;
   paths.pci_root = pci_root();
   paths.lockdown_file = directory_ + "/sys/kernel/security/lockdown";
+  paths.class_block = directory_ + "/sys/class/block";
+  paths.class_net = directory_ + "/sys/class/net";
+  paths.mountinfo_file = directory_ + "/proc/self/mountinfo";
+  paths.swaps_file = directory_ + "/proc/swaps";
   return paths;
 }
+
+Result<void> FakeSysfs::add_block_device(const FakeBlockDevice& device) {
+  const fs::path base = device.owner ? fs::path(device_dir(*device.owner)) : fs::path(directory_) / "sys/devices/virtual/block";
+  const fs::path dir = base / device.path / device.name;
+  const fs::path link = fs::path(directory_) / "sys/class/block" / device.name;
+  std::error_code ec;
+  if (fs::exists(link, ec)) return std::unexpected(fake_error("add block device", device.name, "already exists"));
+  fs::create_directories(dir / "holders", ec);
+  if (auto ok = check_fs(ec, "create", dir); !ok) return std::unexpected(ok.error());
+  if (auto ok = write_file(dir / "dev", device.dev + "\n"); !ok) return std::unexpected(ok.error());
+  if (auto ok = write_file(dir / "size", "2048\n"); !ok) return std::unexpected(ok.error());
+  if (!device.dm_name.empty()) {
+    fs::create_directories(dir / "dm", ec);
+    if (auto ok = write_file(dir / "dm/name", device.dm_name + "\n"); !ok) return std::unexpected(ok.error());
+  }
+  fs::create_directory_symlink(fs::relative(dir, link.parent_path(), ec), link, ec);
+  return check_fs(ec, "link block device", link);
+}
+
+Result<void> FakeSysfs::add_holder(const std::string& held, const std::string& holder) {
+  std::error_code ec;
+  const fs::path class_block = fs::path(directory_) / "sys/class/block";
+  const fs::path held_dir = fs::canonical(class_block / held, ec);
+  if (auto ok = check_fs(ec, "find block device", class_block / held); !ok) return std::unexpected(ok.error());
+  const fs::path holder_dir = fs::canonical(class_block / holder, ec);
+  if (auto ok = check_fs(ec, "find block device", class_block / holder); !ok) return std::unexpected(ok.error());
+  fs::create_directory_symlink(fs::relative(holder_dir, held_dir / "holders", ec), held_dir / "holders" / holder, ec);
+  return check_fs(ec, "link holder", held_dir / "holders" / holder);
+}
+
+Result<void> FakeSysfs::add_network_interface(const Bdf& owner, const std::string& path, const std::string& name,
+                                              const std::string& flags) {
+  const fs::path dir = fs::path(device_dir(owner)) / path / "net" / name;
+  const fs::path link = fs::path(directory_) / "sys/class/net" / name;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (auto ok = check_fs(ec, "create", dir); !ok) return std::unexpected(ok.error());
+  if (!flags.empty()) {
+    if (auto ok = write_file(dir / "flags", flags + "\n"); !ok) return std::unexpected(ok.error());
+  }
+  fs::create_directory_symlink(fs::relative(dir, link.parent_path(), ec), link, ec);
+  return check_fs(ec, "link network interface", link);
+}
+
+Result<void> FakeSysfs::set_mountinfo(const std::string& contents) {
+  return write_file(directory_ + "/proc/self/mountinfo", contents);
+}
+
+Result<void> FakeSysfs::set_swaps(const std::string& contents) { return write_file(directory_ + "/proc/swaps", contents); }
 
 std::string FakeSysfs::device_dir(const Bdf& bdf) const { return paths().device_dir(bdf); }
 

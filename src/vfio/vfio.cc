@@ -29,7 +29,7 @@ VfioFailureContext failure_context(const VfioPaths& paths, const Bdf& bdf) {
   VfioFailureContext context;
   context.bdf = bdf;
   context.group = sysfs::device_iommu_group(paths.sysfs, bdf);
-  context.driver = sysfs::device_driver(paths.sysfs, bdf);
+  context.driver = sysfs::device_driver(paths.sysfs, bdf).value_or(std::nullopt);
   auto groups = sys::list_directory(paths.iommu_groups);
   context.iommu_enabled = groups && !groups->empty();
   if (context.group) {
@@ -39,7 +39,8 @@ VfioFailureContext failure_context(const VfioPaths& paths, const Bdf& bdf) {
       for (const std::string& name : *members) {
         auto member_bdf = Bdf::parse(name);
         if (!member_bdf) continue;
-        context.members.push_back({*member_bdf, sysfs::device_driver(paths.sysfs, *member_bdf), is_bridge(paths.sysfs, *member_bdf)});
+        context.members.push_back({*member_bdf, sysfs::device_driver(paths.sysfs, *member_bdf).value_or(std::nullopt),
+                                   is_bridge(paths.sysfs, *member_bdf)});
       }
     }
   }

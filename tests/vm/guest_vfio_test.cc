@@ -232,7 +232,7 @@ TEST(GuestVfioErrors, UnprivilegedUserGetsAPermissionHint) {
 
 TEST(GuestBinding, BindVfioPciUseItAndRestore) {
   const SysfsPaths paths;
-  ASSERT_FALSE(bound_driver(paths, kEdu).has_value());
+  ASSERT_FALSE(bound_driver(paths, kEdu).value().has_value());
   auto bound = bind_driver(paths, kEdu, "vfio-pci");
   ASSERT_TRUE(bound) << bound.error().message();
   EXPECT_EQ(bound_driver(paths, kEdu), "vfio-pci");
@@ -247,7 +247,7 @@ TEST(GuestBinding, BindVfioPciUseItAndRestore) {
   auto restored = restore_driver(paths, kEdu);
   ASSERT_TRUE(restored) << restored.error().message();
   EXPECT_FALSE(restored->has_value()) << "edu has no kernel driver of its own";
-  EXPECT_FALSE(bound_driver(paths, kEdu).has_value());
+  EXPECT_FALSE(bound_driver(paths, kEdu).value().has_value());
   VfioContainer container = open_container();
   EXPECT_FALSE(container.open_device(kEdu)) << "no longer bound to vfio-pci";
 }
@@ -263,12 +263,53 @@ TEST(GuestBinding, PciectlMovesNvmeToVfioPciAndBack) {
   const cli::CommandResult unbind = cli::run_command("pciectl unbind 0000:01:00.0", scratch);
   EXPECT_EQ(unbind.exit_code, 0) << unbind.err;
   EXPECT_EQ(unbind.out, "0000:01:00.0: unbound (was: vfio-pci)\n");
-  EXPECT_FALSE(bound_driver(SysfsPaths{}, kNvme).has_value());
+  EXPECT_FALSE(bound_driver(SysfsPaths{}, kNvme).value().has_value());
 
   const cli::CommandResult restore = cli::run_command("pciectl bind 0000:01:00.0 --restore", scratch);
   EXPECT_EQ(restore.exit_code, 0) << restore.err;
   EXPECT_EQ(restore.out, "0000:01:00.0: restored to nvme (was: none)\n");
   EXPECT_EQ(bound_driver(SysfsPaths{}, kNvme), "nvme");
+}
+
+// The unbind guard on a real kernel's sysfs: nvme0n1 (the nvme device's namespace, given
+// an image by pcie-vm --storage) used as swap and then mounted. The fake-tree tests cover
+// LVM, md and deep partitions; this one checks that the real layout (class/block links
+// resolving below the PCI device, mountinfo's device numbers, /proc/swaps) is read right.
+TEST(GuestBinding, UnbindGuardSeesSwapAndMountsOnTheRealKernel) {
+  const std::string scratch = cli::make_scratch_dir("guard");
+  ASSERT_EQ(bound_driver(SysfsPaths{}, kNvme), "nvme");
+  // The nvme driver scans namespaces asynchronously after it binds.
+  for (int i = 0; i < 100 && !std::filesystem::exists("/sys/class/block/nvme0n1"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(std::filesystem::exists("/dev/nvme0n1")) << "no namespace: is pcie-vm run with --storage?";
+  auto uses = host_uses_of(SysfsPaths{}, kNvme);
+  ASSERT_TRUE(uses) << uses.error().message();
+  EXPECT_TRUE(uses->empty()) << ::testing::PrintToString(*uses);
+
+  ASSERT_EQ(cli::run_command("mkswap /dev/nvme0n1 && swapon /dev/nvme0n1", scratch).exit_code, 0);
+  uses = host_uses_of(SysfsPaths{}, kNvme);
+  ASSERT_TRUE(uses) << uses.error().message();
+  EXPECT_EQ(*uses, std::vector<std::string>{"nvme0n1 is used as swap"});
+  const cli::CommandResult refused_swap = cli::run_command("pciectl unbind 0000:01:00.0", scratch);
+  EXPECT_EQ(refused_swap.exit_code, 5) << refused_swap.err;
+  EXPECT_NE(refused_swap.err.find("nvme0n1 is used as swap"), std::string::npos) << refused_swap.err;
+  ASSERT_EQ(cli::run_command("swapoff /dev/nvme0n1", scratch).exit_code, 0);
+
+  ASSERT_EQ(cli::run_command("mke2fs -q /dev/nvme0n1 && mkdir -p /tmp/guard && mount -t ext2 /dev/nvme0n1 /tmp/guard",
+                             scratch)
+                .exit_code,
+            0);
+  uses = host_uses_of(SysfsPaths{}, kNvme);
+  ASSERT_TRUE(uses) << uses.error().message();
+  EXPECT_EQ(*uses, std::vector<std::string>{"nvme0n1 is mounted on /tmp/guard"});
+  const cli::CommandResult refused_mount = cli::run_command("pciectl unbind 0000:01:00.0", scratch);
+  EXPECT_EQ(refused_mount.exit_code, 5) << refused_mount.err;
+  EXPECT_EQ(bound_driver(SysfsPaths{}, kNvme), "nvme") << "the guard must have left the driver bound";
+  ASSERT_EQ(cli::run_command("umount /tmp/guard", scratch).exit_code, 0);
+  uses = host_uses_of(SysfsPaths{}, kNvme);
+  ASSERT_TRUE(uses) << uses.error().message();
+  EXPECT_TRUE(uses->empty()) << ::testing::PrintToString(*uses);
 }
 
 // --- DMA with edu (QEMU docs/specs/edu.rst): it copies between host memory and its own
@@ -699,7 +740,7 @@ TEST(GuestRequestIrq, UnbindWaitsUntilTheUserReleasesTheDevice) {
   device.reset();
   unbinder.join();
   EXPECT_TRUE(asked) << "no release request within 10 s";
-  EXPECT_FALSE(bound_driver(paths, kVfioEdu).has_value()) << "the unbind completed once the device was released";
+  EXPECT_FALSE(bound_driver(paths, kVfioEdu).value().has_value()) << "the unbind completed once the device was released";
   auto rebound = bind_driver(paths, kVfioEdu, "vfio-pci");
   EXPECT_TRUE(rebound) << rebound.error().message();
 }

@@ -27,7 +27,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
       "--qemu", "-device", "--qemu", "pci-bridge,id=bridge,chassis_nr=2,addr=1d.0",
       "--qemu", "-device", "--qemu", "edu,bus=bridge,addr=01.0",
       "--qemu", "-device", "--qemu", "edu,bus=bridge,addr=02.0",
-      "--nvme-driver", "--bind", "0000:00:06.0=vfio-pci",
+      "--nvme-driver", "--storage", "--bind", "0000:00:06.0=vfio-pci",
       // A small limit on DMA mappings per container, so a test can reach it.
       "--module-option", "vfio_iommu_type1=dma_entry_limit=64", "--bind", "0000:00:04.0=vfio-pci",
       "--bind", "0000:02:01.0=vfio-pci", "--bind", "0000:02:02.0=uio_pci_generic"};

@@ -21,6 +21,7 @@ namespace {
 
 struct GlobalOptions {
   std::string sysfs = "/sys";  // the sysfs mount; a fake tree's <dir>/sys in tests
+  std::string proc = "/proc";  // the proc mount (mount table, swaps); a fake tree's <dir>/proc
   std::string pci_ids;
 };
 
@@ -28,6 +29,10 @@ pcie::SysfsPaths paths_of(const GlobalOptions& global) {
   pcie::SysfsPaths paths;
   paths.pci_root = global.sysfs + "/bus/pci";
   paths.lockdown_file = global.sysfs + "/kernel/security/lockdown";
+  paths.class_block = global.sysfs + "/class/block";
+  paths.class_net = global.sysfs + "/class/net";
+  paths.mountinfo_file = global.proc + "/self/mountinfo";
+  paths.swaps_file = global.proc + "/swaps";
   return paths;
 }
 
@@ -182,7 +187,9 @@ int run_bind(const GlobalOptions& global, const BindCommand& command, bool unbin
   auto bdf = pcie::Bdf::parse(command.bdf);
   if (!bdf) return fail(bdf.error());
   const pcie::SysfsPaths paths = paths_of(global);
-  const std::string before = pcie::bound_driver(paths, *bdf).value_or("none");
+  auto driver = pcie::bound_driver(paths, *bdf);
+  if (!driver) return fail(driver.error());
+  const std::string before = driver->value_or("none");
   const pcie::BindOptions options{.force = command.force};
   if (unbind) {
     if (auto done = pcie::unbind_driver(paths, *bdf, options); !done) return fail(done.error());
@@ -264,7 +271,9 @@ int main(int argc, char** argv) {
 
   GlobalOptions global;
   if (const char* sysfs = std::getenv("PCIE_SYSFS")) global.sysfs = sysfs;
+  if (const char* proc = std::getenv("PCIE_PROC")) global.proc = proc;
   app.add_option("--sysfs", global.sysfs, "sysfs mount to use (default /sys, or $PCIE_SYSFS)");
+  app.add_option("--proc", global.proc, "proc mount for the mount table and swaps (default /proc, or $PCIE_PROC)");
   app.add_option("--pci-ids", global.pci_ids, "pci.ids file for names (default: libpci's)");
 
   LsOptions ls;
@@ -321,12 +330,14 @@ int main(int argc, char** argv) {
   bind_command->add_option("bdf", bind.bdf, "device address")->required();
   bind_command->add_option("driver", bind.driver, "driver to bind: vfio-pci, uio_pci_generic, ...");
   bind_command->add_flag("--restore", bind.restore, "clear driver_override and let the kernel pick the driver");
-  bind_command->add_flag("--force", bind.force, "unbind even if this machine uses the device (mounted, up)");
+  bind_command->add_flag("--force", bind.force,
+                         "unbind even if this machine uses the device (mounted, swap, held, up) or that cannot be told");
 
   BindCommand unbind;
   CLI::App* unbind_command = app.add_subcommand("unbind", "unbind the device's driver");
   unbind_command->add_option("bdf", unbind.bdf, "device address")->required();
-  unbind_command->add_flag("--force", unbind.force, "unbind even if this machine uses the device (mounted, up)");
+  unbind_command->add_flag("--force", unbind.force,
+                           "unbind even if this machine uses the device (mounted, swap, held, up) or that cannot be told");
 
   BenchOptions bench;
   CLI::App* bench_command = app.add_subcommand(

@@ -89,6 +89,18 @@ struct FakeDevice {
   std::optional<Bdf> physical_function;
 };
 
+// A block device as the kernel exports it (<dir>/<name>/{dev,size,holders/}, a link in
+// /sys/class/block), for tests of the unbind guard: disks below a PCI device at any depth,
+// partitions, and virtual devices (device-mapper, md) that hold them.
+struct FakeBlockDevice {
+  std::string name;          // "nvme0n1", "sda1", "dm-0", "md0"
+  std::string dev;           // "major:minor", as in <name>/dev
+  std::optional<Bdf> owner;  // the PCI device it sits below; nullopt: devices/virtual/block
+  std::string path;          // directories between the owner and <name>: "nvme/nvme0",
+                             // "host0/target0:0:0/0:0:0:0/block/sda" (a partition of sda)
+  std::string dm_name;       // a device-mapper device's name (<name>/dm/name, /dev/mapper/NAME)
+};
+
 class FakeSysfs {
  public:
   // Creates an empty tree in a new directory under $TEST_TMPDIR (or $TMPDIR, or /tmp).
@@ -119,6 +131,19 @@ class FakeSysfs {
                                                       std::uint64_t offset, std::size_t count) const;
   // Writes the lockdown file, e.g. "none [integrity] confidentiality".
   Result<void> set_lockdown(const std::string& contents);
+
+  // Storage and network for the unbind guard's tests. add_block_device writes the device
+  // and its /sys/class/block link; add_holder makes `holder` hold `held` (LVM, dm-crypt,
+  // md: <held>/holders/<holder>); add_network_interface writes <owner>/<path>/net/<name>
+  // with `flags` (e.g. "0x1003", up) and its /sys/class/net link. The mount table
+  // (/proc/self/mountinfo format) and swap list (/proc/swaps format) start with a root on
+  // a device of no PCI device and no swap.
+  Result<void> add_block_device(const FakeBlockDevice& device);
+  Result<void> add_holder(const std::string& held, const std::string& holder);
+  Result<void> add_network_interface(const Bdf& owner, const std::string& path, const std::string& name,
+                                     const std::string& flags);
+  Result<void> set_mountinfo(const std::string& contents);
+  Result<void> set_swaps(const std::string& contents);
 
   // Gives up ownership: the tree stays on disk after this object is destroyed. Returns
   // the directory (for demos and for handing a tree to another process).

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 
 #include "pcie/config_space.h"
 #include "src/pci/libpci_session.h"
@@ -174,6 +175,37 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   return info;
 }
 
+// libpci parses <device>/resource with fgets into 256 bytes and sscanf "%llx %llx %llx",
+// 7 + 6 times (BARs, ROM, SR-IOV BARs), and reports a line that does not parse through its
+// error callback while the file is still open: the longjmp back to us would leak the FILE.
+// So the file is parsed the same way first, and refused here, where nothing leaks.
+constexpr int kResourceLinesLibpciReads = 13;
+
+Result<void> check_resource_file(const std::string& device_dir) {
+  const std::string path = device_dir + "/resource";
+  auto text = sys::read_text_file(path, 64 * 1024);
+  if (!text) {
+    // Missing or unreadable: libpci fails on it at once, before holding anything open.
+    return {};
+  }
+  std::string_view rest = *text;
+  for (int line = 0; line < kResourceLinesLibpciReads && !rest.empty(); ++line) {
+    // fgets(buffer, 256): up to 255 bytes, through the first newline.
+    std::size_t length = std::min<std::size_t>(rest.size(), 255);
+    if (const auto newline = rest.substr(0, length).find('\n'); newline != std::string_view::npos) length = newline + 1;
+    const std::string chunk(rest.substr(0, length));
+    rest.remove_prefix(length);
+    unsigned long long start = 0, end = 0, flags = 0;
+    if (std::sscanf(chunk.c_str(), "%llx %llx %llx", &start, &end, &flags) != 3) {
+      return std::unexpected(make_error(Errc::malformed, "read the BARs of", path,
+                                        fmt::format("line {} is not three hex numbers: '{}'", line + 1,
+                                                    chunk.substr(0, chunk.find('\n'))),
+                                        "a kernel's resource file has one 'start end flags' line per resource"));
+    }
+  }
+  return {};
+}
+
 // libpci's scan stops the whole process on a directory entry it cannot parse; checking the
 // names first turns that into an error that names the entry.
 Result<void> check_device_directory(const std::string& devices_dir) {
@@ -191,6 +223,7 @@ Result<void> check_device_directory(const std::string& devices_dir) {
       return std::unexpected(make_error(Errc::malformed, "list PCI devices in", devices_dir,
                                         fmt::format("entry '{}' is not a DDDD:BB:DD.F address", name)));
     }
+    if (auto resources = check_resource_file(devices_dir + "/" + name); !resources) return resources;
   }
   return {};
 }
@@ -263,6 +296,7 @@ Result<DeviceInfo> describe(const Bdf& bdf, const DiscoveryOptions& options) {
                                       fmt::format("{} does not exist", dir),
                                       "list devices with 'pciectl ls'"));
   }
+  if (auto resources = check_resource_file(dir); !resources) return std::unexpected(resources.error());
   auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
   if (!session) return std::unexpected(session.error());
   auto device = session->get_device(bdf);

@@ -1,5 +1,6 @@
 #include "src/pci/libpci_session.h"
 
+#include <cerrno>
 #include <csetjmp>
 #include <cstdarg>
 #include <cstdio>
@@ -9,18 +10,23 @@
 namespace pcie::detail {
 namespace {
 
-// The landing pad of the innermost guarded libpci call on this thread.
+// The landing pad of the innermost guarded libpci call on this thread, and what libpci
+// said: its message and the errno at the moment it called back (its "Cannot open %s: %s"
+// messages are strerror of that errno).
 struct Trap {
   std::jmp_buf landing;
   char message[512];
+  int error_number;
 };
 thread_local Trap* current_trap = nullptr;
 thread_local std::vector<std::string>* current_warnings = nullptr;
 
 [[noreturn]] void on_libpci_error(char* format, ...) {
+  const int error_number = errno;  // before anything below can change it
   Trap* trap = current_trap;
   // Reaching libpci outside a guard is a bug in this library, not a runtime error.
   if (trap == nullptr) std::abort();
+  trap->error_number = error_number;
   va_list args;
   va_start(args, format);
   std::vsnprintf(trap->message, sizeof trap->message, format, args);
@@ -50,6 +56,7 @@ template <class Argument>
   current_trap = &trap;
   current_warnings = warnings;
   bool ok = false;
+  errno = 0;  // so that a stale errno is not taken for the cause of a parse error
   if (setjmp(trap.landing) == 0) {
     call(argument);
     ok = true;
@@ -59,10 +66,26 @@ template <class Argument>
   return ok;
 }
 
+// libpci's error as an Error. When its message carries the errno's text (a failed open or
+// read), the code follows the errno and keeps it: EACCES/EPERM is permission_denied,
+// anything but a missing file is io_error. A missing attribute, or data libpci cannot
+// parse, means the sysfs tree is not what a kernel writes: malformed.
 Error libpci_error(std::string operation, std::string object, const Trap& trap) {
-  return make_error(Errc::malformed, std::move(operation), std::move(object),
-                    std::string("libpci: ") + trap.message,
-                    "is the sysfs tree complete? compare with 'ls -l' of the device directory");
+  Error error = make_error(Errc::malformed, std::move(operation), std::move(object),
+                           std::string("libpci: ") + trap.message,
+                           "is the sysfs tree complete? compare with 'ls -l' of the device directory");
+  const int err = trap.error_number;
+  if (err != 0 && std::strstr(trap.message, std::strerror(err)) != nullptr) {
+    error.sys_errno = err;
+    if (err == EACCES || err == EPERM) {
+      error.code = Errc::permission_denied;
+      error.hint = "sysfs attributes of PCI devices are readable by every user; check the mount and any LSM policy";
+    } else if (err != ENOENT && err != ENOTDIR) {
+      error.code = Errc::io_error;
+      error.hint = "";
+    }
+  }
+  return error;
 }
 
 struct FillRequest {

@@ -46,8 +46,9 @@ Result<std::optional<LinkInfo>> decode_link(std::span<const std::uint8_t> config
 
 // Reads <device_dir>/{current,max}_link_{speed,width}, which the kernel exports to every
 // user: the fallback when config space beyond 64 bytes is not readable. nullopt when the
-// files are absent (conventional PCI) or say "Unknown".
-std::optional<LinkInfo> read_sysfs_link(const std::string& device_dir);
+// files are absent (conventional PCI) or say "Unknown"; an error when one exists but
+// cannot be read.
+Result<std::optional<LinkInfo>> read_sysfs_link(const std::string& device_dir);
 
 // Parses a sysfs link speed such as "8.0 GT/s PCIe" or "2.5 GT/s"; nullopt otherwise.
 std::optional<double> parse_sysfs_link_speed(std::string_view text);

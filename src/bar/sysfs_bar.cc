@@ -107,9 +107,9 @@ Result<void> check_vf_decoding(const SysfsPaths& paths, const Bdf& vf, const Bdf
 // (zeros or all ones, or a fault): refused, or enabled first when asked. An error while
 // checking fails the open: decoding cannot be confirmed.
 Result<void> check_decoding(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& bar, bool enable) {
-  if (auto pf = sysfs::physical_function(paths, bdf); pf && bar.space == BarInfo::Space::memory) {
-    return check_vf_decoding(paths, bdf, *pf, bar);
-  }
+  auto pf = sysfs::physical_function(paths, bdf);
+  if (!pf) return std::unexpected(pf.error());  // fail closed: decoding cannot be confirmed
+  if (*pf && bar.space == BarInfo::Space::memory) return check_vf_decoding(paths, bdf, **pf, bar);
   auto command = read_command(paths, bdf);
   if (!command) return std::unexpected(command.error());
   if ((*command & decode_bit(bar.space)) != 0) return {};

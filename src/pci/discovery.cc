@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 
@@ -40,7 +41,41 @@ BarInfo decode_bar(const pci_dev* device, unsigned index) {
   return bar;
 }
 
-// A number in a sysfs attribute ("0x8086\n", "4\n"), or nullopt.
+// A number in a sysfs attribute ("0x8086\n", "4\n", "-1\n" as nullopt).
+std::optional<std::int64_t> parse_sysfs_number(std::string_view digits) {
+  while (!digits.empty() && (digits.back() == '\n' || digits.back() == ' ')) digits.remove_suffix(1);
+  bool negative = false;
+  if (digits.starts_with('-')) {
+    negative = true;
+    digits.remove_prefix(1);
+  }
+  int base = 10;
+  if (digits.starts_with("0x")) {
+    digits.remove_prefix(2);
+    base = 16;
+  }
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return negative ? -value : value;
+}
+
+// An attribute the kernel writes only for some devices (sriov_totalvfs) or that may be
+// absent in a partial tree: nullopt when absent. One that exists but cannot be read, or
+// holds no number, is nullopt too, with a warning that says so and why: a field missing
+// for an unknown reason must never look like a field the device does not have.
+std::optional<std::int64_t> read_optional_number(const std::string& path, std::vector<std::string>& warnings) {
+  auto text = sys::read_text_file(path, 64);
+  if (!text) {
+    if (text.error().sys_errno != ENOENT) warnings.push_back("cannot read " + path + ": " + text.error().reason);
+    return std::nullopt;
+  }
+  auto value = parse_sysfs_number(*text);
+  if (!value) warnings.push_back(fmt::format("{} holds no number: '{}'", path, printable(*text)));
+  return value;
+}
+
+// A number in a sysfs attribute that must be there ("0x8086\n"), or nullopt.
 std::optional<std::uint64_t> read_sysfs_number(const std::string& path) {
   auto text = sys::read_text_file(path, 64);
   if (!text) return std::nullopt;
@@ -68,8 +103,8 @@ std::optional<LinkInfo> own_link(const SysfsPaths& paths, const Bdf& bdf) {
     }
   }
   auto link = read_sysfs_link(paths.device_dir(bdf));
-  if (link && link->current_width == 0) return std::nullopt;
-  return link;
+  if (!link || !*link || (*link)->current_width == 0) return std::nullopt;
+  return **link;
 }
 
 void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
@@ -101,18 +136,28 @@ void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
   if (link && *link) info.link = **link;
   if (!link) info.warnings.push_back(link.error().message());
   if (!info.link && bytes->size() < cfg::kConventionalSize) {
-    info.link = read_sysfs_link(paths.device_dir(info.bdf));
+    auto sysfs_link = read_sysfs_link(paths.device_dir(info.bdf));
+    if (sysfs_link) {
+      info.link = *sysfs_link;
+    } else {
+      info.warnings.push_back("cannot read the link from sysfs: " + sysfs_link.error().message());
+    }
   }
   // A VF's Link registers are reserved (SR-IOV 1.1, 3.5): it is reached over its PF's link.
   if (info.physical_function && (!info.link || info.link->current_width == 0)) {
     info.link = own_link(paths, *info.physical_function);
-    if (info.link) info.link->source = LinkInfo::Source::physical_function;
+    if (info.link) {
+      info.link->source = LinkInfo::Source::physical_function;
+    } else {
+      info.warnings.push_back("the link of its physical function " + info.physical_function->to_string() +
+                              " cannot be read");
+    }
   }
 }
 
 Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* device,
                                      const DiscoveryOptions& options) {
-  auto filled = session.fill(device, kFillFlags | (options.read_bindings ? PCI_FILL_NUMA_NODE : 0));
+  auto filled = session.fill(device, kFillFlags);
   if (!filled) return std::unexpected(filled.error());
   DeviceInfo info;
   info.bdf = Bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
@@ -126,7 +171,11 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   info.prog_if = device->prog_if;
   info.header_type = 0xff;
   const std::string dir = options.paths.device_dir(info.bdf);
-  info.physical_function = sysfs::physical_function(options.paths, info.bdf);
+  if (auto pf = sysfs::physical_function(options.paths, info.bdf)) {
+    info.physical_function = *pf;
+  } else {
+    info.warnings.push_back("cannot tell whether it is an SR-IOV virtual function: " + pf.error().message());
+  }
   // A VF's config-space IDs read 0xffff by specification (SR-IOV 1.1, 3.4.1.1); the
   // kernel's vendor and device attributes hold the real ones (libpci reads those when it
   // scans, but config space when asked for one device).
@@ -136,15 +185,34 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
     }
     if (auto id = read_sysfs_number(dir + "/device"); id && *id <= 0xffff) info.device_id = static_cast<std::uint16_t>(*id);
   }
+  // libpci takes an unreadable subsystem attribute for a value (and says nothing): read
+  // them here, where a failure becomes a warning. Absent ones (conventional PCI bridges,
+  // partial trees) leave libpci's values from config space.
+  {
+    std::vector<std::string> problems;
+    auto subsystem_vendor = read_optional_number(dir + "/subsystem_vendor", problems);
+    auto subsystem = read_optional_number(dir + "/subsystem_device", problems);
+    if (subsystem_vendor && *subsystem_vendor >= 0 && *subsystem_vendor <= 0xffff) {
+      info.subsystem_vendor_id = static_cast<std::uint16_t>(*subsystem_vendor);
+    }
+    if (subsystem && *subsystem >= 0 && *subsystem <= 0xffff) info.subsystem_id = static_cast<std::uint16_t>(*subsystem);
+    for (std::string& problem : problems) info.warnings.push_back("subsystem IDs: " + std::move(problem));
+  }
   for (unsigned index = 0; index < kBarCount; ++index) {
     if (device->size[index] != 0) info.bars.push_back(decode_bar(device, index));
   }
   if (device->rom_size != 0) info.rom = RomInfo{device->rom_base_addr & PCI_ADDR_MEM_MASK, device->rom_size};
   if (options.read_bindings) {
-    info.virtual_functions = sysfs::virtual_functions(options.paths, info.bdf);
-    auto total = read_sysfs_number(dir + "/sriov_totalvfs");
-    auto enabled = read_sysfs_number(dir + "/sriov_numvfs");
-    if (total && enabled) info.sriov = SriovInfo{static_cast<unsigned>(*total), static_cast<unsigned>(*enabled)};
+    if (auto vfs = sysfs::virtual_functions(options.paths, info.bdf)) {
+      info.virtual_functions = std::move(*vfs);
+    } else {
+      info.warnings.push_back("cannot list its SR-IOV virtual functions: " + vfs.error().message());
+    }
+    auto total = read_optional_number(dir + "/sriov_totalvfs", info.warnings);
+    auto enabled = read_optional_number(dir + "/sriov_numvfs", info.warnings);
+    if (total && enabled && *total >= 0 && *enabled >= 0) {
+      info.sriov = SriovInfo{static_cast<unsigned>(*total), static_cast<unsigned>(*enabled)};
+    }
     if (auto driver = sysfs::read_link_name(dir + "/driver")) {
       info.driver = *driver;
     } else {
@@ -155,7 +223,10 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
     } else if (*group) {
       info.iommu_group = sysfs::parse_group_number(**group);
     }
-    if (device->numa_node >= 0) info.numa_node = device->numa_node;
+    // Read here rather than by libpci, which takes an unreadable file for "no node".
+    if (auto node = read_optional_number(dir + "/numa_node", info.warnings); node && *node >= 0 && *node < 1 << 16) {
+      info.numa_node = static_cast<int>(*node);
+    }
   }
 
   if (options.resolve_names) {
@@ -170,6 +241,9 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
                                                 info.vendor_id, info.device_id,
                                                 info.subsystem_vendor_id, info.subsystem_id);
     }
+  }
+  if (options.resolve_names) {
+    if (auto unavailable = session.names_unavailable()) info.warnings.push_back(*unavailable);
   }
   if (options.read_capabilities) read_config_details(options.paths, info);
   return info;

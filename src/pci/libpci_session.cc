@@ -75,7 +75,12 @@ Error libpci_error(std::string operation, std::string object, const Trap& trap) 
                            std::string("libpci: ") + trap.message,
                            "is the sysfs tree complete? compare with 'ls -l' of the device directory");
   const int err = trap.error_number;
-  if (err != 0 && std::strstr(trap.message, std::strerror(err)) != nullptr) {
+  // A failed call libpci reports without its errno ("Cannot open %s" of a directory) gets
+  // the errno appended; a parse error ("Syntax error in ...") is not a failed call.
+  const bool failed_call = std::strncmp(trap.message, "Cannot ", 7) == 0 || std::strncmp(trap.message, "Error ", 6) == 0;
+  const bool names_errno = err != 0 && std::strstr(trap.message, std::strerror(err)) != nullptr;
+  if (err != 0 && failed_call && !names_errno) error.reason += std::string(": ") + std::strerror(err);
+  if (err != 0 && (names_errno || failed_call)) {
     error.sys_errno = err;
     if (err == EACCES || err == EPERM) {
       error.code = Errc::permission_denied;
@@ -195,9 +200,33 @@ std::string LibpciSession::lookup_name(int flags, int arg1, int arg2, int arg3, 
     r->result = pci_lookup_name(r->access, r->buffer, sizeof r->buffer, r->flags, r->arg1,
                                 r->arg2, r->arg3, r->arg4);
   };
+  load_names();
   Trap trap{};
   if (!run_guarded<LookupRequest*>(call, &request, trap, warnings_.get())) return {};
   return request.result != nullptr ? std::string(request.result) : std::string();
+}
+
+void LibpciSession::load_names() {
+  if (names_loaded_) return;
+  names_loaded_ = true;
+  // Loaded here rather than by the first lookup: a lookup that cannot load the list says
+  // nothing and leaves errno to later calls (libpci then tries its online cache), while
+  // right after pci_load_name_list errno is still why the file would not open.
+  struct LoadRequest {
+    pci_access* access;
+    int loaded;
+    int error_number;
+  } request{access_.get(), 0, 0};
+  auto call = [](LoadRequest* r) {
+    r->loaded = pci_load_name_list(r->access);
+    r->error_number = errno;
+  };
+  Trap trap{};
+  const bool ok = run_guarded<LoadRequest*>(call, &request, trap, warnings_.get());
+  if (ok && request.loaded) return;
+  const std::string file = access_->id_file_name != nullptr ? access_->id_file_name : "pci.ids";
+  names_unavailable_ = "names are left out: libpci could not load " + file + ": " +
+                       (ok ? std::strerror(request.error_number) : trap.message);
 }
 
 }  // namespace pcie::detail

@@ -10,6 +10,7 @@ extern "C" {
 }
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,9 @@ class LibpciSession {
   std::string lookup_name(int flags, int arg1, int arg2 = 0, int arg3 = 0, int arg4 = 0);
   // Warnings libpci printed through its warning callback, oldest first.
   const std::vector<std::string>& warnings() const { return *warnings_; }
+  // Why names are missing, when libpci could not load its ID list (pci.ids); it says
+  // nothing itself and answers every lookup with "unknown".
+  const std::optional<std::string>& names_unavailable() const { return names_unavailable_; }
 
  private:
   struct Deleter {
@@ -53,6 +57,10 @@ class LibpciSession {
   std::unique_ptr<pci_access, Deleter> access_;
   std::vector<pci_dev*> standalone_devices_;  // from get_device(), freed before access_
   std::unique_ptr<std::vector<std::string>> warnings_;
+  // Loads the ID list once, noting why it could not be loaded.
+  void load_names();
+  bool names_loaded_ = false;
+  std::optional<std::string> names_unavailable_;
 };
 
 }  // namespace pcie::detail

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <charconv>
 
 #include "pcie/config_space.h"
@@ -79,20 +80,25 @@ std::optional<unsigned> parse_sysfs_width(std::string_view text) {
 
 }  // namespace
 
-std::optional<LinkInfo> read_sysfs_link(const std::string& device_dir) {
+Result<std::optional<LinkInfo>> read_sysfs_link(const std::string& device_dir) {
   auto current_speed = sys::read_text_file(device_dir + "/current_link_speed", 64);
   auto current_width = sys::read_text_file(device_dir + "/current_link_width", 64);
   auto max_speed = sys::read_text_file(device_dir + "/max_link_speed", 64);
   auto max_width = sys::read_text_file(device_dir + "/max_link_width", 64);
-  if (!current_speed || !current_width || !max_speed || !max_width) return std::nullopt;
+  // Absent (ENOENT): a device without a PCIe link. Present but unreadable: an error, not
+  // "no link".
+  for (const auto* file : {&current_speed, &current_width, &max_speed, &max_width}) {
+    if (!*file && file->error().sys_errno != ENOENT) return std::unexpected(file->error());
+  }
+  if (!current_speed || !current_width || !max_speed || !max_width) return std::optional<LinkInfo>{};
   LinkInfo link;
   link.source = LinkInfo::Source::sysfs;
   link.current_speed_gts = parse_sysfs_link_speed(*current_speed).value_or(0);
   link.max_speed_gts = parse_sysfs_link_speed(*max_speed).value_or(0);
   link.current_width = parse_sysfs_width(*current_width).value_or(0);
   link.max_width = parse_sysfs_width(*max_width).value_or(0);
-  if (link.max_speed_gts == 0 && link.max_width == 0) return std::nullopt;
-  return link;
+  if (link.max_speed_gts == 0 && link.max_width == 0) return std::optional<LinkInfo>{};
+  return std::optional<LinkInfo>(link);
 }
 
 }  // namespace pcie

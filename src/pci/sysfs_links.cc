@@ -44,27 +44,39 @@ std::optional<int> device_iommu_group(const SysfsPaths& paths, const Bdf& bdf) {
   return parse_group_number(*name);
 }
 
-std::optional<Bdf> physical_function(const SysfsPaths& paths, const Bdf& bdf) {
-  auto name = link_name(paths.device_dir(bdf) + "/physfn");
-  if (!name) return std::nullopt;
-  auto parsed = Bdf::parse(*name);
-  if (!parsed) return std::nullopt;
-  return *parsed;
+namespace {
+
+// A link that must name a device (physfn, virtfnN).
+Result<std::optional<Bdf>> linked_device(const std::string& link) {
+  auto name = read_link_name(link);
+  if (!name) return std::unexpected(name.error());
+  if (!*name) return std::optional<Bdf>{};
+  auto parsed = Bdf::parse(**name);
+  if (!parsed) {
+    return std::unexpected(make_error(Errc::malformed, "read", link, "it points to " + **name + ", not a device"));
+  }
+  return std::optional<Bdf>(*parsed);
 }
 
-std::vector<Bdf> virtual_functions(const SysfsPaths& paths, const Bdf& bdf) {
+}  // namespace
+
+Result<std::optional<Bdf>> physical_function(const SysfsPaths& paths, const Bdf& bdf) {
+  return linked_device(paths.device_dir(bdf) + "/physfn");
+}
+
+Result<std::vector<Bdf>> virtual_functions(const SysfsPaths& paths, const Bdf& bdf) {
   std::vector<std::pair<unsigned, Bdf>> numbered;
   auto names = sys::list_directory(paths.device_dir(bdf));
-  if (!names) return {};
+  if (!names) return std::unexpected(names.error());
   for (const std::string& entry : *names) {
     if (!entry.starts_with("virtfn")) continue;
     unsigned index = 0;
     const std::string_view digits = std::string_view(entry).substr(6);
     const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
     if (ec != std::errc() || end != digits.data() + digits.size()) continue;
-    auto name = link_name(paths.device_dir(bdf) + "/" + entry);
-    if (!name) continue;
-    if (auto vf = Bdf::parse(*name)) numbered.emplace_back(index, *vf);
+    auto vf = linked_device(paths.device_dir(bdf) + "/" + entry);
+    if (!vf) return std::unexpected(vf.error());
+    if (*vf) numbered.emplace_back(index, **vf);
   }
   std::sort(numbered.begin(), numbered.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<Bdf> vfs;

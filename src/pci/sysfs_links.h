@@ -29,10 +29,12 @@ std::optional<int> device_iommu_group(const SysfsPaths& paths, const Bdf& bdf);
 // A group number as sysfs names it: decimal, non-negative, nothing else.
 std::optional<int> parse_group_number(std::string_view text);
 
-// An SR-IOV virtual function's physical function (<device>/physfn), or nullopt.
-std::optional<Bdf> physical_function(const SysfsPaths& paths, const Bdf& bdf);
+// An SR-IOV virtual function's physical function (<device>/physfn): nullopt for any other
+// device, an error when the link exists but cannot be read or names no device.
+Result<std::optional<Bdf>> physical_function(const SysfsPaths& paths, const Bdf& bdf);
 
-// A physical function's enabled virtual functions (<device>/virtfnN), by N.
-std::vector<Bdf> virtual_functions(const SysfsPaths& paths, const Bdf& bdf);
+// A physical function's enabled virtual functions (<device>/virtfnN), by N; an error when
+// the device directory or one of the links cannot be read.
+Result<std::vector<Bdf>> virtual_functions(const SysfsPaths& paths, const Bdf& bdf);
 
 }  // namespace pcie::sysfs

@@ -194,6 +194,7 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   discovery.pci_ids_path = pci_ids;
   auto device = pcie::describe(*bdf, discovery);
   if (!device) return fail(device.error());
+  print_warnings(*device);
   const pcie::BarInfo* bar = device->find_bar(*bar_index);
   const std::string bar_name = fmt::format("{} BAR{}", bdf->to_string(), *bar_index);
   if (bar == nullptr) {

@@ -67,6 +67,7 @@ int run_ls(const GlobalOptions& global, const LsOptions& ls) {
     return kSuccess;
   }
   for (const auto& device : *devices) {
+    print_warnings(device);  // the one-line listing has no room for them
     std::string line = render_line(device);
     if (ls.show_driver) {
       line += fmt::format("  driver={} iommu_group={}", device.driver.value_or("none"),

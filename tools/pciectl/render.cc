@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
 namespace pciectl {
 namespace {
 
@@ -16,6 +18,12 @@ std::string bar_kind(const pcie::BarInfo& bar) {
 std::string speed_text(double gts) { return gts > 0 ? fmt::format("{:g} GT/s", gts) : "unknown speed"; }
 
 }  // namespace
+
+void print_warnings(const pcie::DeviceInfo& device) {
+  for (const std::string& warning : device.warnings) {
+    fmt::print(stderr, "pciectl: warning: {}: {}\n", device.bdf.to_string(), pcie::printable(warning));
+  }
+}
 
 std::string human_size(std::uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};

@@ -14,6 +14,9 @@ std::string render_line(const pcie::DeviceInfo& device);
 std::string render_details(const pcie::DeviceInfo& device);
 // Everything discovery knows, as a JSON object.
 nlohmann::ordered_json to_json(const pcie::DeviceInfo& device);
+// Prints the device's warnings (what discovery could not read) on stderr, one
+// "pciectl: warning: BDF: ..." line each: for outputs that have no room for them.
+void print_warnings(const pcie::DeviceInfo& device);
 // "16 KiB", "8 GiB", "256 B".
 std::string human_size(std::uint64_t bytes);
 

@@ -1,0 +1,195 @@
+// Fault injection: every pciectl command, against a fake tree, with each open, openat,
+// fopen, opendir, mmap, pread, pwrite, ioctl and readlink it makes failing in turn (the
+// LD_PRELOAD shim tests/fault/fault_shim.c). Each run must end in one of three ways:
+//  - exactly as without the fault (the call's failure was handled and changed nothing);
+//  - complete, with the errno's text in a warning (a field that could not be read says so);
+//  - a one-line "pciectl: error: ..." that keeps the errno's text, with the exit code the
+//    errno means (EACCES: 4, permission denied; the others here: 1, operation failed).
+// Never a crash, a sanitizer report, a hang, a false success or a silently missing field.
+//
+// Flags: --pciectl=PATH --shim=PATH. Prints how many runs it made, per command.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include "pcie/testing/fake_sysfs.h"
+#include "tests/cli_helpers.h"
+
+namespace pcie {
+namespace {
+
+using cli::CommandResult;
+using cli::g_pciectl;
+using cli::lines_of;
+
+std::string g_shim;
+
+struct Command {
+  const char* name;
+  const char* arguments;
+};
+
+// Measured figures differ from run to run: in a measurement row each number becomes "#"
+// and the padding around it one space.
+std::string without_measurements(const std::string& text) {
+  static const std::regex row(R"(^(uncached|write-combined) .*$)");
+  static const std::regex number(R"(\b[0-9]+(\.[0-9]+)?\b)");
+  static const std::regex spaces(R"( +)");
+  std::string out;
+  for (const std::string& line : lines_of(text)) {
+    out += std::regex_match(line, row) ? std::regex_replace(std::regex_replace(line, number, "#"), spaces, " ") : line;
+    out += '\n';
+  }
+  return out;
+}
+
+// Every command, on every kind of object the fake tree has: a plain endpoint (edu), a
+// prefetchable 64-bit BAR (ivshmem), an I/O-port BAR (pci-testdev), a PCIe device with a
+// driver and a mounted disk (nvme), an SR-IOV PF and VF.
+const Command kCommands[] = {
+    {"ls", "ls"},
+    {"ls_kernel", "ls -k"},
+    {"ls_json", "ls --json"},
+    {"ls_filtered", "ls -d ::0108"},
+    {"info_nvme", "info 01:00.0"},
+    {"info_edu_json", "info 00:03.0 --json"},
+    {"info_vf", "info 02:02.1"},
+    {"info_pf_json", "info 02:00.0 --json"},
+    {"read", "read 00:03.0 bar0 0"},
+    {"read_io_port", "read 00:05.0 bar1 0x10 -w 16"},
+    {"write", "write 00:03.0 bar0 0x4 0x12345678"},
+    {"dump", "dump 00:04.0 bar0 --length 32"},
+    {"config_dump", "config 00:03.0"},
+    {"config_read", "config 01:00.0 0x100"},
+    {"config_write", "config 00:03.0 0x40 0xabcd -w 16"},
+    {"unbind_mounted", "unbind 01:00.0"},
+    {"unbind_none", "unbind 00:03.0"},
+    {"bind", "bind 00:03.0 vfio-pci"},
+    {"bind_restore", "bind 00:03.0 --restore"},
+    {"bench", "bench 00:04.0 bar2 --sizes 64 --widths 32,copy --repetitions 1 --min-time-ms 1 --latency-samples 3"},
+};
+
+struct Call {
+  long number = 0;
+  std::string function;
+  std::string argument;
+};
+
+// The errnos each kind of call is failed with.
+std::vector<int> errnos_for(const std::string& function) {
+  if (function.starts_with("open") || function.starts_with("fopen") || function == "opendir") {
+    return {EIO, EACCES, EMFILE};
+  }
+  if (function == "readlink") return {EIO, EACCES};
+  if (function.starts_with("mmap")) return {ENOMEM, EACCES};
+  return {EIO};
+}
+
+int expected_exit(int err) { return err == EACCES ? 4 : 1; }
+
+class FaultInjection : public ::testing::TestWithParam<Command> {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(g_pciectl.empty()) << "run with --pciectl=PATH";
+    ASSERT_FALSE(g_shim.empty()) << "run with --shim=PATH";
+    auto tree = testing::make_vm_tree();
+    ASSERT_TRUE(tree) << tree.error().message();
+    tree_.emplace(std::move(*tree));
+    const Bdf pf{0, 2, 0, 0};
+    ASSERT_TRUE(tree_->add_device(testing::sriov_pf(pf, 4, 2)));
+    ASSERT_TRUE(tree_->add_device(testing::sriov_vf({0, 2, 2, 0}, pf)));
+    ASSERT_TRUE(tree_->add_device(testing::sriov_vf({0, 2, 2, 1}, pf)));
+    ASSERT_TRUE(tree_->add_block_device({"nvme0n1", "259:0", testing::kVmNvme, "nvme/nvme0", ""}));
+    ASSERT_TRUE(tree_->set_mountinfo("22 1 259:0 / / rw - ext4 /dev/nvme0n1 rw\n"));
+    scratch_ = cli::make_scratch_dir("pcie-fault");
+  }
+
+  CommandResult run(const std::string& arguments, long nth, int err, const std::string& log) {
+    const std::string environment = "PCIE_FAULT_NTH=" + std::to_string(nth) + " PCIE_FAULT_ERRNO=" +
+                                     std::to_string(err) + (log.empty() ? "" : " PCIE_FAULT_LOG=" + log) +
+                                     " ASAN_OPTIONS=verify_asan_link_order=0 LD_PRELOAD=" + g_shim;
+    CommandResult result = cli::run_command(environment + " timeout -s KILL 60 " + g_pciectl + " --sysfs " +
+                                                tree_->directory() + "/sys --proc " + tree_->directory() + "/proc " +
+                                                arguments,
+                                            scratch_);
+    result.out = without_measurements(result.out);
+    return result;
+  }
+
+  std::vector<Call> calls_of(const std::string& arguments, CommandResult& baseline) {
+    const std::string log = scratch_ + "/calls.log";
+    std::remove(log.c_str());
+    baseline = run(arguments, 0, EIO, log);
+    std::vector<Call> calls;
+    std::istringstream lines(cli::slurp(log));
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream fields(line);
+      Call call;
+      fields >> call.number >> call.function >> call.argument;
+      calls.push_back(call);
+    }
+    return calls;
+  }
+
+  std::optional<testing::FakeSysfs> tree_;
+  std::string scratch_;
+};
+
+TEST_P(FaultInjection, EveryFailingCallEndsCleanly) {
+  const Command& command = GetParam();
+  CommandResult baseline;
+  const std::vector<Call> calls = calls_of(command.arguments, baseline);
+  ASSERT_GE(baseline.exit_code, 0) << baseline.err;
+  ASSERT_LE(baseline.exit_code, 5) << baseline.err;
+  ASSERT_FALSE(calls.empty()) << "the shim saw no calls: is it loaded?";
+  std::size_t runs = 0;
+  for (const Call& call : calls) {
+    for (const int err : errnos_for(call.function)) {
+      ++runs;
+      const CommandResult result = run(command.arguments, call.number, err, "");
+      const std::string text = std::strerror(err);
+      const std::string where = "call " + std::to_string(call.number) + " (" + call.function + " " + call.argument +
+                                ") failing with " + text;
+      SCOPED_TRACE(where);
+      ASSERT_GE(result.exit_code, 0) << "killed by a signal or hung\n" << result.err;
+      if (result.exit_code == baseline.exit_code && result.out == baseline.out && result.err == baseline.err) continue;
+      const bool mentioned = result.err.find(text) != std::string::npos || result.out.find(text) != std::string::npos;
+      if (result.exit_code == baseline.exit_code) {
+        EXPECT_TRUE(mentioned) << "the output changed without saying why\n--- expected:\n"
+                               << baseline.out << baseline.err << "--- got:\n" << result.out << result.err;
+        continue;
+      }
+      const auto err_lines = lines_of(result.err);
+      ASSERT_FALSE(err_lines.empty()) << "exit " << result.exit_code << " without an error";
+      const std::string& last = err_lines.back();
+      EXPECT_TRUE(last.starts_with("pciectl: error: ")) << result.err;
+      EXPECT_NE(last.find(text), std::string::npos) << "the errno was lost: " << result.err;
+      EXPECT_EQ(result.exit_code, expected_exit(err)) << result.err;
+      for (const std::string& line : err_lines) {
+        EXPECT_TRUE(line.starts_with("pciectl: ")) << "stray stderr output: " << result.err;
+      }
+    }
+  }
+  RecordProperty("calls", static_cast<int>(calls.size()));
+  RecordProperty("runs", static_cast<int>(runs));
+  std::printf("fault injection: %s: %zu calls, %zu runs\n", command.name, calls.size(), runs);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryCommand, FaultInjection, ::testing::ValuesIn(kCommands),
+                         [](const ::testing::TestParamInfo<Command>& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace pcie
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    if (argument.starts_with("--shim=")) pcie::g_shim = std::string(argument.substr(7));
+  }
+  return pcie::cli::run_all_tests(argc, argv);
+}

@@ -62,7 +62,9 @@ std::optional<double> parse_sysfs_link_speed(std::string_view text) {
   text = trim_trailing(text);
   double value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || value <= 0) return std::nullopt;
+  // from_chars takes "nan" and "inf" too: a speed is a finite, positive number of GT/s,
+  // and no PCIe generation comes near 1000.
+  if (ec != std::errc{} || !(value > 0 && value < 1000)) return std::nullopt;
   const std::string_view rest(end, static_cast<std::size_t>(text.data() + text.size() - end));
   if (!rest.starts_with(" GT/s")) return std::nullopt;
   return value;

@@ -8,6 +8,12 @@ namespace examples {
 using pcie::Errc;
 using pcie::make_error;
 
+pcie::Result<void> EduDriver::removed_error() const {
+  return std::unexpected(make_error(Errc::device_removed, "use edu", device_.bdf().to_string(),
+                                    "the kernel asked for the device back (unbind or hot unplug)",
+                                    "destroy the driver so that the kernel can take the device"));
+}
+
 namespace {
 // QEMU 7.2's edu aborts on a transfer of 0 bytes or of its whole 4096-byte buffer.
 pcie::Result<void> check_transfer_size(const pcie::Bdf& bdf, std::size_t size) {
@@ -32,17 +38,35 @@ pcie::Result<EduDriver> EduDriver::open(pcie::VfioContainer& container, const pc
     return std::unexpected(make_error(Errc::not_supported, "open edu", bdf.to_string(),
                                       "identification register reads " + std::to_string(id) + ", not edu's"));
   }
+  // edu has no reset: a DMA a previous owner started may still be running. Enabling bus
+  // mastering now would let it finish into whatever this driver maps at its address.
+  if (auto idle = quiesce(*bar0->mmio(), std::chrono::seconds(5)); !idle) return std::unexpected(idle.error());
   // DMA and MSI are both memory writes by the device: nothing happens without bus mastering.
   if (auto enabled = device->enable_bus_master(); !enabled) return std::unexpected(enabled.error());
   auto msi = pcie::VfioInterrupts::enable(*device, pcie::IrqKind::msi, 1);
   if (!msi) return std::unexpected(msi.error());
+  auto request = pcie::VfioInterrupts::enable(*device, pcie::IrqKind::request, 1);
+  if (!request) return std::unexpected(request.error());
   auto allocator = pcie::DmaAllocator::create(container);
   if (!allocator) return std::unexpected(allocator.error());
   // edu truncates bus addresses to its DMA mask: the buffer must lie below it.
   auto buffer = allocator->allocate(edu::kInternalBufferSize,
                                     {.dma_limit = pcie::dma_mask_limit(edu::kDmaMaskBits), .prefer = pcie::DmaBacking::pages});
   if (!buffer) return std::unexpected(buffer.error());
-  return EduDriver(std::move(*device), std::move(*bar0), std::move(*msi), std::move(*buffer));
+  return EduDriver(std::move(*device), std::move(*bar0), std::move(*msi), std::move(*request), std::move(*buffer));
+}
+
+pcie::Result<void> EduDriver::quiesce(const pcie::MmioView& registers, std::chrono::milliseconds timeout) {
+  auto dma = registers.poll<std::uint64_t>(edu::kDmaCommand, edu::kDmaRunning, 0, timeout);
+  if (!dma) return std::unexpected(dma.error());
+  auto factorial = registers.poll<std::uint32_t>(edu::kStatus, edu::kStatusComputing, 0, timeout);
+  if (!factorial) return std::unexpected(factorial.error());
+  if (!dma->matched || !factorial->matched) {
+    return std::unexpected(make_error(Errc::io_error, "quiesce edu", std::string(registers.name()),
+                                      "its DMA engine or factorial unit is still busy",
+                                      "the device is stuck; it has no reset, so restart the VM or hot-plug it"));
+  }
+  return {};
 }
 
 std::uint32_t EduDriver::identification() const { return registers().read<std::uint32_t>(edu::kIdentification); }
@@ -53,10 +77,16 @@ std::uint32_t EduDriver::liveness(std::uint32_t value) const {
 }
 
 pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseconds timeout) {
-  auto fired = msi_.wait(0, timeout);
+  if (released_) return removed_error();
+  const pcie::InterruptVector vectors[] = {{&msi_, 0}, {&request_, 0}};
+  auto fired = pcie::wait_any(vectors, timeout);
   if (!fired) return std::unexpected(fired.error());
-  if (*fired == 0) {
+  if (!*fired) {
     return std::unexpected(make_error(Errc::io_error, "wait for edu", device_.bdf().to_string(), "no interrupt in time"));
+  }
+  if (**fired == 1) {
+    released_ = true;
+    return removed_error();
   }
   const std::uint32_t status = registers().read<std::uint32_t>(edu::kIrqStatus);
   registers().write<std::uint32_t>(edu::kIrqAcknowledge, status);  // lower it before the next one
@@ -68,6 +98,7 @@ pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseco
 }
 
 pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::milliseconds timeout) {
+  if (released_) return std::unexpected(removed_error().error());
   registers().write<std::uint32_t>(edu::kStatus, edu::kStatusIrqWhenDone);
   registers().write<std::uint32_t>(edu::kFactorial, n);
   if (auto done = wait_for(edu::kIrqFactorial, timeout); !done) return std::unexpected(done.error());
@@ -75,6 +106,7 @@ pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::m
 }
 
 pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram) {
+  if (released_) return removed_error();
   if (auto valid = check_transfer_size(device_.bdf(), size); !valid) return valid;
   const pcie::MmioView regs = registers();
   regs.write<std::uint64_t>(edu::kDmaSource, source);

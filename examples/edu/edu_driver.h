@@ -1,6 +1,13 @@
 // A user-space driver for QEMU's edu device (QEMU docs/specs/edu.rst), written only against
 // pcie's public API: the example of how to write a driver with this library. It owns the
-// device through VFIO, maps BAR0, and uses a DMA buffer and MSI.
+// device through VFIO, maps BAR0, and uses a DMA buffer, MSI and the request IRQ.
+//
+// Two things every driver owes its device, shown here:
+//  - edu has no reset, so a previous owner that was killed mid-DMA may leave its DMA
+//    engine running: open() waits for it to go idle (quiesce) before enabling bus
+//    mastering, or that DMA would land in this driver's new buffer at the same address;
+//  - when the kernel asks for the device back (unbind, hot unplug: the request IRQ), every
+//    wait ends with device_removed, and the owner must destroy the driver to let it go.
 //
 //   auto container = pcie::VfioContainer::open();
 //   auto edu = examples::EduDriver::open(*container, bdf);
@@ -32,6 +39,7 @@ inline constexpr std::uint64_t kDmaDestination = 0x88;
 inline constexpr std::uint64_t kDmaCount = 0x90;
 inline constexpr std::uint64_t kDmaCommand = 0x98;      // bit 0 start, bit 1 to RAM, bit 2 IRQ when done
 inline constexpr std::uint32_t kStatusComputing = 0x01;
+inline constexpr std::uint64_t kDmaRunning = 0x1;         // bit 0 of kDmaCommand while a DMA runs
 inline constexpr std::uint32_t kStatusIrqWhenDone = 0x80;
 inline constexpr std::uint32_t kIrqFactorial = 0x001;
 inline constexpr std::uint32_t kIrqDma = 0x100;
@@ -45,9 +53,13 @@ inline constexpr unsigned kDmaMaskBits = 28;              // QEMU's default dma_
 
 class EduDriver {
  public:
-  // Opens `bdf` (bound to vfio-pci) in `container`, maps BAR0, enables bus mastering and
-  // MSI, and checks the identification register.
+  // Opens `bdf` (bound to vfio-pci) in `container`, maps BAR0, checks the identification
+  // register, quiesces the device, then enables bus mastering, MSI and the request IRQ.
   static pcie::Result<EduDriver> open(pcie::VfioContainer& container, const pcie::Bdf& bdf);
+
+  // Waits (at most `timeout`) until edu's DMA engine and factorial unit are idle: what a
+  // device without a reset needs before bus mastering is enabled. io_error on timeout.
+  static pcie::Result<void> quiesce(const pcie::MmioView& registers, std::chrono::milliseconds timeout);
 
   std::uint32_t identification() const;
   // Writes `value` to the liveness register and returns what the device answers (~value).
@@ -58,19 +70,26 @@ class EduDriver {
   pcie::Result<void> dma_to_device(std::span<const std::byte> data);
   // Copies `size` bytes (1 to 4095) of the device's buffer back to host memory by DMA.
   pcie::Result<std::vector<std::byte>> dma_from_device(std::size_t size);
+  // Each of the calls above fails with device_removed once the kernel asks for the device
+  // (its request IRQ fired): destroy the driver then, and the kernel can take it.
 
  private:
-  EduDriver(pcie::VfioDevice device, pcie::VfioRegion bar0, pcie::VfioInterrupts msi, pcie::DmaBuffer buffer)
-      : device_(std::move(device)), bar0_(std::move(bar0)), msi_(std::move(msi)), buffer_(std::move(buffer)) {}
+  EduDriver(pcie::VfioDevice device, pcie::VfioRegion bar0, pcie::VfioInterrupts msi, pcie::VfioInterrupts request,
+            pcie::DmaBuffer buffer)
+      : device_(std::move(device)), bar0_(std::move(bar0)), msi_(std::move(msi)), request_(std::move(request)),
+        buffer_(std::move(buffer)) {}
   pcie::MmioView registers() const { return *bar0_.mmio(); }
   pcie::Result<void> run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram);
   pcie::Result<void> wait_for(std::uint32_t irq, std::chrono::milliseconds timeout);
+  pcie::Result<void> removed_error() const;
 
-  // Declared in order of acquisition: destroyed in reverse (buffer, MSI, BAR, device).
+  // Declared in order of acquisition: destroyed in reverse (buffer, interrupts, BAR, device).
   pcie::VfioDevice device_;
   pcie::VfioRegion bar0_;
   pcie::VfioInterrupts msi_;
+  pcie::VfioInterrupts request_;
   pcie::DmaBuffer buffer_;
+  bool released_ = false;  // the kernel asked for the device
 };
 
 }  // namespace examples

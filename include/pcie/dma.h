@@ -4,8 +4,14 @@
 // Every buffer is MADV_DONTFORK (a child must not share pinned pages), and its IOMMU mapping
 // is removed before its memory is freed.
 //
-// Lifetimes: VfioContainer → DmaAllocator → DmaBuffer. Buffers may outlive the allocator
-// object (they share its bookkeeping) but not the container.
+// Lifetimes: a buffer keeps its container (and so the IOMMU mapping's context) open, so it
+// is unmapped through the right descriptor whenever it goes, even after the VfioContainer
+// object: allocators and buffers may be destroyed in any order.
+//
+// Threads: a DmaAllocator may be used from several threads at once, and copies of it too;
+// every allocator of a container hands out addresses from the container's one IOVA space,
+// so buffers never overlap whichever allocator made them. A DmaPool may be shared by
+// threads (it takes a lock per allocation). A DmaBuffer or DmaSlice is one owner's.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +25,10 @@
 #include "pcie/vfio.h"
 
 namespace pcie {
+
+namespace detail {
+struct VfioContainerState;
+}
 
 enum class DmaBacking {
   pages,     // ordinary 4 KiB pages
@@ -36,9 +46,6 @@ struct DmaBufferOptions {
   bool device_writes = true;  // the device may write it (device-to-host)
 };
 
-namespace detail {
-struct DmaDomain;  // the container's IOMMU bookkeeping, shared by an allocator and its buffers
-}
 
 // A pinned, IOMMU-mapped buffer. Move-only; destruction unmaps it from the IOMMU, gives its
 // IOVA back, then frees the memory.
@@ -67,17 +74,19 @@ class DmaBuffer {
 
  private:
   friend class DmaAllocator;
-  DmaBuffer(std::shared_ptr<detail::DmaDomain> domain, Mapping memory, std::size_t size, Iova iova, DmaBacking backing)
-      : domain_(std::move(domain)), memory_(std::move(memory)), size_(size), iova_(iova), backing_(backing) {}
+  DmaBuffer(std::shared_ptr<detail::VfioContainerState> container, Mapping memory, std::size_t size, Iova iova,
+            DmaBacking backing)
+      : container_(std::move(container)), memory_(std::move(memory)), size_(size), iova_(iova), backing_(backing) {}
 
-  std::shared_ptr<detail::DmaDomain> domain_;  // declared first: outlives the memory below
+  std::shared_ptr<detail::VfioContainerState> container_;  // declared first: outlives the memory
   Mapping memory_;
   std::size_t size_ = 0;  // what the user asked for; the mapping may be rounded up
   Iova iova_;
   DmaBacking backing_ = DmaBacking::pages;
 };
 
-// Allocates DMA buffers in one container. Not thread-safe.
+// Allocates DMA buffers in one container. Thread-safe; copies share the container's IOVA
+// space (see the top of this header).
 class DmaAllocator {
  public:
   // The container must have a group attached (open a device first): the IOVA ranges come
@@ -86,15 +95,16 @@ class DmaAllocator {
 
   // A buffer of `size` bytes (rounded up to its page size), zeroed. Errors: invalid_argument
   // (size 0), out_of_range (no IOVA space below options.dma_limit), permission_denied with
-  // how much RLIMIT_MEMLOCK it needs, busy when the kernel's mapping limit is reached.
-  Result<DmaBuffer> allocate(std::size_t size, const DmaBufferOptions& options = {});
+  // how much RLIMIT_MEMLOCK it needs (counting what the whole process has locked already),
+  // busy when the kernel's mapping limit is reached.
+  Result<DmaBuffer> allocate(std::size_t size, const DmaBufferOptions& options = {}) const;
 
-  // Bytes currently mapped into the IOMMU through this allocator (bookkeeping checks).
+  // Bytes currently mapped into the container's IOMMU, by every allocator of it.
   std::uint64_t mapped_bytes() const;
 
  private:
-  explicit DmaAllocator(std::shared_ptr<detail::DmaDomain> domain) : domain_(std::move(domain)) {}
-  std::shared_ptr<detail::DmaDomain> domain_;
+  explicit DmaAllocator(std::shared_ptr<detail::VfioContainerState> container) : container_(std::move(container)) {}
+  std::shared_ptr<detail::VfioContainerState> container_;
 };
 
 namespace detail {
@@ -133,7 +143,7 @@ class DmaSlice {
 // Small buffers (descriptors, rings, completion records) without a page and an IOMMU
 // mapping each: the pool maps chunks of `chunk_size` bytes through a DmaAllocator and
 // hands out aligned pieces of them. Chunks stay mapped until the pool and all its slices
-// are gone. Not thread-safe.
+// are gone. Thread-safe: allocate() and a slice's destruction take the pool's lock.
 class DmaPool {
  public:
   static Result<DmaPool> create(const DmaAllocator& allocator, const DmaBufferOptions& options = {},

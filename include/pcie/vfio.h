@@ -3,14 +3,30 @@
 // regions (BARs, ROM, config space) are reached through the same Region interface as the
 // sysfs path, so driver code does not care which path opened the device.
 //
-// Lifetimes: VfioContainer → VfioDevice → VfioRegion. A device must not outlive its
-// container, and a region must not outlive its device (like MmioView and BarMapping).
+// Lifetimes are kept by the objects, not by the caller's ordering: a device keeps its
+// container (and group) open, and a region or interrupt set keeps its device open, so any
+// of them may be destroyed in any order and none ever acts on a descriptor another object
+// closed. The handles are move-only; what they share is reference-counted.
+//
+// Threads: a VfioContainer may be used from several threads at once (open_device is
+// serialised inside), as may a VfioDevice's const operations (its command register is
+// changed under a lock). A VfioRegion's accessors are as thread-safe as the device
+// behind them; restrict_widths() is set-up, not for concurrent use. A VfioInterrupts
+// object is used by one thread at a time (one waiter per vector). Moving any object while
+// another thread uses it is a race.
+//
+// What opening a device does to it: VfioContainer::open_device resets the device when
+// vfio-pci knows a way (FLR, PM, bus reset) and always leaves Bus Master Enable off, so a
+// new owner never inherits DMA that a previous (killed) owner started. A device with no
+// reset (QEMU's edu) may still be finishing such a DMA: its driver must quiesce it (wait
+// for its DMA engine to go idle) before enable_bus_master(), as examples/edu does.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -64,19 +80,33 @@ struct VfioRegionOptions {
   bool writable = true;   // false opens read-only (and maps PROT_READ)
 };
 
-// One region of a VFIO device. Accesses inside a mapped area are MMIO loads and stores;
-// the rest goes through pread/pwrite on the device file, which vfio-pci performs with the
-// same width.
+namespace detail {
+struct VfioContainerState;  // the container, its groups and its IOVA space (src/vfio/state.h)
+struct VfioDeviceState;     // a device's descriptor and what is enabled on it
+}  // namespace detail
+
+// One region of a VFIO device. Accesses inside a mapped area are single MMIO loads and
+// stores of the asked width. The rest goes through pread/pwrite on the device file, which
+// vfio-pci turns into accesses of at most 32 bits: an 8-byte pread/pwrite reaches the
+// device as two 4-byte accesses on Linux 6.1 (vfio_pci_bar_rw), which no driver may assume
+// is harmless. So a region that is not mapped whole accepts 8/16/32-bit accesses only;
+// 64-bit accesses need a mapping (mmio(), or mmio_at() for a sparse region's areas).
 class VfioRegion final : public Region {
  public:
-  VfioRegion(VfioRegion&&) noexcept = default;
-  VfioRegion& operator=(VfioRegion&&) noexcept = default;
+  VfioRegion(VfioRegion&&) noexcept;
+  VfioRegion& operator=(VfioRegion&&) noexcept;
+  ~VfioRegion() override;
+
   std::uint64_t size() const override { return info_.size; }
   const std::string& name() const override { return name_; }
   const VfioRegionInfo& info() const { return info_; }
   // The accessor view when one mapping covers the whole region (no sparse areas), else
   // nullopt. Valid while this region lives.
   std::optional<MmioView> mmio() const;
+  // The accessor view of [offset, offset + length) of the region when one mapped area
+  // holds all of it (a sparse region's parts around its MSI-X table), with offset 0 of
+  // the view at `offset`; every width is allowed there. nullopt otherwise.
+  std::optional<MmioView> mmio_at(std::uint64_t offset, std::uint64_t length) const;
   bool mapped() const { return !mappings_.empty(); }
   // One mapping over the whole region: its base (uncached, as vfio-pci maps BARs).
   std::byte* mapped_base() const override;
@@ -91,30 +121,50 @@ class VfioRegion final : public Region {
     std::uint64_t offset = 0;  // in the region
     Mapping mapping;
   };
-  VfioRegion(std::string name, int device_fd, VfioRegionInfo info, std::vector<MappedArea> mappings, bool writable)
-      : Region(WidthSet::all(), writable), name_(std::move(name)), device_fd_(device_fd), info_(std::move(info)),
-        mappings_(std::move(mappings)) {}
+  VfioRegion(std::string name, std::shared_ptr<detail::VfioDeviceState> device, VfioRegionInfo info,
+             std::vector<MappedArea> mappings, WidthSet widths, bool writable);
   const MappedArea* area_for(std::uint64_t offset, std::uint64_t bytes) const;
 
   std::string name_;
-  int device_fd_ = -1;  // owned by the VfioDevice
+  std::shared_ptr<detail::VfioDeviceState> device_;  // keeps the device file open
   VfioRegionInfo info_;
   std::vector<MappedArea> mappings_;
 };
 
-// A device opened through VFIO. Move-only; closing it releases the device (vfio-pci then
-// disables it and releases its BARs).
+enum class IrqKind {
+  intx,     // legacy INTx: one vector, masked by the kernel each time it fires
+  msi,
+  msix,
+  error,    // AER errors reported for the device
+  request,  // the kernel asks the user to release the device (unbind, hot unplug)
+};
+
+// "INTx", "MSI", "MSI-X", "error IRQ", "request IRQ".
+const char* to_string(IrqKind kind);
+
+// A device opened through VFIO. Move-only; the device is released (vfio-pci then disables
+// it and releases its BARs) when this object and every region and interrupt set opened
+// from it are gone.
 class VfioDevice {
  public:
-  VfioDevice(VfioDevice&&) noexcept = default;
-  VfioDevice& operator=(VfioDevice&&) noexcept = default;
+  VfioDevice(VfioDevice&&) noexcept;
+  VfioDevice& operator=(VfioDevice&&) noexcept;
+  ~VfioDevice();
 
-  const Bdf& bdf() const { return bdf_; }
-  int iommu_group() const { return group_; }
+  const Bdf& bdf() const;
+  int iommu_group() const;
   std::uint32_t region_count() const { return region_count_; }
-  std::uint32_t irq_count() const { return irq_count_; }
+  // How many VFIO IRQ indexes the device reports (INTx, MSI, MSI-X, error, request: 5 for
+  // vfio-pci), not how many vectors: see vector_count().
+  std::uint32_t irq_index_count() const { return irq_index_count_; }
   bool reset_supported() const { return reset_supported_; }
-  int fd() const { return fd_.get(); }
+  // The device file descriptor, for ioctls of the caller's own; owned by this object and
+  // valid while it (or a region or interrupt set of it) lives.
+  int fd() const;
+
+  // How many vectors the device has for `kind` (VFIO_DEVICE_GET_IRQ_INFO), without
+  // enabling any: 0 when it does not implement it. io_error when the kernel refuses.
+  Result<unsigned> vector_count(IrqKind kind) const;
 
   // What the kernel says of region `index`. Fails with not_found past the last region.
   Result<VfioRegionInfo> region_info(std::uint32_t index) const;
@@ -124,7 +174,8 @@ class VfioDevice {
 
   // Sets (or clears) Bus Master Enable in the command register, with Memory Space Enable
   // when setting it (PCI Local Bus 3.0, 6.2.2). A device does no DMA until Bus Master
-  // Enable is set, and VFIO does not set it for you.
+  // Enable is set, and VFIO does not set it for you. A device without a reset must be
+  // quiesced before this (see the top of this header).
   Result<void> enable_bus_master(bool enable = true) const;
 
   // Resets the device (FLR or another method vfio-pci picked); not_supported when it has
@@ -136,97 +187,94 @@ class VfioDevice {
 
  private:
   friend class VfioContainer;
-  VfioDevice(Bdf bdf, int group, UniqueFd fd, std::uint32_t regions, std::uint32_t irqs, bool reset)
-      : bdf_(bdf), group_(group), fd_(std::move(fd)), region_count_(regions), irq_count_(irqs), reset_supported_(reset) {}
-  Bdf bdf_;
-  int group_ = -1;
-  UniqueFd fd_;
+  friend class VfioInterrupts;
+  VfioDevice(std::shared_ptr<detail::VfioDeviceState> state, std::uint32_t regions, std::uint32_t irq_indexes,
+             bool reset);
+  std::shared_ptr<detail::VfioDeviceState> state_;
   std::uint32_t region_count_ = 0;
-  std::uint32_t irq_count_ = 0;
+  std::uint32_t irq_index_count_ = 0;
   bool reset_supported_ = false;
 };
 
-enum class IrqKind {
-  intx,     // legacy INTx: one vector, masked by the kernel each time it fires
-  msi,
-  msix,
-  error,    // AER errors reported for the device
-  request,  // the kernel asks the user to release the device (unbind, hot unplug)
-};
-
 // Interrupt vectors of one VFIO device signalled on eventfds. Move-only; destruction
-// disables the interrupts, then closes the eventfds. Must not outlive its device.
+// disables the interrupts, then closes the eventfds. Keeps its device open.
 class VfioInterrupts {
  public:
-  // Enables `count` vectors of `kind`. Fails with out_of_range when the device has fewer.
+  // Enables `count` vectors of `kind`. Fails with out_of_range when the device has fewer;
+  // with busy when this kind is already enabled through another VfioInterrupts of the
+  // device (two owners of one kind would take each other's vectors away), or when another
+  // of INTx, MSI and MSI-X is (a device uses one at a time; disable it first).
   static Result<VfioInterrupts> enable(const VfioDevice& device, IrqKind kind, unsigned count = 1);
-  VfioInterrupts(VfioInterrupts&& other) noexcept
-      : device_fd_(std::exchange(other.device_fd_, -1)), name_(std::move(other.name_)), kind_(other.kind_),
-        eventfds_(std::move(other.eventfds_)) {}
+  VfioInterrupts(VfioInterrupts&& other) noexcept;
   VfioInterrupts& operator=(VfioInterrupts&& other) noexcept;
   ~VfioInterrupts();
 
   unsigned count() const { return static_cast<unsigned>(eventfds_.size()); }
   IrqKind kind() const { return kind_; }
-  // The eventfd of `vector`, to hand to the user's own event loop (epoll, io_uring, ...).
-  int eventfd(unsigned vector) const { return eventfds_.at(vector).get(); }
+  // The eventfd of `vector`, to hand to the user's own event loop (epoll, io_uring, ...);
+  // owned by this object. out_of_range for a vector that was not enabled.
+  Result<int> eventfd(unsigned vector) const;
   // Waits up to `timeout` for `vector`; returns how many interrupts arrived since the last
   // wait, 0 when the timeout passed. INTx stays masked until unmask_intx().
   Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const;
   // Unmasks INTx after the device's interrupt has been acknowledged.
   Result<void> unmask_intx() const;
-  // Disables the vectors now and reports what the kernel said.
+  // Disables the vectors now and reports what the kernel said; the kind is free for
+  // another VfioInterrupts afterwards.
   Result<void> disable();
 
  private:
-  VfioInterrupts(int device_fd, std::string name, IrqKind kind, std::vector<UniqueFd> eventfds)
-      : device_fd_(device_fd), name_(std::move(name)), kind_(kind), eventfds_(std::move(eventfds)) {}
-  int device_fd_ = -1;  // owned by the VfioDevice
+  VfioInterrupts(std::shared_ptr<detail::VfioDeviceState> device, std::string name, IrqKind kind,
+                 std::vector<UniqueFd> eventfds);
+  std::shared_ptr<detail::VfioDeviceState> device_;  // keeps the device file open
   std::string name_;
   IrqKind kind_ = IrqKind::msi;
   std::vector<UniqueFd> eventfds_;
 };
 
+// One vector of one interrupt set, for wait_any().
+struct InterruptVector {
+  const VfioInterrupts* interrupts = nullptr;
+  unsigned vector = 0;
+};
+
+// Waits up to `timeout` for the first of `vectors` to fire (a completion, or the request
+// IRQ saying the device is going away): returns its index in `vectors`, having consumed
+// its count, or nullopt when the timeout passed. out_of_range for a vector not enabled.
+Result<std::optional<std::size_t>> wait_any(std::span<const InterruptVector> vectors, std::chrono::milliseconds timeout);
+
 // A VFIO container with the type1v2 IOMMU model. Groups are opened and attached as their
-// devices are opened, and stay attached until the container is destroyed (groups first,
-// then the container). Move-only.
+// devices are opened, and stay attached while the container or any device, region,
+// interrupt set, DMA allocator or DMA buffer of it lives (groups close before the
+// container). Move-only.
 class VfioContainer {
  public:
-  // Opens /dev/vfio/vfio. Errors: not_found (VFIO modules not loaded), permission_denied,
-  // not_supported (an API version or IOMMU model this library does not know).
+  // Opens /dev/vfio/vfio. Errors: not_found (VFIO modules not loaded), permission_denied
+  // (with what to change), not_supported (an API version or IOMMU model this library
+  // does not know).
   static Result<VfioContainer> open(const VfioPaths& paths = {});
-  VfioContainer(VfioContainer&&) noexcept = default;
-  VfioContainer& operator=(VfioContainer&&) noexcept = default;
+  VfioContainer(VfioContainer&&) noexcept;
+  VfioContainer& operator=(VfioContainer&&) noexcept;
+  ~VfioContainer();
 
-  // Opens `bdf` through its IOMMU group, attaching the group first if needed. Errors say
-  // what to do: the IOMMU is off, the device is not bound to vfio-pci, the group is not
-  // viable (naming every other device in it and its driver), the group is open elsewhere
-  // (busy), no access to /dev/vfio/N.
+  // Opens `bdf` through its IOMMU group, attaching the group first if needed, then resets
+  // it when it can be reset and makes sure Bus Master Enable is off. Errors say what to
+  // do: the IOMMU is off, the device is not bound to vfio-pci, the group is not viable
+  // (naming every other device in it and its driver), the group is open elsewhere (busy),
+  // no access to /dev/vfio/N. Safe to call from several threads.
   Result<VfioDevice> open_device(const Bdf& bdf);
 
   // The IOVA ranges the IOMMU translates (MSI window excluded), known once a group is
   // attached; empty before.
-  const std::vector<IovaRange>& iova_ranges() const { return iova_ranges_; }
+  std::vector<IovaRange> iova_ranges() const;
   std::vector<int> attached_groups() const;
-  int fd() const { return container_.get(); }
+  // The container's descriptor, for ioctls of the caller's own; owned by this object.
+  int fd() const;
 
  private:
-  struct Group {
-    int number = -1;
-    UniqueFd fd;
-  };
-  VfioContainer(VfioPaths paths, UniqueFd container) : paths_(std::move(paths)), container_(std::move(container)) {}
-  // The device's group, attached to this container (opened now or earlier): its number and fd.
-  struct AttachedGroup {
-    int number = -1;
-    int fd = -1;
-  };
-  Result<AttachedGroup> attach_group(const Bdf& bdf);
-
-  VfioPaths paths_;
-  UniqueFd container_;        // declared before groups_: closed after them
-  std::vector<Group> groups_;
-  std::vector<IovaRange> iova_ranges_;
+  friend class DmaAllocator;
+  explicit VfioContainer(std::shared_ptr<detail::VfioContainerState> state);
+  std::shared_ptr<detail::VfioContainerState> state_;
 };
 
 // What is known about a device when opening it through VFIO fails, to explain it.

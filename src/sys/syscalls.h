@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -59,6 +60,10 @@ Result<UniqueFd> make_eventfd();
 // Waits up to `timeout_ms` for an eventfd to be signalled (poll(2)), then reads and returns
 // its counter (how many signals arrived); 0 when the timeout passed first.
 Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms);
+
+// Waits up to `timeout_ms` for the first of several eventfds to be signalled (poll(2));
+// returns its index in `fds` after reading (clearing) its counter, nullopt on timeout.
+Result<std::optional<std::size_t>> wait_first_eventfd(std::span<const int> fds, int timeout_ms);
 
 // RLIMIT_MEMLOCK's soft limit in bytes (RLIM_INFINITY as ~0).
 std::uint64_t memlock_limit();

@@ -9,19 +9,15 @@
 #include <utility>
 #include <vector>
 
+#include <mutex>
+#include <sstream>
+
 #include "pcie/barriers.h"
 #include "src/sys/syscalls.h"
 #include "src/sys/vfio_ioctls.h"
+#include "src/vfio/state.h"
 
 namespace pcie {
-
-namespace detail {
-struct DmaDomain {
-  int container_fd = -1;  // owned by the VfioContainer, which outlives every buffer
-  IovaAllocator iovas;
-  std::uint64_t mapped_bytes = 0;
-};
-}  // namespace detail
 
 namespace {
 
@@ -54,18 +50,37 @@ Result<Mapping> allocate_memory(std::size_t rounded, DmaBacking backing) {
   return sys::map_memfd(rounded, flags, "pcie-dma");
 }
 
-Error explain_map_failure(const Error& raw, std::uint64_t bytes, std::uint64_t already_mapped) {
+// What the kernel counts against RLIMIT_MEMLOCK for this process: VmLck in
+// /proc/self/status (kB), where vfio_iommu_type1 accounts pinned pages (locked_vm), with
+// every other mlock of the process; nullopt when it cannot be read.
+std::optional<std::uint64_t> process_locked_bytes() {
+  auto status = sys::read_text_file("/proc/self/status", 64 * 1024);
+  if (!status) return std::nullopt;
+  std::istringstream lines(*status);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("VmLck:")) continue;
+    std::istringstream fields(line.substr(6));
+    std::uint64_t kilobytes = 0;
+    if (fields >> kilobytes) return kilobytes * 1024;
+  }
+  return std::nullopt;
+}
+
+Error explain_map_failure(const Error& raw, std::uint64_t bytes) {
   Error error = raw;
   error.operation = "map DMA buffer";
   if (raw.sys_errno == ENOMEM) {
     const std::uint64_t limit = sys::memlock_limit();
+    const auto locked = process_locked_bytes();
+    const std::uint64_t already = locked.value_or(0);
     error.code = Errc::permission_denied;
     error.reason = fmt::format("the kernel refused to pin {} bytes: RLIMIT_MEMLOCK is {} bytes and this process "
-                               "already pins {} through this allocator",
-                               bytes, limit, already_mapped);
+                               "has {} locked already{}",
+                               bytes, limit, locked ? std::to_string(already) + " bytes" : "an unknown amount",
+                               locked ? " (VmLck, all its DMA buffers and mlocks)" : "");
     error.hint = fmt::format("raise it to at least {} bytes (ulimit -l {}, or LimitMEMLOCK= for a service), "
                              "or run with CAP_IPC_LOCK",
-                             already_mapped + bytes, (already_mapped + bytes + 1023) / 1024);
+                             already + bytes, (already + bytes + 1023) / 1024);
   } else if (raw.sys_errno == ENOSPC) {
     error.code = Errc::busy;
     error.reason = "the kernel's limit on DMA mappings per container is reached";
@@ -86,20 +101,22 @@ std::string_view dma_backing_name(DmaBacking backing) {
 }
 
 Result<DmaAllocator> DmaAllocator::create(const VfioContainer& container) {
-  if (container.iova_ranges().empty()) {
+  std::lock_guard lock(container.state_->mutex);
+  if (!container.state_->iovas) {
     return std::unexpected(make_error(Errc::not_supported, "create DMA allocator", "VFIO container",
                                       "no IOVA ranges known",
                                       "open a device in the container first; if one is open, the kernel "
                                       "does not report IOVA ranges (Linux 5.4 or later does)"));
   }
-  auto domain = std::make_shared<detail::DmaDomain>(
-      detail::DmaDomain{container.fd(), IovaAllocator(container.iova_ranges()), 0});
-  return DmaAllocator(std::move(domain));
+  return DmaAllocator(container.state_);
 }
 
-std::uint64_t DmaAllocator::mapped_bytes() const { return domain_->mapped_bytes; }
+std::uint64_t DmaAllocator::mapped_bytes() const {
+  std::lock_guard lock(container_->mutex);
+  return container_->mapped_bytes;
+}
 
-Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOptions& options) {
+Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOptions& options) const {
   if (size == 0) {
     return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer", "0 bytes", "the size is zero"));
   }
@@ -110,39 +127,50 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
     const std::uint64_t page = page_size_of(backing);
     if (size > ~std::uint64_t{0} - page) break;
     const std::size_t rounded = (size + page - 1) / page * page;
-    // Aligned to the page size, so the IOMMU can use large pages for it too.
-    auto iova = domain_->iovas.allocate(rounded, page, options.dma_limit);
+    // Aligned to the page size, so the IOMMU can use large pages for it too. The address is
+    // taken under the container's lock; the (slow) memory and the ioctl come after it.
+    const auto give_back = [&](Iova iova) {
+      std::lock_guard lock(container_->mutex);
+      container_->iovas->release(iova, rounded);
+    };
+    Result<Iova> iova = [&] {
+      std::lock_guard lock(container_->mutex);
+      return container_->iovas->allocate(rounded, page, options.dma_limit);
+    }();
     if (!iova) {
       last_error = iova.error();
       continue;
     }
     auto mapping = allocate_memory(rounded, backing);
     if (!mapping) {
-      domain_->iovas.release(*iova, rounded);
+      give_back(*iova);
       last_error = mapping.error();
       continue;
     }
     // A child process must not share pages the device writes into (after fork they would be
     // copy-on-write, and the parent could end up with a copy the device never sees).
     if (auto advised = sys::advise(*mapping, MADV_DONTFORK, "DMA buffer"); !advised) {
-      domain_->iovas.release(*iova, rounded);
+      give_back(*iova);
       return std::unexpected(advised.error());
     }
-    auto mapped = sys::vfio::map_dma(domain_->container_fd, reinterpret_cast<std::uint64_t>(mapping->data()),
+    auto mapped = sys::vfio::map_dma(container_->fd.get(), reinterpret_cast<std::uint64_t>(mapping->data()),
                                      iova->value, rounded, options.device_reads, options.device_writes);
     if (!mapped) {
-      domain_->iovas.release(*iova, rounded);
-      return std::unexpected(explain_map_failure(mapped.error(), rounded, domain_->mapped_bytes));
+      give_back(*iova);
+      return std::unexpected(explain_map_failure(mapped.error(), rounded));
     }
-    domain_->mapped_bytes += rounded;
-    return DmaBuffer(domain_, std::move(*mapping), size, *iova, backing);
+    {
+      std::lock_guard lock(container_->mutex);
+      container_->mapped_bytes += rounded;
+    }
+    return DmaBuffer(container_, std::move(*mapping), size, *iova, backing);
   }
   return std::unexpected(last_error);
 }
 DmaBuffer& DmaBuffer::operator=(DmaBuffer&& other) noexcept {
   if (this != &other) {
     (void)release();
-    domain_ = std::move(other.domain_);
+    container_ = std::move(other.container_);
     memory_ = std::move(other.memory_);
     size_ = std::exchange(other.size_, 0);
     iova_ = other.iova_;
@@ -154,9 +182,9 @@ DmaBuffer& DmaBuffer::operator=(DmaBuffer&& other) noexcept {
 DmaBuffer::~DmaBuffer() { (void)release(); }
 
 Result<void> DmaBuffer::release() {
-  if (!domain_ || !memory_.valid()) return {};
+  if (!container_ || !memory_.valid()) return {};
   const std::uint64_t length = memory_.size();
-  auto unmapped = sys::vfio::unmap_dma(domain_->container_fd, iova_.value, length);
+  auto unmapped = sys::vfio::unmap_dma(container_->fd.get(), iova_.value, length);
   Result<void> result;
   if (!unmapped) {
     result = std::unexpected(unmapped.error());
@@ -167,14 +195,15 @@ Result<void> DmaBuffer::release() {
   }
   if (unmapped) {
     // Only an IOVA the kernel no longer maps may be handed out again.
-    domain_->iovas.release(iova_, length);
-    domain_->mapped_bytes -= std::min(domain_->mapped_bytes, length);
+    std::lock_guard lock(container_->mutex);
+    container_->iovas->release(iova_, length);
+    container_->mapped_bytes -= std::min(container_->mapped_bytes, length);
   }
   // The memory goes after the IOMMU mapping. If the unmap failed, the kernel still holds
   // its pins on these pages, so the device cannot reach memory that is reused; the IOVA
   // stays out of the allocator, since the kernel may still translate it.
   memory_ = Mapping();
-  domain_.reset();
+  container_.reset();
   return result;
 }
 
@@ -197,6 +226,7 @@ struct DmaPoolState {
   DmaAllocator allocator;
   DmaBufferOptions options;
   std::size_t chunk_size = 0;
+  std::mutex mutex;  // guards `chunks` and each chunk's free space
   std::vector<Chunk> chunks;
 };
 }  // namespace detail
@@ -206,10 +236,16 @@ Result<DmaPool> DmaPool::create(const DmaAllocator& allocator, const DmaBufferOp
     return std::unexpected(make_error(Errc::invalid_argument, "create DMA pool", fmt::format("chunks of {} bytes", chunk_size),
                                       "the chunk size must be a multiple of 4096"));
   }
-  return DmaPool(std::make_shared<detail::DmaPoolState>(detail::DmaPoolState{allocator, options, chunk_size, {}}));
+  auto state = std::make_shared<detail::DmaPoolState>(allocator);
+  state->options = options;
+  state->chunk_size = chunk_size;
+  return DmaPool(std::move(state));
 }
 
-std::size_t DmaPool::chunk_count() const { return state_->chunks.size(); }
+std::size_t DmaPool::chunk_count() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->chunks.size();
+}
 
 Result<DmaSlice> DmaPool::allocate(std::size_t size, std::size_t alignment) {
   if (size == 0 || size > state_->chunk_size || alignment == 0 || alignment > kPage || (alignment & (alignment - 1))) {
@@ -219,6 +255,7 @@ Result<DmaSlice> DmaPool::allocate(std::size_t size, std::size_t alignment) {
                                                   state_->chunk_size),
                                       "use DmaAllocator::allocate for large buffers"));
   }
+  std::lock_guard lock(state_->mutex);
   for (std::size_t index = 0;; ++index) {
     if (index == state_->chunks.size()) {
       auto buffer = state_->allocator.allocate(state_->chunk_size, state_->options);
@@ -237,7 +274,10 @@ Result<DmaSlice> DmaPool::allocate(std::size_t size, std::size_t alignment) {
 
 void DmaSlice::give_back() {
   if (!pool_) return;
-  pool_->chunks[chunk_].free.release(Iova{offset_}, size_);
+  {
+    std::lock_guard lock(pool_->mutex);
+    pool_->chunks[chunk_].free.release(Iova{offset_}, size_);
+  }
   pool_.reset();
 }
 

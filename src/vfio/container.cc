@@ -1,0 +1,179 @@
+// VfioContainer: /dev/vfio/vfio, the groups attached to it, and opening devices.
+#include <fcntl.h>
+#include <fmt/format.h>
+
+#include <cstring>
+#include <utility>
+
+#include "pcie/config_space.h"
+#include "pcie/vfio.h"
+#include "src/pci/sysfs_links.h"
+#include "src/sys/syscalls.h"
+#include "src/sys/vfio_ioctls.h"
+#include "src/vfio/capability_chain.h"
+#include "src/vfio/diagnosis.h"
+#include "src/vfio/state.h"
+
+namespace pcie {
+namespace {
+
+// The IOVA ranges the IOMMU reports; empty when the kernel does not report them (before
+// Linux 5.4), an error when the ioctl itself fails.
+Result<std::vector<IovaRange>> read_iova_ranges(int container_fd) {
+  std::vector<IovaRange> ranges;
+  auto info = sys::vfio::iommu_info(container_fd);
+  if (!info) return std::unexpected(info.error());
+  vfio_iommu_type1_info base;
+  std::memcpy(&base, info->data(), sizeof base);
+  if (!(base.flags & VFIO_IOMMU_INFO_CAPS)) return ranges;
+  const auto at = vfio_detail::find_capability(*info, base.cap_offset, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+                                               sizeof(vfio_iommu_type1_info_cap_iova_range));
+  if (!at) return ranges;
+  vfio_iommu_type1_info_cap_iova_range capability;
+  std::memcpy(&capability, info->data() + *at, sizeof capability);
+  for (const vfio_iova_range& range :
+       vfio_detail::capability_entries<vfio_iova_range>(*info, *at + sizeof capability, capability.nr_iovas)) {
+    ranges.push_back({range.start, range.end});
+  }
+  return ranges;
+}
+
+struct AttachedGroup {
+  int number = -1;
+  int fd = -1;  // owned by the container state
+};
+
+// The device's group, attached to the container (opened now or earlier). Called with the
+// state's mutex held.
+Result<AttachedGroup> attach_group(detail::VfioContainerState& state, const Bdf& bdf) {
+  const auto group = sysfs::device_iommu_group(state.paths.sysfs, bdf);
+  if (!group) {
+    if (!sys::path_exists(state.paths.sysfs.device_dir(bdf))) {
+      return std::unexpected(make_error(Errc::not_found, "open through VFIO", bdf.to_string(), "no such device"));
+    }
+    return std::unexpected(explain_vfio_failure(make_error(Errc::not_supported, "open through VFIO", bdf.to_string(), ""),
+                                                "group", vfio_detail::failure_context(state.paths, bdf)));
+  }
+  for (const auto& attached : state.groups) {
+    if (attached.number == *group) return AttachedGroup{attached.number, attached.fd.get()};
+  }
+  const std::string node = state.paths.dev_vfio + "/" + std::to_string(*group);
+  auto fd = sys::open_file(node, O_RDWR, "open VFIO group");
+  if (!fd) return std::unexpected(explain_vfio_failure(fd.error(), "group", vfio_detail::failure_context(state.paths, bdf)));
+
+  auto flags = sys::vfio::group_status(fd->get(), node);
+  if (!flags) return std::unexpected(flags.error());
+  if (!(*flags & VFIO_GROUP_FLAGS_VIABLE)) {
+    return std::unexpected(explain_vfio_failure(make_error(Errc::busy, "open VFIO group", node, ""), "viable",
+                                                vfio_detail::failure_context(state.paths, bdf)));
+  }
+  if (auto attached = sys::vfio::group_set_container(fd->get(), state.fd.get(), node); !attached) {
+    return std::unexpected(attached.error());
+  }
+  if (state.groups.empty()) {
+    // The IOMMU model is chosen once, after the first group is attached (vfio.rst).
+    if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
+    auto ranges = read_iova_ranges(state.fd.get());
+    if (!ranges) return std::unexpected(ranges.error());
+    state.iova_ranges = std::move(*ranges);
+    if (!state.iova_ranges.empty()) state.iovas.emplace(state.iova_ranges);
+  }
+  state.groups.push_back({*group, std::move(*fd)});
+  return AttachedGroup{*group, state.groups.back().fd.get()};
+}
+
+}  // namespace
+
+VfioContainer::VfioContainer(std::shared_ptr<detail::VfioContainerState> state) : state_(std::move(state)) {}
+VfioContainer::VfioContainer(VfioContainer&&) noexcept = default;
+VfioContainer& VfioContainer::operator=(VfioContainer&&) noexcept = default;
+VfioContainer::~VfioContainer() = default;
+
+Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
+  const std::string node = paths.dev_vfio + "/vfio";
+  auto fd = sys::open_file(node, O_RDWR, "open VFIO container");
+  if (!fd) {
+    Error error = fd.error();
+    if (error.code == Errc::not_found) {
+      error.hint = "load the VFIO modules: modprobe vfio-pci";
+    } else if (error.code == Errc::permission_denied) {
+      error.hint = fmt::format("{} is normally open to every user (mode 0666): check it with ls -l {}; then the "
+                               "group node /dev/vfio/N must be yours (chown), or run as root",
+                               node, node);
+    }
+    return std::unexpected(error);
+  }
+  auto version = sys::vfio::get_api_version(fd->get());
+  if (!version) return std::unexpected(version.error());
+  if (*version != VFIO_API_VERSION) {
+    return std::unexpected(make_error(Errc::not_supported, "open VFIO container", node,
+                                      fmt::format("VFIO API version {}, expected {}", *version, VFIO_API_VERSION)));
+  }
+  auto type1v2 = sys::vfio::check_extension(fd->get(), VFIO_TYPE1v2_IOMMU);
+  if (!type1v2) return std::unexpected(type1v2.error());
+  if (!*type1v2) {
+    return std::unexpected(make_error(Errc::not_supported, "open VFIO container", node,
+                                      "the kernel offers no type1v2 IOMMU model",
+                                      "load vfio_iommu_type1 (modprobe vfio_iommu_type1)"));
+  }
+  auto state = std::make_shared<detail::VfioContainerState>();
+  state->paths = paths;
+  state->fd = std::move(*fd);
+  return VfioContainer(std::move(state));
+}
+
+std::vector<IovaRange> VfioContainer::iova_ranges() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->iova_ranges;
+}
+
+std::vector<int> VfioContainer::attached_groups() const {
+  std::lock_guard lock(state_->mutex);
+  std::vector<int> numbers;
+  for (const auto& group : state_->groups) numbers.push_back(group.number);
+  return numbers;
+}
+
+int VfioContainer::fd() const { return state_->fd.get(); }
+
+Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf) {
+  const std::string name = bdf.to_string();
+  auto device = std::make_shared<detail::VfioDeviceState>();
+  device->container = state_;
+  device->bdf = bdf;
+  vfio_device_info info{};
+  {
+    // One thread at a time attaches groups and sets the IOMMU model.
+    std::lock_guard lock(state_->mutex);
+    auto group = attach_group(*state_, bdf);
+    if (!group) return std::unexpected(group.error());
+    auto fd = sys::vfio::group_get_device_fd(group->fd, name);
+    if (!fd) {
+      return std::unexpected(explain_vfio_failure(fd.error(), "device", vfio_detail::failure_context(state_->paths, bdf)));
+    }
+    device->group = group->number;
+    device->fd = std::move(*fd);
+  }
+  auto queried = sys::vfio::device_info(device->fd.get(), name);
+  if (!queried) return std::unexpected(queried.error());
+  info = *queried;
+  if (!(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
+    return std::unexpected(make_error(Errc::not_supported, "open through VFIO", name, "not a vfio-pci device"));
+  }
+  VfioDevice opened(std::move(device), info.num_regions, info.num_irqs, (info.flags & VFIO_DEVICE_FLAGS_RESET) != 0);
+  // A new owner must not inherit a device still doing what a previous (perhaps killed)
+  // owner started: reset it when it can be, and leave bus mastering off until the driver
+  // has set the device up (DPDK resets on setup too).
+  if (opened.reset_supported()) {
+    if (auto reset = opened.reset(); !reset) {
+      Error error = reset.error();
+      error.operation = "reset on open: " + error.operation;
+      error.hint = "the device may still be busy with a previous owner's work; retry, or check dmesg";
+      return std::unexpected(error);
+    }
+  }
+  if (auto off = opened.enable_bus_master(false); !off) return std::unexpected(off.error());
+  return opened;
+}
+
+}  // namespace pcie

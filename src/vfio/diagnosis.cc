@@ -1,0 +1,116 @@
+// Why opening a device through VFIO failed, in words the user can act on.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "pcie/vfio.h"
+#include "src/pci/sysfs_links.h"
+#include "src/sys/syscalls.h"
+#include "src/vfio/diagnosis.h"
+
+namespace pcie {
+namespace {
+
+bool is_bridge(const SysfsPaths& sysfs, const Bdf& bdf) {
+  auto class_text = sys::read_text_file(sysfs.device_dir(bdf) + "/class", 64);
+  // "0x060400": PCI-to-PCI bridge (06 04) or CardBus bridge (06 07).
+  return class_text && (class_text->starts_with("0x0604") || class_text->starts_with("0x0607"));
+}
+
+std::string bind_hint(const Bdf& bdf) {
+  const std::string name = bdf.to_string();
+  return fmt::format("bind it to vfio-pci: echo vfio-pci > /sys/bus/pci/devices/{0}/driver_override; "
+                     "echo {0} > /sys/bus/pci/drivers_probe (after unbinding its current driver)",
+                     name);
+}
+
+}  // namespace
+
+namespace vfio_detail {
+
+VfioFailureContext failure_context(const VfioPaths& paths, const Bdf& bdf) {
+  VfioFailureContext context;
+  context.bdf = bdf;
+  context.group = sysfs::device_iommu_group(paths.sysfs, bdf);
+  context.driver = sysfs::device_driver(paths.sysfs, bdf).value_or(std::nullopt);
+  auto groups = sys::list_directory(paths.iommu_groups);
+  context.iommu_enabled = groups && !groups->empty();
+  if (context.group) {
+    auto members = sys::list_directory(paths.iommu_groups + "/" + std::to_string(*context.group) + "/devices");
+    if (members) {
+      std::sort(members->begin(), members->end());
+      for (const std::string& name : *members) {
+        auto member_bdf = Bdf::parse(name);
+        if (!member_bdf) continue;
+        context.members.push_back({*member_bdf, sysfs::device_driver(paths.sysfs, *member_bdf).value_or(std::nullopt),
+                                   is_bridge(paths.sysfs, *member_bdf)});
+      }
+    }
+  }
+  return context;
+}
+
+}  // namespace vfio_detail
+
+bool vfio_member_allows_viability(const VfioGroupMember& member) {
+  return member.is_bridge || !member.driver || *member.driver == "vfio-pci" || *member.driver == "pci-stub";
+}
+
+Error explain_vfio_failure(const Error& raw, std::string_view step, const VfioFailureContext& context) {
+  Error error = raw;
+  const std::string name = context.bdf.to_string();
+  if (!context.group) {
+    error.code = Errc::not_supported;
+    if (!context.iommu_enabled) {
+      error.reason = "the IOMMU is off: the kernel created no IOMMU groups";
+      error.hint = "enable VT-d / AMD-Vi in the firmware and boot with intel_iommu=on (Intel) or amd_iommu=on "
+                   "(AMD); the sysfs path (BarMapping) works without an IOMMU";
+    } else {
+      error.reason = name + " is in no IOMMU group";
+      error.hint = "the IOMMU does not cover this device; check dmesg for DMAR/AMD-Vi messages";
+    }
+    return error;
+  }
+  const int group = *context.group;
+  const std::string current = context.driver ? "bound to '" + *context.driver + "'" : "bound to no driver";
+  if (step == "viable") {
+    std::vector<std::string> blockers;
+    std::string unbind;
+    for (const VfioGroupMember& member : context.members) {
+      if (vfio_member_allows_viability(member)) continue;
+      blockers.push_back(fmt::format("{} is bound to {}", member.bdf.to_string(), *member.driver));
+      if (unbind.empty()) unbind = fmt::format("echo {} > /sys/bus/pci/drivers/{}/unbind", member.bdf.to_string(), *member.driver);
+    }
+    error.code = Errc::busy;
+    error.reason = fmt::format("group {} not viable: {}", group,
+                               blockers.empty() ? "a device in it is bound to a driver other than vfio-pci"
+                                                : fmt::format("{}", fmt::join(blockers, ", ")));
+    error.hint = "every device in an IOMMU group must be bound to vfio-pci or to no driver; unbind "
+                 "the others or bind them to vfio-pci" + (unbind.empty() ? std::string() : " (" + unbind + ")");
+    return error;
+  }
+  if (step == "group") {
+    const std::string node = "/dev/vfio/" + std::to_string(group);
+    if (raw.sys_errno == ENOENT) {
+      error.code = Errc::not_found;
+      error.reason = fmt::format("{} does not exist: {} is {}, not to vfio-pci", node, name, current);
+      error.hint = bind_hint(context.bdf);
+    } else if (raw.sys_errno == EBUSY) {
+      error.reason = fmt::format("group {} is already open (another process, or another container in this one)", group);
+      error.hint = fmt::format("a group can be opened once; find the holder with `fuser {}`", node);
+    } else if (raw.code == Errc::permission_denied) {
+      error.hint = fmt::format("run as root, or give your user {} (chown) and enough RLIMIT_MEMLOCK for DMA", node);
+    }
+    return error;
+  }
+  if (step == "device" && context.driver.value_or("") != "vfio-pci") {
+    error.code = Errc::not_found;
+    error.reason = fmt::format("{} is {}, not to vfio-pci", name, current);
+    error.hint = bind_hint(context.bdf);
+  }
+  return error;
+}
+
+
+}  // namespace pcie

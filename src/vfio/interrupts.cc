@@ -1,0 +1,177 @@
+// VfioInterrupts: a device's interrupt vectors on eventfds (VFIO_DEVICE_SET_IRQS).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "pcie/vfio.h"
+#include "src/sys/syscalls.h"
+#include "src/sys/vfio_ioctls.h"
+#include "src/vfio/state.h"
+
+namespace pcie {
+namespace {
+
+std::uint32_t irq_index_of(IrqKind kind) {
+  switch (kind) {
+    case IrqKind::intx: return VFIO_PCI_INTX_IRQ_INDEX;
+    case IrqKind::msi: return VFIO_PCI_MSI_IRQ_INDEX;
+    case IrqKind::msix: return VFIO_PCI_MSIX_IRQ_INDEX;
+    case IrqKind::error: return VFIO_PCI_ERR_IRQ_INDEX;
+    case IrqKind::request: return VFIO_PCI_REQ_IRQ_INDEX;
+  }
+  return VFIO_PCI_MSI_IRQ_INDEX;
+}
+
+constexpr unsigned bit_of(std::uint32_t index) { return 1u << index; }
+
+// A device signals with one of INTx, MSI and MSI-X at a time (vfio_pci_set_irqs_ioctl
+// refuses the others while one is enabled).
+constexpr unsigned kExclusiveIndexes =
+    bit_of(VFIO_PCI_INTX_IRQ_INDEX) | bit_of(VFIO_PCI_MSI_IRQ_INDEX) | bit_of(VFIO_PCI_MSIX_IRQ_INDEX);
+
+const char* kind_of_index(std::uint32_t index) {
+  switch (index) {
+    case VFIO_PCI_INTX_IRQ_INDEX: return "INTx";
+    case VFIO_PCI_MSI_IRQ_INDEX: return "MSI";
+    case VFIO_PCI_MSIX_IRQ_INDEX: return "MSI-X";
+    default: return "another interrupt kind";
+  }
+}
+
+}  // namespace
+
+const char* to_string(IrqKind kind) {
+  switch (kind) {
+    case IrqKind::intx: return "INTx";
+    case IrqKind::msi: return "MSI";
+    case IrqKind::msix: return "MSI-X";
+    case IrqKind::error: return "error IRQ";
+    case IrqKind::request: return "request IRQ";
+  }
+  return "?";
+}
+
+Result<unsigned> VfioDevice::vector_count(IrqKind kind) const {
+  auto info = sys::vfio::irq_info(fd(), irq_index_of(kind), bdf().to_string());
+  if (!info) return std::unexpected(info.error());
+  return info->count;
+}
+
+Result<VfioInterrupts> VfioInterrupts::enable(const VfioDevice& device, IrqKind kind, unsigned count) {
+  const std::string name = fmt::format("{} {}", device.bdf().to_string(), to_string(kind));
+  const std::uint32_t index = irq_index_of(kind);
+  auto vectors = device.vector_count(kind);
+  if (!vectors) return std::unexpected(vectors.error());
+  if (count == 0 || count > *vectors) {
+    return std::unexpected(make_error(Errc::out_of_range, "enable interrupts", name,
+                                      fmt::format("{} vectors asked, the device has {}", count, *vectors),
+                                      *vectors == 0 ? "the device does not implement this interrupt kind" : ""));
+  }
+  std::vector<UniqueFd> eventfds;
+  std::vector<int> raw;
+  for (unsigned i = 0; i < count; ++i) {
+    auto fd = sys::make_eventfd();
+    if (!fd) return std::unexpected(fd.error());
+    raw.push_back(fd->get());
+    eventfds.push_back(std::move(*fd));
+  }
+  detail::VfioDeviceState& state = *device.state_;
+  // Checked and claimed under the device's lock: a second owner of the same kind would
+  // silently take the first one's vectors, and its destruction would turn them off under
+  // the first one.
+  std::lock_guard lock(state.mutex);
+  if ((state.irq_indexes_in_use & bit_of(index)) != 0) {
+    return std::unexpected(make_error(Errc::busy, "enable interrupts", name,
+                                      fmt::format("{} is already enabled on this device by another VfioInterrupts",
+                                                  to_string(kind)),
+                                      "use that one, or disable or destroy it first"));
+  }
+  if ((bit_of(index) & kExclusiveIndexes) != 0) {
+    const unsigned others = state.irq_indexes_in_use & kExclusiveIndexes;
+    if (others != 0) {
+      const std::uint32_t other = static_cast<std::uint32_t>(__builtin_ctz(others));
+      return std::unexpected(make_error(Errc::busy, "enable interrupts", name,
+                                        fmt::format("{} is enabled: a device signals with one of INTx, MSI and MSI-X "
+                                                    "at a time",
+                                                    kind_of_index(other)),
+                                        fmt::format("disable {} first", kind_of_index(other))));
+    }
+  }
+  if (auto set = sys::vfio::set_irq_eventfds(state.fd.get(), index, raw, device.bdf().to_string()); !set) {
+    return std::unexpected(set.error());
+  }
+  state.irq_indexes_in_use |= bit_of(index);
+  return VfioInterrupts(device.state_, name, kind, std::move(eventfds));
+}
+
+VfioInterrupts::VfioInterrupts(std::shared_ptr<detail::VfioDeviceState> device, std::string name, IrqKind kind,
+                               std::vector<UniqueFd> eventfds)
+    : device_(std::move(device)), name_(std::move(name)), kind_(kind), eventfds_(std::move(eventfds)) {}
+
+VfioInterrupts::VfioInterrupts(VfioInterrupts&& other) noexcept
+    : device_(std::move(other.device_)), name_(std::move(other.name_)), kind_(other.kind_),
+      eventfds_(std::move(other.eventfds_)) {}
+
+VfioInterrupts& VfioInterrupts::operator=(VfioInterrupts&& other) noexcept {
+  if (this != &other) {
+    (void)disable();
+    device_ = std::move(other.device_);
+    name_ = std::move(other.name_);
+    kind_ = other.kind_;
+    eventfds_ = std::move(other.eventfds_);
+  }
+  return *this;
+}
+
+VfioInterrupts::~VfioInterrupts() { (void)disable(); }
+
+Result<void> VfioInterrupts::disable() {
+  if (!device_ || eventfds_.empty()) return {};
+  // Disable before the eventfds close: the kernel must stop signalling them first.
+  std::lock_guard lock(device_->mutex);
+  auto disabled = sys::vfio::set_irq_eventfds(device_->fd.get(), irq_index_of(kind_), {}, name_);
+  device_->irq_indexes_in_use &= ~bit_of(irq_index_of(kind_));
+  eventfds_.clear();
+  return disabled;
+}
+
+Result<int> VfioInterrupts::eventfd(unsigned vector) const {
+  if (vector >= eventfds_.size()) {
+    return std::unexpected(make_error(Errc::out_of_range, "eventfd of", name_,
+                                      fmt::format("vector {} of {} enabled", vector, eventfds_.size())));
+  }
+  return eventfds_[vector].get();
+}
+
+Result<std::uint64_t> VfioInterrupts::wait(unsigned vector, std::chrono::milliseconds timeout) const {
+  if (vector >= eventfds_.size()) {
+    return std::unexpected(make_error(Errc::out_of_range, "wait for interrupt", name_,
+                                      fmt::format("vector {} of {}", vector, eventfds_.size())));
+  }
+  // poll() takes an int of milliseconds, where -1 means forever: clamp, never wrap.
+  const auto bounded = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, std::numeric_limits<int>::max());
+  return sys::wait_eventfd(eventfds_[vector].get(), static_cast<int>(bounded));
+}
+
+Result<std::optional<std::size_t>> wait_any(std::span<const InterruptVector> vectors, std::chrono::milliseconds timeout) {
+  std::vector<int> fds;
+  for (const InterruptVector& wanted : vectors) {
+    if (wanted.interrupts == nullptr) {
+      return std::unexpected(make_error(Errc::invalid_argument, "wait for interrupts", "", "a null interrupt set"));
+    }
+    auto fd = wanted.interrupts->eventfd(wanted.vector);
+    if (!fd) return std::unexpected(fd.error());
+    fds.push_back(*fd);
+  }
+  const auto bounded = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, std::numeric_limits<int>::max());
+  return sys::wait_first_eventfd(fds, static_cast<int>(bounded));
+}
+
+Result<void> VfioInterrupts::unmask_intx() const {
+  if (kind_ != IrqKind::intx || !device_) return {};
+  return sys::vfio::unmask_irq(device_->fd.get(), VFIO_PCI_INTX_IRQ_INDEX, name_);
+}
+
+}  // namespace pcie

@@ -1,0 +1,45 @@
+// What VFIO handles share (private): the container with its groups and its one IOVA space,
+// and each device's descriptor. Reference-counted, so that the last handle to go closes
+// them, in the right order, whatever order the caller destroys its objects in.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "pcie/iova.h"
+#include "pcie/sys/unique_fd.h"
+#include "pcie/vfio.h"
+
+namespace pcie::detail {
+
+struct VfioContainerState {
+  struct Group {
+    int number = -1;
+    UniqueFd fd;
+  };
+  VfioPaths paths;
+  UniqueFd fd;  // /dev/vfio/vfio; declared before `groups`, so closed after them
+  // Guards everything below: groups attached by open_device, and the IOVA space shared by
+  // every DmaAllocator of the container (two allocators with spaces of their own would
+  // hand out the same addresses).
+  mutable std::mutex mutex;
+  std::vector<Group> groups;
+  std::vector<IovaRange> iova_ranges;
+  std::optional<IovaAllocator> iovas;  // made when the first group sets the IOMMU model
+  std::uint64_t mapped_bytes = 0;      // mapped into the IOMMU through this container
+};
+
+struct VfioDeviceState {
+  std::shared_ptr<VfioContainerState> container;  // declared first: released last
+  Bdf bdf;
+  int group = -1;
+  UniqueFd fd;
+  // Guards read-modify-writes of the command register and the IRQ indexes in use.
+  std::mutex mutex;
+  unsigned irq_indexes_in_use = 0;  // bit n: VFIO IRQ index n is enabled by a VfioInterrupts
+};
+
+}  // namespace pcie::detail

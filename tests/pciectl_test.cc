@@ -330,6 +330,32 @@ TEST_F(PciectlTest, UnbindGuardRefusesAndNeverClaimsSuccessItDidNotHave) {
   EXPECT_EQ(cli::slurp(tree_->pci_root() + "/drivers/nvme/unbind"), "");
 }
 
+// The memory types the kernel granted (x86 PAT), in info and bench: verified where the
+// table can be read, "unverified" otherwise, and a bench mapping whose type the kernel
+// did not grant is refused (exit 5), never measured under the wrong name.
+TEST_F(PciectlTest, MemoryTypesAreVerifiedOrSaidToBeUnverified) {
+  const CommandResult unverified = pciectl("info 00:04.0");
+  ASSERT_EQ(unverified.exit_code, 0) << unverified.err;
+  EXPECT_NE(unverified.out.find("Memory types: unverified"), std::string::npos) << unverified.out;
+  ASSERT_TRUE(tree_->set_pat_memtypes("PAT: [mem 0x0000000800000000-0x0000000800400000] uncached-minus\n"));
+  const CommandResult verified = pciectl("info 00:04.0");
+  EXPECT_NE(verified.out.find("size 4 MiB [mapped now: uncached-minus]"), std::string::npos) << verified.out;
+  EXPECT_NE(verified.out.find("Memory types: verified"), std::string::npos) << verified.out;
+  const auto json = nlohmann::json::parse(pciectl("info 00:04.0 --json").out);
+  EXPECT_EQ(json["memory_types_verified"], true);
+  EXPECT_EQ(json["bars"][1]["mapped_memory_types"], (nlohmann::json{"uncached-minus"}));
+
+  // Something holds the BAR uncached: bench's write-combined mapping would be uncached too.
+  expect_error(pciectl("bench 00:04.0 bar2 --mapping wc --sizes 64 --min-time-ms 1 --repetitions 1"), 5,
+               "the kernel granted uncached-minus");
+  const CommandResult uc = pciectl("bench 00:04.0 bar2 --mapping uc --sizes 64 --widths 32 --min-time-ms 1 "
+                                   "--repetitions 1 --latency-samples 3 --json");
+  ASSERT_EQ(uc.exit_code, 0) << uc.err;
+  const auto bench = nlohmann::json::parse(uc.out);
+  EXPECT_EQ(bench["memory_types"][0]["verified"], true);
+  EXPECT_EQ(bench["memory_types"][0]["granted"], "uncached-minus");
+}
+
 TEST_F(PciectlTest, LsBadFilterIsUsageError) { expect_error(pciectl("ls -d 12345:"), 2, "parse ID filter"); }
 
 TEST_F(PciectlTest, InfoHuman) {

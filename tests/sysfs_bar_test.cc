@@ -395,6 +395,67 @@ TEST_F(SysfsBarTest, VirtualFunctionDecodesByItsPfsSriovControl) {
   EXPECT_EQ(enabled.error().code, Errc::device_disabled);
 }
 
+// x86 PAT gives a second mapping of a range the first one's type. The kernel's table says
+// what it granted; a mapping whose type differs from the one asked for is refused, or
+// taken with the granted type when asked; without the table it is "unverified".
+TEST_F(SysfsBarTest, MemoryTypeIsCheckedAgainstTheKernelsPatTable) {
+  // ivshmem BAR2: 0x800000000, 4 MiB.
+  auto unverified = BarMapping::map(tree_->paths(), kIvshmem, 2, {.memory_type = MemoryType::write_combined});
+  ASSERT_TRUE(unverified) << unverified.error().message();
+  EXPECT_FALSE(unverified->memory_type_report().verified());
+  EXPECT_NE(unverified->memory_type_report().note.find("unverified"), std::string::npos);
+  EXPECT_EQ(unverified->memory_type(), MemoryType::write_combined) << "as asked, since nothing says otherwise";
+  unverified = std::unexpected(make_error(Errc::io_error, "", "", ""));
+
+  ASSERT_TRUE(tree_->set_pat_memtypes("PAT memtype list:\n"
+                                      "PAT: [mem 0x00000000fd000000-0x00000000fe000000] write-combining\n"
+                                      "PAT: [mem 0x0000000800000000-0x0000000800400000] write-combining\n"));
+  auto granted = BarMapping::map(tree_->paths(), kIvshmem, 2, {.memory_type = MemoryType::write_combined});
+  ASSERT_TRUE(granted) << granted.error().message();
+  EXPECT_TRUE(granted->memory_type_report().verified());
+  EXPECT_EQ(granted->memory_type_report().granted_name, "write-combining");
+  EXPECT_EQ(granted->memory_type(), MemoryType::write_combined);
+
+  // Another mapping made the range uncached first: asking for write-combining gets uncached.
+  ASSERT_TRUE(tree_->set_pat_memtypes("PAT: [mem 0x0000000800000000-0x0000000800400000] uncached-minus\n"
+                                      "PAT: [mem 0x0000000800000000-0x0000000800400000] uncached-minus\n"));
+  auto refused = BarMapping::map(tree_->paths(), kIvshmem, 2, {.memory_type = MemoryType::write_combined});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::busy) << refused.error().message();
+  EXPECT_NE(refused.error().reason.find("granted uncached-minus"), std::string::npos) << refused.error().message();
+  auto taken = BarMapping::map(tree_->paths(), kIvshmem, 2,
+                               {.memory_type = MemoryType::write_combined,
+                                .on_mismatch = MemoryTypeMismatch::use_granted});
+  ASSERT_TRUE(taken) << taken.error().message();
+  EXPECT_EQ(taken->memory_type(), MemoryType::uncached);
+  EXPECT_EQ(taken->mmio().memory_type(), MemoryType::uncached) << "the copy path picks its kernel from this";
+  EXPECT_EQ(taken->memory_type_report().requested, MemoryType::write_combined);
+  // And the uncached mapping it asked for is what it got.
+  auto uncached = BarMapping::map(tree_->paths(), kIvshmem, 2);
+  ASSERT_TRUE(uncached) << uncached.error().message();
+  EXPECT_TRUE(uncached->memory_type_report().verified());
+
+  ASSERT_TRUE(tree_->set_pat_memtypes("PAT: [mem 0x0000000800000000 nonsense\n"));
+  auto garbage = BarMapping::map(tree_->paths(), kIvshmem, 2);
+  ASSERT_TRUE(garbage);
+  EXPECT_FALSE(garbage->memory_type_report().verified()) << "an unreadable table verifies nothing";
+}
+
+// Booted with nopat, the kernel makes no resourceN_wc: the refusal says PAT is off.
+TEST_F(SysfsBarTest, WriteCombiningWithoutPatSaysPatIsOff) {
+  ASSERT_EQ(::unlink((tree_->device_dir(kIvshmem) + "/resource2_wc").c_str()), 0);
+  auto refused = BarMapping::map(tree_->paths(), kIvshmem, 2, {.memory_type = MemoryType::write_combined});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::not_supported) << refused.error().message();
+  EXPECT_NE(refused.error().reason.find("PAT is off"), std::string::npos) << refused.error().message();
+  EXPECT_EQ(refused.error().message().find("device present"), std::string::npos) << refused.error().message();
+  ASSERT_TRUE(tree_->set_kernel_cmdline("BOOT_IMAGE=/vmlinuz root=/dev/vda1 nopat quiet\n"));
+  refused = BarMapping::map(tree_->paths(), kIvshmem, 2, {.memory_type = MemoryType::write_combined});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().reason.find("booted with nopat"), std::string::npos) << refused.error().message();
+  EXPECT_TRUE(BarMapping::map(tree_->paths(), kIvshmem, 2)) << "uncached still works";
+}
+
 TEST_F(SysfsBarTest, RemovedDeviceIsNotMapped) {
   std::vector<std::uint8_t> all_ones(256, 0xff);
   ASSERT_TRUE(tree_->write_config(kEdu, all_ones));

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <optional>
 #include <string_view>
 
 #include "pcie/error.h"
@@ -22,6 +23,18 @@ enum class MemoryType {
 
 // "uncached", "write-combined" or "write-back".
 const char* to_string(MemoryType type);
+
+// What a mapping asked for and what the kernel granted it (pcie/memory_type.h checks it).
+struct MemoryTypeReport {
+  MemoryType requested = MemoryType::uncached;
+  // From the PAT table; nullopt when it could not be read (see `note`).
+  std::optional<MemoryType> granted;
+  std::string granted_name;  // the kernel's name for it ("uncached-minus"); "" when unverified
+  std::string note;          // why it is unverified, or what differs
+  bool verified() const { return granted.has_value(); }
+  bool matches() const { return !granted || *granted == requested; }
+};
+
 
 // Access width in bytes.
 enum class Width : std::uint8_t { bits8 = 1, bits16 = 2, bits32 = 4, bits64 = 8 };
@@ -114,8 +127,14 @@ class Region {
   Result<void> write(Width width, std::uint64_t offset, std::uint64_t value);
   bool writable() const { return writable_; }
 
-  // How the window is mapped; the bulk copy path (pcie/copy.h) picks its kernel from it.
+  // How the window is mapped, as the kernel granted it where that could be verified, else
+  // as asked for (memory_type_report() says which); the bulk copy path (pcie/copy.h)
+  // picks its kernel from it.
   virtual MemoryType memory_type() const { return MemoryType::uncached; }
+  // What was asked for, what was granted, and whether that could be verified.
+  virtual MemoryTypeReport memory_type_report() const {
+    return {memory_type(), std::nullopt, "", "not checked for this kind of region"};
+  }
   // Where the whole region is one mapping: its base address, for the bulk copy path's
   // vector kernels. nullptr for regions reached through pread/pwrite (I/O ports, VFIO
   // regions without a mapping or with sparse areas), which copy register by register.

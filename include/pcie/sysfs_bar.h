@@ -20,8 +20,16 @@
 
 namespace pcie {
 
+// What to do when the kernel grants a mapping another memory type than asked for (x86 PAT
+// gives a second mapping of a range the first one's type: pcie/memory_type.h).
+enum class MemoryTypeMismatch {
+  fail,         // refuse the mapping (busy), saying what the kernel granted
+  use_granted,  // map it; memory_type() and memory_type_report() say what it really is
+};
+
 struct BarMapOptions {
   MemoryType memory_type = MemoryType::uncached;  // uncached or write_combined
+  MemoryTypeMismatch on_mismatch = MemoryTypeMismatch::fail;
   std::uint64_t offset = 0;  // window start inside the BAR; must be page-aligned
   std::uint64_t length = 0;  // window length; 0 maps to the end of the BAR
   bool writable = true;      // false maps read-only (PROT_READ)
@@ -46,7 +54,12 @@ class BarMapping final : public Region {
   // permission_denied (not root), driver_owns_region (names the driver), lockdown,
   // misaligned/out_of_range (window), device_disabled (Memory Space Enable is off and
   // options.enable_decoding is not set), device_removed (config space reads all ones),
-  // malformed (the resource file is shorter than the window: a fake or broken tree).
+  // malformed (the resource file is shorter than the window: a fake or broken tree),
+  // busy (the kernel granted another memory type than asked for, with options.on_mismatch
+  // fail), not_supported for write-combining when PAT is off (nopat).
+  //
+  // The memory type is checked against the kernel's PAT table after mapping where root can
+  // read it (debugfs); elsewhere memory_type_report() says it is unverified.
   static Result<BarMapping> map(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
                                 const BarMapOptions& options = {});
 
@@ -56,9 +69,11 @@ class BarMapping final : public Region {
   std::uint64_t size() const override { return length_; }
   const std::string& name() const override { return name_; }
   // The accessor view of the window (offset 0 = window start). Valid while this lives.
-  MmioView mmio() const { return MmioView(mapping_.data(), length_, allowed_widths(), name_, memory_type_); }
+  MmioView mmio() const { return MmioView(mapping_.data(), length_, allowed_widths(), name_, memory_type()); }
   std::uint64_t window_offset() const { return window_offset_; }
-  MemoryType memory_type() const override { return memory_type_; }
+  // The granted type where verified, else the one asked for.
+  MemoryType memory_type() const override { return report_.granted.value_or(report_.requested); }
+  MemoryTypeReport memory_type_report() const override { return report_; }
   std::byte* mapped_base() const override { return mapping_.data(); }
 
  protected:
@@ -72,17 +87,17 @@ class BarMapping final : public Region {
   static Result<BarMapping> map_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& bar,
                                     const std::optional<std::string>& driver, const BarMapOptions& options);
   BarMapping(std::string name, UniqueFd fd, Mapping mapping, std::uint64_t window_offset,
-             std::uint64_t length, MemoryType memory_type, bool writable)
+             std::uint64_t length, MemoryTypeReport report, bool writable)
       : Region(WidthSet::all(), writable), name_(std::move(name)), fd_(std::move(fd)),
         mapping_(std::move(mapping)), window_offset_(window_offset), length_(length),
-        memory_type_(memory_type) {}
+        report_(std::move(report)) {}
 
   std::string name_;
   UniqueFd fd_;       // declared before mapping_: released after it
   Mapping mapping_;
   std::uint64_t window_offset_ = 0;
   std::uint64_t length_ = 0;
-  MemoryType memory_type_ = MemoryType::uncached;
+  MemoryTypeReport report_;
 };
 
 // An I/O-port BAR reached through pread/pwrite on <device>/resourceN, which the kernel

@@ -22,6 +22,10 @@ struct SysfsPaths {
   std::string class_net = "/sys/class/net";
   std::string mountinfo_file = "/proc/self/mountinfo";
   std::string swaps_file = "/proc/swaps";
+  // The memory types the kernel granted mappings of physical ranges (x86 PAT; root and
+  // debugfs only), and the kernel command line (to tell "booted with nopat").
+  std::string pat_memtype_list = "/sys/kernel/debug/x86/pat_memtype_list";
+  std::string kernel_cmdline = "/proc/cmdline";
 
   // <pci_root>/devices/<bdf>
   std::string device_dir(const Bdf& bdf) const;

@@ -10,6 +10,7 @@
 #include "pcie/byte_order.h"
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
+#include "pcie/memory_type.h"
 #include "src/bar/register_file.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
@@ -243,6 +244,19 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
   const std::string path = fmt::format("{}/resource{}{}", paths.device_dir(bdf), bar,
                                        write_combined ? "_wc" : "");
   auto fd = sys::open_file(path, options.writable ? O_RDWR : O_RDONLY, "open");
+  if (!fd && write_combined && fd.error().sys_errno == ENOENT &&
+      sys::path_exists(fmt::format("{}/resource{}", paths.device_dir(bdf), bar))) {
+    // The kernel makes resourceN_wc for prefetchable BARs only when PAT works
+    // (pci_create_attr, arch_can_pci_mmap_wc).
+    const auto cmdline = sys::read_text_file(paths.kernel_cmdline, 64 * 1024);
+    const bool nopat = cmdline && (" " + *cmdline).find(" nopat") != std::string::npos;
+    return std::unexpected(make_error(
+        Errc::not_supported, "map write-combined", name,
+        fmt::format("the kernel offers no write-combined mapping of this BAR (no {}): PAT is off ({})",
+                    path.substr(path.rfind('/') + 1), nopat ? "the kernel was booted with nopat" : "booted with nopat, "
+                                                                  "or the CPU has no PAT"),
+        "map it uncached, or boot without nopat"));
+  }
   if (!fd) {
     return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, driver)));
   }
@@ -265,8 +279,16 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
   if (!mapping) {
     return std::unexpected(explain_bar_failure(mapping.error(), failure_context(paths, bdf, bar, path, driver)));
   }
-  return BarMapping(name, std::move(*fd), std::move(*mapping), options.offset, length,
-                    options.memory_type, options.writable);
+  // What the kernel really granted: a second mapping of the range gets the first one's type.
+  MemoryTypeReport report = check_memory_type(paths, options.memory_type, info.bus_address + options.offset, length);
+  if (!report.matches() && options.on_mismatch == MemoryTypeMismatch::fail) {
+    return std::unexpected(make_error(Errc::busy, "map " + std::string(to_string(options.memory_type)), name,
+                                      report.note,
+                                      "unmap the other mapping of this BAR first (in this process or another), or "
+                                      "accept the granted type (MemoryTypeMismatch::use_granted)"));
+  }
+  return BarMapping(name, std::move(*fd), std::move(*mapping), options.offset, length, std::move(report),
+                    options.writable);
 }
 
 Result<std::uint64_t> BarMapping::read_checked(Width width, std::uint64_t offset) const {

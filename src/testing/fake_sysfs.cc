@@ -206,6 +206,9 @@ Result<FakeSysfs> FakeSysfs::create() {
   if (auto ok = tree.set_mountinfo("22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"); !ok) {
     return std::unexpected(ok.error());
   }
+  if (auto ok = tree.set_kernel_cmdline("BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet\n"); !ok) {
+    return std::unexpected(ok.error());
+  }
   if (auto ok = tree.set_swaps("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"); !ok) {
     return std::unexpected(ok.error());
   }
@@ -240,7 +243,20 @@ SysfsPaths FakeSysfs::paths() const {
   paths.class_net = directory_ + "/sys/class/net";
   paths.mountinfo_file = directory_ + "/proc/self/mountinfo";
   paths.swaps_file = directory_ + "/proc/swaps";
+  paths.pat_memtype_list = directory_ + "/sys/kernel/debug/x86/pat_memtype_list";
+  paths.kernel_cmdline = directory_ + "/proc/cmdline";
   return paths;
+}
+
+Result<void> FakeSysfs::set_pat_memtypes(const std::string& contents) {
+  std::error_code ec;
+  fs::create_directories(directory_ + "/sys/kernel/debug/x86", ec);
+  if (auto ok = check_fs(ec, "create", directory_ + "/sys/kernel/debug/x86"); !ok) return ok;
+  return write_file(directory_ + "/sys/kernel/debug/x86/pat_memtype_list", contents);
+}
+
+Result<void> FakeSysfs::set_kernel_cmdline(const std::string& contents) {
+  return write_file(directory_ + "/proc/cmdline", contents);
 }
 
 Result<void> FakeSysfs::add_block_device(const FakeBlockDevice& device) {

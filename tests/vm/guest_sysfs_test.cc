@@ -10,6 +10,8 @@
 // driver. GuestVfio.* needs the IOMMU (vfio-pci) and GuestVfioNoIommu.* its absence; the
 // host filters out the one that does not apply.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "examples/edu/edu_driver.h"
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
+#include "pcie/memory_type.h"
 #include "pcie/sysfs_bar.h"
 #include "pcie/vfio.h"
 #include "pcie/testing/fake_sysfs.h"
@@ -356,11 +359,100 @@ TEST(GuestVfioNoIommu, OpenExplainsThatTheIommuIsOff) {
   std::printf("IOMMU off: %s\n", device.error().message().c_str());
 }
 
+// --- x86 PAT: the memory type a mapping really gets (pcie/memory_type.h) ---
+// Run with debugfs mounted (the kernel's pat_memtype_list), and unmounted again after.
+
+namespace {
+
+struct Debugfs {
+  Debugfs() { mounted = ::mount("debugfs", "/sys/kernel/debug", "debugfs", 0, nullptr) == 0; }
+  ~Debugfs() {
+    if (mounted) ::umount("/sys/kernel/debug");
+  }
+  bool mounted = false;
+};
+
+Result<BarMapping> map_ivshmem_bar(MemoryType type, MemoryTypeMismatch on_mismatch = MemoryTypeMismatch::fail) {
+  return BarMapping::map(SysfsPaths{}, kIvshmem, 2, {.memory_type = type, .on_mismatch = on_mismatch});
+}
+
+}  // namespace
+
+TEST(GuestPat, EachMemoryTypeIsGrantedWhenAloneAndSecondMappingsAreCaught) {
+  {
+    auto unverified = map_ivshmem_bar(MemoryType::write_combined);
+    ASSERT_TRUE(unverified) << unverified.error().message();
+    EXPECT_FALSE(unverified->memory_type_report().verified()) << "no debugfs yet";
+  }
+  Debugfs debugfs;
+  ASSERT_TRUE(debugfs.mounted) << std::strerror(errno);
+  for (const MemoryType first : {MemoryType::uncached, MemoryType::write_combined}) {
+    const MemoryType second = first == MemoryType::uncached ? MemoryType::write_combined : MemoryType::uncached;
+    SCOPED_TRACE(std::string("first ") + to_string(first));
+    auto alone = map_ivshmem_bar(first);
+    ASSERT_TRUE(alone) << alone.error().message();
+    ASSERT_TRUE(alone->memory_type_report().verified()) << alone->memory_type_report().note;
+    EXPECT_EQ(alone->memory_type(), first) << alone->memory_type_report().granted_name;
+    std::printf("%s alone: the kernel granted %s\n", to_string(first),
+                alone->memory_type_report().granted_name.c_str());
+
+    auto refused = map_ivshmem_bar(second);
+    ASSERT_FALSE(refused) << "a second mapping got " << to_string(refused->memory_type());
+    EXPECT_EQ(refused.error().code, Errc::busy) << refused.error().message();
+    std::printf("second: %s\n", refused.error().message().c_str());
+    auto taken = map_ivshmem_bar(second, MemoryTypeMismatch::use_granted);
+    ASSERT_TRUE(taken) << taken.error().message();
+    EXPECT_EQ(taken->memory_type(), first) << "what the kernel really gave the second mapping";
+
+    // pciectl info sees the live mapping's type.
+    const cli::CommandResult info = pciectl("info 0000:00:04.0");
+    EXPECT_NE(info.out.find(std::string("[mapped now: ") + alone->memory_type_report().granted_name),
+              std::string::npos)
+        << info.out;
+  }
+}
+
+TEST(GuestPat, BenchMeasuresOneVerifiedMemoryTypeAtATime) {
+  Debugfs debugfs;
+  ASSERT_TRUE(debugfs.mounted);
+  const cli::CommandResult run =
+      pciectl("bench 0000:00:04.0 bar2 --sizes 4K --widths 32,copy --repetitions 1 --min-time-ms 1 "
+              "--latency-samples 10 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  ASSERT_EQ(json["memory_types"].size(), 2u) << run.out;
+  EXPECT_EQ(json["memory_types"][0]["requested"], "uncached");
+  EXPECT_EQ(json["memory_types"][0]["verified"], true);
+  EXPECT_EQ(json["memory_types"][0]["granted"], "uncached-minus");
+  EXPECT_EQ(json["memory_types"][1]["requested"], "write-combined");
+  EXPECT_EQ(json["memory_types"][1]["verified"], true);
+  EXPECT_EQ(json["memory_types"][1]["granted"], "write-combining") << "the uncached mapping was gone by then";
+  for (const auto& row : json["throughput"]) EXPECT_GT(row["median_gbs"].get<double>(), 0) << row;
+}
+
+// Booted with nopat (vm_sysfs_nopat_test), the kernel offers no resourceN_wc at all.
+TEST(GuestNopat, WriteCombiningIsRefusedSayingPatIsOff) {
+  auto wc = map_ivshmem_bar(MemoryType::write_combined);
+  ASSERT_FALSE(wc);
+  EXPECT_EQ(wc.error().code, Errc::not_supported) << wc.error().message();
+  EXPECT_NE(wc.error().reason.find("booted with nopat"), std::string::npos) << wc.error().message();
+  const cli::CommandResult named = pciectl("bench 0000:00:04.0 bar2 --mapping wc");
+  EXPECT_EQ(named.exit_code, 2) << named.err;
+  EXPECT_NE(named.err.find("PAT is off"), std::string::npos) << named.err;
+  const cli::CommandResult all = pciectl("bench 0000:00:04.0 bar2 --sizes 4K --widths 32 --repetitions 1 "
+                                         "--min-time-ms 1 --latency-samples 10 --json");
+  EXPECT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_NE(all.err.find("write-combined: not measured"), std::string::npos) << all.err;
+  auto uc = map_ivshmem_bar(MemoryType::uncached);
+  EXPECT_TRUE(uc) << uc.error().message();
+}
+
 // --- ivshmem: a 64-bit prefetchable BAR, write-combined ---
 
 TEST(GuestIvshmem, WriteCombinedPatternsReadBackExactly) {
   auto wc = BarMapping::map(SysfsPaths{}, kIvshmem, 2, {.memory_type = MemoryType::write_combined});
   ASSERT_TRUE(wc) << wc.error().message();
+  std::uint64_t ivshmem_size = wc->size();
   ASSERT_EQ(wc->size(), g_expect.ivshmem_size);
   ASSERT_EQ(wc->memory_type(), MemoryType::write_combined);
   const MmioView bar = wc->mmio();
@@ -378,8 +470,11 @@ TEST(GuestIvshmem, WriteCombinedPatternsReadBackExactly) {
     }
   }
   barrier_before_doorbell();  // drain the write-combining buffers
+  ASSERT_EQ(ivshmem_size, g_expect.ivshmem_size);
+  wc = std::unexpected(make_error(Errc::not_found, "", "", ""));  // unmapped: one memory type at a time
 
-  // Read everything back through a separate uncached mapping of the same BAR.
+  // Read everything back through an uncached mapping of the same BAR, made after the
+  // write-combined one is gone (x86 PAT would make it write-combined otherwise).
   auto uncached = BarMapping::map(SysfsPaths{}, kIvshmem, 2, {.writable = false});
   ASSERT_TRUE(uncached) << uncached.error().message();
   const std::vector<std::uint8_t> expected = vm::expected_ivshmem_image(uncached->size());

@@ -3,7 +3,8 @@
 // uio_pci_generic without the IOMMU) and an nvme behind a root port, with its driver; runs guest_sysfs_test in it; then checks, on the host, every byte the
 // guest wrote through ivshmem's write-combined BAR.
 //
-// Flags: --pcie-vm=PATH --guest=PATH --pciectl=PATH (Bazel passes them), --iommu=1|0.
+// Flags: --pcie-vm=PATH --guest=PATH --pciectl=PATH (Bazel passes them), --iommu=1|0,
+// --nopat=1 (boot with PAT off: the write-combining refusal and discovery only).
 #include <gtest/gtest.h>
 
 #include "tests/vm/ivshmem_host_check.h"
@@ -14,11 +15,14 @@ namespace {
 constexpr std::uint64_t kIvshmemSize = 1 << 20;
 constexpr std::uint64_t kMembar = 8ull << 30;
 std::filesystem::path g_ivshmem_file;
+bool pcie_vm_nopat = false;
 
 }  // namespace
 
 pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path& work_dir) {
   const bool iommu = !flags.contains("iommu") || flags.at("iommu") != "0";
+  const bool nopat = flags.contains("nopat") && flags.at("nopat") == "1";
+  pcie_vm_nopat = nopat;
   // Without an IOMMU vfio-pci cannot bind (Debian's kernel has no VFIO no-IOMMU mode), so
   // that variant binds uio_pci_generic, the driver UIO-based user-space drivers use.
   const std::string bound_driver = iommu ? "vfio-pci" : "uio_pci_generic";
@@ -33,13 +37,21 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
                                {iommu ? "--iommu=1" : "--iommu=0", "--bound-driver=" + bound_driver,
                                 "--ivshmem-size=" + std::to_string(kIvshmemSize),
                                 "--membar=" + std::to_string(kMembar)});
-  options.guest_command.push_back(iommu ? "--gtest_filter=-GuestVfioNoIommu.*" : "--gtest_filter=-GuestVfio.*");
+  if (nopat) {
+    // PAT off: only what it changes (write-combining) and discovery, which it must not.
+    options.vm_arguments.insert(options.vm_arguments.end(), {"--append", "nopat"});
+    options.guest_command.push_back("--gtest_filter=GuestNopat.*:GuestDiscovery.*");
+  } else {
+    options.guest_command.push_back(iommu ? "--gtest_filter=-GuestVfioNoIommu.*:GuestNopat.*"
+                                          : "--gtest_filter=-GuestVfio.*:GuestNopat.*");
+  }
   return options;
 }
 
 namespace {
 
 TEST(HostIvshmem, BackingFileHoldsTheGuestsPatterns) {
+  if (pcie_vm_nopat) GTEST_SKIP() << "the nopat run writes no pattern";
   pcie::vm::expect_file_holds_ivshmem_pattern(g_ivshmem_file, kIvshmemSize);
 }
 

@@ -16,6 +16,7 @@
 #include "pcie/barriers.h"
 #include "pcie/copy.h"
 #include "pcie/discovery.h"
+#include "pcie/memory_type.h"
 #include "pcie/sysfs_bar.h"
 #include "tools/pciectl/exit_codes.h"
 #include "tools/pciectl/parse.h"
@@ -269,23 +270,33 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
     }
   }
 
-  // Map every window before measuring anything, so a refusal costs nothing.
-  struct Window {
-    pcie::MemoryType type;
-    pcie::BarMapping mapping;
+  // One memory type at a time: while an uncached mapping of the window exists, x86 PAT
+  // makes a write-combined one uncached too (and the reverse), so holding both would
+  // measure one type twice. Each is mapped (and its type checked against the kernel's PAT
+  // table) once up front, so that a refusal costs nothing, then again for its rows only.
+  const auto map_window = [&](pcie::MemoryType type) {
+    return pcie::BarMapping::map(paths, *bdf, *bar_index,
+                                 {.memory_type = type,
+                                  .offset = *offset,
+                                  .length = length,
+                                  .writable = options.allow_write,
+                                  .enable_decoding = options.enable});
   };
-  std::vector<Window> windows;
-  for (pcie::MemoryType type : mappings) {
-    auto mapped = pcie::BarMapping::map(
-        paths, *bdf, *bar_index,
-        {.memory_type = type,
-         .offset = *offset,
-         .length = length,
-         .writable = options.allow_write,
-         .enable_decoding = options.enable});
-    if (!mapped) return fail(mapped.error());
-    windows.push_back({type, std::move(*mapped)});
+  std::vector<std::string> notes;
+  for (auto type = mappings.begin(); type != mappings.end();) {
+    auto trial = map_window(*type);
+    // With the default "all", a BAR the kernel offers no write-combined mapping of (PAT
+    // off) is measured uncached only, and says so; asked for by name, it is an error.
+    if (!trial && *type == pcie::MemoryType::write_combined && options.mapping == "all" &&
+        trial.error().code == pcie::Errc::not_supported) {
+      notes.push_back("write-combined: not measured: " + trial.error().reason);
+      type = mappings.erase(type);
+      continue;
+    }
+    if (!trial) return fail(trial.error());
+    ++type;
   }
+  for (const std::string& note : notes) fmt::print(stderr, "pciectl bench: {}\n", pcie::printable(note));
 
   const std::string window_text = fmt::format("{} [0x{:x}, 0x{:x}) ({})", bar_name, *offset, *offset + length,
                                               human_size(length));
@@ -302,13 +313,21 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   const pcie::CopyOptions copy_options{.kernel = *kernel};
   const auto min_time = std::chrono::nanoseconds(static_cast<std::int64_t>(options.min_time_ms * 1e6));
   const std::size_t directions = options.allow_write ? 2 : 1;
-  const std::size_t rows = windows.size() * directions * (access_bits.size() + (with_copy ? 1 : 0)) * sizes.size();
+  const std::size_t rows = mappings.size() * directions * (access_bits.size() + (with_copy ? 1 : 0)) * sizes.size();
   Progress progress(!options.no_progress && (options.progress || isatty(STDERR_FILENO)), rows);
   std::vector<Measurement> measurements;
   std::vector<Latency> latencies;
+  std::vector<pcie::MemoryTypeReport> reports;
 
-  for (const Window& window : windows) {
-    const pcie::MmioView view = window.mapping.mmio();
+  for (pcie::MemoryType requested : mappings) {
+    auto mapped = map_window(requested);
+    if (!mapped) {
+      progress.finish();
+      return fail(mapped.error());
+    }
+    const pcie::MemoryType type = mapped->memory_type();  // as granted, where verified
+    reports.push_back(mapped->memory_type_report());
+    const pcie::MmioView view = mapped->mmio();
     for (std::size_t direction = 0; direction < directions; ++direction) {
       const bool write = direction == 1;
       std::vector<std::string> kinds;
@@ -317,12 +336,12 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
         const auto copy_direction = write ? pcie::CopyDirection::to_device : pcie::CopyDirection::from_device;
         kinds.push_back(fmt::format(
             "copy ({})",
-            pcie::to_string(pcie::choose_copy_kernel(copy_direction, window.type, view.allowed_widths(), copy_options))));
+            pcie::to_string(pcie::choose_copy_kernel(copy_direction, type, view.allowed_widths(), copy_options))));
       }
       for (std::size_t kind = 0; kind < kinds.size(); ++kind) {
         for (std::uint64_t size : sizes) {
-          Measurement row{window.type, write, kinds[kind], size, {}};
-          progress.step(fmt::format("{} {} {} {}", memory_name(window.type), write ? "write" : "read", row.access,
+          Measurement row{type, write, kinds[kind], size, {}};
+          progress.step(fmt::format("{} {} {} {}", memory_name(type), write ? "write" : "read", row.access,
                                     human_size(size)));
           std::function<void()> pass;
           if (kind < access_bits.size()) {
@@ -349,13 +368,13 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
     }
     // Latency of one 32-bit access at the window's start (a read is non-posted: it waits
     // for the completion; a write is posted, so it is timed with a read-back behind it).
-    const double clock_ns = summarize(window.type, "", time_each(options.latency_samples, [] {}), 0).median_ns;
+    const double clock_ns = summarize(type, "", time_each(options.latency_samples, [] {}), 0).median_ns;
     for (unsigned i = 0; i < 10; ++i) (void)view.read<std::uint32_t>(0);
-    latencies.push_back(summarize(window.type, "32-bit read",
+    latencies.push_back(summarize(type, "32-bit read",
                                   time_each(options.latency_samples, [&] { (void)view.read<std::uint32_t>(0); }),
                                   clock_ns));
     if (options.allow_write) {
-      latencies.push_back(summarize(window.type, "posted 32-bit write + read-back",
+      latencies.push_back(summarize(type, "posted 32-bit write + read-back",
                                     time_each(options.latency_samples,
                                               [&] {
                                                 view.write<std::uint32_t>(0, 0x5a5a5a5a);
@@ -378,6 +397,13 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
       out["link"] = {{"speed_gts", device->link->current_speed_gts}, {"width", device->link->current_width}};
     }
     if (ceiling) out["write_ceiling_gbs"] = *ceiling;
+    out["memory_types"] = nlohmann::ordered_json::array();
+    for (const pcie::MemoryTypeReport& report : reports) {
+      out["memory_types"].push_back({{"requested", pcie::to_string(report.requested)},
+                                     {"verified", report.verified()},
+                                     {"granted", report.verified() ? report.granted_name : ""},
+                                     {"note", report.note}});
+    }
     out["repetitions"] = options.repetitions;
     out["throughput"] = nlohmann::ordered_json::array();
     for (const Measurement& row : measurements) {
@@ -406,6 +432,10 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
     fmt::print("link: {} GT/s x{}", device->link->current_speed_gts, device->link->current_width);
     if (ceiling) fmt::print("; CPU writes (64-byte TLPs at most) cannot beat about {:.1f} GB/s here", *ceiling);
     fmt::print("\n");
+  }
+  for (const pcie::MemoryTypeReport& report : reports) {
+    fmt::print("{} mapping: {}\n", pcie::to_string(report.requested),
+               report.verified() ? "verified, the kernel granted " + report.granted_name : report.note);
   }
   fmt::print("median of {} repetitions of at least {} ms each, after {} warm-up pass(es)\n\n", options.repetitions,
              options.min_time_ms, options.warmup);

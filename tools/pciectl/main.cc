@@ -33,6 +33,8 @@ pcie::SysfsPaths paths_of(const GlobalOptions& global) {
   paths.class_net = global.sysfs + "/class/net";
   paths.mountinfo_file = global.proc + "/self/mountinfo";
   paths.swaps_file = global.proc + "/swaps";
+  paths.pat_memtype_list = global.sysfs + "/kernel/debug/x86/pat_memtype_list";
+  paths.kernel_cmdline = global.proc + "/cmdline";
   return paths;
 }
 
@@ -84,10 +86,11 @@ int run_info(const GlobalOptions& global, const std::string& bdf_text, bool json
   if (!bdf) return fail(bdf.error());
   auto device = pcie::describe(*bdf, discovery_options(global));
   if (!device) return fail(device.error());
+  const BarMemoryTypes memory_types = read_bar_memory_types(paths_of(global), *device);
   if (json) {
-    fmt::print("{}\n", to_json(*device).dump(2));
+    fmt::print("{}\n", to_json(*device, &memory_types).dump(2));
   } else {
-    fmt::print("{}", render_details(*device));
+    fmt::print("{}", render_details(*device, &memory_types));
   }
   return kSuccess;
 }

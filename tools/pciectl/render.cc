@@ -1,6 +1,9 @@
 #include "tools/pciectl/render.h"
 
+#include "pcie/memory_type.h"
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 
@@ -45,7 +48,25 @@ std::string render_line(const pcie::DeviceInfo& device) {
   return line;
 }
 
-std::string render_details(const pcie::DeviceInfo& d) {
+BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::DeviceInfo& device) {
+  BarMemoryTypes types;
+  types.verified = true;
+  for (const pcie::BarInfo& bar : device.bars) {
+    if (bar.space != pcie::BarInfo::Space::memory) continue;
+    auto entries = pcie::pat_entries(paths, bar.bus_address, bar.size);
+    if (!entries) {
+      types.verified = false;
+      types.note = fmt::format("unverified: {} cannot be read ({}; it needs root and debugfs)", paths.pat_memtype_list,
+                               entries.error().reason);
+      types.by_bar.clear();
+      return types;
+    }
+    for (const pcie::PatEntry& entry : *entries) types.by_bar[bar.index].push_back(entry.type);
+  }
+  return types;
+}
+
+std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
   std::string out = render_line(d) + "\n";
   auto field = [&out](std::string_view name, const std::string& value) {
     out += fmt::format("  {:<14}{}\n", std::string(name) + ":", value);
@@ -78,8 +99,15 @@ std::string render_details(const pcie::DeviceInfo& d) {
     field("SR-IOV", fmt::format("{} of {} VFs enabled{}", d.sriov->num_vfs, d.sriov->total_vfs, vfs));
   }
   for (const pcie::BarInfo& bar : d.bars) {
+    std::string mapped;
+    if (memory_types != nullptr && memory_types->by_bar.contains(bar.index)) {
+      mapped = fmt::format(" [mapped now: {}]", fmt::join(memory_types->by_bar.at(bar.index), ", "));
+    }
     field(fmt::format("BAR{}", bar.index),
-          fmt::format("{} at 0x{:x}, size {}", bar_kind(bar), bar.bus_address, human_size(bar.size)));
+          fmt::format("{} at 0x{:x}, size {}{}", bar_kind(bar), bar.bus_address, human_size(bar.size), mapped));
+  }
+  if (memory_types != nullptr) {
+    field("Memory types", memory_types->verified ? "verified against the kernel's PAT table" : memory_types->note);
   }
   if (d.rom) field("ROM", fmt::format("at 0x{:x}, size {}", d.rom->bus_address, human_size(d.rom->size)));
   const bool privilege_limited = d.config_bytes_readable < d.config_file_bytes;
@@ -109,7 +137,7 @@ std::string render_details(const pcie::DeviceInfo& d) {
   return out;
 }
 
-nlohmann::ordered_json to_json(const pcie::DeviceInfo& d) {
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
   nlohmann::ordered_json json;
   json["bdf"] = d.bdf.to_string();
   json["vendor_id"] = fmt::format("{:04x}", d.vendor_id);
@@ -133,6 +161,17 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d) {
                             {"size", bar.size},
                             {"is_64bit", bar.is_64bit},
                             {"prefetchable", bar.prefetchable}});
+    if (memory_types != nullptr) {
+      json["bars"].back()["mapped_memory_types"] =
+          memory_types->verified ? nlohmann::ordered_json(memory_types->by_bar.contains(bar.index)
+                                                               ? memory_types->by_bar.at(bar.index)
+                                                               : std::vector<std::string>{})
+                                 : nlohmann::ordered_json();
+    }
+  }
+  if (memory_types != nullptr) {
+    json["memory_types_verified"] = memory_types->verified;
+    if (!memory_types->verified) json["memory_types_note"] = memory_types->note;
   }
   json["rom"] = d.rom ? nlohmann::ordered_json{{"bus_address", d.rom->bus_address}, {"size", d.rom->size}}
                       : nlohmann::ordered_json();

@@ -2,18 +2,30 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "pcie/discovery.h"
 
 namespace pciectl {
 
+// The memory types the kernel has granted mappings of a device's memory BARs now (x86
+// PAT), where that can be read (root, debugfs): for info's output.
+struct BarMemoryTypes {
+  bool verified = false;
+  std::string note;                                   // why not, when not verified
+  std::map<unsigned, std::vector<std::string>> by_bar; // BAR index -> granted type names
+};
+BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::DeviceInfo& device);
+
 // One lspci -nn -D style line: "0000:01:00.0 Class [0108]: Vendor Device [1b36:0010] (rev 02)".
 std::string render_line(const pcie::DeviceInfo& device);
-// Everything discovery knows, as indented text.
-std::string render_details(const pcie::DeviceInfo& device);
+// Everything discovery knows, as indented text (with the BARs' current memory types when
+// given).
+std::string render_details(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr);
 // Everything discovery knows, as a JSON object.
-nlohmann::ordered_json to_json(const pcie::DeviceInfo& device);
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr);
 // Prints the device's warnings (what discovery could not read) on stderr, one
 // "pciectl: warning: BDF: ..." line each: for outputs that have no room for them.
 void print_warnings(const pcie::DeviceInfo& device);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -308,6 +309,23 @@ TEST(GuestVfioErrors, UnprivilegedUserGetsAPermissionHint) {
     return 0;
   });
   EXPECT_EQ(status, 0) << "10: setuid, 11: no container, 12: opened, 13: wrong code, 14: no hint";
+}
+
+// A /dev/vfio/vfio the user cannot open (a hardened system's 0600) is explained, not just
+// "Permission denied".
+TEST(GuestVfioErrors, ContainerNodeWithoutAccessSaysWhatToCheck) {
+  ASSERT_EQ(chmod("/dev/vfio/vfio", 0600), 0);
+  const int status = run_in_child([] {
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
+    auto container = VfioContainer::open();
+    if (container) return 11;
+    if (container.error().code != Errc::permission_denied) return 12;
+    if (container.error().hint.find("0666") == std::string::npos) return 13;
+    std::printf("container: %s\n", container.error().message().c_str());
+    return 0;
+  });
+  EXPECT_EQ(chmod("/dev/vfio/vfio", 0666), 0);
+  EXPECT_EQ(status, 0) << "10: setuid, 11: opened, 12: wrong code, 13: no hint";
 }
 
 TEST(GuestBinding, BindVfioPciUseItAndRestore) {

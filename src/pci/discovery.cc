@@ -75,23 +75,6 @@ std::optional<std::int64_t> read_optional_number(const std::string& path, std::v
   return value;
 }
 
-// A number in a sysfs attribute that must be there ("0x8086\n"), or nullopt.
-std::optional<std::uint64_t> read_sysfs_number(const std::string& path) {
-  auto text = sys::read_text_file(path, 64);
-  if (!text) return std::nullopt;
-  std::string_view digits = *text;
-  while (!digits.empty() && (digits.back() == '\n' || digits.back() == ' ')) digits.remove_suffix(1);
-  int base = 10;
-  if (digits.starts_with("0x")) {
-    digits.remove_prefix(2);
-    base = 16;
-  }
-  std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
-  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
-  return value;
-}
-
 // The link of a device from its own config space, else from sysfs' link files.
 std::optional<LinkInfo> own_link(const SysfsPaths& paths, const Bdf& bdf) {
   if (auto config = ConfigSpace::open(paths, bdf)) {
@@ -180,10 +163,12 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   // kernel's vendor and device attributes hold the real ones (libpci reads those when it
   // scans, but config space when asked for one device).
   if (info.vendor_id == 0xffff || info.device_id == 0xffff) {
-    if (auto vendor = read_sysfs_number(dir + "/vendor"); vendor && *vendor <= 0xffff) {
+    if (auto vendor = read_optional_number(dir + "/vendor", info.warnings); vendor && *vendor >= 0 && *vendor <= 0xffff) {
       info.vendor_id = static_cast<std::uint16_t>(*vendor);
     }
-    if (auto id = read_sysfs_number(dir + "/device"); id && *id <= 0xffff) info.device_id = static_cast<std::uint16_t>(*id);
+    if (auto id = read_optional_number(dir + "/device", info.warnings); id && *id >= 0 && *id <= 0xffff) {
+      info.device_id = static_cast<std::uint16_t>(*id);
+    }
   }
   // libpci takes an unreadable subsystem attribute for a value (and says nothing): read
   // them here, where a failure becomes a warning. Absent ones (conventional PCI bridges,

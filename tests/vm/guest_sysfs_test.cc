@@ -20,7 +20,9 @@
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
 
 #include "examples/edu/edu_driver.h"
 #include "pcie/config_space.h"
@@ -357,6 +359,61 @@ TEST(GuestVfioNoIommu, OpenExplainsThatTheIommuIsOff) {
   EXPECT_NE(device.error().reason.find("the IOMMU is off"), std::string::npos) << device.error().message();
   EXPECT_NE(device.error().hint.find("intel_iommu=on"), std::string::npos) << device.error().message();
   std::printf("IOMMU off: %s\n", device.error().message().c_str());
+}
+
+// --- SR-IOV (vm_sriov_test: QEMU's nvme with sriov_max_vfs=2 at 01:00.0) ---
+
+TEST(GuestSriov, VirtualFunctionsAreLiveDevicesOnARealKernel) {
+  const Bdf pf{0, 1, 0, 0}, vf0{0, 1, 0, 1}, vf1{0, 1, 0, 2};
+  {
+    // No driver for the VFs: nvme would probe them asynchronously and give up (QEMU's VFs
+    // have no queues until the PF assigns some), changing what this test compares.
+    std::ofstream("/sys/bus/pci/devices/0000:01:00.0/sriov_drivers_autoprobe") << 0;
+    std::ofstream numvfs("/sys/bus/pci/devices/0000:01:00.0/sriov_numvfs");
+    numvfs << 2;
+  }
+  for (int i = 0; i < 50 && !std::filesystem::exists("/sys/bus/pci/devices/0000:01:00.2"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(std::filesystem::exists("/sys/bus/pci/devices/0000:01:00.2")) << "the VFs did not appear";
+  // What the spec says and the audit tripped on: a VF's config-space IDs read all ones.
+  auto config = ConfigSpace::open(SysfsPaths{}, vf0);
+  ASSERT_TRUE(config) << config.error().message();
+  EXPECT_EQ(config->read32(0x00).value_or(0), 0xffffffffu);
+  EXPECT_TRUE(config->check_present()) << "a VF is not a removed device";
+
+  auto devices = discover();
+  ASSERT_TRUE(devices) << devices.error().message();
+  const DeviceInfo* pf_info = find(*devices, pf);
+  ASSERT_NE(pf_info, nullptr);
+  EXPECT_EQ(pf_info->virtual_functions, (std::vector<Bdf>{vf0, vf1}));
+  ASSERT_TRUE(pf_info->sriov);
+  EXPECT_EQ(pf_info->sriov->total_vfs, 2u);
+  EXPECT_EQ(pf_info->sriov->num_vfs, 2u);
+  for (const Bdf& vf : {vf0, vf1}) {
+    SCOPED_TRACE(vf.to_string());
+    const DeviceInfo* info = find(*devices, vf);
+    ASSERT_NE(info, nullptr);
+    EXPECT_EQ(info->vendor_id, 0x1b36);
+    EXPECT_EQ(info->device_id, 0x0010);
+    ASSERT_TRUE(info->physical_function);
+    EXPECT_EQ(*info->physical_function, pf);
+    EXPECT_TRUE(info->warnings.empty()) << info->warnings.front();
+    EXPECT_TRUE(find_capability(info->capabilities, Capability::Space::standard, cap::kMsiX));
+    EXPECT_TRUE(find_capability(info->capabilities, Capability::Space::standard, cap::kPciExpress));
+    EXPECT_TRUE(info->link.has_value());
+    auto described = describe(vf);
+    ASSERT_TRUE(described) << described.error().message();
+    EXPECT_EQ(described->device_id, 0x0010);
+    EXPECT_EQ(described->capabilities, info->capabilities);
+  }
+  lspci::expect_same(*devices, lspci::run_lspci());
+  const cli::CommandResult json = pciectl("info 0000:01:00.2 --json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"physical_function\": \"0000:01:00.0\""), std::string::npos) << json.out;
+  // The VF's BAR decodes by the PF's VF Memory Space Enable, which the kernel set.
+  auto bar = BarMapping::map(SysfsPaths{}, vf0, 0, {.writable = false});
+  EXPECT_TRUE(bar) << bar.error().message();
 }
 
 // --- x86 PAT: the memory type a mapping really gets (pcie/memory_type.h) ---

@@ -47,8 +47,8 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
     options.vm_arguments.insert(options.vm_arguments.end(), {"--append", "nopat"});
     options.guest_command.push_back("--gtest_filter=GuestNopat.*:GuestDiscovery.*");
   } else {
-    options.guest_command.push_back(iommu ? "--gtest_filter=-GuestVfioNoIommu.*:GuestNopat.*"
-                                          : "--gtest_filter=-GuestVfio.*:GuestNopat.*");
+    options.guest_command.push_back(iommu ? "--gtest_filter=-GuestVfioNoIommu.*:GuestNopat.*:GuestSriov.*"
+                                          : "--gtest_filter=-GuestVfio.*:GuestNopat.*:GuestSriov.*");
   }
   return options;
 }

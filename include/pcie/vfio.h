@@ -243,6 +243,14 @@ struct InterruptVector {
 // its count, or nullopt when the timeout passed. out_of_range for a vector not enabled.
 Result<std::optional<std::size_t>> wait_any(std::span<const InterruptVector> vectors, std::chrono::milliseconds timeout);
 
+struct VfioDeviceOptions {
+  // Reset the device on open when vfio-pci knows a way, so that nothing a previous owner
+  // started survives the handover. Off only for devices whose state must outlive an owner
+  // (firmware loaded once, a cooperating process's setup), and only when the last owner
+  // left the device idle.
+  bool reset_on_open = true;
+};
+
 // A VFIO container with the type1v2 IOMMU model. Groups are opened and attached as their
 // devices are opened, and stay attached while the container or any device, region,
 // interrupt set, DMA allocator or DMA buffer of it lives (groups close before the
@@ -258,11 +266,14 @@ class VfioContainer {
   ~VfioContainer();
 
   // Opens `bdf` through its IOMMU group, attaching the group first if needed, then resets
-  // it when it can be reset and makes sure Bus Master Enable is off. Errors say what to
-  // do: the IOMMU is off, the device is not bound to vfio-pci, the group is not viable
-  // (naming every other device in it and its driver), the group is open elsewhere (busy),
-  // no access to /dev/vfio/N. Safe to call from several threads.
-  Result<VfioDevice> open_device(const Bdf& bdf);
+  // it when it can be reset (options.reset_on_open) and makes sure Bus Master Enable is
+  // off. Errors say what to do: the IOMMU is off, the device is not bound to vfio-pci, the
+  // group is not viable (naming every other device in it and its driver), the group is
+  // open elsewhere (busy), no access to /dev/vfio/N; busy when the device is already open
+  // in this container (opening it again would reset it under its owner); a failed reset
+  // is an error too (the device may still be busy with a previous owner's work). Safe
+  // from several threads.
+  Result<VfioDevice> open_device(const Bdf& bdf, const VfioDeviceOptions& options = {});
 
   // The IOVA ranges the IOMMU translates (MSI window excluded), known once a group is
   // attached; empty before.

@@ -136,7 +136,7 @@ std::vector<int> VfioContainer::attached_groups() const {
 
 int VfioContainer::fd() const { return state_->fd.get(); }
 
-Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf) {
+Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf, const VfioDeviceOptions& options) {
   const std::string name = bdf.to_string();
   auto device = std::make_shared<detail::VfioDeviceState>();
   device->container = state_;
@@ -145,6 +145,12 @@ Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf) {
   {
     // One thread at a time attaches groups and sets the IOMMU model.
     std::lock_guard lock(state_->mutex);
+    if (state_->open_devices.contains(bdf)) {
+      return std::unexpected(make_error(Errc::busy, "open through VFIO", name,
+                                        "the device is already open in this container",
+                                        "use the VfioDevice that is open (it may be shared between threads), or "
+                                        "destroy it and everything opened from it first"));
+    }
     auto group = attach_group(*state_, bdf);
     if (!group) return std::unexpected(group.error());
     auto fd = sys::vfio::group_get_device_fd(group->fd, name);
@@ -153,6 +159,8 @@ Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf) {
     }
     device->group = group->number;
     device->fd = std::move(*fd);
+    state_->open_devices.insert(bdf);
+    device->registered = true;
   }
   auto queried = sys::vfio::device_info(device->fd.get(), name);
   if (!queried) return std::unexpected(queried.error());
@@ -164,7 +172,7 @@ Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf) {
   // A new owner must not inherit a device still doing what a previous (perhaps killed)
   // owner started: reset it when it can be, and leave bus mastering off until the driver
   // has set the device up (DPDK resets on setup too).
-  if (opened.reset_supported()) {
+  if (options.reset_on_open && opened.reset_supported()) {
     if (auto reset = opened.reset(); !reset) {
       Error error = reset.error();
       error.operation = "reset on open: " + error.operation;

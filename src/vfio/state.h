@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "pcie/iova.h"
@@ -30,10 +31,25 @@ struct VfioContainerState {
   std::vector<IovaRange> iova_ranges;
   std::optional<IovaAllocator> iovas;  // made when the first group sets the IOMMU model
   std::uint64_t mapped_bytes = 0;      // mapped into the IOMMU through this container
+  // Devices open through this container: a second open of one would reset it and turn
+  // its bus mastering off under the first owner.
+  std::set<Bdf> open_devices;
 };
 
 struct VfioDeviceState {
+  VfioDeviceState() = default;
+  VfioDeviceState(const VfioDeviceState&) = delete;
+  VfioDeviceState& operator=(const VfioDeviceState&) = delete;
+  // Closes the device, then lets the container open it again.
+  ~VfioDeviceState() {
+    fd = UniqueFd();
+    if (container && registered) {
+      std::lock_guard lock(container->mutex);
+      container->open_devices.erase(bdf);
+    }
+  }
   std::shared_ptr<VfioContainerState> container;  // declared first: released last
+  bool registered = false;  // in container->open_devices
   Bdf bdf;
   int group = -1;
   UniqueFd fd;

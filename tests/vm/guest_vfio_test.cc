@@ -932,6 +932,11 @@ TEST(GuestReset, NvmeMsixAndResetThatRestoresItsRegistersButKeepsConfigSpace) {
     EXPECT_EQ(bar0->read(Width::bits32, kControllerConfiguration).value_or(0), kEntrySizes);
     ASSERT_TRUE(nvme->reset());
     EXPECT_EQ(bar0->read(Width::bits32, kControllerConfiguration).value_or(1), 0u) << "the controller was reset";
+
+    // A second open would reset the device under its owner: refused.
+    auto again = container.open_device(kNvme, {.reset_on_open = false});
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code, Errc::busy) << again.error().message();
     auto config = nvme->open_region(kVfioConfigRegion);
     ASSERT_TRUE(config);
     EXPECT_NE(config->read(Width::bits16, 0x04).value_or(0) & 0x4, 0u) << "the kernel restored the command register";

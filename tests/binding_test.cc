@@ -5,6 +5,7 @@
 // bind for real and check the guard against a real kernel's sysfs.
 #include "pcie/binding.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -200,7 +201,16 @@ TEST_F(BindingTest, HugeTreesAreSearchedWhole) {
   for (int i = 0; i < 300; ++i) {
     ASSERT_TRUE(tree_->add_block_device({"loop" + std::to_string(i), "7:" + std::to_string(i), std::nullopt, "", ""}));
   }
-  ASSERT_TRUE(tree_->set_mountinfo("22 1 259:0 / / rw - ext4 /dev/nvme0n1 rw\n"));
+  // A mount table of a busy container host (10,000 mounts, about 700 KB, read in growing
+  // chunks), with the mount that matters last.
+  std::string mountinfo;
+  for (int i = 0; i < 10000; ++i) {
+    mountinfo += fmt::format("{} 22 0:{} / /run/containers/{}/merged rw - overlay overlay rw,lowerdir=/l\n",
+                             100 + i, 100 + i, i);
+  }
+  mountinfo += "22 1 259:0 / / rw - ext4 /dev/nvme0n1 rw\n";
+  ASSERT_GT(mountinfo.size(), 600000u);
+  ASSERT_TRUE(tree_->set_mountinfo(mountinfo));
   EXPECT_EQ(uses(), std::vector<std::string>{"nvme0n1 is mounted on /"});
 }
 

@@ -435,6 +435,17 @@ TEST_F(SysfsBarTest, MemoryTypeIsCheckedAgainstTheKernelsPatTable) {
   ASSERT_TRUE(uncached) << uncached.error().message();
   EXPECT_TRUE(uncached->memory_type_report().verified());
 
+  // A type that is none of ours (write-through) never matches, and is used as uncached.
+  uncached = std::unexpected(make_error(Errc::io_error, "", "", ""));
+  ASSERT_TRUE(tree_->set_pat_memtypes("PAT: [mem 0x0000000800000000-0x0000000800400000] write-through\n"));
+  auto through = BarMapping::map(tree_->paths(), kIvshmem, 2);
+  ASSERT_FALSE(through);
+  EXPECT_NE(through.error().reason.find("granted write-through"), std::string::npos) << through.error().message();
+  auto through_taken = BarMapping::map(tree_->paths(), kIvshmem, 2, {.on_mismatch = MemoryTypeMismatch::use_granted});
+  ASSERT_TRUE(through_taken);
+  EXPECT_TRUE(through_taken->memory_type_report().mismatch);
+  EXPECT_EQ(through_taken->memory_type(), MemoryType::uncached);
+
   ASSERT_TRUE(tree_->set_pat_memtypes("PAT: [mem 0x0000000800000000 nonsense\n"));
   auto garbage = BarMapping::map(tree_->paths(), kIvshmem, 2);
   ASSERT_TRUE(garbage);

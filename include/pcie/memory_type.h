@@ -31,9 +31,15 @@ struct PatEntry {
 // Parses the whole table. malformed for a line that is not such an entry.
 Result<std::vector<PatEntry>> parse_pat_memtypes(std::string_view text);
 
-// The entries of paths.pat_memtype_list that overlap [start, start + length). Fails with
-// the reason the table cannot be read (permission_denied without root, not_found when
-// debugfs is not mounted or PAT is off), which callers report as "unverified".
+// The whole of paths.pat_memtype_list. Fails with the reason it cannot be read
+// (permission_denied without root, not_found when debugfs is not mounted or PAT is off),
+// which callers report as "unverified", or malformed.
+Result<std::vector<PatEntry>> read_pat_memtypes(const SysfsPaths& paths);
+
+// The entries that overlap [start, start + length) (overflow-safe).
+std::vector<PatEntry> overlapping(const std::vector<PatEntry>& entries, std::uint64_t start, std::uint64_t length);
+
+// read_pat_memtypes, then overlapping.
 Result<std::vector<PatEntry>> pat_entries(const SysfsPaths& paths, std::uint64_t start, std::uint64_t length);
 
 // The MemoryType of a PAT type name: uncached and uncached-minus are uncached (on device

@@ -27,12 +27,15 @@ const char* to_string(MemoryType type);
 // What a mapping asked for and what the kernel granted it (pcie/memory_type.h checks it).
 struct MemoryTypeReport {
   MemoryType requested = MemoryType::uncached;
-  // From the PAT table; nullopt when it could not be read (see `note`).
+  // What the kernel granted, from its PAT table; nullopt when that could not be read (see
+  // `note`). A type that is none of these three (write-through, write-protected) is
+  // reported as uncached, the one whose accesses are all kept, with `mismatch` set.
   std::optional<MemoryType> granted;
   std::string granted_name;  // the kernel's name for it ("uncached-minus"); "" when unverified
   std::string note;          // why it is unverified, or what differs
+  bool mismatch = false;     // verified, and not what was asked for
   bool verified() const { return granted.has_value(); }
-  bool matches() const { return !granted || *granted == requested; }
+  bool matches() const { return !mismatch; }
 };
 
 

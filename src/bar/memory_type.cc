@@ -45,17 +45,25 @@ Result<std::vector<PatEntry>> parse_pat_memtypes(std::string_view text) {
   return entries;
 }
 
-Result<std::vector<PatEntry>> pat_entries(const SysfsPaths& paths, std::uint64_t start, std::uint64_t length) {
+Result<std::vector<PatEntry>> read_pat_memtypes(const SysfsPaths& paths) {
   auto text = sys::read_text_file(paths.pat_memtype_list, 16 << 20);
   if (!text) return std::unexpected(text.error());
-  auto entries = parse_pat_memtypes(*text);
-  if (!entries) return std::unexpected(entries.error());
-  std::vector<PatEntry> overlapping;
+  return parse_pat_memtypes(*text);
+}
+
+std::vector<PatEntry> overlapping(const std::vector<PatEntry>& entries, std::uint64_t start, std::uint64_t length) {
   const std::uint64_t end = length > ~std::uint64_t{0} - start ? ~std::uint64_t{0} : start + length;
-  for (const PatEntry& entry : *entries) {
-    if (entry.start < end && start < entry.end) overlapping.push_back(entry);
+  std::vector<PatEntry> found;
+  for (const PatEntry& entry : entries) {
+    if (entry.start < end && start < entry.end) found.push_back(entry);
   }
-  return overlapping;
+  return found;
+}
+
+Result<std::vector<PatEntry>> pat_entries(const SysfsPaths& paths, std::uint64_t start, std::uint64_t length) {
+  auto entries = read_pat_memtypes(paths);
+  if (!entries) return std::unexpected(entries.error());
+  return overlapping(*entries, start, length);
 }
 
 std::optional<MemoryType> memory_type_of_pat(std::string_view name) {
@@ -90,12 +98,10 @@ MemoryTypeReport check_memory_type(const SysfsPaths& paths, MemoryType requested
     }
   }
   report.granted_name = granted->type;
-  report.granted = memory_type_of_pat(granted->type);
-  if (!report.granted) {
-    // Neither uncached, write-combined nor write-back: never what was asked for.
-    report.granted = requested == MemoryType::uncached ? MemoryType::write_back : MemoryType::uncached;
-  }
-  if (*report.granted != requested || !memory_type_of_pat(granted->type)) {
+  const std::optional<MemoryType> known = memory_type_of_pat(granted->type);
+  report.granted = known.value_or(MemoryType::uncached);
+  report.mismatch = known != requested;
+  if (report.mismatch) {
     report.note = fmt::format("asked for {}, the kernel granted {} (PAT gives every mapping of a range the type of "
                               "the first: another mapping of [0x{:x}, 0x{:x}) exists)",
                               to_string(requested), granted->type, granted->start, granted->end);

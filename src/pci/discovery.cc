@@ -75,19 +75,25 @@ std::optional<std::int64_t> read_optional_number(const std::string& path, std::v
   return value;
 }
 
-// The link of a device from its own config space, else from sysfs' link files.
-std::optional<LinkInfo> own_link(const SysfsPaths& paths, const Bdf& bdf) {
-  if (auto config = ConfigSpace::open(paths, bdf)) {
-    if (auto bytes = config->snapshot()) {
-      const auto walk = walk_standard_capabilities(*bytes);
-      if (auto link = decode_link(*bytes, walk.capabilities); link && *link && (*link)->current_width != 0) {
-        return **link;
-      }
-    }
+// The link of a device from its own config space, else from sysfs' link files; nullopt
+// when it has none, an error (the last one met) when neither could be read.
+Result<std::optional<LinkInfo>> own_link(const SysfsPaths& paths, const Bdf& bdf) {
+  std::optional<Error> problem;
+  if (auto config = ConfigSpace::open(paths, bdf); !config) {
+    problem = config.error();
+  } else if (auto bytes = config->snapshot(); !bytes) {
+    problem = bytes.error();
+  } else {
+    const auto walk = walk_standard_capabilities(*bytes);
+    auto link = decode_link(*bytes, walk.capabilities);
+    if (link && *link && (*link)->current_width != 0) return *link;
+    if (!link) problem = link.error();
   }
   auto link = read_sysfs_link(paths.device_dir(bdf));
-  if (!link || !*link || (*link)->current_width == 0) return std::nullopt;
-  return **link;
+  if (!link) return std::unexpected(link.error());
+  if (*link && (*link)->current_width != 0) return *link;
+  if (problem) return std::unexpected(*problem);
+  return std::optional<LinkInfo>{};
 }
 
 void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
@@ -128,12 +134,13 @@ void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
   }
   // A VF's Link registers are reserved (SR-IOV 1.1, 3.5): it is reached over its PF's link.
   if (info.physical_function && (!info.link || info.link->current_width == 0)) {
-    info.link = own_link(paths, *info.physical_function);
-    if (info.link) {
-      info.link->source = LinkInfo::Source::physical_function;
-    } else {
+    auto pf_link = own_link(paths, *info.physical_function);
+    if (!pf_link) {
       info.warnings.push_back("the link of its physical function " + info.physical_function->to_string() +
-                              " cannot be read");
+                              " cannot be read: " + pf_link.error().message());
+    } else if (*pf_link) {
+      info.link = **pf_link;
+      info.link->source = LinkInfo::Source::physical_function;
     }
   }
 }
@@ -207,6 +214,7 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
       info.warnings.push_back("cannot tell the IOMMU group: " + group.error().message());
     } else if (*group) {
       info.iommu_group = sysfs::parse_group_number(**group);
+      if (!info.iommu_group) info.warnings.push_back("the iommu_group link names no group: '" + **group + "'");
     }
     // Read here rather than by libpci, which takes an unreadable file for "no node".
     if (auto node = read_optional_number(dir + "/numa_node", info.warnings); node && *node >= 0 && *node < 1 << 16) {

@@ -167,17 +167,26 @@ std::uint64_t memlock_limit() {
 Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes) {
   auto fd = open_file(path, O_RDONLY, "open");
   if (!fd) return std::unexpected(fd.error());
-  // One byte more than allowed, so that an over-long file is detected rather than cut.
-  std::string text(max_bytes + 1, '\0');
-  auto n = pread_upto(fd->get(), std::as_writable_bytes(std::span(text)), 0, path);
-  if (!n) return std::unexpected(n.error());
-  if (*n > max_bytes) {
-    return std::unexpected(make_error(Errc::malformed, "read", path,
-                                      "file longer than " + std::to_string(max_bytes) +
-                                          " bytes; not a sysfs attribute"));
+  // Grown as it is read, so that a generous limit (a mount table, the PAT list: megabytes
+  // at most) costs nothing for the usual few bytes; one byte past the limit is read so that
+  // an over-long file is detected rather than cut.
+  std::string text;
+  std::size_t chunk = 4096;
+  for (;;) {
+    const std::size_t want = std::min(chunk, max_bytes + 1 - text.size());
+    const std::size_t had = text.size();
+    text.resize(had + want);
+    auto n = pread_upto(fd->get(), std::as_writable_bytes(std::span(text).subspan(had)), had, path);
+    if (!n) return std::unexpected(n.error());
+    text.resize(had + *n);
+    if (text.size() > max_bytes) {
+      return std::unexpected(make_error(Errc::malformed, "read", path,
+                                        "file longer than " + std::to_string(max_bytes) +
+                                            " bytes; not a sysfs attribute"));
+    }
+    if (*n < want) return text;  // end of file
+    chunk = std::min<std::size_t>(chunk * 2, 1 << 20);
   }
-  text.resize(*n);
-  return text;
 }
 
 Result<void> write_text_file(const std::string& path, std::string_view text, std::string_view operation) {

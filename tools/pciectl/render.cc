@@ -50,18 +50,18 @@ std::string render_line(const pcie::DeviceInfo& device) {
 
 BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::DeviceInfo& device) {
   BarMemoryTypes types;
+  auto entries = pcie::read_pat_memtypes(paths);  // once, for every BAR
+  if (!entries) {
+    types.note = fmt::format("unverified: {} cannot be read ({}; it needs root and debugfs)", paths.pat_memtype_list,
+                             entries.error().reason);
+    return types;
+  }
   types.verified = true;
   for (const pcie::BarInfo& bar : device.bars) {
     if (bar.space != pcie::BarInfo::Space::memory) continue;
-    auto entries = pcie::pat_entries(paths, bar.bus_address, bar.size);
-    if (!entries) {
-      types.verified = false;
-      types.note = fmt::format("unverified: {} cannot be read ({}; it needs root and debugfs)", paths.pat_memtype_list,
-                               entries.error().reason);
-      types.by_bar.clear();
-      return types;
+    for (const pcie::PatEntry& entry : pcie::overlapping(*entries, bar.bus_address, bar.size)) {
+      types.by_bar[bar.index].push_back(entry.type);
     }
-    for (const pcie::PatEntry& entry : *entries) types.by_bar[bar.index].push_back(entry.type);
   }
   return types;
 }

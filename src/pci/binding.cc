@@ -32,13 +32,9 @@ bool below(const std::string& path, const std::string& dir) {
 std::optional<bool> interface_is_up(const std::string& interface_dir) {
   auto flags = sys::read_text_file(interface_dir + "/flags", 64);
   if (!flags) return std::nullopt;
-  std::string_view text = *flags;
-  if (text.starts_with("0x")) text.remove_prefix(2);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
-  unsigned value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 16);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return (value & kInterfaceUp) != 0;
+  const auto value = sysfs::parse_number(*flags);  // "0x1003"
+  if (!value || *value < 0) return std::nullopt;
+  return (*value & kInterfaceUp) != 0;
 }
 
 // /proc's escapes for blanks and backslashes in paths (\040 is a space), decoded.

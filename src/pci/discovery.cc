@@ -41,25 +41,6 @@ BarInfo decode_bar(const pci_dev* device, unsigned index) {
   return bar;
 }
 
-// A number in a sysfs attribute ("0x8086\n", "4\n", "-1\n" as nullopt).
-std::optional<std::int64_t> parse_sysfs_number(std::string_view digits) {
-  while (!digits.empty() && (digits.back() == '\n' || digits.back() == ' ')) digits.remove_suffix(1);
-  bool negative = false;
-  if (digits.starts_with('-')) {
-    negative = true;
-    digits.remove_prefix(1);
-  }
-  int base = 10;
-  if (digits.starts_with("0x")) {
-    digits.remove_prefix(2);
-    base = 16;
-  }
-  std::int64_t value = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
-  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
-  return negative ? -value : value;
-}
-
 // An attribute the kernel writes only for some devices (sriov_totalvfs) or that may be
 // absent in a partial tree: nullopt when absent. One that exists but cannot be read, or
 // holds no number, is nullopt too, with a warning that says so and why: a field missing
@@ -70,7 +51,7 @@ std::optional<std::int64_t> read_optional_number(const std::string& path, std::v
     if (text.error().sys_errno != ENOENT) warnings.push_back("cannot read " + path + ": " + text.error().reason);
     return std::nullopt;
   }
-  auto value = parse_sysfs_number(*text);
+  auto value = sysfs::parse_number(*text);
   if (!value) warnings.push_back(fmt::format("{} holds no number: '{}'", path, printable(*text)));
   return value;
 }

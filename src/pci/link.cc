@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "pcie/config_space.h"
+#include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 
 namespace pcie {
@@ -73,11 +74,9 @@ std::optional<double> parse_sysfs_link_speed(std::string_view text) {
 namespace {
 
 std::optional<unsigned> parse_sysfs_width(std::string_view text) {
-  text = trim_trailing(text);
-  unsigned value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size() || value > 32) return std::nullopt;
-  return value;
+  const auto value = sysfs::parse_number(text);
+  if (!value || *value < 0 || *value > 32) return std::nullopt;
+  return static_cast<unsigned>(*value);
 }
 
 }  // namespace

@@ -31,6 +31,21 @@ Result<std::optional<std::string>> device_driver(const SysfsPaths& paths, const 
   return read_link_name(paths.device_dir(bdf) + "/driver");
 }
 
+std::optional<std::int64_t> parse_number(std::string_view digits) {
+  while (!digits.empty() && (digits.back() == '\n' || digits.back() == ' ')) digits.remove_suffix(1);
+  const bool negative = digits.starts_with('-');
+  if (negative) digits.remove_prefix(1);
+  int base = 10;
+  if (digits.starts_with("0x")) {
+    digits.remove_prefix(2);
+    base = 16;
+  }
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return negative ? -value : value;
+}
+
 std::optional<int> parse_group_number(std::string_view text) {
   int number = -1;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);

@@ -3,6 +3,7 @@
 // only the last component is needed (libpci's realpath() costs about eight). Private.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ Result<std::optional<std::string>> device_driver(const SysfsPaths& paths, const 
 
 // The device's IOMMU group number, or nullopt (no IOMMU, or a malformed link).
 std::optional<int> device_iommu_group(const SysfsPaths& paths, const Bdf& bdf);
+
+// A number as sysfs attributes hold it: decimal or 0x-prefixed hex, optionally negative
+// ("-1" for no NUMA node), a trailing newline allowed, nothing else; nullopt otherwise.
+std::optional<std::int64_t> parse_number(std::string_view text);
 
 // A group number as sysfs names it: decimal, non-negative, nothing else.
 std::optional<int> parse_group_number(std::string_view text);

@@ -9,7 +9,7 @@ using pcie::Errc;
 using pcie::make_error;
 
 pcie::Result<void> EduDriver::removed_error() const {
-  return std::unexpected(make_error(Errc::device_removed, "use edu", device_.bdf().to_string(),
+  return std::unexpected(make_error(Errc::device_removed, "use edu", device_->bdf().to_string(),
                                     "the kernel asked for the device back (unbind or hot unplug)",
                                     "destroy the driver so that the kernel can take the device"));
 }
@@ -28,32 +28,47 @@ pcie::Result<void> check_transfer_size(const pcie::Bdf& bdf, std::size_t size) {
 pcie::Result<EduDriver> EduDriver::open(pcie::VfioContainer& container, const pcie::Bdf& bdf) {
   auto device = container.open_device(bdf);
   if (!device) return std::unexpected(device.error());
-  auto bar0 = device->open_region(pcie::kVfioBar0Region);
+  return open(std::make_unique<pcie::VfioDevice>(std::move(*device)));
+}
+
+pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device) {
+  const std::string name = device->bdf().to_string();
+  auto bar0 = device->open_bar(0);
   if (!bar0) return std::unexpected(bar0.error());
-  if (!bar0->mmio()) {
-    return std::unexpected(make_error(Errc::not_supported, "open edu", bdf.to_string(), "BAR0 is not mappable"));
+  if ((*bar0)->mapped_base() == nullptr) {
+    return std::unexpected(make_error(Errc::not_supported, "open edu", name, "BAR0 is not mappable"));
   }
-  const std::uint32_t id = bar0->mmio()->read<std::uint32_t>(edu::kIdentification);
+  const pcie::MmioView regs((*bar0)->mapped_base(), (*bar0)->size(), (*bar0)->allowed_widths(), (*bar0)->name());
+  const std::uint32_t id = regs.read<std::uint32_t>(edu::kIdentification);
   if ((id & 0xff) != 0xed) {
-    return std::unexpected(make_error(Errc::not_supported, "open edu", bdf.to_string(),
+    return std::unexpected(make_error(Errc::not_supported, "open edu", name,
                                       "identification register reads " + std::to_string(id) + ", not edu's"));
   }
   // edu has no reset: a DMA a previous owner started may still be running. Enabling bus
   // mastering now would let it finish into whatever this driver maps at its address.
-  if (auto idle = quiesce(*bar0->mmio(), std::chrono::seconds(5)); !idle) return std::unexpected(idle.error());
+  if (auto idle = quiesce(regs, std::chrono::seconds(5)); !idle) return std::unexpected(idle.error());
   // DMA and MSI are both memory writes by the device: nothing happens without bus mastering.
   if (auto enabled = device->enable_bus_master(); !enabled) return std::unexpected(enabled.error());
-  auto msi = pcie::VfioInterrupts::enable(*device, pcie::IrqKind::msi, 1);
-  if (!msi) return std::unexpected(msi.error());
-  auto request = pcie::VfioInterrupts::enable(*device, pcie::IrqKind::request, 1);
-  if (!request) return std::unexpected(request.error());
-  auto allocator = pcie::DmaAllocator::create(container);
+  // MSI where the backend offers it, else INTx (uio_pci_generic has nothing else).
+  auto msi_vectors = device->vector_count(pcie::IrqKind::msi);
+  if (!msi_vectors) return std::unexpected(msi_vectors.error());
+  auto irq = device->enable_interrupts(*msi_vectors > 0 ? pcie::IrqKind::msi : pcie::IrqKind::intx, 1);
+  if (!irq) return std::unexpected(irq.error());
+  std::unique_ptr<pcie::Interrupts> request;
+  auto request_vectors = device->vector_count(pcie::IrqKind::request);
+  if (!request_vectors) return std::unexpected(request_vectors.error());
+  if (*request_vectors > 0) {
+    auto enabled = device->enable_interrupts(pcie::IrqKind::request, 1);
+    if (!enabled) return std::unexpected(enabled.error());
+    request = std::move(*enabled);
+  }
+  auto allocator = device->dma_allocator();
   if (!allocator) return std::unexpected(allocator.error());
   // edu truncates bus addresses to its DMA mask: the buffer must lie below it.
   auto buffer = allocator->allocate(edu::kInternalBufferSize,
                                     {.dma_limit = pcie::dma_mask_limit(edu::kDmaMaskBits), .prefer = pcie::DmaBacking::pages});
   if (!buffer) return std::unexpected(buffer.error());
-  return EduDriver(std::move(*device), std::move(*bar0), std::move(*msi), std::move(*request), std::move(*buffer));
+  return EduDriver(std::move(device), std::move(*bar0), std::move(*irq), std::move(request), std::move(*buffer));
 }
 
 pcie::Result<void> EduDriver::quiesce(const pcie::MmioView& registers, std::chrono::milliseconds timeout) {
@@ -78,11 +93,12 @@ std::uint32_t EduDriver::liveness(std::uint32_t value) const {
 
 pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseconds timeout) {
   if (released_) return removed_error();
-  const pcie::InterruptVector vectors[] = {{&msi_, 0}, {&request_, 0}};
+  std::vector<pcie::InterruptVector> vectors = {{irq_.get(), 0}};
+  if (request_) vectors.push_back({request_.get(), 0});
   auto fired = pcie::wait_any(vectors, timeout);
   if (!fired) return std::unexpected(fired.error());
   if (!*fired) {
-    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_.bdf().to_string(), "no interrupt in time"));
+    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_->bdf().to_string(), "no interrupt in time"));
   }
   if (**fired == 1) {
     released_ = true;
@@ -90,8 +106,11 @@ pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseco
   }
   const std::uint32_t status = registers().read<std::uint32_t>(edu::kIrqStatus);
   registers().write<std::uint32_t>(edu::kIrqAcknowledge, status);  // lower it before the next one
+  // INTx was masked when it fired (by VFIO, or uio_pci_generic's Interrupt Disable): now
+  // that the device has lowered it, let it fire again. Nothing to do for MSI.
+  if (auto rearmed = irq_->rearm(0); !rearmed) return rearmed;
   if (!(status & irq)) {
-    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_.bdf().to_string(),
+    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_->bdf().to_string(),
                                       "unexpected interrupt status " + std::to_string(status)));
   }
   return {};
@@ -105,9 +124,15 @@ pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::m
   return registers().read<std::uint32_t>(edu::kFactorial);
 }
 
+pcie::Result<void> EduDriver::raise_interrupt(std::uint32_t status, std::chrono::milliseconds timeout) {
+  if (released_) return removed_error();
+  registers().write<std::uint32_t>(edu::kIrqRaise, status);
+  return wait_for(status, timeout);
+}
+
 pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram) {
   if (released_) return removed_error();
-  if (auto valid = check_transfer_size(device_.bdf(), size); !valid) return valid;
+  if (auto valid = check_transfer_size(device_->bdf(), size); !valid) return valid;
   const pcie::MmioView regs = registers();
   regs.write<std::uint64_t>(edu::kDmaSource, source);
   regs.write<std::uint64_t>(edu::kDmaDestination, destination);
@@ -117,14 +142,14 @@ pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destin
 }
 
 pcie::Result<void> EduDriver::dma_to_device(std::span<const std::byte> data) {
-  if (auto valid = check_transfer_size(device_.bdf(), data.size()); !valid) return valid;
+  if (auto valid = check_transfer_size(device_->bdf(), data.size()); !valid) return valid;
   std::memcpy(buffer_.data(), data.data(), data.size());
   buffer_.sync_for_device();  // the data is in memory before the device is told to read it
-  return run_dma(buffer_.iova().value, edu::kInternalBuffer, data.size(), false);
+  return run_dma(buffer_.bus_address().value, edu::kInternalBuffer, data.size(), false);
 }
 
 pcie::Result<std::vector<std::byte>> EduDriver::dma_from_device(std::size_t size) {
-  if (auto done = run_dma(edu::kInternalBuffer, buffer_.iova().value, size, true); !done) {
+  if (auto done = run_dma(edu::kInternalBuffer, buffer_.bus_address().value, size, true); !done) {
     return std::unexpected(done.error());
   }
   buffer_.sync_for_cpu();  // read what the device wrote, not what was there before

@@ -1,6 +1,9 @@
 // A user-space driver for QEMU's edu device (QEMU docs/specs/edu.rst), written only against
-// pcie's public API: the example of how to write a driver with this library. It owns the
-// device through VFIO, maps BAR0, and uses a DMA buffer, MSI and the request IRQ.
+// pcie's public API: the example of how to write a driver with this library. It is written
+// once against pcie::Device and runs on every backend: VFIO with an IOMMU, VFIO in
+// no-IOMMU mode, and UIO (uio_pci_generic) with physical-address DMA buffers. It maps
+// BAR0, uses a DMA buffer, MSI where the backend offers it (INTx otherwise: UIO) and the
+// request IRQ where there is one (VFIO).
 //
 // Two things every driver owes its device, shown here:
 //  - edu has no reset, so a previous owner that was killed mid-DMA may leave its DMA
@@ -11,16 +14,20 @@
 //
 //   auto container = pcie::VfioContainer::open();
 //   auto edu = examples::EduDriver::open(*container, bdf);
+// or, on any backend (pcie/device.h shows each open call):
+//   auto edu = examples::EduDriver::open(std::make_unique<pcie::UioDevice>(std::move(*uio)));
 //   edu->factorial(10);                // 3628800, completion signalled by MSI
 //   edu->dma_to_device(data) / edu->dma_from_device(size)
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
 
+#include "pcie/device.h"
 #include "pcie/dma.h"
 #include "pcie/vfio.h"
 
@@ -33,6 +40,7 @@ inline constexpr std::uint64_t kLiveness = 0x04;        // reads back the invers
 inline constexpr std::uint64_t kFactorial = 0x08;       // write n, read n! when done
 inline constexpr std::uint64_t kStatus = 0x20;          // bit 0 computing, bit 7 raise an IRQ when done
 inline constexpr std::uint64_t kIrqStatus = 0x24;
+inline constexpr std::uint64_t kIrqRaise = 0x60;
 inline constexpr std::uint64_t kIrqAcknowledge = 0x64;
 inline constexpr std::uint64_t kDmaSource = 0x80;
 inline constexpr std::uint64_t kDmaDestination = 0x88;
@@ -53,8 +61,12 @@ inline constexpr unsigned kDmaMaskBits = 28;              // QEMU's default dma_
 
 class EduDriver {
  public:
-  // Opens `bdf` (bound to vfio-pci) in `container`, maps BAR0, checks the identification
-  // register, quiesces the device, then enables bus mastering, MSI and the request IRQ.
+  // Takes `device` (opened by any backend), maps BAR0, checks the identification register,
+  // quiesces the device, then enables bus mastering, MSI (INTx where the backend has no
+  // MSI) and the request IRQ where the backend has one, and allocates its DMA buffer below
+  // edu's 28-bit DMA mask.
+  static pcie::Result<EduDriver> open(std::unique_ptr<pcie::Device> device);
+  // Opens `bdf` (bound to vfio-pci) in `container`, then as above.
   static pcie::Result<EduDriver> open(pcie::VfioContainer& container, const pcie::Bdf& bdf);
 
   // Waits (at most `timeout`) until edu's DMA engine and factorial unit are idle: what a
@@ -66,6 +78,8 @@ class EduDriver {
   std::uint32_t liveness(std::uint32_t value) const;
   // n!, waiting for the completion interrupt (bounded by `timeout`).
   pcie::Result<std::uint32_t> factorial(std::uint32_t n, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Raises an interrupt through edu's raise register and waits for it (bounded).
+  pcie::Result<void> raise_interrupt(std::uint32_t status, std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // Copies `data` (1 to 4095 bytes) into the device's buffer by DMA from host memory.
   pcie::Result<void> dma_to_device(std::span<const std::byte> data);
   // Copies `size` bytes (1 to 4095) of the device's buffer back to host memory by DMA.
@@ -73,21 +87,27 @@ class EduDriver {
   // Each of the calls above fails with device_removed once the kernel asks for the device
   // (its request IRQ fired): destroy the driver then, and the kernel can take it.
 
+  const pcie::Device& device() const { return *device_; }
+  pcie::IrqKind interrupt_kind() const { return irq_->kind(); }
+  const pcie::DmaBuffer& buffer() const { return buffer_; }
+
  private:
-  EduDriver(pcie::VfioDevice device, pcie::VfioRegion bar0, pcie::VfioInterrupts msi, pcie::VfioInterrupts request,
-            pcie::DmaBuffer buffer)
-      : device_(std::move(device)), bar0_(std::move(bar0)), msi_(std::move(msi)), request_(std::move(request)),
+  EduDriver(std::unique_ptr<pcie::Device> device, std::unique_ptr<pcie::Region> bar0, std::unique_ptr<pcie::Interrupts> irq,
+            std::unique_ptr<pcie::Interrupts> request, pcie::DmaBuffer buffer)
+      : device_(std::move(device)), bar0_(std::move(bar0)), irq_(std::move(irq)), request_(std::move(request)),
         buffer_(std::move(buffer)) {}
-  pcie::MmioView registers() const { return *bar0_.mmio(); }
+  pcie::MmioView registers() const {
+    return pcie::MmioView(bar0_->mapped_base(), bar0_->size(), bar0_->allowed_widths(), bar0_->name());
+  }
   pcie::Result<void> run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram);
   pcie::Result<void> wait_for(std::uint32_t irq, std::chrono::milliseconds timeout);
   pcie::Result<void> removed_error() const;
 
   // Declared in order of acquisition: destroyed in reverse (buffer, interrupts, BAR, device).
-  pcie::VfioDevice device_;
-  pcie::VfioRegion bar0_;
-  pcie::VfioInterrupts msi_;
-  pcie::VfioInterrupts request_;
+  std::unique_ptr<pcie::Device> device_;
+  std::unique_ptr<pcie::Region> bar0_;
+  std::unique_ptr<pcie::Interrupts> irq_;
+  std::unique_ptr<pcie::Interrupts> request_;  // null where the backend has no request IRQ
   pcie::DmaBuffer buffer_;
   bool released_ = false;  // the kernel asked for the device
 };

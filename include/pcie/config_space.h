@@ -37,6 +37,8 @@ inline constexpr std::uint16_t kInterruptPin = 0x3d;
 inline constexpr std::uint16_t kCommandIoSpace = 1u << 0;
 inline constexpr std::uint16_t kCommandMemorySpace = 1u << 1;
 inline constexpr std::uint16_t kCommandBusMaster = 1u << 2;
+inline constexpr std::uint16_t kCommandInterruptDisable = 1u << 10;  // INTx off (PCI 3.0, 6.2.2)
+inline constexpr std::uint16_t kStatusInterrupt = 1u << 3;           // INTx pending (PCI 3.0, 6.2.3)
 inline constexpr std::uint16_t kStatusCapabilityList = 1u << 4;
 inline constexpr std::uint8_t kHeaderTypeMask = 0x7f;  // bit 7 is "multi-function"
 

@@ -1,12 +1,17 @@
-// DMA buffers: memory pinned and mapped into a VFIO container's IOMMU, each knowing the bus
-// address (IOVA) a device must use for it. Memory comes from 1 GiB or 2 MiB huge pages
-// when reserved (memfd with MFD_HUGETLB), else ordinary pages; the choice is reported.
-// Every buffer is MADV_DONTFORK (a child must not share pinned pages), and its IOMMU mapping
-// is removed before its memory is freed.
+// DMA buffers: memory pinned and made reachable by a device, each knowing the bus address
+// the device must use for it (bus_address()): an IOVA behind an IOMMU (VFIO type1), or the
+// CPU physical address without one (pcie/dma_backend.h, opt-in). Memory comes from 1 GiB or
+// 2 MiB huge pages when reserved (memfd with MFD_HUGETLB), else ordinary pages; the choice
+// is reported. Every buffer is MADV_DONTFORK (a child must not share pinned pages), and it
+// is unmapped from its backend before its memory is freed.
 //
-// Lifetimes: a buffer keeps its container (and so the IOMMU mapping's context) open, so it
-// is unmapped through the right descriptor whenever it goes, even after the VfioContainer
-// object: allocators and buffers may be destroyed in any order.
+// One API over every backend: a driver takes a DmaAllocator and never asks which backend
+// made it (DmaAllocator::create for a VFIO container, with or without an IOMMU;
+// create_physical for UIO or the sysfs path).
+//
+// Lifetimes: a buffer keeps its backend (and through it the VFIO container's descriptor)
+// alive, so it is unmapped through the right descriptor whenever it goes, even after the
+// VfioContainer object: allocators and buffers may be destroyed in any order.
 //
 // Threads: a DmaAllocator may be used from several threads at once, and copies of it too;
 // every allocator of a container hands out addresses from the container's one IOVA space,
@@ -17,18 +22,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string_view>
 
+#include "pcie/dma_backend.h"
 #include "pcie/error.h"
 #include "pcie/iova.h"
 #include "pcie/sys/mapping.h"
-#include "pcie/vfio.h"
 
 namespace pcie {
 
-namespace detail {
-struct VfioContainerState;
-}
+class VfioContainer;  // pcie/vfio.h
 
 enum class DmaBacking {
   pages,     // ordinary 4 KiB pages
@@ -47,8 +51,8 @@ struct DmaBufferOptions {
 };
 
 
-// A pinned, IOMMU-mapped buffer. Move-only; destruction unmaps it from the IOMMU, gives its
-// IOVA back, then frees the memory.
+// A pinned buffer the device can reach. Move-only; destruction unmaps it from its backend
+// (the IOMMU, giving its IOVA back), then frees the memory.
 class DmaBuffer {
  public:
   DmaBuffer(DmaBuffer&&) noexcept = default;
@@ -57,8 +61,15 @@ class DmaBuffer {
 
   std::byte* data() const { return memory_.data(); }
   std::size_t size() const { return size_; }
-  Iova iova() const { return iova_; }
+  // The address the device must use for the first byte, whatever the backend.
+  BusAddress bus_address() const { return iova_; }
+  Iova iova() const { return iova_; }  // the same as bus_address()
+  // The CPU physical address of the first byte when the backend hands out physical
+  // addresses (no IOMMU); nullopt behind an IOMMU, where the device never sees it.
+  std::optional<std::uint64_t> physical_address() const;
   DmaBacking backing() const { return backing_; }
+  // The backend that made the buffer reachable ("VFIO type1 IOMMU", ...).
+  std::string_view backend_name() const;
 
   // The bus address of a CPU pointer inside this buffer; out_of_range for any other pointer.
   Result<Iova> iova_of(const void* cpu_pointer) const;
@@ -69,42 +80,54 @@ class DmaBuffer {
   void sync_for_device() const;
   void sync_for_cpu() const;
 
-  // Unmaps from the IOMMU now and reports what the kernel said (the destructor ignores it).
+  // Unmaps from the backend now and reports what the kernel said (the destructor ignores
+  // it); the memory is freed either way.
   Result<void> release();
 
  private:
   friend class DmaAllocator;
-  DmaBuffer(std::shared_ptr<detail::VfioContainerState> container, Mapping memory, std::size_t size, Iova iova,
-            DmaBacking backing)
-      : container_(std::move(container)), memory_(std::move(memory)), size_(size), iova_(iova), backing_(backing) {}
+  DmaBuffer(std::shared_ptr<DmaBackend> backend, Mapping memory, std::size_t size, Iova iova, DmaBacking backing)
+      : backend_(std::move(backend)), memory_(std::move(memory)), size_(size), iova_(iova), backing_(backing) {}
 
-  std::shared_ptr<detail::VfioContainerState> container_;  // declared first: outlives the memory
+  std::shared_ptr<DmaBackend> backend_;  // declared first: outlives the memory
   Mapping memory_;
   std::size_t size_ = 0;  // what the user asked for; the mapping may be rounded up
   Iova iova_;
   DmaBacking backing_ = DmaBacking::pages;
 };
 
-// Allocates DMA buffers in one container. Thread-safe; copies share the container's IOVA
-// space (see the top of this header).
+// Allocates DMA buffers through one backend. Thread-safe; copies share the backend (and a
+// container's IOVA space: see the top of this header).
 class DmaAllocator {
  public:
-  // The container must have a group attached (open a device first): the IOVA ranges come
-  // from its IOMMU. Fails with not_supported otherwise.
+  // Buffers for the devices of a VFIO container. With an IOMMU (type1) the container must
+  // have a group attached (open a device first): the IOVA ranges come from its IOMMU;
+  // fails with not_supported otherwise. A no-IOMMU container
+  // (VfioContainer::open_without_iommu) gives physical-address buffers, the user having
+  // acknowledged what that means when opening it.
   static Result<DmaAllocator> create(const VfioContainer& container);
+  // Physical-address buffers for a device without an IOMMU (UIO, the sysfs path, VFIO
+  // no-IOMMU): the device can reach all of memory (pcie/dma_backend.h). Needs root
+  // (pagemap shows physical addresses only to CAP_SYS_ADMIN); allocate() says so.
+  static DmaAllocator create_physical(DeviceMayReachAllMemory acknowledgement, const PhysicalDmaOptions& options = {});
+  // Over a backend of the caller's own (a test double, a future IOMMU interface).
+  static DmaAllocator create(std::shared_ptr<DmaBackend> backend) { return DmaAllocator(std::move(backend)); }
 
   // A buffer of `size` bytes (rounded up to its page size), zeroed. Errors: invalid_argument
-  // (size 0), out_of_range (no IOVA space below options.dma_limit), permission_denied with
-  // how much RLIMIT_MEMLOCK it needs (counting what the whole process has locked already),
-  // busy when the kernel's mapping limit is reached.
+  // (size 0), out_of_range (no IOVA space, or no memory, below options.dma_limit),
+  // permission_denied with how much RLIMIT_MEMLOCK it needs (counting what the whole
+  // process has locked already) or why physical addresses are hidden, busy when the
+  // kernel's mapping limit is reached, not_supported when no backing gives physically
+  // contiguous memory (physical backend: use huge pages above 4 KiB).
   Result<DmaBuffer> allocate(std::size_t size, const DmaBufferOptions& options = {}) const;
 
-  // Bytes currently mapped into the container's IOMMU, by every allocator of it.
+  // Bytes currently mapped through the backend, by every allocator of it.
   std::uint64_t mapped_bytes() const;
+  const DmaBackend& backend() const { return *backend_; }
 
  private:
-  explicit DmaAllocator(std::shared_ptr<detail::VfioContainerState> container) : container_(std::move(container)) {}
-  std::shared_ptr<detail::VfioContainerState> container_;
+  explicit DmaAllocator(std::shared_ptr<DmaBackend> backend) : backend_(std::move(backend)) {}
+  std::shared_ptr<DmaBackend> backend_;
 };
 
 namespace detail {
@@ -121,7 +144,8 @@ class DmaSlice {
 
   std::byte* data() const { return data_; }
   std::size_t size() const { return size_; }
-  Iova iova() const { return iova_; }
+  BusAddress bus_address() const { return iova_; }
+  Iova iova() const { return iova_; }  // the same as bus_address()
   // The bus address of a CPU pointer inside this slice; out_of_range for any other pointer.
   Result<Iova> iova_of(const void* cpu_pointer) const;
 
@@ -140,7 +164,7 @@ class DmaSlice {
   Iova iova_;
 };
 
-// Small buffers (descriptors, rings, completion records) without a page and an IOMMU
+// Small buffers (descriptors, rings, completion records) without a page and a backend
 // mapping each: the pool maps chunks of `chunk_size` bytes through a DmaAllocator and
 // hands out aligned pieces of them. Chunks stay mapped until the pool and all its slices
 // are gone. Thread-safe: allocate() and a slice's destruction take the pool's lock.

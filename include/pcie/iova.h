@@ -9,15 +9,23 @@
 #include <vector>
 
 #include "pcie/error.h"
-#include "pcie/vfio.h"
 
 namespace pcie {
 
-// An address in a device's I/O virtual address space; distinct from a CPU pointer or a
-// physical address on purpose.
+// An address a device uses on the bus: an I/O virtual address behind an IOMMU, the CPU
+// physical address without one (pcie/dma_backend.h). A type of its own, distinct from a
+// CPU pointer, so that one is never handed to a device by mistake.
 struct Iova {
   std::uint64_t value = 0;
   friend auto operator<=>(const Iova&, const Iova&) = default;
+};
+using BusAddress = Iova;
+
+// An inclusive range of I/O virtual addresses the IOMMU can translate.
+struct IovaRange {
+  std::uint64_t start = 0;
+  std::uint64_t last = 0;
+  friend bool operator==(const IovaRange&, const IovaRange&) = default;
 };
 
 // The last address a device with an `bits`-bit DMA mask can reach (2^bits - 1; 64 → all).

@@ -32,7 +32,11 @@
 #include <vector>
 
 #include "pcie/bdf.h"
+#include "pcie/device.h"
+#include "pcie/dma_backend.h"
 #include "pcie/error.h"
+#include "pcie/interrupts.h"
+#include "pcie/iova.h"
 #include "pcie/mmio.h"
 #include "pcie/region.h"
 #include "pcie/sys/mapping.h"
@@ -45,13 +49,6 @@ struct VfioPaths {
   SysfsPaths sysfs;
   std::string dev_vfio = "/dev/vfio";                      // vfio (the container) and group nodes
   std::string iommu_groups = "/sys/kernel/iommu_groups";  // empty when the IOMMU is off
-};
-
-// An inclusive range of I/O virtual addresses the IOMMU can translate.
-struct IovaRange {
-  std::uint64_t start = 0;
-  std::uint64_t last = 0;
-  friend bool operator==(const IovaRange&, const IovaRange&) = default;
 };
 
 // Region indexes of a vfio-pci device (VFIO_PCI_*_REGION_INDEX).
@@ -131,27 +128,18 @@ class VfioRegion final : public Region {
   std::vector<MappedArea> mappings_;
 };
 
-enum class IrqKind {
-  intx,     // legacy INTx: one vector, masked by the kernel each time it fires
-  msi,
-  msix,
-  error,    // AER errors reported for the device
-  request,  // the kernel asks the user to release the device (unbind, hot unplug)
-};
-
-// "INTx", "MSI", "MSI-X", "error IRQ", "request IRQ".
-const char* to_string(IrqKind kind);
-
 // A device opened through VFIO. Move-only; the device is released (vfio-pci then disables
 // it and releases its BARs) when this object and every region and interrupt set opened
 // from it are gone.
-class VfioDevice {
+class VfioDevice final : public Device {
  public:
   VfioDevice(VfioDevice&&) noexcept;
   VfioDevice& operator=(VfioDevice&&) noexcept;
-  ~VfioDevice();
+  ~VfioDevice() override;
 
-  const Bdf& bdf() const;
+  const Bdf& bdf() const override;
+  // "VFIO (IOMMU)" or "VFIO (no IOMMU)".
+  std::string backend_name() const override;
   int iommu_group() const;
   std::uint32_t region_count() const { return region_count_; }
   // How many VFIO IRQ indexes the device reports (INTx, MSI, MSI-X, error, request: 5 for
@@ -164,19 +152,25 @@ class VfioDevice {
 
   // How many vectors the device has for `kind` (VFIO_DEVICE_GET_IRQ_INFO), without
   // enabling any: 0 when it does not implement it. io_error when the kernel refuses.
-  Result<unsigned> vector_count(IrqKind kind) const;
+  Result<unsigned> vector_count(IrqKind kind) const override;
 
   // What the kernel says of region `index`. Fails with not_found past the last region.
   Result<VfioRegionInfo> region_info(std::uint32_t index) const;
   // Opens region `index`. Fails with not_found for an unimplemented region (size 0) and
   // permission_denied for a writable open of a read-only region.
   Result<VfioRegion> open_region(std::uint32_t index, const VfioRegionOptions& options = {}) const;
+  // open_region(kVfioBar0Region + bar) for the Device interface; not_found past BAR5.
+  Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override;
+  // VfioInterrupts::enable behind the Device interface.
+  Result<std::unique_ptr<Interrupts>> enable_interrupts(IrqKind kind, unsigned count = 1) const override;
+  // DmaAllocator::create of the device's container.
+  Result<DmaAllocator> dma_allocator() const override;
 
   // Sets (or clears) Bus Master Enable in the command register, with Memory Space Enable
   // when setting it (PCI Local Bus 3.0, 6.2.2). A device does no DMA until Bus Master
   // Enable is set, and VFIO does not set it for you. A device without a reset must be
   // quiesced before this (see the top of this header).
-  Result<void> enable_bus_master(bool enable = true) const;
+  Result<void> enable_bus_master(bool enable = true) const override;
 
   // Resets the device (FLR or another method vfio-pci picked); not_supported when it has
   // none. The kernel saves config space and restores it afterwards (pci_reset_function),
@@ -198,7 +192,7 @@ class VfioDevice {
 
 // Interrupt vectors of one VFIO device signalled on eventfds. Move-only; destruction
 // disables the interrupts, then closes the eventfds. Keeps its device open.
-class VfioInterrupts {
+class VfioInterrupts final : public Interrupts {
  public:
   // Enables `count` vectors of `kind`. Fails with out_of_range when the device has fewer;
   // with busy when this kind is already enabled through another VfioInterrupts of the
@@ -207,21 +201,25 @@ class VfioInterrupts {
   static Result<VfioInterrupts> enable(const VfioDevice& device, IrqKind kind, unsigned count = 1);
   VfioInterrupts(VfioInterrupts&& other) noexcept;
   VfioInterrupts& operator=(VfioInterrupts&& other) noexcept;
-  ~VfioInterrupts();
+  ~VfioInterrupts() override;
 
-  unsigned count() const { return static_cast<unsigned>(eventfds_.size()); }
-  IrqKind kind() const { return kind_; }
-  // The eventfd of `vector`, to hand to the user's own event loop (epoll, io_uring, ...);
-  // owned by this object. out_of_range for a vector that was not enabled.
+  unsigned count() const override { return static_cast<unsigned>(eventfds_.size()); }
+  IrqKind kind() const override { return kind_; }
+  const std::string& name() const override { return name_; }
+  // The eventfd of `vector` (fd() is the same); owned by this object. out_of_range for a
+  // vector that was not enabled.
   Result<int> eventfd(unsigned vector) const;
+  Result<int> fd(unsigned vector) const override { return eventfd(vector); }
+  Result<std::uint64_t> consume(unsigned vector) const override;
   // Waits up to `timeout` for `vector`; returns how many interrupts arrived since the last
-  // wait, 0 when the timeout passed. INTx stays masked until unmask_intx().
-  Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const;
+  // wait, 0 when the timeout passed. INTx stays masked until unmask_intx() (rearm()).
+  Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const override;
   // Unmasks INTx after the device's interrupt has been acknowledged.
   Result<void> unmask_intx() const;
+  Result<void> rearm(unsigned) const override { return unmask_intx(); }
   // Disables the vectors now and reports what the kernel said; the kind is free for
   // another VfioInterrupts afterwards.
-  Result<void> disable();
+  Result<void> disable() override;
 
  private:
   VfioInterrupts(std::shared_ptr<detail::VfioDeviceState> device, std::string name, IrqKind kind,
@@ -231,17 +229,6 @@ class VfioInterrupts {
   IrqKind kind_ = IrqKind::msi;
   std::vector<UniqueFd> eventfds_;
 };
-
-// One vector of one interrupt set, for wait_any().
-struct InterruptVector {
-  const VfioInterrupts* interrupts = nullptr;
-  unsigned vector = 0;
-};
-
-// Waits up to `timeout` for the first of `vectors` to fire (a completion, or the request
-// IRQ saying the device is going away): returns its index in `vectors`, having consumed
-// its count, or nullopt when the timeout passed. out_of_range for a vector not enabled.
-Result<std::optional<std::size_t>> wait_any(std::span<const InterruptVector> vectors, std::chrono::milliseconds timeout);
 
 struct VfioDeviceOptions {
   // Reset the device on open when vfio-pci knows a way, so that nothing a previous owner
@@ -261,6 +248,16 @@ class VfioContainer {
   // (with what to change), not_supported (an API version or IOMMU model this library
   // does not know).
   static Result<VfioContainer> open(const VfioPaths& paths = {});
+  // Opens /dev/vfio/vfio in no-IOMMU mode (VFIO_NOIOMMU_IOMMU; Documentation/driver-api/
+  // vfio.rst): devices' groups are /dev/vfio/noiommu-N, regions and interrupts work as
+  // with an IOMMU, and DMA buffers (DmaAllocator::create) carry physical addresses, so the
+  // device can reach all of memory: hence the acknowledgement. Needs a kernel with
+  // CONFIG_VFIO_NOIOMMU and vfio's enable_unsafe_noiommu_mode set (not_supported says so
+  // otherwise), and CAP_SYS_RAWIO (permission_denied when a device is opened).
+  static Result<VfioContainer> open_without_iommu(DeviceMayReachAllMemory acknowledgement, const VfioPaths& paths = {},
+                                                  const PhysicalDmaOptions& dma = {});
+  // True for a container opened with open_without_iommu().
+  bool without_iommu() const;
   VfioContainer(VfioContainer&&) noexcept;
   VfioContainer& operator=(VfioContainer&&) noexcept;
   ~VfioContainer();
@@ -284,6 +281,7 @@ class VfioContainer {
 
  private:
   friend class DmaAllocator;
+  friend class VfioDevice;
   explicit VfioContainer(std::shared_ptr<detail::VfioContainerState> state);
   std::shared_ptr<detail::VfioContainerState> state_;
 };

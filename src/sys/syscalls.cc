@@ -111,6 +111,49 @@ Result<void> advise(const Mapping& mapping, int advice, std::string_view what) {
   return {};
 }
 
+Result<void> lock_memory(const Mapping& mapping, std::string_view what) {
+  if (::mlock(mapping.data(), mapping.size()) != 0) {
+    return std::unexpected(make_errno_error(errno, "mlock", std::string(what)));
+  }
+  return {};
+}
+
+Result<std::size_t> read_some(int fd, std::span<std::byte> buffer, const std::string& path) {
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) return std::unexpected(make_errno_error(errno, "read", path));
+  }
+}
+
+Result<void> write_once(int fd, std::span<const std::byte> data, const std::string& path) {
+  for (;;) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n == static_cast<ssize_t>(data.size())) return {};
+    if (n >= 0) {
+      return std::unexpected(make_error(Errc::io_error, "write", path,
+                                        "short write: " + std::to_string(n) + " of " + std::to_string(data.size()) + " bytes"));
+    }
+    if (errno != EINTR) return std::unexpected(make_errno_error(errno, "write", path));
+  }
+}
+
+Result<std::optional<std::size_t>> wait_readable(std::span<const int> fds, int timeout_ms) {
+  std::vector<pollfd> waiting;
+  for (const int fd : fds) waiting.push_back({.fd = fd, .events = POLLIN, .revents = 0});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const int ready = ::poll(waiting.data(), waiting.size(), static_cast<int>(std::max<std::int64_t>(0, left.count())));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return std::unexpected(make_errno_error(errno, "poll", "interrupt descriptors"));
+    if (ready == 0) return std::optional<std::size_t>{};
+    for (std::size_t i = 0; i < waiting.size(); ++i) {
+      if (waiting[i].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) return std::optional<std::size_t>(i);
+    }
+  }
+}
+
 Result<UniqueFd> make_eventfd() {
   const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return std::unexpected(make_errno_error(errno, "eventfd", "interrupt"));

@@ -57,9 +57,32 @@ Result<AttachedGroup> attach_group(detail::VfioContainerState& state, const Bdf&
   for (const auto& attached : state.groups) {
     if (attached.number == *group) return AttachedGroup{attached.number, attached.fd.get()};
   }
-  const std::string node = state.paths.dev_vfio + "/" + std::to_string(*group);
+  // No-IOMMU groups have nodes of their own (drivers/vfio/group.c: "noiommu-N"), so that
+  // no program opens one by mistake.
+  const bool without_iommu = state.physical_backend != nullptr;
+  const std::string node =
+      state.paths.dev_vfio + "/" + (without_iommu ? "noiommu-" : "") + std::to_string(*group);
   auto fd = sys::open_file(node, O_RDWR, "open VFIO group");
-  if (!fd) return std::unexpected(explain_vfio_failure(fd.error(), "group", vfio_detail::failure_context(state.paths, bdf)));
+  if (!fd) {
+    const std::string other = state.paths.dev_vfio + "/" + (without_iommu ? "" : "noiommu-") + std::to_string(*group);
+    if (fd.error().code == Errc::not_found && sys::path_exists(other)) {
+      Error error = fd.error();
+      error.code = Errc::not_supported;
+      error.reason = without_iommu ? "the device is behind an IOMMU (its group is " + other + ")"
+                                   : "the device has no IOMMU: its group is the no-IOMMU group " + other;
+      error.hint = without_iommu ? "open it with VfioContainer::open(), which keeps the IOMMU between it and memory"
+                                 : "open it with VfioContainer::open_without_iommu(), accepting that the device "
+                                   "can reach all of memory, or boot with the IOMMU on (intel_iommu=on)";
+      return std::unexpected(error);
+    }
+    if (fd.error().code == Errc::not_found && without_iommu) {
+      Error error = fd.error();
+      error.hint = "bind the device to vfio-pci after enabling no-IOMMU mode "
+                   "(echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode)";
+      return std::unexpected(error);
+    }
+    return std::unexpected(explain_vfio_failure(fd.error(), "group", vfio_detail::failure_context(state.paths, bdf)));
+  }
 
   auto flags = sys::vfio::group_status(fd->get(), node);
   if (!flags) return std::unexpected(flags.error());
@@ -70,7 +93,15 @@ Result<AttachedGroup> attach_group(detail::VfioContainerState& state, const Bdf&
   if (auto attached = sys::vfio::group_set_container(fd->get(), state.fd.get(), node); !attached) {
     return std::unexpected(attached.error());
   }
-  if (state.groups.empty()) {
+  if (state.groups.empty() && without_iommu) {
+    if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_NOIOMMU_IOMMU); !set) {
+      Error error = set.error();
+      if (error.code == Errc::permission_denied) {
+        error.hint = "no-IOMMU mode needs CAP_SYS_RAWIO (run as root)";
+      }
+      return std::unexpected(error);
+    }
+  } else if (state.groups.empty()) {
     // The IOMMU model is chosen once, after the first group is attached (vfio.rst).
     if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
     auto ranges = read_iova_ranges(state.fd.get());
@@ -89,7 +120,9 @@ VfioContainer::VfioContainer(VfioContainer&&) noexcept = default;
 VfioContainer& VfioContainer::operator=(VfioContainer&&) noexcept = default;
 VfioContainer::~VfioContainer() = default;
 
-Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
+namespace {
+
+Result<UniqueFd> open_container_node(const VfioPaths& paths) {
   const std::string node = paths.dev_vfio + "/vfio";
   auto fd = sys::open_file(node, O_RDWR, "open VFIO container");
   if (!fd) {
@@ -109,6 +142,15 @@ Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
     return std::unexpected(make_error(Errc::not_supported, "open VFIO container", node,
                                       fmt::format("VFIO API version {}, expected {}", *version, VFIO_API_VERSION)));
   }
+  return std::move(*fd);
+}
+
+}  // namespace
+
+Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
+  const std::string node = paths.dev_vfio + "/vfio";
+  auto fd = open_container_node(paths);
+  if (!fd) return std::unexpected(fd.error());
   auto type1v2 = sys::vfio::check_extension(fd->get(), VFIO_TYPE1v2_IOMMU);
   if (!type1v2) return std::unexpected(type1v2.error());
   if (!*type1v2) {
@@ -121,6 +163,29 @@ Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
   state->fd = std::move(*fd);
   return VfioContainer(std::move(state));
 }
+
+Result<VfioContainer> VfioContainer::open_without_iommu(DeviceMayReachAllMemory acknowledgement, const VfioPaths& paths,
+                                                       const PhysicalDmaOptions& dma) {
+  const std::string node = paths.dev_vfio + "/vfio";
+  auto fd = open_container_node(paths);
+  if (!fd) return std::unexpected(fd.error());
+  auto noiommu = sys::vfio::check_extension(fd->get(), VFIO_NOIOMMU_IOMMU);
+  if (!noiommu) return std::unexpected(noiommu.error());
+  if (!*noiommu) {
+    return std::unexpected(make_error(
+        Errc::not_supported, "open VFIO container without an IOMMU", node, "the kernel offers no no-IOMMU model",
+        "it needs a kernel built with CONFIG_VFIO_NOIOMMU (no Debian kernel is) and no-IOMMU mode enabled before "
+        "binding (vfio.enable_unsafe_noiommu_mode=1, or echo 1 > /sys/module/vfio/parameters/"
+        "enable_unsafe_noiommu_mode); without it, uio_pci_generic with physical DMA buffers does the same"));
+  }
+  auto state = std::make_shared<detail::VfioContainerState>();
+  state->paths = paths;
+  state->fd = std::move(*fd);
+  state->physical_backend = make_physical_dma_backend(acknowledgement, dma);
+  return VfioContainer(std::move(state));
+}
+
+bool VfioContainer::without_iommu() const { return state_->physical_backend != nullptr; }
 
 std::vector<IovaRange> VfioContainer::iova_ranges() const {
   std::lock_guard lock(state_->mutex);

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "pcie/config_space.h"
+#include "pcie/dma.h"
 #include "pcie/vfio.h"
 #include "src/bar/register_file.h"
 #include "src/sys/syscalls.h"
@@ -25,6 +26,30 @@ VfioDevice::~VfioDevice() = default;
 const Bdf& VfioDevice::bdf() const { return state_->bdf; }
 int VfioDevice::iommu_group() const { return state_->group; }
 int VfioDevice::fd() const { return state_->fd.get(); }
+
+std::string VfioDevice::backend_name() const {
+  return state_->container && state_->container->physical_backend ? "VFIO (no IOMMU)" : "VFIO (IOMMU)";
+}
+
+Result<std::unique_ptr<Region>> VfioDevice::open_bar(unsigned bar) const {
+  if (bar > 5) {
+    return std::unexpected(make_error(Errc::not_found, "open BAR", fmt::format("{} BAR{}", bdf().to_string(), bar),
+                                      "a device has BARs 0 to 5"));
+  }
+  auto region = open_region(kVfioBar0Region + bar);
+  if (!region) return std::unexpected(region.error());
+  return std::unique_ptr<Region>(std::make_unique<VfioRegion>(std::move(*region)));
+}
+
+Result<std::unique_ptr<Interrupts>> VfioDevice::enable_interrupts(IrqKind kind, unsigned count) const {
+  auto interrupts = VfioInterrupts::enable(*this, kind, count);
+  if (!interrupts) return std::unexpected(interrupts.error());
+  return std::unique_ptr<Interrupts>(std::make_unique<VfioInterrupts>(std::move(*interrupts)));
+}
+
+Result<DmaAllocator> VfioDevice::dma_allocator() const {
+  return DmaAllocator::create(VfioContainer(state_->container));
+}
 
 Result<VfioRegionInfo> VfioDevice::region_info(std::uint32_t index) const {
   const std::string name = bdf().to_string();

@@ -42,17 +42,6 @@ const char* kind_of_index(std::uint32_t index) {
 
 }  // namespace
 
-const char* to_string(IrqKind kind) {
-  switch (kind) {
-    case IrqKind::intx: return "INTx";
-    case IrqKind::msi: return "MSI";
-    case IrqKind::msix: return "MSI-X";
-    case IrqKind::error: return "error IRQ";
-    case IrqKind::request: return "request IRQ";
-  }
-  return "?";
-}
-
 Result<unsigned> VfioDevice::vector_count(IrqKind kind) const {
   auto info = sys::vfio::irq_info(fd(), irq_index_of(kind), bdf().to_string());
   if (!info) return std::unexpected(info.error());
@@ -155,18 +144,10 @@ Result<std::uint64_t> VfioInterrupts::wait(unsigned vector, std::chrono::millise
   return sys::wait_eventfd(eventfds_[vector].get(), static_cast<int>(bounded));
 }
 
-Result<std::optional<std::size_t>> wait_any(std::span<const InterruptVector> vectors, std::chrono::milliseconds timeout) {
-  std::vector<int> fds;
-  for (const InterruptVector& wanted : vectors) {
-    if (wanted.interrupts == nullptr) {
-      return std::unexpected(make_error(Errc::invalid_argument, "wait for interrupts", "", "a null interrupt set"));
-    }
-    auto fd = wanted.interrupts->eventfd(wanted.vector);
-    if (!fd) return std::unexpected(fd.error());
-    fds.push_back(*fd);
-  }
-  const auto bounded = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, std::numeric_limits<int>::max());
-  return sys::wait_first_eventfd(fds, static_cast<int>(bounded));
+Result<std::uint64_t> VfioInterrupts::consume(unsigned vector) const {
+  auto fd = eventfd(vector);
+  if (!fd) return std::unexpected(fd.error());
+  return sys::wait_eventfd(*fd, 0);
 }
 
 Result<void> VfioInterrupts::unmask_intx() const {

@@ -10,6 +10,7 @@
 #include <set>
 #include <vector>
 
+#include "pcie/dma_backend.h"
 #include "pcie/iova.h"
 #include "pcie/sys/unique_fd.h"
 #include "pcie/vfio.h"
@@ -22,6 +23,9 @@ struct VfioContainerState {
     UniqueFd fd;
   };
   VfioPaths paths;
+  // Set for a container opened without an IOMMU (VfioContainer::open_without_iommu): its
+  // devices' DMA uses physical addresses, which the user acknowledged.
+  std::shared_ptr<DmaBackend> physical_backend;
   UniqueFd fd;  // /dev/vfio/vfio; declared before `groups`, so closed after them
   // Guards everything below: groups attached by open_device, and the IOVA space shared by
   // every DmaAllocator of the container (two allocators with spaces of their own would

@@ -1,0 +1,85 @@
+// Where DMA memory becomes reachable by a device, behind one interface, so that a driver's
+// DmaAllocator, DmaBuffer and DmaPool work the same on every backend:
+//  - an IOMMU domain (VFIO type1 today): the device sees an I/O virtual address that the
+//    IOMMU translates, and it can reach nothing else;
+//  - physical addresses, with no IOMMU (UIO, VFIO no-IOMMU mode, an IOMMU off or in
+//    passthrough): the device is handed the CPU physical address of the memory, read from
+//    /proc/self/pagemap, and can reach *all* of memory. Only with an explicit, named
+//    acknowledgement (DeviceMayReachAllMemory), as DPDK's IOVA-as-PA mode, PYNQ's
+//    allocate().physical_address and u-dma-buf's phys_addr do.
+//
+// Implementations are thread-safe: allocators made from one backend share it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "pcie/error.h"
+#include "pcie/iova.h"
+#include "pcie/sys/mapping.h"
+
+namespace pcie {
+
+// What a device may do with a buffer, and below which bus address it must lie.
+struct DmaMapRequest {
+  std::uint64_t page_size = 4096;  // the buffer's backing page size (4 KiB, 2 MiB, 1 GiB)
+  std::uint64_t dma_limit = ~std::uint64_t{0};  // the last bus address the device can reach
+  bool device_reads = true;
+  bool device_writes = true;
+};
+
+class DmaBackend {
+ public:
+  virtual ~DmaBackend() = default;
+  // "VFIO type1 IOMMU", "physical addresses (no IOMMU)".
+  virtual std::string_view name() const = 0;
+  // True when bus addresses are CPU physical addresses: no IOMMU stands between the device
+  // and memory.
+  virtual bool bus_addresses_are_physical() const = 0;
+  // Makes all of `memory` (page-aligned, populated) reachable by the device and returns
+  // the bus address of its first byte; the device sees the buffer contiguous from there.
+  // Errors: out_of_range when it cannot lie below request.dma_limit, permission_denied
+  // (memlock limits, privileges), busy (the kernel's mapping limit), not_supported when
+  // this memory cannot be made contiguous for the device (retry_with_other_memory() says
+  // whether other pages could do).
+  virtual Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) = 0;
+  // Whether a map() error is about these particular pages (above the DMA limit, not
+  // contiguous), so that the allocator may try again with other memory.
+  virtual bool retry_with_other_memory(const Error& error) const = 0;
+  // Undoes map() for `memory` at `address`; the memory is still mapped in the process. On
+  // an error the device may still reach it: the caller must not reuse the bus address.
+  virtual Result<void> unmap(BusAddress address, const Mapping& memory) = 0;
+  // Bytes currently mapped through this backend.
+  virtual std::uint64_t mapped_bytes() const = 0;
+};
+
+// The acknowledgement that physical-address DMA needs: without an IOMMU, a device (or a
+// bug in its driver) that is given bus addresses can read and write every byte of memory,
+// the kernel's included. There is deliberately no default and no environment variable.
+enum class DeviceMayReachAllMemory { acknowledged };
+
+struct PhysicalDmaOptions {
+  // Where the physical address of each page is read (proc(5), Documentation/admin-guide/
+  // mm/pagemap.rst); tests point it at a file of their own.
+  std::string pagemap_path = "/proc/self/pagemap";
+  // How many times to try other memory when pages lie above the device's DMA limit or are
+  // not contiguous; the rejected memory is held while trying, so the kernel hands out
+  // different pages, and freed afterwards.
+  unsigned attempts = 8;
+  // Lock the pages (mlock(2)) so that they are never swapped out from under the device.
+  // Hugetlbfs pages are never swapped or migrated by compaction; 4 KiB pages can still be
+  // migrated by the kernel (vm.compact_unevictable_allowed=0 stops that): use huge pages
+  // for anything a device keeps using.
+  bool lock = true;
+};
+
+// The physical-address backend. Errors of map(): permission_denied when pagemap shows a
+// PFN of 0 (it hides PFNs from processes without CAP_SYS_ADMIN) or mlock is refused,
+// not_supported for pages that are not physically contiguous (use huge pages),
+// out_of_range above the DMA limit, malformed for a pagemap entry of a page not present.
+std::shared_ptr<DmaBackend> make_physical_dma_backend(DeviceMayReachAllMemory acknowledgement,
+                                                      const PhysicalDmaOptions& options = {});
+
+}  // namespace pcie

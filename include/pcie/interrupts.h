@@ -1,0 +1,71 @@
+// Interrupts behind one interface, whichever backend delivers them: VFIO signals each
+// vector on an eventfd (VfioInterrupts), UIO on its /dev/uioN node (UioInterrupts), so a
+// driver waits for "vector N of this device" without knowing which opened it.
+//
+// The pattern every driver follows: wait() (or wait_any(), or the user's own event loop on
+// fd()), read and acknowledge the device's interrupt status, then rearm(): INTx is masked
+// each time it fires (by VFIO, or by uio_pci_generic through the command register's
+// Interrupt Disable bit) until rearmed; for MSI and MSI-X rearm() does nothing.
+//
+// Threads: one waiter per vector at a time.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "pcie/error.h"
+
+namespace pcie {
+
+enum class IrqKind {
+  intx,     // legacy INTx: one vector, masked each time it fires until rearmed
+  msi,
+  msix,
+  error,    // AER errors reported for the device (VFIO)
+  request,  // the kernel asks the user to release the device (unbind, hot unplug; VFIO)
+};
+
+// "INTx", "MSI", "MSI-X", "error IRQ", "request IRQ".
+const char* to_string(IrqKind kind);
+
+class Interrupts {
+ public:
+  virtual ~Interrupts() = default;
+  // Vectors enabled.
+  virtual unsigned count() const = 0;
+  virtual IrqKind kind() const = 0;
+  // "0000:00:03.0 MSI", used in every error about these interrupts.
+  virtual const std::string& name() const = 0;
+  // A descriptor that becomes readable (poll/epoll) when `vector` fires, for the user's own
+  // event loop; owned by this object. Call consume() when it is readable. out_of_range for
+  // a vector that is not enabled.
+  virtual Result<int> fd(unsigned vector) const = 0;
+  // How many times `vector` fired since the last wait or consume, without blocking (0 when
+  // it has not).
+  virtual Result<std::uint64_t> consume(unsigned vector) const = 0;
+  // Waits up to `timeout` for `vector`; returns how many times it fired since the last
+  // wait or consume, 0 when the timeout passed first.
+  virtual Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const = 0;
+  // Lets `vector` fire again once the device's interrupt is acknowledged (see the top).
+  virtual Result<void> rearm(unsigned vector) const = 0;
+  // Disables the vectors now and reports what the kernel said.
+  virtual Result<void> disable() = 0;
+};
+
+// One vector of one interrupt set, for wait_any().
+struct InterruptVector {
+  const Interrupts* interrupts = nullptr;
+  unsigned vector = 0;
+};
+
+// Waits up to `timeout` for the first of `vectors` to fire (a completion, or the request
+// IRQ saying the device is going away), from any backends: returns its index in `vectors`,
+// having consumed its count, or nullopt when the timeout passed. out_of_range for a vector
+// not enabled, invalid_argument for a null set.
+Result<std::optional<std::size_t>> wait_any(std::span<const InterruptVector> vectors, std::chrono::milliseconds timeout);
+
+}  // namespace pcie

@@ -1,0 +1,114 @@
+// Devices owned through UIO (Documentation/driver-api/uio-howto.rst) with the kernel's
+// generic PCI driver, uio_pci_generic: for hosts without an IOMMU (or without VFIO), where
+// it is the stock kernel's way to hand a device to user space. BARs are reached through
+// the sysfs path (pcie/sysfs_bar.h: uio_pci_generic claims no BAR, so the mapping is
+// allowed), interrupts through /dev/uioN, and DMA through physical-address buffers, which
+// the user must acknowledge (pcie/dma_backend.h).
+//
+// What uio_pci_generic does, which the objects here account for:
+//  - INTx only (no MSI or MSI-X). Each interrupt sets the command register's Interrupt
+//    Disable bit (pci_check_and_mask_intx); writing 1 to /dev/uioN clears it again
+//    (rearm()), writing 0 sets it (mask).
+//  - read() of /dev/uioN returns the total interrupt count as a 32-bit number, blocking
+//    until it changes; the node is pollable.
+//  - Closing /dev/uioN clears Bus Master Enable (its release callback), so that DMA does
+//    not outlive its user. A UioDevice therefore opens the node once and keeps it open
+//    while it or any interrupt set of it lives; destroying them all stops the device's DMA.
+//
+// Threads: a UioDevice's operations may be used from several threads (the command register
+// is changed under a lock); a UioInterrupts object has one waiter at a time.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "pcie/bdf.h"
+#include "pcie/device.h"
+#include "pcie/dma_backend.h"
+#include "pcie/interrupts.h"
+#include "pcie/sysfs_paths.h"
+
+namespace pcie {
+
+struct UioPaths {
+  SysfsPaths sysfs;
+  std::string dev = "/dev";  // where the uioN nodes are
+};
+
+struct UioOptions {
+  // Physical-address DMA buffers through dma_allocator(); without this acknowledgement it
+  // fails, since nothing stands between the device and memory.
+  std::optional<DeviceMayReachAllMemory> dma = std::nullopt;
+  PhysicalDmaOptions physical = {};
+};
+
+namespace detail {
+struct UioDeviceState;
+}
+
+// INTx of a UIO device, signalled on /dev/uioN. Move-only; destruction masks INTx.
+class UioInterrupts final : public Interrupts {
+ public:
+  UioInterrupts(UioInterrupts&&) noexcept;
+  UioInterrupts& operator=(UioInterrupts&&) noexcept;
+  ~UioInterrupts() override;
+
+  unsigned count() const override { return state_ ? 1 : 0; }
+  IrqKind kind() const override { return IrqKind::intx; }
+  const std::string& name() const override { return name_; }
+  // /dev/uioN, owned by the device: poll it for POLLIN, then consume().
+  Result<int> fd(unsigned vector) const override;
+  Result<std::uint64_t> consume(unsigned vector) const override;
+  Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const override;
+  // Clears Interrupt Disable (writes 1 to /dev/uioN) once the device's interrupt has been
+  // acknowledged; until then a level-triggered INTx would fire again at once.
+  Result<void> rearm(unsigned vector) const override;
+  // Sets Interrupt Disable (writes 0) and gives INTx back to the device object.
+  Result<void> disable() override;
+
+ private:
+  friend class UioDevice;
+  UioInterrupts(std::shared_ptr<detail::UioDeviceState> state, std::string name, std::uint32_t seen);
+  Result<void> check_vector(unsigned vector, std::string_view operation) const;
+  std::shared_ptr<detail::UioDeviceState> state_;  // keeps /dev/uioN open
+  std::string name_;
+  mutable std::uint32_t seen_ = 0;  // the event count last read
+};
+
+// A device bound to uio_pci_generic. Move-only.
+class UioDevice final : public Device {
+ public:
+  // Opens `bdf`'s /dev/uioN. Errors: not_found (no such device), not_supported (not bound to
+  // a UIO driver: the hint says how to bind it), permission_denied (the node is root's:
+  // run as root or chown it).
+  static Result<UioDevice> open(const Bdf& bdf, const UioOptions& options = {}, const UioPaths& paths = {});
+  UioDevice(UioDevice&&) noexcept;
+  UioDevice& operator=(UioDevice&&) noexcept;
+  ~UioDevice() override;
+
+  const Bdf& bdf() const override;
+  std::string backend_name() const override { return "UIO (uio_pci_generic)"; }
+  // N of /dev/uioN.
+  int uio_number() const;
+  // The BAR through the sysfs path (open_sysfs_bar, uncached); needs root.
+  Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override;
+  // Through the config file (root).
+  Result<void> enable_bus_master(bool enable = true) const override;
+  // INTx: 1 when the device has an interrupt pin and the kernel gave it an IRQ; MSI and
+  // MSI-X: 0 (uio_pci_generic offers neither).
+  Result<unsigned> vector_count(IrqKind kind) const override;
+  // INTx only (not_supported for the others, saying to use VFIO); busy when an interrupt
+  // set is already enabled.
+  Result<std::unique_ptr<Interrupts>> enable_interrupts(IrqKind kind, unsigned count = 1) const override;
+  Result<UioInterrupts> enable_intx() const;
+  // Physical-address buffers when UioOptions::dma acknowledged them; not_supported
+  // otherwise.
+  Result<DmaAllocator> dma_allocator() const override;
+
+ private:
+  explicit UioDevice(std::shared_ptr<detail::UioDeviceState> state);
+  std::shared_ptr<detail::UioDeviceState> state_;
+};
+
+}  // namespace pcie

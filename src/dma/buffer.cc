@@ -1,0 +1,153 @@
+// DmaAllocator and DmaBuffer over any DmaBackend: memory first (huge pages when the size
+// warrants and they are reserved), then the backend makes it reachable.
+#include <linux/memfd.h>
+#include <sys/mman.h>
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "pcie/barriers.h"
+#include "pcie/dma.h"
+#include "src/sys/syscalls.h"
+
+namespace pcie {
+
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+
+std::uint64_t page_size_of(DmaBacking backing) {
+  switch (backing) {
+    case DmaBacking::huge_1g: return 1ull << 30;
+    case DmaBacking::huge_2m: return 2ull << 20;
+    case DmaBacking::pages: break;
+  }
+  return kPage;
+}
+
+// The backings to try for a buffer of `size`, from `prefer` down. Huge pages only when the
+// buffer fills at least half a page of that size, so a 4 KiB descriptor ring does not cost
+// 2 MiB.
+std::vector<DmaBacking> backings_for(std::size_t size, DmaBacking prefer) {
+  std::vector<DmaBacking> order;
+  for (DmaBacking backing : {DmaBacking::huge_1g, DmaBacking::huge_2m}) {
+    if (static_cast<int>(backing) <= static_cast<int>(prefer) && size >= page_size_of(backing) / 2) order.push_back(backing);
+  }
+  order.push_back(DmaBacking::pages);
+  return order;
+}
+
+Result<Mapping> allocate_memory(std::size_t rounded, DmaBacking backing) {
+  if (backing == DmaBacking::pages) return sys::map_anonymous(rounded);
+  const unsigned flags = MFD_HUGETLB | (backing == DmaBacking::huge_1g ? MFD_HUGE_1GB : MFD_HUGE_2MB);
+  return sys::map_memfd(rounded, flags, "pcie-dma");
+}
+
+}  // namespace
+
+std::string_view dma_backing_name(DmaBacking backing) {
+  switch (backing) {
+    case DmaBacking::pages: return "4 KiB pages";
+    case DmaBacking::huge_2m: return "2 MiB huge pages";
+    case DmaBacking::huge_1g: return "1 GiB huge pages";
+  }
+  return "?";
+}
+
+DmaAllocator DmaAllocator::create_physical(DeviceMayReachAllMemory acknowledgement, const PhysicalDmaOptions& options) {
+  return DmaAllocator(make_physical_dma_backend(acknowledgement, options));
+}
+
+std::uint64_t DmaAllocator::mapped_bytes() const { return backend_->mapped_bytes(); }
+
+Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOptions& options) const {
+  if (size == 0) {
+    return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer", "0 bytes", "the size is zero"));
+  }
+  Error last_error = make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing");
+  for (DmaBacking backing : backings_for(size, options.prefer)) {
+    const std::uint64_t page = page_size_of(backing);
+    if (size > ~std::uint64_t{0} - page) break;
+    const std::size_t rounded = (size + page - 1) / page * page;
+    const DmaMapRequest request{.page_size = page,
+                                .dma_limit = options.dma_limit,
+                                .device_reads = options.device_reads,
+                                .device_writes = options.device_writes};
+    // Memory the backend refused for where it lies (physical pages above the DMA limit)
+    // is held until this backing is given up, so that the next try gets other pages.
+    std::vector<Mapping> rejected;
+    for (unsigned attempt = 0; attempt < 8; ++attempt) {
+      auto mapping = allocate_memory(rounded, backing);
+      if (!mapping) {
+        last_error = mapping.error();
+        break;  // no (more) memory of this backing: try the next
+      }
+      // A child process must not share pages the device writes into (after fork they would
+      // be copy-on-write, and the parent could end up with a copy the device never sees).
+      if (auto advised = sys::advise(*mapping, MADV_DONTFORK, "DMA buffer"); !advised) {
+        return std::unexpected(advised.error());
+      }
+      auto address = backend_->map(*mapping, request);
+      if (address) return DmaBuffer(backend_, std::move(*mapping), size, *address, backing);
+      last_error = address.error();
+      if (!backend_->retry_with_other_memory(last_error)) {
+        // The backend refused for a reason other memory does not change (limits, rights),
+        // except that a smaller backing needs less IOVA alignment.
+        if (last_error.code == Errc::out_of_range) break;
+        return std::unexpected(last_error);
+      }
+      if (!backend_->bus_addresses_are_physical()) break;  // another page lands at the same IOVA
+      rejected.push_back(std::move(*mapping));
+    }
+  }
+  return std::unexpected(last_error);
+}
+
+DmaBuffer& DmaBuffer::operator=(DmaBuffer&& other) noexcept {
+  if (this != &other) {
+    (void)release();
+    backend_ = std::move(other.backend_);
+    memory_ = std::move(other.memory_);
+    size_ = std::exchange(other.size_, 0);
+    iova_ = other.iova_;
+    backing_ = other.backing_;
+  }
+  return *this;
+}
+
+DmaBuffer::~DmaBuffer() { (void)release(); }
+
+Result<void> DmaBuffer::release() {
+  if (!backend_ || !memory_.valid()) return {};
+  Result<void> result = backend_->unmap(iova_, memory_);
+  // The memory goes after the backend's mapping. If the unmap failed, the kernel still
+  // holds its pins on these pages, so the device cannot reach memory that is reused.
+  memory_ = Mapping();
+  backend_.reset();
+  return result;
+}
+
+std::optional<std::uint64_t> DmaBuffer::physical_address() const {
+  if (!backend_ || !backend_->bus_addresses_are_physical()) return std::nullopt;
+  return iova_.value;
+}
+
+std::string_view DmaBuffer::backend_name() const { return backend_ ? backend_->name() : std::string_view("released"); }
+
+Result<Iova> DmaBuffer::iova_of(const void* cpu_pointer) const {
+  const auto* pointer = static_cast<const std::byte*>(cpu_pointer);
+  if (pointer < data() || pointer >= data() + size_) {
+    return std::unexpected(make_error(Errc::out_of_range, "translate to bus address", fmt::format("{}", cpu_pointer),
+                                      fmt::format("not inside this DMA buffer ({} bytes at {})", size_,
+                                                  static_cast<const void*>(data()))));
+  }
+  return Iova{iova_.value + static_cast<std::uint64_t>(pointer - data())};
+}
+
+void DmaBuffer::sync_for_device() const { barrier_before_doorbell(); }
+void DmaBuffer::sync_for_cpu() const { barrier_before_reading_dma_data(); }
+
+}  // namespace pcie

@@ -1,0 +1,89 @@
+// The physical-address DMA backend: no IOMMU, the device is handed CPU physical addresses
+// (pcie/dma_backend.h says when, and what the user accepts by using it).
+#include <fcntl.h>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <vector>
+
+#include "pcie/dma_backend.h"
+#include "src/dma/pagemap.h"
+#include "src/sys/syscalls.h"
+
+namespace pcie {
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+
+class PhysicalDmaBackend final : public DmaBackend {
+ public:
+  explicit PhysicalDmaBackend(PhysicalDmaOptions options) : options_(std::move(options)) {}
+
+  std::string_view name() const override { return "physical addresses (no IOMMU)"; }
+  bool bus_addresses_are_physical() const override { return true; }
+
+  Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
+    const auto address = reinterpret_cast<std::uint64_t>(memory.data());
+    const std::string object = fmt::format("{} bytes at {}", memory.size(), static_cast<const void*>(memory.data()));
+    if (memory.size() == 0 || address % kPage != 0 || memory.size() % kPage != 0) {
+      return std::unexpected(make_error(Errc::invalid_argument, "map DMA memory", object, "not whole pages"));
+    }
+    if (options_.lock) {
+      // No IOMMU pins these pages: locking them is what keeps them from being swapped out.
+      if (auto locked = sys::lock_memory(memory, "DMA buffer"); !locked) {
+        Error error = locked.error();
+        if (error.sys_errno == ENOMEM || error.sys_errno == EPERM || error.sys_errno == EAGAIN) {
+          error.code = Errc::permission_denied;
+          error.hint = fmt::format("RLIMIT_MEMLOCK is {} bytes: raise it (ulimit -l) or run with CAP_IPC_LOCK",
+                                   sys::memlock_limit());
+        }
+        return std::unexpected(error);
+      }
+    }
+    auto fd = sys::open_file(options_.pagemap_path, O_RDONLY, "open pagemap");
+    if (!fd) return std::unexpected(fd.error());
+    // One pread for the whole buffer: a lookup per page costs a system call each (DPDK's
+    // rte_mem_virt2phy pays that); this is one per buffer.
+    std::vector<std::uint64_t> entries(memory.size() / kPage);
+    if (auto read = pagemap::read_entries(fd->get(), options_.pagemap_path, address, entries); !read) {
+      return std::unexpected(read.error());
+    }
+    auto physical = pagemap::contiguous_physical_address(entries, object);
+    if (!physical) return std::unexpected(physical.error());
+    const std::uint64_t last = *physical + (memory.size() - 1);
+    if (last > request.dma_limit) {
+      return std::unexpected(make_error(Errc::out_of_range, "map DMA memory", object,
+                                        fmt::format("its physical addresses {:#x}-{:#x} lie above the device's DMA "
+                                                    "limit {:#x}",
+                                                    *physical, last, request.dma_limit),
+                                        "reserve huge pages early (hugepages= on the kernel command line) so that "
+                                        "low memory is still free, or use a device with a wider DMA mask"));
+    }
+    mapped_.fetch_add(memory.size());
+    return BusAddress{*physical};
+  }
+
+  bool retry_with_other_memory(const Error& error) const override {
+    return error.code == Errc::out_of_range || error.code == Errc::not_supported;
+  }
+
+  Result<void> unmap(BusAddress, const Mapping& memory) override {
+    // Nothing to undo in an IOMMU; the pages are unlocked when they are unmapped.
+    mapped_.fetch_sub(std::min<std::uint64_t>(mapped_.load(), memory.size()));
+    return {};
+  }
+
+  std::uint64_t mapped_bytes() const override { return mapped_.load(); }
+
+ private:
+  PhysicalDmaOptions options_;
+  std::atomic<std::uint64_t> mapped_{0};
+};
+
+}  // namespace
+
+std::shared_ptr<DmaBackend> make_physical_dma_backend(DeviceMayReachAllMemory, const PhysicalDmaOptions& options) {
+  return std::make_shared<PhysicalDmaBackend>(options);
+}
+
+}  // namespace pcie

@@ -1,0 +1,29 @@
+// What a UIO device and its interrupt set share (private): /dev/uioN, opened once, since
+// uio_pci_generic clears Bus Master Enable whenever it is closed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "pcie/dma_backend.h"
+#include "pcie/sys/unique_fd.h"
+#include "pcie/uio.h"
+
+namespace pcie::detail {
+
+struct UioDeviceState {
+  Bdf bdf;
+  UioPaths paths;
+  int number = -1;
+  std::string node;      // /dev/uioN
+  std::string uio_dir;   // <device>/uio/uioN in sysfs
+  UniqueFd fd;           // /dev/uioN, read/write, non-blocking
+  std::shared_ptr<DmaBackend> dma;  // the physical backend, when acknowledged
+  std::mutex mutex;      // guards the command register's read-modify-writes and intx_enabled
+  bool intx_enabled = false;
+};
+
+}  // namespace pcie::detail

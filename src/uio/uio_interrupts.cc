@@ -1,0 +1,139 @@
+// UioInterrupts: INTx through /dev/uioN (Documentation/driver-api/uio-howto.rst: a read
+// returns the 32-bit event count; a write of a 32-bit 1 or 0 goes to the driver's
+// irqcontrol, which for uio_pci_generic clears or sets Interrupt Disable).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "pcie/uio.h"
+#include "src/pci/sysfs_links.h"
+#include "src/sys/syscalls.h"
+#include "src/uio/state.h"
+
+namespace pcie {
+
+namespace {
+
+Result<void> write_irq_control(const detail::UioDeviceState& state, std::int32_t value) {
+  std::byte bytes[sizeof value];
+  std::memcpy(bytes, &value, sizeof value);
+  return sys::write_once(state.fd.get(), bytes, state.node);
+}
+
+}  // namespace
+
+Result<UioInterrupts> UioDevice::enable_intx() const {
+  const std::string name = state_->bdf.to_string() + " INTx (" + state_->node + ")";
+  auto vectors = vector_count(IrqKind::intx);
+  if (!vectors) return std::unexpected(vectors.error());
+  if (*vectors == 0) {
+    return std::unexpected(make_error(Errc::out_of_range, "enable interrupts", name,
+                                      "the device has no interrupt pin, or the kernel routed it no IRQ"));
+  }
+  std::lock_guard lock(state_->mutex);
+  if (state_->intx_enabled) {
+    return std::unexpected(make_error(Errc::busy, "enable interrupts", name,
+                                      "INTx is already enabled through another UioInterrupts of this device",
+                                      "use that one, or disable or destroy it first"));
+  }
+  // The count so far, so that the first wait reports only what arrives from now on.
+  std::uint32_t seen = 0;
+  if (auto text = sys::read_text_file(state_->uio_dir + "/event"); text) {
+    if (auto count = sysfs::parse_number(*text); count && *count >= 0) seen = static_cast<std::uint32_t>(*count);
+  }
+  if (auto unmasked = write_irq_control(*state_, 1); !unmasked) {
+    Error error = unmasked.error();
+    error.operation = "enable interrupts";
+    if (error.sys_errno == EIO || error.sys_errno == ENOSYS) {
+      error.reason = "the UIO driver has no interrupt control (" + error.reason + ")";
+    }
+    return std::unexpected(error);
+  }
+  state_->intx_enabled = true;
+  return UioInterrupts(state_, name, seen);
+}
+
+UioInterrupts::UioInterrupts(std::shared_ptr<detail::UioDeviceState> state, std::string name, std::uint32_t seen)
+    : state_(std::move(state)), name_(std::move(name)), seen_(seen) {}
+
+UioInterrupts::UioInterrupts(UioInterrupts&& other) noexcept
+    : state_(std::move(other.state_)), name_(std::move(other.name_)), seen_(other.seen_) {}
+
+UioInterrupts& UioInterrupts::operator=(UioInterrupts&& other) noexcept {
+  if (this != &other) {
+    (void)disable();
+    state_ = std::move(other.state_);
+    name_ = std::move(other.name_);
+    seen_ = other.seen_;
+  }
+  return *this;
+}
+
+UioInterrupts::~UioInterrupts() { (void)disable(); }
+
+Result<void> UioInterrupts::check_vector(unsigned vector, std::string_view operation) const {
+  if (!state_ || vector != 0) {
+    return std::unexpected(make_error(Errc::out_of_range, std::string(operation), name_,
+                                      fmt::format("vector {} of {} enabled", vector, count())));
+  }
+  return {};
+}
+
+Result<int> UioInterrupts::fd(unsigned vector) const {
+  if (auto valid = check_vector(vector, "descriptor of"); !valid) return std::unexpected(valid.error());
+  return state_->fd.get();
+}
+
+Result<std::uint64_t> UioInterrupts::consume(unsigned vector) const {
+  if (auto valid = check_vector(vector, "read interrupt count"); !valid) return std::unexpected(valid.error());
+  std::uint32_t total = 0;
+  auto read = sys::read_some(state_->fd.get(), std::as_writable_bytes(std::span(&total, 1)), state_->node);
+  if (!read) {
+    if (read.error().sys_errno == EAGAIN) return 0u;  // non-blocking: nothing new
+    return std::unexpected(read.error());
+  }
+  if (*read != sizeof total) {
+    return std::unexpected(make_error(Errc::io_error, "read interrupt count", name_,
+                                      fmt::format("read {} bytes, expected 4", *read)));
+  }
+  // A 32-bit count that wraps: the difference modulo 2^32 is what arrived.
+  const std::uint32_t arrived = total - seen_;
+  seen_ = total;
+  return arrived;
+}
+
+Result<std::uint64_t> UioInterrupts::wait(unsigned vector, std::chrono::milliseconds timeout) const {
+  if (auto valid = check_vector(vector, "wait for interrupt"); !valid) return std::unexpected(valid.error());
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto bounded = std::clamp<std::chrono::milliseconds::rep>(left.count(), 0, std::numeric_limits<int>::max());
+    const int fds[] = {state_->fd.get()};
+    auto ready = sys::wait_readable(fds, static_cast<int>(bounded));
+    if (!ready) return std::unexpected(ready.error());
+    if (!*ready) return 0u;
+    auto arrived = consume(0);
+    if (!arrived || *arrived > 0 || left.count() <= 0) return arrived;
+  }
+}
+
+Result<void> UioInterrupts::rearm(unsigned vector) const {
+  if (auto valid = check_vector(vector, "rearm interrupt"); !valid) return valid;
+  return write_irq_control(*state_, 1);
+}
+
+Result<void> UioInterrupts::disable() {
+  if (!state_) return {};
+  auto masked = write_irq_control(*state_, 0);
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->intx_enabled = false;
+  }
+  state_.reset();
+  return masked;
+}
+
+}  // namespace pcie

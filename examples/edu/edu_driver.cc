@@ -31,7 +31,7 @@ pcie::Result<EduDriver> EduDriver::open(pcie::VfioContainer& container, const pc
   return open(std::make_unique<pcie::VfioDevice>(std::move(*device)));
 }
 
-pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device) {
+pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device, const EduOptions& options) {
   const std::string name = device->bdf().to_string();
   auto bar0 = device->open_bar(0);
   if (!bar0) return std::unexpected(bar0.error());
@@ -66,7 +66,7 @@ pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device) {
   if (!allocator) return std::unexpected(allocator.error());
   // edu truncates bus addresses to its DMA mask: the buffer must lie below it.
   auto buffer = allocator->allocate(edu::kInternalBufferSize,
-                                    {.dma_limit = pcie::dma_mask_limit(edu::kDmaMaskBits), .prefer = pcie::DmaBacking::pages});
+                                    {.dma_limit = pcie::dma_mask_limit(options.dma_mask_bits), .prefer = pcie::DmaBacking::pages});
   if (!buffer) return std::unexpected(buffer.error());
   return EduDriver(std::move(device), std::move(*bar0), std::move(*irq), std::move(request), std::move(*buffer));
 }

@@ -59,13 +59,19 @@ inline constexpr std::size_t kInternalBufferSize = 4096;
 inline constexpr unsigned kDmaMaskBits = 28;              // QEMU's default dma_mask
 }  // namespace edu
 
+struct EduOptions {
+  // QEMU's edu truncates bus addresses to its dma_mask property (28 bits unless the VM was
+  // started with -device edu,dma_mask=...); the driver keeps its buffer below it.
+  unsigned dma_mask_bits = edu::kDmaMaskBits;
+};
+
 class EduDriver {
  public:
   // Takes `device` (opened by any backend), maps BAR0, checks the identification register,
   // quiesces the device, then enables bus mastering, MSI (INTx where the backend has no
   // MSI) and the request IRQ where the backend has one, and allocates its DMA buffer below
-  // edu's 28-bit DMA mask.
-  static pcie::Result<EduDriver> open(std::unique_ptr<pcie::Device> device);
+  // edu's DMA mask.
+  static pcie::Result<EduDriver> open(std::unique_ptr<pcie::Device> device, const EduOptions& options = {});
   // Opens `bdf` (bound to vfio-pci) in `container`, then as above.
   static pcie::Result<EduDriver> open(pcie::VfioContainer& container, const pcie::Bdf& bdf);
 

@@ -7,8 +7,8 @@
 //
 // What uio_pci_generic does, which the objects here account for:
 //  - INTx only (no MSI or MSI-X). Each interrupt sets the command register's Interrupt
-//    Disable bit (pci_check_and_mask_intx); writing 1 to /dev/uioN clears it again
-//    (rearm()), writing 0 sets it (mask).
+//    Disable bit (pci_check_and_mask_intx); the driver has no irqcontrol, so rearm()
+//    clears the bit through the config file (as uio-howto.rst's example does).
 //  - read() of /dev/uioN returns the total interrupt count as a 32-bit number, blocking
 //    until it changes; the node is pollable.
 //  - Closing /dev/uioN clears Bus Master Enable (its release callback), so that DMA does
@@ -61,10 +61,10 @@ class UioInterrupts final : public Interrupts {
   Result<int> fd(unsigned vector) const override;
   Result<std::uint64_t> consume(unsigned vector) const override;
   Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const override;
-  // Clears Interrupt Disable (writes 1 to /dev/uioN) once the device's interrupt has been
+  // Clears Interrupt Disable (config file) once the device's interrupt has been
   // acknowledged; until then a level-triggered INTx would fire again at once.
   Result<void> rearm(unsigned vector) const override;
-  // Sets Interrupt Disable (writes 0) and gives INTx back to the device object.
+  // Sets Interrupt Disable and gives INTx back to the device object.
   Result<void> disable() override;
 
  private:
@@ -79,9 +79,10 @@ class UioInterrupts final : public Interrupts {
 // A device bound to uio_pci_generic. Move-only.
 class UioDevice final : public Device {
  public:
-  // Opens `bdf`'s /dev/uioN. Errors: not_found (no such device), not_supported (not bound to
-  // a UIO driver: the hint says how to bind it), permission_denied (the node is root's:
-  // run as root or chown it).
+  // Opens `bdf`'s /dev/uioN and its config file (for writing: the command register).
+  // Errors: not_found (no such device), not_supported (not bound to a UIO driver: the hint
+  // says how to bind it), permission_denied (the node and the config file are root's: run
+  // as root or chown them).
   static Result<UioDevice> open(const Bdf& bdf, const UioOptions& options = {}, const UioPaths& paths = {});
   UioDevice(UioDevice&&) noexcept;
   UioDevice& operator=(UioDevice&&) noexcept;

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -30,13 +31,26 @@ std::uint64_t page_size_of(DmaBacking backing) {
 
 // The backings to try for a buffer of `size`, from `prefer` down. Huge pages only when the
 // buffer fills at least half a page of that size, so a 4 KiB descriptor ring does not cost
-// 2 MiB.
-std::vector<DmaBacking> backings_for(std::size_t size, DmaBacking prefer) {
+// 2 MiB. With physical addresses (no IOMMU to stitch pages together) a buffer must fit in
+// one page of the backing to be contiguous: smaller backings are tried only when they can
+// hold it, or when the caller asked for that backing, rather than populating (say) a
+// gigabyte of ordinary pages that are contiguous only by luck.
+std::vector<DmaBacking> backings_for(std::size_t size, DmaBacking prefer, bool physical, bool limited) {
   std::vector<DmaBacking> order;
-  for (DmaBacking backing : {DmaBacking::huge_1g, DmaBacking::huge_2m}) {
-    if (static_cast<int>(backing) <= static_cast<int>(prefer) && size >= page_size_of(backing) / 2) order.push_back(backing);
+  for (DmaBacking backing : {DmaBacking::huge_1g, DmaBacking::huge_2m, DmaBacking::pages}) {
+    if (static_cast<int>(backing) > static_cast<int>(prefer)) continue;
+    if (backing != DmaBacking::pages && size < page_size_of(backing) / 2) continue;
+    if (physical && backing != prefer && size > page_size_of(backing)) continue;
+    order.push_back(backing);
   }
-  order.push_back(DmaBacking::pages);
+  // Physical addresses below a DMA limit: ordinary pages come from wherever the kernel's
+  // allocator has them (high memory first, usually), while huge pages reserved at boot lie
+  // low. A 2 MiB page is the last resort for a small buffer that no ordinary page could
+  // hold below the limit (a pool carves it up for many small buffers).
+  if (physical && limited && size <= page_size_of(DmaBacking::huge_2m) &&
+      std::find(order.begin(), order.end(), DmaBacking::huge_2m) == order.end()) {
+    order.push_back(DmaBacking::huge_2m);
+  }
   return order;
 }
 
@@ -68,7 +82,8 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
     return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer", "0 bytes", "the size is zero"));
   }
   Error last_error = make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing");
-  for (DmaBacking backing : backings_for(size, options.prefer)) {
+  for (DmaBacking backing : backings_for(size, options.prefer, backend_->bus_addresses_are_physical(),
+                                            options.dma_limit != ~std::uint64_t{0})) {
     const std::uint64_t page = page_size_of(backing);
     if (size > ~std::uint64_t{0} - page) break;
     const std::size_t rounded = (size + page - 1) / page * page;

@@ -41,7 +41,14 @@ class PhysicalDmaBackend final : public DmaBackend {
       }
     }
     auto fd = sys::open_file(options_.pagemap_path, O_RDONLY, "open pagemap");
-    if (!fd) return std::unexpected(fd.error());
+    if (!fd) {
+      Error error = fd.error();
+      if (error.code == Errc::permission_denied) {
+        error.hint = "physical addresses are for root (CAP_SYS_ADMIN) only; a process that changed its user "
+                     "is not dumpable, and then /proc/self is root's";
+      }
+      return std::unexpected(error);
+    }
     // One pread for the whole buffer: a lookup per page costs a system call each (DPDK's
     // rte_mem_virt2phy pays that); this is one per buffer.
     std::vector<std::uint64_t> entries(memory.size() / kPage);

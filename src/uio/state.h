@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "pcie/config_space.h"
 #include "pcie/dma_backend.h"
 #include "pcie/sys/unique_fd.h"
 #include "pcie/uio.h"
@@ -21,6 +22,9 @@ struct UioDeviceState {
   std::string node;      // /dev/uioN
   std::string uio_dir;   // <device>/uio/uioN in sysfs
   UniqueFd fd;           // /dev/uioN, read/write, non-blocking
+  // The config file, open for writing: INTx is re-enabled through the command register's
+  // Interrupt Disable bit (uio_pci_generic has no irqcontrol: a write to /dev/uioN fails).
+  std::optional<ConfigSpace> config;
   std::shared_ptr<DmaBackend> dma;  // the physical backend, when acknowledged
   std::mutex mutex;      // guards the command register's read-modify-writes and intx_enabled
   bool intx_enabled = false;

@@ -75,6 +75,9 @@ Result<UioDevice> UioDevice::open(const Bdf& bdf, const UioOptions& options, con
     return std::unexpected(error);
   }
   state->fd = std::move(*fd);
+  auto config = ConfigSpace::open(paths.sysfs, bdf, ConfigSpace::Mode::read_write);
+  if (!config) return std::unexpected(config.error());
+  state->config.emplace(std::move(*config));
   if (options.dma) state->dma = make_physical_dma_backend(*options.dma, options.physical);
   return UioDevice(std::move(state));
 }
@@ -92,8 +95,7 @@ Result<std::unique_ptr<Region>> UioDevice::open_bar(unsigned bar) const {
 }
 
 Result<void> UioDevice::enable_bus_master(bool enable) const {
-  auto config = ConfigSpace::open(state_->paths.sysfs, state_->bdf, ConfigSpace::Mode::read_write);
-  if (!config) return std::unexpected(config.error());
+  const ConfigSpace* config = &*state_->config;
   std::lock_guard lock(state_->mutex);
   if (auto present = config->check_present(); !present) return present;
   auto command = config->read16(cfg::kCommand);

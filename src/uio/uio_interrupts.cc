@@ -1,6 +1,9 @@
 // UioInterrupts: INTx through /dev/uioN (Documentation/driver-api/uio-howto.rst: a read
-// returns the 32-bit event count; a write of a 32-bit 1 or 0 goes to the driver's
-// irqcontrol, which for uio_pci_generic clears or sets Interrupt Disable).
+// returns the 32-bit event count). uio_pci_generic masks INTx in its handler by setting the
+// command register's Interrupt Disable bit and has no irqcontrol (a write to /dev/uioN is
+// ENOSYS): user space unmasks by clearing the bit through the config file, writing only
+// the command register's high byte as the howto's example does, so that the low byte
+// (decode and bus master enables) is never rewritten.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -8,6 +11,7 @@
 #include <limits>
 #include <utility>
 
+#include "pcie/config_space.h"
 #include "pcie/uio.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
@@ -17,10 +21,16 @@ namespace pcie {
 
 namespace {
 
-Result<void> write_irq_control(const detail::UioDeviceState& state, std::int32_t value) {
-  std::byte bytes[sizeof value];
-  std::memcpy(bytes, &value, sizeof value);
-  return sys::write_once(state.fd.get(), bytes, state.node);
+constexpr std::uint32_t kCommandHighByte = cfg::kCommand + 1;
+constexpr std::uint8_t kInterruptDisableInHighByte = cfg::kCommandInterruptDisable >> 8;
+
+// Clears (unmask) or sets (mask) Interrupt Disable. Called with the state's mutex held.
+Result<void> set_intx_masked(const detail::UioDeviceState& state, bool masked) {
+  auto high = state.config->read8(kCommandHighByte);
+  if (!high) return std::unexpected(high.error());
+  const auto value = static_cast<std::uint8_t>(masked ? (*high | kInterruptDisableInHighByte)
+                                                      : (*high & ~kInterruptDisableInHighByte));
+  return state.config->write8(kCommandHighByte, value);
 }
 
 }  // namespace
@@ -44,14 +54,7 @@ Result<UioInterrupts> UioDevice::enable_intx() const {
   if (auto text = sys::read_text_file(state_->uio_dir + "/event"); text) {
     if (auto count = sysfs::parse_number(*text); count && *count >= 0) seen = static_cast<std::uint32_t>(*count);
   }
-  if (auto unmasked = write_irq_control(*state_, 1); !unmasked) {
-    Error error = unmasked.error();
-    error.operation = "enable interrupts";
-    if (error.sys_errno == EIO || error.sys_errno == ENOSYS) {
-      error.reason = "the UIO driver has no interrupt control (" + error.reason + ")";
-    }
-    return std::unexpected(error);
-  }
+  if (auto unmasked = set_intx_masked(*state_, false); !unmasked) return std::unexpected(unmasked.error());
   state_->intx_enabled = true;
   return UioInterrupts(state_, name, seen);
 }
@@ -122,14 +125,16 @@ Result<std::uint64_t> UioInterrupts::wait(unsigned vector, std::chrono::millisec
 
 Result<void> UioInterrupts::rearm(unsigned vector) const {
   if (auto valid = check_vector(vector, "rearm interrupt"); !valid) return valid;
-  return write_irq_control(*state_, 1);
+  std::lock_guard lock(state_->mutex);
+  return set_intx_masked(*state_, false);
 }
 
 Result<void> UioInterrupts::disable() {
   if (!state_) return {};
-  auto masked = write_irq_control(*state_, 0);
+  Result<void> masked;
   {
     std::lock_guard lock(state_->mutex);
+    masked = set_intx_masked(*state_, true);
     state_->intx_enabled = false;
   }
   state_.reset();

@@ -75,6 +75,11 @@ Result<AttachedGroup> attach_group(detail::VfioContainerState& state, const Bdf&
                                    "can reach all of memory, or boot with the IOMMU on (intel_iommu=on)";
       return std::unexpected(error);
     }
+    if (fd.error().code == Errc::permission_denied && without_iommu) {
+      Error error = fd.error();
+      error.hint = "no-IOMMU groups are root's, and using one needs CAP_SYS_RAWIO: run as root";
+      return std::unexpected(error);
+    }
     if (fd.error().code == Errc::not_found && without_iommu) {
       Error error = fd.error();
       error.hint = "bind the device to vfio-pci after enabling no-IOMMU mode "

@@ -1,0 +1,452 @@
+// Runs inside the test VM booted without an IOMMU (vm_noiommu_*_test): one backend per run,
+// chosen by --backend=uio (edu 00:03.0 bound to uio_pci_generic, Debian's stock kernel) or
+// --backend=vfio-noiommu (bound to vfio-pci in no-IOMMU mode, the kernel of our own).
+// The same checks run on each (the suites Uio.* and VfioNoiommu.* only on theirs: the host
+// side filters out the other's): edu DMA round trips through physical-address buffers on
+// 4 KiB, 2 MiB and 1 GiB pages (every byte compared, guard bytes untouched), the 28-bit DMA
+// mask of the second edu (00:06.0, no driver), interrupts (INTx through UIO, MSI through
+// VFIO), the reference driver unchanged, /dev/mem and /proc/iomem on real hardware
+// models, and the refusals (non-root, PFN 0).
+//
+// Devices: 00:03.0 edu with a 64-bit DMA mask (bound as above), 00:06.0 edu with QEMU's
+// default 28-bit mask (no driver), 01:00.0 nvme with its driver. Huge pages: 2 MiB x 8 and
+// 1 GiB x 1 reserved on the kernel command line.
+#include <gtest/gtest.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "examples/edu/edu_driver.h"
+#include "pcie/binding.h"
+#include "pcie/config_space.h"
+#include "pcie/device.h"
+#include "pcie/dma.h"
+#include "pcie/iomem.h"
+#include "pcie/physical_window.h"
+#include "pcie/uio.h"
+#include "pcie/vfio.h"
+#include "tests/vm/flags.h"
+
+namespace pcie {
+namespace {
+
+std::string g_backend = "uio";
+
+const Bdf kEdu{0, 0, 3, 0};        // 64-bit DMA mask; bound to the backend's driver
+const Bdf kMaskedEdu{0, 0, 6, 0};  // 28-bit DMA mask; no driver
+const Bdf kNvme{0, 1, 0, 0};       // the nvme driver claims its BAR
+constexpr auto kAccepted = DeviceMayReachAllMemory::acknowledged;
+
+namespace edu = examples::edu;
+
+Result<std::unique_ptr<Device>> open_backend(const Bdf& bdf) {
+  if (g_backend == "uio") {
+    auto device = UioDevice::open(bdf, {.dma = kAccepted});
+    if (!device) return std::unexpected(device.error());
+    return std::make_unique<UioDevice>(std::move(*device));
+  }
+  auto container = VfioContainer::open_without_iommu(kAccepted);
+  if (!container) return std::unexpected(container.error());
+  auto device = container->open_device(bdf);
+  if (!device) return std::unexpected(device.error());
+  return std::make_unique<VfioDevice>(std::move(*device));
+}
+
+std::string driver_for_backend() { return g_backend == "uio" ? "uio_pci_generic" : "vfio-pci"; }
+
+// A device, its BAR0 and a physical DMA allocator, as a driver would hold them.
+struct Opened {
+  std::unique_ptr<Device> device;
+  std::unique_ptr<Region> bar0;
+  std::optional<DmaAllocator> allocator;
+  MmioView regs() const { return MmioView(bar0->mapped_base(), bar0->size(), bar0->allowed_widths(), bar0->name()); }
+};
+
+void open_for_dma(const Bdf& bdf, Opened& opened) {
+  auto device = open_backend(bdf);
+  ASSERT_TRUE(device) << device.error().message();
+  opened.device = std::move(*device);
+  auto bar0 = opened.device->open_bar(0);
+  ASSERT_TRUE(bar0) << bar0.error().message();
+  opened.bar0 = std::move(*bar0);
+  ASSERT_NE(opened.bar0->mapped_base(), nullptr);
+  ASSERT_TRUE(opened.device->enable_bus_master());
+  auto allocator = opened.device->dma_allocator();
+  ASSERT_TRUE(allocator) << allocator.error().message();
+  EXPECT_TRUE(allocator->backend().bus_addresses_are_physical());
+  opened.allocator.emplace(std::move(*allocator));
+}
+
+// One edu DMA, waited for with a bounded poll (counts of 0 or 4096 crash QEMU 7.2).
+::testing::AssertionResult edu_dma(const MmioView& regs, std::uint64_t source, std::uint64_t destination,
+                                   std::uint64_t count, bool to_ram) {
+  regs.write<std::uint64_t>(edu::kDmaSource, source);
+  regs.write<std::uint64_t>(edu::kDmaDestination, destination);
+  regs.write<std::uint64_t>(edu::kDmaCount, count);
+  regs.write<std::uint64_t>(edu::kDmaCommand, edu::kDmaStart | (to_ram ? edu::kDmaToRam : 0));
+  auto done = regs.poll<std::uint64_t>(edu::kDmaCommand, edu::kDmaStart, 0, std::chrono::seconds(10));
+  if (!done) return ::testing::AssertionFailure() << done.error().message();
+  if (!done->matched) return ::testing::AssertionFailure() << "edu DMA still running after 10 s";
+  return ::testing::AssertionSuccess();
+}
+
+// Round trips of several sizes through edu's buffer, from one physical buffer to another
+// at an offset inside it; every byte of both buffers outside the transfer is a guard that
+// must keep its pattern.
+void round_trip(Opened& opened, std::size_t size, DmaBacking prefer, DmaBacking expected, std::uint64_t dma_limit) {
+  auto out = opened.allocator->allocate(size, {.dma_limit = dma_limit, .prefer = prefer});
+  ASSERT_TRUE(out) << out.error().message();
+  auto in = opened.allocator->allocate(size, {.dma_limit = dma_limit, .prefer = prefer});
+  ASSERT_TRUE(in) << in.error().message();
+  ASSERT_EQ(out->backing(), expected) << dma_backing_name(out->backing());
+  for (const DmaBuffer* buffer : {&*out, &*in}) {
+    ASSERT_TRUE(buffer->physical_address());
+    EXPECT_EQ(*buffer->physical_address(), buffer->bus_address().value);
+    EXPECT_NE(buffer->bus_address().value, 0u);
+    EXPECT_LE(buffer->bus_address().value + buffer->size() - 1, dma_limit);
+    std::printf("%s: %zu bytes on %s at physical 0x%llx\n", std::string(buffer->backend_name()).c_str(), buffer->size(),
+                std::string(dma_backing_name(buffer->backing())).c_str(),
+                static_cast<unsigned long long>(buffer->bus_address().value));
+  }
+  // Offsets near the end of the buffer too: the device must reach its last page.
+  const std::size_t far = size > 8192 ? size - 8192 : 0;
+  for (const std::size_t offset : {std::size_t{0}, std::size_t{100}, far}) {
+    for (const std::size_t count : {std::size_t{1}, std::size_t{63}, std::size_t{4095}}) {
+      SCOPED_TRACE(testing::Message() << "offset " << offset << ", " << count << " bytes");
+      if (offset + count > size) continue;
+      for (std::size_t i = 0; i < size; ++i) out->data()[i] = std::byte(static_cast<unsigned char>(i * 7 + count));
+      std::memset(in->data(), 0xa5, size);
+      out->sync_for_device();
+      ASSERT_TRUE(edu_dma(opened.regs(), out->bus_address().value + offset, edu::kInternalBuffer, count, false));
+      ASSERT_TRUE(edu_dma(opened.regs(), edu::kInternalBuffer, in->bus_address().value + offset, count, true));
+      in->sync_for_cpu();
+      ASSERT_EQ(std::memcmp(out->data() + offset, in->data() + offset, count), 0);
+      for (std::size_t i = 0; i < size; ++i) {
+        if (i >= offset && i < offset + count) continue;
+        ASSERT_EQ(in->data()[i], std::byte{0xa5}) << "guard byte " << i << " was written";
+      }
+    }
+  }
+}
+
+TEST(PhysicalDma, RoundTripsOn4KiBPages) {
+  Opened opened;
+  ASSERT_NO_FATAL_FAILURE(open_for_dma(kEdu, opened));
+  round_trip(opened, 4096, DmaBacking::pages, DmaBacking::pages, ~std::uint64_t{0});
+  EXPECT_EQ(opened.allocator->mapped_bytes(), 0u);
+}
+
+TEST(PhysicalDma, RoundTripsOn2MiBPages) {
+  Opened opened;
+  ASSERT_NO_FATAL_FAILURE(open_for_dma(kEdu, opened));
+  round_trip(opened, 2 << 20, DmaBacking::huge_2m, DmaBacking::huge_2m, ~std::uint64_t{0});
+}
+
+TEST(PhysicalDma, RoundTripsOn1GiBPages) {
+  Opened opened;
+  ASSERT_NO_FATAL_FAILURE(open_for_dma(kEdu, opened));
+  auto buffer = opened.allocator->allocate(1 << 30, {.prefer = DmaBacking::huge_1g});
+  ASSERT_TRUE(buffer) << buffer.error().message();
+  ASSERT_EQ(buffer->backing(), DmaBacking::huge_1g);
+  EXPECT_EQ(buffer->bus_address().value % (1 << 30), 0u) << "a 1 GiB page is 1 GiB-aligned in physical memory";
+  // Only one 1 GiB page is reserved: round trips inside it, far apart.
+  for (const std::uint64_t offset : {std::uint64_t{0}, std::uint64_t{512} << 20, (std::uint64_t{1} << 30) - 8192}) {
+    SCOPED_TRACE(offset);
+    std::byte* out = buffer->data() + offset;
+    std::byte* in = out + 4096;
+    for (std::size_t i = 0; i < 4095; ++i) out[i] = std::byte(static_cast<unsigned char>(i * 13 + 1));
+    std::memset(in, 0xa5, 4096);
+    ASSERT_TRUE(edu_dma(opened.regs(), buffer->bus_address().value + offset, edu::kInternalBuffer, 4095, false));
+    ASSERT_TRUE(edu_dma(opened.regs(), edu::kInternalBuffer, buffer->bus_address().value + offset + 4096, 4095, true));
+    ASSERT_EQ(std::memcmp(out, in, 4095), 0);
+    EXPECT_EQ(in[4095], std::byte{0xa5}) << "the byte after the transfer is untouched";
+  }
+}
+
+TEST(PhysicalDma, PoolCarvesSlicesWithPhysicalAddresses) {
+  Opened opened;
+  ASSERT_NO_FATAL_FAILURE(open_for_dma(kEdu, opened));
+  auto pool = DmaPool::create(*opened.allocator, {.prefer = DmaBacking::pages}, 4096);
+  ASSERT_TRUE(pool) << pool.error().message();
+  auto a = pool->allocate(100);
+  auto b = pool->allocate(200);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(pool->chunk_count(), 1u);
+  std::memset(a->data(), 0x3c, 100);
+  ASSERT_TRUE(edu_dma(opened.regs(), a->bus_address().value, edu::kInternalBuffer, 100, false));
+  ASSERT_TRUE(edu_dma(opened.regs(), edu::kInternalBuffer, b->bus_address().value, 100, true));
+  for (std::size_t i = 0; i < 100; ++i) ASSERT_EQ(b->data()[i], std::byte{0x3c});
+  EXPECT_EQ(b->data()[100], std::byte{0}) << "the slice past the transfer is untouched";
+}
+
+// edu 00:06.0 keeps QEMU's 28-bit mask and truncates addresses above it silently: buffers
+// must lie below 256 MiB, with most of the guest's 3.5 GiB above.
+TEST(PhysicalDma, TwentyEightBitMaskIsHonouredWithMemoryAboveIt) {
+  ASSERT_TRUE(bind_driver({}, kMaskedEdu, driver_for_backend())) << "bind " << kMaskedEdu.to_string();
+  {
+    Opened opened;
+    ASSERT_NO_FATAL_FAILURE(open_for_dma(kMaskedEdu, opened));
+    const std::uint64_t limit = dma_mask_limit(edu::kDmaMaskBits);
+    if (auto buffer = opened.allocator->allocate(4096, {.dma_limit = limit, .prefer = DmaBacking::pages}); !buffer) {
+      // Every page tried lay above the mask: the refusal must say so, never hand one out.
+      EXPECT_EQ(buffer.error().code, Errc::out_of_range) << buffer.error().message();
+      EXPECT_NE(buffer.error().reason.find("DMA limit"), std::string::npos) << buffer.error().message();
+    } else {
+      EXPECT_LE(buffer->bus_address().value + 4095, limit);
+      std::printf("below the 28-bit mask: %s at 0x%llx\n", std::string(dma_backing_name(buffer->backing())).c_str(),
+                  static_cast<unsigned long long>(buffer->bus_address().value));
+      round_trip(opened, 4096, DmaBacking::pages, buffer->backing(), limit);
+    }
+    // A limit no memory can meet: refused, with what to do, after trying other pages.
+    auto impossible = opened.allocator->allocate(4096, {.dma_limit = dma_mask_limit(16), .prefer = DmaBacking::pages});
+    ASSERT_FALSE(impossible);
+    EXPECT_EQ(impossible.error().code, Errc::out_of_range);
+    EXPECT_NE(impossible.error().message().find("above the device's DMA limit 0xffff"), std::string::npos)
+        << impossible.error().message();
+    EXPECT_EQ(opened.allocator->mapped_bytes(), 0u);
+  }
+  EXPECT_TRUE(unbind_driver({}, kMaskedEdu));
+}
+
+TEST(PhysicalDma, NonContiguousPagesAreRefusedNotHandedOut) {
+  Opened opened;
+  ASSERT_NO_FATAL_FAILURE(open_for_dma(kEdu, opened));
+  // 64 ordinary pages: physically contiguous only by luck. Either they are (and the one
+  // address covers them all), or the allocation says to use huge pages.
+  auto buffer = opened.allocator->allocate(256 << 10, {.prefer = DmaBacking::pages});
+  if (!buffer) {
+    EXPECT_EQ(buffer.error().code, Errc::not_supported) << buffer.error().message();
+    EXPECT_NE(buffer.error().message().find("huge pages"), std::string::npos) << buffer.error().message();
+  } else {
+    std::printf("256 KiB of ordinary pages happened to be contiguous at 0x%llx\n",
+                static_cast<unsigned long long>(buffer->bus_address().value));
+  }
+}
+
+// Forks, drops to an unprivileged user and runs `body`; its exit status.
+template <class Body>
+int as_nobody(Body body) {
+  const pid_t child = fork();
+  if (child == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(100);
+    // Changing users makes a process undumpable, which makes /proc/self root's: a user
+    // who started unprivileged is dumpable, and it is that user's view that is tested.
+    if (prctl(PR_SET_DUMPABLE, 1) != 0) _exit(101);
+    _exit(body());
+  }
+  int status = 0;
+  if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+TEST(PhysicalDmaRefusals, Pfn0WithoutCapSysAdminIsAnErrorNotAnAddress) {
+  const int status = as_nobody([] {
+    const DmaAllocator allocator = DmaAllocator::create_physical(kAccepted);
+    auto buffer = allocator.allocate(4096, {.prefer = DmaBacking::pages});
+    if (buffer) return 1;  // an address handed out from a PFN of 0
+    std::printf("as nobody: %s\n", buffer.error().message().c_str());
+    if (buffer.error().code != Errc::permission_denied) return 2;
+    if (buffer.error().message().find("CAP_SYS_ADMIN") == std::string::npos) return 3;
+    return 0;
+  });
+  EXPECT_EQ(status, 0);
+}
+
+TEST(PhysicalDmaRefusals, UnprivilegedOpenSaysWhatToDo) {
+  const int status = as_nobody([] {
+    auto device = open_backend(kEdu);
+    if (device) return 1;
+    std::printf("as nobody: %s\n", device.error().message().c_str());
+    return device.error().code == Errc::permission_denied ? 0 : 2;
+  });
+  EXPECT_EQ(status, 0);
+}
+
+// (A no-IOMMU VFIO container cannot be opened without the acknowledgement at all.)
+TEST(Uio, NoAcknowledgementNoPhysicalBuffers) {
+  auto device = UioDevice::open(kEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  auto allocator = device->dma_allocator();
+  ASSERT_FALSE(allocator);
+  EXPECT_EQ(allocator.error().code, Errc::not_supported);
+  EXPECT_NE(allocator.error().message().find("acknowledged"), std::string::npos) << allocator.error().message();
+}
+
+TEST(Interrupts, ReferenceDriverRunsUnchanged) {
+  auto device = open_backend(kEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  const std::string backend = (*device)->backend_name();
+  auto driver = examples::EduDriver::open(std::move(*device), {.dma_mask_bits = 64});  // this VM's 00:03.0
+  ASSERT_TRUE(driver) << driver.error().message();
+  EXPECT_EQ(driver->identification(), 0x010000edu);
+  EXPECT_EQ(driver->liveness(0x12345678), ~0x12345678u);
+  EXPECT_EQ(driver->interrupt_kind(), g_backend == "uio" ? IrqKind::intx : IrqKind::msi) << backend;
+  // Factorial completions and raised interrupts, several in a row: INTx must be rearmed
+  // each time (uio_pci_generic masks it through Interrupt Disable when it fires).
+  const std::uint32_t factorials[] = {1, 2, 6, 24, 120, 720, 5040, 40320, 362880, 3628800};
+  for (std::uint32_t n = 1; n <= 10; ++n) {
+    auto result = driver->factorial(n);
+    ASSERT_TRUE(result) << "n=" << n << ": " << result.error().message();
+    EXPECT_EQ(*result, factorials[n - 1]);
+  }
+  for (std::uint32_t i = 0; i < 5; ++i) ASSERT_TRUE(driver->raise_interrupt(0x1000u << i)) << i;
+  const char message[] = "physical-address DMA";
+  ASSERT_TRUE(driver->dma_to_device(std::as_bytes(std::span(message))));
+  auto back = driver->dma_from_device(sizeof message);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(std::memcmp(back->data(), message, sizeof message), 0);
+  EXPECT_TRUE(driver->buffer().physical_address());
+}
+
+TEST(Interrupts, NoInterruptWithoutACause) {
+  auto device = open_backend(kEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  ASSERT_TRUE((*device)->enable_bus_master());
+  const IrqKind kind = g_backend == "uio" ? IrqKind::intx : IrqKind::msi;
+  auto irq = (*device)->enable_interrupts(kind, 1);
+  ASSERT_TRUE(irq) << irq.error().message();
+  auto quiet = (*irq)->wait(0, std::chrono::milliseconds(200));
+  ASSERT_TRUE(quiet);
+  EXPECT_EQ(*quiet, 0u);
+  auto second = (*device)->enable_interrupts(kind, 1);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::busy);
+  auto bar0 = (*device)->open_bar(0);
+  ASSERT_TRUE(bar0);
+  ASSERT_TRUE((*bar0)->write(Width::bits32, edu::kIrqRaise, 0x4));
+  auto fired = (*irq)->wait(0, std::chrono::seconds(5));
+  ASSERT_TRUE(fired) << fired.error().message();
+  EXPECT_EQ(*fired, 1u);
+  ASSERT_TRUE((*bar0)->write(Width::bits32, edu::kIrqAcknowledge, 0x4));
+  ASSERT_TRUE((*irq)->rearm(0));
+  if (g_backend == "uio") {
+    EXPECT_FALSE((*device)->enable_interrupts(IrqKind::msi, 1)) << "uio_pci_generic has no MSI";
+    auto msi = (*device)->vector_count(IrqKind::msi);
+    ASSERT_TRUE(msi);
+    EXPECT_EQ(*msi, 0u);
+  }
+}
+
+TEST(Uio, ClosingTheDeviceTurnsBusMasteringOff) {
+  auto config = ConfigSpace::open({}, kEdu);
+  ASSERT_TRUE(config);
+  {
+    auto device = UioDevice::open(kEdu);
+    ASSERT_TRUE(device) << device.error().message();
+    ASSERT_TRUE(device->enable_bus_master());
+    EXPECT_TRUE(*config->read16(cfg::kCommand) & cfg::kCommandBusMaster);
+  }
+  // uio_pci_generic's release callback: DMA does not outlive the user.
+  EXPECT_FALSE(*config->read16(cfg::kCommand) & cfg::kCommandBusMaster);
+}
+
+TEST(Uio, DeviceNotBoundToUioSaysHowToBindIt) {
+  auto device = UioDevice::open(kMaskedEdu);
+  ASSERT_FALSE(device);
+  EXPECT_EQ(device.error().code, Errc::not_supported);
+  EXPECT_NE(device.error().message().find("uio_pci_generic"), std::string::npos) << device.error().message();
+}
+
+TEST(VfioNoiommu, ContainerWithAnIommuSaysTheDeviceHasNone) {
+  auto container = VfioContainer::open();
+  ASSERT_TRUE(container) << container.error().message();
+  auto device = container->open_device(kEdu);
+  ASSERT_FALSE(device);
+  EXPECT_NE(device.error().message().find("open_without_iommu"), std::string::npos) << device.error().message();
+}
+
+TEST(VfioNoiommu, RegionsAndGroupNode) {
+  auto container = VfioContainer::open_without_iommu(kAccepted);
+  ASSERT_TRUE(container) << container.error().message();
+  EXPECT_TRUE(container->without_iommu());
+  auto device = container->open_device(kEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  EXPECT_EQ(device->backend_name(), "VFIO (no IOMMU)");
+  auto bar0 = device->open_region(kVfioBar0Region);
+  ASSERT_TRUE(bar0) << bar0.error().message();
+  ASSERT_TRUE(bar0->mmio());
+  EXPECT_EQ(bar0->mmio()->read<std::uint32_t>(edu::kIdentification), 0x010000edu);
+  EXPECT_TRUE(container->iova_ranges().empty()) << "no IOMMU, no IOVA ranges";
+}
+
+// The BAR's physical address from the kernel's resource tree.
+std::optional<std::uint64_t> bar0_address(const Bdf& bdf) {
+  auto tree = read_iomem();
+  if (!tree) return std::nullopt;
+  std::optional<std::uint64_t> found;
+  const std::function<void(const std::vector<IomemRange>&)> walk = [&](const std::vector<IomemRange>& ranges) {
+    for (const IomemRange& range : ranges) {
+      if (range.device() == bdf && !found) found = range.start;
+      walk(range.children);
+    }
+  };
+  walk(tree->ranges);
+  return found;
+}
+
+TEST(DevMem, ReadsEduIdAtItsBarWithNoDriverBound) {
+  auto address = bar0_address(kMaskedEdu);
+  ASSERT_TRUE(address) << "edu 00:06.0 is not in /proc/iomem";
+  auto window = PhysicalWindow::map(*address, 4096);
+  ASSERT_TRUE(window) << window.error().message();
+  EXPECT_EQ(window->mmio().read<std::uint32_t>(edu::kIdentification), 0x010000edu);
+  auto id = window->read(Width::bits32, edu::kIdentification);
+  ASSERT_TRUE(id);
+  EXPECT_EQ(*id, 0x010000edu);
+  EXPECT_FALSE(window->read(Width::bits32, 2)) << "misaligned: refused before any access";
+  // An unaligned start: the window begins mid-page.
+  auto shifted = PhysicalWindow::map(*address + 4, 8);
+  ASSERT_TRUE(shifted) << shifted.error().message();
+  ASSERT_TRUE(shifted->write(Width::bits32, 0, 0x0f0f0f0f));
+  EXPECT_EQ(*shifted->read(Width::bits32, 0), 0xf0f0f0f0u) << "edu's liveness register answers the inverse";
+  const IomemOwner owner = iomem_owner(*read_iomem(), *address);
+  EXPECT_EQ(owner.device, kMaskedEdu);
+  EXPECT_FALSE(owner.claimed);
+}
+
+TEST(DevMem, ClaimedBarIsRefusedNamingItsDriver) {
+  auto address = bar0_address(kNvme);
+  ASSERT_TRUE(address);
+  const IomemOwner owner = iomem_owner(*read_iomem(), *address);
+  EXPECT_EQ(owner.claimed, "nvme") << owner.description;
+  auto window = PhysicalWindow::map(*address, 4096);
+  ASSERT_FALSE(window);
+  EXPECT_EQ(window.error().code, Errc::driver_owns_region) << window.error().message();
+  EXPECT_NE(window.error().message().find("nvme"), std::string::npos) << window.error().message();
+  EXPECT_NE(window.error().message().find("0000:01:00.0"), std::string::npos) << window.error().message();
+}
+
+TEST(DevMem, RamIsRefusedWithTheAlternative) {
+  auto window = PhysicalWindow::map(0x100000, 4096);  // 1 MiB: System RAM on q35
+  ASSERT_FALSE(window);
+  EXPECT_EQ(window.error().code, Errc::not_supported) << window.error().message();
+  EXPECT_NE(window.error().message().find("System RAM"), std::string::npos) << window.error().message();
+}
+
+TEST(DevMem, NonRootIsRefusedAndIomemHidesAddresses) {
+  const int status = as_nobody([] {
+    auto window = PhysicalWindow::map(0xfe800000, 4096);
+    if (window) return 1;
+    if (window.error().code != Errc::permission_denied) return 2;
+    auto tree = read_iomem();
+    if (!tree) return 3;
+    return tree->addresses_hidden ? 0 : 4;
+  });
+  EXPECT_EQ(status, 0);
+}
+
+}  // namespace
+}  // namespace pcie
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  const pcie::vm::Flags flags = pcie::vm::parse_flags(argc, argv);
+  if (flags.contains("backend")) pcie::g_backend = flags.at("backend");
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,33 @@
+// Without an IOMMU: boots the test VM with no intel-iommu, more memory than 2 GiB for the
+// 1 GiB page (2.25 GiB on the stock kernel, where the page lands at 1 GiB and the 2 MiB
+// pages stay low; 3.5 GiB on ours, which cannot place it there beside the initramfs, so
+// q35 puts 1.5 GiB above 4 GiB and the page goes there), 2 MiB and
+// 1 GiB huge pages reserved, edu 00:03.0 (64-bit DMA mask) bound to the backend's driver,
+// edu 00:06.0 (QEMU's 28-bit mask) free, and nvme with its driver; runs guest_noiommu_test.
+//
+// Flags: --pcie-vm=PATH --guest=PATH (Bazel passes them), --backend=uio (Debian's stock
+// kernel, uio_pci_generic) or --backend=vfio-noiommu (the kernel of our own, built by
+// tests/vm/build-kernel, with vfio's enable_unsafe_noiommu_mode).
+#include <gtest/gtest.h>
+
+#include "tests/vm/vm_harness.h"
+
+pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path&) {
+  const std::string backend = flags.contains("backend") ? flags.at("backend") : "uio";
+  pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"guest"}, "guest_noiommu_test");
+  options.guest_command.push_back("--backend=" + backend);
+  // Each backend's own suite runs on it only.
+  options.guest_command.push_back(backend == "uio" ? "--gtest_filter=-VfioNoiommu.*" : "--gtest_filter=-Uio.*");
+  std::string append = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=8";
+  if (backend == "vfio-noiommu") {
+    options.vm_arguments.push_back("--own-kernel");
+    append += " vfio.enable_unsafe_noiommu_mode=1";
+  } else {
+    options.vm_arguments.push_back("--nvme-driver");
+  }
+  options.vm_arguments.insert(options.vm_arguments.end(),
+                              {"--no-iommu", "--memory", backend == "uio" ? "2304M" : "3584M", "--cpu", "max", "--edu-dma-mask", "64",
+                               "--append", append, "--bind",
+                               "0000:00:03.0=" + std::string(backend == "uio" ? "uio_pci_generic" : "vfio-pci")});
+  return options;
+}

@@ -1,11 +1,14 @@
-// edu-driver [--backend vfio|vfio-noiommu|uio] BDF: runs the example driver against a QEMU
+// edu-driver [--backend vfio|vfio-noiommu|uio] [--dma-mask BITS] BDF: runs the example driver against a QEMU
 // edu device: identification, liveness, factorial with a completion interrupt, DMA to the
 // device and back. The driver is the same on every backend; only the open call differs:
 //   vfio          bound to vfio-pci, behind an IOMMU (the default)
 //   vfio-noiommu  bound to vfio-pci in no-IOMMU mode: DMA to physical addresses
 //   uio           bound to uio_pci_generic: INTx, DMA to physical addresses
 // The last two let the device reach all of memory, which this program accepts for the demo.
+// --dma-mask: the edu's dma_mask in bits, when QEMU was started with -device
+// edu,dma_mask=... (default 28, QEMU's).
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string_view>
@@ -40,20 +43,33 @@ pcie::Result<std::unique_ptr<pcie::Device>> open_device(std::string_view backend
 
 int main(int argc, char** argv) {
   std::string_view backend = "vfio";
+  examples::EduOptions options;
   int next = 1;
-  if (argc == 4 && std::string_view(argv[1]) == "--backend") {
-    backend = argv[2];
-    next = 3;
+  bool usage_error = false;
+  while (next + 1 < argc && std::string_view(argv[next]).starts_with("--")) {
+    const std::string_view option = argv[next];
+    if (option == "--backend") {
+      backend = argv[next + 1];
+    } else if (option == "--dma-mask") {
+      char* end = nullptr;
+      const unsigned long bits = std::strtoul(argv[next + 1], &end, 10);
+      if (end == argv[next + 1] || *end != '\0' || bits < 12 || bits > 64) usage_error = true;
+      options.dma_mask_bits = static_cast<unsigned>(bits);
+    } else {
+      usage_error = true;
+    }
+    next += 2;
   }
-  if (argc != next + 1 || (backend != "vfio" && backend != "vfio-noiommu" && backend != "uio")) {
-    std::fprintf(stderr, "usage: edu-driver [--backend vfio|vfio-noiommu|uio] BDF   (a QEMU edu device)\n");
+  if (usage_error || argc != next + 1 || (backend != "vfio" && backend != "vfio-noiommu" && backend != "uio")) {
+    std::fprintf(stderr,
+                 "usage: edu-driver [--backend vfio|vfio-noiommu|uio] [--dma-mask 12..64] BDF   (a QEMU edu device)\n");
     return 2;
   }
   auto bdf = pcie::Bdf::parse(argv[next]);
   if (!bdf) return std::fprintf(stderr, "edu-driver: %s\n", bdf.error().message().c_str()), 2;
   auto device = open_device(backend, *bdf);
   if (!device) return fail(device.error());
-  auto edu = examples::EduDriver::open(std::move(*device));
+  auto edu = examples::EduDriver::open(std::move(*device), options);
   if (!edu) return fail(edu.error());
 
   std::printf("backend: %s; DMA: %s\n", edu->device().backend_name().c_str(),

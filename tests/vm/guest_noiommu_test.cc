@@ -304,6 +304,25 @@ TEST(Interrupts, ReferenceDriverRunsUnchanged) {
   EXPECT_TRUE(driver->buffer().physical_address());
 }
 
+// The example program, as a user runs it: only its --backend differs from the IOMMU demo.
+TEST(Interrupts, EduDriverProgramOnThisBackend) {
+  const std::string command = "edu-driver --backend " + g_backend + " --dma-mask 64 0000:00:03.0 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char chunk[256];
+  while (std::fgets(chunk, sizeof chunk, pipe) != nullptr) out += chunk;
+  const int status = pclose(pipe);
+  std::printf("$ %s\n%s", command.c_str(), out.c_str());
+  EXPECT_EQ(status, 0) << out;
+  const std::string interrupt = g_backend == "uio" ? "INTx" : "MSI";
+  EXPECT_NE(out.find(std::string("backend: ") + (g_backend == "uio" ? "UIO (uio_pci_generic)" : "VFIO (no IOMMU)") +
+                     "; DMA: physical addresses (no IOMMU)"),
+            std::string::npos) << out;
+  EXPECT_NE(out.find("10! by the device, completion by " + interrupt + ": 3628800"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"hello from host memory, by DMA\""), std::string::npos) << out;
+}
+
 TEST(Interrupts, NoInterruptWithoutACause) {
   auto device = open_backend(kEdu);
   ASSERT_TRUE(device) << device.error().message();

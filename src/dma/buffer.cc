@@ -82,6 +82,7 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
     return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer", "0 bytes", "the size is zero"));
   }
   Error last_error = make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing");
+  bool refused_by_backend = false;
   for (DmaBacking backing : backings_for(size, options.prefer, backend_->bus_addresses_are_physical(),
                                             options.dma_limit != ~std::uint64_t{0})) {
     const std::uint64_t page = page_size_of(backing);
@@ -97,8 +98,10 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
     for (unsigned attempt = 0; attempt < 8; ++attempt) {
       auto mapping = allocate_memory(rounded, backing);
       if (!mapping) {
-        last_error = mapping.error();
-        break;  // no (more) memory of this backing: try the next
+        // No (more) memory of this backing: try the next. A backend's refusal of memory
+        // found earlier says more than the lack of memory of a fallback, so it is kept.
+        if (!refused_by_backend) last_error = mapping.error();
+        break;
       }
       // A child process must not share pages the device writes into (after fork they would
       // be copy-on-write, and the parent could end up with a copy the device never sees).
@@ -108,6 +111,7 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
       auto address = backend_->map(*mapping, request);
       if (address) return DmaBuffer(backend_, std::move(*mapping), size, *address, backing);
       last_error = address.error();
+      refused_by_backend = true;
       if (!backend_->retry_with_other_memory(last_error)) {
         // The backend refused for a reason other memory does not change (limits, rights),
         // except that a smaller backing needs less IOVA alignment.

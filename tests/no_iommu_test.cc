@@ -1,0 +1,617 @@
+// The no-IOMMU world on the host, without a device: pagemap entries of every shape, the
+// physical-address backend over a fake pagemap file, the allocator's choice of backings
+// over a backend double, /proc/iomem texts (real, hidden, hostile), UIO devices in a fake
+// sysfs tree (interrupt counts, Interrupt Disable, bus mastering, refusals), /dev/mem
+// windows over a plain file, and wait_any across backends. The real kernel paths run in
+// the VM (tests/vm/guest_noiommu_test.cc).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "pcie/config_space.h"
+#include "pcie/dma.h"
+#include "pcie/dma_backend.h"
+#include "pcie/interrupts.h"
+#include "pcie/iomem.h"
+#include "pcie/physical_window.h"
+#include "pcie/testing/fake_sysfs.h"
+#include "pcie/uio.h"
+#include "src/dma/pagemap.h"
+
+namespace pcie {
+namespace {
+
+namespace fs = std::filesystem;
+using pagemap::kPresent;
+using pagemap::kSwapped;
+
+std::string temp_dir() {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string pattern = std::string(base ? base : "/tmp") + "/noiommu.XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) return "/tmp";
+  return pattern;
+}
+
+// --- pagemap entries ---
+
+struct PagemapCase {
+  const char* name;
+  std::vector<std::uint64_t> entries;
+  std::optional<std::uint64_t> address;  // expected physical address, or nullopt
+  Errc code = Errc::io_error;            // expected error otherwise
+  const char* reason_part = "";
+};
+
+TEST(Pagemap, EntriesOfEveryShape) {
+  const std::uint64_t pfn = 0x12345;
+  const std::vector<PagemapCase> cases = {
+      {"one present page", {kPresent | pfn}, pfn * 4096},
+      {"contiguous pages", {kPresent | pfn, kPresent | (pfn + 1), kPresent | (pfn + 2)}, pfn * 4096},
+      {"soft-dirty and exclusive bits ignored", {kPresent | (1ull << 55) | (1ull << 56) | pfn}, pfn * 4096},
+      {"PFN 0: hidden without CAP_SYS_ADMIN", {kPresent}, std::nullopt, Errc::permission_denied, "CAP_SYS_ADMIN"},
+      {"PFN 0 on a later page", {kPresent | pfn, kPresent}, std::nullopt, Errc::permission_denied, "CAP_SYS_ADMIN"},
+      {"not present", {pfn}, std::nullopt, Errc::io_error, "not present"},
+      {"swapped out", {kPresent | kSwapped | pfn}, std::nullopt, Errc::io_error, "swapped out"},
+      {"a gap", {kPresent | pfn, kPresent | (pfn + 2)}, std::nullopt, Errc::not_supported, "not physically contiguous"},
+      {"backwards", {kPresent | (pfn + 1), kPresent | pfn}, std::nullopt, Errc::not_supported, "not physically contiguous"},
+      {"the highest PFN with a 64-bit address", {kPresent | ((1ull << 52) - 2)}, ((1ull << 52) - 2) * 4096},
+      {"a PFN beyond 64-bit addresses", {kPresent | pagemap::kPfnMask}, std::nullopt, Errc::out_of_range, "beyond"},
+      {"a later PFN 0 after the highest", {kPresent | pagemap::kPfnMask, kPresent}, std::nullopt,
+       Errc::permission_denied, ""},
+      {"no pages", {}, std::nullopt, Errc::invalid_argument, "no pages"},
+  };
+  for (const PagemapCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto address = pagemap::contiguous_physical_address(c.entries, "test buffer");
+    if (c.address) {
+      ASSERT_TRUE(address) << address.error().message();
+      EXPECT_EQ(*address, *c.address);
+    } else {
+      ASSERT_FALSE(address) << std::hex << *address;
+      EXPECT_EQ(address.error().code, c.code) << address.error().message();
+      EXPECT_NE(address.error().message().find(c.reason_part), std::string::npos) << address.error().message();
+    }
+  }
+}
+
+// --- the physical backend over a fake pagemap ---
+
+// Page-aligned anonymous memory owned by a Mapping, and a sparse pagemap file whose
+// entries for it the test writes.
+struct FakePagemap {
+  std::string dir = temp_dir();
+  std::string path = dir + "/pagemap";
+  Mapping memory;
+  explicit FakePagemap(std::size_t pages) {
+    void* address = mmap(nullptr, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    memory = Mapping(address == MAP_FAILED ? nullptr : address, pages * 4096);
+    std::ofstream(path).flush();
+  }
+  void write_entries(const std::vector<std::uint64_t>& entries) const {
+    const int fd = ::open(path.c_str(), O_WRONLY);
+    const auto offset = static_cast<off_t>(reinterpret_cast<std::uintptr_t>(memory.data()) / 4096 * 8);
+    EXPECT_EQ(pwrite(fd, entries.data(), entries.size() * 8, offset), static_cast<ssize_t>(entries.size() * 8));
+    ::close(fd);
+  }
+};
+
+TEST(PhysicalBackend, MapsContiguousPagesToTheirPhysicalAddress) {
+  FakePagemap fake(4);
+  ASSERT_TRUE(fake.memory.valid());
+  fake.write_entries({kPresent | 0x1000, kPresent | 0x1001, kPresent | 0x1002, kPresent | 0x1003});
+  auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged,
+                                           {.pagemap_path = fake.path, .lock = false});
+  EXPECT_TRUE(backend->bus_addresses_are_physical());
+  auto address = backend->map(fake.memory, {});
+  ASSERT_TRUE(address) << address.error().message();
+  EXPECT_EQ(address->value, 0x1000u * 4096);
+  EXPECT_EQ(backend->mapped_bytes(), 4u * 4096);
+  EXPECT_TRUE(backend->unmap(*address, fake.memory));
+  EXPECT_EQ(backend->mapped_bytes(), 0u);
+}
+
+TEST(PhysicalBackend, DmaLimitIsCheckedOnTheLastByte) {
+  FakePagemap fake(2);
+  // Pages at 0x0fffe000 and 0x0ffff000: the last byte is exactly 2^28 - 1.
+  fake.write_entries({kPresent | 0xfffe, kPresent | 0xffff});
+  auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged,
+                                           {.pagemap_path = fake.path, .lock = false});
+  EXPECT_TRUE(backend->map(fake.memory, {.dma_limit = dma_mask_limit(28)}));
+  auto above = backend->map(fake.memory, {.dma_limit = dma_mask_limit(28) - 1});
+  ASSERT_FALSE(above);
+  EXPECT_EQ(above.error().code, Errc::out_of_range);
+  EXPECT_TRUE(backend->retry_with_other_memory(above.error()));
+  EXPECT_NE(above.error().message().find("0xfffe000-0xfffffff"), std::string::npos) << above.error().message();
+}
+
+TEST(PhysicalBackend, RefusalsOfTheFakePagemap) {
+  FakePagemap fake(2);
+  auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged,
+                                           {.pagemap_path = fake.path, .lock = false});
+  // Nothing written: the file is shorter than the entries (a short read), never zeros.
+  auto short_read = backend->map(fake.memory, {});
+  ASSERT_FALSE(short_read);
+  EXPECT_EQ(short_read.error().code, Errc::io_error) << short_read.error().message();
+  fake.write_entries({kPresent, kPresent});
+  auto hidden = backend->map(fake.memory, {});
+  ASSERT_FALSE(hidden);
+  EXPECT_EQ(hidden.error().code, Errc::permission_denied);
+  EXPECT_FALSE(backend->retry_with_other_memory(hidden.error())) << "other pages are hidden as well";
+  fake.write_entries({kPresent | 5, kPresent | 9});
+  auto scattered = backend->map(fake.memory, {});
+  ASSERT_FALSE(scattered);
+  EXPECT_EQ(scattered.error().code, Errc::not_supported);
+  EXPECT_NE(scattered.error().hint.find("huge pages"), std::string::npos);
+  auto missing = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged,
+                                           {.pagemap_path = fake.dir + "/none", .lock = false})
+                     ->map(fake.memory, {});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+  EXPECT_EQ(backend->mapped_bytes(), 0u);
+}
+
+TEST(PhysicalBackend, RealPagemapGivesAnAddressOrSaysWhy) {
+  // This machine's own pagemap, read-only: root sees frame numbers, others a refusal.
+  const DmaAllocator allocator = DmaAllocator::create_physical(DeviceMayReachAllMemory::acknowledged);
+  auto buffer = allocator.allocate(4096, {.prefer = DmaBacking::pages});
+  if (geteuid() == 0) {
+    if (!buffer) {
+      // Root may still be refused the lock (RLIMIT_MEMLOCK in a container): then it says so.
+      EXPECT_EQ(buffer.error().code, Errc::permission_denied) << buffer.error().message();
+      return;
+    }
+    ASSERT_TRUE(buffer->physical_address());
+    EXPECT_NE(*buffer->physical_address(), 0u);
+    EXPECT_EQ(buffer->physical_address(), buffer->bus_address().value);
+    EXPECT_EQ(buffer->backend_name(), "physical addresses (no IOMMU)");
+  } else {
+    ASSERT_FALSE(buffer);
+    EXPECT_EQ(buffer.error().code, Errc::permission_denied) << buffer.error().message();
+  }
+}
+
+// --- the allocator's choice of backings, over a backend double ---
+
+class RecordingBackend final : public DmaBackend {
+ public:
+  explicit RecordingBackend(bool physical, std::function<Result<BusAddress>(const Mapping&, const DmaMapRequest&)> answer)
+      : physical_(physical), answer_(std::move(answer)) {}
+  std::string_view name() const override { return "recording"; }
+  bool bus_addresses_are_physical() const override { return physical_; }
+  Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
+    page_sizes.push_back(request.page_size);
+    auto result = answer_(memory, request);
+    if (result) mapped += memory.size();
+    return result;
+  }
+  bool retry_with_other_memory(const Error& error) const override {
+    return error.code == Errc::out_of_range || error.code == Errc::not_supported;
+  }
+  Result<void> unmap(BusAddress, const Mapping& memory) override {
+    mapped -= memory.size();
+    ++unmaps;
+    return {};
+  }
+  std::uint64_t mapped_bytes() const override { return mapped; }
+
+  std::vector<std::uint64_t> page_sizes;
+  std::uint64_t mapped = 0;
+  int unmaps = 0;
+
+ private:
+  bool physical_;
+  std::function<Result<BusAddress>(const Mapping&, const DmaMapRequest&)> answer_;
+};
+
+Result<BusAddress> refuse_above_limit(const Mapping&, const DmaMapRequest& request) {
+  return std::unexpected(make_error(Errc::out_of_range, "map", "", "above the limit " + std::to_string(request.dma_limit)));
+}
+
+TEST(DmaAllocatorOverBackends, PhysicalTriesOtherPagesThenGivesUpWithTheBackendsReason) {
+  auto backend = std::make_shared<RecordingBackend>(true, refuse_above_limit);
+  const DmaAllocator allocator = DmaAllocator::create(backend);
+  auto buffer = allocator.allocate(4096, {.prefer = DmaBacking::pages});
+  ASSERT_FALSE(buffer);
+  EXPECT_EQ(buffer.error().code, Errc::out_of_range);
+  EXPECT_EQ(backend->page_sizes, std::vector<std::uint64_t>(8, 4096)) << "eight tries of other ordinary pages";
+  EXPECT_EQ(backend->mapped, 0u);
+}
+
+TEST(DmaAllocatorOverBackends, PhysicalWithALimitEndsOnAHugePageWhereOneIsReserved) {
+  auto backend = std::make_shared<RecordingBackend>(true, [](const Mapping& memory, const DmaMapRequest& request) -> Result<BusAddress> {
+    if (request.page_size == 4096) return refuse_above_limit(memory, request);
+    return BusAddress{0x200000};
+  });
+  const DmaAllocator allocator = DmaAllocator::create(backend);
+  auto buffer = allocator.allocate(4096, {.dma_limit = dma_mask_limit(28), .prefer = DmaBacking::pages});
+  if (!buffer) {
+    // No 2 MiB pages reserved on this machine: the last resort was tried or could not be.
+    EXPECT_EQ(buffer.error().code, Errc::out_of_range) << buffer.error().message();
+    return;
+  }
+  EXPECT_EQ(buffer->backing(), DmaBacking::huge_2m);
+  EXPECT_EQ(buffer->physical_address(), 0x200000u);
+  EXPECT_EQ(backend->page_sizes.back(), 2u << 20);
+}
+
+TEST(DmaAllocatorOverBackends, PhysicalNeverPopulatesPagesThatCannotBeContiguous) {
+  auto backend = std::make_shared<RecordingBackend>(true, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{1ull << 30};
+  });
+  const DmaAllocator allocator = DmaAllocator::create(backend);
+  // 64 MiB preferring 2 MiB pages: no 2 MiB page holds it, and ordinary pages are never
+  // tried for it (they were not asked for).
+  auto buffer = allocator.allocate(64 << 20, {.prefer = DmaBacking::huge_2m});
+  if (buffer) {
+    EXPECT_EQ(buffer->backing(), DmaBacking::huge_2m);
+  }
+  for (const std::uint64_t page : backend->page_sizes) EXPECT_NE(page, 4096u);
+}
+
+TEST(DmaAllocatorOverBackends, IommuBackendFallsBackToSmallerPagesAsBefore) {
+  auto backend = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x10000};
+  });
+  const DmaAllocator allocator = DmaAllocator::create(backend);
+  auto buffer = allocator.allocate(3 << 20, {.prefer = DmaBacking::huge_2m});
+  ASSERT_TRUE(buffer) << buffer.error().message();
+  EXPECT_EQ(buffer->bus_address().value, 0x10000u);
+  EXPECT_FALSE(buffer->physical_address()) << "behind an IOMMU the device never sees physical addresses";
+  EXPECT_EQ(allocator.mapped_bytes(), buffer->data() ? backend->mapped : 0u);
+  EXPECT_TRUE(buffer->release());
+  EXPECT_EQ(backend->unmaps, 1);
+  EXPECT_EQ(buffer->backend_name(), "released");
+}
+
+TEST(DmaAllocatorOverBackends, BufferKeepsItsBackendAliveAfterTheAllocatorGoes) {
+  auto backend = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x10000};
+  });
+  std::weak_ptr<RecordingBackend> watch = backend;
+  std::optional<DmaBuffer> buffer;
+  {
+    const DmaAllocator allocator = DmaAllocator::create(std::move(backend));
+    auto made = allocator.allocate(4096, {.prefer = DmaBacking::pages});
+    ASSERT_TRUE(made);
+    buffer.emplace(std::move(*made));
+  }
+  ASSERT_FALSE(watch.expired()) << "the buffer holds its backend";
+  EXPECT_EQ(watch.lock()->unmaps, 0);
+  buffer.reset();
+  EXPECT_TRUE(watch.expired()) << "and lets it go with its unmap";
+}
+
+// --- /proc/iomem ---
+
+constexpr const char* kIomem =
+    "00000000-00000fff : Reserved\n"
+    "00001000-0009fbff : System RAM\n"
+    "00100000-7ffdffff : System RAM\n"
+    "  05000000-05ffffff : Kernel code\n"
+    "b0000000-bfffffff : PCI MMCONFIG 0000 [bus 00-ff]\n"
+    "c0000000-febfffff : PCI Bus 0000:00\n"
+    "  fe600000-fe7fffff : PCI Bus 0000:01\n"
+    "    fe600000-fe603fff : 0000:01:00.0\n"
+    "      fe600000-fe603fff : nvme\n"
+    "  fe800000-fe8fffff : 0000:00:03.0\n"
+    "  fe900000-fe9fffff : 0000:00:06.0\n"
+    "    fe900000-fe9fffff : vfio-pci\n"
+    "100000000-17fffffff : System RAM\n";
+
+TEST(Iomem, ParsesTheTreeAndNamesOwners) {
+  auto tree = parse_iomem(kIomem);
+  ASSERT_TRUE(tree) << tree.error().message();
+  EXPECT_FALSE(tree->addresses_hidden);
+  ASSERT_EQ(tree->ranges.size(), 6u);
+  EXPECT_EQ(tree->ranges[5].start, 0x100000000u) << "addresses wider than 32 bits";
+
+  const IomemOwner nvme = iomem_owner(*tree, 0xfe600010);
+  EXPECT_EQ(nvme.device, (Bdf{0, 1, 0, 0}));
+  EXPECT_EQ(nvme.claimed, "nvme");
+  EXPECT_EQ(nvme.description, "0000:01:00.0 (claimed by nvme)");
+  const IomemOwner free_edu = iomem_owner(*tree, 0xfe800000);
+  EXPECT_EQ(free_edu.device, (Bdf{0, 0, 3, 0}));
+  EXPECT_FALSE(free_edu.claimed);
+  EXPECT_EQ(iomem_owner(*tree, 0xfe9fffff).claimed, "vfio-pci");
+  const IomemOwner ram = iomem_owner(*tree, 0x05000010);
+  EXPECT_TRUE(ram.ram);
+  EXPECT_EQ(ram.description, "Kernel code in System RAM");
+  EXPECT_EQ(iomem_owner(*tree, 0xfec00000).description, "no range of the kernel's resource tree");
+  EXPECT_EQ(iomem_ranges_at(*tree, 0xfe600000).size(), 4u);
+  EXPECT_FALSE(iomem_owner(*tree, 0xc0000000).device) << "a bus is not a device";
+}
+
+TEST(Iomem, NonRootSeesZerosAndIsToldSo) {
+  auto tree = parse_iomem(
+      "00000000-00000000 : Reserved\n"
+      "00000000-00000000 : System RAM\n"
+      "  00000000-00000000 : Kernel code\n");
+  ASSERT_TRUE(tree) << tree.error().message();
+  EXPECT_TRUE(tree->addresses_hidden);
+  EXPECT_TRUE(iomem_ranges_at(*tree, 0).empty()) << "zeros are not addresses";
+  EXPECT_NE(iomem_owner(*tree, 0).description.find("only to root"), std::string::npos);
+}
+
+TEST(Iomem, HostileTextIsRefusedNamingTheLine) {
+  struct Case {
+    const char* text;
+    const char* reason;
+  };
+  const std::vector<Case> cases = {
+      {"zzzz-ffff : RAM\n", "not hex"},
+      {"00001000-00000fff : Backwards\n", "ends before it starts"},
+      {"00000000-0000ffff : A\n   00000000-00000fff : odd\n", "odd indentation"},
+      {"  00000000-00000fff : orphan\n", "indented past its parent"},
+      {"00000000-0000ffff : A\n  00010000-0001ffff : outside\n", "outside its parent"},
+      {"00000000-0000ffff\n", "not START-END : NAME"},
+      {"00000000-00000000000000000 : too wide\n", "not hex"},
+      {"00000000-0000ffff : \x1b[31mred\n  x-y : \x1b[2J\n", "not hex"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto tree = parse_iomem(c.text);
+    ASSERT_FALSE(tree);
+    EXPECT_EQ(tree.error().code, Errc::malformed);
+    EXPECT_NE(tree.error().message().find(c.reason), std::string::npos) << tree.error().message();
+    EXPECT_EQ(tree.error().message().find('\x1b'), std::string::npos) << "escapes are printed, not sent";
+  }
+  // Nested deeper than any kernel nests: bounded.
+  std::string deep;
+  for (int depth = 0; depth < 20; ++depth) deep += std::string(2 * depth, ' ') + "00000000-ffffffff : level\n";
+  auto tree = parse_iomem(deep);
+  ASSERT_FALSE(tree);
+  EXPECT_NE(tree.error().message().find("nested too deep"), std::string::npos);
+}
+
+TEST(Iomem, ThisMachinesTableParses) {
+  auto tree = read_iomem();
+  ASSERT_TRUE(tree) << tree.error().message();
+  EXPECT_FALSE(tree->ranges.empty());
+  // Root with CAP_SYS_ADMIN in the initial namespace sees addresses; anyone else (a
+  // sandbox's user namespace included) sees zeros, and the tree says so.
+  bool any_address = false;
+  for (const IomemRange& range : tree->ranges) any_address = any_address || range.last != 0;
+  EXPECT_EQ(tree->addresses_hidden, !any_address);
+}
+
+// --- UIO in a fake tree ---
+
+struct FakeUio {
+  testing::FakeSysfs sysfs = std::move(*testing::FakeSysfs::create());
+  Bdf bdf{0, 0, 3, 0};
+  std::string dev = temp_dir();
+  UioPaths paths() const { return {sysfs.paths(), dev}; }
+  std::string uio_dir() const { return sysfs.paths().device_dir(bdf) + "/uio/uio0"; }
+
+  explicit FakeUio(std::optional<std::string> driver = "uio_pci_generic", std::uint8_t pin = 1) {
+    testing::FakeDevice device = testing::qemu_edu(bdf);
+    device.interrupt_pin = pin;
+    device.driver = driver;
+    EXPECT_TRUE(sysfs.add_device(device));
+    if (driver == "uio_pci_generic") {
+      fs::create_directories(uio_dir());
+      std::ofstream(uio_dir() + "/event") << "7\n";
+      std::ofstream(dev + "/uio0").flush();
+    }
+  }
+  // What the kernel would return on the next reads of /dev/uio0: 32-bit event totals.
+  void queue_counts(const std::vector<std::uint32_t>& totals) const {
+    std::ofstream out(dev + "/uio0", std::ios::binary | std::ios::app);
+    out.write(reinterpret_cast<const char*>(totals.data()), static_cast<std::streamsize>(totals.size() * 4));
+  }
+  std::uint16_t command() const {
+    auto config = ConfigSpace::open(sysfs.paths(), bdf);
+    return config ? *config->read16(cfg::kCommand) : 0xffff;
+  }
+};
+
+TEST(Uio, OpensCountsInterruptsAndRearmsThroughTheCommandRegister) {
+  FakeUio fake;
+  auto device = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_TRUE(device) << device.error().message();
+  EXPECT_EQ(device->uio_number(), 0);
+  EXPECT_EQ(device->backend_name(), "UIO (uio_pci_generic)");
+  EXPECT_EQ(*device->vector_count(IrqKind::intx), 1u);
+  EXPECT_EQ(*device->vector_count(IrqKind::msi), 0u);
+  EXPECT_EQ(*device->vector_count(IrqKind::msix), 0u);
+
+  ASSERT_TRUE(device->enable_bus_master());
+  EXPECT_EQ(fake.command() & (cfg::kCommandBusMaster | cfg::kCommandMemorySpace),
+            cfg::kCommandBusMaster | cfg::kCommandMemorySpace);
+  auto irq = device->enable_intx();
+  ASSERT_TRUE(irq) << irq.error().message();
+  EXPECT_EQ(fake.command() & cfg::kCommandInterruptDisable, 0) << "enabled: Interrupt Disable clear";
+  auto second = device->enable_interrupts(IrqKind::intx);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::busy);
+
+  // The sysfs event count was 7 at enable: totals of 9, then 9 + 1 are 2 and 1 new ones;
+  // a total that wrapped past 2^32 still counts right.
+  fake.queue_counts({9, 10, 0xffffffff, 1});
+  EXPECT_EQ(*irq->wait(0, std::chrono::milliseconds(100)), 2u);
+  EXPECT_EQ(*irq->consume(0), 1u);
+  EXPECT_EQ(*irq->consume(0), 0xffffffffu - 10);
+  EXPECT_EQ(*irq->consume(0), 2u) << "0xffffffff -> 1 is two interrupts";
+  EXPECT_EQ(*irq->fd(0), *irq->fd(0));
+  EXPECT_FALSE(irq->fd(1)) << "INTx has one vector";
+
+  // The kernel's handler set Interrupt Disable; rearm clears it, touching nothing else.
+  auto config = ConfigSpace::open(fake.sysfs.paths(), fake.bdf, ConfigSpace::Mode::read_write);
+  ASSERT_TRUE(config->write16(cfg::kCommand, static_cast<std::uint16_t>(fake.command() | cfg::kCommandInterruptDisable)));
+  const std::uint16_t before = fake.command();
+  ASSERT_TRUE(irq->rearm(0));
+  EXPECT_EQ(fake.command(), before & ~cfg::kCommandInterruptDisable);
+  ASSERT_TRUE(irq->disable());
+  EXPECT_TRUE(fake.command() & cfg::kCommandInterruptDisable) << "disabled: masked";
+  EXPECT_TRUE(device->enable_intx()) << "INTx is free again";
+}
+
+TEST(Uio, RefusalsSayWhatToDo) {
+  FakeUio unbound(std::nullopt);
+  auto device = UioDevice::open(unbound.bdf, {}, unbound.paths());
+  ASSERT_FALSE(device);
+  EXPECT_EQ(device.error().code, Errc::not_supported);
+  EXPECT_NE(device.error().message().find("uio_pci_generic"), std::string::npos) << device.error().message();
+
+  FakeUio other_driver("nvme");
+  device = UioDevice::open(other_driver.bdf, {}, other_driver.paths());
+  ASSERT_FALSE(device);
+  EXPECT_NE(device.error().message().find("bound to nvme"), std::string::npos) << device.error().message();
+
+  auto missing = UioDevice::open(Bdf{0, 9, 0, 0}, {}, unbound.paths());
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+
+  FakeUio fake;
+  fs::create_directories(fake.sysfs.paths().device_dir(fake.bdf) + "/uio/uio1");
+  auto two = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_FALSE(two);
+  EXPECT_EQ(two.error().code, Errc::malformed);
+
+  FakeUio no_node;
+  fs::remove(no_node.dev + "/uio0");
+  auto gone = UioDevice::open(no_node.bdf, {}, no_node.paths());
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, Errc::not_found);
+}
+
+TEST(Uio, NoPinNoInterruptsAndNoMsiEver) {
+  FakeUio fake("uio_pci_generic", 0);
+  auto device = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_TRUE(device);
+  EXPECT_EQ(*device->vector_count(IrqKind::intx), 0u);
+  auto intx = device->enable_intx();
+  ASSERT_FALSE(intx);
+  EXPECT_EQ(intx.error().code, Errc::out_of_range);
+  auto msi = device->enable_interrupts(IrqKind::msi);
+  ASSERT_FALSE(msi);
+  EXPECT_EQ(msi.error().code, Errc::not_supported);
+  EXPECT_NE(msi.error().hint.find("vfio-pci"), std::string::npos);
+}
+
+TEST(Uio, DmaNeedsTheAcknowledgement) {
+  FakeUio fake;
+  {
+    auto without = UioDevice::open(fake.bdf, {}, fake.paths());
+    ASSERT_TRUE(without);
+    auto refused = without->dma_allocator();
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::not_supported);
+    EXPECT_NE(refused.error().message().find("all of memory"), std::string::npos);
+  }
+
+  auto with = UioDevice::open(fake.bdf, {.dma = DeviceMayReachAllMemory::acknowledged}, fake.paths());
+  ASSERT_TRUE(with);
+  auto allocator = with->dma_allocator();
+  ASSERT_TRUE(allocator) << allocator.error().message();
+  EXPECT_TRUE(allocator->backend().bus_addresses_are_physical());
+}
+
+TEST(Uio, BarThroughTheSysfsPath) {
+  FakeUio fake;
+  auto device = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_TRUE(device);
+  const Device& generic = *device;  // the driver API
+  auto bar0 = generic.open_bar(0);
+  ASSERT_TRUE(bar0) << bar0.error().message();
+  ASSERT_TRUE((*bar0)->write(Width::bits32, 0x10, 0xcafef00d));
+  auto bytes = fake.sysfs.read_device_bytes(fake.bdf, "resource0", 0x10, 4);
+  ASSERT_TRUE(bytes);
+  EXPECT_EQ((*bytes)[0], 0x0d);
+  EXPECT_FALSE(generic.open_bar(1)) << "no BAR1";
+}
+
+// --- /dev/mem windows over a plain file ---
+
+TEST(PhysicalWindow, MapsAnUnalignedRangeWithCheckedAccessors) {
+  const std::string dir = temp_dir();
+  const std::string dev_mem = dir + "/mem";
+  {
+    std::ofstream out(dev_mem, std::ios::binary);
+    std::vector<std::uint8_t> bytes(3 * 4096);
+    for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 3);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto window = PhysicalWindow::map(0x1ff8, 16, {.dev_mem = dev_mem});  // straddles a page boundary
+  ASSERT_TRUE(window) << window.error().message();
+  EXPECT_EQ(window->size(), 16u);
+  EXPECT_EQ(window->physical_address(), 0x1ff8u);
+  EXPECT_EQ(window->memory_type(), MemoryType::uncached);
+  EXPECT_EQ(*window->read(Width::bits8, 0), static_cast<std::uint8_t>(0x1ff8 * 3));
+  ASSERT_TRUE(window->write(Width::bits64, 8, 0x1122334455667788));
+  EXPECT_EQ(window->mmio().read<std::uint64_t>(8), 0x1122334455667788u);
+  EXPECT_FALSE(window->read(Width::bits32, 14)) << "misaligned";
+  EXPECT_FALSE(window->read(Width::bits32, 16)) << "past the end";
+
+  auto read_only = PhysicalWindow::map(0, 4, {.writable = false, .dev_mem = dev_mem});
+  ASSERT_TRUE(read_only);
+  EXPECT_EQ(read_only->write(Width::bits32, 0, 1).error().code, Errc::permission_denied);
+}
+
+TEST(PhysicalWindow, HostileRangesAreRefusedBeforeMapping) {
+  EXPECT_EQ(PhysicalWindow::map(0x1000, 0).error().code, Errc::invalid_argument);
+  EXPECT_EQ(PhysicalWindow::map(~std::uint64_t{0} - 10, 100).error().code, Errc::invalid_argument);
+  EXPECT_FALSE(PhysicalWindow::map(~std::uint64_t{0} - 4095, 4096)) << "past what a file offset holds";
+  auto missing = PhysicalWindow::map(0, 4, {.dev_mem = temp_dir() + "/none"});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::not_found);
+  EXPECT_NE(missing.error().hint.find("CONFIG_DEVMEM"), std::string::npos);
+}
+
+// --- wait_any across backends ---
+
+// An interrupt source of the test's own on an eventfd: the interface is all wait_any uses.
+class FakeInterrupts final : public Interrupts {
+ public:
+  FakeInterrupts() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~FakeInterrupts() override { ::close(fd_); }
+  void fire() const {
+    const std::uint64_t one = 1;
+    EXPECT_EQ(::write(fd_, &one, sizeof one), 8);
+  }
+  unsigned count() const override { return 1; }
+  IrqKind kind() const override { return IrqKind::msi; }
+  const std::string& name() const override { return name_; }
+  Result<int> fd(unsigned vector) const override {
+    if (vector != 0) return std::unexpected(make_error(Errc::out_of_range, "fd", name_, "one vector"));
+    return fd_;
+  }
+  Result<std::uint64_t> consume(unsigned) const override {
+    std::uint64_t count = 0;
+    return ::read(fd_, &count, sizeof count) == 8 ? count : 0;
+  }
+  Result<std::uint64_t> wait(unsigned, std::chrono::milliseconds) const override { return consume(0); }
+  Result<void> rearm(unsigned) const override { return {}; }
+  Result<void> disable() override { return {}; }
+
+ private:
+  int fd_;
+  std::string name_ = "fake";
+};
+
+TEST(WaitAny, FirstToFireAcrossSourcesAndBoundedOtherwise) {
+  FakeInterrupts a, b;
+  const InterruptVector vectors[] = {{&a, 0}, {&b, 0}};
+  auto none = wait_any(vectors, std::chrono::milliseconds(20));
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+  b.fire();
+  auto fired = wait_any(vectors, std::chrono::milliseconds(1000));
+  ASSERT_TRUE(fired && *fired);
+  EXPECT_EQ(**fired, 1u);
+  EXPECT_FALSE(*wait_any(vectors, std::chrono::milliseconds(0))) << "its count was consumed";
+  const InterruptVector bad[] = {{&a, 3}};
+  EXPECT_EQ(wait_any(bad, std::chrono::milliseconds(0)).error().code, Errc::out_of_range);
+  const InterruptVector null[] = {{nullptr, 0}};
+  EXPECT_EQ(wait_any(null, std::chrono::milliseconds(0)).error().code, Errc::invalid_argument);
+}
+
+}  // namespace
+}  // namespace pcie

@@ -53,6 +53,66 @@ class PciectlTest : public ::testing::Test {
   std::optional<testing::FakeSysfs> tree_;
 };
 
+constexpr const char* kVmIomem =
+    "00000000-00000fff : Reserved\n"
+    "00001000-0009fbff : System RAM\n"
+    "c0000000-febfffff : PCI Bus 0000:00\n"
+    "  fe600000-fe7fffff : PCI Bus 0000:01\n"
+    "    fe600000-fe603fff : 0000:01:00.0\n"
+    "      fe600000-fe603fff : nvme\n"
+    "  fe800000-fe8fffff : 0000:00:03.0\n";
+
+TEST_F(PciectlTest, IomemShowsTheTreeWithOwners) {
+  ASSERT_TRUE(tree_->set_iomem(kVmIomem));
+  const CommandResult run = pciectl("iomem");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("    fe600000-fe603fff : 0000:01:00.0  [device, claimed by nvme]\n"), std::string::npos)
+      << run.out;
+  EXPECT_NE(run.out.find("  fe800000-fe8fffff : 0000:00:03.0  [device, not claimed]\n"), std::string::npos) << run.out;
+  const CommandResult one = pciectl("iomem 0xfe600010");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.out,
+            "c0000000-febfffff : PCI Bus 0000:00\n"
+            "  fe600000-fe7fffff : PCI Bus 0000:01\n"
+            "    fe600000-fe603fff : 0000:01:00.0\n"
+            "      fe600000-fe603fff : nvme\n"
+            "owner: 0000:01:00.0 (claimed by nvme)\n");
+  EXPECT_EQ(pciectl("iomem 0x1000").out, "00001000-0009fbff : System RAM\nowner: System RAM\n");
+}
+
+TEST_F(PciectlTest, IomemAsNonRootSaysAddressesAreHidden) {
+  ASSERT_TRUE(tree_->set_iomem("00000000-00000000 : System RAM\n00000000-00000000 : PCI Bus 0000:00\n"));
+  const CommandResult run = pciectl("iomem");
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_NE(run.err.find("run as root to see them"), std::string::npos) << run.err;
+  expect_error(pciectl("iomem 0xfe000000"), 4, "hides addresses");
+  ASSERT_TRUE(tree_->set_iomem("fe000000-fdffffff : backwards\n"));
+  expect_error(pciectl("iomem"), 1, "ends before it starts");
+}
+
+TEST_F(PciectlTest, MemReadsWritesAndDumpsPhysicalAddresses) {
+  const std::string dev_mem = tree_->directory() + "/mem";
+  {
+    std::ofstream out(dev_mem, std::ios::binary);
+    for (int i = 0; i < 3 * 4096; ++i) out.put(static_cast<char>(i & 0xff));
+  }
+  const std::string mem = "mem --dev-mem " + dev_mem + " ";
+  CommandResult run = pciectl(mem + "read 0x1004");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "0x07060504\n");
+  ASSERT_EQ(pciectl(mem + "write 0x1ffc 0xdeadbeef").exit_code, 0);
+  EXPECT_EQ(pciectl(mem + "read 0x1ffc -w 16").out, "0xbeef\n");
+  run = pciectl(mem + "dump 0x1ff8 --length 16 -w 32");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "00001ff8: fbfaf9f8 deadbeef 03020100 07060504\n") << "labelled with physical addresses";
+  expect_error(pciectl(mem + "read 0x1002"), 2, "not aligned");
+  expect_error(pciectl(mem + "read 0xffffffffffffffff -w 8"), 2, "");
+  expect_error(pciectl(mem + "dump 0x1000 --length 0"), 2, "length is zero");
+  EXPECT_EQ(pciectl(mem + "write 0x1000").exit_code, 2) << "write needs a value";
+  EXPECT_EQ(pciectl(mem + "read 0x1000 5").exit_code, 2) << "read takes none";
+  expect_error(pciectl("mem --dev-mem " + tree_->directory() + "/none read 0x0"), 3, "CONFIG_DEVMEM");
+}
+
 TEST_F(PciectlTest, LsListsEveryDeviceLikeLspci) {
   const CommandResult run = pciectl("ls");
   ASSERT_EQ(run.exit_code, 0) << run.err;

@@ -313,8 +313,25 @@ TEST_F(SysfsBarTest, MovedMappingStaysValid) {
 
 // The diagnosis of refused opens and mappings, one case per cause.
 BarFailureContext context(std::optional<std::string> driver, std::string lockdown, bool root) {
-  return BarFailureContext{kEdu, 0, "/sys/bus/pci/devices/0000:00:03.0/resource0", std::move(driver),
+  return BarFailureContext{kEdu, 0, "/sys/bus/pci/devices/0000:00:03.0/resource0", std::move(driver), std::nullopt,
                            std::move(lockdown), root};
+}
+
+// IO_STRICT_DEVMEM refuses what is claimed in the resource tree: the claimer is named from
+// there, even when no driver link says so (a range claimed by something else).
+TEST(BarFailureDiagnosis, ClaimerNamedFromIomem) {
+  const Error raw = make_errno_error(EINVAL, "mmap", "resource0");
+  BarFailureContext claimed = context("nvme", "none", true);
+  claimed.claimed_by = "nvme";
+  Error error = explain_bar_failure(raw, claimed);
+  EXPECT_EQ(error.code, Errc::driver_owns_region);
+  EXPECT_NE(error.reason.find("'nvme' has claimed its range (/proc/iomem"), std::string::npos) << error.message();
+  EXPECT_NE(error.hint.find("unbind nvme"), std::string::npos) << error.message();
+  claimed.driver.reset();
+  claimed.claimed_by = "some platform driver";
+  error = explain_bar_failure(raw, claimed);
+  EXPECT_EQ(error.code, Errc::driver_owns_region);
+  EXPECT_NE(error.message().find("iomem=relaxed"), std::string::npos) << error.message();
 }
 
 // A resource file shorter than the BAR (a hand-made tree, a --sysfs directory) would fault

@@ -147,13 +147,18 @@ struct BarFailureContext {
   unsigned bar = 0;
   std::string path;
   std::optional<std::string> driver;  // the driver bound to the device, if any
+  // What claimed the BAR's range in /proc/iomem (request_mem_region's name: "nvme",
+  // "vfio-pci"), which the kernel's IO_STRICT_DEVMEM check goes by; nullopt when nothing
+  // did or it could not be read (not root).
+  std::optional<std::string> claimed_by;
   std::string lockdown_mode;          // "none", "integrity", "confidentiality" or "" (unknown)
   bool running_as_root = false;
 };
 
 // Turns the raw error of a failed open/mmap of a resource file into one the user can act
 // on: EPERM/EACCES under lockdown -> lockdown; as non-root -> permission_denied with "run
-// as root"; EINVAL from mmap with a driver bound -> driver_owns_region naming the driver.
+// as root"; EINVAL from mmap with the range claimed (or a driver bound) ->
+// driver_owns_region naming the claimer from /proc/iomem (else the driver).
 // Other errors pass through with the BAR named. Public so tools can reuse the diagnosis.
 Error explain_bar_failure(const Error& raw, const BarFailureContext& context);
 

@@ -26,6 +26,8 @@ struct SysfsPaths {
   // debugfs only), and the kernel command line (to tell "booted with nopat").
   std::string pat_memtype_list = "/sys/kernel/debug/x86/pat_memtype_list";
   std::string kernel_cmdline = "/proc/cmdline";
+  // The kernel's resource tree (pcie/iomem.h), read to name who claimed a range.
+  std::string iomem_file = "/proc/iomem";
 
   // <pci_root>/devices/<bdf>
   std::string device_dir(const Bdf& bdf) const;

@@ -1,4 +1,5 @@
 #include "pcie/sysfs_bar.h"
+#include "pcie/iomem.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -46,9 +47,14 @@ Result<BarLookup> look_up_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned 
   return BarLookup{*bar, device->driver};
 }
 
+// `address`: the CPU physical address of the mapping asked for (0 for I/O BARs).
 BarFailureContext failure_context(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
-                                  std::string path, std::optional<std::string> driver) {
-  return BarFailureContext{bdf, bar, std::move(path), std::move(driver),
+                                  std::string path, std::optional<std::string> driver, std::uint64_t address = 0) {
+  std::optional<std::string> claimed_by;
+  if (address != 0) {
+    if (auto tree = read_iomem(paths.iomem_file); tree) claimed_by = iomem_owner(*tree, address).claimed;
+  }
+  return BarFailureContext{bdf, bar, std::move(path), std::move(driver), std::move(claimed_by),
                            read_lockdown_mode(paths.lockdown_file), sys::effective_uid() == 0};
 }
 
@@ -184,6 +190,17 @@ Error explain_bar_failure(const Error& raw, const BarFailureContext& context) {
     error.hint = "run as root, or bind the device to vfio-pci and use VFIO";
   } else if (raw.code == Errc::permission_denied) {
     error.hint = "root was refused: check SELinux/AppArmor policy and CAP_SYS_RAWIO";
+  } else if (raw.sys_errno == EINVAL && context.claimed_by) {
+    // Named from the kernel's resource tree: what the IO_STRICT_DEVMEM check looks at.
+    error.code = Errc::driver_owns_region;
+    error.reason = fmt::format("the kernel refuses to map BAR{} while '{}' has claimed its range (/proc/iomem; "
+                               "CONFIG_IO_STRICT_DEVMEM)",
+                               context.bar, *context.claimed_by);
+    error.hint = context.driver
+                     ? fmt::format("unbind {} (echo {} > /sys/bus/pci/drivers/{}/unbind) or use the device through "
+                                   "VFIO",
+                                   *context.driver, context.bdf.to_string(), *context.driver)
+                     : std::string("release it in whatever claimed it, or boot with iomem=relaxed");
   } else if (raw.sys_errno == EINVAL && context.driver) {
     error.code = Errc::driver_owns_region;
     error.reason = fmt::format("the kernel refuses to map BAR{} while driver '{}' owns it "
@@ -277,7 +294,8 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
   const int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
   auto mapping = sys::map_shared(fd->get(), mapped, options.offset, prot, path);
   if (!mapping) {
-    return std::unexpected(explain_bar_failure(mapping.error(), failure_context(paths, bdf, bar, path, driver)));
+    return std::unexpected(explain_bar_failure(
+        mapping.error(), failure_context(paths, bdf, bar, path, driver, info.bus_address + options.offset)));
   }
   // What the kernel really granted: a second mapping of the range gets the first one's type.
   MemoryTypeReport report = check_memory_type(paths, options.memory_type, info.bus_address + options.offset, length);

@@ -245,6 +245,7 @@ SysfsPaths FakeSysfs::paths() const {
   paths.swaps_file = directory_ + "/proc/swaps";
   paths.pat_memtype_list = directory_ + "/sys/kernel/debug/x86/pat_memtype_list";
   paths.kernel_cmdline = directory_ + "/proc/cmdline";
+  paths.iomem_file = directory_ + "/proc/iomem";
   return paths;
 }
 
@@ -305,6 +306,8 @@ Result<void> FakeSysfs::add_network_interface(const Bdf& owner, const std::strin
 Result<void> FakeSysfs::set_mountinfo(const std::string& contents) {
   return write_file(directory_ + "/proc/self/mountinfo", contents);
 }
+
+Result<void> FakeSysfs::set_iomem(const std::string& contents) { return write_file(directory_ + "/proc/iomem", contents); }
 
 Result<void> FakeSysfs::set_swaps(const std::string& contents) { return write_file(directory_ + "/proc/swaps", contents); }
 

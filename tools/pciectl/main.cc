@@ -14,6 +14,7 @@
 #include "tools/pciectl/bench.h"
 #include "tools/pciectl/exit_codes.h"
 #include "tools/pciectl/parse.h"
+#include "tools/pciectl/physical.h"
 #include "tools/pciectl/render.h"
 
 namespace pciectl {
@@ -35,6 +36,7 @@ pcie::SysfsPaths paths_of(const GlobalOptions& global) {
   paths.swaps_file = global.proc + "/swaps";
   paths.pat_memtype_list = global.sysfs + "/kernel/debug/x86/pat_memtype_list";
   paths.kernel_cmdline = global.proc + "/cmdline";
+  paths.iomem_file = global.proc + "/iomem";
   return paths;
 }
 
@@ -148,35 +150,7 @@ int run_write(const GlobalOptions& global, const AccessOptions& options) {
 int run_dump(const GlobalOptions& global, const AccessOptions& options) {
   auto access = open_bar_access(global, options, false);
   if (!access) return fail(access.error());
-  const pcie::Region& region = *access->region;
-  const std::uint64_t size = region.size();
-  const std::uint64_t start = access->offset;
-  std::uint64_t length = 0;
-  if (options.length.empty()) {
-    length = start < size ? std::min<std::uint64_t>(256, size - start) : 0;
-  } else {
-    auto parsed = parse_number(options.length, "length");
-    if (!parsed) return fail(parsed.error());
-    length = *parsed;
-  }
-  auto span = pcie::check_span("dump", region.name(), size, start, length);
-  if (!span) return fail(span.error());
-  const std::uint64_t step = pcie::byte_count(access->width);
-  if (start % step != 0 || length % step != 0) {
-    return fail(pcie::make_error(pcie::Errc::misaligned, "dump", region.name(),
-                                 fmt::format("offset and length must be multiples of {} bytes", step)));
-  }
-  constexpr std::uint64_t kBytesPerLine = 16;
-  for (std::uint64_t line = 0; line < length; line += kBytesPerLine) {
-    std::string text = fmt::format("{:08x}:", start + line);
-    for (std::uint64_t at = line; at < std::min(line + kBytesPerLine, length); at += step) {
-      auto value = region.read(access->width, start + at);
-      if (!value) return fail(value.error());
-      text += fmt::format(" {:0{}x}", *value, step * 2);
-    }
-    fmt::print("{}\n", text);
-  }
-  return kSuccess;
+  return dump_region(*access->region, access->width, access->offset, options.length);
 }
 
 // ---- bind / unbind ----
@@ -343,6 +317,21 @@ int main(int argc, char** argv) {
   unbind_command->add_flag("--force", unbind.force,
                            "unbind even if this machine uses the device (mounted, swap, held, up) or that cannot be told");
 
+  std::string iomem_address;
+  CLI::App* iomem_command = app.add_subcommand(
+      "iomem", "the kernel's physical address map (/proc/iomem): RAM, each device's BARs and who claimed them");
+  iomem_command->add_option("address", iomem_address, "show only the ranges holding this physical address, and its owner");
+
+  MemOptions mem;
+  CLI::App* mem_command = app.add_subcommand(
+      "mem", "read, write or dump physical addresses through /dev/mem (root; uncached), like devmem2");
+  mem_command->add_option("action", mem.action, "read, write or dump")->required()->check(CLI::IsMember({"read", "write", "dump"}));
+  mem_command->add_option("address", mem.address, "physical address (decimal or 0x hex)")->required();
+  mem_command->add_option("value", mem.value, "value to write (write only)");
+  mem_command->add_option("--length", mem.length, "bytes to dump (default 256)");
+  mem_command->add_option("--dev-mem", mem.dev_mem, "the /dev/mem to use (default /dev/mem)");
+  add_width(mem_command, mem.width_bits);
+
   BenchOptions bench;
   CLI::App* bench_command = app.add_subcommand(
       "bench", "BAR throughput by size and access width, and access latency (writes need --allow-write)");
@@ -388,5 +377,14 @@ int main(int argc, char** argv) {
   if (*bind_command) return run_bind(global, bind, false);
   if (*unbind_command) return run_bind(global, unbind, true);
   if (*bench_command) return run_bench(paths_of(global), global.pci_ids, bench);
+  if (*iomem_command) return run_iomem(global.proc + "/iomem", iomem_address);
+  if (*mem_command) {
+    if ((mem.action == "write") != !mem.value.empty()) {
+      fmt::print(stderr, "pciectl: error: mem write takes a VALUE, read and dump do not (see 'pciectl mem --help')\n");
+      return kUsage;
+    }
+    mem.iomem = global.proc + "/iomem";
+    return run_mem(mem);
+  }
   return kUsage;
 }

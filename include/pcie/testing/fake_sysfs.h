@@ -144,6 +144,8 @@ class FakeSysfs {
                                      const std::string& flags);
   Result<void> set_mountinfo(const std::string& contents);
   Result<void> set_swaps(const std::string& contents);
+  // The kernel's resource tree (/proc/iomem format; absent until set).
+  Result<void> set_iomem(const std::string& contents);
   // What the kernel's x86 PAT table lists (pat_memtype_list: "PAT: [mem 0x..-0x..] type"
   // lines); absent until set, as without debugfs. And the kernel command line.
   Result<void> set_pat_memtypes(const std::string& contents);

@@ -48,7 +48,12 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const auto b = nanoseconds_.find(baseline);
       if (a == nanoseconds_.end() || b == nanoseconds_.end() || b->second == 0 || a->second == 0) continue;
       const double ratio = kind_ == RatioKind::time ? a->second / b->second : b->second / a->second;
-      std::printf("%-44s %-32s %9.2fx\n", candidate.c_str(), baseline.c_str(), ratio);
+      // Two decimals, or three significant digits for ratios far below 1 (0.00x says nothing).
+      if (ratio >= 0.1) {
+        std::printf("%-44s %-32s %9.2fx\n", candidate.c_str(), baseline.c_str(), ratio);
+      } else {
+        std::printf("%-44s %-32s %9.3gx\n", candidate.c_str(), baseline.c_str(), ratio);
+      }
     }
     std::fflush(stdout);
   }

@@ -82,7 +82,7 @@ TEST(CopyAccessPattern, EveryByteOnceAlignedAndAllowedForEveryMaskSizeAndOffset)
     const unsigned narrowest = mask & (~mask + 1);
     for (std::uint64_t length : kLengths) {
       for (std::uintptr_t offset = 0; offset < 16; ++offset) {
-        if (offset % narrowest != 0 || length % narrowest != 0) continue;  // refused up front (copy.cc)
+        if (offset % narrowest != 0 || length % narrowest != 0) continue;  // refused up front (region_copy.cc)
         log.clear();
         const std::ptrdiff_t host_minus_device = 0x1234567 + static_cast<std::ptrdiff_t>(offset % 5);
         copy_detail::walk_span(ops, kBase + offset, reinterpret_cast<std::byte*>(kBase + offset + host_minus_device),

@@ -110,7 +110,7 @@ std::vector<Function> functions_beyond_baseline(const std::string& binary, std::
 }
 
 // The kernel loops and the helpers they inline (or, at -O1, call): reached only through the
-// kernel table after the CPU check (src/copy/copy.cc).
+// kernel table after the CPU check (src/copy/kernel_choice.cc).
 bool is_kernel_loop(const std::string& name) {
   static const std::regex loop(
       R"(^([a-z ]+ )?pcie::copy_detail::\(anonymous namespace\)::(run_span|walk_span|move_blocks|move_fitting|move_one|)"

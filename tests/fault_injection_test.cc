@@ -50,7 +50,8 @@ std::string without_measurements(const std::string& text) {
 
 // Every command, on every kind of object the fake tree has: a plain endpoint (edu), a
 // prefetchable 64-bit BAR (ivshmem), an I/O-port BAR (pci-testdev), a PCIe device with a
-// driver and a mounted disk (nvme), an SR-IOV PF and VF.
+// driver and a mounted disk (nvme), an SR-IOV PF and VF; the kernel's resource tree and a
+// stand-in for /dev/mem.
 const Command kCommands[] = {
     {"ls", "ls"},
     {"ls_kernel", "ls -k"},
@@ -71,6 +72,10 @@ const Command kCommands[] = {
     {"unbind_none", "unbind 00:03.0"},
     {"bind", "bind 00:03.0 vfio-pci"},
     {"bind_restore", "bind 00:03.0 --restore"},
+    {"iomem", "iomem"},
+    {"iomem_lookup", "iomem 0xfe600010"},
+    {"mem_read", "mem --dev-mem mem read 0x1004"},
+    {"mem_dump", "mem --dev-mem mem dump 0x1000 --length 32 -w 64"},
     {"bench", "bench 00:04.0 bar2 --sizes 64 --widths 32,copy --repetitions 1 --min-time-ms 1 --latency-samples 3"},
 };
 
@@ -106,7 +111,13 @@ class FaultInjection : public ::testing::TestWithParam<Command> {
     ASSERT_TRUE(tree_->add_device(testing::sriov_vf({0, 2, 2, 1}, pf)));
     ASSERT_TRUE(tree_->add_block_device({"nvme0n1", "259:0", testing::kVmNvme, "nvme/nvme0", ""}));
     ASSERT_TRUE(tree_->set_mountinfo("22 1 259:0 / / rw - ext4 /dev/nvme0n1 rw\n"));
+    ASSERT_TRUE(tree_->set_iomem("00000000-00000fff : Reserved\n"
+                                 "c0000000-febfffff : PCI Bus 0000:00\n"
+                                 "  fe600000-fe603fff : 0000:01:00.0\n"
+                                 "    fe600000-fe603fff : nvme\n"));
     scratch_ = cli::make_scratch_dir("pcie-fault");
+    // A stand-in for /dev/mem (mem --dev-mem mem, relative to the scratch directory).
+    std::ofstream(scratch_ + "/mem", std::ios::binary) << std::string(8192, '\x5a');
   }
 
   CommandResult run(const std::string& arguments, long nth, int err, const std::string& log) {

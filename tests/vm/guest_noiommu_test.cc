@@ -21,6 +21,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "examples/edu/edu_driver.h"
 #include "pcie/binding.h"
@@ -304,16 +305,21 @@ TEST(Interrupts, ReferenceDriverRunsUnchanged) {
   EXPECT_TRUE(driver->buffer().physical_address());
 }
 
-// The example program, as a user runs it: only its --backend differs from the IOMMU demo.
-TEST(Interrupts, EduDriverProgramOnThisBackend) {
-  const std::string command = "edu-driver --backend " + g_backend + " --dma-mask 64 0000:00:03.0 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
+// Runs a shell command; its output (stdout and stderr) and exit status.
+std::pair<std::string, int> shell(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {"popen failed", -1};
   std::string out;
   char chunk[256];
   while (std::fgets(chunk, sizeof chunk, pipe) != nullptr) out += chunk;
   const int status = pclose(pipe);
   std::printf("$ %s\n%s", command.c_str(), out.c_str());
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+// The example program, as a user runs it: only its --backend differs from the IOMMU demo.
+TEST(Interrupts, EduDriverProgramOnThisBackend) {
+  const auto [out, status] = shell("edu-driver --backend " + g_backend + " --dma-mask 64 0000:00:03.0");
   EXPECT_EQ(status, 0) << out;
   const std::string interrupt = g_backend == "uio" ? "INTx" : "MSI";
   EXPECT_NE(out.find(std::string("backend: ") + (g_backend == "uio" ? "UIO (uio_pci_generic)" : "VFIO (no IOMMU)") +
@@ -439,6 +445,27 @@ TEST(DevMem, ClaimedBarIsRefusedNamingItsDriver) {
   EXPECT_EQ(window.error().code, Errc::driver_owns_region) << window.error().message();
   EXPECT_NE(window.error().message().find("nvme"), std::string::npos) << window.error().message();
   EXPECT_NE(window.error().message().find("0000:01:00.0"), std::string::npos) << window.error().message();
+}
+
+TEST(DevMem, PciectlMemAndIomemOnTheRealKernel) {
+  auto edu = bar0_address(kMaskedEdu);
+  auto nvme = bar0_address(kNvme);
+  ASSERT_TRUE(edu && nvme);
+  char address[32];
+  std::snprintf(address, sizeof address, "0x%llx", static_cast<unsigned long long>(*edu));
+  auto [id, id_status] = shell(std::string("pciectl mem read ") + address);
+  EXPECT_EQ(id_status, 0);
+  EXPECT_EQ(id, "0x010000ed\n");
+  std::snprintf(address, sizeof address, "0x%llx", static_cast<unsigned long long>(*nvme));
+  auto [refused, refused_status] = shell(std::string("pciectl mem read ") + address);
+  EXPECT_EQ(refused_status, 5) << "busy: a driver claimed it";
+  EXPECT_NE(refused.find("claimed by nvme"), std::string::npos) << refused;
+  auto [owner, owner_status] = shell(std::string("pciectl iomem ") + address);
+  EXPECT_EQ(owner_status, 0);
+  EXPECT_NE(owner.find("owner: 0000:01:00.0 (claimed by nvme)"), std::string::npos) << owner;
+  auto [ram, ram_status] = shell("pciectl mem read 0x100000");
+  EXPECT_EQ(ram_status, 2) << "RAM: not supported through /dev/mem";
+  EXPECT_NE(ram.find("System RAM"), std::string::npos) << ram;
 }
 
 TEST(DevMem, RamIsRefusedWithTheAlternative) {

@@ -5,7 +5,7 @@
 // 1 GiB huge pages reserved, edu 00:03.0 (64-bit DMA mask) bound to the backend's driver,
 // edu 00:06.0 (QEMU's 28-bit mask) free, and nvme with its driver; runs guest_noiommu_test.
 //
-// Flags: --pcie-vm=PATH --guest=PATH --edu-driver=PATH (Bazel passes them), --backend=uio (Debian's stock
+// Flags: --pcie-vm=PATH --guest=PATH --edu-driver=PATH --pciectl=PATH (Bazel passes them), --backend=uio (Debian's stock
 // kernel, uio_pci_generic) or --backend=vfio-noiommu (the kernel of our own, built by
 // tests/vm/build-kernel, with vfio's enable_unsafe_noiommu_mode).
 #include <gtest/gtest.h>
@@ -14,7 +14,7 @@
 
 pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path&) {
   const std::string backend = flags.contains("backend") ? flags.at("backend") : "uio";
-  pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"guest", "edu-driver"}, "guest_noiommu_test");
+  pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"guest", "edu-driver", "pciectl"}, "guest_noiommu_test");
   options.guest_command.push_back("--backend=" + backend);
   // Each backend's own suite runs on it only.
   options.guest_command.push_back(backend == "uio" ? "--gtest_filter=-VfioNoiommu.*" : "--gtest_filter=-Uio.*");

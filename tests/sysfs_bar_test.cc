@@ -321,17 +321,20 @@ BarFailureContext context(std::optional<std::string> driver, std::string lockdow
 // there, even when no driver link says so (a range claimed by something else).
 TEST(BarFailureDiagnosis, ClaimerNamedFromIomem) {
   const Error raw = make_errno_error(EINVAL, "mmap", "resource0");
-  BarFailureContext claimed = context("nvme", "none", true);
-  claimed.claimed_by = "nvme";
+  BarFailureContext claimed = context("vfio-pci", "none", true);
+  claimed.claimed_by = "vfio";  // what vfio-pci calls its claim
   Error error = explain_bar_failure(raw, claimed);
   EXPECT_EQ(error.code, Errc::driver_owns_region);
-  EXPECT_NE(error.reason.find("'nvme' has claimed its range (/proc/iomem"), std::string::npos) << error.message();
-  EXPECT_NE(error.hint.find("unbind nvme"), std::string::npos) << error.message();
+  EXPECT_NE(error.reason.find("driver 'vfio-pci' owns it: its range is claimed as 'vfio' in /proc/iomem"),
+            std::string::npos)
+      << error.message();
+  EXPECT_NE(error.hint.find("drivers/vfio-pci/unbind"), std::string::npos) << error.message();
   claimed.driver.reset();
   claimed.claimed_by = "some platform driver";
   error = explain_bar_failure(raw, claimed);
   EXPECT_EQ(error.code, Errc::driver_owns_region);
   EXPECT_NE(error.message().find("iomem=relaxed"), std::string::npos) << error.message();
+  EXPECT_NE(error.reason.find("'some platform driver' has claimed its range (/proc/iomem"), std::string::npos);
 }
 
 // A resource file shorter than the BAR (a hand-made tree, a --sysfs directory) would fault

@@ -69,9 +69,10 @@ struct PhysicalDmaOptions {
   // different pages, and freed afterwards.
   unsigned attempts = 8;
   // Lock the pages (mlock(2)) so that they are never swapped out from under the device.
-  // Hugetlbfs pages are never swapped or migrated by compaction; 4 KiB pages can still be
-  // migrated by the kernel (vm.compact_unevictable_allowed=0 stops that): use huge pages
-  // for anything a device keeps using.
+  // Hugetlbfs pages are never swapped, and moved only by memory offlining or contiguous
+  // allocations; locked 4 KiB pages can still be migrated by compaction
+  // (vm.compact_unevictable_allowed=0 stops that): use huge pages for anything a device
+  // keeps using.
   bool lock = true;
 };
 

@@ -191,15 +191,20 @@ Error explain_bar_failure(const Error& raw, const BarFailureContext& context) {
   } else if (raw.code == Errc::permission_denied) {
     error.hint = "root was refused: check SELinux/AppArmor policy and CAP_SYS_RAWIO";
   } else if (raw.sys_errno == EINVAL && context.claimed_by) {
-    // Named from the kernel's resource tree: what the IO_STRICT_DEVMEM check looks at.
+    // Named from the kernel's resource tree, which is what the IO_STRICT_DEVMEM check looks
+    // at; the claim's name may differ from the driver's (vfio-pci claims as "vfio").
     error.code = Errc::driver_owns_region;
-    error.reason = fmt::format("the kernel refuses to map BAR{} while '{}' has claimed its range (/proc/iomem; "
-                               "CONFIG_IO_STRICT_DEVMEM)",
-                               context.bar, *context.claimed_by);
+    error.reason = context.driver
+                       ? fmt::format("the kernel refuses to map BAR{} while driver '{}' owns it: its range is claimed "
+                                     "as '{}' in /proc/iomem (CONFIG_IO_STRICT_DEVMEM)",
+                                     context.bar, *context.driver, *context.claimed_by)
+                       : fmt::format("the kernel refuses to map BAR{} while '{}' has claimed its range (/proc/iomem; "
+                                     "CONFIG_IO_STRICT_DEVMEM)",
+                                     context.bar, *context.claimed_by);
     error.hint = context.driver
-                     ? fmt::format("unbind {} (echo {} > /sys/bus/pci/drivers/{}/unbind) or use the device through "
+                     ? fmt::format("unbind it (echo {} > /sys/bus/pci/drivers/{}/unbind) or use the device through "
                                    "VFIO",
-                                   *context.driver, context.bdf.to_string(), *context.driver)
+                                   context.bdf.to_string(), *context.driver)
                      : std::string("release it in whatever claimed it, or boot with iomem=relaxed");
   } else if (raw.sys_errno == EINVAL && context.driver) {
     error.code = Errc::driver_owns_region;

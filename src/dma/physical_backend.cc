@@ -76,7 +76,7 @@ class PhysicalDmaBackend final : public DmaBackend {
 
   Result<void> unmap(BusAddress, const Mapping& memory) override {
     // Nothing to undo in an IOMMU; the pages are unlocked when they are unmapped.
-    mapped_.fetch_sub(std::min<std::uint64_t>(mapped_.load(), memory.size()));
+    mapped_.fetch_sub(memory.size());  // only ever called for memory map() counted
     return {};
   }
 

@@ -161,44 +161,16 @@ Result<UniqueFd> make_eventfd() {
 }
 
 Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms) {
-  pollfd waiting{.fd = fd, .events = POLLIN, .revents = 0};
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  int ready = 0;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    ready = ::poll(&waiting, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
-    if (ready >= 0 || errno != EINTR) break;  // a signal: wait only for what is left
-  }
-  if (ready < 0) return std::unexpected(make_errno_error(errno, "poll", "interrupt eventfd"));
-  if (ready == 0) return 0;
+  const int fds[] = {fd};
+  auto ready = wait_readable(fds, timeout_ms);
+  if (!ready) return std::unexpected(ready.error());
+  if (!*ready) return 0;
   std::uint64_t count = 0;
   if (::read(fd, &count, sizeof count) != static_cast<ssize_t>(sizeof count)) {
     if (errno == EAGAIN) return 0;  // another reader took it
     return std::unexpected(make_errno_error(errno, "read", "interrupt eventfd"));
   }
   return count;
-}
-
-Result<std::optional<std::size_t>> wait_first_eventfd(std::span<const int> fds, int timeout_ms) {
-  std::vector<pollfd> waiting;
-  for (const int fd : fds) waiting.push_back({.fd = fd, .events = POLLIN, .revents = 0});
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    const int ready = ::poll(waiting.data(), waiting.size(), static_cast<int>(std::max<std::int64_t>(0, left.count())));
-    if (ready < 0 && errno == EINTR) continue;  // a signal: wait only for what is left
-    if (ready < 0) return std::unexpected(make_errno_error(errno, "poll", "interrupt eventfds"));
-    if (ready == 0) return std::optional<std::size_t>{};
-    for (std::size_t i = 0; i < waiting.size(); ++i) {
-      if ((waiting[i].revents & POLLIN) == 0) continue;
-      std::uint64_t count = 0;
-      if (::read(waiting[i].fd, &count, sizeof count) != static_cast<ssize_t>(sizeof count)) {
-        if (errno == EAGAIN) continue;  // another reader took it
-        return std::unexpected(make_errno_error(errno, "read", "interrupt eventfd"));
-      }
-      return std::optional<std::size_t>(i);
-    }
-  }
 }
 
 std::uint64_t memlock_limit() {

@@ -40,6 +40,9 @@ std::optional<std::int64_t> parse_number(std::string_view digits) {
     digits.remove_prefix(2);
     base = 16;
   }
+  // One sign, before the prefix: from_chars would take another '-' here, and negating
+  // the INT64_MIN it can then return overflows.
+  if (digits.starts_with('-')) return std::nullopt;
   std::int64_t value = 0;
   const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value, base);
   if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;

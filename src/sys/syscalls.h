@@ -77,28 +77,6 @@ Result<UniqueFd> make_eventfd();
 // its counter (how many signals arrived); 0 when the timeout passed first.
 Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms);
 
-// RLIMIT_MEMLOCK without CAP_IPC_LOCK.
-Result<void> lock_memory(const Mapping& mapping, std::string_view what);
-
-// read(2) of up to `buffer.size()` bytes from the current position (character devices such
-// as /dev/uioN); returns the bytes read. Retries on EINTR.
-Result<std::size_t> read_some(int fd, std::span<std::byte> buffer, const std::string& path);
-
-// write(2) of all of `data` in one call (character devices); a short write is an error.
-Result<void> write_once(int fd, std::span<const std::byte> data, const std::string& path);
-
-// Waits up to `timeout_ms` for the first of `fds` to become readable (poll(2)); returns its
-// index, nullopt on timeout. Reads nothing. POLLERR/POLLHUP count as readable (the next
-// read reports the error).
-Result<std::optional<std::size_t>> wait_readable(std::span<const int> fds, int timeout_ms);
-
-// eventfd(2), non-blocking and close-on-exec: where VFIO signals interrupts.
-Result<UniqueFd> make_eventfd();
-
-// Waits up to `timeout_ms` for an eventfd to be signalled (poll(2)), then reads and returns
-// its counter (how many signals arrived); 0 when the timeout passed first.
-Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms);
-
 // RLIMIT_MEMLOCK's soft limit in bytes (RLIM_INFINITY as ~0).
 std::uint64_t memlock_limit();
 

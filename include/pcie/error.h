@@ -2,6 +2,8 @@
 // prints, exits or aborts on a runtime error.
 #pragma once
 
+#include "pcie/version.h"  // also refuses, with a clear message, a compiler not in C++23 mode
+
 #include <expected>
 #include <string>
 #include <string_view>

@@ -11,6 +11,7 @@
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "pcie/sysfs_bar.h"
+#include "pcie/version.h"
 #include "tools/pciectl/bench.h"
 #include "tools/pciectl/exit_codes.h"
 #include "tools/pciectl/parse.h"
@@ -246,6 +247,9 @@ int main(int argc, char** argv) {
   CLI::App app{"pciectl: list, inspect, read and write PCI devices", "pciectl"};
   app.footer(kExitCodeHelp);
   app.require_subcommand(1);
+  // The version compiled in, and the library's own when a shared libpcie was swapped.
+  app.set_version_flag("--version", fmt::format("pciectl {} (library {}), Apache-2.0", PCIE_VERSION,
+                                                pcie::library_version()));
 
   GlobalOptions global;
   if (const char* sysfs = std::getenv("PCIE_SYSFS")) global.sysfs = sysfs;
@@ -362,6 +366,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     fmt::print(stderr, "pciectl: error: {} (see 'pciectl --help')\n", pcie::printable(e.what()));

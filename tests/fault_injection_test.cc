@@ -63,7 +63,7 @@ const Command kCommands[] = {
     {"info_pf_json", "info 02:00.0 --json"},
     {"read", "read 00:03.0 bar0 0"},
     {"read_io_port", "read 00:05.0 bar1 0x10 -w 16"},
-    {"write", "write 00:03.0 bar0 0x4 0x12345678"},
+    {"write", "write 00:03.0 bar0 0x4 0x12345678 -w 32"},
     {"dump", "dump 00:04.0 bar0 --length 32"},
     {"config_dump", "config 00:03.0"},
     {"config_read", "config 01:00.0 0x100"},

@@ -100,7 +100,7 @@ TEST_F(PciectlTest, MemReadsWritesAndDumpsPhysicalAddresses) {
   CommandResult run = pciectl(mem + "read 0x1004");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.out, "0x07060504\n");
-  ASSERT_EQ(pciectl(mem + "write 0x1ffc 0xdeadbeef").exit_code, 0);
+  ASSERT_EQ(pciectl(mem + "write 0x1ffc 0xdeadbeef -w 32").exit_code, 0);
   EXPECT_EQ(pciectl(mem + "read 0x1ffc -w 16").out, "0xbeef\n");
   run = pciectl(mem + "dump 0x1ff8 --length 16 -w 32");
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -123,7 +123,46 @@ TEST_F(PciectlTest, LsListsEveryDeviceLikeLspci) {
   EXPECT_EQ(lines[2], "0000:00:05.0 Unclassified device [00ff]: Red Hat, Inc. QEMU PCI Test Device [1b36:0005]");
   EXPECT_EQ(lines[3],
             "0000:01:00.0 Non-Volatile memory controller [0108]: Red Hat, Inc. QEMU NVM Express Controller "
-            "[1b36:0010] (rev 02) (prog-if 02)");
+            "[1b36:0010] (rev 02)");
+}
+
+// `pciectl ls` prints what `lspci -nn -D` prints, line for line, on several trees: the VM's
+// devices (one with a prog-if, which lspci shows only with -v), an SR-IOV PF with VFs,
+// devices unknown to pci.ids and a bridge.
+TEST_F(PciectlTest, LsEqualsLspciNnDLineForLine) {
+  ASSERT_TRUE(tree_->add_device(testing::sriov_pf(Bdf{0, 2, 0, 0}, 4, 2)));
+  ASSERT_TRUE(tree_->add_device(testing::sriov_vf(Bdf{0, 2, 0, 1}, Bdf{0, 2, 0, 0})));
+  testing::FakeDevice unknown;
+  unknown.bdf = Bdf{1, 0x40, 0x1f, 7};
+  unknown.vendor_id = 0x1d0f;  // a vendor with names for few devices
+  unknown.device_id = 0xeeee;
+  unknown.class_code = 0x120000;  // processing accelerator
+  unknown.revision = 0;
+  ASSERT_TRUE(tree_->add_device(unknown));
+  testing::FakeDevice bridge;
+  bridge.bdf = Bdf{0, 0, 0x1c, 0};
+  bridge.vendor_id = 0x8086;
+  bridge.device_id = 0xa110;
+  bridge.class_code = 0x060400;
+  bridge.header_type = 1;
+  bridge.revision = 0xf1;
+  ASSERT_TRUE(tree_->add_device(bridge));
+  const CommandResult ours = pciectl("ls");
+  ASSERT_EQ(ours.exit_code, 0) << ours.err;
+  const CommandResult theirs = cli::run_command(
+      "lspci -nn -D -A linux-sysfs -O sysfs.path=" + tree_->pci_root(), tree_->directory());
+  ASSERT_EQ(theirs.exit_code, 0) << theirs.err;
+  const auto our_lines = lines_of(ours.out);
+  const auto their_lines = lines_of(theirs.out);
+  ASSERT_EQ(our_lines.size(), their_lines.size()) << ours.out << "---\n" << theirs.out;
+  EXPECT_EQ(our_lines.size(), 8u);
+  for (std::size_t i = 0; i < our_lines.size(); ++i) EXPECT_EQ(our_lines[i], their_lines[i]);
+  // -v adds the details, with the prog-if on the first line as lspci -v has it.
+  const CommandResult verbose = pciectl("ls -v -s 01:00.0");
+  ASSERT_EQ(verbose.exit_code, 0) << verbose.err;
+  EXPECT_TRUE(verbose.out.starts_with("0000:01:00.0 Non-Volatile memory controller [0108]")) << verbose.out;
+  EXPECT_NE(verbose.out.find("(rev 02) (prog-if 02)\n"), std::string::npos) << verbose.out;
+  EXPECT_NE(verbose.out.find("[100 v2] Advanced Error Reporting"), std::string::npos) << verbose.out;
 }
 
 TEST_F(PciectlTest, LsFilters) {
@@ -465,7 +504,7 @@ TEST_F(PciectlTest, ReadEduIdentification) {
 }
 
 TEST_F(PciectlTest, WriteThenRead) {
-  CommandResult run = pciectl("write 00:03.0 bar0 0x04 0x12345678");
+  CommandResult run = pciectl("write 00:03.0 bar0 0x04 0x12345678 -w 32");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_TRUE(run.out.empty());
   EXPECT_EQ(file_bytes(kEdu, "resource0", 4, 4), (std::vector<std::uint8_t>{0x78, 0x56, 0x34, 0x12}));
@@ -529,9 +568,133 @@ TEST_F(PciectlTest, Config) {
   EXPECT_EQ(lines_of(pciectl("config 01:00.0").out).size(), 256u);
   expect_error(pciectl("config 00:03.0 0x100"), 2, "past the 256 accessible bytes");
   expect_error(pciectl("config 00:03.0 1 -w 16"), 2, "aligned");
-  expect_error(pciectl("config 00:03.0 0 -w 64"), 2, "config space takes 1, 2 or 4");
-  expect_error(pciectl("config 00:03.0 0x100000000"), 2, "past the end of config space");
+  EXPECT_EQ(pciectl("config 00:03.0 0 -w 64").exit_code, 2);  // config space takes 8, 16 or 32
+  expect_error(pciectl("config 00:03.0 0x100000000"), 2, "wider than 32 bits");
   expect_error(pciectl("config 09:00.0"), 3, "0000:09:00.0");
+}
+
+// setpci's syntax: names with their own widths, capability-relative offsets, suffixes,
+// masked writes, hex numbers, -s/-d selectors; and its refusals.
+TEST_F(PciectlTest, ConfigTakesSetpciSyntax) {
+  struct Case {
+    const char* arguments;
+    const char* output;
+  };
+  // The fake nvme: PM at 0x40, MSI-X at 0x48, PCI Express at 0x54, AER at 0x100, DSN at 0x148.
+  const Case reads[] = {
+      {"config 00:03.0 VENDOR_ID", "0x1234\n"},
+      {"config 00:03.0 device_id", "0x11e8\n"},  // names ignore case, as in setpci
+      {"config 00:03.0 REVISION", "0x10\n"},
+      {"config 00:03.0 CLASS_DEVICE", "0x00ff\n"},
+      {"config 00:03.0 VENDOR_ID.l", "0x11e81234\n"},  // a suffix overrides the name's width
+      {"config 00:03.0 2.w", "0x11e8\n"},              // bare offsets are hex
+      {"config 00:03.0 0x2.w", "0x11e8\n"},
+      {"config 00:03.0 10 -w 8", "0x00\n"},            // 0x10, not ten
+      {"config 01:00.0 CAP_EXP.b", "0x10\n"},          // the capability's own header: its ID
+      {"config 01:00.0 CAP10.b", "0x10\n"},            // setpci's numeric form
+      {"config 01:00.0 CAP_MSIX.b", "0x11\n"},
+      {"config 01:00.0 ECAP_AER.w", "0x0001\n"},
+      {"config 01:00.0 ECAP0003.w", "0x0003\n"},
+      {"config 01:00.0 ECAP_DSN+0.w", "0x0003\n"},
+      {"config -d 1b36: VENDOR_ID", "0000:00:05.0 0x1b36\n0000:01:00.0 0x1b36\n"},
+      {"config -s 00:03.0 DEVICE_ID", "0000:00:03.0 0x11e8\n"},
+  };
+  for (const Case& c : reads) {
+    const CommandResult run = pciectl(c.arguments);
+    EXPECT_EQ(run.exit_code, 0) << c.arguments << ": " << run.err;
+    EXPECT_EQ(run.out, c.output) << c.arguments;
+  }
+  // The link control register of the nvme through its PCI Express capability, against the
+  // raw offset: 0x54 + 0x10.
+  EXPECT_EQ(pciectl("config 01:00.0 CAP_EXP+0x10.w").out, pciectl("config 01:00.0 64.w").out);
+
+  // Writes: REG=VALUE, REG=VALUE:MASK (only the mask's bits change), the older form.
+  ASSERT_EQ(pciectl("config 00:03.0 0x40.l=0x11223344").exit_code, 0);
+  EXPECT_EQ(pciectl("config 00:03.0 0x40.l").out, "0x11223344\n");
+  ASSERT_EQ(pciectl("config 00:03.0 0x40.w=0xffff:0x0f0f").exit_code, 0);
+  EXPECT_EQ(pciectl("config 00:03.0 0x40.l").out, "0x11223f4f\n");
+  ASSERT_EQ(pciectl("config 00:03.0 0x42 ab -w 8").exit_code, 0);  // OFFSET VALUE, both hex
+  EXPECT_EQ(pciectl("config 00:03.0 0x40.l").out, "0x11ab3f4f\n");
+  ASSERT_EQ(pciectl("config 01:00.0 CAP_EXP+0x10.w=0x0040:0x0040").exit_code, 0);
+  EXPECT_EQ(pciectl("config 01:00.0 64.w").out.substr(0, 4), "0x00");
+  EXPECT_NE(std::stoul(pciectl("config 01:00.0 64.w").out, nullptr, 16) & 0x40, 0u);
+
+  struct Refusal {
+    const char* arguments;
+    int exit_code;
+    const char* fragment;
+  };
+  const Refusal refusals[] = {
+      {"config 00:03.0 0x40=1", 2, "a write needs a width"},
+      {"config 00:03.0 0x40 1", 2, "a write needs a width"},
+      {"config 00:03.0 COMMAND.q", 2, "is not .b, .w or .l"},
+      {"config 00:03.0 NOT_A_REGISTER", 2, "neither a hex offset nor a register name"},
+      {"config 00:03.0 CAP_NOPE", 2, "unknown capability"},
+      {"config 00:03.0 COMMAND=0x10000", 2, "does not fit in 16 bits"},
+      {"config 00:03.0 0x40.b=1:0x100", 2, "does not fit in 8 bits"},
+      {"config 00:03.0 0x40.w=", 2, "without a value"},
+      {"config 00:03.0 0x40.w=1,2", 2, "several values"},
+      {"config 00:03.0 CAP_EXP.w", 3, "no standard capability 0x10"},
+      {"config 00:03.0 ECAP_AER.w", 3, "no extended capability 0x1"},
+      {"config 00:03.0 ffffffff+1.b", 2, "overflows"},
+      {"config -d 8086: COMMAND", 3, "no device matches"},
+      {"config", 2, "no device given"},
+  };
+  for (const Refusal& r : refusals) {
+    SCOPED_TRACE(r.arguments);
+    expect_error(pciectl(r.arguments), r.exit_code, r.fragment);
+  }
+}
+
+// A write never guesses its width (setpci refuses too); reads keep their 32-bit default.
+TEST_F(PciectlTest, WritesNeedAnExplicitWidth) {
+  expect_error(pciectl("write 00:03.0 bar0 0x4 0x12345678"), 2, "a write needs an explicit width");
+  EXPECT_EQ(file_bytes(kEdu, "resource0", 4, 4), (std::vector<std::uint8_t>{0, 0, 0, 0})) << "nothing written";
+  ASSERT_TRUE(tree_->set_iomem(kVmIomem));
+  expect_error(pciectl("mem write 0x1000 1 --dev-mem " + tree_->directory() + "/none"), 2, "explicit width");
+  EXPECT_EQ(pciectl("read 00:03.0 bar0 0").out, "0x010000ed\n");
+}
+
+// With --json (anywhere on the line), results and errors are JSON on stdout, and the error
+// object's exit_code is the process's.
+TEST_F(PciectlTest, JsonResultsAndErrors) {
+  const char* failing[] = {
+      "--json read 09:00.0 bar0 0",        // not found
+      "read 00:03.0 bar0 0x100000 --json",  // out of range
+      "--json write 00:03.0 bar0 0 1",      // no width
+      "--json config 00:03.0 CAP_EXP.w",    // no such capability
+      "--json read 00:03.0",                // a usage error from the parser
+      "--json read not-a-bdf bar0 0",
+      "--json info 00:03.1",
+      "--json dump 00:03.0 bar0",           // no JSON form yet: refused, as JSON
+  };
+  for (const char* arguments : failing) {
+    SCOPED_TRACE(arguments);
+    const CommandResult run = pciectl(arguments);
+    EXPECT_NE(run.exit_code, 0);
+    nlohmann::json json;
+    ASSERT_NO_THROW(json = nlohmann::json::parse(run.out)) << run.out;
+    ASSERT_TRUE(json.contains("error")) << run.out;
+    EXPECT_EQ(json["error"]["exit_code"].get<int>(), run.exit_code);
+    EXPECT_FALSE(json["error"]["message"].get<std::string>().empty());
+    EXPECT_TRUE(json["error"].contains("hint"));
+  }
+  const CommandResult read = pciectl("--json read 00:03.0 bar0 0");
+  ASSERT_EQ(read.exit_code, 0) << read.err;
+  const auto value = nlohmann::json::parse(read.out);
+  EXPECT_EQ(value["value"].get<std::uint64_t>(), 0x010000edu);
+  EXPECT_EQ(value["width"].get<int>(), 32);
+  const CommandResult config = pciectl("config 00:03.0 VENDOR_ID DEVICE_ID --json");
+  ASSERT_EQ(config.exit_code, 0) << config.err;
+  const auto registers = nlohmann::json::parse(config.out);
+  ASSERT_EQ(registers.size(), 2u);
+  EXPECT_EQ(registers[0]["value"].get<int>(), 0x1234);
+  EXPECT_EQ(registers[1]["offset"].get<int>(), 2);
+  const CommandResult written = pciectl("--json write 00:03.0 bar0 4 0x55 -w 32");
+  ASSERT_EQ(written.exit_code, 0) << written.err;
+  EXPECT_EQ(nlohmann::json::parse(written.out)["written"].get<int>(), 0x55);
+  // Without --json, errors stay one line on stderr and nothing on stdout.
+  expect_error(pciectl("read 09:00.0 bar0 0"), 3, "0000:09:00.0");
 }
 
 TEST_F(PciectlTest, HelpAndUsage) {

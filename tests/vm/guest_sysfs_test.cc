@@ -185,7 +185,7 @@ TEST(GuestEdu, PciectlReadsTheIdentification) {
 }
 
 TEST(GuestEdu, PciectlLivenessReturnsTheInverse) {
-  const cli::CommandResult write = pciectl("write 0000:00:03.0 bar0 0x4 0x12345678");
+  const cli::CommandResult write = pciectl("write 0000:00:03.0 bar0 0x4 0x12345678 -w 32");
   ASSERT_EQ(write.exit_code, 0) << write.err;
   const cli::CommandResult read = pciectl("read 0000:00:03.0 bar0 0x4");
   EXPECT_EQ(read.exit_code, 0) << read.err;

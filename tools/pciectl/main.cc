@@ -17,6 +17,7 @@
 #include "tools/pciectl/parse.h"
 #include "tools/pciectl/physical.h"
 #include "tools/pciectl/render.h"
+#include "tools/pciectl/setpci.h"
 
 namespace pciectl {
 namespace {
@@ -52,6 +53,7 @@ pcie::DiscoveryOptions discovery_options(const GlobalOptions& global) {
 struct LsOptions {
   std::string slot, id, driver;
   bool show_driver = false;
+  bool verbose = false;
   bool json = false;
 };
 
@@ -61,8 +63,8 @@ int run_ls(const GlobalOptions& global, const LsOptions& ls) {
   options.id_filter = ls.id;
   options.driver_filter = ls.driver;
   // The one-line listing needs neither capabilities nor link status; the JSON does.
-  options.read_capabilities = ls.json;
-  options.read_bindings = ls.json || ls.show_driver || !ls.driver.empty();
+  options.read_capabilities = ls.json || ls.verbose;
+  options.read_bindings = ls.json || ls.verbose || ls.show_driver || !ls.driver.empty();
   auto devices = pcie::discover(options);
   if (!devices) return fail(devices.error());
   if (ls.json) {
@@ -72,6 +74,11 @@ int run_ls(const GlobalOptions& global, const LsOptions& ls) {
     return kSuccess;
   }
   for (const auto& device : *devices) {
+    if (ls.verbose) {  // like lspci -v: the device's details, a blank line between devices
+      const BarMemoryTypes memory_types = read_bar_memory_types(paths_of(global), device);
+      fmt::print("{}\n", render_details(device, &memory_types));
+      continue;
+    }
     print_warnings(device);  // the one-line listing has no room for them
     std::string line = render_line(device);
     if (ls.show_driver) {
@@ -134,6 +141,12 @@ int run_read(const GlobalOptions& global, const AccessOptions& options) {
   if (!access) return fail(access.error());
   auto value = access->region->read(access->width, access->offset);
   if (!value) return fail(value.error());
+  if (json_errors()) {  // --json
+    nlohmann::ordered_json out = {{"bdf", options.bdf}, {"bar", options.bar}, {"offset", access->offset},
+                                  {"width", pcie::byte_count(access->width) * 8}, {"value", *value}};
+    fmt::print("{}\n", out.dump(2));
+    return kSuccess;
+  }
   fmt::print("0x{:0{}x}\n", *value, pcie::byte_count(access->width) * 2);
   return kSuccess;
 }
@@ -145,6 +158,11 @@ int run_write(const GlobalOptions& global, const AccessOptions& options) {
   if (!access) return fail(access.error());
   auto written = access->region->write(access->width, access->offset, *value);
   if (!written) return fail(written.error());
+  if (json_errors()) {
+    nlohmann::ordered_json out = {{"bdf", options.bdf}, {"bar", options.bar}, {"offset", access->offset},
+                                  {"width", pcie::byte_count(access->width) * 8}, {"written", *value}};
+    fmt::print("{}\n", out.dump(2));
+  }
   return kSuccess;
 }
 
@@ -162,6 +180,18 @@ struct BindCommand {
   bool force = false;
 };
 
+void print_binding(const pcie::Bdf& bdf, const std::string& now, const std::string& before, const char* action) {
+  if (json_errors()) {
+    nlohmann::ordered_json out = {{"bdf", bdf.to_string()}, {"action", action}, {"driver", now}, {"was", before}};
+    fmt::print("{}\n", out.dump(2));
+  } else if (std::string_view(action) == "unbound") {
+    fmt::print("{}: unbound (was: {})\n", bdf.to_string(), before);
+  } else {
+    fmt::print("{}: {} {} (was: {})\n", bdf.to_string(), action, "to",
+               now == "none" ? "no driver" : now, before);
+  }
+}
+
 int run_bind(const GlobalOptions& global, const BindCommand& command, bool unbind) {
   auto bdf = pcie::Bdf::parse(command.bdf);
   if (!bdf) return fail(bdf.error());
@@ -172,68 +202,156 @@ int run_bind(const GlobalOptions& global, const BindCommand& command, bool unbin
   const pcie::BindOptions options{.force = command.force};
   if (unbind) {
     if (auto done = pcie::unbind_driver(paths, *bdf, options); !done) return fail(done.error());
-    fmt::print("{}: unbound (was: {})\n", bdf->to_string(), before);
+    print_binding(*bdf, "none", before, "unbound");
   } else if (command.restore) {
     auto now = pcie::restore_driver(paths, *bdf, options);
     if (!now) return fail(now.error());
-    fmt::print("{}: restored to {} (was: {})\n", bdf->to_string(), now->value_or("no driver"), before);
+    print_binding(*bdf, now->value_or("none"), before, "restored");
   } else if (command.driver.empty()) {
     return fail(pcie::make_error(pcie::Errc::invalid_argument, "bind", bdf->to_string(), "no driver named",
                                  "pciectl bind BDF vfio-pci, or pciectl bind BDF --restore"));
   } else {
     if (auto done = pcie::bind_driver(paths, *bdf, command.driver, options); !done) return fail(done.error());
-    fmt::print("{}: bound to {} (was: {})\n", bdf->to_string(), command.driver, before);
+    print_binding(*bdf, command.driver, before, "bound");
   }
   return kSuccess;
 }
 
 // ---- config ----
-int run_config(const GlobalOptions& global, const AccessOptions& access) {
-  auto bdf = pcie::Bdf::parse(access.bdf);
-  if (!bdf) return fail(bdf.error());
-  const bool writing = !access.value.empty();
-  auto config = pcie::ConfigSpace::open(paths_of(global), *bdf,
-                                        writing ? pcie::ConfigSpace::Mode::read_write : pcie::ConfigSpace::Mode::read_only);
-  if (!config) return fail(config.error());
-  if (access.offset.empty()) {
+// setpci's habits (tools/pciectl/setpci.h): register names, capability-relative offsets,
+// .b/.w/.l widths, REG=VALUE[:MASK], hex numbers, -s/-d selecting devices.
+struct ConfigOptions {
+  std::vector<std::string> items;  // [BDF] REG... (or the older form: BDF OFFSET VALUE)
+  std::string slot, id;            // lspci/setpci selectors instead of a BDF
+  unsigned width_bits = 0;
+  bool json = false;
+};
+
+bool is_bare_number(const std::string& text) {
+  return !text.empty() && text.find_first_of(".=+:_") == std::string::npos && parse_hex32(text, "value").has_value();
+}
+
+int run_config(const GlobalOptions& global, const ConfigOptions& options) {
+  std::vector<std::string> items = options.items;
+  std::vector<pcie::Bdf> devices;
+  const bool selected = !options.slot.empty() || !options.id.empty();
+  if (selected) {
+    pcie::DiscoveryOptions discovery = discovery_options(global);
+    discovery.slot_filter = options.slot;
+    discovery.id_filter = options.id;
+    discovery.read_capabilities = false;
+    discovery.read_bindings = false;
+    auto found = pcie::discover(discovery);
+    if (!found) return fail(found.error());
+    for (const auto& device : *found) devices.push_back(device.bdf);
+    if (devices.empty()) {
+      return fail(pcie::make_error(pcie::Errc::not_found, "select devices",
+                                   fmt::format("-s '{}' -d '{}'", options.slot, options.id), "no device matches",
+                                   "pciectl ls -s/-d with the same selector lists what matches"));
+    }
+  } else {
+    if (items.empty()) {
+      return fail(pcie::make_error(pcie::Errc::invalid_argument, "config", "", "no device given",
+                                   "pciectl config BDF [REG...], or select with -s SLOT / -d VENDOR:DEVICE"));
+    }
+    auto bdf = pcie::Bdf::parse(items.front());
+    if (!bdf) return fail(bdf.error());
+    devices.push_back(*bdf);
+    items.erase(items.begin());
+  }
+
+  // The older positional form "OFFSET VALUE": a second item that is a bare number is the
+  // first one's value.
+  if (items.size() == 2 && items[0].find('=') == std::string::npos && is_bare_number(items[1])) {
+    items = {items[0] + "=" + items[1]};
+  }
+  std::vector<RegisterExpression> expressions;
+  bool writing = false;
+  for (const std::string& item : items) {
+    auto expression = parse_register_expression(item);
+    if (!expression) return fail(expression.error());
+    if (auto settled = settle_width(*expression, options.width_bits / 8); !settled) return fail(settled.error());
+    writing = writing || expression->value.has_value();
+    expressions.push_back(std::move(*expression));
+  }
+
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  for (const pcie::Bdf& bdf : devices) {
+    auto config = pcie::ConfigSpace::open(paths_of(global), bdf,
+                                          writing ? pcie::ConfigSpace::Mode::read_write : pcie::ConfigSpace::Mode::read_only);
+    if (!config) return fail(config.error());
     auto bytes = config->snapshot();
     if (!bytes) return fail(bytes.error());
-    for (std::size_t line = 0; line < bytes->size(); line += 16) {
-      std::string text = fmt::format("{:03x}:", line);
-      for (std::size_t at = line; at < std::min(line + 16, bytes->size()); ++at) text += fmt::format(" {:02x}", (*bytes)[at]);
-      fmt::print("{}\n", text);
+    if (expressions.empty()) {  // the whole readable config space, as lspci -xxx lays it out
+      if (options.json) {
+        results.push_back({{"bdf", bdf.to_string()}, {"config", *bytes}});
+        continue;
+      }
+      if (selected) fmt::print("{}\n", bdf.to_string());
+      for (std::size_t line = 0; line < bytes->size(); line += 16) {
+        std::string text = fmt::format("{:03x}:", line);
+        for (std::size_t at = line; at < std::min(line + 16, bytes->size()); ++at) text += fmt::format(" {:02x}", (*bytes)[at]);
+        fmt::print("{}\n", text);
+      }
+      continue;
     }
-    return kSuccess;
-  }
-  auto offset = parse_number(access.offset, "offset");
-  if (!offset) return fail(offset.error());
-  // ConfigSpace checks width, alignment and bounds; only the narrowing to its 32-bit
-  // offsets is ours to guard.
-  if (*offset > 0xffffffffu) {
-    return fail(pcie::make_error(pcie::Errc::out_of_range, "access config space", bdf->to_string(),
-                                 fmt::format("offset 0x{:x} is past the end of config space", *offset)));
-  }
-  const std::size_t bytes = access.width_bits / 8;
-  if (writing) {
-    auto value = parse_number(access.value, "value");
-    if (!value) return fail(value.error());
-    if (*value > 0xffffffffu) {
-      return fail(pcie::make_error(pcie::Errc::invalid_argument, "write config space", bdf->to_string(),
-                                   "value wider than 32 bits"));
+    for (const RegisterExpression& expression : expressions) {
+      auto offset = resolve_register_offset(expression, *bytes);
+      if (!offset) {
+        // A capability beyond what this user can read: say so rather than "not found".
+        if (config->limited_by_privilege() && offset.error().code == pcie::Errc::not_found) {
+          pcie::Error error = offset.error();
+          error.hint = fmt::format("only {} of {} bytes of config space are readable without root", config->readable_size(),
+                                   config->file_size());
+          return fail(error);
+        }
+        return fail(offset.error());
+      }
+      const std::size_t width = expression.width_bytes;
+      if (expression.value) {
+        std::uint32_t value = *expression.value;
+        const std::uint32_t mask = write_mask(expression);
+        RegisterExpression whole = expression;
+        whole.has_mask = false;
+        if (mask != write_mask(whole)) {
+          auto old = config->read(*offset, width);  // read-modify-write for VALUE:MASK
+          if (!old) return fail(old.error());
+          value = (*old & ~mask) | (value & mask);
+        }
+        auto written = config->write(*offset, width, value);
+        if (!written) return fail(written.error());
+        if (options.json) {
+          results.push_back({{"bdf", bdf.to_string()}, {"register", expression.text}, {"offset", *offset},
+                             {"width", width * 8}, {"written", value}});
+        }
+        continue;
+      }
+      auto value = config->read(*offset, width);
+      if (!value) return fail(value.error());
+      if (options.json) {
+        results.push_back({{"bdf", bdf.to_string()}, {"register", expression.text}, {"offset", *offset},
+                           {"width", width * 8}, {"value", *value}});
+      } else {
+        fmt::print("{}0x{:0{}x}\n", selected ? bdf.to_string() + " " : "", *value, width * 2);
+      }
     }
-    auto written = config->write(static_cast<std::uint32_t>(*offset), bytes, static_cast<std::uint32_t>(*value));
-    if (!written) return fail(written.error());
-    return kSuccess;
   }
-  auto value = config->read(static_cast<std::uint32_t>(*offset), bytes);
-  if (!value) return fail(value.error());
-  fmt::print("0x{:0{}x}\n", *value, bytes * 2);
+  if (options.json) fmt::print("{}\n", results.dump(2));
   return kSuccess;
 }
 
-void add_width(CLI::App* command, unsigned& width_bits) {
-  command->add_option("-w,--width", width_bits, "access width in bits: 8, 16, 32 or 64 (default 32)")
+void add_width(CLI::App* command, unsigned& width_bits, bool required = false) {
+  command->add_option("-w,--width", width_bits,
+                      required ? "access width in bits: 8, 16, 32 or 64 (required: a write never guesses, as in setpci)"
+                               : "access width in bits: 8, 16, 32 or 64 (default 32)")
       ->check(CLI::IsMember({8u, 16u, 32u, 64u}));
+}
+
+// A register write with no -w: refused rather than guessed (a 32-bit write to an 8-bit
+// register also writes its three neighbours).
+int width_required(const char* command) {
+  return fail(pcie::make_error(pcie::Errc::invalid_argument, command, "", "a write needs an explicit width",
+                               fmt::format("add -w 8, -w 16, -w 32 or -w 64 (see 'pciectl {} --help')", command)));
 }
 
 constexpr const char* kEnableHelp =
@@ -257,6 +375,15 @@ int main(int argc, char** argv) {
   app.add_option("--sysfs", global.sysfs, "sysfs mount to use (default /sys, or $PCIE_SYSFS)");
   app.add_option("--proc", global.proc, "proc mount for the mount table and swaps (default /proc, or $PCIE_PROC)");
   app.add_option("--pci-ids", global.pci_ids, "pci.ids file for names (default: libpci's)");
+  bool json = false;
+  app.add_flag("--json", json,
+               "JSON on stdout: each command's result (ls, info, read, write, config, bind, unbind, bench) and any "
+               "error as {\"error\": {...}}");
+  app.fallthrough();  // --json after the command name too
+  // Errors while parsing the command line are JSON too when --json is anywhere in it.
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--json") set_json_errors(true);
+  }
 
   LsOptions ls;
   CLI::App* ls_command = app.add_subcommand("ls", "list devices, one line each (like lspci -nn -D)");
@@ -264,6 +391,7 @@ int main(int argc, char** argv) {
   ls_command->add_option("-d,--id", ls.id, "select by ID: [vendor]:[device][:class[:prog-if]]");
   ls_command->add_option("--driver", ls.driver, "select devices bound to this driver");
   ls_command->add_flag("-k,--kernel", ls.show_driver, "show the bound driver and IOMMU group");
+  ls_command->add_flag("-v,--verbose", ls.verbose, "everything pciectl info shows, for each device (like lspci -v)");
   ls_command->add_flag("--json", ls.json, "print JSON with everything discovery knows");
 
   std::string info_bdf;
@@ -286,7 +414,8 @@ int main(int argc, char** argv) {
   write_command->add_option("bar", write_access.bar, "bar0 .. bar5")->required();
   write_command->add_option("offset", write_access.offset, "byte offset (decimal or 0x hex)")->required();
   write_command->add_option("value", write_access.value, "value (decimal or 0x hex)")->required();
-  add_width(write_command, write_access.width_bits);
+  write_access.width_bits = 0;
+  add_width(write_command, write_access.width_bits, true);
   write_command->add_flag("--enable", write_access.enable, kEnableHelp);
 
   AccessOptions dump_access;
@@ -299,13 +428,19 @@ int main(int argc, char** argv) {
   add_width(dump_command, dump_access.width_bits);
   dump_command->add_flag("--enable", dump_access.enable, kEnableHelp);
 
-  AccessOptions config_access;
-  CLI::App* config_command =
-      app.add_subcommand("config", "dump config space, or read (write with VALUE) one register");
-  config_command->add_option("bdf", config_access.bdf, "device address")->required();
-  config_command->add_option("offset", config_access.offset, "register offset");
-  config_command->add_option("value", config_access.value, "value to write (needs root)");
-  add_width(config_command, config_access.width_bits);
+  ConfigOptions config;
+  CLI::App* config_command = app.add_subcommand(
+      "config", "config space in setpci's syntax: dump it, read registers, or write REG=VALUE[:MASK]");
+  config_command->add_option("device_and_registers", config.items,
+                             "BDF (unless -s/-d), then registers: COMMAND, 0x40.w, CAP_EXP+0x10.w, ECAP_AER+4.l=1:1 "
+                             "(hex, as in setpci; none: dump config space)");
+  config_command->add_option("-s,--slot", config.slot, "every device in this slot, lspci -s syntax");
+  config_command->add_option("-d,--id", config.id, "every device with this ID, lspci -d syntax");
+  config_command->add_option("-w,--width", config.width_bits,
+                             "width in bits for registers without .b/.w/.l: 8, 16 or 32 (reads default to 32 or the "
+                             "register's own; writes need one)")
+      ->check(CLI::IsMember({8u, 16u, 32u}));
+  config_command->add_flag("--json", config.json, "print JSON");
 
   BindCommand bind;
   CLI::App* bind_command = app.add_subcommand("bind", "bind a driver (e.g. vfio-pci), or --restore the device's own");
@@ -334,7 +469,7 @@ int main(int argc, char** argv) {
   mem_command->add_option("value", mem.value, "value to write (write only)");
   mem_command->add_option("--length", mem.length, "bytes to dump (default 256)");
   mem_command->add_option("--dev-mem", mem.dev_mem, "the /dev/mem to use (default /dev/mem)");
-  add_width(mem_command, mem.width_bits);
+  add_width(mem_command, mem.width_bits);  // required for "write" below
 
   BenchOptions bench;
   CLI::App* bench_command = app.add_subcommand(
@@ -371,15 +506,30 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     fmt::print(stderr, "pciectl: error: {} (see 'pciectl --help')\n", pcie::printable(e.what()));
+    if (json_errors()) {
+      print_json_error("usage", kUsage,
+                       pcie::make_error(pcie::Errc::invalid_argument, "parse command line", "", e.what(), "see 'pciectl --help'"));
+    }
     return kUsage;
+  }
+  // One flag for every command, wherever it was given.
+  ls.json = ls.json || json;
+  info_json = info_json || json;
+  config.json = config.json || json;
+  bench.json = bench.json || json;
+  set_json_errors(json || ls.json || info_json || config.json || bench.json);
+  if (json_errors() && (*dump_command || *iomem_command || *mem_command)) {
+    return fail(pcie::make_error(pcie::Errc::invalid_argument, "parse command line", "--json",
+                                 "dump, iomem and mem have no JSON output yet",
+                                 "use config --json for config space, read --json for one register"));
   }
 
   if (*ls_command) return run_ls(global, ls);
   if (*info_command) return run_info(global, info_bdf, info_json);
   if (*read_command) return run_read(global, read_access);
-  if (*write_command) return run_write(global, write_access);
+  if (*write_command) return write_access.width_bits == 0 ? width_required("write") : run_write(global, write_access);
   if (*dump_command) return run_dump(global, dump_access);
-  if (*config_command) return run_config(global, config_access);
+  if (*config_command) return run_config(global, config);
   if (*bind_command) return run_bind(global, bind, false);
   if (*unbind_command) return run_bind(global, unbind, true);
   if (*bench_command) return run_bench(paths_of(global), global.pci_ids, bench);
@@ -389,6 +539,7 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "pciectl: error: mem write takes a VALUE, read and dump do not (see 'pciectl mem --help')\n");
       return kUsage;
     }
+    if (mem.action == "write" && mem_command->count("--width") == 0) return width_required("mem");
     mem.iomem = global.proc + "/iomem";
     return run_mem(mem);
   }

@@ -4,14 +4,37 @@
 
 #include <charconv>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "tools/pciectl/exit_codes.h"
 
 namespace pciectl {
 
+namespace {
+bool g_json_errors = false;
+}  // namespace
+
+void set_json_errors(bool json) { g_json_errors = json; }
+bool json_errors() { return g_json_errors; }
+
 int fail(const pcie::Error& error) {
   fmt::print(stderr, "pciectl: error: {}\n", error.message());
+  if (g_json_errors) print_json_error(std::string(pcie::errc_name(error.code)), exit_code_for(error.code), error);
   return exit_code_for(error.code);
+}
+
+void print_json_error(const std::string& code, int exit_code, const pcie::Error& error) {
+  nlohmann::ordered_json out;
+  out["error"] = {{"code", code},
+                  {"exit_code", exit_code},
+                  {"message", error.message()},
+                  {"operation", error.operation},
+                  {"object", error.object},
+                  {"reason", error.reason},
+                  {"hint", error.hint},
+                  {"errno", error.sys_errno}};
+  // Command-line text and sysfs strings may hold any bytes: replace what is not UTF-8.
+  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
 }
 
 pcie::Result<std::uint64_t> parse_number(const std::string& text, std::string_view what) {

@@ -9,8 +9,13 @@
 
 namespace pciectl {
 
-// Prints "pciectl: error: ..." and returns the exit code for the error's code.
+// Prints "pciectl: error: ..." on stderr and returns the exit code for the error's code;
+// with set_json_errors(true) (--json) also {"error": {...}} on stdout, for scripts.
 int fail(const pcie::Error& error);
+void set_json_errors(bool json);
+bool json_errors();
+// {"error": {"code", "exit_code", "message", "operation", "object", "reason", "hint", "errno"}}
+void print_json_error(const std::string& code, int exit_code, const pcie::Error& error);
 // Decimal or 0x-prefixed hex.
 pcie::Result<std::uint64_t> parse_number(const std::string& text, std::string_view what);
 // Decimal or hex with an optional K/M/G suffix (powers of 1024): "64", "4K", "1M", "0x1000".

@@ -38,13 +38,14 @@ std::string human_size(std::uint64_t bytes) {
   return fmt::format("{} {}", bytes, kUnits[unit]);
 }
 
-std::string render_line(const pcie::DeviceInfo& device) {
+std::string render_line(const pcie::DeviceInfo& device, bool with_prog_if) {
   std::string line = fmt::format("{} {} [{:04x}]: ", device.bdf.to_string(), or_default(device.class_name, "Class"),
                                  device.class_id());
   if (!device.vendor_name.empty()) line += device.vendor_name + " ";
   line += fmt::format("{} [{:04x}:{:04x}]", or_default(device.device_name, "Device"), device.vendor_id, device.device_id);
   if (device.revision != 0) line += fmt::format(" (rev {:02x})", device.revision);
-  if (device.prog_if != 0) line += fmt::format(" (prog-if {:02x})", device.prog_if);
+  // lspci -nn prints the programming interface only with -v.
+  if (with_prog_if && device.prog_if != 0) line += fmt::format(" (prog-if {:02x})", device.prog_if);
   return line;
 }
 
@@ -67,7 +68,7 @@ BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::
 }
 
 std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
-  std::string out = render_line(d) + "\n";
+  std::string out = render_line(d, true) + "\n";
   auto field = [&out](std::string_view name, const std::string& value) {
     out += fmt::format("  {:<14}{}\n", std::string(name) + ":", value);
   };

@@ -20,7 +20,7 @@ struct BarMemoryTypes {
 BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::DeviceInfo& device);
 
 // One lspci -nn -D style line: "0000:01:00.0 Class [0108]: Vendor Device [1b36:0010] (rev 02)".
-std::string render_line(const pcie::DeviceInfo& device);
+std::string render_line(const pcie::DeviceInfo& device, bool with_prog_if = false);
 // Everything discovery knows, as indented text (with the BARs' current memory types when
 // given).
 std::string render_details(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr);

@@ -125,8 +125,8 @@ class FaultInjection : public ::testing::TestWithParam<Command> {
                                      std::to_string(err) + (log.empty() ? "" : " PCIE_FAULT_LOG=" + log) +
                                      " ASAN_OPTIONS=verify_asan_link_order=0 LD_PRELOAD=" + g_shim;
     CommandResult result = cli::run_command(environment + " timeout -s KILL 60 " + g_pciectl + " --sysfs " +
-                                                tree_->directory() + "/sys --proc " + tree_->directory() + "/proc " +
-                                                arguments,
+                                                tree_->directory() + "/sys --proc " + tree_->directory() + "/proc --dev-vfio " +
+                                                tree_->directory() + "/dev/vfio " + arguments,
                                             scratch_);
     result.out = without_measurements(result.out);
     return result;

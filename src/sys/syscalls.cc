@@ -219,6 +219,51 @@ Result<void> write_text_file(const std::string& path, std::string_view text, std
   return {};
 }
 
+Result<FileOwnership> file_ownership(const std::string& path) {
+  struct stat status {};
+  if (::stat(path.c_str(), &status) != 0) return std::unexpected(make_errno_error(errno, "stat", path));
+  return FileOwnership{status.st_uid, status.st_gid, status.st_mode & 07777u};
+}
+
+Result<void> change_ownership(const std::string& path, const FileOwnership& ownership) {
+  if (::chown(path.c_str(), ownership.uid, ownership.gid) != 0) {
+    return std::unexpected(make_errno_error(errno, "change the owner of", path));
+  }
+  if (::chmod(path.c_str(), ownership.mode) != 0) {
+    return std::unexpected(make_errno_error(errno, "change the mode of", path));
+  }
+  return {};
+}
+
+Result<void> write_whole_file(const std::string& path, std::string_view text) {
+  const int raw = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (raw < 0) return std::unexpected(make_errno_error(errno, "write", path));
+  const UniqueFd fd(raw);
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::unexpected(make_errno_error(n < 0 ? errno : EIO, "write", path));
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+Result<void> make_directories(const std::string& path) {
+  for (std::size_t slash = path.find('/', 1);; slash = path.find('/', slash + 1)) {
+    const std::string prefix = slash == std::string::npos ? path : path.substr(0, slash);
+    if (!prefix.empty() && ::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      return std::unexpected(make_errno_error(errno, "create directory", prefix));
+    }
+    if (slash == std::string::npos) return {};
+  }
+}
+
+Result<void> remove_file(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return std::unexpected(make_errno_error(errno, "remove", path));
+  return {};
+}
+
 Result<std::string> read_link(const std::string& path) {
   std::string target(PATH_MAX, '\0');
   const ssize_t n = ::readlink(path.c_str(), target.data(), target.size());

@@ -100,6 +100,22 @@ Result<std::vector<std::string>> list_directory(const std::string& path);
 // True when `path` exists (stat(2) succeeds).
 bool path_exists(const std::string& path);
 
+// Who owns a file and its permission bits (stat(2)).
+struct FileOwnership {
+  unsigned uid = 0;
+  unsigned gid = 0;
+  unsigned mode = 0;  // the permission bits (07777)
+};
+Result<FileOwnership> file_ownership(const std::string& path);
+// chown(2) and chmod(2) of `path`.
+Result<void> change_ownership(const std::string& path, const FileOwnership& ownership);
+
+// Writes a whole small file, creating it (0644) or replacing its contents; mkdir -p of a
+// directory (0755); unlink(2) (absent is not an error).
+Result<void> write_whole_file(const std::string& path, std::string_view text);
+Result<void> make_directories(const std::string& path);
+Result<void> remove_file(const std::string& path);
+
 }  // namespace pcie::sys
 
 namespace pcie::sys {

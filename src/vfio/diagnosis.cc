@@ -100,7 +100,9 @@ Error explain_vfio_failure(const Error& raw, std::string_view step, const VfioFa
       error.reason = fmt::format("group {} is already open (another process, or another container in this one)", group);
       error.hint = fmt::format("a group can be opened once; find the holder with `fuser {}`", node);
     } else if (raw.code == Errc::permission_denied) {
-      error.hint = fmt::format("run as root, or give your user {} (chown) and enough RLIMIT_MEMLOCK for DMA", node);
+      error.hint = fmt::format("run as root, or have root give you the group: sudo pciectl vfio grant {} $USER "
+                               "(owns {} and checks RLIMIT_MEMLOCK for DMA)",
+                               name, node);
     }
     return error;
   }

@@ -486,6 +486,110 @@ void round_trip(EduDma& edu, const DmaBufferOptions& options, std::size_t buffer
   }
 }
 
+// `pciectl vfio grant` as OPAE's opae.io init: a normal user then reads and writes edu's
+// BAR through VFIO with plain pciectl (the sysfs path stays root's), until `release` gives
+// the device back to the driver it had (none for edu, nvme for the nvme device).
+struct AsNobody {
+  int exit_code = -1;
+  std::string out, err;
+};
+AsNobody as_nobody(const std::string& command, const std::string& scratch) {
+  const std::string out = scratch + "/nobody.out";
+  const std::string err = scratch + "/nobody.err";
+  chmod(scratch.c_str(), 0777);
+  const int status = run_in_child([&] {
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 100;
+    const int raw = std::system((command + " >" + out + " 2>" + err).c_str());
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : 101;
+  });
+  return {status, cli::slurp(out), cli::slurp(err)};
+}
+
+TEST(GuestVfioGrant, NormalUserReachesTheBarThroughVfioUntilRelease) {
+  const std::string scratch = cli::make_scratch_dir("grant");
+  const std::string state = " --state-dir " + scratch + "/grants --limits-conf " + scratch + "/limits.conf";
+  ASSERT_FALSE(bound_driver(SysfsPaths{}, kEdu).value().has_value());
+  const auto refused = as_nobody("pciectl read 0000:00:03.0 bar0 0", scratch);
+  EXPECT_EQ(refused.exit_code, 4) << refused.err;  // sysfs resource files are root's
+
+  const cli::CommandResult grant = cli::run_command("pciectl vfio grant 0000:00:03.0 65534:65534" + state, scratch);
+  ASSERT_EQ(grant.exit_code, 0) << grant.err;
+  EXPECT_NE(grant.out.find("0000:00:03.0: bound to vfio-pci (was: none); /dev/vfio/"), std::string::npos) << grant.out;
+  EXPECT_NE(grant.out.find("no memlock limit is configured"), std::string::npos) << grant.out;
+  std::printf("%s", grant.out.c_str());
+  EXPECT_EQ(bound_driver(SysfsPaths{}, kEdu), "vfio-pci");
+  const std::string group = std::filesystem::read_symlink("/sys/bus/pci/devices/0000:00:03.0/iommu_group").filename();
+  struct stat node {};
+  ASSERT_EQ(stat(("/dev/vfio/" + group).c_str(), &node), 0);
+  EXPECT_EQ(node.st_uid, 65534u);
+  EXPECT_EQ(node.st_mode & 0777, 0600u);
+
+  // The normal user: automatic path choice takes VFIO for a vfio-pci device.
+  auto read = as_nobody("pciectl --json read 0000:00:03.0 bar0 0", scratch);
+  ASSERT_EQ(read.exit_code, 0) << read.err;
+  EXPECT_NE(read.out.find("\"value\": 16777453"), std::string::npos) << read.out;  // 0x010000ed
+  EXPECT_NE(read.out.find("\"path\": \"VFIO\""), std::string::npos) << read.out;
+  std::printf("as nobody: pciectl --json read 0000:00:03.0 bar0 0:\n%s", read.out.c_str());
+  const auto write = as_nobody("pciectl write 0000:00:03.0 bar0 4 0x12345678 -w 32", scratch);
+  EXPECT_EQ(write.exit_code, 0) << write.err;
+  read = as_nobody("pciectl read 0000:00:03.0 bar0 4", scratch);
+  EXPECT_EQ(read.out, "0xedcba987\n") << read.err;  // the liveness register answers the inverse
+  const auto dump = as_nobody("pciectl dump 0000:00:03.0 bar0 --length 16 --vfio", scratch);
+  EXPECT_EQ(dump.exit_code, 0) << dump.err;
+  EXPECT_NE(dump.out.find("010000ed"), std::string::npos) << dump.out;
+  const auto through_sysfs = as_nobody("pciectl read 0000:00:03.0 bar0 0 --via sysfs", scratch);
+  EXPECT_EQ(through_sysfs.exit_code, 4) << through_sysfs.err;
+
+  // A second grant is refused; release gives the device back to no driver.
+  EXPECT_EQ(cli::run_command("pciectl vfio grant 0000:00:03.0 65534" + state, scratch).exit_code, 5);
+  const cli::CommandResult release = cli::run_command("pciectl vfio release 0000:00:03.0" + state, scratch);
+  ASSERT_EQ(release.exit_code, 0) << release.err;
+  EXPECT_EQ(release.out, "0000:00:03.0: released; driver now none\n");
+  EXPECT_FALSE(bound_driver(SysfsPaths{}, kEdu).value().has_value());
+  read = as_nobody("pciectl read 0000:00:03.0 bar0 0", scratch);
+  EXPECT_NE(read.exit_code, 0) << read.out;
+  EXPECT_EQ(cli::run_command("pciectl vfio release 0000:00:03.0" + state, scratch).exit_code, 3) << "nothing recorded";
+}
+
+TEST(GuestVfioGrant, ReleaseGivesNvmeBackToTheDriverItHad) {
+  const std::string scratch = cli::make_scratch_dir("grant-nvme");
+  const std::string state = " --state-dir " + scratch + "/grants";
+  ASSERT_EQ(bound_driver(SysfsPaths{}, kNvme), "nvme");
+  const cli::CommandResult grant = cli::run_command("pciectl vfio grant 0000:01:00.0 65534" + state, scratch);
+  ASSERT_EQ(grant.exit_code, 0) << grant.err;
+  EXPECT_NE(grant.out.find("(was: nvme)"), std::string::npos) << grant.out;
+  EXPECT_EQ(bound_driver(SysfsPaths{}, kNvme), "vfio-pci");
+  const auto read = as_nobody("pciectl read 0000:01:00.0 bar0 0 -w 64", scratch);  // NVMe CAP
+  EXPECT_EQ(read.exit_code, 0) << read.err;
+  const cli::CommandResult release = cli::run_command("pciectl --json vfio release 0000:01:00.0" + state, scratch);
+  ASSERT_EQ(release.exit_code, 0) << release.err;
+  EXPECT_NE(release.out.find("\"driver\": \"nvme\""), std::string::npos) << release.out;
+  EXPECT_EQ(bound_driver(SysfsPaths{}, kNvme), "nvme");
+  EXPECT_EQ(cli::slurp("/sys/bus/pci/devices/0000:01:00.0/driver_override"), "(null)\n") << "no override left behind";
+}
+
+// Root reading a vfio-pci device that another process holds: VFIO is busy, and the sysfs
+// path (root; vfio-pci's claim does not stop a sysfs mapping on this kernel) answers, with
+// a note saying why VFIO did not. A normal user without a grant gets both reasons.
+TEST(GuestVfioGrant, PciectlFallsBackAndExplainsBothPaths) {
+  const std::string scratch = cli::make_scratch_dir("both-paths");
+  {
+    VfioContainer container = open_container();
+    auto held = container.open_device(kVfioEdu);
+    ASSERT_TRUE(held) << held.error().message();
+    const cli::CommandResult run = cli::run_command("pciectl read 0000:00:06.0 bar0 0", scratch);
+    EXPECT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_EQ(run.out, "0x010000ed\n");
+    EXPECT_NE(run.err.find("0000:00:06.0 BAR0 through sysfs (VFIO: "), std::string::npos) << run.err;
+    EXPECT_NE(run.err.find("already open"), std::string::npos) << run.err;
+    std::printf("%s", run.err.c_str());
+  }
+  const auto nobody = as_nobody("pciectl read 0000:00:06.0 bar0 0", scratch);
+  EXPECT_EQ(nobody.exit_code, 4) << nobody.err;
+  EXPECT_NE(nobody.err.find("tried VFIO and sysfs"), std::string::npos) << nobody.err;
+  std::printf("as nobody: %s", nobody.err.c_str());
+}
+
 TEST(GuestDma, RoundTripsThroughEduOnOrdinaryPages) {
   EduDma edu(open_container());
   ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));

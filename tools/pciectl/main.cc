@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "pcie/bar_opener.h"
 #include "pcie/binding.h"
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
@@ -18,6 +19,7 @@
 #include "tools/pciectl/physical.h"
 #include "tools/pciectl/render.h"
 #include "tools/pciectl/setpci.h"
+#include "tools/pciectl/vfio_grant.h"
 
 namespace pciectl {
 namespace {
@@ -26,6 +28,7 @@ struct GlobalOptions {
   std::string sysfs = "/sys";  // the sysfs mount; a fake tree's <dir>/sys in tests
   std::string proc = "/proc";  // the proc mount (mount table, swaps); a fake tree's <dir>/proc
   std::string pci_ids;
+  std::string dev_vfio = "/dev/vfio";  // VFIO's nodes; a fake tree's <dir>/dev/vfio in tests
 };
 
 pcie::SysfsPaths paths_of(const GlobalOptions& global) {
@@ -39,6 +42,14 @@ pcie::SysfsPaths paths_of(const GlobalOptions& global) {
   paths.pat_memtype_list = global.sysfs + "/kernel/debug/x86/pat_memtype_list";
   paths.kernel_cmdline = global.proc + "/cmdline";
   paths.iomem_file = global.proc + "/iomem";
+  return paths;
+}
+
+pcie::VfioPaths vfio_paths_of(const GlobalOptions& global) {
+  pcie::VfioPaths paths;
+  paths.sysfs = paths_of(global);
+  paths.dev_vfio = global.dev_vfio;
+  paths.iommu_groups = global.sysfs + "/kernel/iommu_groups";
   return paths;
 }
 
@@ -110,6 +121,8 @@ struct AccessOptions {
   std::string bdf, bar, offset, value, length;
   unsigned width_bits = 32;
   bool enable = false;  // enable the device's decoding of the BAR first, if it is off
+  std::string via = "auto";  // auto, sysfs or vfio
+  bool vfio = false;         // --vfio: --via vfio
 };
 
 // What read, write and dump share: the width, the start offset and the opened BAR.
@@ -117,6 +130,7 @@ struct BarAccess {
   pcie::Width width = pcie::Width::bits32;
   std::uint64_t offset = 0;
   std::unique_ptr<pcie::Region> region;
+  pcie::BarPath path = pcie::BarPath::sysfs;
 };
 
 pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const AccessOptions& access, bool writable) {
@@ -128,12 +142,22 @@ pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const Acces
   if (!bdf) return std::unexpected(bdf.error());
   auto bar = parse_bar(access.bar);
   if (!bar) return std::unexpected(bar.error());
-  pcie::BarMapOptions options;
+  pcie::BarOpenOptions options;
   options.writable = writable;
   options.enable_decoding = access.enable;
-  auto region = pcie::open_sysfs_bar(paths_of(global), *bdf, *bar, options);
-  if (!region) return std::unexpected(region.error());
-  return BarAccess{*width, *offset, std::move(*region)};
+  options.paths = vfio_paths_of(global);
+  const std::string via = access.vfio ? "vfio" : access.via;
+  options.preference = via == "sysfs"  ? pcie::BarPathPreference::sysfs_only
+                       : via == "vfio" ? pcie::BarPathPreference::vfio_only
+                                       : pcie::BarPathPreference::automatic;
+  auto opened = pcie::open_bar(*bdf, *bar, options);
+  if (!opened) return std::unexpected(opened.error());
+  // Say which path was taken when another one was refused first.
+  if (!opened->refused.empty() && !json_errors()) {
+    fmt::print(stderr, "pciectl: {} BAR{} through {} ({})\n", bdf->to_string(), *bar, pcie::to_string(opened->path),
+               pcie::printable(opened->refused.front()));
+  }
+  return BarAccess{*width, *offset, std::move(opened->region), opened->path};
 }
 
 int run_read(const GlobalOptions& global, const AccessOptions& options) {
@@ -143,7 +167,8 @@ int run_read(const GlobalOptions& global, const AccessOptions& options) {
   if (!value) return fail(value.error());
   if (json_errors()) {  // --json
     nlohmann::ordered_json out = {{"bdf", options.bdf}, {"bar", options.bar}, {"offset", access->offset},
-                                  {"width", pcie::byte_count(access->width) * 8}, {"value", *value}};
+                                  {"width", pcie::byte_count(access->width) * 8}, {"value", *value},
+                                  {"path", pcie::to_string(access->path)}};
     fmt::print("{}\n", out.dump(2));
     return kSuccess;
   }
@@ -160,7 +185,8 @@ int run_write(const GlobalOptions& global, const AccessOptions& options) {
   if (!written) return fail(written.error());
   if (json_errors()) {
     nlohmann::ordered_json out = {{"bdf", options.bdf}, {"bar", options.bar}, {"offset", access->offset},
-                                  {"width", pcie::byte_count(access->width) * 8}, {"written", *value}};
+                                  {"width", pcie::byte_count(access->width) * 8}, {"written", *value},
+                                  {"path", pcie::to_string(access->path)}};
     fmt::print("{}\n", out.dump(2));
   }
   return kSuccess;
@@ -187,8 +213,7 @@ void print_binding(const pcie::Bdf& bdf, const std::string& now, const std::stri
   } else if (std::string_view(action) == "unbound") {
     fmt::print("{}: unbound (was: {})\n", bdf.to_string(), before);
   } else {
-    fmt::print("{}: {} {} (was: {})\n", bdf.to_string(), action, "to",
-               now == "none" ? "no driver" : now, before);
+    fmt::print("{}: {} to {} (was: {})\n", bdf.to_string(), action, now == "none" ? "no driver" : now, before);
   }
 }
 
@@ -354,6 +379,14 @@ int width_required(const char* command) {
                                fmt::format("add -w 8, -w 16, -w 32 or -w 64 (see 'pciectl {} --help')", command)));
 }
 
+void add_path_choice(CLI::App* command, AccessOptions& access) {
+  command->add_option("--via", access.via,
+                      "how to reach the BAR: auto (VFIO first for a device bound to vfio-pci, sysfs first otherwise, "
+                      "the other when the first fails), sysfs or vfio (default auto)")
+      ->check(CLI::IsMember({"auto", "sysfs", "vfio"}));
+  command->add_flag("--vfio", access.vfio, "same as --via vfio: through the device's VFIO group (vfio-pci)");
+}
+
 constexpr const char* kEnableHelp =
     "if the device does not decode the BAR (Memory/I/O Space Enable off), enable it first (needs root)";
 
@@ -372,12 +405,14 @@ int main(int argc, char** argv) {
   GlobalOptions global;
   if (const char* sysfs = std::getenv("PCIE_SYSFS")) global.sysfs = sysfs;
   if (const char* proc = std::getenv("PCIE_PROC")) global.proc = proc;
+  if (const char* dev_vfio = std::getenv("PCIE_DEV_VFIO")) global.dev_vfio = dev_vfio;
   app.add_option("--sysfs", global.sysfs, "sysfs mount to use (default /sys, or $PCIE_SYSFS)");
   app.add_option("--proc", global.proc, "proc mount for the mount table and swaps (default /proc, or $PCIE_PROC)");
   app.add_option("--pci-ids", global.pci_ids, "pci.ids file for names (default: libpci's)");
+  app.add_option("--dev-vfio", global.dev_vfio, "VFIO's device nodes (default /dev/vfio, or $PCIE_DEV_VFIO)");
   bool json = false;
   app.add_flag("--json", json,
-               "JSON on stdout: each command's result (ls, info, read, write, config, bind, unbind, bench) and any "
+               "JSON on stdout: each command's result (ls, info, read, write, config, bind, unbind, vfio, bench) and any "
                "error as {\"error\": {...}}");
   app.fallthrough();  // --json after the command name too
   // Errors while parsing the command line are JSON too when --json is anywhere in it.
@@ -407,6 +442,7 @@ int main(int argc, char** argv) {
   read_command->add_option("offset", read_access.offset, "byte offset (decimal or 0x hex)")->required();
   add_width(read_command, read_access.width_bits);
   read_command->add_flag("--enable", read_access.enable, kEnableHelp);
+  add_path_choice(read_command, read_access);
 
   AccessOptions write_access;
   CLI::App* write_command = app.add_subcommand("write", "write one register of a BAR");
@@ -417,6 +453,7 @@ int main(int argc, char** argv) {
   write_access.width_bits = 0;
   add_width(write_command, write_access.width_bits, true);
   write_command->add_flag("--enable", write_access.enable, kEnableHelp);
+  add_path_choice(write_command, write_access);
 
   AccessOptions dump_access;
   dump_access.offset = "0";
@@ -427,6 +464,7 @@ int main(int argc, char** argv) {
   dump_command->add_option("--length", dump_access.length, "bytes to dump (default 256 or to the end)");
   add_width(dump_command, dump_access.width_bits);
   dump_command->add_flag("--enable", dump_access.enable, kEnableHelp);
+  add_path_choice(dump_command, dump_access);
 
   ConfigOptions config;
   CLI::App* config_command = app.add_subcommand(
@@ -470,6 +508,17 @@ int main(int argc, char** argv) {
   mem_command->add_option("--length", mem.length, "bytes to dump (default 256)");
   mem_command->add_option("--dev-mem", mem.dev_mem, "the /dev/mem to use (default /dev/mem)");
   add_width(mem_command, mem.width_bits);  // required for "write" below
+
+  GrantCommand grant;
+  CLI::App* vfio_command = app.add_subcommand(
+      "vfio", "give a device to a normal user through VFIO (grant), and back to its previous driver (release)");
+  vfio_command->add_option("action", grant.action, "grant or release")->required()->check(CLI::IsMember({"grant", "release"}));
+  vfio_command->add_option("bdf", grant.bdf, "device address")->required();
+  vfio_command->add_option("user", grant.user, "grant: the user (name, or uid[:gid]) who gets /dev/vfio/N");
+  vfio_command->add_option("--state-dir", grant.state_dir, "where grants are recorded (default /run/pcie/vfio-grants)");
+  vfio_command->add_option("--limits-conf", grant.limits_conf, "pam_limits' file (default /etc/security/limits.conf)");
+  vfio_command->add_flag("--force", grant.force,
+                         "take the device even if this machine uses it (mounted, swap, held, up) or that cannot be told");
 
   BenchOptions bench;
   CLI::App* bench_command = app.add_subcommand(
@@ -532,6 +581,15 @@ int main(int argc, char** argv) {
   if (*config_command) return run_config(global, config);
   if (*bind_command) return run_bind(global, bind, false);
   if (*unbind_command) return run_bind(global, unbind, true);
+  if (*vfio_command) {
+    grant.json = json_errors();
+    if ((grant.action == "grant") == grant.user.empty()) {
+      return fail(pcie::make_error(pcie::Errc::invalid_argument, "vfio", grant.action,
+                                   grant.action == "grant" ? "grant needs a USER" : "release takes no USER",
+                                   "pciectl vfio grant BDF USER; pciectl vfio release BDF"));
+    }
+    return run_vfio_grant(vfio_paths_of(global), grant);
+  }
   if (*bench_command) return run_bench(paths_of(global), global.pci_ids, bench);
   if (*iomem_command) return run_iomem(global.proc + "/iomem", iomem_address);
   if (*mem_command) {

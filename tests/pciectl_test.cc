@@ -809,6 +809,70 @@ TEST_F(PciectlTest, VfioGrantAndReleaseRecordAndRestore) {
   expect_error(pciectl("vfio release 00:06.0" + state), 1, "fields");
 }
 
+// pciectl doctor on fake trees: the machine's checks, and a device's verdict with its
+// exit status: ready (bound to vfio-pci, group viable, node present), not bound, and in a
+// group that another device's host driver spoils.
+TEST_F(PciectlTest, DoctorChecksTheMachineAndTheDevice) {
+  const std::string dir = tree_->directory();
+  testing::FakeDevice vfio_edu = testing::qemu_edu(Bdf{0, 0, 6, 0});
+  vfio_edu.driver = "vfio-pci";
+  vfio_edu.iommu_group = 30;
+  ASSERT_TRUE(tree_->add_device(vfio_edu));
+  testing::FakeDevice shared = testing::qemu_edu(Bdf{0, 0, 7, 0});
+  shared.driver = "vfio-pci";
+  shared.iommu_group = 31;
+  ASSERT_TRUE(tree_->add_device(shared));
+  testing::FakeDevice spoiler = testing::qemu_pci_testdev(Bdf{0, 0, 8, 0});
+  spoiler.driver = "some_host_driver";
+  spoiler.iommu_group = 31;
+  ASSERT_TRUE(tree_->add_device(spoiler));
+  ASSERT_TRUE(tree_->set_kernel_cmdline("BOOT_IMAGE=/vmlinuz intel_iommu=on iommu=pt\n"));
+  std::filesystem::create_directories(dir + "/sys/module/vfio_iommu_type1");
+  std::filesystem::create_directories(dir + "/sys/bus/pci/drivers/vfio-pci");
+  std::filesystem::create_directories(dir + "/sys/kernel/mm/hugepages/hugepages-2048kB");
+  std::ofstream(dir + "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages") << "64\n";
+  std::ofstream(dir + "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") << "60\n";
+  std::filesystem::create_directories(dir + "/dev/vfio");
+  std::ofstream(dir + "/dev/vfio/vfio") << "";
+  std::ofstream(dir + "/dev/vfio/30") << "";
+  std::ofstream(dir + "/dev/vfio/31") << "";
+
+  CommandResult run = pciectl("doctor");
+  EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("ok    iommu         on: "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("2 MiB pages: 64 total, 60 free"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("VFIO is usable on this machine"), std::string::npos) << run.out;
+
+  run = pciectl("doctor 00:06.0");
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_NE(run.out.find("0000:00:06.0 is ready for a userspace driver"), std::string::npos) << run.out;
+
+  run = pciectl("doctor 00:03.0 --json");
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  const auto json = nlohmann::json::parse(run.out);
+  EXPECT_FALSE(json["ready"].get<bool>());
+  bool saw_driver = false;
+  for (const auto& check : json["checks"]) {
+    if (check["name"] != "driver") continue;
+    saw_driver = true;
+    EXPECT_EQ(check["status"], "fail");
+    EXPECT_NE(check["fix"].get<std::string>().find("pciectl vfio grant 0000:00:03.0"), std::string::npos);
+  }
+  EXPECT_TRUE(saw_driver) << run.out;
+
+  run = pciectl("doctor 00:07.0");
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_NE(run.out.find("not viable: 0000:00:08.0 (bound to some_host_driver)"), std::string::npos) << run.out;
+
+  // The machine without an IOMMU: not usable, and says how to turn it on.
+  std::filesystem::remove_all(dir + "/sys/kernel/iommu_groups");
+  run = pciectl("doctor");
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_NE(run.out.find("although the command line asks (intel_iommu=on)"), std::string::npos) << run.out;
+  EXPECT_EQ(pciectl("doctor 00:09.0").exit_code, 1) << "no such device: not ready";
+  expect_error(pciectl("doctor not-a-bdf"), 2, "not-a-bdf");
+}
+
 TEST_F(PciectlTest, HelpAndUsage) {
   CommandResult run = pciectl("--help");
   EXPECT_EQ(run.exit_code, 0);

@@ -590,6 +590,32 @@ TEST(GuestVfioGrant, PciectlFallsBackAndExplainsBothPaths) {
   std::printf("as nobody: %s", nobody.err.c_str());
 }
 
+// pciectl doctor on a real kernel with an IOMMU: the vfio-pci edu is ready, the edu
+// without a driver is not (and is told to grant), nvme's BAR is claimed by nvme.
+TEST(GuestDoctor, ReadyDeviceNotReadyDeviceAndBarOwners) {
+  const std::string scratch = cli::make_scratch_dir("doctor");
+  cli::CommandResult run = cli::run_command("pciectl doctor 0000:00:06.0", scratch);
+  EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("ok    iommu         on: "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("ok    vfio_modules"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("0000:00:06.0 is ready for a userspace driver"), std::string::npos) << run.out;
+  std::printf("pciectl doctor 0000:00:06.0:\n%s", run.out.c_str());
+  run = cli::run_command("pciectl doctor 0000:00:03.0", scratch);
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_NE(run.out.find("pciectl vfio grant 0000:00:03.0"), std::string::npos) << run.out;
+  run = cli::run_command("pciectl --json doctor 0000:01:00.0", scratch);
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_NE(run.out.find("(claimed by nvme)"), std::string::npos) << run.out;
+  // The bridged pair: one IOMMU group, one member on uio_pci_generic spoils it for VFIO.
+  run = cli::run_command("pciectl doctor 0000:02:01.0", scratch);
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_NE(run.out.find("not viable: 0000:02:02.0 (bound to uio_pci_generic)"), std::string::npos) << run.out;
+  // As nobody: the same device is not ready for them (no access to the group node).
+  const auto nobody = as_nobody("pciectl doctor 0000:00:06.0", scratch);
+  EXPECT_EQ(nobody.exit_code, 1) << nobody.out;
+  EXPECT_NE(nobody.out.find("you may not open it"), std::string::npos) << nobody.out;
+}
+
 TEST(GuestDma, RoundTripsThroughEduOnOrdinaryPages) {
   EduDma edu(open_container());
   ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));

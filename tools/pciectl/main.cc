@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "pcie/bar_opener.h"
@@ -14,6 +15,7 @@
 #include "pcie/sysfs_bar.h"
 #include "pcie/version.h"
 #include "tools/pciectl/bench.h"
+#include "tools/pciectl/doctor.h"
 #include "tools/pciectl/exit_codes.h"
 #include "tools/pciectl/parse.h"
 #include "tools/pciectl/physical.h"
@@ -412,7 +414,7 @@ int main(int argc, char** argv) {
   app.add_option("--dev-vfio", global.dev_vfio, "VFIO's device nodes (default /dev/vfio, or $PCIE_DEV_VFIO)");
   bool json = false;
   app.add_flag("--json", json,
-               "JSON on stdout: each command's result (ls, info, read, write, config, bind, unbind, vfio, bench) and any "
+               "JSON on stdout: each command's result (ls, info, read, write, config, bind, unbind, vfio, doctor, bench) and any "
                "error as {\"error\": {...}}");
   app.fallthrough();  // --json after the command name too
   // Errors while parsing the command line are JSON too when --json is anywhere in it.
@@ -520,6 +522,12 @@ int main(int argc, char** argv) {
   vfio_command->add_flag("--force", grant.force,
                          "take the device even if this machine uses it (mounted, swap, held, up) or that cannot be told");
 
+  DoctorOptions doctor;
+  CLI::App* doctor_command = app.add_subcommand(
+      "doctor", "check what a userspace driver needs (IOMMU, VFIO, memlock, huge pages, lockdown, PAT; with BDF the "
+                "device's driver, group and BARs), each with its fix; exit 0 when ready");
+  doctor_command->add_option("bdf", doctor.bdf, "the device to check (optional)");
+
   BenchOptions bench;
   CLI::App* bench_command = app.add_subcommand(
       "bench", "BAR throughput by size and access width, and access latency (writes need --allow-write)");
@@ -581,6 +589,18 @@ int main(int argc, char** argv) {
   if (*config_command) return run_config(global, config);
   if (*bind_command) return run_bind(global, bind, false);
   if (*unbind_command) return run_bind(global, unbind, true);
+  if (*doctor_command) {
+    doctor.json = json_errors();
+    doctor.paths = paths_of(global);
+    doctor.sysfs = global.sysfs;
+    doctor.proc = global.proc;
+    doctor.pci_root = global.sysfs + "/bus/pci";
+    doctor.dev_vfio = global.dev_vfio;
+    doctor.dev_root = std::filesystem::path(global.dev_vfio).parent_path().string();
+    doctor.lockdown_file = global.sysfs + "/kernel/security/lockdown";
+    if (const char* boot = std::getenv("PCIE_BOOT")) doctor.boot_dir = boot;
+    return run_doctor(doctor);
+  }
   if (*vfio_command) {
     grant.json = json_errors();
     if ((grant.action == "grant") == grant.user.empty()) {

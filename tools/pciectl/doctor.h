@@ -1,0 +1,31 @@
+// pciectl doctor [BDF]: everything that makes a first userspace-driver run fail, checked at
+// once, each with its fix (the coverage of dpdk-devbind.py --status and SPDK's setup.sh
+// status, and more): the IOMMU and its mode, VFIO/UIO/iommufd, /dev/vfio permissions,
+// RLIMIT_MEMLOCK, huge pages per size and NUMA node, lockdown and Secure Boot, PAT,
+// /dev/mem restrictions; for a device its driver (and whether the host uses it), its IOMMU
+// group's viability and access, and who owns its BARs. Only reads. Exit 0 when the device
+// (or, without one, VFIO) is ready for a userspace driver, 1 when not.
+#pragma once
+
+#include <string>
+
+#include "pcie/sysfs_paths.h"
+
+namespace pciectl {
+
+struct DoctorOptions {
+  std::string bdf;                // empty: the machine only
+  pcie::SysfsPaths paths;
+  std::string sysfs = "/sys";
+  std::string proc = "/proc";
+  std::string pci_root = "/sys/bus/pci";
+  std::string dev_vfio = "/dev/vfio";
+  std::string dev_root = "/dev";  // for /dev/iommu
+  std::string boot_dir = "/boot";
+  std::string lockdown_file = "/sys/kernel/security/lockdown";
+  bool json = false;
+};
+
+int run_doctor(const DoctorOptions& options);
+
+}  // namespace pciectl

@@ -873,6 +873,41 @@ TEST_F(PciectlTest, DoctorChecksTheMachineAndTheDevice) {
   expect_error(pciectl("doctor not-a-bdf"), 2, "not-a-bdf");
 }
 
+// pciectl sriov on a fake PF with two VFs (one bound to vfio-pci): the listing, and the
+// refusals that come before any write. The VM test (vm_sriov_test) creates, binds and
+// removes VFs on QEMU's SR-IOV nvme.
+TEST_F(PciectlTest, SriovListsAndRefuses) {
+  const Bdf pf{0, 2, 0, 0}, vf0{0, 2, 0, 1}, vf1{0, 2, 0, 2};
+  ASSERT_TRUE(tree_->add_device(testing::sriov_pf(pf, 4, 2)));
+  testing::FakeDevice first = testing::sriov_vf(vf0, pf);
+  ASSERT_TRUE(tree_->add_device(first));
+  testing::FakeDevice second = testing::sriov_vf(vf1, pf);
+  second.driver = "vfio-pci";
+  ASSERT_TRUE(tree_->add_device(second));
+
+  CommandResult run = pciectl("sriov 02:00.0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "0000:02:00.0: SR-IOV, 2 of 4 VFs enabled\n"
+            "  VF0   0000:02:00.1  driver none\n"
+            "  VF1   0000:02:00.2  driver vfio-pci\n");
+  run = pciectl("--json sriov 02:00.0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  EXPECT_EQ(json["total_vfs"], 4);
+  EXPECT_EQ(json["vfs"][1]["bdf"], "0000:02:00.2");
+
+  expect_error(pciectl("sriov 02:00.0 --numvfs 5"), 2, "5 VFs asked, the device offers 4");
+  expect_error(pciectl("sriov 02:00.0 --numvfs 0"), 5, "0000:02:00.2 (bound to vfio-pci)");
+  expect_error(pciectl("sriov 02:00.0 --numvfs 1"), 5, "its VFs are in use");
+  expect_error(pciectl("sriov 02:00.1"), 2, "it is a virtual function of 0000:02:00.0");
+  expect_error(pciectl("sriov 00:03.0"), 2, "not an SR-IOV physical function");
+  expect_error(pciectl("sriov 09:00.0"), 3, "no such device");
+  EXPECT_EQ(pciectl("sriov 02:00.0 --autoprobe maybe").exit_code, 2);
+  // The same count is no change: nothing is written, nothing refused.
+  EXPECT_EQ(pciectl("sriov 02:00.0 --numvfs 2").exit_code, 0);
+}
+
 TEST_F(PciectlTest, HelpAndUsage) {
   CommandResult run = pciectl("--help");
   EXPECT_EQ(run.exit_code, 0);

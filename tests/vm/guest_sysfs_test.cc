@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "examples/edu/edu_driver.h"
+#include "pcie/binding.h"
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "pcie/memory_type.h"
@@ -414,6 +415,43 @@ TEST(GuestSriov, VirtualFunctionsAreLiveDevicesOnARealKernel) {
   // The VF's BAR decodes by the PF's VF Memory Space Enable, which the kernel set.
   auto bar = BarMapping::map(SysfsPaths{}, vf0, 0, {.writable = false});
   EXPECT_TRUE(bar) << bar.error().message();
+}
+
+// pciectl sriov on the real kernel, after the test above left two driverless VFs: fewer,
+// more and bound to vfio-pci in one step, removal refused while they are bound, then forced.
+TEST(GuestSriov, PciectlCreatesBindsAndRemovesVirtualFunctions) {
+  const Bdf vf1{0, 1, 0, 2};
+  cli::CommandResult run = pciectl("sriov 0000:01:00.0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "0000:01:00.0: SR-IOV, 2 of 2 VFs enabled (drivers autoprobe off)\n"
+            "  VF0   0000:01:00.1  driver none\n"
+            "  VF1   0000:01:00.2  driver none\n");
+  std::printf("%s", run.out.c_str());
+
+  run = pciectl("sriov 0000:01:00.0 --numvfs 1");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("1 of 2 VFs enabled"), std::string::npos) << run.out;
+  EXPECT_FALSE(std::filesystem::exists("/sys/bus/pci/devices/" + vf1.to_string()));
+
+  run = pciectl("sriov 0000:01:00.0 --numvfs 2 --bind vfio-pci");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("VF0   0000:01:00.1  driver vfio-pci"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("VF1   0000:01:00.2  driver vfio-pci"), std::string::npos) << run.out;
+  EXPECT_EQ(bound_driver(SysfsPaths{}, vf1), "vfio-pci");
+  std::printf("%s", run.out.c_str());
+
+  run = pciectl("sriov 0000:01:00.0 --numvfs 0");
+  EXPECT_EQ(run.exit_code, 5) << run.out;
+  EXPECT_NE(run.err.find("0000:01:00.1 (bound to vfio-pci), 0000:01:00.2 (bound to vfio-pci)"), std::string::npos)
+      << run.err;
+  EXPECT_TRUE(std::filesystem::exists("/sys/bus/pci/devices/" + vf1.to_string())) << "refused means untouched";
+
+  run = pciectl("--json sriov 0000:01:00.0 --numvfs 0 --force");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("\"num_vfs\": 0"), std::string::npos) << run.out;
+  EXPECT_FALSE(std::filesystem::exists("/sys/bus/pci/devices/" + vf1.to_string()));
+  EXPECT_EQ(pciectl("sriov 0000:01:00.0 --numvfs 3").exit_code, 2) << "more than TotalVFs";
 }
 
 // --- x86 PAT: the memory type a mapping really gets (pcie/memory_type.h) ---

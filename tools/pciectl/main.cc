@@ -21,6 +21,7 @@
 #include "tools/pciectl/physical.h"
 #include "tools/pciectl/render.h"
 #include "tools/pciectl/setpci.h"
+#include "tools/pciectl/sriov.h"
 #include "tools/pciectl/vfio_grant.h"
 
 namespace pciectl {
@@ -414,7 +415,7 @@ int main(int argc, char** argv) {
   app.add_option("--dev-vfio", global.dev_vfio, "VFIO's device nodes (default /dev/vfio, or $PCIE_DEV_VFIO)");
   bool json = false;
   app.add_flag("--json", json,
-               "JSON on stdout: each command's result (ls, info, read, write, config, bind, unbind, vfio, doctor, bench) and any "
+               "JSON on stdout: each command's result (ls, info, read, write, config, bind, unbind, vfio, sriov, doctor, bench) and any "
                "error as {\"error\": {...}}");
   app.fallthrough();  // --json after the command name too
   // Errors while parsing the command line are JSON too when --json is anywhere in it.
@@ -528,6 +529,17 @@ int main(int argc, char** argv) {
                 "device's driver, group and BARs), each with its fix; exit 0 when ready");
   doctor_command->add_option("bdf", doctor.bdf, "the device to check (optional)");
 
+  SriovCommand sriov;
+  CLI::App* sriov_command = app.add_subcommand(
+      "sriov", "an SR-IOV physical function's VFs: list them, create or remove them (--numvfs), bind them (--bind)");
+  sriov_command->add_option("bdf", sriov.bdf, "the physical function")->required();
+  sriov_command->add_option("--numvfs", sriov.numvfs, "enable this many VFs (0 removes them; needs root)");
+  sriov_command->add_option("--bind", sriov.bind,
+                            "bind every VF to this driver, e.g. vfio-pci (then host drivers do not autoprobe them)");
+  sriov_command->add_option("--autoprobe", sriov.autoprobe, "whether host drivers probe new VFs: on or off")
+      ->check(CLI::IsMember({"on", "off"}));
+  sriov_command->add_flag("--force", sriov.force, "remove VFs even while they are bound to drivers");
+
   BenchOptions bench;
   CLI::App* bench_command = app.add_subcommand(
       "bench", "BAR throughput by size and access width, and access latency (writes need --allow-write)");
@@ -589,6 +601,10 @@ int main(int argc, char** argv) {
   if (*config_command) return run_config(global, config);
   if (*bind_command) return run_bind(global, bind, false);
   if (*unbind_command) return run_bind(global, unbind, true);
+  if (*sriov_command) {
+    sriov.json = json_errors();
+    return run_sriov(paths_of(global), sriov);
+  }
   if (*doctor_command) {
     doctor.json = json_errors();
     doctor.paths = paths_of(global);

@@ -1,0 +1,408 @@
+// The `pcie` Python module (pybind11): discovery, BARs by width, numpy views and the bulk
+// copy path, VFIO devices with DMA buffers as numpy arrays and interrupts. Every library
+// error becomes a pcie.Error carrying the library's code, message and hint.
+//
+// Lifetimes: each Python object owns what it needs (a Bar owns its Region, which keeps a
+// VFIO device and container open; a DmaBuffer keeps its IOMMU mapping's backend), and a
+// numpy array made from a Bar or DmaBuffer keeps that object alive through its base, so
+// no order of garbage collection leaves an array over unmapped memory.
+//
+// Width rules: Bar.read/write take an explicit width (write requires one). Bar.view()
+// gives a numpy array over the mapping only where the region accepts every access width,
+// since numpy copies with whatever instructions it likes; a region restricted to
+// 32-bit accesses refuses, and read_into/write_from (the library's copy path, which
+// respects the widths) are the way there.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "pcie/bar_opener.h"
+#include "pcie/copy.h"
+#include "pcie/discovery.h"
+#include "pcie/dma.h"
+#include "pcie/interrupts.h"
+#include "pcie/region.h"
+#include "pcie/version.h"
+#include "pcie/vfio.h"
+
+namespace py = pybind11;
+
+namespace {
+
+py::object g_error_type;  // pcie.Error, made in PYBIND11_MODULE
+
+[[noreturn]] void raise(const pcie::Error& error) {
+  py::object exception = g_error_type(error.message());
+  exception.attr("code") = std::string(pcie::errc_name(error.code));
+  exception.attr("operation") = error.operation;
+  exception.attr("object") = error.object;
+  exception.attr("reason") = error.reason;
+  exception.attr("hint") = error.hint;
+  exception.attr("errno") = error.sys_errno;
+  PyErr_SetObject(g_error_type.ptr(), exception.ptr());
+  throw py::error_already_set();
+}
+
+template <class T>
+T value_or_raise(pcie::Result<T> result) {
+  if (!result) raise(result.error());
+  return std::move(*result);
+}
+
+void check(pcie::Result<void> result) {
+  if (!result) raise(result.error());
+}
+
+pcie::Bdf parse_bdf(const std::string& text) { return value_or_raise(pcie::Bdf::parse(text)); }
+
+pcie::Width width_of(unsigned bits) { return value_or_raise(pcie::width_from_bits(bits)); }
+
+pcie::SysfsPaths sysfs_paths(const std::optional<std::string>& sysfs) {
+  pcie::SysfsPaths paths;
+  if (sysfs) {
+    paths.pci_root = *sysfs + "/bus/pci";
+    paths.lockdown_file = *sysfs + "/kernel/security/lockdown";
+    paths.class_block = *sysfs + "/class/block";
+    paths.class_net = *sysfs + "/class/net";
+    paths.pat_memtype_list = *sysfs + "/kernel/debug/x86/pat_memtype_list";
+  }
+  return paths;
+}
+
+pcie::VfioPaths vfio_paths(const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
+  pcie::VfioPaths paths;
+  paths.sysfs = sysfs_paths(sysfs);
+  if (sysfs) paths.iommu_groups = *sysfs + "/kernel/iommu_groups";
+  if (dev_vfio) paths.dev_vfio = *dev_vfio;
+  return paths;
+}
+
+std::vector<unsigned> width_bits(pcie::WidthSet widths) {
+  std::vector<unsigned> bits;
+  for (unsigned b : {8u, 16u, 32u, 64u}) {
+    if (widths.allows(*pcie::width_from_bits(b))) bits.push_back(b);
+  }
+  return bits;
+}
+
+// A BAR (or any Region) and how it was reached.
+class Bar {
+ public:
+  Bar(std::unique_ptr<pcie::Region> region, std::string path) : region_(std::move(region)), path_(std::move(path)) {}
+
+  std::uint64_t read(std::uint64_t offset, unsigned width) const {
+    return value_or_raise(region_->read(width_of(width), offset));
+  }
+  void write(std::uint64_t offset, std::uint64_t value, unsigned width) {
+    check(region_->write(width_of(width), offset, value));
+  }
+  void restrict_widths(const std::vector<unsigned>& widths) {
+    pcie::WidthSet set;
+    for (unsigned bits : widths) set = set | pcie::WidthSet::only(width_of(bits));
+    region_->restrict_widths(set);
+  }
+  // The copy path, both ways, with numpy arrays (any dtype; contiguous).
+  void read_into(std::uint64_t offset, py::array destination) const {
+    if (!(destination.flags() & py::array::c_style) || !destination.writeable()) {
+      raise(pcie::make_error(pcie::Errc::invalid_argument, "read_into", region_->name(),
+                             "the array must be C-contiguous and writable"));
+    }
+    const auto bytes = static_cast<std::uint64_t>(destination.nbytes());
+    pcie::Result<void> copied;
+    {
+      py::gil_scoped_release unlocked;
+      copied = pcie::copy_from_device(destination.mutable_data(), *region_, offset, bytes);
+    }
+    check(copied);
+  }
+  void write_from(std::uint64_t offset, py::array source) {
+    if (!(source.flags() & py::array::c_style)) {
+      raise(pcie::make_error(pcie::Errc::invalid_argument, "write_from", region_->name(), "the array must be C-contiguous"));
+    }
+    const auto bytes = static_cast<std::uint64_t>(source.nbytes());
+    pcie::Result<void> copied;
+    {
+      py::gil_scoped_release unlocked;
+      copied = pcie::copy_to_device(*region_, offset, source.data(), bytes);
+    }
+    check(copied);
+  }
+  // A numpy array over the mapping, keeping this Bar alive.
+  static py::array view(py::object self_object, py::object dtype_like, std::uint64_t offset,
+                        std::optional<std::uint64_t> count) {
+    Bar& self = self_object.cast<Bar&>();
+    const py::dtype dtype = py::dtype::from_args(dtype_like);  // np.uint32 or np.dtype('<u4')
+    pcie::Region& region = *self.region_;
+    const std::string& name = region.name();
+    if (region.mapped_base() == nullptr) {
+      raise(pcie::make_error(pcie::Errc::not_supported, "view", name, "the region is not one mapping (I/O port, "
+                             "pread/pwrite or sparse VFIO region)", "use read/write or read_into/write_from"));
+    }
+    if (region.allowed_widths() != pcie::WidthSet::all()) {
+      raise(pcie::make_error(pcie::Errc::width_not_allowed, "view", name,
+                             "the region accepts only " + region.allowed_widths().to_string() +
+                                 "-bit accesses, and numpy copies with whatever widths it likes",
+                             "use read_into/write_from (the copy path keeps to the allowed widths), or read/write"));
+    }
+    const auto itemsize = static_cast<std::uint64_t>(dtype.itemsize());
+    if (itemsize == 0 || offset % itemsize != 0 || offset > region.size()) {
+      raise(pcie::make_error(pcie::Errc::misaligned, "view", name, "the offset is not a multiple of the item size, or "
+                             "lies past the end"));
+    }
+    const std::uint64_t available = (region.size() - offset) / itemsize;
+    const std::uint64_t items = count.value_or(available);
+    if (items > available) {
+      raise(pcie::make_error(pcie::Errc::out_of_range, "view", name, "the view reaches past the end of the region"));
+    }
+    py::array array(dtype, {static_cast<py::ssize_t>(items)}, {static_cast<py::ssize_t>(itemsize)},
+                    region.mapped_base() + offset, self_object);
+    if (!region.writable()) {
+      py::detail::array_proxy(array.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    }
+    return array;
+  }
+
+  std::uint64_t size() const { return region_->size(); }
+  const std::string& name() const { return region_->name(); }
+  const std::string& path() const { return path_; }
+  bool writable() const { return region_->writable(); }
+  std::vector<unsigned> widths() const { return width_bits(region_->allowed_widths()); }
+  std::string memory_type() const { return pcie::to_string(region_->memory_type()); }
+
+ private:
+  std::unique_ptr<pcie::Region> region_;
+  std::string path_;
+};
+
+class DmaBuffer {
+ public:
+  explicit DmaBuffer(pcie::DmaBuffer buffer) : buffer_(std::move(buffer)) {}
+  static py::array array(py::object self_object, py::object dtype_like) {
+    DmaBuffer& self = self_object.cast<DmaBuffer&>();
+    const py::dtype dtype = py::dtype::from_args(dtype_like);
+    const auto itemsize = static_cast<std::size_t>(dtype.itemsize());
+    return py::array(dtype, {static_cast<py::ssize_t>(self.buffer_.size() / itemsize)},
+                     {static_cast<py::ssize_t>(itemsize)}, self.buffer_.data(), self_object);
+  }
+  std::uint64_t bus_address() const { return self_address(buffer_.bus_address()); }
+  std::optional<std::uint64_t> physical_address() const { return buffer_.physical_address(); }
+  std::size_t size() const { return buffer_.size(); }
+  std::string backend() const { return std::string(buffer_.backend_name()); }
+  void sync_for_device() const { buffer_.sync_for_device(); }
+  void sync_for_cpu() const { buffer_.sync_for_cpu(); }
+
+ private:
+  static std::uint64_t self_address(pcie::BusAddress address) { return address.value; }
+  pcie::DmaBuffer buffer_;
+};
+
+class Interrupts {
+ public:
+  explicit Interrupts(std::unique_ptr<pcie::Interrupts> interrupts) : interrupts_(std::move(interrupts)) {}
+  // How many times `vector` fired since the last wait, 0 after `timeout` seconds.
+  std::uint64_t wait(unsigned vector, double timeout) const {
+    const auto milliseconds = std::chrono::milliseconds(static_cast<std::int64_t>(timeout * 1000.0));
+    pcie::Result<std::uint64_t> fired;
+    {
+      py::gil_scoped_release unlocked;
+      fired = interrupts_->wait(vector, milliseconds);
+    }
+    return value_or_raise(std::move(fired));
+  }
+  void rearm(unsigned vector) const { check(interrupts_->rearm(vector)); }
+  int fd(unsigned vector) const { return value_or_raise(interrupts_->fd(vector)); }
+  unsigned count() const { return interrupts_->count(); }
+  const std::string& name() const { return interrupts_->name(); }
+
+ private:
+  std::unique_ptr<pcie::Interrupts> interrupts_;
+};
+
+// A device owned through VFIO: BARs, bus mastering, DMA buffers, interrupts.
+class VfioDevice {
+ public:
+  static VfioDevice open(const std::string& bdf, bool reset, const std::optional<std::string>& sysfs,
+                         const std::optional<std::string>& dev_vfio) {
+    auto container = value_or_raise(pcie::VfioContainer::open(vfio_paths(sysfs, dev_vfio)));
+    auto device = value_or_raise(container.open_device(parse_bdf(bdf), pcie::VfioDeviceOptions{.reset_on_open = reset}));
+    auto allocator = value_or_raise(device.dma_allocator());
+    return VfioDevice(std::move(device), std::move(allocator));
+  }
+  Bar bar(unsigned index) const { return Bar(value_or_raise(device_->open_bar(index)), "VFIO"); }
+  void enable_bus_master(bool enable) const { check(device_->enable_bus_master(enable)); }
+  DmaBuffer dma_buffer(std::size_t size, unsigned dma_mask_bits, bool huge_pages) const {
+    pcie::DmaBufferOptions options;
+    options.dma_limit = pcie::dma_mask_limit(dma_mask_bits);
+    options.prefer = huge_pages ? pcie::DmaBacking::huge_2m : pcie::DmaBacking::pages;
+    return DmaBuffer(value_or_raise(allocator_->allocate(size, options)));
+  }
+  Interrupts interrupts(const std::string& kind, unsigned count) const {
+    pcie::IrqKind irq = kind == "msix" || kind == "msi-x" ? pcie::IrqKind::msix
+                        : kind == "intx"                  ? pcie::IrqKind::intx
+                        : kind == "msi"                   ? pcie::IrqKind::msi
+                                                          : (raise(pcie::make_error(pcie::Errc::invalid_argument,
+                                                                                    "interrupts", kind,
+                                                                                    "expected msi, msix or intx")),
+                                                             pcie::IrqKind::msi);
+    return Interrupts(value_or_raise(device_->enable_interrupts(irq, count)));
+  }
+  std::string bdf() const { return device_->bdf().to_string(); }
+  std::string backend() const { return device_->backend_name(); }
+  void reset() const { check(device_->reset()); }
+
+ private:
+  VfioDevice(pcie::VfioDevice device, pcie::DmaAllocator allocator)
+      : device_(std::make_shared<pcie::VfioDevice>(std::move(device))),
+        allocator_(std::make_shared<pcie::DmaAllocator>(std::move(allocator))) {}
+  std::shared_ptr<pcie::VfioDevice> device_;
+  std::shared_ptr<pcie::DmaAllocator> allocator_;
+};
+
+py::dict bar_info(const pcie::BarInfo& bar) {
+  py::dict info;
+  info["index"] = bar.index;
+  info["bus_address"] = bar.bus_address;
+  info["size"] = bar.size;
+  info["space"] = bar.space == pcie::BarInfo::Space::io ? "io" : "memory";
+  info["is_64bit"] = bar.is_64bit;
+  info["prefetchable"] = bar.prefetchable;
+  return info;
+}
+
+py::dict device_info(const pcie::DeviceInfo& device) {
+  py::dict info;
+  info["bdf"] = device.bdf.to_string();
+  info["vendor_id"] = device.vendor_id;
+  info["device_id"] = device.device_id;
+  info["subsystem_vendor_id"] = device.subsystem_vendor_id;
+  info["subsystem_id"] = device.subsystem_id;
+  info["revision"] = device.revision;
+  info["class_id"] = device.class_id();
+  info["prog_if"] = device.prog_if;
+  info["vendor_name"] = device.vendor_name;
+  info["device_name"] = device.device_name;
+  info["class_name"] = device.class_name;
+  info["driver"] = device.driver;
+  info["iommu_group"] = device.iommu_group;
+  info["numa_node"] = device.numa_node;
+  py::list bars;
+  for (const auto& bar : device.bars) bars.append(bar_info(bar));
+  info["bars"] = bars;
+  info["physical_function"] =
+      device.physical_function ? py::object(py::str(device.physical_function->to_string())) : py::none();
+  py::list vfs;
+  for (const auto& vf : device.virtual_functions) vfs.append(vf.to_string());
+  info["virtual_functions"] = vfs;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(pcie, m) {
+  m.doc() = "PCIe devices from user space: discovery, BARs, VFIO, DMA buffers, interrupts (the pcie C++ library)";
+  m.attr("__version__") = pcie::library_version();
+  g_error_type = py::reinterpret_steal<py::object>(
+      PyErr_NewExceptionWithDoc("pcie.Error",
+                                "A pcie library error: str() is the message; .code, .operation, .object, .reason, "
+                                ".hint and .errno carry its parts.",
+                                PyExc_RuntimeError, nullptr));
+  m.attr("Error") = g_error_type;
+
+  m.def(
+      "devices",
+      [](const std::string& slot, const std::string& id, const std::string& driver, const std::optional<std::string>& sysfs) {
+        pcie::DiscoveryOptions options;
+        options.paths = sysfs_paths(sysfs);
+        options.slot_filter = slot;
+        options.id_filter = id;
+        options.driver_filter = driver;
+        py::list list;
+        for (const auto& device : value_or_raise(pcie::discover(options))) list.append(device_info(device));
+        return list;
+      },
+      py::arg("slot") = "", py::arg("id") = "", py::arg("driver") = "", py::arg("sysfs") = py::none(),
+      "Devices as dicts; slot and id filter in lspci's -s and -d syntax (id='::0108' for NVMe).");
+  m.def(
+      "describe",
+      [](const std::string& bdf, const std::optional<std::string>& sysfs) {
+        pcie::DiscoveryOptions options;
+        options.paths = sysfs_paths(sysfs);
+        return device_info(value_or_raise(pcie::describe(parse_bdf(bdf), options)));
+      },
+      py::arg("bdf"), py::arg("sysfs") = py::none(), "One device as a dict.");
+
+  py::class_<Bar>(m, "Bar", "A BAR (or another region): checked accesses of an explicit width.")
+      .def("read", &Bar::read, py::arg("offset"), py::arg("width") = 32, "Reads `width` bits (8/16/32/64) at `offset`.")
+      .def("write", &Bar::write, py::arg("offset"), py::arg("value"), py::arg("width"),
+           "Writes `value` as `width` bits at `offset`: the width is required.")
+      .def("read_into", &Bar::read_into, py::arg("offset"), py::arg("array"),
+           "Copies array.nbytes bytes from `offset` into a numpy array (the library's copy path).")
+      .def("write_from", &Bar::write_from, py::arg("offset"), py::arg("array"),
+           "Copies a numpy array's bytes to `offset` (the library's copy path).")
+      .def("view", &Bar::view, py::arg("dtype") = py::dtype::of<std::uint32_t>(), py::arg("offset") = 0,
+           py::arg("count") = py::none(),
+           "A numpy array over the mapping (read-only unless opened writable); refused when the region "
+           "restricts access widths.")
+      .def("restrict_widths", &Bar::restrict_widths, py::arg("widths"),
+           "Narrows the accepted access widths, e.g. [32] for a 32-bit-only register file.")
+      .def_property_readonly("size", &Bar::size)
+      .def_property_readonly("name", &Bar::name)
+      .def_property_readonly("path", &Bar::path, "How it was reached: 'sysfs' or 'VFIO'.")
+      .def_property_readonly("writable", &Bar::writable)
+      .def_property_readonly("widths", &Bar::widths)
+      .def_property_readonly("memory_type", &Bar::memory_type);
+
+  m.def(
+      "open_bar",
+      [](const std::string& bdf, unsigned bar, bool writable, const std::string& via, bool enable,
+         const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
+        pcie::BarOpenOptions options;
+        options.writable = writable;
+        options.enable_decoding = enable;
+        options.paths = vfio_paths(sysfs, dev_vfio);
+        if (via == "sysfs") options.preference = pcie::BarPathPreference::sysfs_only;
+        else if (via == "vfio") options.preference = pcie::BarPathPreference::vfio_only;
+        else if (via != "auto") raise(pcie::make_error(pcie::Errc::invalid_argument, "open_bar", via, "expected auto, sysfs or vfio"));
+        auto opened = value_or_raise(pcie::open_bar(parse_bdf(bdf), bar, options));
+        return Bar(std::move(opened.region), pcie::to_string(opened.path));
+      },
+      py::arg("bdf"), py::arg("bar"), py::arg("writable") = false, py::arg("via") = "auto", py::arg("enable") = false,
+      py::arg("sysfs") = py::none(), py::arg("dev_vfio") = py::none(),
+      "Opens BAR `bar` through sysfs or VFIO, whichever works (pcie/bar_opener.h).");
+
+  py::class_<DmaBuffer>(m, "DmaBuffer", "Pinned memory the device reaches at bus_address.")
+      .def("array", &DmaBuffer::array, py::arg("dtype") = py::dtype::of<std::uint8_t>(),
+           "The buffer as a numpy array (keeps the buffer alive).")
+      .def("sync_for_device", &DmaBuffer::sync_for_device)
+      .def("sync_for_cpu", &DmaBuffer::sync_for_cpu)
+      .def_property_readonly("bus_address", &DmaBuffer::bus_address)
+      .def_property_readonly("physical_address", &DmaBuffer::physical_address)
+      .def_property_readonly("size", &DmaBuffer::size)
+      .def_property_readonly("backend", &DmaBuffer::backend);
+
+  py::class_<Interrupts>(m, "Interrupts")
+      .def("wait", &Interrupts::wait, py::arg("vector") = 0, py::arg("timeout") = 1.0,
+           "Waits up to `timeout` seconds; returns how many times the vector fired (0: timed out).")
+      .def("rearm", &Interrupts::rearm, py::arg("vector") = 0)
+      .def("fd", &Interrupts::fd, py::arg("vector") = 0)
+      .def_property_readonly("count", &Interrupts::count)
+      .def_property_readonly("name", &Interrupts::name);
+
+  py::class_<VfioDevice>(m, "VfioDevice", "A device owned through VFIO (bound to vfio-pci).")
+      .def_static("open", &VfioDevice::open, py::arg("bdf"), py::arg("reset") = true, py::arg("sysfs") = py::none(),
+                  py::arg("dev_vfio") = py::none())
+      .def("bar", &VfioDevice::bar, py::arg("index"))
+      .def("enable_bus_master", &VfioDevice::enable_bus_master, py::arg("enable") = true)
+      .def("dma_buffer", &VfioDevice::dma_buffer, py::arg("size"), py::arg("dma_mask_bits") = 64,
+           py::arg("huge_pages") = true,
+           "Pinned memory mapped for the device, below its DMA mask (e.g. 28 for QEMU's edu).")
+      .def("interrupts", &VfioDevice::interrupts, py::arg("kind") = "msi", py::arg("count") = 1)
+      .def("reset", &VfioDevice::reset)
+      .def_property_readonly("bdf", &VfioDevice::bdf)
+      .def_property_readonly("backend", &VfioDevice::backend);
+}

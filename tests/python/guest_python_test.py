@@ -1,0 +1,106 @@
+"""The `pcie` Python module inside the test VM (tests/vm:vm_python_test), driving QEMU's edu
+at 00:06.0 (bound to vfio-pci) the way a lab script would: discovery, registers through
+the path the opener picks, factorial by MSI with a timeout, a DMA round trip through a
+numpy-backed buffer, and lifetimes when Python drops objects in any order."""
+import gc
+import time
+import unittest
+
+import numpy as np
+
+import pcie
+
+EDU = "0000:00:06.0"
+ID, LIVENESS, FACTORIAL, STATUS = 0x00, 0x04, 0x08, 0x20
+IRQ_STATUS, IRQ_ACK = 0x24, 0x64
+DMA_SOURCE, DMA_DESTINATION, DMA_COUNT, DMA_COMMAND = 0x80, 0x88, 0x90, 0x98
+DMA_START, DMA_TO_RAM = 0x1, 0x2
+INTERNAL_BUFFER = 0x40000
+TRANSFER = 4000  # QEMU 7.2's edu aborts on a transfer of its whole 4096-byte buffer
+
+
+def wait_dma_idle(regs, seconds=2.0):
+    deadline = time.monotonic() + seconds
+    while regs.read(DMA_COMMAND) & DMA_START:
+        if time.monotonic() > deadline:
+            raise AssertionError("edu's DMA did not finish")
+        time.sleep(0.001)
+
+
+class GuestPython(unittest.TestCase):
+    def test_discovery_finds_both_edus(self):
+        edus = [d["bdf"] for d in pcie.devices(id="1234:11e8")]
+        self.assertIn("0000:00:03.0", edus)
+        self.assertIn(EDU, edus)
+        self.assertEqual(pcie.describe(EDU)["driver"], "vfio-pci")
+
+    def test_registers_through_the_opener(self):
+        bar = pcie.open_bar(EDU, 0, writable=True)
+        self.assertEqual(bar.path, "VFIO")  # bound to vfio-pci: VFIO first
+        self.assertEqual(bar.read(ID), 0x010000ED)
+        bar.write(LIVENESS, 0x12345678, 32)
+        self.assertEqual(bar.read(LIVENESS), 0xEDCBA987)
+        del bar
+        gc.collect()  # releases the group for the tests below
+
+    def test_factorial_by_msi_and_dma_round_trip(self):
+        device = pcie.VfioDevice.open(EDU)
+        self.assertEqual(device.backend, "VFIO (IOMMU)")
+        regs = device.bar(0)
+        self.assertEqual(regs.read(ID), 0x010000ED)
+
+        irq = device.interrupts("msi", 1)
+        self.assertEqual(irq.wait(0, timeout=0.05), 0)  # nothing pending: the timeout
+        device.enable_bus_master(True)  # an MSI is a memory write by the device
+        regs.write(STATUS, 0x80, 32)  # raise an interrupt when the factorial is done
+        regs.write(FACTORIAL, 10, 32)
+        self.assertGreaterEqual(irq.wait(0, timeout=2.0), 1)
+        self.assertEqual(regs.read(FACTORIAL), 3628800)
+        regs.write(IRQ_ACK, regs.read(IRQ_STATUS), 32)
+
+        buffer = device.dma_buffer(4096, dma_mask_bits=28, huge_pages=False)
+        self.assertLess(buffer.bus_address + buffer.size - 1, 1 << 28)
+        self.assertIsNone(buffer.physical_address)  # behind the IOMMU: an IOVA only
+        data = buffer.array(np.uint8)
+        pattern = (np.arange(4096) * 7 % 251).astype(np.uint8)
+        data[:] = pattern
+        regs.write(DMA_SOURCE, buffer.bus_address, 64)
+        regs.write(DMA_DESTINATION, INTERNAL_BUFFER, 64)
+        regs.write(DMA_COUNT, TRANSFER, 64)
+        buffer.sync_for_device()
+        regs.write(DMA_COMMAND, DMA_START, 64)  # RAM -> edu
+        wait_dma_idle(regs)
+        data[:] = 0
+        regs.write(DMA_SOURCE, INTERNAL_BUFFER, 64)
+        regs.write(DMA_DESTINATION, buffer.bus_address, 64)
+        regs.write(DMA_COUNT, TRANSFER, 64)
+        regs.write(DMA_COMMAND, DMA_START | DMA_TO_RAM, 64)  # edu -> RAM
+        wait_dma_idle(regs)
+        buffer.sync_for_cpu()
+        np.testing.assert_array_equal(data[:TRANSFER], pattern[:TRANSFER])
+        self.assertFalse(data[TRANSFER:].any(), "edu wrote past the transfer")
+        device.enable_bus_master(False)
+
+        # Drop the device first, then the interrupts and the register view; the numpy array
+        # keeps its buffer (and the buffer its IOMMU mapping) until it goes last.
+        del device, irq, regs, buffer
+        gc.collect()
+        self.assertEqual(int(data[7]), int(pattern[7]))
+        del data
+        gc.collect()
+        again = pcie.VfioDevice.open(EDU)  # everything was released: the group opens again
+        self.assertEqual(again.bar(0).read(ID), 0x010000ED)
+
+    def test_errors_carry_the_library_hint(self):
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.VfioDevice.open("0000:00:03.0")  # not bound to vfio-pci
+        self.assertIn("vfio-pci", caught.exception.hint + str(caught.exception))
+        holder = pcie.VfioDevice.open(EDU)
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.VfioDevice.open(EDU)  # the group is held
+        self.assertEqual(caught.exception.code, "busy")
+        del holder
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,154 @@
+"""Host tests of the `pcie` Python module on a fake sysfs tree (pcie-fake-tree): discovery,
+BAR access by width, numpy views and their width rules and lifetimes, the copy path, and
+errors as pcie.Error. DMA and interrupts need a device bound to vfio-pci: the VM runs
+those."""
+import gc
+import os
+import re
+import subprocess
+import unittest
+
+import numpy as np
+
+import pcie
+
+FAKE_TREE_TOOL = os.environ["PCIE_FAKE_TREE"]
+VERSION_HEADER = os.environ["PCIE_VERSION_HEADER"]
+
+
+class FakeTree(unittest.TestCase):
+    def setUp(self):
+        out = subprocess.run([FAKE_TREE_TOOL, os.environ.get("TEST_TMPDIR", "/tmp")], check=True,
+                             capture_output=True, text=True).stdout
+        self.sysfs = out.strip().splitlines()[-1]
+        self.tree = os.path.dirname(self.sysfs)
+
+    def tearDown(self):
+        subprocess.run(["rm", "-rf", self.tree], check=False)
+
+    def bar(self, bdf="0000:00:03.0", index=0, **kwargs):
+        return pcie.open_bar(bdf, index, sysfs=self.sysfs, dev_vfio=self.tree + "/dev/vfio", **kwargs)
+
+
+class Version(unittest.TestCase):
+    def test_version_matches_the_header(self):
+        header = open(VERSION_HEADER).read()
+        self.assertEqual(pcie.__version__, re.search(r'#define PCIE_VERSION "([^"]+)"', header).group(1))
+
+
+class Discovery(FakeTree):
+    def test_devices_lists_the_tree(self):
+        bdfs = [d["bdf"] for d in pcie.devices(sysfs=self.sysfs)]
+        self.assertEqual(bdfs, ["0000:00:03.0", "0000:00:04.0", "0000:00:05.0", "0000:01:00.0"])
+
+    def test_class_filter_needs_the_right_libpci_abi(self):
+        nvme = pcie.devices(id="::0108", sysfs=self.sysfs)
+        self.assertEqual([d["bdf"] for d in nvme], ["0000:01:00.0"])
+
+    def test_describe(self):
+        edu = pcie.describe("00:03.0", sysfs=self.sysfs)
+        self.assertEqual((edu["vendor_id"], edu["device_id"]), (0x1234, 0x11E8))
+        self.assertEqual(edu["bars"][0]["size"], 1 << 20)
+        self.assertEqual(edu["bars"][0]["space"], "memory")
+
+    def test_unknown_device_is_a_pcie_error(self):
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.describe("0000:09:00.0", sysfs=self.sysfs)
+        self.assertEqual(caught.exception.code, "not_found")
+        self.assertIn("0000:09:00.0", str(caught.exception))
+        self.assertIsInstance(caught.exception, RuntimeError)
+
+    def test_bad_bdf(self):
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.describe("not-a-bdf")
+        self.assertEqual(caught.exception.code, "invalid_argument")
+
+
+class Registers(FakeTree):
+    def test_read_by_width_through_sysfs(self):
+        bar = self.bar()
+        self.assertEqual(bar.path, "sysfs")
+        self.assertEqual(bar.read(0), 0x010000ED)
+        self.assertEqual(bar.read(0, width=16), 0x00ED)
+        self.assertEqual(bar.read(0, 64) & 0xFFFFFFFF, 0x010000ED)
+        self.assertEqual(bar.size, 1 << 20)
+
+    def test_write_needs_a_width_and_a_writable_bar(self):
+        with self.assertRaises(TypeError):
+            self.bar(writable=True).write(0x80, 5)  # no width: refused before any access
+        with self.assertRaises(pcie.Error) as caught:
+            self.bar().write(0x80, 5, 32)
+        self.assertEqual(caught.exception.code, "permission_denied")
+        bar = self.bar(writable=True)
+        bar.write(0x80, 0xDEADBEEF, 32)
+        self.assertEqual(bar.read(0x80), 0xDEADBEEF)
+        with self.assertRaises(pcie.Error) as caught:
+            bar.write(0x80, 0x100, 8)
+        self.assertEqual(caught.exception.code, "invalid_argument")
+
+    def test_checked_accesses_raise_with_a_hint(self):
+        bar = self.bar()
+        with self.assertRaises(pcie.Error) as caught:
+            bar.read(2, 32)
+        self.assertEqual(caught.exception.code, "misaligned")
+        with self.assertRaises(pcie.Error) as caught:
+            bar.read(1 << 20, 32)
+        self.assertEqual(caught.exception.code, "out_of_range")
+        with self.assertRaises(pcie.Error) as caught:
+            self.bar(index=3)
+        self.assertEqual(caught.exception.code, "not_found")
+        self.assertTrue(caught.exception.hint)
+        with self.assertRaises(pcie.Error):
+            pcie.open_bar("0000:00:03.0", 0, via="nowhere")
+
+
+class Arrays(FakeTree):
+    def test_view_reads_the_mapping_and_outlives_the_bar(self):
+        bar = self.bar()
+        view = bar.view(np.uint32)
+        self.assertEqual(view[0], 0x010000ED)
+        self.assertEqual(len(view), (1 << 20) // 4)
+        self.assertFalse(view.flags.writeable)
+        del bar
+        gc.collect()
+        self.assertEqual(view[0], 0x010000ED)  # the array keeps the mapping alive
+
+    def test_writable_view_writes_the_file(self):
+        bar = self.bar(writable=True)
+        view = bar.view(np.uint8, offset=0x100, count=16)
+        view[:] = np.arange(16, dtype=np.uint8)
+        self.assertEqual(bar.read(0x100), 0x03020100)
+
+    def test_restricted_widths_refuse_a_view_but_copy(self):
+        bar = self.bar(writable=True)
+        bar.restrict_widths([32])
+        self.assertEqual(bar.widths, [32])
+        with self.assertRaises(pcie.Error) as caught:
+            bar.view(np.uint32)
+        self.assertEqual(caught.exception.code, "width_not_allowed")
+        self.assertIn("read_into", caught.exception.hint)
+        data = np.arange(64, dtype=np.uint32)
+        bar.write_from(0x200, data)
+        back = np.zeros(64, dtype=np.uint32)
+        bar.read_into(0x200, back)
+        np.testing.assert_array_equal(back, data)
+        with self.assertRaises(pcie.Error) as caught:
+            bar.read_into(0x200, np.zeros(3, dtype=np.uint8))  # 3 bytes: no 32-bit access covers it
+        self.assertIn(caught.exception.code, ("misaligned", "invalid_argument", "width_not_allowed"))
+
+    def test_read_into_needs_a_writable_contiguous_array(self):
+        bar = self.bar()
+        with self.assertRaises(pcie.Error):
+            bar.read_into(0, np.zeros((4, 4), dtype=np.uint32)[:, 0])
+
+
+class Vfio(FakeTree):
+    def test_vfio_device_without_vfio_is_an_error(self):
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.VfioDevice.open("0000:00:03.0", sysfs=self.sysfs, dev_vfio=self.tree + "/dev/vfio")
+        self.assertEqual(caught.exception.code, "not_found")
+        self.assertTrue(caught.exception.hint)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -44,7 +44,7 @@ class InstallTest : public ::testing::Test {
         shell_quoted(input("install_sh")) + " --prefix " + shell_quoted(prefix_) + " --shared " + shell_quoted(input("shared")) +
             " --static " + shell_quoted(input("static")) + " --testing-static " + shell_quoted(input("testing_static")) +
             " --headers " + shell_quoted(input("headers")) + " --pciectl " + shell_quoted(input("pciectl")) + " --license " +
-            shell_quoted(input("license")),
+            shell_quoted(input("license")) + " --python-module " + shell_quoted(input("python_module")),
         scratch_);
     install_exit_ = run.exit_code;
     install_log_ = run.out + run.err;
@@ -167,6 +167,14 @@ TEST_F(InstallTest, CmakeFindPackageConsumerSharedAndStatic) {
   EXPECT_NE(shared.out.find("libpcie.so.0.1 => " + prefix_ + "/lib/libpcie.so.0.1"), std::string::npos) << shared.out;
   const auto statically = run_command("ldd " + shell_quoted(dir + "/build/consumer_static"), scratch_);
   EXPECT_EQ(statically.out.find("libpcie.so"), std::string::npos) << statically.out;
+}
+
+TEST_F(InstallTest, PythonModuleImportsFromTheInstalledTree) {
+  const auto run = run_command("PYTHONPATH=" + shell_quoted(prefix_ + "/lib/python3/dist-packages") +
+                                   " /usr/bin/python3 -c 'import pcie; print(pcie.__version__, pcie.__file__)'",
+                               scratch_);
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, std::string(PCIE_VERSION) + " " + prefix_ + "/lib/python3/dist-packages/pcie.so\n") << run.err;
 }
 
 TEST_F(InstallTest, CmakeRefusesAnIncompatibleVersion) {

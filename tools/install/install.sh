@@ -11,17 +11,18 @@
 #   PREFIX/LIBDIR/cmake/pcie/pcieConfig.cmake, pcieConfigVersion.cmake
 #   PREFIX/bin/pciectl, PREFIX/share/man/man1/pciectl.1
 #   PREFIX/share/doc/pcie/LICENSE           Apache-2.0
+#   PREFIX/lib/python3/dist-packages/pcie.so   the Python module (with --python-module)
 #
 # Called by scripts/install (which builds the inputs with Bazel first) and by
 # tests/install_test (with the inputs from its runfiles). Inputs are named, not guessed:
 #   install.sh --prefix DIR --shared F --static F --testing-static F --headers DIR
-#              --pciectl F --license F [--libdir lib] [--keep-debug]
+#              --pciectl F --license F [--libdir lib] [--keep-debug] [--python-module F]
 # The files are relocatable: the .pc files and the CMake config compute everything from
 # where they lie, so the tree can be moved or packaged (DESTDIR-style) after installing.
 set -euo pipefail
 
 prefix="" libdir="lib" shared="" static="" testing_static="" headers="" pciectl="" license=""
-keep_debug=0
+keep_debug=0 python_module=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix=$2; shift 2 ;;
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
     --pciectl) pciectl=$2; shift 2 ;;
     --license) license=$2; shift 2 ;;
     --keep-debug) keep_debug=1; shift ;;
+    --python-module) python_module=$2; shift 2 ;;
     *) echo "install.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -75,6 +77,10 @@ cp -RL "$headers/pcie" "$prefix/include/pcie"  # -L: Bazel runfiles are symlinks
 chmod -R u+w,go-w,a+rX "$prefix/include/pcie"
 
 install -m 0755 "$pciectl" "$prefix/bin/pciectl"
+if [ -n "$python_module" ]; then
+  mkdir -p "$prefix/lib/python3/dist-packages"
+  install_library "$python_module" "$prefix/lib/python3/dist-packages/pcie.so" 0644
+fi
 install -m 0644 "$license" "$prefix/share/doc/pcie/LICENSE"
 
 # pkg-config: ${pcfiledir} keeps the files relocatable. The headers need C++23, which the

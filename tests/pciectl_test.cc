@@ -163,6 +163,16 @@ TEST_F(PciectlTest, LsEqualsLspciNnDLineForLine) {
   ASSERT_EQ(our_lines.size(), their_lines.size()) << ours.out << "---\n" << theirs.out;
   EXPECT_EQ(our_lines.size(), 8u);
   for (std::size_t i = 0; i < our_lines.size(); ++i) EXPECT_EQ(our_lines[i], their_lines[i]);
+  // -x, -xxx, -xxxx: the same dumps as lspci's.
+  for (const char* level : {"-x", "-xxx", "-xxxx"}) {
+    SCOPED_TRACE(level);
+    const CommandResult dump = pciectl(std::string("ls ") + level);
+    const CommandResult reference = cli::run_command(
+        std::string("lspci -nn -D ") + level + " -A linux-sysfs -O sysfs.path=" + tree_->pci_root(), tree_->directory());
+    ASSERT_EQ(dump.exit_code, 0) << dump.err;
+    EXPECT_EQ(dump.out, reference.out);
+    EXPECT_GT(lines_of(dump.out).size(), our_lines.size() * 4);
+  }
   // -v adds the details, with the prog-if on the first line as lspci -v has it.
   const CommandResult verbose = pciectl("ls -v -s 01:00.0");
   ASSERT_EQ(verbose.exit_code, 0) << verbose.err;

@@ -539,6 +539,14 @@ TEST(GuestVfioGrant, NormalUserReachesTheBarThroughVfioUntilRelease) {
   EXPECT_NE(dump.out.find("010000ed"), std::string::npos) << dump.out;
   const auto through_sysfs = as_nobody("pciectl read 0000:00:03.0 bar0 0 --via sysfs", scratch);
   EXPECT_EQ(through_sysfs.exit_code, 4) << through_sysfs.err;
+  // Config space: sysfs shows a normal user 64 bytes, so edu's MSI capability (at 0x40) is
+  // out of reach there; the VFIO config region has all of it.
+  const auto msi_sysfs = as_nobody("pciectl config 0000:00:03.0 CAP_MSI.b", scratch);
+  EXPECT_NE(msi_sysfs.exit_code, 0) << msi_sysfs.out;
+  EXPECT_NE(msi_sysfs.err.find("readable without root"), std::string::npos) << msi_sysfs.err;
+  const auto msi_vfio = as_nobody("pciectl config 0000:00:03.0 --vfio CAP_MSI.b VENDOR_ID", scratch);
+  EXPECT_EQ(msi_vfio.exit_code, 0) << msi_vfio.err;
+  EXPECT_EQ(msi_vfio.out, "0x05\n0x1234\n");
 
   // A second grant is refused; release gives the device back to no driver.
   EXPECT_EQ(cli::run_command("pciectl vfio grant 0000:00:03.0 65534" + state, scratch).exit_code, 5);

@@ -14,6 +14,7 @@
 #include "pcie/discovery.h"
 #include "pcie/sysfs_bar.h"
 #include "pcie/version.h"
+#include "pcie/vfio.h"
 #include "tools/pciectl/bench.h"
 #include "tools/pciectl/doctor.h"
 #include "tools/pciectl/exit_codes.h"
@@ -68,8 +69,31 @@ struct LsOptions {
   std::string slot, id, driver;
   bool show_driver = false;
   bool verbose = false;
+  int hex_dump = 0;  // -x: 64 bytes, -xxx: 256, -xxxx: 4096 (lspci's counts)
   bool json = false;
 };
+
+// lspci -x's layout: "00: 34 12 ..." rows (three digits from 0x100), then a blank line.
+void print_config_dump(const GlobalOptions& global, const pcie::Bdf& bdf, int level) {
+  const std::size_t wanted = level >= 4 ? 4096 : level >= 3 ? 256 : 64;
+  auto config = pcie::ConfigSpace::open(paths_of(global), bdf);
+  if (!config) {
+    fmt::print(stderr, "pciectl: {}\n", pcie::printable(config.error().message()));
+    return;
+  }
+  auto bytes = config->snapshot();
+  if (!bytes) {
+    fmt::print(stderr, "pciectl: {}\n", pcie::printable(bytes.error().message()));
+    return;
+  }
+  const std::size_t shown = std::min(wanted, bytes->size());
+  for (std::size_t line = 0; line < shown; line += 16) {
+    std::string text = line < 0x100 ? fmt::format("{:02x}:", line) : fmt::format("{:03x}:", line);
+    for (std::size_t at = line; at < std::min(line + 16, shown); ++at) text += fmt::format(" {:02x}", (*bytes)[at]);
+    fmt::print("{}\n", text);
+  }
+  fmt::print("\n");
+}
 
 int run_ls(const GlobalOptions& global, const LsOptions& ls) {
   pcie::DiscoveryOptions options = discovery_options(global);
@@ -95,6 +119,11 @@ int run_ls(const GlobalOptions& global, const LsOptions& ls) {
     }
     print_warnings(device);  // the one-line listing has no room for them
     std::string line = render_line(device);
+    if (ls.hex_dump > 0) {
+      fmt::print("{}\n", line);
+      print_config_dump(global, device.bdf, ls.hex_dump);
+      continue;
+    }
     if (ls.show_driver) {
       line += fmt::format("  driver={} iommu_group={}", device.driver.value_or("none"),
                           device.iommu_group ? std::to_string(*device.iommu_group) : "none");
@@ -253,11 +282,63 @@ struct ConfigOptions {
   std::string slot, id;            // lspci/setpci selectors instead of a BDF
   unsigned width_bits = 0;
   bool json = false;
+  bool vfio = false;  // through the VFIO config region
 };
 
 bool is_bare_number(const std::string& text) {
   return !text.empty() && text.find_first_of(".=+:_") == std::string::npos && parse_hex32(text, "value").has_value();
 }
+
+// Config space through sysfs (ConfigSpace) or, with --vfio, through the device's VFIO
+// config region (a normal user given the group reads all of it; sysfs gives them 64 bytes).
+class ConfigAccess {
+ public:
+  static pcie::Result<ConfigAccess> open(const GlobalOptions& global, const pcie::Bdf& bdf, bool writing, bool vfio) {
+    ConfigAccess access;
+    if (!vfio) {
+      auto config = pcie::ConfigSpace::open(paths_of(global), bdf,
+                                            writing ? pcie::ConfigSpace::Mode::read_write : pcie::ConfigSpace::Mode::read_only);
+      if (!config) return std::unexpected(config.error());
+      access.sysfs_.emplace(std::move(*config));
+      return access;
+    }
+    auto container = pcie::VfioContainer::open(vfio_paths_of(global));
+    if (!container) return std::unexpected(container.error());
+    auto device = container->open_device(bdf, pcie::VfioDeviceOptions{.reset_on_open = false});
+    if (!device) return std::unexpected(device.error());
+    auto region = device->open_region(pcie::kVfioConfigRegion, {.map = false, .writable = writing});
+    if (!region) return std::unexpected(region.error());
+    access.vfio_ = std::make_unique<pcie::VfioRegion>(std::move(*region));  // keeps the device open
+    return access;
+  }
+  pcie::Result<std::uint32_t> read(std::uint32_t offset, std::size_t width) const {
+    if (sysfs_) return sysfs_->read(offset, width);
+    auto value = vfio_->read(static_cast<pcie::Width>(width), offset);
+    if (!value) return std::unexpected(value.error());
+    return static_cast<std::uint32_t>(*value);
+  }
+  pcie::Result<void> write(std::uint32_t offset, std::size_t width, std::uint32_t value) const {
+    if (sysfs_) return sysfs_->write(offset, width, value);
+    return vfio_->write(static_cast<pcie::Width>(width), offset, value);
+  }
+  pcie::Result<std::vector<std::uint8_t>> snapshot() const {
+    if (sysfs_) return sysfs_->snapshot();
+    std::vector<std::uint8_t> bytes(vfio_->size());
+    for (std::size_t at = 0; at + 4 <= bytes.size(); at += 4) {
+      auto word = vfio_->read(pcie::Width::bits32, at);
+      if (!word) return std::unexpected(word.error());
+      for (unsigned i = 0; i < 4; ++i) bytes[at + i] = static_cast<std::uint8_t>(*word >> (8 * i));
+    }
+    return bytes;
+  }
+  bool limited_by_privilege() const { return sysfs_ && sysfs_->limited_by_privilege(); }
+  std::size_t readable_size() const { return sysfs_ ? sysfs_->readable_size() : vfio_->size(); }
+  std::size_t file_size() const { return sysfs_ ? sysfs_->file_size() : vfio_->size(); }
+
+ private:
+  std::optional<pcie::ConfigSpace> sysfs_;
+  std::unique_ptr<pcie::VfioRegion> vfio_;
+};
 
 int run_config(const GlobalOptions& global, const ConfigOptions& options) {
   std::vector<std::string> items = options.items;
@@ -305,8 +386,7 @@ int run_config(const GlobalOptions& global, const ConfigOptions& options) {
 
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   for (const pcie::Bdf& bdf : devices) {
-    auto config = pcie::ConfigSpace::open(paths_of(global), bdf,
-                                          writing ? pcie::ConfigSpace::Mode::read_write : pcie::ConfigSpace::Mode::read_only);
+    auto config = ConfigAccess::open(global, bdf, writing, options.vfio);
     if (!config) return fail(config.error());
     auto bytes = config->snapshot();
     if (!bytes) return fail(bytes.error());
@@ -430,6 +510,9 @@ int main(int argc, char** argv) {
   ls_command->add_option("--driver", ls.driver, "select devices bound to this driver");
   ls_command->add_flag("-k,--kernel", ls.show_driver, "show the bound driver and IOMMU group");
   ls_command->add_flag("-v,--verbose", ls.verbose, "everything pciectl info shows, for each device (like lspci -v)");
+  ls_command->add_flag("-x", ls.hex_dump,
+                       "config space in hex after each line, as lspci: -x 64 bytes, -xxx 256, -xxxx 4096 (root "
+                       "beyond 64)");
   ls_command->add_flag("--json", ls.json, "print JSON with everything discovery knows");
 
   std::string info_bdf;
@@ -482,6 +565,9 @@ int main(int argc, char** argv) {
                              "register's own; writes need one)")
       ->check(CLI::IsMember({8u, 16u, 32u}));
   config_command->add_flag("--json", config.json, "print JSON");
+  config_command->add_flag("--vfio", config.vfio,
+                           "through the device's VFIO config region (bound to vfio-pci; all of it for a user given the "
+                           "group, where sysfs shows them 64 bytes)");
 
   BindCommand bind;
   CLI::App* bind_command = app.add_subcommand("bind", "bind a driver (e.g. vfio-pci), or --restore the device's own");

@@ -106,6 +106,7 @@ TEST_F(PciectlTest, MemReadsWritesAndDumpsPhysicalAddresses) {
   CommandResult run = pciectl(mem + "read 0x1004");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.out, "0x07060504\n");
+  EXPECT_EQ(nlohmann::json::parse(pciectl(mem + "read 0x1004 --json").out)["value"].get<std::uint64_t>(), 0x07060504u);
   ASSERT_EQ(pciectl(mem + "write 0x1ffc 0xdeadbeef -w 32").exit_code, 0);
   EXPECT_EQ(pciectl(mem + "read 0x1ffc -w 16").out, "0xbeef\n");
   run = pciectl(mem + "dump 0x1ff8 --length 16 -w 32");
@@ -682,7 +683,7 @@ TEST_F(PciectlTest, JsonResultsAndErrors) {
       "--json read 00:03.0",                // a usage error from the parser
       "--json read not-a-bdf bar0 0",
       "--json info 00:03.1",
-      "--json dump 00:03.0 bar0",           // no JSON form yet: refused, as JSON
+      "--json dump 00:03.0 bar0 --length 3",  // not a whole number of registers
   };
   for (const char* arguments : failing) {
     SCOPED_TRACE(arguments);
@@ -709,6 +710,19 @@ TEST_F(PciectlTest, JsonResultsAndErrors) {
   const CommandResult written = pciectl("--json write 00:03.0 bar0 4 0x55 -w 32");
   ASSERT_EQ(written.exit_code, 0) << written.err;
   EXPECT_EQ(nlohmann::json::parse(written.out)["written"].get<int>(), 0x55);
+  const CommandResult dump = pciectl("--json dump 00:03.0 bar0 --length 8");
+  ASSERT_EQ(dump.exit_code, 0) << dump.err;
+  const auto dumped = nlohmann::json::parse(dump.out);
+  ASSERT_EQ(dumped["values"].size(), 2u);
+  EXPECT_EQ(dumped["values"][0]["value"].get<std::uint64_t>(), 0x010000edu);
+  EXPECT_EQ(dumped["values"][1]["offset"].get<int>(), 4);
+  ASSERT_TRUE(tree_->set_iomem(kVmIomem));
+  const CommandResult iomem = pciectl("--json iomem");
+  ASSERT_EQ(iomem.exit_code, 0) << iomem.err;
+  EXPECT_EQ(nlohmann::json::parse(iomem.out)["ranges"][1]["name"], "System RAM");
+  const CommandResult owner = pciectl("iomem 0x1000 --json");
+  ASSERT_EQ(owner.exit_code, 0) << owner.err;
+  EXPECT_TRUE(nlohmann::json::parse(owner.out)["ram"].get<bool>());
   // Without --json, errors stay one line on stderr and nothing on stdout.
   expect_error(pciectl("read 09:00.0 bar0 0"), 3, "0000:09:00.0");
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "pcie/iomem.h"
 #include "pcie/physical_window.h"
@@ -29,6 +30,17 @@ int dump_region(const pcie::Region& region, pcie::Width width, std::uint64_t sta
   if (start % step != 0 || length % step != 0) {
     return fail(pcie::make_error(pcie::Errc::misaligned, "dump", region.name(),
                                  fmt::format("offset and length must be multiples of {} bytes", step)));
+  }
+  if (json_errors()) {  // --json: every register read, by address
+    nlohmann::ordered_json values = nlohmann::ordered_json::array();
+    for (std::uint64_t at = 0; at < length; at += step) {
+      auto value = region.read(width, start + at);
+      if (!value) return fail(value.error());
+      values.push_back({{"offset", label_base + start + at}, {"value", *value}});
+    }
+    nlohmann::ordered_json out = {{"region", region.name()}, {"width", step * 8}, {"values", values}};
+    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    return kSuccess;
   }
   constexpr std::uint64_t kBytesPerLine = 16;
   for (std::uint64_t line = 0; line < length; line += kBytesPerLine) {
@@ -58,11 +70,30 @@ void print_ranges(const std::vector<pcie::IomemRange>& ranges, int depth) {
   }
 }
 
+nlohmann::ordered_json ranges_json(const std::vector<pcie::IomemRange>& ranges) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const pcie::IomemRange& range : ranges) {
+    nlohmann::ordered_json entry = {{"start", range.start}, {"last", range.last}, {"name", range.name}};
+    if (range.device()) entry["device"] = range.device()->to_string();
+    if (!range.children.empty()) entry["children"] = ranges_json(range.children);
+    list.push_back(entry);
+  }
+  return list;
+}
+
+void print_json(const nlohmann::ordered_json& out) {
+  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+}
+
 }  // namespace
 
 int run_iomem(const std::string& iomem_path, const std::string& address_text) {
   auto tree = pcie::read_iomem(iomem_path);
   if (!tree) return fail(tree.error());
+  if (address_text.empty() && json_errors()) {
+    print_json({{"addresses_hidden", tree->addresses_hidden}, {"ranges", ranges_json(tree->ranges)}});
+    return kSuccess;
+  }
   if (address_text.empty()) {
     if (tree->addresses_hidden) {
       fmt::print(stderr, "pciectl: {} shows every address as 0 to users other than root: run as root to see them\n",
@@ -78,6 +109,19 @@ int run_iomem(const std::string& iomem_path, const std::string& address_text) {
                                  "the kernel hides addresses in " + iomem_path + " from this user", "run as root"));
   }
   const auto chain = pcie::iomem_ranges_at(*tree, *address);
+  if (json_errors()) {
+    nlohmann::ordered_json ranges = nlohmann::ordered_json::array();
+    for (const pcie::IomemRange* range : chain) {
+      ranges.push_back({{"start", range->start}, {"last", range->last}, {"name", range->name}});
+    }
+    const pcie::IomemOwner owner = pcie::iomem_owner(*tree, *address);
+    nlohmann::ordered_json out = {{"address", *address}, {"ranges", ranges}, {"owner", owner.description},
+                                  {"ram", owner.ram}};
+    out["device"] = owner.device ? nlohmann::ordered_json(owner.device->to_string()) : nullptr;
+    out["claimed_by"] = owner.claimed ? nlohmann::ordered_json(*owner.claimed) : nullptr;
+    print_json(out);
+    return kSuccess;
+  }
   for (std::size_t i = 0; i < chain.size(); ++i) {
     fmt::print("{:{}}{:08x}-{:08x} : {}\n", "", i * 2, chain[i]->start, chain[i]->last, pcie::printable(chain[i]->name));
   }
@@ -117,10 +161,16 @@ int run_mem(const MemOptions& options) {
   if (options.action == "dump") return dump_region(*window, *width, 0, std::to_string(length), *address);
   if (writing) {
     auto written = window->write(*width, 0, value);
-    return written ? kSuccess : fail(written.error());
+    if (!written) return fail(written.error());
+    if (json_errors()) print_json({{"address", *address}, {"width", pcie::byte_count(*width) * 8}, {"written", value}});
+    return kSuccess;
   }
   auto read = window->read(*width, 0);
   if (!read) return fail(read.error());
+  if (json_errors()) {
+    print_json({{"address", *address}, {"width", pcie::byte_count(*width) * 8}, {"value", *read}});
+    return kSuccess;
+  }
   fmt::print("0x{:0{}x}\n", *read, pcie::byte_count(*width) * 2);
   return kSuccess;
 }

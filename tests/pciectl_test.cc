@@ -753,6 +753,8 @@ TEST_F(PciectlTest, BarAccessPathChoice) {
   EXPECT_NE(run.err.find("/dev/vfio"), std::string::npos) << run.err;
   EXPECT_EQ(run.err.find("tried"), std::string::npos) << run.err;
   EXPECT_EQ(pciectl("read 00:06.0 bar0 0 --via vfio").exit_code, 3);
+  expect_error(pciectl("bench 00:06.0 bar0 --vfio --length 4K --no-progress"), 3, "/dev/vfio");
+  expect_error(pciectl("bench 00:06.0 bar0 --vfio --mapping wc --no-progress"), 2, "uncached only");
 
   // Sysfs only: no note; a device not bound to vfio-pci is never tried through VFIO.
   run = pciectl("read 00:06.0 bar0 0 --via sysfs");

@@ -544,6 +544,14 @@ TEST(GuestVfioGrant, NormalUserReachesTheBarThroughVfioUntilRelease) {
   const auto msi_sysfs = as_nobody("pciectl config 0000:00:03.0 CAP_MSI.b", scratch);
   EXPECT_NE(msi_sysfs.exit_code, 0) << msi_sysfs.out;
   EXPECT_NE(msi_sysfs.err.find("readable without root"), std::string::npos) << msi_sysfs.err;
+  // bench through VFIO as the normal user: uncached rows only (vfio-pci maps BARs uncached).
+  const auto bench = as_nobody("pciectl bench 0000:00:03.0 bar0 --vfio --length 4K --sizes 64,4K --widths 32,copy "
+                               "--repetitions 1 --warmup 0 --min-time-ms 1 --latency-samples 10 --no-progress",
+                               scratch);
+  EXPECT_EQ(bench.exit_code, 0) << bench.out << bench.err;
+  EXPECT_NE(bench.out.find("uncached"), std::string::npos) << bench.out;
+  EXPECT_EQ(bench.out.find("write-combin"), std::string::npos) << bench.out;
+  std::printf("as nobody: pciectl bench --vfio:\n%s", bench.out.c_str());
   const auto msi_vfio = as_nobody("pciectl config 0000:00:03.0 --vfio CAP_MSI.b VENDOR_ID", scratch);
   EXPECT_EQ(msi_vfio.exit_code, 0) << msi_vfio.err;
   EXPECT_EQ(msi_vfio.out, "0x05\n0x1234\n");

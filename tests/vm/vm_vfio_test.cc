@@ -21,6 +21,9 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   pcie::vm::Options options =
       pcie::vm::options_from_flags(flags, {"guest", "pciectl", "edu-driver"}, "guest_vfio_test");
   options.vm_arguments = {
+      // 1 GiB: the ASan build's guest programs and the 28-bit DMA test's pinned memory
+      // together outgrew the default 512 MiB (the guest OOM-killed the test).
+      "--memory", "1024M",
       "--ivshmem-file", g_ivshmem_file.string(), "--ivshmem-size", std::to_string(kIvshmemSize),
       // A conventional PCI bridge after the root port (00:1c.0, bus 1), so it gets bus 2:
       // devices behind it share the bridge's requester ID and so one IOMMU group.

@@ -182,7 +182,17 @@ std::vector<std::uint64_t> default_sizes(std::uint64_t length) {
 
 }  // namespace
 
-int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const BenchOptions& options) {
+// One mapped window of the BAR and what owns it: a sysfs BarMapping, or a VFIO region
+// (which keeps its device and container open).
+struct BenchWindow {
+  std::unique_ptr<pcie::Region> owner;
+  pcie::MmioView view;
+  pcie::MemoryType type = pcie::MemoryType::uncached;
+  pcie::MemoryTypeReport report;
+};
+
+int run_bench(const pcie::VfioPaths& vfio_paths, const std::string& pci_ids, const BenchOptions& options) {
+  const pcie::SysfsPaths& paths = vfio_paths.sysfs;
   if (auto checked = check_measurement_options(options); !checked) return fail(checked.error());
   auto bdf = pcie::Bdf::parse(options.bdf);
   if (!bdf) return fail(bdf.error());
@@ -242,6 +252,10 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   if ((options.mapping == "wc" || options.mapping == "all") && bar->prefetchable) {
     mappings.push_back(pcie::MemoryType::write_combined);
   }
+  if (options.vfio && options.mapping == "wc") {
+    return fail(pcie::make_error(pcie::Errc::not_supported, "bench", bar_name,
+                                 "vfio-pci maps BARs uncached only", "use --mapping uc, or the sysfs path for wc"));
+  }
   if (options.mapping == "wc" && !bar->prefetchable) {
     return fail(pcie::make_error(pcie::Errc::not_supported, "bench", bar_name,
                                  "the BAR is not prefetchable, so it cannot be mapped write-combined",
@@ -274,13 +288,40 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
   // makes a write-combined one uncached too (and the reverse), so holding both would
   // measure one type twice. Each is mapped (and its type checked against the kernel's PAT
   // table) once up front, so that a refusal costs nothing, then again for its rows only.
-  const auto map_window = [&](pcie::MemoryType type) {
-    return pcie::BarMapping::map(paths, *bdf, *bar_index,
-                                 {.memory_type = type,
-                                  .offset = *offset,
-                                  .length = length,
-                                  .writable = options.allow_write,
-                                  .enable_decoding = options.enable});
+  const auto map_window = [&](pcie::MemoryType type) -> pcie::Result<BenchWindow> {
+    if (options.vfio) {
+      if (type != pcie::MemoryType::uncached) {
+        return std::unexpected(pcie::make_error(pcie::Errc::not_supported, "bench", bar_name,
+                                                "vfio-pci maps BARs uncached only"));
+      }
+      auto container = pcie::VfioContainer::open(vfio_paths);
+      if (!container) return std::unexpected(container.error());
+      auto vfio_device = container->open_device(*bdf, pcie::VfioDeviceOptions{.reset_on_open = false});
+      if (!vfio_device) return std::unexpected(vfio_device.error());
+      auto region = vfio_device->open_region(pcie::kVfioBar0Region + *bar_index,
+                                             {.map = true, .writable = options.allow_write});
+      if (!region) return std::unexpected(region.error());
+      auto view = region->mmio_at(*offset, length);
+      if (!view) {
+        return std::unexpected(pcie::make_error(pcie::Errc::not_supported, "bench", bar_name,
+                                                "vfio-pci does not map this window (a sparse BAR: its MSI-X table lies in it)",
+                                                "choose --offset/--length around the MSI-X table"));
+      }
+      BenchWindow window{nullptr, *view, pcie::MemoryType::uncached,
+                         {pcie::MemoryType::uncached, std::nullopt, "", "vfio-pci maps BARs uncached (not checked)"}};
+      window.owner = std::make_unique<pcie::VfioRegion>(std::move(*region));
+      return window;
+    }
+    auto mapped = pcie::BarMapping::map(paths, *bdf, *bar_index,
+                                        {.memory_type = type,
+                                         .offset = *offset,
+                                         .length = length,
+                                         .writable = options.allow_write,
+                                         .enable_decoding = options.enable});
+    if (!mapped) return std::unexpected(mapped.error());
+    BenchWindow window{nullptr, mapped->mmio(), mapped->memory_type(), mapped->memory_type_report()};
+    window.owner = std::make_unique<pcie::BarMapping>(std::move(*mapped));
+    return window;
   };
   std::vector<std::string> notes;
   for (auto type = mappings.begin(); type != mappings.end();) {
@@ -325,9 +366,9 @@ int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const B
       progress.finish();
       return fail(mapped.error());
     }
-    const pcie::MemoryType type = mapped->memory_type();  // as granted, where verified
-    reports.push_back(mapped->memory_type_report());
-    const pcie::MmioView view = mapped->mmio();
+    const pcie::MemoryType type = mapped->type;  // as granted, where verified
+    reports.push_back(mapped->report);
+    const pcie::MmioView view = mapped->view;
     for (std::size_t direction = 0; direction < directions; ++direction) {
       const bool write = direction == 1;
       std::vector<std::string> kinds;

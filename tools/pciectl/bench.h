@@ -2,6 +2,8 @@
 // and single-access latency. Writes only with --allow-write.
 #pragma once
 
+#include "pcie/vfio.h"
+
 #include <string>
 #include <vector>
 
@@ -27,8 +29,9 @@ struct BenchOptions {
   bool json = false;
   bool progress = false;            // force the progress line (default: when stderr is a terminal)
   bool no_progress = false;
+  bool vfio = false;                // through the device's VFIO region (vfio-pci), uncached
 };
 
-int run_bench(const pcie::SysfsPaths& paths, const std::string& pci_ids, const BenchOptions& options);
+int run_bench(const pcie::VfioPaths& paths, const std::string& pci_ids, const BenchOptions& options);
 
 }  // namespace pciectl

@@ -648,6 +648,8 @@ int main(int argc, char** argv) {
   bench_command->add_flag("--allow-write", bench.allow_write, "also benchmark writes: overwrites the window");
   bench_command->add_flag("--json", bench.json, "print JSON");
   bench_command->add_flag("--enable", bench.enable, kEnableHelp);
+  bench_command->add_flag("--vfio", bench.vfio,
+                          "through the device's VFIO region (bound to vfio-pci; uncached only, no reset)");
   bench_command->add_flag("--progress", bench.progress, "show the progress line even when stderr is not a terminal");
   bench_command->add_flag("--no-progress", bench.no_progress, "never show the progress line");
 
@@ -707,7 +709,7 @@ int main(int argc, char** argv) {
     }
     return run_vfio_grant(vfio_paths_of(global), grant);
   }
-  if (*bench_command) return run_bench(paths_of(global), global.pci_ids, bench);
+  if (*bench_command) return run_bench(vfio_paths_of(global), global.pci_ids, bench);
   if (*iomem_command) return run_iomem(global.proc + "/iomem", iomem_address);
   if (*mem_command) {
     if ((mem.action == "write") != !mem.value.empty()) {

@@ -290,6 +290,18 @@ py::dict device_info(const pcie::DeviceInfo& device) {
   info["driver"] = device.driver;
   info["iommu_group"] = device.iommu_group;
   info["numa_node"] = device.numa_node;
+  info["subsystem_name"] = device.subsystem_name;
+  info["subsystem_vendor_name"] = device.subsystem_vendor_name;
+  info["physical_slot"] = device.physical_slot;
+  if (device.bridge_buses) {
+    py::dict buses;
+    buses["primary"] = device.bridge_buses->primary;
+    buses["secondary"] = device.bridge_buses->secondary;
+    buses["subordinate"] = device.bridge_buses->subordinate;
+    info["bridge_buses"] = buses;
+  } else {
+    info["bridge_buses"] = py::none();
+  }
   py::list bars;
   for (const auto& bar : device.bars) bars.append(bar_info(bar));
   info["bars"] = bars;

@@ -182,6 +182,212 @@ TEST_F(PciectlTest, LsEqualsLspciNnDLineForLine) {
   EXPECT_NE(verbose.out.find("[100 v2] Advanced Error Reporting"), std::string::npos) << verbose.out;
 }
 
+// Devices for the tree and machine-readable tests.
+testing::FakeDevice tree_endpoint(const Bdf& bdf, std::uint16_t vendor, std::uint16_t device, std::uint32_t class_code) {
+  testing::FakeDevice fake;
+  fake.bdf = bdf;
+  fake.vendor_id = vendor;
+  fake.device_id = device;
+  fake.class_code = class_code;
+  return fake;
+}
+
+testing::FakeDevice tree_bridge(const Bdf& bdf, std::uint8_t primary, std::uint8_t secondary, std::uint8_t subordinate,
+                                std::uint32_t class_code = 0x060400, std::uint8_t header_type = 1) {
+  testing::FakeDevice fake = tree_endpoint(bdf, 0x1b36, 0x000c, class_code);  // QEMU's PCIe root port
+  fake.header_type = header_type;
+  fake.bridge_buses = BridgeBuses{primary, secondary, subordinate};
+  return fake;
+}
+
+struct TreeShape {
+  const char* name;
+  bool start_from_the_vm_tree;
+  std::vector<testing::FakeDevice> devices;
+};
+
+std::vector<TreeShape> tree_shapes() {
+  std::vector<TreeShape> shapes;
+  shapes.push_back({"the VM's devices with an SR-IOV PF and VF",
+                    true,
+                    {testing::sriov_pf(Bdf{0, 2, 0, 0}, 4, 2), testing::sriov_vf(Bdf{0, 2, 0, 1}, Bdf{0, 2, 0, 0})}});
+  shapes.push_back({"root ports, a switch, multi-function devices, three root buses",
+                    false,
+                    {tree_endpoint(Bdf{0, 0, 0, 0}, 0x8086, 0x29c0, 0x060000),
+                     tree_bridge(Bdf{0, 0, 1, 0}, 0, 1, 1),
+                     tree_bridge(Bdf{0, 0, 1, 1}, 0, 2, 4),
+                     tree_endpoint(Bdf{0, 0, 2, 0}, 0x1234, 0x11e8, 0x00ff00),
+                     tree_endpoint(Bdf{0, 1, 0, 0}, 0x1b36, 0x0010, 0x010802),
+                     tree_bridge(Bdf{0, 2, 0, 0}, 2, 3, 4),
+                     tree_endpoint(Bdf{0, 3, 0, 0}, 0x1234, 0x11e8, 0x00ff00),
+                     tree_endpoint(Bdf{0, 3, 0, 1}, 0x1234, 0x11e8, 0x00ff00),
+                     tree_endpoint(Bdf{0, 0x80, 0, 0}, 0x8086, 0x29c0, 0x060000),
+                     tree_endpoint(Bdf{1, 0, 0, 0}, 0x8086, 0x29c0, 0x060000)}});
+  shapes.push_back({"odd bus numbers: one domain, stray buses, CardBus, secondary above subordinate, a type 1 "
+                    "header that is no bridge",
+                    false,
+                    {tree_endpoint(Bdf{1, 0, 0, 0}, 0x8086, 0x29c0, 0x060000),
+                     tree_bridge(Bdf{1, 0, 1, 0}, 0, 2, 6),
+                     tree_bridge(Bdf{1, 0, 2, 0}, 0, 7, 7, 0x060700, 2),
+                     tree_bridge(Bdf{1, 0, 3, 0}, 0, 9, 8),
+                     tree_bridge(Bdf{1, 0, 4, 0}, 0, 10, 10, 0x010000),
+                     tree_endpoint(Bdf{1, 2, 0, 0}, 0x1234, 0x11e8, 0x00ff00),
+                     tree_endpoint(Bdf{1, 4, 0, 0}, 0x1234, 0x11e8, 0x00ff00),
+                     tree_endpoint(Bdf{1, 5, 0, 0}, 0x1234, 0x11e8, 0x00ff00),
+                     tree_endpoint(Bdf{1, 10, 0, 0}, 0x1234, 0x11e8, 0x00ff00),
+                     tree_endpoint(Bdf{1, 0x30, 0, 0}, 0x1234, 0x11e8, 0x00ff00)}});
+  shapes.push_back({"overlapping bridge ranges",
+                    false,
+                    {tree_bridge(Bdf{0, 0, 1, 0}, 0, 1, 5), tree_bridge(Bdf{0, 0, 2, 0}, 0, 3, 3),
+                     tree_bridge(Bdf{0, 1, 0, 0}, 1, 2, 3), tree_endpoint(Bdf{0, 3, 0, 0}, 0x1234, 0x11e8, 0x00ff00)}});
+  TreeShape chain{"a chain of 24 bridges", false, {}};
+  for (std::uint8_t bus = 0; bus < 24; ++bus) {
+    chain.devices.push_back(tree_bridge(Bdf{0, bus, 0, 0}, bus, static_cast<std::uint8_t>(bus + 1), 24));
+  }
+  chain.devices.push_back(tree_endpoint(Bdf{0, 24, 0, 0}, 0x1b36, 0x0010, 0x010802));
+  shapes.push_back(std::move(chain));
+  shapes.push_back({"no devices at all", false, {}});
+  return shapes;
+}
+
+// `pciectl ls -t` draws what `lspci -t` draws and `ls -t -v` what `lspci -tv -nn` draws,
+// byte for byte, on every shape: lspci's placement of devices by bus numbers, malformed
+// ones included.
+TEST_F(PciectlTest, LsTreeEqualsLspciTOnEveryShape) {
+  for (const TreeShape& shape : tree_shapes()) {
+    SCOPED_TRACE(shape.name);
+    if (!shape.start_from_the_vm_tree) {
+      auto empty = testing::FakeSysfs::create();
+      ASSERT_TRUE(empty) << empty.error().message();
+      tree_.emplace(std::move(*empty));
+    }
+    for (const testing::FakeDevice& device : shape.devices) {
+      auto added = tree_->add_device(device);
+      ASSERT_TRUE(added) << added.error().message();
+    }
+    for (const auto& [ours, theirs] : {std::pair{"ls -t", "-t"}, std::pair{"ls -t -v", "-tv -nn"}}) {
+      SCOPED_TRACE(ours);
+      const CommandResult drawn = pciectl(ours);
+      ASSERT_EQ(drawn.exit_code, 0) << drawn.err;
+      const CommandResult reference = cli::run_command(
+          std::string("lspci ") + theirs + " -A linux-sysfs -O sysfs.path=" + tree_->pci_root(), tree_->directory());
+      ASSERT_EQ(reference.exit_code, 0) << reference.err;
+      EXPECT_EQ(drawn.out, reference.out) << "ours:\n" << drawn.out << "lspci:\n" << reference.out;
+      EXPECT_FALSE(drawn.out.empty());
+    }
+  }
+}
+
+// With a selection the tree keeps the selected devices and the bridges above them; --json
+// gives the same tree nested.
+TEST_F(PciectlTest, LsTreeWithASelectionKeepsThePathsToIt) {
+  auto empty = testing::FakeSysfs::create();
+  ASSERT_TRUE(empty) << empty.error().message();
+  tree_.emplace(std::move(*empty));
+  const std::vector<TreeShape> shapes = tree_shapes();
+  for (const testing::FakeDevice& device : shapes[1].devices) ASSERT_TRUE(tree_->add_device(device));
+  const CommandResult edu_like = pciectl("ls -t -d 1234:");
+  ASSERT_EQ(edu_like.exit_code, 0) << edu_like.err;
+  EXPECT_EQ(edu_like.out,
+            "-[0000:00]-+-01.1-[02-04]----00.0-[03-04]--+-00.0\n"
+            "           |                               \\-00.1\n"
+            "           \\-02.0\n");
+  const CommandResult one = pciectl("ls -t -v -s 01:00.0");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.out, "-[0000:00]---01.0-[01]----00.0  Red Hat, Inc. QEMU NVM Express Controller [1b36:0010]\n");
+  const CommandResult bridge_only = pciectl("ls -t -s 00:01.1");
+  ASSERT_EQ(bridge_only.exit_code, 0) << bridge_only.err;
+  EXPECT_EQ(bridge_only.out, "-[0000:00]---01.1-[02-04]--\n");
+  const CommandResult other_domain = pciectl("ls -t -s 0001:00:00.0");
+  ASSERT_EQ(other_domain.exit_code, 0) << other_domain.err;
+  EXPECT_EQ(other_domain.out, "-[0001:00]---00.0\n");
+  const CommandResult none = pciectl("ls -t -s 05:");
+  EXPECT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_TRUE(none.out.empty()) << none.out;
+
+  const CommandResult json = pciectl("--json ls -t");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto roots = nlohmann::json::parse(json.out);
+  ASSERT_EQ(roots.size(), 3u) << json.out;
+  EXPECT_EQ(roots[0]["domain"], 0);
+  EXPECT_EQ(roots[1]["bus"], 0x80);
+  EXPECT_EQ(roots[2]["domain"], 1);
+  const auto& switch_port = roots[0]["devices"][2];
+  EXPECT_EQ(switch_port["bdf"], "0000:00:01.1");
+  EXPECT_EQ(switch_port["secondary_bus"], 2);
+  EXPECT_EQ(switch_port["subordinate_bus"], 4);
+  const auto& below = switch_port["buses"][0]["devices"][0]["buses"][0]["devices"];
+  ASSERT_EQ(below.size(), 2u) << json.out;
+  EXPECT_EQ(below[1]["bdf"], "0000:03:00.1");
+  EXPECT_EQ(below[1]["name"], "Device [1234:11e8]");
+}
+
+// Bus numbers can place a bridge below itself; lspci then loses the devices there. pciectl
+// draws the same tree and names them on stderr.
+TEST_F(PciectlTest, LsTreeNamesDevicesItsBusNumbersLeaveOut) {
+  auto empty = testing::FakeSysfs::create();
+  ASSERT_TRUE(empty) << empty.error().message();
+  tree_.emplace(std::move(*empty));
+  ASSERT_TRUE(tree_->add_device(tree_bridge(Bdf{0, 0, 1, 0}, 0, 1, 2)));
+  ASSERT_TRUE(tree_->add_device(tree_bridge(Bdf{0, 1, 0, 0}, 1, 1, 1)));  // forwards its own bus
+  ASSERT_TRUE(tree_->add_device(tree_endpoint(Bdf{0, 2, 0, 0}, 0x1234, 0x11e8, 0x00ff00)));
+  const CommandResult drawn = pciectl("ls -t");
+  ASSERT_EQ(drawn.exit_code, 0) << drawn.err;
+  const CommandResult reference =
+      cli::run_command("lspci -t -A linux-sysfs -O sysfs.path=" + tree_->pci_root(), tree_->directory());
+  EXPECT_EQ(drawn.out, reference.out);
+  EXPECT_EQ(drawn.out.find("01:00.0"), std::string::npos);
+  EXPECT_NE(drawn.err.find("warning: 0000:01:00.0"), std::string::npos) << drawn.err;
+  EXPECT_NE(drawn.err.find("not in the tree"), std::string::npos) << drawn.err;
+}
+
+// `pciectl ls -mm` prints what `lspci -mm -nn -D` prints, and `-mm -v` (with -k) what
+// `lspci -vmm -nn -D` (`-vmmk`) prints: known and unknown names, names with quotes,
+// subsystems known, unknown and absent, revisions, NUMA nodes, drivers, physical slots.
+TEST_F(PciectlTest, LsMachineReadableEqualsLspciMm) {
+  ASSERT_TRUE(tree_->add_device(testing::sriov_pf(Bdf{0, 2, 0, 0}, 4, 2)));
+  ASSERT_TRUE(tree_->add_device(testing::sriov_vf(Bdf{0, 2, 0, 1}, Bdf{0, 2, 0, 0})));
+  testing::FakeDevice quoted = tree_endpoint(Bdf{0, 0, 7, 0}, 0x1092, 0x9999, 0x040100);  // "Monster sound"
+  quoted.subsystem_vendor_id = 0xffff;
+  quoted.numa_node = 1;
+  ASSERT_TRUE(tree_->add_device(quoted));
+  testing::FakeDevice radeon = tree_endpoint(Bdf{0, 0, 8, 0}, 0x1002, 0x4966, 0x030000);
+  radeon.subsystem_vendor_id = 0x148c;  // RV250 If [Radeon 9000 Pro "Evil Commando"]
+  radeon.subsystem_id = 0x2039;
+  radeon.revision = 0x01;
+  radeon.physical_slot = "3-1";
+  radeon.driver = "radeon";
+  ASSERT_TRUE(tree_->add_device(radeon));
+  testing::FakeDevice unknown = tree_endpoint(Bdf{0, 0, 9, 0}, 0xabcd, 0x0001, 0x123456);
+  unknown.subsystem_vendor_id = 0x5a5a;  // no such vendor
+  unknown.subsystem_id = 0x9999;
+  ASSERT_TRUE(tree_->add_device(unknown));
+  testing::FakeDevice nameless = tree_endpoint(Bdf{0, 0, 0xa, 0}, 0x1234, 0x11e8, 0xff0000);
+  nameless.subsystem_vendor_id = 0x1af4;
+  nameless.subsystem_id = 0x1100;
+  ASSERT_TRUE(tree_->add_device(nameless));
+  for (const auto& [ours, theirs] : {std::pair{"ls -mm", "-mm -nn -D"}, std::pair{"ls -mm -v", "-vmm -nn -D"},
+                                     std::pair{"ls -mm -v -k", "-vmmk -nn -D"}, std::pair{"ls -mm -d 1002:", "-mm -nn -D -d 1002:"}}) {
+    SCOPED_TRACE(ours);
+    const CommandResult printed = pciectl(ours);
+    ASSERT_EQ(printed.exit_code, 0) << printed.err;
+    const CommandResult reference = cli::run_command(
+        std::string("lspci ") + theirs + " -A linux-sysfs -O sysfs.path=" + tree_->pci_root(), tree_->directory());
+    ASSERT_EQ(reference.exit_code, 0) << reference.err;
+    EXPECT_EQ(printed.out, reference.out);
+  }
+  const CommandResult line = pciectl("ls -mm -s 00:08.0");
+  EXPECT_EQ(line.out,
+            "0000:00:08.0 \"VGA compatible controller [0300]\" \"Advanced Micro Devices, Inc. [AMD/ATI] [1002]\" "
+            "\"RV250 [Radeon 9000 Series] [4966]\" -r01 -p00 \"Tul Corporation / PowerColor [148c]\" "
+            "\"RV250 If [Radeon 9000 Pro \\\"Evil Commando\\\"] [2039]\"\n");
+  // lspci's obsolete single -m, and combinations that mean nothing, are usage errors.
+  expect_error(pciectl("ls -m"), 2, "-mm");
+  expect_error(pciectl("ls -t -mm"), 2, "-t");
+  expect_error(pciectl("ls -t -x"), 2, "-t");
+  expect_error(pciectl("ls -mm -x"), 2, "-x");
+}
+
 TEST_F(PciectlTest, LsFilters) {
   EXPECT_EQ(lines_of(pciectl("ls -d 1b36:").out).size(), 2u);
   EXPECT_EQ(lines_of(pciectl("ls -d ::0500").out).size(), 1u);

@@ -26,6 +26,11 @@ inline constexpr std::uint16_t kRevisionId = 0x08;
 inline constexpr std::uint16_t kClassCode = 0x09;  // 3 bytes: prog-if, subclass, base class
 inline constexpr std::uint16_t kHeaderType = 0x0e;
 inline constexpr std::uint16_t kBar0 = 0x10;
+// Type 1 (and type 2, CardBus) headers: the bridge's bus numbers (PCI-to-PCI Bridge
+// Architecture Spec 1.2, 3.2.5.2-3.2.5.4).
+inline constexpr std::uint16_t kPrimaryBus = 0x18;
+inline constexpr std::uint16_t kSecondaryBus = 0x19;
+inline constexpr std::uint16_t kSubordinateBus = 0x1a;
 inline constexpr std::uint16_t kCardbusCapabilityPointer = 0x14;  // type 2 header
 inline constexpr std::uint16_t kSubsystemVendorId = 0x2c;
 inline constexpr std::uint16_t kSubsystemId = 0x2e;
@@ -41,6 +46,9 @@ inline constexpr std::uint16_t kCommandInterruptDisable = 1u << 10;  // INTx off
 inline constexpr std::uint16_t kStatusInterrupt = 1u << 3;           // INTx pending (PCI 3.0, 6.2.3)
 inline constexpr std::uint16_t kStatusCapabilityList = 1u << 4;
 inline constexpr std::uint8_t kHeaderTypeMask = 0x7f;  // bit 7 is "multi-function"
+inline constexpr std::uint8_t kHeaderTypeNormal = 0;
+inline constexpr std::uint8_t kHeaderTypeBridge = 1;
+inline constexpr std::uint8_t kHeaderTypeCardbus = 2;
 
 // Sizes of the three views sysfs gives: unprivileged readers see the first 64 bytes (128
 // for CardBus), conventional PCI has 256, PCIe extended config space is 4096.

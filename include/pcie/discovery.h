@@ -32,6 +32,17 @@ struct RomInfo {
   std::uint64_t size = 0;
 };
 
+// The bus numbers a bridge forwards (PCI-to-PCI Bridge Architecture Spec 1.2, 3.2.5.2-3.2.5.4:
+// Primary, Secondary and Subordinate Bus Number at 0x18-0x1a; a CardBus bridge's type 2
+// header has its Primary, CardBus and Subordinate Bus Numbers at the same offsets). As the
+// device reports them: nothing guarantees secondary <= subordinate.
+struct BridgeBuses {
+  std::uint8_t primary = 0;
+  std::uint8_t secondary = 0;
+  std::uint8_t subordinate = 0;
+  friend bool operator==(const BridgeBuses&, const BridgeBuses&) = default;
+};
+
 // A physical function's SR-IOV state (<device>/sriov_totalvfs, sriov_numvfs).
 struct SriovInfo {
   unsigned total_vfs = 0;  // VFs the device can have
@@ -54,7 +65,12 @@ struct DeviceInfo {
   std::string vendor_name;
   std::string device_name;
   std::string class_name;
-  std::string subsystem_name;
+  std::string subsystem_name;         // the subsystem (card) name
+  std::string subsystem_vendor_name;  // the subsystem vendor's name
+
+  // The slot's name where the platform describes one (<sysfs>/bus/pci/slots/NAME/address
+  // naming this device's domain, bus and device: hot-plug and firmware-described slots).
+  std::optional<std::string> physical_slot;
 
   std::vector<BarInfo> bars;  // implemented BARs only, by index
   std::optional<RomInfo> rom;
@@ -71,6 +87,10 @@ struct DeviceInfo {
   std::optional<Bdf> physical_function;
   std::vector<Bdf> virtual_functions;
   std::optional<SriovInfo> sriov;
+
+  // Filled with the capabilities (DiscoveryOptions::read_capabilities) for a type 1 or type 2
+  // header; nullopt for other headers or when config space could not be read.
+  std::optional<BridgeBuses> bridge_buses;
 
   std::vector<Capability> capabilities;  // standard, then extended
   std::size_t config_bytes_readable = 0; // 64 for unprivileged users
@@ -95,6 +115,11 @@ struct DiscoveryOptions {
   // Look up names in pci.ids (libpci's default path unless pci_ids_path is set).
   bool resolve_names = true;
   std::string pci_ids_path;
+  // Ask udev's hardware database (hwdb) before pci.ids, as lspci does, for names that equal
+  // lspci's on this machine. The two differ for subsystems: the hwdb names a subsystem that
+  // pci.ids does not list after its device. Off by default: libpci reopens the hwdb for
+  // every name it looks up.
+  bool names_from_hwdb = false;
   // Read the bound driver, IOMMU group and NUMA node (three small sysfs reads per device).
   bool read_bindings = true;
   // Read config space for capabilities and link status (costs one read per device).

@@ -17,7 +17,7 @@ namespace {
 
 constexpr unsigned kFillFlags = PCI_FILL_IDENT | PCI_FILL_CLASS | PCI_FILL_CLASS_EXT |
                                 PCI_FILL_SUBSYS | PCI_FILL_BASES | PCI_FILL_SIZES |
-                                PCI_FILL_ROM_BASE | PCI_FILL_IO_FLAGS;
+                                PCI_FILL_ROM_BASE | PCI_FILL_IO_FLAGS | PCI_FILL_PHYS_SLOT;
 
 // A BAR's type from the kernel's resource flags (include/linux/ioport.h), falling back to
 // the BAR's own low bits (PCI 3.0, 6.2.5.1) when the flags are not available.
@@ -91,6 +91,10 @@ void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
   info.config_bytes_readable = bytes->size();
   info.config_file_bytes = config->file_size();
   info.header_type = (*bytes)[cfg::kHeaderType] & cfg::kHeaderTypeMask;
+  if ((info.header_type == cfg::kHeaderTypeBridge || info.header_type == cfg::kHeaderTypeCardbus) &&
+      bytes->size() > cfg::kSubordinateBus) {
+    info.bridge_buses = BridgeBuses{(*bytes)[cfg::kPrimaryBus], (*bytes)[cfg::kSecondaryBus], (*bytes)[cfg::kSubordinateBus]};
+  }
   for (auto walk : {walk_standard_capabilities(*bytes), walk_extended_capabilities(*bytes)}) {
     info.capabilities.insert(info.capabilities.end(), walk.capabilities.begin(), walk.capabilities.end());
     if (walk.problem) {
@@ -141,6 +145,9 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   info.subclass = static_cast<std::uint8_t>(device->device_class & 0xff);
   info.prog_if = device->prog_if;
   info.header_type = 0xff;
+  if ((device->known_fields & PCI_FILL_PHYS_SLOT) != 0 && device->phy_slot != nullptr) {
+    info.physical_slot = std::string(device->phy_slot);
+  }
   const std::string dir = options.paths.device_dir(info.bdf);
   if (auto pf = sysfs::physical_function(options.paths, info.bdf)) {
     info.physical_function = *pf;
@@ -214,6 +221,8 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
       info.subsystem_name = session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE,
                                                 info.vendor_id, info.device_id,
                                                 info.subsystem_vendor_id, info.subsystem_id);
+      info.subsystem_vendor_name =
+          session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_VENDOR, info.subsystem_vendor_id);
     }
   }
   if (options.resolve_names) {
@@ -317,6 +326,7 @@ Result<std::vector<DeviceInfo>> discover(const DiscoveryOptions& options) {
   if (!checked) return std::unexpected(checked.error());
   auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
   if (!session) return std::unexpected(session.error());
+  session->set_names_from_hwdb(options.names_from_hwdb);
   auto filter = make_filter(*session, options);
   if (!filter) return std::unexpected(filter.error());
   auto scanned = session->scan();
@@ -347,6 +357,7 @@ Result<DeviceInfo> describe(const Bdf& bdf, const DiscoveryOptions& options) {
   if (auto resources = check_resource_file(dir); !resources) return std::unexpected(resources.error());
   auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
   if (!session) return std::unexpected(session.error());
+  session->set_names_from_hwdb(options.names_from_hwdb);
   auto device = session->get_device(bdf);
   if (!device) return std::unexpected(device.error());
   return build_device_info(*session, *device, options);

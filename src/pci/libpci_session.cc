@@ -192,10 +192,11 @@ std::string LibpciSession::lookup_name(int flags, int arg1, int arg2, int arg3, 
     char buffer[256];
     int flags, arg1, arg2, arg3, arg4;
     const char* result;
-  // Names come from pci.ids alone: libpci would otherwise query udev's hwdb first on every
-  // lookup (reopening it each time, five failed opens where it is absent), and the hwdb is
-  // itself generated from pci.ids.
-  } request{access_.get(), {}, flags | PCI_LOOKUP_NO_NUMBERS | PCI_LOOKUP_NO_HWDB, arg1, arg2, arg3, arg4, nullptr};
+  // Names come from pci.ids alone unless asked: libpci would otherwise query udev's hwdb
+  // first on every lookup (reopening it each time, five failed opens where it is absent),
+  // and the hwdb is itself generated from pci.ids.
+  } request{access_.get(), {}, flags | PCI_LOOKUP_NO_NUMBERS | (names_from_hwdb_ ? 0 : PCI_LOOKUP_NO_HWDB),
+            arg1, arg2, arg3, arg4, nullptr};
   auto call = [](LookupRequest* r) {
     r->result = pci_lookup_name(r->access, r->buffer, sizeof r->buffer, r->flags, r->arg1,
                                 r->arg2, r->arg3, r->arg4);

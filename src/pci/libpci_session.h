@@ -40,6 +40,8 @@ class LibpciSession {
   Result<bool> matches(pci_filter* filter, pci_dev* device);
   // pci_lookup_name with PCI_LOOKUP_NO_NUMBERS: empty when unknown.
   std::string lookup_name(int flags, int arg1, int arg2 = 0, int arg3 = 0, int arg4 = 0);
+  // Whether lookup_name asks udev's hwdb before pci.ids (lspci's order); off by default.
+  void set_names_from_hwdb(bool on) { names_from_hwdb_ = on; }
   // Warnings libpci printed through its warning callback, oldest first.
   const std::vector<std::string>& warnings() const { return *warnings_; }
   // Why names are missing, when libpci could not load its ID list (pci.ids); it says
@@ -60,6 +62,7 @@ class LibpciSession {
   // Loads the ID list once, noting why it could not be loaded.
   void load_names();
   bool names_loaded_ = false;
+  bool names_from_hwdb_ = false;
   std::optional<std::string> names_unavailable_;
 };
 

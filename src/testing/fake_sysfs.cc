@@ -342,6 +342,11 @@ Result<std::vector<std::uint8_t>> FakeSysfs::build_config(const FakeDevice& devi
   config[cfg::kClassCode + 1] = static_cast<std::uint8_t>(device.class_code >> 8);
   config[cfg::kClassCode + 2] = static_cast<std::uint8_t>(device.class_code >> 16);
   config[cfg::kHeaderType] = device.header_type;
+  if (device.bridge_buses) {
+    config[cfg::kPrimaryBus] = device.bridge_buses->primary;
+    config[cfg::kSecondaryBus] = device.bridge_buses->secondary;
+    config[cfg::kSubordinateBus] = device.bridge_buses->subordinate;
+  }
   if (auto ok = lay_out_bars(device, config); !ok) return std::unexpected(ok.error());
   if (device.physical_function) {
     for (std::size_t reg = cfg::kBar0; reg < cfg::kBar0 + 4 * kBarCount; reg += 4) store32(config, reg, 0);
@@ -418,6 +423,14 @@ Result<void> FakeSysfs::add_device(const FakeDevice& device) {
     // directory.
     fs::create_directory_symlink(fs::relative(driver_dir, dir, ec), dir / "driver", ec);
     if (auto ok = check_fs(ec, "link driver of", dir); !ok) return std::unexpected(ok.error());
+  }
+  if (device.physical_slot) {
+    // The kernel's pci_slot: <name>/address holds "domain:bus:device" (drivers/pci/slot.c).
+    const fs::path slot_dir = fs::path(pci_root()) / "slots" / *device.physical_slot;
+    fs::create_directories(slot_dir, ec);
+    if (auto ok = check_fs(ec, "create", slot_dir.string()); !ok) return std::unexpected(ok.error());
+    const std::string address = fmt::format("{:04x}:{:02x}:{:02x}\n", device.bdf.domain, device.bdf.bus, device.bdf.device);
+    if (auto ok = write_file(slot_dir / "address", address); !ok) return std::unexpected(ok.error());
   }
   if (device.sriov) {
     for (const auto& [name, value] : {std::pair{"sriov_totalvfs", device.sriov->total_vfs},

@@ -175,6 +175,25 @@ TEST(GuestDiscovery, MatchesLspci) {
   lspci::expect_same(ours, theirs);
 }
 
+// Every listing format of `pciectl ls` equals lspci's on the real kernel's devices: the root
+// ports and the bridge tree QEMU builds, the prog-ifs, subsystems, IOMMU groups.
+TEST(GuestDiscovery, PciectlLsEqualsLspciInEveryFormat) {
+  const std::pair<const char*, const char*> formats[] = {
+      {"ls", "-nn -D"}, {"ls -t", "-t"}, {"ls -t -v", "-tv -nn"}, {"ls -mm", "-mm -nn -D"}, {"ls -mm -v", "-vmm -nn -D"},
+  };
+  for (const auto& [ours, theirs] : formats) {
+    SCOPED_TRACE(ours);
+    const cli::CommandResult listed = pciectl(ours);
+    ASSERT_EQ(listed.exit_code, 0) << listed.err;
+    const cli::CommandResult reference = cli::run_command(std::string(lspci::kLspci) + " " + theirs, scratch_dir());
+    ASSERT_EQ(reference.exit_code, 0) << reference.err;
+    EXPECT_EQ(listed.out, reference.out);
+    EXPECT_GE(cli::lines_of(listed.out).size(), 9u) << listed.out;  // 10 devices; the tree draws 9 lines
+  }
+  // QEMU's NVMe sits behind a PCIe root port: the tree shows the bridge's bus range.
+  EXPECT_NE(pciectl("ls -t").out.find("-[01]----00.0"), std::string::npos) << pciectl("ls -t").out;
+}
+
 // --- edu through resource0 ---
 
 Result<BarMapping> map_edu() { return BarMapping::map(SysfsPaths{}, kEdu, 0); }

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,7 @@
 #include "tools/pciectl/render.h"
 #include "tools/pciectl/setpci.h"
 #include "tools/pciectl/sriov.h"
+#include "tools/pciectl/tree.h"
 #include "tools/pciectl/vfio_grant.h"
 
 namespace pciectl {
@@ -70,6 +72,8 @@ struct LsOptions {
   bool show_driver = false;
   bool verbose = false;
   int hex_dump = 0;  // -x: 64 bytes, -xxx: 256, -xxxx: 4096 (lspci's counts)
+  bool tree = false;   // -t: the bus tree
+  int machine = 0;     // -mm: lspci's machine-readable format (-m alone is its obsolete one)
   bool json = false;
 };
 
@@ -95,16 +99,82 @@ void print_config_dump(const GlobalOptions& global, const pcie::Bdf& bdf, int le
   fmt::print("\n");
 }
 
+int print_tree(const std::vector<pcie::DeviceInfo>& devices, const std::vector<bool>& selected, const LsOptions& ls) {
+  for (const auto& device : devices) {
+    if (selected.empty() || selected[static_cast<std::size_t>(&device - devices.data())]) print_warnings(device);
+  }
+  for (const pcie::Bdf& stranded : devices_outside_the_tree(devices)) {
+    fmt::print(stderr, "pciectl: warning: {} is not in the tree: bridge bus numbers place it below a bridge that is "
+                       "itself below it (see 'pciectl info' of the bridges)\n", stranded.to_string());
+  }
+  if (ls.json) {
+    fmt::print("{}\n", tree_to_json(devices, selected).dump(2));
+  } else {
+    fmt::print("{}", render_tree(devices, selected, ls.verbose));
+  }
+  return kSuccess;
+}
+
+// ls -t: the tree is drawn from every device (a selected device's bridges must be known),
+// then cut down to the selection.
+int run_ls_tree(const LsOptions& ls, pcie::DiscoveryOptions options) {
+  const bool filtered = !ls.slot.empty() || !ls.id.empty() || !ls.driver.empty();
+  std::vector<bool> selected;
+  if (filtered) {
+    auto matching = pcie::discover(options);
+    if (!matching) return fail(matching.error());
+    options.slot_filter.clear();
+    options.id_filter.clear();
+    options.driver_filter.clear();
+    auto all = pcie::discover(options);
+    if (!all) return fail(all.error());
+    std::vector<pcie::Bdf> wanted;
+    for (const auto& device : *matching) wanted.push_back(device.bdf);
+    std::sort(wanted.begin(), wanted.end());
+    for (const auto& device : *all) selected.push_back(std::binary_search(wanted.begin(), wanted.end(), device.bdf));
+    return print_tree(*all, selected, ls);
+  }
+  auto all = pcie::discover(options);
+  if (!all) return fail(all.error());
+  return print_tree(*all, selected, ls);
+}
+
 int run_ls(const GlobalOptions& global, const LsOptions& ls) {
+  if (ls.machine == 1) {
+    return fail(pcie::make_error(pcie::Errc::invalid_argument, "ls", "-m", "lspci's obsolete machine-readable format is not offered",
+                                 "use -mm"));
+  }
+  if (ls.tree && (ls.machine > 0 || ls.hex_dump > 0 || ls.show_driver)) {
+    return fail(pcie::make_error(pcie::Errc::invalid_argument, "ls", "-t", "the bus tree cannot be combined with -mm, -x or -k",
+                                 "-t takes -v (names), -s, -d and --driver"));
+  }
+  if (ls.machine > 0 && ls.hex_dump > 0) {
+    return fail(pcie::make_error(pcie::Errc::invalid_argument, "ls", "-mm", "cannot be combined with -x",
+                                 "use one of them"));
+  }
   pcie::DiscoveryOptions options = discovery_options(global);
   options.slot_filter = ls.slot;
   options.id_filter = ls.id;
   options.driver_filter = ls.driver;
-  // The one-line listing needs neither capabilities nor link status; the JSON does.
-  options.read_capabilities = ls.json || ls.verbose;
-  options.read_bindings = ls.json || ls.verbose || ls.show_driver || !ls.driver.empty();
+  options.names_from_hwdb = true;  // names as lspci finds them
+  // The one-line listing needs neither capabilities nor link status; the JSON does, and the
+  // tree needs each bridge's bus numbers from config space.
+  options.read_capabilities = ls.json || ls.verbose || ls.tree;
+  options.read_bindings = ls.json || ls.verbose || ls.show_driver || !ls.driver.empty() || ls.machine > 0;
+  if (ls.tree) return run_ls_tree(ls, options);
   auto devices = pcie::discover(options);
   if (!devices) return fail(devices.error());
+  if (ls.machine > 0) {
+    for (const auto& device : *devices) {
+      print_warnings(device);
+      if (ls.verbose) {
+        fmt::print("{}\n", render_machine_record(device, ls.show_driver));
+      } else {
+        fmt::print("{}\n", render_machine_line(device));
+      }
+    }
+    return kSuccess;
+  }
   if (ls.json) {
     nlohmann::ordered_json list = nlohmann::ordered_json::array();
     for (const auto& device : *devices) list.push_back(to_json(device));
@@ -513,7 +583,13 @@ int main(int argc, char** argv) {
   ls_command->add_flag("-x", ls.hex_dump,
                        "config space in hex after each line, as lspci: -x 64 bytes, -xxx 256, -xxxx 4096 (root "
                        "beyond 64)");
-  ls_command->add_flag("--json", ls.json, "print JSON with everything discovery knows");
+  ls_command->add_flag("-t,--tree", ls.tree,
+                       "the bus tree, as lspci -t draws it (-v adds names, as lspci -tv -nn; with -s/-d/--driver only "
+                       "the selected devices and the bridges above them)");
+  ls_command->add_flag("-m", ls.machine,
+                       "-mm: one line per device in lspci -mm -nn -D's machine-readable format (with -v: lspci -vmm "
+                       "-nn -D's records; -k adds the driver)");
+  ls_command->add_flag("--json", ls.json, "print JSON with everything discovery knows (with -t: the tree)");
 
   std::string info_bdf;
   bool info_json = false;

@@ -1,5 +1,7 @@
 #include "tools/pciectl/render.h"
 
+#include "tools/pciectl/device_names.h"
+
 #include "pcie/memory_type.h"
 
 #include <fmt/format.h>
@@ -41,12 +43,72 @@ std::string human_size(std::uint64_t bytes) {
 std::string render_line(const pcie::DeviceInfo& device, bool with_prog_if) {
   std::string line = fmt::format("{} {} [{:04x}]: ", device.bdf.to_string(), or_default(device.class_name, "Class"),
                                  device.class_id());
-  if (!device.vendor_name.empty()) line += device.vendor_name + " ";
-  line += fmt::format("{} [{:04x}:{:04x}]", or_default(device.device_name, "Device"), device.vendor_id, device.device_id);
+  line += render_vendor_and_device(device);
   if (device.revision != 0) line += fmt::format(" (rev {:02x})", device.revision);
   // lspci -nn prints the programming interface only with -v.
   if (with_prog_if && device.prog_if != 0) line += fmt::format(" (prog-if {:02x})", device.prog_if);
   return line;
+}
+
+namespace {
+
+// lspci -mm quotes each name and escapes '"' and '\\' in it with a backslash.
+std::string shell_quoted(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+// The names as lspci -nn shows them one by one: "Name [id]", with lspci's words for an
+// unknown one.
+struct MachineNames {
+  std::string class_name, vendor, device, subsystem_vendor, subsystem;
+  bool has_subsystem = false;
+};
+
+MachineNames machine_names(const pcie::DeviceInfo& d) {
+  MachineNames names;
+  names.class_name = fmt::format("{} [{:04x}]", or_default(d.class_name, "Class"), d.class_id());
+  names.vendor = fmt::format("{} [{:04x}]", or_default(d.vendor_name, "Vendor"), d.vendor_id);
+  names.device = fmt::format("{} [{:04x}]", or_default(d.device_name, "Device"), d.device_id);
+  // 0 and ffff: no subsystem IDs (PCI Local Bus Spec 3.0, 6.2.4).
+  names.has_subsystem = d.subsystem_vendor_id != 0 && d.subsystem_vendor_id != 0xffff;
+  if (names.has_subsystem) {
+    names.subsystem_vendor =
+        fmt::format("{} [{:04x}]", or_default(d.subsystem_vendor_name, "Unknown vendor"), d.subsystem_vendor_id);
+    names.subsystem = fmt::format("{} [{:04x}]", or_default(d.subsystem_name, "Device"), d.subsystem_id);
+  }
+  return names;
+}
+
+}  // namespace
+
+std::string render_machine_line(const pcie::DeviceInfo& d) {
+  const MachineNames names = machine_names(d);
+  std::string line = fmt::format("{} {} {} {}", d.bdf.to_string(), shell_quoted(names.class_name), shell_quoted(names.vendor),
+                                 shell_quoted(names.device));
+  if (d.revision != 0) line += fmt::format(" -r{:02x}", d.revision);
+  line += fmt::format(" -p{:02x}", d.prog_if);
+  line += names.has_subsystem ? " " + shell_quoted(names.subsystem_vendor) + " " + shell_quoted(names.subsystem) : " \"\" \"\"";
+  return line;
+}
+
+std::string render_machine_record(const pcie::DeviceInfo& d, bool with_driver) {
+  const MachineNames names = machine_names(d);
+  std::string record = fmt::format("Slot:\t{}\nClass:\t{}\nVendor:\t{}\nDevice:\t{}\n", d.bdf.to_string(),
+                                   names.class_name, names.vendor, names.device);
+  if (names.has_subsystem) record += fmt::format("SVendor:\t{}\nSDevice:\t{}\n", names.subsystem_vendor, names.subsystem);
+  if (d.physical_slot) record += fmt::format("PhySlot:\t{}\n", *d.physical_slot);
+  if (d.revision != 0) record += fmt::format("Rev:\t{:02x}\n", d.revision);
+  record += fmt::format("ProgIf:\t{:02x}\n", d.prog_if);
+  if (with_driver && d.driver) record += fmt::format("Driver:\t{}\n", *d.driver);
+  if (d.numa_node) record += fmt::format("NUMANode:\t{}\n", *d.numa_node);
+  if (d.iommu_group) record += fmt::format("IOMMUGroup:\t{}\n", *d.iommu_group);
+  return record;
 }
 
 BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::DeviceInfo& device) {
@@ -82,6 +144,11 @@ std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memo
   field("Driver", d.driver.value_or("none"));
   field("IOMMU group", d.iommu_group ? std::to_string(*d.iommu_group) : "none");
   field("NUMA node", d.numa_node ? std::to_string(*d.numa_node) : "unknown");
+  if (d.physical_slot) field("Physical slot", *d.physical_slot);
+  if (d.bridge_buses) {
+    field("Bridge buses", fmt::format("primary {:02x}, secondary {:02x}, subordinate {:02x}", d.bridge_buses->primary,
+                                      d.bridge_buses->secondary, d.bridge_buses->subordinate));
+  }
   if (d.link) {
     const bool downgraded = d.link->current_speed_gts < d.link->max_speed_gts || d.link->current_width < d.link->max_width;
     const char* source = d.link->source == pcie::LinkInfo::Source::sysfs               ? " [from sysfs]"
@@ -151,9 +218,16 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* 
   json["device_name"] = d.device_name;
   json["class_name"] = d.class_name;
   json["subsystem_name"] = d.subsystem_name;
+  json["subsystem_vendor_name"] = d.subsystem_vendor_name;
   json["driver"] = d.driver ? nlohmann::ordered_json(*d.driver) : nlohmann::ordered_json();
   json["iommu_group"] = d.iommu_group ? nlohmann::ordered_json(*d.iommu_group) : nlohmann::ordered_json();
   json["numa_node"] = d.numa_node ? nlohmann::ordered_json(*d.numa_node) : nlohmann::ordered_json();
+  json["physical_slot"] = d.physical_slot ? nlohmann::ordered_json(*d.physical_slot) : nlohmann::ordered_json();
+  if (d.bridge_buses) {
+    json["bridge_buses"] = {{"primary", d.bridge_buses->primary},
+                            {"secondary", d.bridge_buses->secondary},
+                            {"subordinate", d.bridge_buses->subordinate}};
+  }
   json["bars"] = nlohmann::ordered_json::array();
   for (const pcie::BarInfo& bar : d.bars) {
     json["bars"].push_back({{"index", bar.index},

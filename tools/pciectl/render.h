@@ -21,6 +21,13 @@ BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::
 
 // One lspci -nn -D style line: "0000:01:00.0 Class [0108]: Vendor Device [1b36:0010] (rev 02)".
 std::string render_line(const pcie::DeviceInfo& device, bool with_prog_if = false);
+// One lspci -mm -nn -D line: the slot, then quoted class, vendor and device names with
+// their IDs, -rXX (revision, when not 0), -pXX (prog-if), and the quoted subsystem vendor
+// and subsystem names ("" "" without subsystem IDs).
+std::string render_machine_line(const pcie::DeviceInfo& device);
+// One lspci -vmm -nn -D record ("Slot:\t...\n" lines; the caller adds the blank line):
+// with_driver adds the Driver line of -k.
+std::string render_machine_record(const pcie::DeviceInfo& device, bool with_driver);
 // Everything discovery knows, as indented text (with the BARs' current memory types when
 // given).
 std::string render_details(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "pcie/bdf.h"
+#include "pcie/discovery.h"
 #include "pcie/error.h"
 #include "pcie/sysfs_paths.h"
 
@@ -67,11 +68,14 @@ struct FakeDevice {
   std::uint8_t revision = 0;
   std::uint32_t class_code = 0;  // 24 bits: base class, subclass, prog-if (0x010802)
   std::uint8_t header_type = 0;
+  // Written at 0x18-0x1a (a bridge's bus numbers; set header_type to 1 or 2 with them).
+  std::optional<BridgeBuses> bridge_buses;
   std::uint8_t interrupt_pin = 0;
   std::vector<FakeBar> bars;
   std::optional<std::uint64_t> rom_size;       // an expansion ROM of this size
   std::optional<std::string> driver;           // a "driver" link to drivers/<name>
   std::optional<int> iommu_group;              // an "iommu_group" link to kernel/iommu_groups/<n>
+  std::optional<std::string> physical_slot;    // bus/pci/slots/<name>/address naming the device
   int numa_node = -1;
   std::vector<FakeCapability> capabilities;    // laid out from 0x40
   // With a link, a PCI Express capability (endpoint) is appended and the sysfs link files

@@ -27,6 +27,7 @@
 #include "pcie/dma.h"
 #include "pcie/interrupts.h"
 #include "pcie/region.h"
+#include "pcie/uio.h"
 #include "pcie/version.h"
 #include "pcie/vfio.h"
 
@@ -223,44 +224,116 @@ class Interrupts {
   std::unique_ptr<pcie::Interrupts> interrupts_;
 };
 
-// A device owned through VFIO: BARs, bus mastering, DMA buffers, interrupts.
-class VfioDevice {
+// A device a driver owns, whichever backend opened it (pcie::Device): BARs, bus mastering,
+// DMA buffers, interrupts. VfioDevice and UioDevice below only open it.
+class Device {
  public:
-  static VfioDevice open(const std::string& bdf, bool reset, const std::optional<std::string>& sysfs,
-                         const std::optional<std::string>& dev_vfio) {
-    auto container = value_or_raise(pcie::VfioContainer::open(vfio_paths(sysfs, dev_vfio)));
-    auto device = value_or_raise(container.open_device(parse_bdf(bdf), pcie::VfioDeviceOptions{.reset_on_open = reset}));
-    auto allocator = value_or_raise(device.dma_allocator());
-    return VfioDevice(std::move(device), std::move(allocator));
-  }
-  Bar bar(unsigned index) const { return Bar(value_or_raise(device_->open_bar(index)), "VFIO"); }
+  Bar bar(unsigned index) const { return Bar(value_or_raise(device_->open_bar(index)), bar_path_); }
   void enable_bus_master(bool enable) const { check(device_->enable_bus_master(enable)); }
   DmaBuffer dma_buffer(std::size_t size, unsigned dma_mask_bits, bool huge_pages) const {
+    if (!allocator_) raise(allocator_error_);
     pcie::DmaBufferOptions options;
     options.dma_limit = pcie::dma_mask_limit(dma_mask_bits);
     options.prefer = huge_pages ? pcie::DmaBacking::huge_2m : pcie::DmaBacking::pages;
     return DmaBuffer(value_or_raise(allocator_->allocate(size, options)));
   }
   Interrupts interrupts(const std::string& kind, unsigned count) const {
-    pcie::IrqKind irq = kind == "msix" || kind == "msi-x" ? pcie::IrqKind::msix
-                        : kind == "intx"                  ? pcie::IrqKind::intx
-                        : kind == "msi"                   ? pcie::IrqKind::msi
-                                                          : (raise(pcie::make_error(pcie::Errc::invalid_argument,
-                                                                                    "interrupts", kind,
-                                                                                    "expected msi, msix or intx")),
-                                                             pcie::IrqKind::msi);
-    return Interrupts(value_or_raise(device_->enable_interrupts(irq, count)));
+    return Interrupts(value_or_raise(device_->enable_interrupts(irq_kind(kind), count)));
   }
+  unsigned vector_count(const std::string& kind) const { return value_or_raise(device_->vector_count(irq_kind(kind))); }
   std::string bdf() const { return device_->bdf().to_string(); }
   std::string backend() const { return device_->backend_name(); }
-  void reset() const { check(device_->reset()); }
+  // True where buffers carry CPU physical addresses: nothing stands between the device and
+  // memory.
+  bool without_iommu() const { return without_iommu_; }
+
+ protected:
+  Device(std::shared_ptr<pcie::Device> device, std::string bar_path, bool without_iommu)
+      : device_(std::move(device)), bar_path_(std::move(bar_path)), without_iommu_(without_iommu) {
+    auto allocator = device_->dma_allocator();
+    if (allocator) {
+      allocator_ = std::make_shared<pcie::DmaAllocator>(std::move(*allocator));
+    } else {
+      allocator_error_ = allocator.error();  // raised by dma_buffer(): the device itself works
+    }
+  }
+
+  // The C++ hint names UioOptions; a Python user passes a keyword instead.
+  void set_dma_hint(std::string hint) {
+    if (!allocator_) allocator_error_.hint = std::move(hint);
+  }
 
  private:
-  VfioDevice(pcie::VfioDevice device, pcie::DmaAllocator allocator)
-      : device_(std::make_shared<pcie::VfioDevice>(std::move(device))),
-        allocator_(std::make_shared<pcie::DmaAllocator>(std::move(allocator))) {}
-  std::shared_ptr<pcie::VfioDevice> device_;
+  static pcie::IrqKind irq_kind(const std::string& kind) {
+    if (kind == "msix" || kind == "msi-x") return pcie::IrqKind::msix;
+    if (kind == "intx") return pcie::IrqKind::intx;
+    if (kind == "msi") return pcie::IrqKind::msi;
+    raise(pcie::make_error(pcie::Errc::invalid_argument, "interrupts", kind, "expected msi, msix or intx"));
+  }
+
+  std::shared_ptr<pcie::Device> device_;
   std::shared_ptr<pcie::DmaAllocator> allocator_;
+  pcie::Error allocator_error_;
+  std::string bar_path_;
+  bool without_iommu_;
+};
+
+// Without an IOMMU a device that is handed bus addresses reaches all of memory: the Python
+// API asks for the same explicit acknowledgement as the C++ one (pcie/dma_backend.h).
+std::optional<pcie::DeviceMayReachAllMemory> acknowledgement(bool device_may_reach_all_memory) {
+  if (!device_may_reach_all_memory) return std::nullopt;
+  return pcie::DeviceMayReachAllMemory::acknowledged;
+}
+
+// A device owned through VFIO (bound to vfio-pci), with the IOMMU or in no-IOMMU mode.
+class VfioDevice : public Device {
+ public:
+  static VfioDevice open(const std::string& bdf, bool reset, bool no_iommu, bool device_may_reach_all_memory,
+                         const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
+    const pcie::Bdf address = parse_bdf(bdf);
+    const auto acknowledged = acknowledgement(device_may_reach_all_memory);
+    if (no_iommu && !acknowledged) {
+      raise(pcie::make_error(pcie::Errc::invalid_argument, "open without IOMMU", address.to_string(),
+                             "without an IOMMU the device can read and write all of memory",
+                             "pass device_may_reach_all_memory=True to accept that"));
+    }
+    auto container = value_or_raise(no_iommu ? pcie::VfioContainer::open_without_iommu(*acknowledged, vfio_paths(sysfs, dev_vfio))
+                                             : pcie::VfioContainer::open(vfio_paths(sysfs, dev_vfio)));
+    auto device = value_or_raise(container.open_device(address, pcie::VfioDeviceOptions{.reset_on_open = reset}));
+    return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), no_iommu);
+  }
+  void reset() const { check(vfio_->reset()); }
+
+ private:
+  VfioDevice(std::shared_ptr<pcie::VfioDevice> device, bool no_iommu)
+      : Device(device, "VFIO", no_iommu), vfio_(std::move(device)) {}
+  std::shared_ptr<pcie::VfioDevice> vfio_;
+};
+
+// A device bound to uio_pci_generic: BARs through sysfs, INTx through /dev/uioN, DMA
+// buffers at physical addresses once acknowledged.
+class UioDevice : public Device {
+ public:
+  static UioDevice open(const std::string& bdf, bool device_may_reach_all_memory, const std::optional<std::string>& sysfs,
+                        const std::optional<std::string>& dev) {
+    pcie::UioOptions options;
+    options.dma = acknowledgement(device_may_reach_all_memory);
+    pcie::UioPaths paths;
+    paths.sysfs = sysfs_paths(sysfs);
+    if (dev) paths.dev = *dev;
+    auto device = value_or_raise(pcie::UioDevice::open(parse_bdf(bdf), options, paths));
+    UioDevice opened(std::make_shared<pcie::UioDevice>(std::move(device)));
+    if (!device_may_reach_all_memory) {
+      opened.set_dma_hint("open it with UioDevice.open(..., device_may_reach_all_memory=True) if that is acceptable, "
+                          "or use VfioDevice with an IOMMU");
+    }
+    return opened;
+  }
+  int uio_number() const { return uio_->uio_number(); }
+
+ private:
+  explicit UioDevice(std::shared_ptr<pcie::UioDevice> device) : Device(device, "sysfs", true), uio_(std::move(device)) {}
+  std::shared_ptr<pcie::UioDevice> uio_;
 };
 
 py::dict bar_info(const pcie::BarInfo& bar) {
@@ -405,16 +478,33 @@ PYBIND11_MODULE(pcie, m) {
       .def_property_readonly("count", &Interrupts::count)
       .def_property_readonly("name", &Interrupts::name);
 
-  py::class_<VfioDevice>(m, "VfioDevice", "A device owned through VFIO (bound to vfio-pci).")
-      .def_static("open", &VfioDevice::open, py::arg("bdf"), py::arg("reset") = true, py::arg("sysfs") = py::none(),
-                  py::arg("dev_vfio") = py::none())
-      .def("bar", &VfioDevice::bar, py::arg("index"))
-      .def("enable_bus_master", &VfioDevice::enable_bus_master, py::arg("enable") = true)
-      .def("dma_buffer", &VfioDevice::dma_buffer, py::arg("size"), py::arg("dma_mask_bits") = 64,
+  py::class_<Device>(m, "Device",
+                     "A device a driver owns, whichever backend opened it (VfioDevice.open, UioDevice.open).")
+      .def("bar", &Device::bar, py::arg("index"))
+      .def("enable_bus_master", &Device::enable_bus_master, py::arg("enable") = true)
+      .def("dma_buffer", &Device::dma_buffer, py::arg("size"), py::arg("dma_mask_bits") = 64,
            py::arg("huge_pages") = true,
-           "Pinned memory mapped for the device, below its DMA mask (e.g. 28 for QEMU's edu).")
-      .def("interrupts", &VfioDevice::interrupts, py::arg("kind") = "msi", py::arg("count") = 1)
-      .def("reset", &VfioDevice::reset)
-      .def_property_readonly("bdf", &VfioDevice::bdf)
-      .def_property_readonly("backend", &VfioDevice::backend);
+           "Pinned memory the device can reach, below its DMA mask (e.g. 28 for QEMU's edu). Without an IOMMU "
+           "its bus_address is its physical_address (huge pages keep larger buffers contiguous).")
+      .def("interrupts", &Device::interrupts, py::arg("kind") = "msi", py::arg("count") = 1,
+           "Enables `count` vectors of `kind` (msi, msix, intx; UIO offers intx only).")
+      .def("vector_count", &Device::vector_count, py::arg("kind"), "Vectors the backend offers for `kind`.")
+      .def_property_readonly("bdf", &Device::bdf)
+      .def_property_readonly("backend", &Device::backend)
+      .def_property_readonly("without_iommu", &Device::without_iommu);
+
+  py::class_<VfioDevice, Device>(m, "VfioDevice", "A device owned through VFIO (bound to vfio-pci).")
+      .def_static("open", &VfioDevice::open, py::arg("bdf"), py::arg("reset") = true, py::arg("no_iommu") = false,
+                  py::arg("device_may_reach_all_memory") = false, py::arg("sysfs") = py::none(),
+                  py::arg("dev_vfio") = py::none(),
+                  "Opens `bdf` through its IOMMU group; no_iommu=True opens it in VFIO's no-IOMMU mode "
+                  "(/dev/vfio/noiommu-N), which needs device_may_reach_all_memory=True.")
+      .def("reset", &VfioDevice::reset);
+
+  py::class_<UioDevice, Device>(m, "UioDevice", "A device bound to uio_pci_generic (no IOMMU, INTx only).")
+      .def_static("open", &UioDevice::open, py::arg("bdf"), py::arg("device_may_reach_all_memory") = false,
+                  py::arg("sysfs") = py::none(), py::arg("dev") = py::none(),
+                  "Opens `bdf`'s /dev/uioN; DMA buffers (physical addresses) need "
+                  "device_may_reach_all_memory=True.")
+      .def_property_readonly("uio_number", &UioDevice::uio_number);
 }

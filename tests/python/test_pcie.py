@@ -1,7 +1,9 @@
 """Host tests of the `pcie` Python module on a fake sysfs tree (pcie-fake-tree): discovery,
 BAR access by width, numpy views and their width rules and lifetimes, the copy path, and
-errors as pcie.Error. DMA and interrupts need a device bound to vfio-pci: the VM runs
-those."""
+errors as pcie.Error, and the UIO and no-IOMMU openers (their refusals, UIO's INTx counts
+from a fake /dev/uio0). DMA needs a real device: the VM runs that (vm_python_test, and
+vm_python_noiommu_* on uio_pci_generic and VFIO's no-IOMMU mode).
+"""
 import gc
 import os
 import re
@@ -148,6 +150,68 @@ class Vfio(FakeTree):
             pcie.VfioDevice.open("0000:00:03.0", sysfs=self.sysfs, dev_vfio=self.tree + "/dev/vfio")
         self.assertEqual(caught.exception.code, "not_found")
         self.assertTrue(caught.exception.hint)
+
+
+class NoIommu(FakeTree):
+    """UIO and VFIO's no-IOMMU mode: the same Device API, and DMA only once the user accepts
+    that the device reaches all of memory."""
+
+    def make_uio(self, bdf="0000:00:03.0", counts=()):
+        device_dir = f"{self.sysfs}/bus/pci/devices/{bdf}"
+        driver_dir = f"{self.sysfs}/bus/pci/drivers/uio_pci_generic"
+        os.makedirs(driver_dir, exist_ok=True)
+        os.symlink(os.path.relpath(driver_dir, device_dir), device_dir + "/driver")
+        os.makedirs(device_dir + "/uio/uio0")
+        with open(device_dir + "/uio/uio0/event", "w") as event:
+            event.write("7\n")
+        dev = self.tree + "/dev"
+        os.makedirs(dev, exist_ok=True)
+        with open(dev + "/uio0", "wb") as node:  # what read() of /dev/uio0 returns: 32-bit totals
+            node.write(b"".join(total.to_bytes(4, "little") for total in counts))
+        return dev
+
+    def test_uio_device_has_the_device_api(self):
+        dev = self.make_uio(counts=(9, 10))
+        device = pcie.UioDevice.open("0000:00:03.0", sysfs=self.sysfs, dev=dev)
+        self.assertIsInstance(device, pcie.Device)
+        self.assertEqual(device.backend, "UIO (uio_pci_generic)")
+        self.assertEqual(device.uio_number, 0)
+        self.assertTrue(device.without_iommu)
+        self.assertEqual(device.bar(0).read(0x00), 0x010000ED)
+        self.assertEqual(device.vector_count("intx"), 1)
+        self.assertEqual(device.vector_count("msi"), 0)
+        with self.assertRaises(pcie.Error) as caught:
+            device.interrupts("msi")
+        self.assertIn("vfio-pci", caught.exception.hint)
+        irq = device.interrupts("intx")
+        self.assertEqual(irq.wait(0, timeout=0.1), 2)  # 7 at enable, then a total of 9
+        self.assertEqual(irq.wait(0, timeout=0.1), 1)
+
+    def test_uio_dma_needs_the_acknowledgement(self):
+        dev = self.make_uio()
+        device = pcie.UioDevice.open("0000:00:03.0", sysfs=self.sysfs, dev=dev)
+        with self.assertRaises(pcie.Error) as caught:
+            device.dma_buffer(4096)
+        self.assertEqual(caught.exception.code, "not_supported")
+        self.assertIn("all of memory", str(caught.exception))
+        self.assertIn("device_may_reach_all_memory=True", caught.exception.hint)
+
+    def test_uio_open_of_a_device_without_uio_says_how_to_bind(self):
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.UioDevice.open("0000:00:03.0", sysfs=self.sysfs, dev=self.tree)
+        self.assertEqual(caught.exception.code, "not_supported")
+        self.assertIn("uio_pci_generic", caught.exception.hint)
+
+    def test_vfio_without_iommu_needs_the_acknowledgement(self):
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.VfioDevice.open("0000:00:03.0", no_iommu=True, sysfs=self.sysfs, dev_vfio=self.tree + "/dev/vfio")
+        self.assertEqual(caught.exception.code, "invalid_argument")
+        self.assertIn("device_may_reach_all_memory=True", caught.exception.hint)
+        # Acknowledged, it goes on to VFIO, which this fake tree does not have.
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.VfioDevice.open("0000:00:03.0", no_iommu=True, device_may_reach_all_memory=True, sysfs=self.sysfs,
+                                 dev_vfio=self.tree + "/dev/vfio")
+        self.assertNotEqual(caught.exception.code, "invalid_argument")
 
 
 if __name__ == "__main__":

@@ -3,15 +3,32 @@
 // tests/python/guest_python_test.py there through run_tests.py, whose GoogleTest-style
 // JSON report gives one test case per Python test.
 //
-// Flags: --pcie-vm=PATH --module=PATH --runner=PATH --script=PATH (Bazel passes them).
+// With --backend=uio or --backend=vfio-noiommu it boots without an IOMMU instead and runs
+// guest_python_noiommu_test.py (edu 00:03.0 through UIO or VFIO's no-IOMMU mode).
+//
+// Flags: --pcie-vm=PATH --module=PATH --runner=PATH --script=PATH [--backend=vfio|uio|vfio-noiommu]
+// (Bazel passes them).
 #include <gtest/gtest.h>
 
 #include "tests/vm/vm_harness.h"
 
 pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path&) {
+  const std::string backend = flags.contains("backend") ? flags.at("backend") : "vfio";
   pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"module", "runner", "script"}, "");
-  options.vm_arguments = {"--python", "--memory", "1024M", "--bind", "0000:00:06.0=vfio-pci"};
-  options.guest_command = {"python3", "/vm/bin/run_tests.py", "/vm/bin", "/vm/bin/guest_python_test.py",
-                           "--gtest-json", pcie::vm::kGuestResults};
+  if (backend == "vfio") {
+    options.vm_arguments = {"--python", "--memory", "1024M", "--bind", "0000:00:06.0=vfio-pci"};
+  } else {
+    // No IOMMU: edu 00:03.0 (64-bit DMA mask) bound to uio_pci_generic (Debian's kernel) or
+    // to vfio-pci in no-IOMMU mode (the kernel of our own, tests/vm/build-kernel).
+    options.vm_arguments = {"--python", "--no-iommu", "--memory", "1536M", "--edu-dma-mask", "64", "--bind",
+                            std::string("0000:00:03.0=") + (backend == "uio" ? "uio_pci_generic" : "vfio-pci")};
+    if (backend == "vfio-noiommu") {
+      options.vm_arguments.insert(options.vm_arguments.end(),
+                                  {"--own-kernel", "--append", "vfio.enable_unsafe_noiommu_mode=1"});
+    }
+  }
+  const std::string script = std::filesystem::path(flags.at("script")).filename().string();
+  options.guest_command = {"python3", "/vm/bin/run_tests.py", "/vm/bin", "/vm/bin/" + script, "--gtest-json",
+                           pcie::vm::kGuestResults};
   return options;
 }

@@ -169,7 +169,13 @@ TEST_P(FaultInjection, EveryFailingCallEndsCleanly) {
       SCOPED_TRACE(where);
       ASSERT_GE(result.exit_code, 0) << "killed by a signal or hung\n" << result.err;
       if (result.exit_code == baseline.exit_code && result.out == baseline.out && result.err == baseline.err) continue;
-      const bool mentioned = result.err.find(text) != std::string::npos || result.out.find(text) != std::string::npos;
+      bool mentioned = result.err.find(text) != std::string::npos || result.out.find(text) != std::string::npos;
+      // libudev keeps no errno when it cannot open its hwdb (libpci asks it for names first,
+      // as lspci does): then the warning must say that names come from pci.ids alone.
+      if (call.argument.ends_with("hwdb.bin")) {
+        mentioned = mentioned || result.err.find("udev's hwdb could not be opened") != std::string::npos ||
+                    result.out.find("udev's hwdb could not be opened") != std::string::npos;
+      }
       if (result.exit_code == baseline.exit_code) {
         EXPECT_TRUE(mentioned) << "the output changed without saying why\n--- expected:\n"
                                << baseline.out << baseline.err << "--- got:\n" << result.out << result.err;

@@ -227,6 +227,7 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   }
   if (options.resolve_names) {
     if (auto unavailable = session.names_unavailable()) info.warnings.push_back(*unavailable);
+    if (auto hwdb = session.hwdb_unavailable()) info.warnings.push_back(*hwdb);
   }
   if (options.read_capabilities) read_config_details(options.paths, info);
   return info;

@@ -1,5 +1,10 @@
 #include "src/pci/libpci_session.h"
 
+#include "src/sys/syscalls.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+
 #include <cerrno>
 #include <csetjmp>
 #include <cstdarg>
@@ -186,6 +191,39 @@ Result<bool> LibpciSession::matches(pci_filter* filter, pci_dev* device) {
   return request.result != 0;
 }
 
+// libpci 3.9 tries to open the hwdb again on every lookup while it cannot (five failed
+// opens each time), each time with a new udev context that the next attempt overwrites, and
+// pci_cleanup frees the context only together with a hwdb: every failed attempt leaks one,
+// and one name lookup can make several attempts (a subsystem's name is looked up three
+// ways). So the first attempt is made here, alone: a vendor ID that pci.ids does not list
+// sends libpci to the hwdb exactly once. If that fails, the context is given back with the
+// libudev libpci loaded (found, not linked: the library does not use libudev) and names
+// come from pci.ids alone.
+void LibpciSession::probe_hwdb() {
+  hwdb_probed_ = true;
+  constexpr int kVendorNotInPciIds = 0x0002;
+  struct ProbeRequest {
+    pci_access* access;
+    char buffer[256];
+  } request{access_.get(), {}};
+  auto call = [](ProbeRequest* r) {
+    pci_lookup_name(r->access, r->buffer, sizeof r->buffer, PCI_LOOKUP_VENDOR | PCI_LOOKUP_NO_NUMBERS,
+                    kVendorNotInPciIds);
+  };
+  Trap trap{};
+  (void)run_guarded<ProbeRequest*>(call, &request, trap, warnings_.get());
+  if (access_->id_udev_hwdb != nullptr) return;  // the hwdb is open for the session
+  names_from_hwdb_ = false;
+  if (access_->id_udev != nullptr) {
+    using UdevUnref = void* (*)(void*);
+    if (auto unref = reinterpret_cast<UdevUnref>(dlsym(RTLD_DEFAULT, "udev_unref"))) {
+      unref(access_->id_udev);
+      access_->id_udev = nullptr;
+    }
+  }
+  hwdb_unavailable_ = why_no_hwdb();
+}
+
 std::string LibpciSession::lookup_name(int flags, int arg1, int arg2, int arg3, int arg4) {
   struct LookupRequest {
     pci_access* access;
@@ -202,9 +240,34 @@ std::string LibpciSession::lookup_name(int flags, int arg1, int arg2, int arg3, 
                                 r->arg2, r->arg3, r->arg4);
   };
   load_names();
+  if (names_from_hwdb_ && !hwdb_probed_) {
+    probe_hwdb();
+    if (!names_from_hwdb_) request.flags |= PCI_LOOKUP_NO_HWDB;
+  }
   Trap trap{};
-  if (!run_guarded<LookupRequest*>(call, &request, trap, warnings_.get())) return {};
+  const bool guarded = run_guarded<LookupRequest*>(call, &request, trap, warnings_.get());
+  if (!guarded) return {};
   return request.result != nullptr ? std::string(request.result) : std::string();
+}
+
+// libudev (through libpci) keeps no reason when it cannot open the hwdb, so the places it
+// looks in (systemd's sd-hwdb search path) are tried here: none there at all (containers,
+// an initramfs) is normal and says nothing; anything else changes names lspci would show,
+// and is said with its errno.
+std::optional<std::string> LibpciSession::why_no_hwdb() {
+  static constexpr const char* kHwdbPaths[] = {"/etc/systemd/hwdb/hwdb.bin", "/etc/udev/hwdb.bin",
+                                               "/usr/lib/systemd/hwdb/hwdb.bin", "/usr/lib/udev/hwdb.bin"};
+  for (const char* path : kHwdbPaths) {
+    auto file = sys::open_file(path, O_RDONLY, "open udev's hwdb");
+    if (file) {
+      return std::string("names come from pci.ids alone: udev's hwdb could not be opened (") + path +
+             " opens now; libudev kept no reason)";
+    }
+    if (file.error().sys_errno != ENOENT) {
+      return "names come from pci.ids alone: udev's hwdb could not be opened: " + file.error().message();
+    }
+  }
+  return std::nullopt;
 }
 
 void LibpciSession::load_names() {

@@ -47,6 +47,9 @@ class LibpciSession {
   // Why names are missing, when libpci could not load its ID list (pci.ids); it says
   // nothing itself and answers every lookup with "unknown".
   const std::optional<std::string>& names_unavailable() const { return names_unavailable_; }
+  // Why the hwdb was given up for pci.ids, when it was asked for and failed other than by
+  // being absent.
+  const std::optional<std::string>& hwdb_unavailable() const { return hwdb_unavailable_; }
 
  private:
   struct Deleter {
@@ -61,9 +64,13 @@ class LibpciSession {
   std::unique_ptr<std::vector<std::string>> warnings_;
   // Loads the ID list once, noting why it could not be loaded.
   void load_names();
+  static std::optional<std::string> why_no_hwdb();
+  void probe_hwdb();
+  bool hwdb_probed_ = false;
   bool names_loaded_ = false;
   bool names_from_hwdb_ = false;
   std::optional<std::string> names_unavailable_;
+  std::optional<std::string> hwdb_unavailable_;
 };
 
 }  // namespace pcie::detail

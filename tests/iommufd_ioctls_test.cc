@@ -1,0 +1,144 @@
+// The iommufd wrappers (src/sys/iommufd_ioctls.h) where the kernel answers with
+// variable-length data: IOMMU_IOAS_IOVA_RANGES grows its array on EMSGSIZE, retries a bounded
+// number of times when the count keeps changing, and refuses answers that make no sense;
+// every wrapper's error names the ioctl and the object.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/iommufd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <functional>
+#include <vector>
+
+#include "src/sys/iommufd_ioctls.h"
+
+namespace pcie::sys::iommufd {
+namespace {
+
+// A kernel that holds `ranges` and answers as iommufd does (iommufd_ioas_iova_ranges):
+// fills what fits, sets num_iovas to the total, EMSGSIZE when they did not all fit.
+struct FakeKernel {
+  std::vector<iommu_iova_range> ranges;
+  std::uint64_t alignment = 4096;
+  int calls = 0;
+  std::uint32_t seen_ioas = 0;
+
+  IoctlCall call() {
+    return [this](unsigned long request, void* argument) {
+      ++calls;
+      if (request != IOMMU_IOAS_IOVA_RANGES) return -ENOTTY;
+      auto* query = static_cast<iommu_ioas_iova_ranges*>(argument);
+      if (query->size != sizeof *query || query->__reserved != 0) return -EINVAL;
+      seen_ioas = query->ioas_id;
+      auto* out = reinterpret_cast<iommu_iova_range*>(query->allowed_iovas);
+      const std::uint32_t room = query->num_iovas;
+      for (std::uint32_t i = 0; i < ranges.size() && i < room; ++i) out[i] = ranges[i];
+      query->num_iovas = static_cast<std::uint32_t>(ranges.size());
+      query->out_iova_alignment = alignment;
+      return ranges.size() > room ? -EMSGSIZE : 0;
+    };
+  }
+};
+
+TEST(IommufdIovaRanges, GrowsTheArrayWhenTheKernelHasMore) {
+  FakeKernel kernel;
+  for (std::uint64_t i = 0; i < 9; ++i) kernel.ranges.push_back({i << 32, (i << 32) + 0xfffff});
+  auto answer = ioas_iova_ranges_with(kernel.call(), 7);
+  ASSERT_TRUE(answer) << answer.error().message();
+  EXPECT_EQ(kernel.seen_ioas, 7u);
+  EXPECT_EQ(kernel.calls, 2) << "4 fit the first array; the second has room for all 9";
+  ASSERT_EQ(answer->ranges.size(), 9u);
+  EXPECT_EQ(answer->ranges[8], (IovaRange{8ull << 32, (8ull << 32) + 0xfffff}));
+  EXPECT_EQ(answer->alignment, 4096u);
+}
+
+TEST(IommufdIovaRanges, TheWholeSpaceOfAFreshIoasIsOneRange) {
+  FakeKernel kernel;
+  kernel.ranges = {{0, ~0ull}};
+  kernel.alignment = 1;
+  auto answer = ioas_iova_ranges_with(kernel.call(), 1);
+  ASSERT_TRUE(answer) << answer.error().message();
+  EXPECT_EQ(kernel.calls, 1);
+  EXPECT_EQ(answer->ranges, (std::vector<IovaRange>{{0, ~0ull}}));
+}
+
+// What a kernel (or a broken one) might answer, and what the wrapper must make of it.
+struct HostileAnswer {
+  const char* name;
+  std::function<int(iommu_ioas_iova_ranges*)> answer;
+  Errc code;
+  const char* fragment;
+};
+
+TEST(IommufdIovaRanges, AnswersThatMakeNoSenseAreRefused) {
+  auto fill = [](iommu_ioas_iova_ranges* q, std::vector<iommu_iova_range> ranges, std::uint64_t alignment) {
+    auto* out = reinterpret_cast<iommu_iova_range*>(q->allowed_iovas);
+    for (std::size_t i = 0; i < ranges.size() && i < q->num_iovas; ++i) out[i] = ranges[i];
+    q->num_iovas = static_cast<std::uint32_t>(ranges.size());
+    q->out_iova_alignment = alignment;
+    return 0;
+  };
+  const std::vector<HostileAnswer> cases = {
+      {"EMSGSIZE without asking for more", [](auto* q) { return -EMSGSIZE + 0 * static_cast<int>(q->num_iovas); },
+       Errc::malformed, "do not fit in"},
+      {"EMSGSIZE asking for four billion", [](auto* q) { q->num_iovas = 0xffffffffu; return -EMSGSIZE; },
+       Errc::malformed, "4294967295 ranges"},
+      {"success reporting more than there was room for", [](auto* q) { q->num_iovas += 1; return 0; },
+       Errc::malformed, "in room for"},
+      {"a range that ends before it starts", [&](auto* q) { return fill(q, {{0x2000, 0x1000}}, 4096); },
+       Errc::malformed, "ends (0x1000) before it starts (0x2000)"},
+      {"ranges out of order", [&](auto* q) { return fill(q, {{0x100000, 0x1fffff}, {0, 0xfffff}}, 4096); },
+       Errc::malformed, "out of order"},
+      {"ranges that overlap", [&](auto* q) { return fill(q, {{0, 0x1fffff}, {0x100000, 0x2fffff}}, 4096); },
+       Errc::malformed, "overlaps"},
+      {"an alignment of 0", [&](auto* q) { return fill(q, {{0, 0xfffff}}, 0); }, Errc::malformed, "alignment of 0"},
+      {"an alignment that is no power of two", [&](auto* q) { return fill(q, {{0, 0xfffff}}, 3 * 4096); },
+       Errc::malformed, "alignment of 12288"},
+      {"a count that grows on every call", [](auto* q) { q->num_iovas = q->num_iovas + 1; return -EMSGSIZE; },
+       Errc::busy, "changed on each of 4 reads"},
+      {"an IOAS that does not exist", [](auto*) { return -ENOENT; }, Errc::not_found, "IOAS 5"},
+      {"a file that is not an iommufd", [](auto*) { return -ENOTTY; }, Errc::io_error, "IOMMU_IOAS_IOVA_RANGES"},
+  };
+  for (const HostileAnswer& hostile : cases) {
+    SCOPED_TRACE(hostile.name);
+    int calls = 0;
+    auto answer = ioas_iova_ranges_with(
+        [&](unsigned long, void* argument) {
+          ++calls;
+          return hostile.answer(static_cast<iommu_ioas_iova_ranges*>(argument));
+        },
+        5);
+    ASSERT_FALSE(answer);
+    EXPECT_EQ(answer.error().code, hostile.code) << answer.error().message();
+    EXPECT_NE(answer.error().message().find(hostile.fragment), std::string::npos) << answer.error().message();
+    EXPECT_NE(answer.error().message().find("IOAS 5"), std::string::npos) << answer.error().message();
+    EXPECT_LE(calls, 4) << "bounded";
+  }
+}
+
+// On a file that is not /dev/iommu (or a device that is not a VFIO cdev) every wrapper fails
+// with the kernel's errno, naming the ioctl and the object: nothing is assumed of the fd.
+TEST(IommufdWrappers, EachFailsCleanlyOnAFileThatIsNotAnIommufd) {
+  const int fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto expect = [](const Error& error, const char* ioctl_name, const char* object) {
+    EXPECT_EQ(error.sys_errno, ENOTTY) << error.message();
+    EXPECT_NE(error.message().find(ioctl_name), std::string::npos) << error.message();
+    EXPECT_NE(error.message().find(object), std::string::npos) << error.message();
+  };
+  expect(ioas_alloc(fd).error(), "IOMMU_IOAS_ALLOC", "/dev/iommu");
+  expect(destroy(fd, 3).error(), "IOMMU_DESTROY", "object 3");
+  expect(ioas_iova_ranges(fd, 2).error(), "IOMMU_IOAS_IOVA_RANGES", "IOAS 2");
+  expect(ioas_map_fixed(fd, 2, 0x7f0000000000, 0x100000, 4096, true, true).error(), "IOMMU_IOAS_MAP",
+         "IOAS 2 IOVA 0x100000+0x1000");
+  expect(ioas_unmap(fd, 2, 0x100000, 4096).error(), "IOMMU_IOAS_UNMAP", "IOVA 0x100000+0x1000");
+  expect(rlimit_mode(fd).error(), "RLIMIT_MODE", "/dev/iommu");
+  expect(device_bind(fd, fd, "0000:00:06.0").error(), "VFIO_DEVICE_BIND_IOMMUFD", "0000:00:06.0");
+  expect(device_attach(fd, 2, "0000:00:06.0").error(), "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "0000:00:06.0");
+  expect(device_detach(fd, "0000:00:06.0").error(), "VFIO_DEVICE_DETACH_IOMMUFD_PT", "0000:00:06.0");
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace pcie::sys::iommufd

@@ -59,7 +59,8 @@ Result<RlimitMode> rlimit_mode(int iommufd);
 Result<std::uint32_t> device_bind(int device_fd, int iommufd, const std::string& bdf);
 
 // VFIO_DEVICE_ATTACH_IOMMUFD_PT: attaches the bound device to IOAS (or hw page table)
-// `pt_id`; returns the page table the kernel attached it to.
+// `pt_id`; returns the ID of the hardware page table the kernel attached it to (for an
+// IOAS, one the kernel made for it).
 Result<std::uint32_t> device_attach(int device_fd, std::uint32_t pt_id, const std::string& bdf);
 
 // VFIO_DEVICE_DETACH_IOMMUFD_PT.

@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
-#include <sys/ioctl.h>
+#include "src/sys/ioctl.h"
 
 #include <bit>
 #include <cerrno>
@@ -11,18 +11,8 @@
 namespace pcie::sys::iommufd {
 namespace {
 
-// ioctl(2), retried on EINTR; returns its result, or -errno.
-int checked_ioctl(int fd, unsigned long request, void* argument) {
-  int result = 0;
-  do {
-    result = ::ioctl(fd, request, argument);
-  } while (result < 0 && errno == EINTR);
-  return result < 0 ? -errno : result;
-}
-
-Error ioctl_error(int negative_errno, std::string operation, std::string object) {
-  return make_errno_error(-negative_errno, std::move(operation), std::move(object));
-}
+using sys::checked_ioctl;
+using sys::ioctl_error;
 
 std::string ioas_name(std::uint32_t ioas) { return fmt::format("IOAS {}", ioas); }
 

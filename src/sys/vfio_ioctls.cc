@@ -1,6 +1,6 @@
 #include "src/sys/vfio_ioctls.h"
 
-#include <sys/ioctl.h>
+#include "src/sys/ioctl.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -9,26 +9,8 @@
 namespace pcie::sys::vfio {
 namespace {
 
-// ioctl(2), retried on EINTR; returns its result, or -errno.
-int checked_ioctl(int fd, unsigned long request, void* argument) {
-  int result = 0;
-  do {
-    result = ::ioctl(fd, request, argument);
-  } while (result < 0 && errno == EINTR);
-  return result < 0 ? -errno : result;
-}
-
-int checked_ioctl(int fd, unsigned long request, unsigned long argument) {
-  int result = 0;
-  do {
-    result = ::ioctl(fd, request, argument);
-  } while (result < 0 && errno == EINTR);
-  return result < 0 ? -errno : result;
-}
-
-Error ioctl_error(int negative_errno, std::string operation, std::string object) {
-  return make_errno_error(-negative_errno, std::move(operation), std::move(object));
-}
+using sys::checked_ioctl;
+using sys::ioctl_error;
 
 // Calls an "info with capabilities" ioctl whose structure starts with argsz: once with the
 // base size, then again with the size the kernel reported if the capabilities need more.

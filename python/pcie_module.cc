@@ -17,6 +17,7 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,8 +79,15 @@ pcie::SysfsPaths sysfs_paths(const std::optional<std::string>& sysfs) {
 pcie::VfioPaths vfio_paths(const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
   pcie::VfioPaths paths;
   paths.sysfs = sysfs_paths(sysfs);
-  if (sysfs) paths.iommu_groups = *sysfs + "/kernel/iommu_groups";
-  if (dev_vfio) paths.dev_vfio = *dev_vfio;
+  if (sysfs) {
+    paths.iommu_groups = *sysfs + "/kernel/iommu_groups";
+    paths.vfio_dev_class = *sysfs + "/class/vfio-dev";
+  }
+  if (dev_vfio) {
+    paths.dev_vfio = *dev_vfio;
+    // iommufd's node beside VFIO's: <dir>/dev/iommu for a fake tree's <dir>/dev/vfio.
+    paths.dev_iommu = std::filesystem::path(*dev_vfio).parent_path().string() + "/iommu";
+  }
   return paths;
 }
 

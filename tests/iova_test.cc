@@ -80,6 +80,31 @@ TEST(IovaAllocator, ReleaseCoalescesBackToTheStart) {
   EXPECT_EQ(allocator.allocate(8 * kPage, kPage, dma_mask_limit(64))->value, 0x10000u) << "one block again";
 }
 
+// A second device attached to the same IOMMU context may reserve more (its own MSI window,
+// an RMRR): the space it takes is never handed out afterwards, whatever was handed out
+// before, and every case of overlap (before, inside, across, after a free block) is cut.
+TEST(IovaAllocator, RestrictToNarrowerRangesCutsEveryFreeBlock) {
+  IovaAllocator allocator({{0, 64 * kPage - 1}}, 0);
+  auto early = allocator.allocate(4 * kPage, kPage, dma_mask_limit(64));  // pages 0-3
+  ASSERT_TRUE(early);
+  ASSERT_EQ(early->value, 0u);
+  // Keep pages 0-9 and 20-39 (40-63 reserved now, 10-19 too).
+  allocator.restrict_to({{0, 10 * kPage - 1}, {20 * kPage, 40 * kPage - 1}});
+  EXPECT_EQ(allocator.free_bytes(), (6 + 20) * kPage) << "pages 4-9 and 20-39";
+  std::vector<Iova> pages;
+  while (auto page = allocator.allocate(kPage, kPage, dma_mask_limit(64))) pages.push_back(*page);
+  ASSERT_EQ(pages.size(), 26u);
+  for (const Iova& page : pages) {
+    const std::uint64_t index = page.value / kPage;
+    EXPECT_TRUE((index >= 4 && index < 10) || (index >= 20 && index < 40)) << "page " << index << " is reserved now";
+  }
+  allocator.release(*early, 4 * kPage);
+  EXPECT_EQ(allocator.free_bytes(), 4 * kPage) << "what was handed out before comes back";
+  allocator.restrict_to({});
+  EXPECT_EQ(allocator.free_bytes(), 0u);
+  EXPECT_FALSE(allocator.allocate(kPage, kPage, dma_mask_limit(64)));
+}
+
 TEST(IovaAllocator, RandomisedNoOverlapNoLeak) {
   constexpr std::uint64_t kPages = 1024;
   IovaAllocator allocator({{0, kPages * kPage - 1}}, 0);

@@ -1,8 +1,15 @@
 // VFIO error diagnosis without a kernel: the pure explain function over the situations a
-// user meets (the VM tests trigger each for real), and a container that cannot open.
+// user meets (the VM tests trigger each for real), a container that cannot open, and the
+// choice between the type1 and iommufd backends in every situation a fake tree can stage
+// (what the program asks, PCIE_VFIO_BACKEND, a kernel without cdevs or /dev/iommu, a
+// /dev/iommu that is not iommufd).
 #include "pcie/vfio.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "pcie/testing/fake_sysfs.h"
 
@@ -89,10 +96,156 @@ TEST(VfioContainer, MissingVfioNodeSaysLoadTheModules) {
   VfioPaths paths;
   paths.sysfs = tree->paths();
   paths.dev_vfio = tree->directory() + "/dev/vfio";  // does not exist
+  paths.dev_iommu = tree->directory() + "/dev/iommu";  // nor this
   auto container = VfioContainer::open(paths);
   ASSERT_FALSE(container);
   EXPECT_EQ(container.error().code, Errc::not_found);
   EXPECT_NE(container.error().hint.find("modprobe vfio-pci"), std::string::npos) << container.error().message();
+}
+
+// A fake tree's VFIO paths; `cdev_class` makes <sys>/class/vfio-dev (a kernel with device
+// cdevs), `iommu_node` puts a regular file at <dir>/dev/iommu (opens, but is no iommufd).
+struct BackendTree {
+  std::unique_ptr<testing::FakeSysfs> tree;
+  VfioPaths paths;
+};
+
+BackendTree backend_tree(bool cdev_class, bool iommu_node) {
+  auto tree = testing::FakeSysfs::create();
+  EXPECT_TRUE(tree);
+  BackendTree made{std::make_unique<testing::FakeSysfs>(std::move(*tree)), {}};
+  const std::string root = made.tree->directory();
+  made.paths.sysfs = made.tree->paths();
+  made.paths.dev_vfio = root + "/dev/vfio";
+  made.paths.dev_iommu = root + "/dev/iommu";
+  made.paths.vfio_dev_class = root + "/sys/class/vfio-dev";
+  std::filesystem::create_directories(root + "/dev");
+  if (cdev_class) std::filesystem::create_directories(made.paths.vfio_dev_class);
+  if (iommu_node) std::ofstream(made.paths.dev_iommu) << "";
+  return made;
+}
+
+// Sets PCIE_VFIO_BACKEND for one test and restores it.
+class BackendVariable {
+ public:
+  explicit BackendVariable(const char* value) {
+    if (const char* old = std::getenv(kVfioBackendVariable)) old_ = old;
+    if (value) {
+      ::setenv(kVfioBackendVariable, value, 1);
+    } else {
+      ::unsetenv(kVfioBackendVariable);
+    }
+  }
+  ~BackendVariable() {
+    if (old_) {
+      ::setenv(kVfioBackendVariable, old_->c_str(), 1);
+    } else {
+      ::unsetenv(kVfioBackendVariable);
+    }
+  }
+
+ private:
+  std::optional<std::string> old_;
+};
+
+TEST(VfioBackend, NamesRoundTripAndStrangersAreRefused) {
+  for (VfioIommuBackend backend : {VfioIommuBackend::automatic, VfioIommuBackend::type1, VfioIommuBackend::iommufd}) {
+    auto parsed = parse_vfio_iommu_backend(to_string(backend));
+    ASSERT_TRUE(parsed) << to_string(backend);
+    EXPECT_EQ(*parsed, backend);
+  }
+  EXPECT_EQ(parse_vfio_iommu_backend("automatic").value(), VfioIommuBackend::automatic);
+  for (const char* wrong : {"", "Type1", "iommu", "type1 ", "vfio"}) {
+    auto parsed = parse_vfio_iommu_backend(wrong);
+    ASSERT_FALSE(parsed) << wrong;
+    EXPECT_EQ(parsed.error().code, Errc::invalid_argument);
+    EXPECT_NE(parsed.error().hint.find("auto, type1 or iommufd"), std::string::npos);
+  }
+}
+
+// Every situation the automatic choice meets, and what it must pick and say.
+TEST(VfioBackend, AutomaticChoiceInEverySituation) {
+  BackendVariable unset(nullptr);
+  struct Case {
+    const char* name;
+    bool cdev_class, iommu_node;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {"kernel without device cdevs", false, true, "gives VFIO devices no cdevs"},
+      {"no /dev/iommu", true, false, "iommufd unusable"},
+      {"/dev/iommu is not iommufd", true, true, "not an iommufd node"},
+      {"neither", false, false, "gives VFIO devices no cdevs"},
+  };
+  for (const Case& c : cases) {
+    BackendTree tree = backend_tree(c.cdev_class, c.iommu_node);
+    auto choice = choose_vfio_backend(tree.paths);
+    ASSERT_TRUE(choice) << c.name << ": " << choice.error().message();
+    EXPECT_EQ(choice->backend, VfioIommuBackend::type1) << c.name;
+    EXPECT_TRUE(choice->reason.starts_with("type1: ")) << c.name << ": " << choice->reason;
+    EXPECT_NE(choice->reason.find(c.reason), std::string::npos) << c.name << ": " << choice->reason;
+    // The container itself then needs /dev/vfio/vfio, which the fake tree lacks: the type1 error.
+    auto container = VfioContainer::open(tree.paths);
+    ASSERT_FALSE(container) << c.name;
+    EXPECT_EQ(container.error().code, Errc::not_found) << c.name;
+    EXPECT_NE(container.error().hint.find("modprobe vfio-pci"), std::string::npos) << container.error().message();
+  }
+}
+
+TEST(VfioBackend, ForcedIommufdFailsWithWhatToDo) {
+  BackendVariable unset(nullptr);
+  const VfioContainerOptions iommufd{.backend = VfioIommuBackend::iommufd};
+  {
+    BackendTree tree = backend_tree(true, false);
+    auto container = VfioContainer::open(tree.paths, iommufd);
+    ASSERT_FALSE(container) << "no /dev/iommu";
+    EXPECT_EQ(container.error().code, Errc::not_found) << container.error().message();
+    EXPECT_NE(container.error().hint.find("CONFIG_IOMMUFD"), std::string::npos) << container.error().message();
+    EXPECT_NE(container.error().hint.find("PCIE_VFIO_BACKEND=type1"), std::string::npos) << container.error().message();
+  }
+  {
+    BackendTree tree = backend_tree(true, true);
+    auto container = VfioContainer::open(tree.paths, iommufd);
+    ASSERT_FALSE(container) << "a regular file is no iommufd";
+    EXPECT_NE(container.error().message().find("IOMMU_IOAS_ALLOC"), std::string::npos) << container.error().message();
+    EXPECT_NE(container.error().reason.find("not an iommufd node"), std::string::npos) << container.error().message();
+  }
+}
+
+TEST(VfioBackend, VariableForcesABackendAndTheProgramsOptionWins) {
+  BackendTree tree = backend_tree(true, false);
+  {
+    BackendVariable type1("type1");
+    auto choice = choose_vfio_backend(tree.paths);
+    ASSERT_TRUE(choice) << choice.error().message();
+    EXPECT_EQ(choice->backend, VfioIommuBackend::type1);
+    EXPECT_EQ(choice->reason, "type1: asked for (PCIE_VFIO_BACKEND=type1)");
+  }
+  {
+    BackendVariable iommufd("iommufd");
+    auto choice = choose_vfio_backend(tree.paths);
+    ASSERT_FALSE(choice) << "iommufd forced by the variable, and /dev/iommu is missing";
+    EXPECT_EQ(choice.error().code, Errc::not_found);
+    auto option = choose_vfio_backend(tree.paths, {.backend = VfioIommuBackend::type1});
+    ASSERT_TRUE(option) << "the program's own option wins over the variable";
+    EXPECT_EQ(option->reason, "type1: asked for (VfioContainerOptions::backend)");
+  }
+  {
+    BackendVariable automatic("auto");
+    auto choice = choose_vfio_backend(tree.paths);
+    ASSERT_TRUE(choice);
+    EXPECT_NE(choice->reason.find("iommufd unusable"), std::string::npos) << choice->reason;
+  }
+  {
+    BackendVariable wrong("iommu");
+    auto choice = choose_vfio_backend(tree.paths);
+    ASSERT_FALSE(choice);
+    EXPECT_EQ(choice.error().code, Errc::invalid_argument);
+    EXPECT_EQ(choice.error().object, "PCIE_VFIO_BACKEND=iommu") << choice.error().message();
+    auto container = VfioContainer::open(tree.paths);
+    ASSERT_FALSE(container);
+    EXPECT_EQ(container.error().code, Errc::invalid_argument) << "a typo is refused, not ignored";
+  }
 }
 
 }  // namespace

@@ -48,6 +48,12 @@ class IovaAllocator {
   // Gives back [iova, iova + size), which must be exactly what allocate() returned.
   void release(Iova iova, std::uint64_t size);
 
+  // Narrows the free space to what lies inside `ranges` (sorted, disjoint): when another
+  // device attached to the same IOMMU context reserves IOVAs of its own (its MSI window,
+  // RMRRs), the kernel reports fewer usable ranges. Addresses handed out stay handed out:
+  // the kernel refuses such an attach when a mapping lies in the newly reserved space.
+  void restrict_to(const std::vector<IovaRange>& ranges);
+
   // Free bytes in all, for bookkeeping checks.
   std::uint64_t free_bytes() const;
 

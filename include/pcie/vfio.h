@@ -1,7 +1,14 @@
 // Devices owned through VFIO (Documentation/driver-api/vfio.rst): a container (one IOMMU
-// context, type1v2), the IOMMU groups attached to it, and devices opened by BDF, whose
-// regions (BARs, ROM, config space) are reached through the same Region interface as the
-// sysfs path, so driver code does not care which path opened the device.
+// context and its one I/O address space), the devices opened in it by BDF, whose regions
+// (BARs, ROM, config space) are reached through the same Region interface as the sysfs
+// path, so driver code does not care which path opened the device.
+//
+// The IOMMU context is driven through one of two kernel interfaces, chosen at run time
+// (VfioIommuBackend): the legacy type1 container (/dev/vfio/vfio and the group nodes
+// /dev/vfio/N, every kernel since 3.6), or iommufd (/dev/iommu, with each device opened
+// through its own cdev /dev/vfio/devices/vfioN; Linux 6.6 or later built with IOMMUFD and
+// VFIO_DEVICE_CDEV; Documentation/userspace-api/iommufd.rst). Devices, regions,
+// interrupts and DMA buffers behave the same on both.
 //
 // Lifetimes are kept by the objects, not by the caller's ordering: a device keeps its
 // container (and group) open, and a region or interrupt set keeps its device open, so any
@@ -47,9 +54,48 @@ namespace pcie {
 
 struct VfioPaths {
   SysfsPaths sysfs;
-  std::string dev_vfio = "/dev/vfio";                      // vfio (the container) and group nodes
+  // vfio (the container), the group nodes, and devices/vfioN (the device cdevs)
+  std::string dev_vfio = "/dev/vfio";
   std::string iommu_groups = "/sys/kernel/iommu_groups";  // empty when the IOMMU is off
+  std::string dev_iommu = "/dev/iommu";                   // iommufd
+  // Present when the kernel gives devices cdevs (CONFIG_VFIO_DEVICE_CDEV).
+  std::string vfio_dev_class = "/sys/class/vfio-dev";
 };
+
+// The kernel interface a VfioContainer drives the IOMMU through.
+enum class VfioIommuBackend {
+  automatic,  // iommufd where it works for this process, else type1 (see VfioContainer::open)
+  type1,      // the VFIO container, /dev/vfio/vfio, with the type1v2 IOMMU model
+  iommufd,    // /dev/iommu and the device cdevs
+};
+
+// "auto", "type1", "iommufd".
+std::string_view to_string(VfioIommuBackend backend);
+// Parses what to_string() gives ("automatic" too). invalid_argument otherwise, naming the
+// accepted values.
+Result<VfioIommuBackend> parse_vfio_iommu_backend(std::string_view text);
+
+// The environment variable that picks the backend when the program leaves it automatic
+// (VfioContainerOptions::backend): auto, type1 or iommufd. An option set in the code wins.
+inline constexpr const char* kVfioBackendVariable = "PCIE_VFIO_BACKEND";
+
+struct VfioContainerOptions {
+  VfioIommuBackend backend = VfioIommuBackend::automatic;
+};
+
+// What VfioContainer::open() decides, and why, in words for a user ("iommufd: /dev/iommu
+// opens and the kernel gives devices cdevs", "type1: /dev/iommu does not exist (a kernel
+// without IOMMUFD, or the iommufd module not loaded)").
+struct VfioBackendChoice {
+  VfioIommuBackend backend = VfioIommuBackend::type1;  // never automatic
+  std::string reason;
+};
+
+// The backend VfioContainer::open(paths, options) would choose now for this process,
+// without opening a device: for tools that report it (pciectl doctor). Fails like
+// open() when the asked-for backend is unusable (a forced iommufd without /dev/iommu,
+// a malformed PCIE_VFIO_BACKEND: invalid_argument).
+Result<VfioBackendChoice> choose_vfio_backend(const VfioPaths& paths = {}, const VfioContainerOptions& options = {});
 
 // Region indexes of a vfio-pci device (VFIO_PCI_*_REGION_INDEX).
 inline constexpr std::uint32_t kVfioBar0Region = 0;  // BARn is kVfioBar0Region + n
@@ -238,16 +284,25 @@ struct VfioDeviceOptions {
   bool reset_on_open = true;
 };
 
-// A VFIO container with the type1v2 IOMMU model. Groups are opened and attached as their
-// devices are opened, and stay attached while the container or any device, region,
-// interrupt set, DMA allocator or DMA buffer of it lives (groups close before the
-// container). Move-only.
+// One IOMMU context and its I/O address space, with the devices opened in it: a VFIO
+// container with the type1v2 IOMMU model, or an iommufd with one IOAS (I/O address space)
+// that every device is attached to. Devices (and, for type1, their groups) stay attached
+// while the container or any device, region, interrupt set, DMA allocator or DMA buffer
+// of it lives; they are released before the container. Move-only.
 class VfioContainer {
  public:
-  // Opens /dev/vfio/vfio. Errors: not_found (VFIO modules not loaded), permission_denied
-  // (with what to change), not_supported (an API version or IOMMU model this library
-  // does not know).
-  static Result<VfioContainer> open(const VfioPaths& paths = {});
+  // Opens the IOMMU context through the backend options.backend names; automatic (the
+  // default) reads PCIE_VFIO_BACKEND, and when that is unset or "auto" takes iommufd if
+  // /dev/iommu opens for this process, the kernel gives devices cdevs and an IOAS can be
+  // made, else type1. An automatic choice of iommufd falls back to type1 when the first
+  // device's cdev cannot be opened (not found, or not this user's while its group node
+  // is), so a user given the group (pciectl vfio grant) is served either way.
+  // backend() and backend_choice() say what was chosen and why.
+  // Errors: not_found (VFIO modules not loaded; for iommufd, /dev/iommu missing: a kernel
+  // without IOMMUFD or the module not loaded), permission_denied (with what to change),
+  // not_supported (an API version or IOMMU model this library does not know),
+  // invalid_argument (a PCIE_VFIO_BACKEND that is none of auto, type1, iommufd).
+  static Result<VfioContainer> open(const VfioPaths& paths = {}, const VfioContainerOptions& options = {});
   // Opens /dev/vfio/vfio in no-IOMMU mode (VFIO_NOIOMMU_IOMMU; Documentation/driver-api/
   // vfio.rst): devices' groups are /dev/vfio/noiommu-N, regions and interrupts work as
   // with an IOMMU, and DMA buffers (DmaAllocator::create) carry physical addresses, so the
@@ -258,26 +313,38 @@ class VfioContainer {
                                                   const PhysicalDmaOptions& dma = {});
   // True for a container opened with open_without_iommu().
   bool without_iommu() const;
+  // The backend in use: type1 or iommufd (a no-IOMMU container is type1's). An automatic
+  // choice may still turn from iommufd to type1 at the first open_device (see open()).
+  VfioIommuBackend backend() const;
+  VfioBackendChoice backend_choice() const;
   VfioContainer(VfioContainer&&) noexcept;
   VfioContainer& operator=(VfioContainer&&) noexcept;
   ~VfioContainer();
 
-  // Opens `bdf` through its IOMMU group, attaching the group first if needed, then resets
-  // it when it can be reset (options.reset_on_open) and makes sure Bus Master Enable is
-  // off. Errors say what to do: the IOMMU is off, the device is not bound to vfio-pci, the
-  // group is not viable (naming every other device in it and its driver), the group is
-  // open elsewhere (busy), no access to /dev/vfio/N; busy when the device is already open
-  // in this container (opening it again would reset it under its owner); a failed reset
-  // is an error too (the device may still be busy with a previous owner's work). Safe
-  // from several threads.
+  // Opens `bdf`, then resets it when it can be reset (options.reset_on_open) and makes
+  // sure Bus Master Enable is off. type1: through its IOMMU group, attaching the group to
+  // the container first if needed. iommufd: through its cdev (/dev/vfio/devices/vfioN,
+  // named by sysfs <device>/vfio-dev/), bound to the iommufd and attached to the IOAS;
+  // the usable IOVA ranges are read again after each attach (a device may reserve more).
+  // Errors say what to do: the IOMMU is off, the device is not bound to vfio-pci, the
+  // group is not viable (naming every other device in it and its driver), the group or
+  // device is open elsewhere (busy, naming the node to check with fuser), no access to
+  // /dev/vfio/N or to the cdev, a kernel without device cdevs (not_supported); busy when
+  // the device is already open in this container (opening it again would reset it under
+  // its owner); a failed reset is an error too (the device may still be busy with a
+  // previous owner's work). Safe from several threads.
   Result<VfioDevice> open_device(const Bdf& bdf, const VfioDeviceOptions& options = {});
 
-  // The IOVA ranges the IOMMU translates (MSI window excluded), known once a group is
-  // attached; empty before.
+  // The IOVA ranges the IOMMU translates (MSI window excluded), known once a device is
+  // open; empty before.
   std::vector<IovaRange> iova_ranges() const;
+  // The IOMMU groups of the devices open (type1: attached to the container).
   std::vector<int> attached_groups() const;
-  // The container's descriptor, for ioctls of the caller's own; owned by this object.
+  // The container's descriptor, for ioctls of the caller's own; owned by this object:
+  // /dev/vfio/vfio for type1, /dev/iommu for iommufd.
   int fd() const;
+  // iommufd only: the ID of the IOAS every device is attached to; nullopt for type1.
+  std::optional<std::uint32_t> ioas_id() const;
 
  private:
   friend class DmaAllocator;

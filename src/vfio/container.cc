@@ -1,4 +1,5 @@
-// VfioContainer: /dev/vfio/vfio, the groups attached to it, and opening devices.
+// VfioContainer: the IOMMU context (type1: /dev/vfio/vfio and the groups attached to it;
+// iommufd: /dev/iommu and its IOAS), and opening devices in it.
 #include <fcntl.h>
 #include <fmt/format.h>
 
@@ -10,7 +11,9 @@
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 #include "src/sys/vfio_ioctls.h"
+#include "src/vfio/backend_choice.h"
 #include "src/vfio/capability_chain.h"
+#include "src/vfio/cdev_device.h"
 #include "src/vfio/diagnosis.h"
 #include "src/vfio/state.h"
 
@@ -106,13 +109,20 @@ Result<AttachedGroup> attach_group(detail::VfioContainerState& state, const Bdf&
       }
       return std::unexpected(error);
     }
-  } else if (state.groups.empty()) {
+  } else if (!without_iommu) {
     // The IOMMU model is chosen once, after the first group is attached (vfio.rst).
-    if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
+    if (state.groups.empty()) {
+      if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
+    }
+    // Read again for each group: a later one may reserve more (its own MSI window, RMRRs).
     auto ranges = read_iova_ranges(state.fd.get());
     if (!ranges) return std::unexpected(ranges.error());
     state.iova_ranges = std::move(*ranges);
-    if (!state.iova_ranges.empty()) state.iovas.emplace(state.iova_ranges);
+    if (state.iovas) {
+      state.iovas->restrict_to(state.iova_ranges);
+    } else if (!state.iova_ranges.empty()) {
+      state.iovas.emplace(state.iova_ranges);
+    }
   }
   state.groups.push_back({*group, std::move(*fd)});
   return AttachedGroup{*group, state.groups.back().fd.get()};
@@ -150,9 +160,8 @@ Result<UniqueFd> open_container_node(const VfioPaths& paths) {
   return std::move(*fd);
 }
 
-}  // namespace
-
-Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
+// /dev/vfio/vfio with the type1v2 IOMMU model on offer.
+Result<UniqueFd> open_type1_container(const VfioPaths& paths) {
   const std::string node = paths.dev_vfio + "/vfio";
   auto fd = open_container_node(paths);
   if (!fd) return std::unexpected(fd.error());
@@ -163,8 +172,25 @@ Result<VfioContainer> VfioContainer::open(const VfioPaths& paths) {
                                       "the kernel offers no type1v2 IOMMU model",
                                       "load vfio_iommu_type1 (modprobe vfio_iommu_type1)"));
   }
+  return std::move(*fd);
+}
+
+}  // namespace
+
+Result<VfioContainer> VfioContainer::open(const VfioPaths& paths, const VfioContainerOptions& options) {
+  auto chosen = detail::choose_backend(paths, options);
+  if (!chosen) return std::unexpected(chosen.error());
   auto state = std::make_shared<detail::VfioContainerState>();
   state->paths = paths;
+  state->requested = chosen->requested;
+  state->choice = chosen->choice;
+  if (chosen->iommufd) {
+    state->fd = std::move(chosen->iommufd->fd);
+    state->ioas = chosen->iommufd->ioas;
+    return VfioContainer(std::move(state));
+  }
+  auto fd = open_type1_container(paths);
+  if (!fd) return std::unexpected(fd.error());
   state->fd = std::move(*fd);
   return VfioContainer(std::move(state));
 }
@@ -187,10 +213,29 @@ Result<VfioContainer> VfioContainer::open_without_iommu(DeviceMayReachAllMemory 
   state->paths = paths;
   state->fd = std::move(*fd);
   state->physical_backend = make_physical_dma_backend(acknowledgement, dma);
+  state->requested = VfioIommuBackend::type1;
+  state->choice = {VfioIommuBackend::type1, "type1: no-IOMMU mode (VFIO_NOIOMMU_IOMMU) is the container's"};
+  state->backend_fixed = true;
   return VfioContainer(std::move(state));
 }
 
 bool VfioContainer::without_iommu() const { return state_->physical_backend != nullptr; }
+
+VfioIommuBackend VfioContainer::backend() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->choice.backend;
+}
+
+VfioBackendChoice VfioContainer::backend_choice() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->choice;
+}
+
+std::optional<std::uint32_t> VfioContainer::ioas_id() const {
+  std::lock_guard lock(state_->mutex);
+  if (state_->choice.backend != VfioIommuBackend::iommufd) return std::nullopt;
+  return state_->ioas;
+}
 
 std::vector<IovaRange> VfioContainer::iova_ranges() const {
   std::lock_guard lock(state_->mutex);
@@ -199,12 +244,50 @@ std::vector<IovaRange> VfioContainer::iova_ranges() const {
 
 std::vector<int> VfioContainer::attached_groups() const {
   std::lock_guard lock(state_->mutex);
-  std::vector<int> numbers;
+  std::vector<int> numbers(state_->device_groups.begin(), state_->device_groups.end());
   for (const auto& group : state_->groups) numbers.push_back(group.number);
   return numbers;
 }
 
-int VfioContainer::fd() const { return state_->fd.get(); }
+int VfioContainer::fd() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->fd.get();
+}
+
+namespace {
+
+// iommufd: the device through its cdev, bound and attached. An automatic choice of
+// iommufd that cannot open the first device's cdev (not found, not this user's) turns the
+// container into a type1 one, which may still reach the device through its group node.
+// Returns false when it fell back (the caller goes on with type1). Called with the state's
+// mutex held.
+Result<bool> open_through_iommufd(detail::VfioContainerState& state, detail::VfioDeviceState& device) {
+  const Bdf& bdf = device.bdf;
+  auto fd = detail::open_device_cdev(state, bdf);
+  if (!fd) {
+    const bool may_fall_back = state.requested == VfioIommuBackend::automatic && !state.backend_fixed &&
+                               (fd.error().code == Errc::permission_denied || fd.error().code == Errc::not_found) &&
+                               sys::path_exists(state.paths.sysfs.device_dir(bdf));
+    if (!may_fall_back) return std::unexpected(fd.error());
+    auto type1 = open_type1_container(state.paths);
+    if (!type1) return std::unexpected(fd.error());
+    state.fd = std::move(*type1);
+    state.ioas = 0;
+    state.choice = {VfioIommuBackend::type1,
+                    fmt::format("type1: iommufd was chosen, but the first device's cdev could not be opened ({}: {})",
+                                fd.error().object, fd.error().reason)};
+    return false;
+  }
+  auto device_id = detail::bind_and_attach(state, fd->get(), bdf);
+  if (!device_id) return std::unexpected(device_id.error());
+  device.fd = std::move(*fd);
+  device.iommufd_device_id = *device_id;
+  device.group = sysfs::device_iommu_group(state.paths.sysfs, bdf).value_or(-1);
+  if (device.group >= 0) state.device_groups.insert(device.group);
+  return true;
+}
+
+}  // namespace
 
 Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf, const VfioDeviceOptions& options) {
   const std::string name = bdf.to_string();
@@ -221,14 +304,24 @@ Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf, const VfioDeviceOp
                                         "use the VfioDevice that is open (it may be shared between threads), or "
                                         "destroy it and everything opened from it first"));
     }
-    auto group = attach_group(*state_, bdf);
-    if (!group) return std::unexpected(group.error());
-    auto fd = sys::vfio::group_get_device_fd(group->fd, name);
-    if (!fd) {
-      return std::unexpected(explain_vfio_failure(fd.error(), "device", vfio_detail::failure_context(state_->paths, bdf)));
+    bool opened_through_iommufd = false;
+    if (state_->choice.backend == VfioIommuBackend::iommufd) {
+      auto opened = open_through_iommufd(*state_, *device);
+      if (!opened) return std::unexpected(opened.error());
+      opened_through_iommufd = *opened;
     }
-    device->group = group->number;
-    device->fd = std::move(*fd);
+    if (!opened_through_iommufd) {
+      auto group = attach_group(*state_, bdf);
+      if (!group) return std::unexpected(group.error());
+      auto fd = sys::vfio::group_get_device_fd(group->fd, name);
+      if (!fd) {
+        return std::unexpected(
+            explain_vfio_failure(fd.error(), "device", vfio_detail::failure_context(state_->paths, bdf)));
+      }
+      device->group = group->number;
+      device->fd = std::move(*fd);
+    }
+    state_->backend_fixed = true;
     state_->open_devices.insert(bdf);
     device->registered = true;
   }

@@ -58,6 +58,17 @@ void IovaAllocator::release(Iova iova, std::uint64_t size) {
   free_[start] = last;
 }
 
+void IovaAllocator::restrict_to(const std::vector<IovaRange>& ranges) {
+  std::map<std::uint64_t, std::uint64_t> kept;
+  for (const auto& [start, last] : free_) {
+    for (const IovaRange& range : ranges) {
+      if (range.last < range.start || range.last < start || range.start > last) continue;
+      kept[std::max(start, range.start)] = std::min(last, range.last);
+    }
+  }
+  free_ = std::move(kept);
+}
+
 std::uint64_t IovaAllocator::free_bytes() const {
   std::uint64_t total = 0;
   for (const auto& [start, last] : free_) total += last - start + 1;

@@ -1,5 +1,5 @@
-// What VFIO handles share (private): the container with its groups and its one IOVA space,
-// and each device's descriptor. Reference-counted, so that the last handle to go closes
+// What VFIO handles share (private): the container (type1: /dev/vfio/vfio with its groups;
+// iommufd: /dev/iommu with its IOAS) and its one IOVA space, and each device's descriptor. Reference-counted, so that the last handle to go closes
 // them, in the right order, whatever order the caller destroys its objects in.
 #pragma once
 
@@ -23,16 +23,24 @@ struct VfioContainerState {
     UniqueFd fd;
   };
   VfioPaths paths;
+  // What the user asked for, and what is in use (type1 or iommufd); an automatic choice of
+  // iommufd may turn to type1 until a device is open (`backend_fixed`).
+  VfioIommuBackend requested = VfioIommuBackend::automatic;
+  VfioBackendChoice choice;
+  bool backend_fixed = false;
   // Set for a container opened without an IOMMU (VfioContainer::open_without_iommu): its
   // devices' DMA uses physical addresses, which the user acknowledged.
   std::shared_ptr<DmaBackend> physical_backend;
-  UniqueFd fd;  // /dev/vfio/vfio; declared before `groups`, so closed after them
+  UniqueFd fd;  // /dev/vfio/vfio or /dev/iommu; declared before `groups`, so closed after them
+  std::uint32_t ioas = 0;  // iommufd: the IOAS every device is attached to
   // Guards everything below: groups attached by open_device, and the IOVA space shared by
   // every DmaAllocator of the container (two allocators with spaces of their own would
   // hand out the same addresses).
   mutable std::mutex mutex;
-  std::vector<Group> groups;
+  std::vector<Group> groups;      // type1: attached to the container
+  std::set<int> device_groups;   // iommufd: the groups of the devices open (for reports)
   std::vector<IovaRange> iova_ranges;
+  std::uint64_t iova_alignment = 1;  // iommufd: what the IOAS asks of a mapping's IOVA
   std::optional<IovaAllocator> iovas;  // made when the first group sets the IOMMU model
   std::uint64_t mapped_bytes = 0;      // mapped into the IOMMU through this container
   // Devices open through this container: a second open of one would reset it and turn
@@ -56,7 +64,8 @@ struct VfioDeviceState {
   bool registered = false;  // in container->open_devices
   Bdf bdf;
   int group = -1;
-  UniqueFd fd;
+  UniqueFd fd;  // the device: from VFIO_GROUP_GET_DEVICE_FD, or its cdev (iommufd)
+  std::uint32_t iommufd_device_id = 0;  // iommufd: what VFIO_DEVICE_BIND_IOMMUFD answered
   // Guards read-modify-writes of the command register and the IRQ indexes in use.
   std::mutex mutex;
   unsigned irq_indexes_in_use = 0;  // bit n: VFIO IRQ index n is enabled by a VfioInterrupts

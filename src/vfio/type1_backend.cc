@@ -4,37 +4,23 @@
 
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "src/sys/syscalls.h"
 #include "src/sys/vfio_ioctls.h"
+#include "src/vfio/memlock.h"
 
 namespace pcie::detail {
 namespace {
-
-// What the kernel counts against RLIMIT_MEMLOCK for this process: VmLck in
-// /proc/self/status (kB), where vfio_iommu_type1 accounts pinned pages (locked_vm), with
-// every other mlock of the process; nullopt when it cannot be read.
-std::optional<std::uint64_t> process_locked_bytes() {
-  auto status = sys::read_text_file("/proc/self/status", 64 * 1024);
-  if (!status) return std::nullopt;
-  std::istringstream lines(*status);
-  for (std::string line; std::getline(lines, line);) {
-    if (!line.starts_with("VmLck:")) continue;
-    std::istringstream fields(line.substr(6));
-    std::uint64_t kilobytes = 0;
-    if (fields >> kilobytes) return kilobytes * 1024;
-  }
-  return std::nullopt;
-}
 
 Error explain_map_failure(const Error& raw, std::uint64_t bytes) {
   Error error = raw;
   error.operation = "map DMA buffer";
   if (raw.sys_errno == ENOMEM) {
     const std::uint64_t limit = sys::memlock_limit();
-    const auto locked = process_locked_bytes();
+    // vfio_iommu_type1 accounts pinned pages in locked_vm (VmLck), with every other mlock
+    // of the process.
+    const auto locked = process_status_bytes("VmLck");
     const std::uint64_t already = locked.value_or(0);
     error.code = Errc::permission_denied;
     error.reason = fmt::format("the kernel refused to pin {} bytes: RLIMIT_MEMLOCK is {} bytes and this process "

@@ -56,6 +56,9 @@ pcie::VfioPaths vfio_paths_of(const GlobalOptions& global) {
   paths.sysfs = paths_of(global);
   paths.dev_vfio = global.dev_vfio;
   paths.iommu_groups = global.sysfs + "/kernel/iommu_groups";
+  paths.vfio_dev_class = global.sysfs + "/class/vfio-dev";
+  // iommufd's node beside VFIO's: /dev/iommu, or <dir>/dev/iommu for a fake tree.
+  paths.dev_iommu = std::filesystem::path(global.dev_vfio).parent_path().string() + "/iommu";
   return paths;
 }
 

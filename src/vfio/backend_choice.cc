@@ -1,0 +1,130 @@
+#include "src/vfio/backend_choice.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+
+#include <cstdlib>
+
+#include "src/sys/iommufd_ioctls.h"
+#include "src/sys/syscalls.h"
+
+namespace pcie {
+
+std::string_view to_string(VfioIommuBackend backend) {
+  switch (backend) {
+    case VfioIommuBackend::automatic:
+      return "auto";
+    case VfioIommuBackend::type1:
+      return "type1";
+    case VfioIommuBackend::iommufd:
+      return "iommufd";
+  }
+  return "?";
+}
+
+Result<VfioIommuBackend> parse_vfio_iommu_backend(std::string_view text) {
+  if (text == "auto" || text == "automatic") return VfioIommuBackend::automatic;
+  if (text == "type1") return VfioIommuBackend::type1;
+  if (text == "iommufd") return VfioIommuBackend::iommufd;
+  return std::unexpected(make_error(Errc::invalid_argument, "choose VFIO backend", std::string(text),
+                                    "not a VFIO IOMMU backend", "use auto, type1 or iommufd"));
+}
+
+namespace detail {
+namespace {
+
+// The kernel gives vfio-pci devices cdevs (CONFIG_VFIO_DEVICE_CDEV): the vfio-dev class.
+bool kernel_has_device_cdevs(const VfioPaths& paths) { return sys::path_exists(paths.vfio_dev_class); }
+
+Error no_device_cdevs(const VfioPaths& paths) {
+  return make_error(Errc::not_supported, "open iommufd", paths.vfio_dev_class,
+                    "the kernel gives VFIO devices no cdevs (no CONFIG_VFIO_DEVICE_CDEV, or vfio not loaded), and "
+                    "iommufd reaches devices only through them",
+                    "load vfio-pci (modprobe vfio-pci), or use the type1 backend (PCIE_VFIO_BACKEND=type1)");
+}
+
+}  // namespace
+
+Result<IommufdContext> open_iommufd(const VfioPaths& paths) {
+  auto fd = sys::open_file(paths.dev_iommu, O_RDWR, "open iommufd");
+  if (!fd) {
+    Error error = fd.error();
+    if (error.code == Errc::not_found) {
+      error.hint = "the kernel has no iommufd (CONFIG_IOMMUFD, Linux 6.2 or later) or its module is not loaded "
+                   "(modprobe iommufd); the type1 backend (PCIE_VFIO_BACKEND=type1) works without it";
+    } else if (error.code == Errc::permission_denied) {
+      error.hint = fmt::format("{} is root's unless a udev rule gives it out: run as root, or use the type1 backend "
+                               "(PCIE_VFIO_BACKEND=type1), whose group node root can give you (sudo pciectl vfio "
+                               "grant BDF $USER)",
+                               paths.dev_iommu);
+    }
+    return std::unexpected(error);
+  }
+  auto ioas = sys::iommufd::ioas_alloc(fd->get());
+  if (!ioas) {
+    Error error = ioas.error();
+    error.object = paths.dev_iommu;
+    if (error.sys_errno == ENOTTY) error.reason += " (not an iommufd node)";
+    return std::unexpected(error);
+  }
+  return IommufdContext{std::move(*fd), *ioas};
+}
+
+Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainerOptions& options) {
+  ChosenBackend chosen;
+  chosen.requested = options.backend;
+  std::string asked_by = "VfioContainerOptions::backend";
+  if (chosen.requested == VfioIommuBackend::automatic) {
+    if (const char* value = std::getenv(kVfioBackendVariable); value != nullptr && *value != '\0') {
+      auto parsed = parse_vfio_iommu_backend(value);
+      if (!parsed) {
+        Error error = parsed.error();
+        error.object = fmt::format("{}={}", kVfioBackendVariable, value);
+        return std::unexpected(error);
+      }
+      chosen.requested = *parsed;
+      asked_by = fmt::format("{}={}", kVfioBackendVariable, value);
+    }
+  }
+  switch (chosen.requested) {
+    case VfioIommuBackend::type1:
+      chosen.choice = {VfioIommuBackend::type1, fmt::format("type1: asked for ({})", asked_by)};
+      return chosen;
+    case VfioIommuBackend::iommufd: {
+      auto context = open_iommufd(paths);
+      if (!context) return std::unexpected(context.error());
+      if (!kernel_has_device_cdevs(paths)) return std::unexpected(no_device_cdevs(paths));
+      chosen.iommufd = std::move(*context);
+      chosen.choice = {VfioIommuBackend::iommufd, fmt::format("iommufd: asked for ({})", asked_by)};
+      return chosen;
+    }
+    case VfioIommuBackend::automatic:
+      break;
+  }
+  if (!kernel_has_device_cdevs(paths)) {
+    chosen.choice = {VfioIommuBackend::type1,
+                     fmt::format("type1: the kernel gives VFIO devices no cdevs ({} missing), which iommufd needs",
+                                 paths.vfio_dev_class)};
+    return chosen;
+  }
+  auto context = open_iommufd(paths);
+  if (!context) {
+    chosen.choice = {VfioIommuBackend::type1, fmt::format("type1: iommufd unusable ({}: {})", context.error().object,
+                                                              context.error().reason)};
+    return chosen;
+  }
+  chosen.iommufd = std::move(*context);
+  chosen.choice = {VfioIommuBackend::iommufd,
+                   fmt::format("iommufd: {} opens and the kernel gives VFIO devices cdevs", paths.dev_iommu)};
+  return chosen;
+}
+
+}  // namespace detail
+
+Result<VfioBackendChoice> choose_vfio_backend(const VfioPaths& paths, const VfioContainerOptions& options) {
+  auto chosen = detail::choose_backend(paths, options);
+  if (!chosen) return std::unexpected(chosen.error());
+  return chosen->choice;
+}
+
+}  // namespace pcie

@@ -1,0 +1,32 @@
+// Choosing the IOMMU interface of a VfioContainer (private): what the program and
+// PCIE_VFIO_BACKEND ask for, and what this kernel and this user allow.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "pcie/sys/unique_fd.h"
+#include "pcie/vfio.h"
+
+namespace pcie::detail {
+
+// /dev/iommu and the one IOAS a container's devices share.
+struct IommufdContext {
+  UniqueFd fd;
+  std::uint32_t ioas = 0;
+};
+
+// Opens /dev/iommu and allocates an IOAS. Errors say what to do: not_found (a kernel
+// without IOMMUFD, the module not loaded), permission_denied (root's node).
+Result<IommufdContext> open_iommufd(const VfioPaths& paths);
+
+struct ChosenBackend {
+  // What was asked for once PCIE_VFIO_BACKEND is read: automatic, type1 or iommufd.
+  VfioIommuBackend requested = VfioIommuBackend::automatic;
+  VfioBackendChoice choice;
+  std::optional<IommufdContext> iommufd;  // opened when the choice is iommufd
+};
+
+Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainerOptions& options);
+
+}  // namespace pcie::detail

@@ -1,0 +1,122 @@
+#include "src/vfio/cdev_device.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "src/pci/sysfs_links.h"
+#include "src/sys/iommufd_ioctls.h"
+#include "src/sys/syscalls.h"
+#include "src/vfio/diagnosis.h"
+
+namespace pcie::detail {
+namespace {
+
+// "vfio12": the cdev's name as <device>/vfio-dev/ lists it.
+bool is_cdev_name(const std::string& name) {
+  return name.size() > 4 && name.starts_with("vfio") &&
+         std::all_of(name.begin() + 4, name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string group_node(const VfioContainerState& state, int group) {
+  return state.paths.dev_vfio + "/" + std::to_string(group);
+}
+
+}  // namespace
+
+Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bdf) {
+  const std::string name = bdf.to_string();
+  const std::string device_dir = state.paths.sysfs.device_dir(bdf);
+  if (!sys::path_exists(device_dir)) {
+    return std::unexpected(make_error(Errc::not_found, "open through VFIO", name, "no such device"));
+  }
+  const VfioFailureContext context = vfio_detail::failure_context(state.paths, bdf);
+  if (!context.group) {
+    return std::unexpected(
+        explain_vfio_failure(make_error(Errc::not_supported, "open through VFIO", name, ""), "group", context));
+  }
+  auto entries = sys::list_directory(device_dir + "/vfio-dev");
+  std::vector<std::string> cdevs;
+  if (entries) std::copy_if(entries->begin(), entries->end(), std::back_inserter(cdevs), is_cdev_name);
+  if (cdevs.size() != 1) {
+    if (context.driver.value_or("") != "vfio-pci") {
+      return std::unexpected(explain_vfio_failure(
+          make_error(Errc::not_found, "open through VFIO", name, "no VFIO cdev"), "device", context));
+    }
+    return std::unexpected(make_error(
+        Errc::not_supported, "open through VFIO (iommufd)", name,
+        cdevs.empty() ? fmt::format("vfio-pci gives the device no cdev ({}/vfio-dev/ is missing or empty): the kernel "
+                                    "is built without VFIO_DEVICE_CDEV",
+                                    device_dir)
+                      : fmt::format("sysfs names {} cdevs for the device in {}/vfio-dev/", cdevs.size(), device_dir),
+        "use the type1 backend (PCIE_VFIO_BACKEND=type1)"));
+  }
+  const std::string node = state.paths.dev_vfio + "/devices/" + cdevs.front();
+  auto fd = sys::open_file(node, O_RDWR, "open VFIO device cdev");
+  if (fd) return std::move(*fd);
+  Error error = fd.error();
+  error.object = fmt::format("{} ({})", node, name);
+  if (error.code == Errc::not_found) {
+    error.hint = fmt::format("sysfs names the cdev but {} has no node for it: is /dev a devtmpfs?",
+                             state.paths.dev_vfio + "/devices");
+  } else if (error.code == Errc::permission_denied) {
+    error.hint = fmt::format("run as root, or have root give you both {} and {} (chown); or use the type1 backend "
+                             "(PCIE_VFIO_BACKEND=type1) with the group given to you: sudo pciectl vfio grant {} $USER",
+                             node, state.paths.dev_iommu, name);
+  } else if (error.code == Errc::busy) {
+    error.reason = fmt::format("{} is already open (another process holds it)", name);
+    error.hint = fmt::format("find the holder with `fuser {} {}`", node, group_node(state, *context.group));
+  }
+  return std::unexpected(error);
+}
+
+Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf) {
+  const std::string name = bdf.to_string();
+  auto device_id = sys::iommufd::device_bind(device_fd, state.fd.get(), name);
+  if (!device_id) {
+    const int code = device_id.error().sys_errno;
+    const VfioFailureContext context = vfio_detail::failure_context(state.paths, bdf);
+    const bool viable = std::all_of(context.members.begin(), context.members.end(), vfio_member_allows_viability);
+    if (code == EBUSY && !viable) {
+      // iommufd claims DMA ownership of the whole group (iommu_device_claim_dma_owner),
+      // which a device bound to a kernel driver in the same group forbids.
+      return std::unexpected(explain_vfio_failure(device_id.error(), "viable", context));
+    }
+    if (code == EBUSY || code == EINVAL) {
+      // EINVAL: the device is open through another cdev (vfio_df_open allows one opener
+      // there); EBUSY: its group node is open (vfio_device_block_group).
+      Error error = device_id.error();
+      error.code = Errc::busy;
+      error.reason = fmt::format("{} is already open (another process, or another container in this one, holds it "
+                                 "through its cdev or its group)",
+                                 name);
+      error.hint = fmt::format("a device has one owner; find the holder with `fuser {}/devices/* {}`",
+                               state.paths.dev_vfio,
+                               context.group ? group_node(state, *context.group) : state.paths.dev_vfio + "/*");
+      return std::unexpected(error);
+    }
+    return std::unexpected(device_id.error());
+  }
+  auto attached = sys::iommufd::device_attach(device_fd, state.ioas, name);
+  if (!attached) {
+    Error error = attached.error();
+    if (error.sys_errno == EADDRINUSE) {
+      error.reason = "the device reserves IOVAs that buffers mapped in this container already use";
+      error.hint = "open every device of the container before allocating DMA buffers";
+    }
+    return std::unexpected(error);
+  }
+  auto ranges = sys::iommufd::ioas_iova_ranges(state.fd.get(), state.ioas);
+  if (!ranges) return std::unexpected(ranges.error());
+  state.iova_ranges = ranges->ranges;
+  state.iova_alignment = ranges->alignment;
+  if (state.iovas) {
+    state.iovas->restrict_to(state.iova_ranges);
+  } else if (!state.iova_ranges.empty()) {
+    state.iovas.emplace(state.iova_ranges);
+  }
+  return *device_id;
+}
+
+}  // namespace pcie::detail

@@ -1,0 +1,24 @@
+// Opening a device for the iommufd backend (private): through its VFIO cdev
+// (/dev/vfio/devices/vfioN, named by sysfs <device>/vfio-dev/; Documentation/driver-api/
+// vfio.rst, "VFIO Device cdev"), bound to the container's iommufd and attached to its IOAS.
+#pragma once
+
+#include <string>
+
+#include "pcie/sys/unique_fd.h"
+#include "src/vfio/state.h"
+
+namespace pcie::detail {
+
+// The device's cdev node, opened. Errors say what to do: the device is gone, not bound to
+// vfio-pci, the kernel has no cdevs (not_supported), no access to the node, in use.
+// Called with state.mutex held.
+Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bdf);
+
+// Binds the opened cdev to the container's iommufd and attaches it to the IOAS, then
+// reads the usable IOVA ranges again (the device may reserve more of them) into the
+// container's IOVA space. Returns the device's ID in the iommufd. Called with state.mutex
+// held.
+Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf);
+
+}  // namespace pcie::detail

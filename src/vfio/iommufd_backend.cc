@@ -1,0 +1,119 @@
+#include "src/vfio/iommufd_backend.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+
+#include "src/sys/iommufd_ioctls.h"
+#include "src/sys/syscalls.h"
+#include "src/vfio/memlock.h"
+
+namespace pcie::detail {
+namespace {
+
+// iommufd accounts pinned pages against RLIMIT_MEMLOCK per user by default (user->locked_vm,
+// summed over every process of the user, and shown nowhere per process), or per process
+// when a privileged program switched the iommufd to it (IOMMU_OPTION_RLIMIT_MODE, into
+// mm->locked_vm, VmLck); either way this process's pins show in VmPin.
+Error explain_map_failure(const Error& raw, int iommufd, std::uint64_t bytes) {
+  Error error = raw;
+  error.operation = "map DMA buffer (iommufd)";
+  if (raw.sys_errno != ENOMEM) return error;
+  const std::uint64_t limit = sys::memlock_limit();
+  const auto mode = sys::iommufd::rlimit_mode(iommufd);
+  const auto pinned = process_status_bytes("VmPin");
+  const std::uint64_t already = pinned.value_or(0);
+  const std::string mine = pinned ? fmt::format("{} bytes", already) : "an unknown amount";
+  error.code = Errc::permission_denied;
+  if (mode && *mode == sys::iommufd::RlimitMode::per_process) {
+    const auto locked = process_status_bytes("VmLck");
+    error.reason = fmt::format("the kernel refused to pin {} bytes: RLIMIT_MEMLOCK is {} bytes, counted per process "
+                               "(this iommufd's accounting mode), and this process has {} locked already (VmLck)",
+                               bytes, limit, locked ? fmt::format("{} bytes", *locked) : "an unknown amount");
+    const std::uint64_t need = locked.value_or(0) + bytes;
+    error.hint = fmt::format("raise it to at least {} bytes (ulimit -l {}, or LimitMEMLOCK= for a service), or run "
+                             "with CAP_IPC_LOCK",
+                             need, (need + 1023) / 1024);
+  } else {
+    const std::uint64_t need = already + bytes;
+    error.reason = fmt::format("the kernel refused to pin {} bytes: RLIMIT_MEMLOCK is {} bytes and iommufd counts it "
+                               "per user, over every process of uid {} together; this process has {} pinned "
+                               "already (VmPin)",
+                               bytes, limit, ::getuid(), mine);
+    error.hint = fmt::format("raise it to at least {} bytes, plus what other processes of uid {} pin (ulimit -l {}, or "
+                             "LimitMEMLOCK= for a service), or run with CAP_IPC_LOCK; or use the type1 backend "
+                             "(PCIE_VFIO_BACKEND=type1), which counts per process",
+                             need, ::getuid(), (need + 1023) / 1024);
+  }
+  return error;
+}
+
+class IommufdBackend final : public DmaBackend {
+ public:
+  explicit IommufdBackend(std::shared_ptr<VfioContainerState> container) : container_(std::move(container)) {}
+
+  std::string_view name() const override { return "iommufd IOAS"; }
+  bool bus_addresses_are_physical() const override { return false; }
+
+  Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
+    const std::uint64_t length = memory.size();
+    // Aligned to the page size (so the IOMMU can use large pages for it too), and at least
+    // to what the IOAS asks (IOMMU_IOAS_IOVA_RANGES' out_iova_alignment).
+    Result<Iova> iova = [&] {
+      std::lock_guard lock(container_->mutex);
+      const std::uint64_t alignment = std::max<std::uint64_t>(request.page_size, container_->iova_alignment);
+      return container_->iovas->allocate(length, alignment, request.dma_limit);
+    }();
+    if (!iova) return std::unexpected(iova.error());
+    auto mapped = sys::iommufd::ioas_map_fixed(container_->fd.get(), container_->ioas,
+                                               reinterpret_cast<std::uint64_t>(memory.data()), iova->value, length,
+                                               request.device_reads, request.device_writes);
+    if (!mapped) {
+      Error error = explain_map_failure(mapped.error(), container_->fd.get(), length);
+      std::lock_guard lock(container_->mutex);
+      container_->iovas->release(*iova, length);
+      return std::unexpected(error);
+    }
+    std::lock_guard lock(container_->mutex);
+    container_->mapped_bytes += length;
+    return *iova;
+  }
+
+  bool retry_with_other_memory(const Error& error) const override { return error.code == Errc::out_of_range; }
+
+  Result<void> unmap(BusAddress address, const Mapping& memory) override {
+    const std::uint64_t length = memory.size();
+    auto unmapped = sys::iommufd::ioas_unmap(container_->fd.get(), container_->ioas, address.value, length);
+    if (!unmapped) return std::unexpected(unmapped.error());
+    {
+      std::lock_guard lock(container_->mutex);
+      container_->iovas->release(address, length);
+      container_->mapped_bytes -= std::min(container_->mapped_bytes, length);
+    }
+    if (*unmapped != length) {
+      return std::unexpected(make_error(Errc::io_error, "unmap DMA buffer (iommufd)",
+                                        fmt::format("IOAS {} IOVA {:#x}", container_->ioas, address.value),
+                                        fmt::format("the kernel unmapped {} of {} bytes", *unmapped, length)));
+    }
+    return {};
+  }
+
+  std::uint64_t mapped_bytes() const override {
+    std::lock_guard lock(container_->mutex);
+    return container_->mapped_bytes;
+  }
+
+ private:
+  std::shared_ptr<VfioContainerState> container_;
+};
+
+}  // namespace
+
+std::shared_ptr<DmaBackend> make_iommufd_backend(std::shared_ptr<VfioContainerState> container) {
+  return std::make_shared<IommufdBackend>(std::move(container));
+}
+
+}  // namespace pcie::detail

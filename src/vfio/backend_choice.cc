@@ -33,13 +33,21 @@ Result<VfioIommuBackend> parse_vfio_iommu_backend(std::string_view text) {
 namespace detail {
 namespace {
 
-// The kernel gives vfio-pci devices cdevs (CONFIG_VFIO_DEVICE_CDEV): the vfio-dev class.
-bool kernel_has_device_cdevs(const VfioPaths& paths) { return sys::path_exists(paths.vfio_dev_class); }
+// The kernel gives vfio-pci devices cdevs (CONFIG_VFIO_DEVICE_CDEV, Linux 6.6): the
+// vfio-dev class exists and its devices have device numbers ("dev"). Linux 6.1 to 6.5
+// already list VFIO devices in that class, without numbers or nodes. With no VFIO device
+// bound there is nothing to tell by; the first open_device finds out.
+bool kernel_has_device_cdevs(const VfioPaths& paths) {
+  if (!sys::path_exists(paths.vfio_dev_class)) return false;
+  auto entries = sys::list_directory(paths.vfio_dev_class);
+  if (!entries || entries->empty()) return true;
+  return sys::path_exists(paths.vfio_dev_class + "/" + entries->front() + "/dev");
+}
 
 Error no_device_cdevs(const VfioPaths& paths) {
   return make_error(Errc::not_supported, "open iommufd", paths.vfio_dev_class,
-                    "the kernel gives VFIO devices no cdevs (no CONFIG_VFIO_DEVICE_CDEV, or vfio not loaded), and "
-                    "iommufd reaches devices only through them",
+                    "the kernel gives VFIO devices no cdevs (before Linux 6.6, no CONFIG_VFIO_DEVICE_CDEV, or vfio "
+                    "not loaded), and iommufd reaches devices only through them",
                     "load vfio-pci (modprobe vfio-pci), or use the type1 backend (PCIE_VFIO_BACKEND=type1)");
 }
 
@@ -103,7 +111,7 @@ Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainer
   }
   if (!kernel_has_device_cdevs(paths)) {
     chosen.choice = {VfioIommuBackend::type1,
-                     fmt::format("type1: the kernel gives VFIO devices no cdevs ({} missing), which iommufd needs",
+                     fmt::format("type1: the kernel gives VFIO devices no cdevs (none in {}), which iommufd needs",
                                  paths.vfio_dev_class)};
     return chosen;
   }

@@ -52,6 +52,14 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
                       : fmt::format("sysfs names {} cdevs for the device in {}/vfio-dev/", cdevs.size(), device_dir),
         "use the type1 backend (PCIE_VFIO_BACKEND=type1)"));
   }
+  if (!sys::path_exists(device_dir + "/vfio-dev/" + cdevs.front() + "/dev")) {
+    // Linux 6.1 to 6.5 list the VFIO device in sysfs without a device number or node.
+    return std::unexpected(make_error(Errc::not_supported, "open through VFIO (iommufd)", name,
+                                      fmt::format("the kernel gives {} no cdev ({}/vfio-dev/{} has no device number): "
+                                                  "device cdevs need Linux 6.6 or later with VFIO_DEVICE_CDEV",
+                                                  name, device_dir, cdevs.front()),
+                                      "use the type1 backend (PCIE_VFIO_BACKEND=type1)"));
+  }
   const std::string node = state.paths.dev_vfio + "/devices/" + cdevs.front();
   auto fd = sys::open_file(node, O_RDWR, "open VFIO device cdev");
   if (fd) return std::move(*fd);
@@ -78,9 +86,9 @@ Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, 
     const int code = device_id.error().sys_errno;
     const VfioFailureContext context = vfio_detail::failure_context(state.paths, bdf);
     const bool viable = std::all_of(context.members.begin(), context.members.end(), vfio_member_allows_viability);
-    if (code == EBUSY && !viable) {
+    if (!viable) {
       // iommufd claims DMA ownership of the whole group (iommu_device_claim_dma_owner),
-      // which a device bound to a kernel driver in the same group forbids.
+      // which a device bound to a kernel driver in the same group forbids (EPERM on 6.12).
       return std::unexpected(explain_vfio_failure(device_id.error(), "viable", context));
     }
     if (code == EBUSY || code == EINVAL) {

@@ -257,7 +257,7 @@ int VfioContainer::fd() const {
 namespace {
 
 // iommufd: the device through its cdev, bound and attached. An automatic choice of
-// iommufd that cannot open the first device's cdev (not found, not this user's) turns the
+// iommufd that cannot open the first device's cdev (not found, not this user's, none) turns the
 // container into a type1 one, which may still reach the device through its group node.
 // Returns false when it fell back (the caller goes on with type1). Called with the state's
 // mutex held.
@@ -266,8 +266,9 @@ Result<bool> open_through_iommufd(detail::VfioContainerState& state, detail::Vfi
   auto fd = detail::open_device_cdev(state, bdf);
   if (!fd) {
     const bool may_fall_back = state.requested == VfioIommuBackend::automatic && !state.backend_fixed &&
-                               (fd.error().code == Errc::permission_denied || fd.error().code == Errc::not_found) &&
-                               sys::path_exists(state.paths.sysfs.device_dir(bdf));
+                               (fd.error().code == Errc::permission_denied || fd.error().code == Errc::not_found ||
+                                fd.error().code == Errc::not_supported) &&
+                               sysfs::device_driver(state.paths.sysfs, bdf).value_or(std::nullopt) == "vfio-pci";
     if (!may_fall_back) return std::unexpected(fd.error());
     auto type1 = open_type1_container(state.paths);
     if (!type1) return std::unexpected(fd.error());

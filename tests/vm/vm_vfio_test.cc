@@ -3,7 +3,9 @@
 // to vfio-pci and uio_pci_generic; runs guest_vfio_test; then checks on the host what the
 // guest wrote into ivshmem's BAR2 through its VFIO mapping.
 //
-// Flags: --pcie-vm=PATH --guest=PATH --pciectl=PATH --edu-driver=PATH (Bazel passes them).
+// Flags: --pcie-vm=PATH --guest=PATH --pciectl=PATH --edu-driver=PATH (Bazel passes them),
+// --backend=type1 (Debian's kernel, the default) or --backend=iommufd (the kernel of our
+// own, which has IOMMUFD and device cdevs; its module options become kernel parameters).
 #include <gtest/gtest.h>
 
 #include "tests/vm/ivshmem_host_check.h"
@@ -20,6 +22,8 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   g_ivshmem_file = work_dir / "ivshmem";
   pcie::vm::Options options =
       pcie::vm::options_from_flags(flags, {"guest", "pciectl", "edu-driver"}, "guest_vfio_test");
+  const std::string backend = flags.contains("backend") ? flags.at("backend") : "type1";
+  options.guest_command.push_back("--backend=" + backend);
   options.vm_arguments = {
       // 1 GiB: the ASan build's guest programs and the 28-bit DMA test's pinned memory
       // together outgrew the default 512 MiB (the guest OOM-killed the test).
@@ -34,6 +38,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
       // A small limit on DMA mappings per container, so a test can reach it.
       "--module-option", "vfio_iommu_type1=dma_entry_limit=64", "--bind", "0000:00:04.0=vfio-pci",
       "--bind", "0000:02:01.0=vfio-pci", "--bind", "0000:02:02.0=uio_pci_generic"};
+  if (backend == "iommufd") options.vm_arguments.push_back("--own-kernel");
   // GuestDma.DmaToAnUnmappedIovaFaults writes to IOVA 0xf000000 on purpose.
   options.expected_dmar_fault_addresses = {"0xf000000"};
   return options;

@@ -3,8 +3,8 @@
 // (src/sys/iommufd_ioctls.h) against the real kernel. edu is reached through its VFIO
 // device cdev (/dev/vfio/devices/vfioN, found from sysfs vfio-dev/), bound to /dev/iommu,
 // attached to an IOAS; a DMA round trip goes through IOVAs mapped with IOMMU_IOAS_MAP, and
-// unmapping reports the bytes the kernel unmapped. The library's VFIO container does not
-// use iommufd yet: this checks the layer it will stand on.
+// unmapping reports the bytes the kernel unmapped: the layer VfioContainer's iommufd
+// backend stands on (vm_vfio_iommufd_test runs the whole VFIO suite on it).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/vfio.h>

@@ -771,6 +771,9 @@ TEST(GuestDoctor, ReadyDeviceNotReadyDeviceAndBarOwners) {
   EXPECT_EQ(run.exit_code, 0) << run.out << run.err;
   EXPECT_NE(run.out.find("ok    iommu         on: "), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("ok    vfio_modules"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find(iommufd() ? "vfio_backend  iommufd: /dev/iommu opens" : "vfio_backend  type1: "),
+            std::string::npos)
+      << run.out;
   EXPECT_NE(run.out.find("0000:00:06.0 is ready for a userspace driver"), std::string::npos) << run.out;
   std::printf("pciectl doctor 0000:00:06.0:\n%s", run.out.c_str());
   run = cli::run_command("pciectl doctor 0000:00:03.0", scratch);

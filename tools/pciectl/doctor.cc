@@ -1,5 +1,7 @@
 #include "tools/pciectl/doctor.h"
 
+#include "pcie/vfio.h"
+
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -181,6 +183,18 @@ void system_checks(const DoctorOptions& options, std::vector<Check>& checks) {
                                                         : "no " + options.dev_root + "/iommu (kernel without IOMMUFD, or "
                                                               "module not loaded); the VFIO container works without it",
                     ""});
+  {
+    // Which IOMMU backend a VfioContainer would take for this user now, and why.
+    pcie::VfioPaths vfio;
+    vfio.sysfs = options.paths;
+    vfio.dev_vfio = options.dev_vfio;
+    vfio.iommu_groups = sysfs + "/kernel/iommu_groups";
+    vfio.dev_iommu = options.dev_root + "/iommu";
+    vfio.vfio_dev_class = sysfs + "/class/vfio-dev";
+    auto choice = pcie::choose_vfio_backend(vfio);
+    checks.push_back({"vfio_backend", choice ? Status::info : Status::fail,
+                      choice ? choice->reason : choice.error().message(), choice ? "" : choice.error().hint});
+  }
   checks.push_back({"uio", exists(options.pci_root + "/drivers/uio_pci_generic") ? Status::ok : Status::info,
                     exists(options.pci_root + "/drivers/uio_pci_generic") ? "uio_pci_generic loaded"
                                                                           : "uio_pci_generic not loaded (only needed "

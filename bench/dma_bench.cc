@@ -191,6 +191,8 @@ int main(int argc, char** argv) {
   if (!bdf || !container) return std::fprintf(stderr, "dma_bench: cannot open VFIO\n"), 1;
   auto device = container->open_device(*bdf);
   if (!device) return std::fprintf(stderr, "dma_bench: %s\n", device.error().message().c_str()), 1;
+  // Which IOMMU backend the figures are for (PCIE_VFIO_BACKEND picks one).
+  std::printf("VFIO backend: %s\n", container->backend_choice().reason.c_str());
   g_container.emplace(std::move(*container));
   g_device.emplace(std::move(*device));
   g_allocator.emplace(pcie::DmaAllocator::create(*g_container).value());

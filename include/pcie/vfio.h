@@ -341,7 +341,9 @@ class VfioContainer {
   // The IOMMU groups of the devices open (type1: attached to the container).
   std::vector<int> attached_groups() const;
   // The container's descriptor, for ioctls of the caller's own; owned by this object:
-  // /dev/vfio/vfio for type1, /dev/iommu for iommufd.
+  // /dev/vfio/vfio for type1, /dev/iommu for iommufd. An automatic choice of iommufd
+  // that falls back to type1 at the first open_device (see open()) closes /dev/iommu
+  // then: take the descriptor after a device is open.
   int fd() const;
   // iommufd only: the ID of the IOAS every device is attached to; nullopt for type1.
   std::optional<std::uint32_t> ioas_id() const;

@@ -9,6 +9,7 @@
 
 #include "src/sys/iommufd_ioctls.h"
 #include "src/sys/syscalls.h"
+#include "src/vfio/iommu_backend.h"
 #include "src/vfio/memlock.h"
 
 namespace pcie::detail {
@@ -51,63 +52,22 @@ Error explain_map_failure(const Error& raw, int iommufd, std::uint64_t bytes) {
   return error;
 }
 
-class IommufdBackend final : public DmaBackend {
+class IommufdBackend final : public IommuDmaBackend {
  public:
-  explicit IommufdBackend(std::shared_ptr<VfioContainerState> container) : container_(std::move(container)) {}
-
+  using IommuDmaBackend::IommuDmaBackend;
   std::string_view name() const override { return "iommufd IOAS"; }
-  bool bus_addresses_are_physical() const override { return false; }
-
-  Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
-    const std::uint64_t length = memory.size();
-    // Aligned to the page size (so the IOMMU can use large pages for it too), and at least
-    // to what the IOAS asks (IOMMU_IOAS_IOVA_RANGES' out_iova_alignment).
-    Result<Iova> iova = [&] {
-      std::lock_guard lock(container_->mutex);
-      const std::uint64_t alignment = std::max<std::uint64_t>(request.page_size, container_->iova_alignment);
-      return container_->iovas->allocate(length, alignment, request.dma_limit);
-    }();
-    if (!iova) return std::unexpected(iova.error());
-    auto mapped = sys::iommufd::ioas_map_fixed(container_->fd.get(), container_->ioas,
-                                               reinterpret_cast<std::uint64_t>(memory.data()), iova->value, length,
-                                               request.device_reads, request.device_writes);
-    if (!mapped) {
-      Error error = explain_map_failure(mapped.error(), container_->fd.get(), length);
-      std::lock_guard lock(container_->mutex);
-      container_->iovas->release(*iova, length);
-      return std::unexpected(error);
-    }
-    std::lock_guard lock(container_->mutex);
-    container_->mapped_bytes += length;
-    return *iova;
-  }
-
-  bool retry_with_other_memory(const Error& error) const override { return error.code == Errc::out_of_range; }
-
-  Result<void> unmap(BusAddress address, const Mapping& memory) override {
-    const std::uint64_t length = memory.size();
-    auto unmapped = sys::iommufd::ioas_unmap(container_->fd.get(), container_->ioas, address.value, length);
-    if (!unmapped) return std::unexpected(unmapped.error());
-    {
-      std::lock_guard lock(container_->mutex);
-      container_->iovas->release(address, length);
-      container_->mapped_bytes -= std::min(container_->mapped_bytes, length);
-    }
-    if (*unmapped != length) {
-      return std::unexpected(make_error(Errc::io_error, "unmap DMA buffer (iommufd)",
-                                        fmt::format("IOAS {} IOVA {:#x}", container_->ioas, address.value),
-                                        fmt::format("the kernel unmapped {} of {} bytes", *unmapped, length)));
-    }
-    return {};
-  }
-
-  std::uint64_t mapped_bytes() const override {
-    std::lock_guard lock(container_->mutex);
-    return container_->mapped_bytes;
-  }
 
  private:
-  std::shared_ptr<VfioContainerState> container_;
+  Result<void> map_in_kernel(std::uint64_t vaddr, Iova iova, std::uint64_t length,
+                             const DmaMapRequest& request) override {
+    auto mapped = sys::iommufd::ioas_map_fixed(container().fd.get(), container().ioas, vaddr, iova.value, length,
+                                               request.device_reads, request.device_writes);
+    if (!mapped) return std::unexpected(explain_map_failure(mapped.error(), container().fd.get(), length));
+    return {};
+  }
+  Result<std::uint64_t> unmap_in_kernel(Iova iova, std::uint64_t length) override {
+    return sys::iommufd::ioas_unmap(container().fd.get(), container().ioas, iova.value, length);
+  }
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "src/sys/syscalls.h"
 #include "src/sys/vfio_ioctls.h"
+#include "src/vfio/iommu_backend.h"
 #include "src/vfio/memlock.h"
 
 namespace pcie::detail {
@@ -38,63 +39,22 @@ Error explain_map_failure(const Error& raw, std::uint64_t bytes) {
   return error;
 }
 
-class VfioType1Backend final : public DmaBackend {
+class VfioType1Backend final : public IommuDmaBackend {
  public:
-  explicit VfioType1Backend(std::shared_ptr<VfioContainerState> container) : container_(std::move(container)) {}
-
+  using IommuDmaBackend::IommuDmaBackend;
   std::string_view name() const override { return "VFIO type1 IOMMU"; }
-  bool bus_addresses_are_physical() const override { return false; }
-
-  Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
-    const std::uint64_t length = memory.size();
-    // Aligned to the page size, so the IOMMU can use large pages for it too. The address is
-    // taken under the container's lock; the ioctl comes after it.
-    Result<Iova> iova = [&] {
-      std::lock_guard lock(container_->mutex);
-      return container_->iovas->allocate(length, request.page_size, request.dma_limit);
-    }();
-    if (!iova) return std::unexpected(iova.error());
-    auto mapped = sys::vfio::map_dma(container_->fd.get(), reinterpret_cast<std::uint64_t>(memory.data()), iova->value,
-                                     length, request.device_reads, request.device_writes);
-    std::lock_guard lock(container_->mutex);
-    if (!mapped) {
-      container_->iovas->release(*iova, length);
-      return std::unexpected(explain_map_failure(mapped.error(), length));
-    }
-    container_->mapped_bytes += length;
-    return *iova;
-  }
-
-  bool retry_with_other_memory(const Error& error) const override {
-    // Out of IOVA space for this page size: a smaller backing needs less alignment.
-    return error.code == Errc::out_of_range;
-  }
-
-  Result<void> unmap(BusAddress address, const Mapping& memory) override {
-    const std::uint64_t length = memory.size();
-    auto unmapped = sys::vfio::unmap_dma(container_->fd.get(), address.value, length);
-    if (!unmapped) return std::unexpected(unmapped.error());
-    // Only an IOVA the kernel no longer maps may be handed out again.
-    {
-      std::lock_guard lock(container_->mutex);
-      container_->iovas->release(address, length);
-      container_->mapped_bytes -= std::min(container_->mapped_bytes, length);
-    }
-    if (*unmapped != length) {
-      // 0 means the kernel had nothing mapped there: our bookkeeping and the kernel's differ.
-      return std::unexpected(make_error(Errc::io_error, "unmap DMA buffer", fmt::format("IOVA {:#x}", address.value),
-                                        fmt::format("the kernel unmapped {} of {} bytes", *unmapped, length)));
-    }
-    return {};
-  }
-
-  std::uint64_t mapped_bytes() const override {
-    std::lock_guard lock(container_->mutex);
-    return container_->mapped_bytes;
-  }
 
  private:
-  std::shared_ptr<VfioContainerState> container_;
+  Result<void> map_in_kernel(std::uint64_t vaddr, Iova iova, std::uint64_t length,
+                             const DmaMapRequest& request) override {
+    auto mapped = sys::vfio::map_dma(container().fd.get(), vaddr, iova.value, length, request.device_reads,
+                                     request.device_writes);
+    if (!mapped) return std::unexpected(explain_map_failure(mapped.error(), length));
+    return {};
+  }
+  Result<std::uint64_t> unmap_in_kernel(Iova iova, std::uint64_t length) override {
+    return sys::vfio::unmap_dma(container().fd.get(), iova.value, length);
+  }
 };
 
 }  // namespace

@@ -1,6 +1,12 @@
-// DMA buffer allocation and mapping rates, run inside the test VM, on one backend:
-//  - VFIO type1 (default; a device bound to vfio-pci: scripts/vm binds 0000:00:06.0):
-//      ./scripts/vm --add bazel-bin/bench/dma_bench -- dma_bench [--bdf=0000:00:06.0]
+// DMA buffer allocation and mapping rates, run inside the test VM:
+//  - VFIO, each IOMMU backend the kernel offers, in the same run: type1 through the device
+//    --bdf (default 0000:00:06.0, the edu that scripts/vm binds to vfio-pci), iommufd through
+//    a second device --iommufd-bdf (default 0000:00:03.0, the other edu), since one device
+//    cannot be in a type1 container and bound to an iommufd at once. Each iommufd figure is
+//    also a ratio to the type1 one. Where the kernel has no iommufd (Debian 12's 6.1), the
+//    reason is printed and type1 runs alone; PCIE_VFIO_BACKEND=type1|iommufd runs only that
+//    one (through --bdf).
+//      ./scripts/vm --own-kernel --bind 0000:00:03.0=vfio-pci --add bazel-bin/bench/dma_bench -- dma_bench
 //  - physical addresses (--backend=physical; no device needed, root for pagemap):
 //      ./scripts/vm --no-iommu --add bazel-bin/bench/dma_bench -- dma_bench --backend=physical
 //   (with --memory 2304M --cpu max --append "hugepagesz=1G hugepages=1" for 1 GiB pages)
@@ -20,6 +26,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
+#include <string>
 #include <optional>
 
 #include <fcntl.h>
@@ -34,8 +42,15 @@
 namespace pcie::bench {
 namespace {
 
-std::optional<VfioContainer> g_container;
-std::optional<VfioDevice> g_device;
+// One VFIO backend under test: its container, the device that gives the container an IOMMU
+// domain, and the allocator on it. Destroyed in reverse order.
+struct BackendUnderTest {
+  VfioContainer container;
+  VfioDevice device;
+  DmaAllocator allocator;
+};
+
+// The physical backend's allocator (--backend=physical).
 std::optional<DmaAllocator> g_allocator;
 
 void BM_PopulatedMmap(benchmark::State& state) {
@@ -107,10 +122,10 @@ void BM_TranslateOnePreadPerBuffer(benchmark::State& state) {
   munmap(memory, size);
 }
 
-void BM_DmaBuffer(benchmark::State& state, DmaBacking backing) {
+void BM_DmaBuffer(benchmark::State& state, DmaAllocator* allocator, DmaBacking backing) {
   const auto size = static_cast<std::size_t>(state.range(0));
   for (auto _ : state) {
-    auto buffer = g_allocator->allocate(size, {.prefer = backing});
+    auto buffer = allocator->allocate(size, {.prefer = backing});
     if (!buffer) return state.SkipWithError(buffer.error().message().c_str());
     if (buffer->backing() != backing) return state.SkipWithError("got another backing (huge pages reserved?)");
     benchmark::DoNotOptimize(buffer->data());
@@ -127,9 +142,9 @@ void BM_Malloc(benchmark::State& state) {
   }
 }
 
-void BM_PoolSlice(benchmark::State& state) {
+void BM_PoolSlice(benchmark::State& state, DmaAllocator* allocator) {
   const auto size = static_cast<std::size_t>(state.range(0));
-  auto pool = DmaPool::create(*g_allocator, {.prefer = DmaBacking::pages});
+  auto pool = DmaPool::create(*allocator, {.prefer = DmaBacking::pages});
   if (!pool) return state.SkipWithError(pool.error().message().c_str());
   { auto warm = pool->allocate(size); }  // the chunk is mapped once, outside the timing
   for (auto _ : state) {
@@ -150,17 +165,20 @@ int run_physical() {
   std::ofstream("/proc/sys/vm/nr_hugepages") << 8;  // 2 MiB pages, if the kernel can
   std::vector<std::pair<std::string, std::string>> pairs;
   benchmark::RegisterBenchmark("BM_PopulatedMmap", BM_PopulatedMmap)->Arg(4096);
-  benchmark::RegisterBenchmark("BM_DmaBuffer/physical/pages", BM_DmaBuffer, pcie::DmaBacking::pages)->Arg(4096);
+  benchmark::RegisterBenchmark("BM_DmaBuffer/physical/pages", BM_DmaBuffer, &*g_allocator, pcie::DmaBacking::pages)
+      ->Arg(4096);
   pairs.emplace_back("BM_DmaBuffer/physical/pages/4096", "BM_PopulatedMmap/4096");
   benchmark::RegisterBenchmark("BM_PopulatedHugeMmap", BM_PopulatedHugeMmap)->Arg(2097152);
-  benchmark::RegisterBenchmark("BM_DmaBuffer/physical/huge_2m", BM_DmaBuffer, pcie::DmaBacking::huge_2m)->Arg(2097152);
+  benchmark::RegisterBenchmark("BM_DmaBuffer/physical/huge_2m", BM_DmaBuffer, &*g_allocator, pcie::DmaBacking::huge_2m)
+      ->Arg(2097152);
   pairs.emplace_back("BM_DmaBuffer/physical/huge_2m/2097152", "BM_PopulatedHugeMmap/2097152");
   unsigned gigantic_free = 0;
   std::ifstream("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages") >> gigantic_free;
   if (gigantic_free > 0) {
     constexpr std::int64_t kGiB = 1L << 30;
     benchmark::RegisterBenchmark("BM_PopulatedHugeMmap", BM_PopulatedHugeMmap)->Arg(kGiB)->Iterations(3);
-    benchmark::RegisterBenchmark("BM_DmaBuffer/physical/huge_1g", BM_DmaBuffer, pcie::DmaBacking::huge_1g)
+    benchmark::RegisterBenchmark("BM_DmaBuffer/physical/huge_1g", BM_DmaBuffer, &*g_allocator,
+                                 pcie::DmaBacking::huge_1g)
         ->Arg(kGiB)
         ->Iterations(3);
     pairs.emplace_back("BM_DmaBuffer/physical/huge_1g/1073741824/iterations:3",
@@ -178,58 +196,124 @@ int run_physical() {
   return 0;
 }
 
+// Opens `bdf` through a container forced to `backend`; null (with the reason printed) when
+// this kernel or user cannot.
+std::unique_ptr<pcie::bench::BackendUnderTest> open_backend(pcie::VfioIommuBackend backend,
+                                                            const std::string& bdf_text) {
+  const std::string name(pcie::to_string(backend));
+  auto not_measured = [&name](const pcie::Error& error) {
+    std::printf("VFIO %s: not measured: %s\n", name.c_str(), error.message().c_str());
+    return nullptr;
+  };
+  auto bdf = pcie::Bdf::parse(bdf_text);
+  if (!bdf) return not_measured(bdf.error());
+  auto container = pcie::VfioContainer::open({}, {.backend = backend});
+  if (!container) return not_measured(container.error());
+  auto device = container->open_device(*bdf);
+  if (!device) return not_measured(device.error());
+  auto allocator = pcie::DmaAllocator::create(*container);
+  if (!allocator) return not_measured(allocator.error());
+  std::printf("VFIO %s: %s, through %s\n", name.c_str(), container->backend_choice().reason.c_str(),
+              bdf_text.c_str());
+  return std::make_unique<pcie::bench::BackendUnderTest>(
+      pcie::bench::BackendUnderTest{std::move(*container), std::move(*device), std::move(*allocator)});
+}
+
 int main(int argc, char** argv) {
   using namespace pcie::bench;
   benchmark::Initialize(&argc, argv);
-  std::string bdf_text = "0000:00:06.0";
+  std::string type1_bdf = "0000:00:06.0";
+  std::string iommufd_bdf = "0000:00:03.0";
   for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with("--bdf=")) bdf_text = argv[i] + 6;
-    if (std::string_view(argv[i]) == "--backend=physical") return run_physical();
+    const std::string_view arg = argv[i];
+    if (arg.starts_with("--bdf=")) type1_bdf = argv[i] + 6;
+    if (arg.starts_with("--iommufd-bdf=")) iommufd_bdf = argv[i] + 14;
+    if (arg == "--backend=physical") return run_physical();
   }
-  auto bdf = pcie::Bdf::parse(bdf_text);
-  auto container = pcie::VfioContainer::open();
-  if (!bdf || !container) return std::fprintf(stderr, "dma_bench: cannot open VFIO\n"), 1;
-  auto device = container->open_device(*bdf);
-  if (!device) return std::fprintf(stderr, "dma_bench: %s\n", device.error().message().c_str()), 1;
-  // Which IOMMU backend the figures are for (PCIE_VFIO_BACKEND picks one).
-  std::printf("VFIO backend: %s\n", container->backend_choice().reason.c_str());
-  g_container.emplace(std::move(*container));
-  g_device.emplace(std::move(*device));
-  g_allocator.emplace(pcie::DmaAllocator::create(*g_container).value());
+  // PCIE_VFIO_BACKEND narrows the run to one backend (through --bdf); unset or auto: both.
+  const char* only_text = std::getenv(pcie::kVfioBackendVariable);
+  auto only = pcie::parse_vfio_iommu_backend(only_text != nullptr && *only_text != '\0' ? only_text : "auto");
+  if (!only) return std::fprintf(stderr, "dma_bench: %s\n", only.error().message().c_str()), 1;
+  std::unique_ptr<BackendUnderTest> type1;
+  std::unique_ptr<BackendUnderTest> iommufd;
+  if (*only != pcie::VfioIommuBackend::iommufd) type1 = open_backend(pcie::VfioIommuBackend::type1, type1_bdf);
+  if (*only == pcie::VfioIommuBackend::iommufd) {
+    iommufd = open_backend(pcie::VfioIommuBackend::iommufd, type1_bdf);
+  } else if (*only == pcie::VfioIommuBackend::automatic) {
+    iommufd = open_backend(pcie::VfioIommuBackend::iommufd, iommufd_bdf);
+  }
+  if (!type1 && !iommufd) return std::fprintf(stderr, "dma_bench: no VFIO backend to measure\n"), 1;
   std::ofstream("/proc/sys/vm/nr_hugepages") << 8;  // 2 MiB pages, if the kernel can
 
-  std::vector<std::pair<std::string, std::string>> pairs;
-  for (const std::int64_t size : {4096L, 65536L, 2097152L}) {
-    benchmark::RegisterBenchmark("BM_PopulatedMmap", BM_PopulatedMmap)->Arg(size);
-    benchmark::RegisterBenchmark("BM_DmaBuffer/pages", BM_DmaBuffer, pcie::DmaBacking::pages)->Arg(size);
-    pairs.emplace_back("BM_DmaBuffer/pages/" + std::to_string(size), "BM_PopulatedMmap/" + std::to_string(size));
-  }
-  benchmark::RegisterBenchmark("BM_DmaBuffer/huge_2m", BM_DmaBuffer, pcie::DmaBacking::huge_2m)->Arg(2097152);
-  pairs.emplace_back("BM_DmaBuffer/huge_2m/2097152", "BM_PopulatedMmap/2097152");
+  struct Measured {
+    const char* name;
+    BackendUnderTest* backend;
+  };
+  std::vector<Measured> measured;
+  if (type1) measured.push_back({"type1", type1.get()});
+  if (iommufd) measured.push_back({"iommufd", iommufd.get()});
   // 1 GiB pages exist only when reserved at boot (scripts/vm --memory 2G --cpu max
   // --append "hugepagesz=1G hugepages=1"); then 1 GiB buffers are timed too.
   unsigned gigantic_free = 0;
   std::ifstream("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages") >> gigantic_free;
+  constexpr std::int64_t kGiB = 1L << 30;
+
+  // The baselines: populated anonymous memory of each size, malloc for pool slices.
+  for (const std::int64_t size : {4096L, 65536L, 2097152L}) {
+    benchmark::RegisterBenchmark("BM_PopulatedMmap", BM_PopulatedMmap)->Arg(size);
+  }
+  if (gigantic_free > 0) benchmark::RegisterBenchmark("BM_PopulatedMmap", BM_PopulatedMmap)->Arg(kGiB)->Iterations(3);
+  for (const std::int64_t size : {64L, 512L}) benchmark::RegisterBenchmark("BM_Malloc", BM_Malloc)->Arg(size);
+
+  struct Case {
+    pcie::DmaBacking backing;
+    const char* backing_name;
+    std::int64_t size;
+  };
+  std::vector<Case> cases = {{pcie::DmaBacking::pages, "pages", 4096},
+                             {pcie::DmaBacking::pages, "pages", 65536},
+                             {pcie::DmaBacking::pages, "pages", 2097152},
+                             {pcie::DmaBacking::huge_2m, "huge_2m", 2097152}};
   if (gigantic_free > 0) {
-    constexpr std::int64_t kGiB = 1L << 30;
-    benchmark::RegisterBenchmark("BM_PopulatedMmap", BM_PopulatedMmap)->Arg(kGiB)->Iterations(3);
-    benchmark::RegisterBenchmark("BM_DmaBuffer/pages", BM_DmaBuffer, pcie::DmaBacking::pages)->Arg(kGiB)->Iterations(3);
-    benchmark::RegisterBenchmark("BM_DmaBuffer/huge_1g", BM_DmaBuffer, pcie::DmaBacking::huge_1g)->Arg(kGiB)->Iterations(3);
-    pairs.emplace_back("BM_DmaBuffer/pages/1073741824/iterations:3", "BM_PopulatedMmap/1073741824/iterations:3");
-    pairs.emplace_back("BM_DmaBuffer/huge_1g/1073741824/iterations:3", "BM_PopulatedMmap/1073741824/iterations:3");
+    cases.push_back({pcie::DmaBacking::pages, "pages", kGiB});
+    cases.push_back({pcie::DmaBacking::huge_1g, "huge_1g", kGiB});
+  }
+  std::vector<std::pair<std::string, std::string>> pairs;
+  std::vector<std::pair<std::string, std::string>> backend_pairs;  // iommufd against type1
+  // Case by case, one backend right after the other, so that drift over the run (host load
+  // under QEMU) hits both alike. Names: BM_DmaBuffer/<backend>/<backing>/<size>.
+  for (const Case& c : cases) {
+    for (const Measured& m : measured) {
+      const std::string name = std::string("BM_DmaBuffer/") + m.name + "/" + c.backing_name;
+      auto* registered =
+          benchmark::RegisterBenchmark(name.c_str(), BM_DmaBuffer, &m.backend->allocator, c.backing)->Arg(c.size);
+      std::string suffix = "/" + std::to_string(c.size);
+      if (c.size == kGiB) {
+        registered->Iterations(3);
+        suffix += "/iterations:3";
+      }
+      pairs.emplace_back(name + suffix, "BM_PopulatedMmap" + suffix);
+      if (m.backend == iommufd.get() && type1) {
+        backend_pairs.emplace_back(name + suffix, std::string("BM_DmaBuffer/type1/") + c.backing_name + suffix);
+      }
+    }
   }
   for (const std::int64_t size : {64L, 512L}) {
-    benchmark::RegisterBenchmark("BM_Malloc", BM_Malloc)->Arg(size);
-    benchmark::RegisterBenchmark("BM_PoolSlice", BM_PoolSlice)->Arg(size);
-    pairs.emplace_back("BM_PoolSlice/" + std::to_string(size), "BM_Malloc/" + std::to_string(size));
-    // What the pool saves: a page-sized DMA buffer (and IOMMU mapping) per small buffer.
-    pairs.emplace_back("BM_PoolSlice/" + std::to_string(size), "BM_DmaBuffer/pages/4096");
+    for (const Measured& m : measured) {
+      const std::string name = std::string("BM_PoolSlice/") + m.name;
+      const std::string suffix = "/" + std::to_string(size);
+      benchmark::RegisterBenchmark(name.c_str(), BM_PoolSlice, &m.backend->allocator)->Arg(size);
+      pairs.emplace_back(name + suffix, "BM_Malloc" + suffix);
+      // What the pool saves: a page-sized DMA buffer (and IOMMU mapping) per small buffer.
+      pairs.emplace_back(name + suffix, std::string("BM_DmaBuffer/") + m.name + "/pages/4096");
+      if (m.backend == iommufd.get() && type1) backend_pairs.emplace_back(name + suffix, "BM_PoolSlice/type1" + suffix);
+    }
   }
+  pairs.insert(pairs.end(), backend_pairs.begin(), backend_pairs.end());
   RatioReporter reporter(pairs);
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  g_allocator.reset();
-  g_device.reset();
-  g_container.reset();
+  iommufd.reset();
+  type1.reset();
   benchmark::Shutdown();
   return 0;
 }

@@ -709,6 +709,58 @@ TEST_F(PciectlTest, InfoJson) {
   EXPECT_EQ(json["capabilities"][0]["name"], "MSI");
 }
 
+// A device on vfio-pci: its group node, its cdev and the backend a container would take,
+// on a kernel without device cdevs (Linux 6.1), then with one whose /dev/iommu is no
+// iommufd; devices on other drivers have no VFIO lines.
+TEST_F(PciectlTest, InfoShowsHowVfioReachesADevice) {
+  const std::string dir = tree_->directory();
+  testing::FakeDevice vfio_edu = testing::qemu_edu(Bdf{0, 0, 6, 0});
+  vfio_edu.driver = "vfio-pci";
+  vfio_edu.iommu_group = 30;
+  ASSERT_TRUE(tree_->add_device(vfio_edu));
+  std::filesystem::create_directories(dir + "/dev/vfio");
+  std::ofstream(dir + "/dev/vfio/30") << "";
+
+  CommandResult run = pciectl("info 00:06.0");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("VFIO group:   " + dir + "/dev/vfio/30 (yours)\n"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("VFIO cdev:    none: vfio-pci gives the device no cdev"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("VFIO backend: type1: the kernel gives VFIO devices no cdevs"), std::string::npos) << run.out;
+  EXPECT_EQ(pciectl("info 00:03.0").out.find("VFIO"), std::string::npos) << "00:03.0 is on no driver";
+  EXPECT_TRUE(nlohmann::json::parse(pciectl("info 00:03.0 --json").out)["vfio"].is_null());
+
+  // Linux 6.1 lists the device in vfio-dev/ without a device number.
+  const std::string vfio_dev = dir + "/sys/bus/pci/devices/0000:00:06.0/vfio-dev/vfio0";
+  std::filesystem::create_directories(vfio_dev);
+  std::filesystem::create_directories(dir + "/sys/class/vfio-dev/vfio0");
+  run = pciectl("info 00:06.0");
+  EXPECT_NE(run.out.find("VFIO cdev:    none: the kernel gives 0000:00:06.0 no cdev"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("VFIO backend: type1: the kernel gives VFIO devices no cdevs"), std::string::npos) << run.out;
+
+  // A cdev, and a /dev/iommu that opens but is no iommufd: type1, saying why.
+  std::ofstream(vfio_dev + "/dev") << "511:0\n";
+  std::ofstream(dir + "/sys/class/vfio-dev/vfio0/dev") << "511:0\n";
+  std::filesystem::create_directories(dir + "/dev/vfio/devices");
+  std::ofstream(dir + "/dev/vfio/devices/vfio0") << "";
+  std::ofstream(dir + "/dev/iommu") << "";
+  run = pciectl("info 00:06.0 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  EXPECT_EQ(json["vfio"]["group_node"], dir + "/dev/vfio/30 (yours)");
+  EXPECT_EQ(json["vfio"]["cdev"], dir + "/dev/vfio/devices/vfio0 (yours)");
+  EXPECT_EQ(json["vfio"]["backend"], "type1");
+  EXPECT_NE(json["vfio"]["backend_reason"].get<std::string>().find("not an iommufd node"), std::string::npos)
+      << json["vfio"];
+
+  // Forced, and a typo: the error is the reason, info still succeeds.
+  run = pciectl("info 00:06.0", "PCIE_VFIO_BACKEND=type1");
+  EXPECT_NE(run.out.find("VFIO backend: type1: asked for (PCIE_VFIO_BACKEND=type1)"), std::string::npos) << run.out;
+  run = pciectl("info 00:06.0", "PCIE_VFIO_BACKEND=iommu");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("VFIO backend: "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("PCIE_VFIO_BACKEND=iommu"), std::string::npos) << run.out;
+}
+
 TEST_F(PciectlTest, InfoErrors) {
   expect_error(pciectl("info 00:20.0"), 2, "device 0x20 is out of range");
   expect_error(pciectl("info 07:00.0"), 3, "0000:07:00.0");

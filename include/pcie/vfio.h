@@ -97,6 +97,20 @@ struct VfioBackendChoice {
 // a malformed PCIE_VFIO_BACKEND: invalid_argument).
 Result<VfioBackendChoice> choose_vfio_backend(const VfioPaths& paths = {}, const VfioContainerOptions& options = {});
 
+// The backend a container whose first device is `bdf` would take: choose_vfio_backend(),
+// and where that is an automatic choice of iommufd, the fall back to type1 that
+// VfioContainer::open_device() takes when the device's cdev is missing or not this user's
+// (the reason then names the cdev). Fails as choose_vfio_backend().
+Result<VfioBackendChoice> choose_vfio_backend_for(const Bdf& bdf, const VfioPaths& paths = {},
+                                                  const VfioContainerOptions& options = {});
+
+// The VFIO cdev node of a device bound to vfio-pci (/dev/vfio/devices/vfioN, as sysfs
+// <device>/vfio-dev/ names it), which the iommufd backend opens. Does not open it. Fails
+// with not_found (no such device, or not bound to vfio-pci: the hint says how to bind it)
+// or not_supported (the kernel gives devices no cdevs: Linux before 6.6, or built without
+// VFIO_DEVICE_CDEV).
+Result<std::string> vfio_device_cdev(const Bdf& bdf, const VfioPaths& paths = {});
+
 // Region indexes of a vfio-pci device (VFIO_PCI_*_REGION_INDEX).
 inline constexpr std::uint32_t kVfioBar0Region = 0;  // BARn is kVfioBar0Region + n
 inline constexpr std::uint32_t kVfioRomRegion = 6;

@@ -297,6 +297,13 @@ bool path_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+Result<void> check_read_write_access(const std::string& path, std::string_view operation) {
+  if (::access(path.c_str(), R_OK | W_OK) != 0) {
+    return std::unexpected(make_errno_error(errno, std::string(operation), path));
+  }
+  return {};
+}
+
 }  // namespace pcie::sys
 
 namespace pcie::sys {

@@ -100,6 +100,10 @@ Result<std::vector<std::string>> list_directory(const std::string& path);
 // True when `path` exists (stat(2) succeeds).
 bool path_exists(const std::string& path);
 
+// Whether this process may open `path` for reading and writing (access(2) with R_OK | W_OK,
+// against the real uid): the errno as an error (permission_denied, not_found) when not.
+Result<void> check_read_write_access(const std::string& path, std::string_view operation);
+
 // Who owns a file and its permission bits (stat(2)).
 struct FileOwnership {
   unsigned uid = 0;

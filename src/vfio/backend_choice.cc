@@ -5,8 +5,10 @@
 
 #include <cstdlib>
 
+#include "src/pci/sysfs_links.h"
 #include "src/sys/iommufd_ioctls.h"
 #include "src/sys/syscalls.h"
+#include "src/vfio/cdev_device.h"
 
 namespace pcie {
 
@@ -78,6 +80,12 @@ Result<IommufdContext> open_iommufd(const VfioPaths& paths) {
   return IommufdContext{std::move(*fd), *ioas};
 }
 
+bool may_fall_back_to_type1(const VfioPaths& paths, const Bdf& bdf, const Error& cdev_error) {
+  const bool cdev_unusable = cdev_error.code == Errc::permission_denied || cdev_error.code == Errc::not_found ||
+                             cdev_error.code == Errc::not_supported;
+  return cdev_unusable && sysfs::device_driver(paths.sysfs, bdf).value_or(std::nullopt) == "vfio-pci";
+}
+
 Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainerOptions& options) {
   ChosenBackend chosen;
   chosen.requested = options.backend;
@@ -133,6 +141,32 @@ Result<VfioBackendChoice> choose_vfio_backend(const VfioPaths& paths, const Vfio
   auto chosen = detail::choose_backend(paths, options);
   if (!chosen) return std::unexpected(chosen.error());
   return chosen->choice;
+}
+
+Result<VfioBackendChoice> choose_vfio_backend_for(const Bdf& bdf, const VfioPaths& paths,
+                                                  const VfioContainerOptions& options) {
+  auto chosen = detail::choose_backend(paths, options);
+  if (!chosen) return std::unexpected(chosen.error());
+  if (chosen->requested != VfioIommuBackend::automatic || chosen->choice.backend != VfioIommuBackend::iommufd) {
+    return chosen->choice;
+  }
+  // The same test as VfioContainer::open_device's fall back, without opening the node.
+  auto usable = [&]() -> Result<void> {
+    auto node = detail::find_device_cdev(paths, bdf);
+    if (!node) return std::unexpected(node.error());
+    return sys::check_read_write_access(*node, "open VFIO device cdev");
+  }();
+  if (!usable && detail::may_fall_back_to_type1(paths, bdf, usable.error())) {
+    return VfioBackendChoice{
+        VfioIommuBackend::type1,
+        fmt::format("type1: iommufd would be chosen, but the device's cdev cannot be opened ({}: {})",
+                    usable.error().object, usable.error().reason)};
+  }
+  return chosen->choice;
+}
+
+Result<std::string> vfio_device_cdev(const Bdf& bdf, const VfioPaths& paths) {
+  return detail::find_device_cdev(paths, bdf);
 }
 
 }  // namespace pcie

@@ -29,4 +29,9 @@ struct ChosenBackend {
 
 Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainerOptions& options);
 
+// Whether an automatic choice of iommufd turns to type1 after `cdev_error` on the first
+// device's cdev: the cdev is missing or not this user's (not_found, permission_denied,
+// not_supported) while the device is bound to vfio-pci, whose group node type1 may reach.
+bool may_fall_back_to_type1(const VfioPaths& paths, const Bdf& bdf, const Error& cdev_error);
+
 }  // namespace pcie::detail

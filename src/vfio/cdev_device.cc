@@ -25,13 +25,13 @@ std::string group_node(const VfioContainerState& state, int group) {
 
 }  // namespace
 
-Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bdf) {
+Result<std::string> find_device_cdev(const VfioPaths& paths, const Bdf& bdf) {
   const std::string name = bdf.to_string();
-  const std::string device_dir = state.paths.sysfs.device_dir(bdf);
+  const std::string device_dir = paths.sysfs.device_dir(bdf);
   if (!sys::path_exists(device_dir)) {
     return std::unexpected(make_error(Errc::not_found, "open through VFIO", name, "no such device"));
   }
-  const VfioFailureContext context = vfio_detail::failure_context(state.paths, bdf);
+  const VfioFailureContext context = vfio_detail::failure_context(paths, bdf);
   if (!context.group) {
     return std::unexpected(
         explain_vfio_failure(make_error(Errc::not_supported, "open through VFIO", name, ""), "group", context));
@@ -60,7 +60,14 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
                                                   name, device_dir, cdevs.front()),
                                       "use the type1 backend (PCIE_VFIO_BACKEND=type1)"));
   }
-  const std::string node = state.paths.dev_vfio + "/devices/" + cdevs.front();
+  return paths.dev_vfio + "/devices/" + cdevs.front();
+}
+
+Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bdf) {
+  const std::string name = bdf.to_string();
+  auto found = find_device_cdev(state.paths, bdf);
+  if (!found) return std::unexpected(found.error());
+  const std::string& node = *found;
   auto fd = sys::open_file(node, O_RDWR, "open VFIO device cdev");
   if (fd) return std::move(*fd);
   Error error = fd.error();
@@ -74,7 +81,9 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
                              node, state.paths.dev_iommu, name);
   } else if (error.code == Errc::busy) {
     error.reason = fmt::format("{} is already open (another process holds it)", name);
-    error.hint = fmt::format("find the holder with `fuser {} {}`", node, group_node(state, *context.group));
+    const std::optional<int> group = sysfs::device_iommu_group(state.paths.sysfs, bdf);
+    error.hint = fmt::format("find the holder with `fuser {} {}`", node,
+                             group ? group_node(state, *group) : state.paths.dev_vfio + "/*");
   }
   return std::unexpected(error);
 }

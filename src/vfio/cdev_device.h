@@ -10,6 +10,10 @@
 
 namespace pcie::detail {
 
+// The device's cdev node's path (/dev/vfio/devices/vfioN), from sysfs <device>/vfio-dev/.
+// Errors as open_device_cdev's, less those of opening the node.
+Result<std::string> find_device_cdev(const VfioPaths& paths, const Bdf& bdf);
+
 // The device's cdev node, opened. Errors say what to do: the device is gone, not bound to
 // vfio-pci, the kernel has no cdevs (not_supported), no access to the node, in use.
 // Called with state.mutex held.

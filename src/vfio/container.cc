@@ -266,9 +266,7 @@ Result<bool> open_through_iommufd(detail::VfioContainerState& state, detail::Vfi
   auto fd = detail::open_device_cdev(state, bdf);
   if (!fd) {
     const bool may_fall_back = state.requested == VfioIommuBackend::automatic && !state.backend_fixed &&
-                               (fd.error().code == Errc::permission_denied || fd.error().code == Errc::not_found ||
-                                fd.error().code == Errc::not_supported) &&
-                               sysfs::device_driver(state.paths.sysfs, bdf).value_or(std::nullopt) == "vfio-pci";
+                               detail::may_fall_back_to_type1(state.paths, bdf, fd.error());
     if (!may_fall_back) return std::unexpected(fd.error());
     auto type1 = open_type1_container(state.paths);
     if (!type1) return std::unexpected(fd.error());

@@ -329,6 +329,31 @@ TEST(GuestVfioBackend, ChoiceIsReportedAndTheAutomaticOneIsThisKernelsBest) {
   }
   }  // edu released for the child below
 
+  // What tools report before opening anything (pciectl info): the same choice, and the node.
+  auto predicted = choose_vfio_backend_for(kVfioEdu);
+  ASSERT_TRUE(predicted) << predicted.error().message();
+  EXPECT_EQ(predicted->backend, g_backend) << predicted->reason;
+  auto cdev = vfio_device_cdev(kVfioEdu);
+  if (iommufd()) {
+    ASSERT_TRUE(cdev) << cdev.error().message();
+    EXPECT_EQ(*cdev, cdev_node(kVfioEdu));
+  } else {
+    ASSERT_FALSE(cdev);
+    EXPECT_EQ(cdev.error().code, Errc::not_supported) << cdev.error().message();
+    EXPECT_NE(cdev.error().reason.find("Linux 6.6"), std::string::npos) << cdev.error().message();
+  }
+  auto unbound = vfio_device_cdev(kEdu);
+  ASSERT_FALSE(unbound) << "00:03.0 is on no driver";
+  EXPECT_EQ(unbound.error().code, Errc::not_found) << unbound.error().message();
+  const std::string scratch = cli::make_scratch_dir("backend");
+  const cli::CommandResult info = cli::run_command("pciectl info 0000:00:06.0", scratch);
+  EXPECT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("VFIO backend: " + predicted->reason), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find(iommufd() ? "VFIO cdev:    " + *cdev + " (yours)" : "VFIO cdev:    none: the kernel gives"),
+            std::string::npos)
+      << info.out;
+  std::printf("pciectl info 0000:00:06.0:\n%s", info.out.c_str());
+
   auto automatic = VfioContainer::open();
   ASSERT_TRUE(automatic) << automatic.error().message();
   EXPECT_EQ(automatic->backend(), g_backend) << automatic->backend_choice().reason;
@@ -385,6 +410,11 @@ TEST(GuestVfioBackend, UserWithoutIommufdNodesIsServedByType1OrToldWhy) {
   const NodesGivenToNobody iommu({"/dev/iommu"});
   status = run_in_child([] {
     if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
+    // Foretold without opening anything (pciectl info).
+    auto predicted = choose_vfio_backend_for(kVfioEdu);
+    if (!predicted || predicted->backend != VfioIommuBackend::type1) return 21;
+    std::printf("predicted: %s\n", predicted->reason.c_str());
+    if (predicted->reason.find("cdev cannot be opened") == std::string::npos) return 22;
     auto automatic = VfioContainer::open();
     if (!automatic) return 11;
     if (automatic->backend() != VfioIommuBackend::iommufd) return 12;
@@ -404,7 +434,8 @@ TEST(GuestVfioBackend, UserWithoutIommufdNodesIsServedByType1OrToldWhy) {
     if (refused.error().hint.find("chown") == std::string::npos) return 20;
     return 0;
   });
-  EXPECT_EQ(status, 0) << "10-12: open, 13: device, 14-15: no fallback, 16: DMA, 17-20: forced iommufd's error";
+  EXPECT_EQ(status, 0) << "10-12: open, 13: device, 14-15: no fallback, 16: DMA, 17-20: forced iommufd's error, "
+                         "21-22: choose_vfio_backend_for did not foretell the fallback";
 }
 
 TEST(GuestVfioErrors, SecondContainerOnTheSameGroupIsBusy) {

@@ -213,10 +213,12 @@ int run_info(const GlobalOptions& global, const std::string& bdf_text, bool json
   auto device = pcie::describe(*bdf, discovery_options(global));
   if (!device) return fail(device.error());
   const BarMemoryTypes memory_types = read_bar_memory_types(paths_of(global), *device);
+  const std::optional<VfioNodes> vfio = read_vfio_nodes(vfio_paths_of(global), *device);
+  const VfioNodes* vfio_or_null = vfio ? &*vfio : nullptr;
   if (json) {
-    fmt::print("{}\n", to_json(*device, &memory_types).dump(2));
+    fmt::print("{}\n", to_json(*device, &memory_types, vfio_or_null).dump(2));
   } else {
-    fmt::print("{}", render_details(*device, &memory_types));
+    fmt::print("{}", render_details(*device, &memory_types, vfio_or_null));
   }
   return kSuccess;
 }

@@ -129,7 +129,7 @@ BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::
   return types;
 }
 
-std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
+std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
   std::string out = render_line(d, true) + "\n";
   auto field = [&out](std::string_view name, const std::string& value) {
     out += fmt::format("  {:<14}{}\n", std::string(name) + ":", value);
@@ -143,6 +143,11 @@ std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memo
   field("Revision", fmt::format("{:02x}", d.revision));
   field("Driver", d.driver.value_or("none"));
   field("IOMMU group", d.iommu_group ? std::to_string(*d.iommu_group) : "none");
+  if (vfio != nullptr) {
+    field("VFIO group", vfio->group_node);
+    field("VFIO cdev", vfio->cdev);
+    field("VFIO backend", vfio->reason);
+  }
   field("NUMA node", d.numa_node ? std::to_string(*d.numa_node) : "unknown");
   if (d.physical_slot) field("Physical slot", *d.physical_slot);
   if (d.bridge_buses) {
@@ -205,7 +210,7 @@ std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memo
   return out;
 }
 
-nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
   nlohmann::ordered_json json;
   json["bdf"] = d.bdf.to_string();
   json["vendor_id"] = fmt::format("{:04x}", d.vendor_id);
@@ -221,6 +226,7 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* 
   json["subsystem_vendor_name"] = d.subsystem_vendor_name;
   json["driver"] = d.driver ? nlohmann::ordered_json(*d.driver) : nlohmann::ordered_json();
   json["iommu_group"] = d.iommu_group ? nlohmann::ordered_json(*d.iommu_group) : nlohmann::ordered_json();
+  json["vfio"] = vfio != nullptr ? to_json(*vfio) : nlohmann::ordered_json();
   json["numa_node"] = d.numa_node ? nlohmann::ordered_json(*d.numa_node) : nlohmann::ordered_json();
   json["physical_slot"] = d.physical_slot ? nlohmann::ordered_json(*d.physical_slot) : nlohmann::ordered_json();
   if (d.bridge_buses) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pcie/discovery.h"
+#include "tools/pciectl/vfio_nodes.h"
 
 namespace pciectl {
 
@@ -28,11 +29,13 @@ std::string render_machine_line(const pcie::DeviceInfo& device);
 // One lspci -vmm -nn -D record ("Slot:\t...\n" lines; the caller adds the blank line):
 // with_driver adds the Driver line of -k.
 std::string render_machine_record(const pcie::DeviceInfo& device, bool with_driver);
-// Everything discovery knows, as indented text (with the BARs' current memory types when
-// given).
-std::string render_details(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr);
-// Everything discovery knows, as a JSON object.
-nlohmann::ordered_json to_json(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr);
+// Everything discovery knows, as indented text (with the BARs' current memory types and
+// the VFIO nodes and backend when given).
+std::string render_details(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr,
+                           const VfioNodes* vfio = nullptr);
+// Everything discovery knows, as a JSON object ("vfio": null when `vfio` is null).
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& device, const BarMemoryTypes* memory_types = nullptr,
+                               const VfioNodes* vfio = nullptr);
 // Prints the device's warnings (what discovery could not read) on stderr, one
 // "pciectl: warning: BDF: ..." line each: for outputs that have no room for them.
 void print_warnings(const pcie::DeviceInfo& device);

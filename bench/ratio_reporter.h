@@ -5,6 +5,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -41,7 +42,14 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
   void Finalize() override {
     ConsoleReporter::Finalize();
-    std::printf("\n%-44s %-32s %10s\n", "candidate", "baseline (same run)",
+    // Columns as wide as the longest names, so that every ratio lines up.
+    int candidate_width = 44;
+    int baseline_width = 32;
+    for (const auto& [candidate, baseline] : pairs_) {
+      candidate_width = std::max(candidate_width, static_cast<int>(candidate.size()));
+      baseline_width = std::max(baseline_width, static_cast<int>(baseline.size()));
+    }
+    std::printf("\n%-*s %-*s %10s\n", candidate_width, "candidate", baseline_width, "baseline (same run)",
                 kind_ == RatioKind::time ? "time ratio" : "speed ratio");
     for (const auto& [candidate, baseline] : pairs_) {
       const auto a = nanoseconds_.find(candidate);
@@ -50,9 +58,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const double ratio = kind_ == RatioKind::time ? a->second / b->second : b->second / a->second;
       // Two decimals, or three significant digits for ratios far below 1 (0.00x says nothing).
       if (ratio >= 0.1) {
-        std::printf("%-44s %-32s %9.2fx\n", candidate.c_str(), baseline.c_str(), ratio);
+        std::printf("%-*s %-*s %9.2fx\n", candidate_width, candidate.c_str(), baseline_width, baseline.c_str(),
+                    ratio);
       } else {
-        std::printf("%-44s %-32s %9.3gx\n", candidate.c_str(), baseline.c_str(), ratio);
+        std::printf("%-*s %-*s %9.3gx\n", candidate_width, candidate.c_str(), baseline_width, baseline.c_str(),
+                    ratio);
       }
     }
     std::fflush(stdout);

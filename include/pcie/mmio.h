@@ -9,6 +9,9 @@
 //    (volatile), like readl_relaxed/writel_relaxed; for bursts of register writes.
 //  - checked_read<T>/checked_write<T>: bounds, natural alignment and allowed width checked
 //    first, returning an Error; then the ordered access.
+//  - write64_halves/read64_halves: a 64-bit register as two 32-bit accesses in a stated
+//    order, like the kernel's lo_hi_writeq/hi_lo_writeq (include/linux/io-64-nonatomic-*.h).
+//  - poll: a bounded wait on a register (pcie/wait.h: spin, then back off; an early stop).
 //
 // Write-combined windows: stores may merge and reorder among themselves; call
 // barrier_before_doorbell() (pcie/barriers.h) before a write that must come after them.
@@ -24,6 +27,7 @@
 #include "pcie/barriers.h"
 #include "pcie/error.h"
 #include "pcie/region.h"
+#include "pcie/wait.h"
 
 namespace pcie {
 
@@ -36,11 +40,9 @@ constexpr Width width_of() {
   return static_cast<Width>(sizeof(T));
 }
 
+// What a poll ended with: the last value read, and false when the timeout passed first.
 template <MmioWord T>
-struct PollResult {
-  T value = 0;          // the last value read
-  bool matched = false; // false: the timeout expired first
-};
+using PollResult = WaitResult<T>;
 
 // A non-owning view of mapped registers. It does not keep the mapping alive: the object
 // that produced it (BarMapping) must outlive it.
@@ -121,31 +123,86 @@ class MmioView {
     return {};
   }
 
-  // Reads the register at `offset` until (value & mask) == expected or `timeout` passes,
-  // and returns the last value read either way. The access is checked once, up front.
-  // Never waits longer than `timeout` plus one read.
+  // The 64-bit register at `offset` as two ordered 32-bit accesses, the halves in `order`.
+  // Unchecked: `offset` must be 4-byte aligned with 8 bytes inside the view.
+  void write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order) const noexcept {
+    const auto low = static_cast<std::uint32_t>(value);
+    const auto high = static_cast<std::uint32_t>(value >> 32);
+    if (order == HalfOrder::low_first) {
+      write<std::uint32_t>(offset, low);
+      write<std::uint32_t>(offset + 4, high);
+    } else {
+      write<std::uint32_t>(offset + 4, high);
+      write<std::uint32_t>(offset, low);
+    }
+  }
+  std::uint64_t read64_halves(std::uint64_t offset, HalfOrder order) const noexcept {
+    std::uint32_t low = 0;
+    std::uint32_t high = 0;
+    if (order == HalfOrder::low_first) {
+      low = read<std::uint32_t>(offset);
+      high = read<std::uint32_t>(offset + 4);
+    } else {
+      high = read<std::uint32_t>(offset + 4);
+      low = read<std::uint32_t>(offset);
+    }
+    return (std::uint64_t{high} << 32) | low;
+  }
+
+  // Checked first: both halves inside the view, 4-byte aligned, 32-bit accesses allowed;
+  // nothing is written when a check fails (out_of_range, misaligned, width_not_allowed).
+  Result<void> checked_write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order) const {
+    auto ok = check_halves("write", offset);
+    if (!ok) return ok;
+    write64_halves(offset, value, order);
+    return {};
+  }
+  Result<std::uint64_t> checked_read64_halves(std::uint64_t offset, HalfOrder order) const {
+    auto ok = check_halves("read", offset);
+    if (!ok) return std::unexpected(ok.error());
+    return read64_halves(offset, order);
+  }
+
+  // Reads the register at `offset` until (value & mask) == expected, on the schedule of
+  // `options` (pcie/wait.h: spin, then sleep with backoff; stop_if ends it early; with
+  // all_ones_means_removed, a read of all ones ends it with device_removed). Returns the
+  // last value read and whether it matched. The access is checked once, up front
+  // (out_of_range, misaligned, width_not_allowed).
   template <MmioWord T>
-  Result<PollResult<T>> poll(std::uint64_t offset, T mask, T expected,
-                             std::chrono::nanoseconds timeout) const {
+  Result<PollResult<T>> poll(std::uint64_t offset, T mask, T expected, const WaitOptions& options) const {
     auto ok = check_access("poll", name_, size_, allowed_, width_of<T>(), offset);
     if (!ok) return std::unexpected(ok.error());
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      const T value = read<T>(offset);
-      if ((value & mask) == expected) return PollResult<T>{value, true};
-      if (std::chrono::steady_clock::now() >= deadline) return PollResult<T>{value, false};
-      cpu_relax();
-    }
+    bool removed = false;
+    auto polled = wait_until(
+        [this, offset] { return read<T>(offset); },
+        [&removed, mask, expected, &options](T value) {
+          if ((value & mask) == expected) return true;
+          removed = options.all_ones_means_removed && value == static_cast<T>(~T{0});
+          return removed;  // ends the wait; reported below
+        },
+        options);
+    if (polled && removed) return std::unexpected(removed_error(offset, sizeof(T)));
+    return polled;
+  }
+
+  // Spins on the register for up to `timeout` (no sleeping, no early stop): for waits of
+  // microseconds. Never waits longer than `timeout` plus one read.
+  template <MmioWord T>
+  Result<PollResult<T>> poll(std::uint64_t offset, T mask, T expected, std::chrono::nanoseconds timeout) const {
+    WaitOptions spin_only;
+    spin_only.timeout = timeout;
+    spin_only.max_sleep = std::chrono::nanoseconds::zero();
+    return poll<T>(offset, mask, expected, spin_only);
   }
 
  private:
-  static void cpu_relax() {
-#if defined(__x86_64__)
-    asm volatile("pause");
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
+  Result<void> check_halves(std::string_view operation, std::uint64_t offset) const {
+    auto ok = check_access(operation, name_, size_, allowed_, Width::bits32, offset);
+    // The first check keeps offset below the size, so offset + 4 cannot wrap around.
+    if (ok) ok = check_access(operation, name_, size_, allowed_, Width::bits32, offset + 4);
+    return ok;
   }
+  Error removed_error(std::uint64_t offset, std::size_t bytes) const;
 
   std::byte* base_ = nullptr;
   std::uint64_t size_ = 0;

@@ -110,6 +110,15 @@ inline Result<void> check_access(std::string_view operation, std::string_view re
 Result<void> check_span(std::string_view operation, std::string_view region_name,
                         std::uint64_t region_size, std::uint64_t offset, std::uint64_t length);
 
+// Which half of a 64-bit register goes first when it is accessed as two 32-bit halves, for
+// devices and paths that cannot take one 8-byte access. The device sees two accesses, and
+// the order matters where the second one acts (a doorbell, a latched or self-clearing
+// register): a device's manual says which half it expects last.
+enum class HalfOrder {
+  low_first,   // bytes 0-3, then 4-7 (the kernel's lo_hi_writeq)
+  high_first,  // bytes 4-7, then 0-3 (hi_lo_writeq)
+};
+
 class Region {
  public:
   virtual ~Region() = default;
@@ -129,6 +138,15 @@ class Region {
   // the region must have been opened writable (permission_denied otherwise).
   Result<void> write(Width width, std::uint64_t offset, std::uint64_t value);
   bool writable() const { return writable_; }
+
+  // A 64-bit register as two checked 32-bit accesses, the halves in `order` (the kernel's
+  // lo_hi_writeq/hi_lo_writeq and lo_hi_readq/hi_lo_readq): for regions that refuse 8-byte
+  // accesses (a VFIO region file, a BAR that takes 32 bits only) and for devices that want
+  // the halves in a given order. Both halves are checked before the first access, so a
+  // refused write writes nothing: out_of_range, misaligned (offset not 4-byte aligned),
+  // width_not_allowed, permission_denied (read-only); then the errors of each access.
+  Result<void> write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order);
+  Result<std::uint64_t> read64_halves(std::uint64_t offset, HalfOrder order) const;
 
   // How the window is mapped, as the kernel granted it where that could be verified, else
   // as asked for (memory_type_report() says which); the bulk copy path (pcie/copy.h)

@@ -64,6 +64,33 @@ Result<void> check_span(std::string_view operation, std::string_view region_name
   return {};
 }
 
+Result<void> Region::write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order) {
+  auto ok = check_access("write", name(), size(), allowed_, Width::bits32, offset);
+  // The first check keeps offset below the size, so offset + 4 cannot wrap around.
+  if (ok) ok = check_access("write", name(), size(), allowed_, Width::bits32, offset + 4);
+  if (!ok) return ok;
+  const std::uint64_t low = value & 0xffff'ffffu;
+  const std::uint64_t high = value >> 32;
+  const bool low_first = order == HalfOrder::low_first;
+  auto first = write(Width::bits32, low_first ? offset : offset + 4, low_first ? low : high);
+  if (!first) return first;
+  return write(Width::bits32, low_first ? offset + 4 : offset, low_first ? high : low);
+}
+
+Result<std::uint64_t> Region::read64_halves(std::uint64_t offset, HalfOrder order) const {
+  auto ok = check_access("read", name(), size(), allowed_, Width::bits32, offset);
+  if (ok) ok = check_access("read", name(), size(), allowed_, Width::bits32, offset + 4);
+  if (!ok) return std::unexpected(ok.error());
+  const bool low_first = order == HalfOrder::low_first;
+  auto first = read(Width::bits32, low_first ? offset : offset + 4);
+  if (!first) return first;
+  auto second = read(Width::bits32, low_first ? offset + 4 : offset);
+  if (!second) return second;
+  const std::uint64_t low = low_first ? *first : *second;
+  const std::uint64_t high = low_first ? *second : *first;
+  return (high << 32) | low;
+}
+
 Result<std::uint64_t> Region::read(Width width, std::uint64_t offset) const {
   auto ok = check_access("read", name(), size(), allowed_, width, offset);
   if (!ok) return std::unexpected(ok.error());

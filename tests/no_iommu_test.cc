@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -131,6 +132,25 @@ TEST(PhysicalBackend, DmaLimitIsCheckedOnTheLastByte) {
   EXPECT_NE(above.error().message().find("0xfffe000-0xfffffff"), std::string::npos) << above.error().message();
 }
 
+TEST(PhysicalBackend, BusAlignmentIsCheckedOnThePhysicalAddress) {
+  FakePagemap fake(4);
+  // 0x1010000: aligned to 64 KiB, not to 128 KiB.
+  fake.write_entries({kPresent | 0x1010, kPresent | 0x1011, kPresent | 0x1012, kPresent | 0x1013});
+  auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged,
+                                           {.pagemap_path = fake.path, .lock = false});
+  auto aligned = backend->map(fake.memory, {.bus_alignment = 64 << 10});
+  ASSERT_TRUE(aligned) << aligned.error().message();
+  EXPECT_EQ(aligned->value, 0x1010000u);
+  EXPECT_TRUE(backend->unmap(*aligned, fake.memory));
+  auto misaligned = backend->map(fake.memory, {.bus_alignment = 128 << 10});
+  ASSERT_FALSE(misaligned);
+  EXPECT_EQ(misaligned.error().code, Errc::not_supported);
+  EXPECT_TRUE(backend->retry_with_other_memory(misaligned.error())) << "other memory may be aligned";
+  EXPECT_NE(misaligned.error().reason.find("0x1010000 is not aligned to 0x20000"), std::string::npos)
+      << misaligned.error().message();
+  EXPECT_EQ(backend->mapped_bytes(), 0u);
+}
+
 TEST(PhysicalBackend, RefusalsOfTheFakePagemap) {
   FakePagemap fake(2);
   auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged,
@@ -187,6 +207,7 @@ class RecordingBackend final : public DmaBackend {
   bool bus_addresses_are_physical() const override { return physical_; }
   Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
     page_sizes.push_back(request.page_size);
+    bus_alignments.push_back(request.bus_alignment);
     auto result = answer_(memory, request);
     if (result) mapped += memory.size();
     return result;
@@ -202,6 +223,7 @@ class RecordingBackend final : public DmaBackend {
   std::uint64_t mapped_bytes() const override { return mapped; }
 
   std::vector<std::uint64_t> page_sizes;
+  std::vector<std::uint64_t> bus_alignments;
   std::uint64_t mapped = 0;
   int unmaps = 0;
 
@@ -268,6 +290,81 @@ TEST(DmaAllocatorOverBackends, IommuBackendFallsBackToSmallerPagesAsBefore) {
   EXPECT_TRUE(buffer->release());
   EXPECT_EQ(backend->unmaps, 1);
   EXPECT_EQ(buffer->backend_name(), "released");
+}
+
+TEST(DmaAllocatorOverBackends, BusAlignmentReachesTheBackendOrIsRefusedUpFront) {
+  auto iommu = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x100000};
+  });
+  const DmaAllocator behind_iommu = DmaAllocator::create(iommu);
+  // Behind an IOMMU, ordinary pages at any alignment: the IOVA is aligned, not the memory.
+  ASSERT_TRUE(behind_iommu.allocate(4096, {.prefer = DmaBacking::pages, .bus_alignment = 64 << 10}));
+  EXPECT_EQ(iommu->page_sizes, std::vector<std::uint64_t>{4096});
+  EXPECT_EQ(iommu->bus_alignments, std::vector<std::uint64_t>{64 << 10});
+  ASSERT_TRUE(behind_iommu.allocate(4096, {.prefer = DmaBacking::pages}));
+  EXPECT_EQ(iommu->bus_alignments.back(), 0u) << "0: the backing's page";
+  // Hostile alignments are refused before any memory is taken.
+  for (std::uint64_t alignment : {3ull, 4097ull, 2ull << 30, 1ull << 63, ~0ull}) {
+    auto refused = behind_iommu.allocate(4096, {.bus_alignment = alignment});
+    ASSERT_FALSE(refused) << alignment;
+    EXPECT_EQ(refused.error().code, Errc::invalid_argument) << alignment;
+  }
+  EXPECT_EQ(iommu->page_sizes.size(), 2u);
+
+  // Physical addresses: only pages as large as the alignment can give it.
+  auto physical = std::make_shared<RecordingBackend>(true, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x40000000};
+  });
+  const DmaAllocator without_iommu = DmaAllocator::create(physical);
+  auto pages_only = without_iommu.allocate(4096, {.prefer = DmaBacking::pages, .bus_alignment = 64 << 10});
+  ASSERT_FALSE(pages_only);
+  EXPECT_EQ(pages_only.error().code, Errc::not_supported);
+  EXPECT_NE(pages_only.error().hint.find("huge pages"), std::string::npos) << pages_only.error().message();
+  EXPECT_TRUE(physical->page_sizes.empty()) << "no memory taken for a request that cannot be met";
+  auto huge = without_iommu.allocate(4096, {.prefer = DmaBacking::huge_2m, .bus_alignment = 64 << 10});
+  for (const std::uint64_t page : physical->page_sizes) EXPECT_NE(page, 4096u) << "4 KiB pages were tried";
+  if (huge) EXPECT_EQ(huge->backing(), DmaBacking::huge_2m);  // where 2 MiB pages are reserved
+  // Small alignments need nothing special.
+  ASSERT_TRUE(without_iommu.allocate(4096, {.prefer = DmaBacking::pages, .bus_alignment = 4096}));
+}
+
+TEST(DevicePages, ListsEachPageARangeTouchesFromItsOwnStart) {
+  std::array<std::uint64_t, 8> out{};
+  // A 16 KiB buffer at 0x10000: 100 bytes from offset 0x0ff0 cross into the second page.
+  auto count = device_pages(BusAddress{0x10000}, 0x4000, 0x0ff0, 100, 4096, out);
+  ASSERT_TRUE(count) << count.error().message();
+  EXPECT_EQ(*count, 2u);
+  EXPECT_EQ(out[0], 0x10ff0u);
+  EXPECT_EQ(out[1], 0x11000u);
+  // The whole buffer: four pages from its start; with 8 KiB device pages, two.
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0, 0x4000, 4096, out).value(), 4u);
+  EXPECT_EQ(out[3], 0x13000u);
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0, 0x4000, 8192, out).value(), 2u);
+  EXPECT_EQ(out[1], 0x12000u);
+  // One byte, the last one.
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0x3fff, 1, 4096, out).value(), 1u);
+  EXPECT_EQ(out[0], 0x13fffu);
+  // A buffer whose bus address is not page-aligned (a pool slice): pages are the device's.
+  EXPECT_EQ(device_pages(BusAddress{0x20040}, 0x1000, 0, 0x1000, 4096, out).value(), 2u);
+  EXPECT_EQ(out[0], 0x20040u);
+  EXPECT_EQ(out[1], 0x21000u);
+}
+
+TEST(DevicePages, RefusesWhatIsNotInsideOrCannotBeListed) {
+  std::array<std::uint64_t, 2> out{};
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0, 0x4000, 4096, out).error().code, Errc::out_of_range)
+      << "4 entries needed, room for 2";
+  EXPECT_NE(device_pages(BusAddress{0x10000}, 0x4000, 0, 0x4000, 4096, out).error().hint.find("4 entries"),
+            std::string::npos);
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0x4000, 1, 4096, out).error().code, Errc::out_of_range);
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 1, ~std::size_t{0}, 4096, out).error().code,
+            Errc::out_of_range);
+  EXPECT_EQ(device_pages(BusAddress{~0ull - 10}, 0x4000, 0, 100, 4096, out).error().code, Errc::out_of_range);
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0, 0, 4096, out).error().code, Errc::invalid_argument);
+  for (std::uint64_t page : {0ull, 256ull, 3000ull, 4097ull, 2ull << 30}) {
+    EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0, 1, page, out).error().code, Errc::invalid_argument) << page;
+  }
+  EXPECT_EQ(device_pages(BusAddress{0x10000}, 0x4000, 0, 1, 4096, {}).error().code, Errc::out_of_range);
 }
 
 TEST(DmaAllocatorOverBackends, BufferKeepsItsBackendAliveAfterTheAllocatorGoes) {

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "pcie/dma_backend.h"
@@ -48,6 +49,11 @@ struct DmaBufferOptions {
   DmaBacking prefer = DmaBacking::huge_2m;
   bool device_reads = true;   // the device may read the buffer (host-to-device)
   bool device_writes = true;  // the device may write it (device-to-host)
+  // The bus address's alignment, a power of two up to 1 GiB; 0: the backing's page size.
+  // For controllers with pages above 4 KiB (NVMe CC.MPS, 64 KiB DMA segments). Behind an
+  // IOMMU any backing can be aligned so; with physical addresses only a page as large
+  // (smaller backings are skipped: reserve huge pages).
+  std::uint64_t bus_alignment = 0;
 };
 
 
@@ -61,6 +67,8 @@ class DmaBuffer {
 
   std::byte* data() const { return memory_.data(); }
   std::size_t size() const { return size_; }
+  // data() and size() as one span: what a ring (pcie/queue.h) is built on.
+  std::span<std::byte> bytes() const { return {data(), size()}; }
   // The address the device must use for the first byte, whatever the backend.
   BusAddress bus_address() const { return iova_; }
   Iova iova() const { return iova_; }  // the same as bus_address()
@@ -144,10 +152,15 @@ class DmaSlice {
 
   std::byte* data() const { return data_; }
   std::size_t size() const { return size_; }
+  std::span<std::byte> bytes() const { return {data_, size_}; }
   BusAddress bus_address() const { return iova_; }
   Iova iova() const { return iova_; }  // the same as bus_address()
   // The bus address of a CPU pointer inside this slice; out_of_range for any other pointer.
   Result<Iova> iova_of(const void* cpu_pointer) const;
+  // As DmaBuffer's: after the CPU wrote what the device will read, and before reading
+  // what the device wrote.
+  void sync_for_device() const;
+  void sync_for_cpu() const;
 
  private:
   friend class DmaPool;
@@ -183,5 +196,26 @@ class DmaPool {
   explicit DmaPool(std::shared_ptr<detail::DmaPoolState> state) : state_(std::move(state)) {}
   std::shared_ptr<detail::DmaPoolState> state_;
 };
+
+// The bus addresses of the device pages that bytes [offset, offset + length) of a DMA
+// buffer or slice (bus address `base`, `size` bytes) cover, for a device that takes memory
+// as a list of pages of `page_size` bytes: the first entry is the range's own start (with
+// its offset into its page), each further one the start of the next page: NVMe's PRP
+// entries (NVMe base spec 2.0, 4.1.1), a scatter list of page-sized segments. A DMA buffer
+// is contiguous in bus addresses, so the entries are computed, not looked up. Writes up
+// to out.size() entries and returns how many the range needs; fails with invalid_argument
+// (page_size not a power of two in [512, 1 GiB], length 0), out_of_range (the range is
+// not inside the buffer, overflow-safe), or out_of_range when `out` is too small (its
+// error says how many entries are needed).
+Result<std::size_t> device_pages(BusAddress base, std::size_t size, std::size_t offset, std::size_t length,
+                                 std::uint64_t page_size, std::span<std::uint64_t> out);
+inline Result<std::size_t> device_pages(const DmaBuffer& buffer, std::size_t offset, std::size_t length,
+                                        std::uint64_t page_size, std::span<std::uint64_t> out) {
+  return device_pages(buffer.bus_address(), buffer.size(), offset, length, page_size, out);
+}
+inline Result<std::size_t> device_pages(const DmaSlice& slice, std::size_t offset, std::size_t length,
+                                        std::uint64_t page_size, std::span<std::uint64_t> out) {
+  return device_pages(slice.bus_address(), slice.size(), offset, length, page_size, out);
+}
 
 }  // namespace pcie

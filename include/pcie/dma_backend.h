@@ -28,6 +28,9 @@ struct DmaMapRequest {
   std::uint64_t dma_limit = ~std::uint64_t{0};  // the last bus address the device can reach
   bool device_reads = true;
   bool device_writes = true;
+  // The bus address's alignment (a power of two); 0: page_size. A physical backend fails
+  // with not_supported (retryable) for memory whose physical address is not so aligned.
+  std::uint64_t bus_alignment = 0;
 };
 
 class DmaBackend {

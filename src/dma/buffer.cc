@@ -81,17 +81,44 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
   if (size == 0) {
     return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer", "0 bytes", "the size is zero"));
   }
+  constexpr std::uint64_t kMaxBusAlignment = 1ull << 30;
+  const std::uint64_t alignment = options.bus_alignment;
+  if (alignment != 0 && ((alignment & (alignment - 1)) != 0 || alignment > kMaxBusAlignment)) {
+    return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer",
+                                      fmt::format("{} bytes aligned to {:#x}", size, alignment),
+                                      "the bus alignment must be a power of two up to 1 GiB (or 0)"));
+  }
+  const bool physical = backend_->bus_addresses_are_physical();
+  std::vector<DmaBacking> backings = backings_for(size, options.prefer, physical, options.dma_limit != ~std::uint64_t{0});
+  if (physical && alignment > page_size_of(DmaBacking::pages)) {
+    // A physical address is aligned beyond its page only by chance: take pages at least as
+    // large as the alignment, among those the caller allows.
+    backings.clear();
+    for (DmaBacking backing : {DmaBacking::huge_2m, DmaBacking::huge_1g}) {
+      if (page_size_of(backing) >= alignment && static_cast<int>(backing) <= static_cast<int>(options.prefer)) {
+        backings.push_back(backing);
+      }
+    }
+    if (backings.empty()) {
+      return std::unexpected(make_error(
+          Errc::not_supported, "allocate DMA buffer", fmt::format("{} bytes aligned to {:#x}", size, alignment),
+          fmt::format("without an IOMMU the bus address is the physical one, which only pages of {:#x} bytes or "
+                      "more align so, and {} are not allowed (DmaBufferOptions::prefer)",
+                      alignment, alignment > page_size_of(DmaBacking::huge_2m) ? "1 GiB pages" : "huge pages"),
+          "prefer huge pages (DmaBacking::huge_2m or huge_1g) and reserve them"));
+    }
+  }
   Error last_error = make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing");
   bool refused_by_backend = false;
-  for (DmaBacking backing : backings_for(size, options.prefer, backend_->bus_addresses_are_physical(),
-                                            options.dma_limit != ~std::uint64_t{0})) {
+  for (DmaBacking backing : backings) {
     const std::uint64_t page = page_size_of(backing);
     if (size > ~std::uint64_t{0} - page) break;
     const std::size_t rounded = (size + page - 1) / page * page;
     const DmaMapRequest request{.page_size = page,
                                 .dma_limit = options.dma_limit,
                                 .device_reads = options.device_reads,
-                                .device_writes = options.device_writes};
+                                .device_writes = options.device_writes,
+                                .bus_alignment = alignment};
     // Memory the backend refused for where it lies (physical pages above the DMA limit)
     // is held until this backing is given up, so that the next try gets other pages.
     std::vector<Mapping> rejected;

@@ -57,6 +57,12 @@ class PhysicalDmaBackend final : public DmaBackend {
     }
     auto physical = pagemap::contiguous_physical_address(entries, object);
     if (!physical) return std::unexpected(physical.error());
+    if (request.bus_alignment != 0 && *physical % request.bus_alignment != 0) {
+      return std::unexpected(make_error(Errc::not_supported, "map DMA memory", object,
+                                        fmt::format("its physical address {:#x} is not aligned to {:#x} bytes",
+                                                    *physical, request.bus_alignment),
+                                        "use huge pages at least as large as the alignment"));
+    }
     const std::uint64_t last = *physical + (memory.size() - 1);
     if (last > request.dma_limit) {
       return std::unexpected(make_error(Errc::out_of_range, "map DMA memory", object,

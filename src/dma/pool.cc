@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "pcie/barriers.h"
 #include "pcie/dma.h"
 
 namespace pcie {
@@ -102,5 +103,8 @@ Result<Iova> DmaSlice::iova_of(const void* cpu_pointer) const {
   }
   return Iova{iova_.value + static_cast<std::uint64_t>(pointer - data_)};
 }
+
+void DmaSlice::sync_for_device() const { barrier_before_doorbell(); }
+void DmaSlice::sync_for_cpu() const { barrier_before_reading_dma_data(); }
 
 }  // namespace pcie

@@ -12,7 +12,8 @@ Result<BusAddress> IommuDmaBackend::map(const Mapping& memory, const DmaMapReque
   // The address is taken under the container's lock; the kernel call comes after it.
   Result<Iova> iova = [&] {
     std::lock_guard lock(container_->mutex);
-    const std::uint64_t alignment = std::max<std::uint64_t>(request.page_size, container_->iova_alignment);
+    const std::uint64_t alignment =
+        std::max({request.page_size, container_->iova_alignment, request.bus_alignment});
     return container_->iovas->allocate(length, alignment, request.dma_limit);
   }();
   if (!iova) return std::unexpected(iova.error());

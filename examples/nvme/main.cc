@@ -1,0 +1,117 @@
+// nvme-driver [--interrupts] [--queue-depth N] BDF COMMAND: the example NVMe driver on a
+// controller bound to vfio-pci.
+//   identify                 model, serial, firmware, version, namespace 1's size and block size
+//   read LBA BLOCKS          the blocks, raw, on standard output
+//   write LBA                standard input (whole blocks) to the namespace from LBA, then flush
+//   nsid N read|write ...    the same on namespace N (to see the device refuse an invalid one)
+//   bench [QD [COUNT]]       random one-block reads at queue depth QD: IOPS
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "examples/nvme/nvme_driver.h"
+#include "pcie/vfio.h"
+
+namespace {
+
+int fail(const pcie::Error& error) {
+  std::fprintf(stderr, "nvme-driver: %s\n", error.message().c_str());
+  return 1;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: nvme-driver [--interrupts] [--queue-depth N] BDF identify | [nsid N] read LBA BLOCKS | "
+               "[nsid N] write LBA < data | bench [QD [COUNT]]\n");
+  return 2;
+}
+
+bool number(const char* text, std::uint64_t& value) {
+  char* end = nullptr;
+  errno = 0;
+  value = std::strtoull(text, &end, 0);
+  return end != text && *end == '\0' && errno == 0 && text[0] != '-';
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  examples::NvmeOptions options;
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  std::size_t next = 0;
+  for (; next < args.size() && args[next].starts_with("--"); ++next) {
+    std::uint64_t depth = 0;
+    if (args[next] == "--interrupts") {
+      options.interrupts = true;
+    } else if (args[next] == "--queue-depth" && next + 1 < args.size() && number(argv[next + 2], depth) &&
+               depth >= 2 && depth <= 4096) {
+      options.io_queue_depth = static_cast<std::uint16_t>(depth);
+      ++next;
+    } else {
+      return usage();
+    }
+  }
+  if (next + 2 > args.size()) return usage();
+  auto bdf = pcie::Bdf::parse(args[next]);
+  if (!bdf) return fail(bdf.error());
+  std::vector<char*> rest(argv + 1 + next + 1, argv + argc);
+  std::uint64_t namespace_id = 1;
+  if (rest.size() >= 3 && std::string_view(rest[0]) == "nsid") {
+    if (!number(rest[1], namespace_id) || namespace_id > 0xffffffffu) return usage();
+    rest.erase(rest.begin(), rest.begin() + 2);
+  }
+  const std::string_view command = rest[0];
+
+  auto container = pcie::VfioContainer::open();
+  if (!container) return fail(container.error());
+  auto device = container->open_device(*bdf);
+  if (!device) return fail(device.error());
+  auto driver = examples::NvmeDriver::open(std::make_unique<pcie::VfioDevice>(std::move(*device)), options);
+  if (!driver) return fail(driver.error());
+  const auto nsid = static_cast<std::uint32_t>(namespace_id);
+
+  if (command == "identify") {
+    const examples::NvmeIdentity& id = driver->identity();
+    std::printf("model: %s\nserial: %s\nfirmware: %s\nversion: %u.%u.%u\n", id.model.c_str(), id.serial.c_str(),
+                id.firmware.c_str(), id.version >> 16, (id.version >> 8) & 0xff, id.version & 0xff);
+    std::printf("namespace 1: %llu blocks of %u bytes\nmax transfer: %llu bytes\n",
+                static_cast<unsigned long long>(id.namespace_blocks), id.block_size,
+                static_cast<unsigned long long>(id.max_transfer_bytes));
+  } else if (command == "read" && rest.size() == 3) {
+    std::uint64_t lba = 0, blocks = 0;
+    if (!number(rest[1], lba) || !number(rest[2], blocks) || blocks > 0xffffffffu) return usage();
+    auto data = driver->read(lba, static_cast<std::uint32_t>(blocks), nsid);
+    if (!data) return fail(data.error());
+    if (std::fwrite(data->data(), 1, data->size(), stdout) != data->size()) return 1;
+  } else if (command == "write" && rest.size() == 2) {
+    std::uint64_t lba = 0;
+    if (!number(rest[1], lba)) return usage();
+    std::vector<std::byte> data;
+    std::byte chunk[65536];
+    for (ssize_t got; (got = ::read(STDIN_FILENO, chunk, sizeof chunk)) > 0;) data.insert(data.end(), chunk, chunk + got);
+    if (auto written = driver->write(lba, data, nsid); !written) return fail(written.error());
+    if (auto flushed = driver->flush(nsid); !flushed) return fail(flushed.error());
+    std::fprintf(stderr, "wrote %zu bytes at LBA %llu\n", data.size(), static_cast<unsigned long long>(lba));
+  } else if (command == "bench" && rest.size() <= 3) {
+    std::uint64_t depth = 1, count = 20000;
+    if ((rest.size() > 1 && !number(rest[1], depth)) || (rest.size() > 2 && !number(rest[2], count)) || depth == 0 ||
+        count == 0 || depth > 4096 || count > 100000000) {
+      return usage();
+    }
+    auto elapsed = driver->random_reads(static_cast<unsigned>(depth), static_cast<unsigned>(count), 42);
+    if (!elapsed) return fail(elapsed.error());
+    const double seconds = std::chrono::duration<double>(*elapsed).count();
+    std::printf("random %u-byte reads, queue depth %llu: %llu in %.3f s, %.0f IOPS\n", driver->identity().block_size,
+                static_cast<unsigned long long>(depth), static_cast<unsigned long long>(count), seconds,
+                static_cast<double>(count) / seconds);
+  } else {
+    return usage();
+  }
+  if (auto done = driver->shutdown(); !done) return fail(done.error());
+  return 0;
+}

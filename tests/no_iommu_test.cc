@@ -323,7 +323,9 @@ TEST(DmaAllocatorOverBackends, BusAlignmentReachesTheBackendOrIsRefusedUpFront) 
   EXPECT_TRUE(physical->page_sizes.empty()) << "no memory taken for a request that cannot be met";
   auto huge = without_iommu.allocate(4096, {.prefer = DmaBacking::huge_2m, .bus_alignment = 64 << 10});
   for (const std::uint64_t page : physical->page_sizes) EXPECT_NE(page, 4096u) << "4 KiB pages were tried";
-  if (huge) EXPECT_EQ(huge->backing(), DmaBacking::huge_2m);  // where 2 MiB pages are reserved
+  if (huge) {
+    EXPECT_EQ(huge->backing(), DmaBacking::huge_2m);  // where 2 MiB pages are reserved
+  }
   // Small alignments need nothing special.
   ASSERT_TRUE(without_iommu.allocate(4096, {.prefer = DmaBacking::pages, .bus_alignment = 4096}));
 }

@@ -7,6 +7,7 @@
 //   bench [QD [COUNT]]       random one-block reads at queue depth QD: IOPS
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -106,7 +107,8 @@ int main(int argc, char** argv) {
     auto elapsed = driver->random_reads(static_cast<unsigned>(depth), static_cast<unsigned>(count), 42);
     if (!elapsed) return fail(elapsed.error());
     const double seconds = std::chrono::duration<double>(*elapsed).count();
-    std::printf("random %u-byte reads, queue depth %llu: %llu in %.3f s, %.0f IOPS\n", driver->identity().block_size,
+    std::printf("random %u-byte reads, queue depth %llu: %llu in %.3f s, %.0f IOPS\n",
+                std::max(driver->identity().block_size, 4096u),
                 static_cast<unsigned long long>(depth), static_cast<unsigned long long>(count), seconds,
                 static_cast<double>(count) / seconds);
   } else {

@@ -212,7 +212,6 @@ Result<NvmeDriver> NvmeDriver::open(std::unique_ptr<pcie::Device> device, const 
   const std::uint32_t size_and_id = (std::uint32_t{depth} - 1) << 16 | 1u;
   command = {.opcode = nvme::kCreateIoCq, .prp1 = io_base + io_sq_bytes, .cdw10 = size_and_id, .cdw11 = 0x1 | interrupt_flags};
   if (auto done = driver.execute(*driver.admin_, command); !done) return std::unexpected(done.error());
-  if (auto done = driver.execute(*driver.admin_, command); !done) return std::unexpected(done.error());
   driver.io_queues_ = 1;
   command = {.opcode = nvme::kCreateIoSq, .prp1 = io_base, .cdw10 = size_and_id, .cdw11 = (1u << 16) | 0x1};
   if (auto done = driver.execute(*driver.admin_, command); !done) return std::unexpected(done.error());
@@ -239,7 +238,7 @@ Result<void> NvmeDriver::fill_prps(QueuePair& queue, nvme::Command& command, con
 }
 
 Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
-  pcie::WaitOptions options{.timeout = options_.command_timeout};
+  pcie::WaitOptions options{.timeout = options_.command_timeout, .spin = options_.poll_spin};
   const pcie::MmioView regs = registers();
   options.stop_if = [&regs, this]() -> Result<void> {
     if ((regs.read<std::uint32_t>(nvme::kStatus) & 0x2) == 0) return {};
@@ -262,7 +261,10 @@ Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
   }
   if (!completion) return std::unexpected(controller_error("wait for a completion", "no completion within the timeout"));
   queue.cq.pop();
-  queue.cq.ring();
+  // One head doorbell (an MMIO write: a VM exit under virtualization) for all the
+  // completions that are in: ring it once none is left. The CQ cannot fill meanwhile, as
+  // no more commands than its depth - 1 are ever in flight.
+  if (!queue.cq.peek()) queue.cq.ring();
   if (auto consumed = queue.sq.consumed_up_to(completion->sq_head); !consumed) return std::unexpected(consumed.error());
   return *completion;
 }

@@ -74,6 +74,10 @@ struct NvmeOptions {
   std::uint16_t io_queue_depth = 64;  // capped by CAP.MQES + 1
   bool interrupts = false;            // MSI-X (or MSI) for I/O completions instead of polling
   std::chrono::milliseconds command_timeout{5000};
+  // Polled completions: spin this long before sleeping between looks (pcie/wait.h). A
+  // completion a polled driver waits for usually comes within it; sleeping first would add
+  // a timer's wake-up (tens of microseconds) to every command.
+  std::chrono::microseconds poll_spin{1000};
 };
 
 struct NvmeIdentity {

@@ -85,10 +85,16 @@ TEST(GuestNvme, DeviceRefusalsComeBackWithTheStatusDecoded) {
   auto straddling = nvme->read(blocks - 1, 2);
   ASSERT_FALSE(straddling);
   EXPECT_NE(straddling.error().reason.find("LBA Out of Range"), std::string::npos) << straddling.error().message();
-  auto no_namespace = nvme->read(0, 1, 7);
+  // A namespace ID beyond the controller's (QEMU: 256) is invalid; one within it that has
+  // no namespace is inactive, which I/O commands answer with Invalid Field (NVMe 2.0, 4.2.3).
+  auto no_namespace = nvme->read(0, 1, 100000);
   ASSERT_FALSE(no_namespace);
   EXPECT_NE(no_namespace.error().reason.find("Invalid Namespace or Format (SCT 0x0, SC 0x0b"), std::string::npos)
       << no_namespace.error().message();
+  auto inactive = nvme->read(0, 1, 7);
+  ASSERT_FALSE(inactive);
+  EXPECT_NE(inactive.error().reason.find("Invalid Field in Command (SCT 0x0, SC 0x02"), std::string::npos)
+      << inactive.error().message();
   std::printf("refused: %s\nrefused: %s\n", past_end.error().message().c_str(), no_namespace.error().message().c_str());
   // Refused by the driver before the device sees it.
   EXPECT_EQ(nvme->read(0, 0).error().code, pcie::Errc::invalid_argument);

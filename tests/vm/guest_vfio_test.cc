@@ -657,7 +657,9 @@ void round_trip(EduDma& edu, const DmaBufferOptions& options, std::size_t buffer
   for (const DmaBuffer* buffer : {&*out, &*in}) {
     EXPECT_LE(buffer->iova().value + buffer->size() - 1, options.dma_limit);
     EXPECT_EQ(buffer->iova().value % 4096, 0u);
-    if (options.bus_alignment != 0) EXPECT_EQ(buffer->iova().value % options.bus_alignment, 0u);
+    if (options.bus_alignment != 0) {
+      EXPECT_EQ(buffer->iova().value % options.bus_alignment, 0u);
+    }
   }
   const MmioView regs = *edu.bar->mmio();
   for (const std::size_t count : counts) {

@@ -7,19 +7,14 @@ board without an IOMMU would: the acknowledgement, factorial by interrupt (INTx 
 against pagemap, and lifetimes when Python drops objects in any order."""
 import gc
 import os
-import time
 import unittest
 
 import numpy as np
 
 import pcie
+from edu_dma import FACTORIAL, ID, IRQ_ACK, IRQ_STATUS, STATUS, dma_round_trip
 
 EDU = "0000:00:03.0"
-ID, FACTORIAL, STATUS = 0x00, 0x08, 0x20
-IRQ_STATUS, IRQ_ACK = 0x24, 0x64
-DMA_SOURCE, DMA_DESTINATION, DMA_COUNT, DMA_COMMAND = 0x80, 0x88, 0x90, 0x98
-DMA_START, DMA_TO_RAM = 0x1, 0x2
-INTERNAL_BUFFER = 0x40000
 TRANSFER = 3000
 
 
@@ -42,14 +37,6 @@ def physical_address_of(array):
         entry = int.from_bytes(pagemap.read(8), "little")
     assert entry >> 63, "page not present"
     return (entry & ((1 << 55) - 1)) * page + address % page
-
-
-def wait_dma_idle(regs, seconds=2.0):
-    deadline = time.monotonic() + seconds
-    while regs.read(DMA_COMMAND) & DMA_START:
-        if time.monotonic() > deadline:
-            raise AssertionError("edu's DMA did not finish")
-        time.sleep(0.001)
 
 
 class GuestPythonNoIommu(unittest.TestCase):
@@ -94,23 +81,7 @@ class GuestPythonNoIommu(unittest.TestCase):
         data = buffer.array(np.uint8)
         self.assertEqual(buffer.physical_address, buffer.bus_address)  # no IOMMU: the device sees RAM
         self.assertEqual(physical_address_of(data), buffer.bus_address)
-        pattern = (np.arange(4096) * 13 % 251).astype(np.uint8)
-        data[:] = pattern
-        regs.write(DMA_SOURCE, buffer.bus_address, 64)
-        regs.write(DMA_DESTINATION, INTERNAL_BUFFER, 64)
-        regs.write(DMA_COUNT, TRANSFER, 64)
-        buffer.sync_for_device()
-        regs.write(DMA_COMMAND, DMA_START, 64)  # RAM -> edu
-        wait_dma_idle(regs)
-        data[:] = 0
-        regs.write(DMA_SOURCE, INTERNAL_BUFFER, 64)
-        regs.write(DMA_DESTINATION, buffer.bus_address, 64)
-        regs.write(DMA_COUNT, TRANSFER, 64)
-        regs.write(DMA_COMMAND, DMA_START | DMA_TO_RAM, 64)  # edu -> RAM
-        wait_dma_idle(regs)
-        buffer.sync_for_cpu()
-        np.testing.assert_array_equal(data[:TRANSFER], pattern[:TRANSFER])
-        self.assertFalse(data[TRANSFER:].any(), "edu wrote past the transfer")
+        data, pattern = dma_round_trip(regs, buffer, TRANSFER, multiplier=13)
         device.enable_bus_master(False)
 
         # The device goes first; the array keeps its (locked) buffer until it goes last.

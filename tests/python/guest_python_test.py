@@ -3,28 +3,13 @@ at 00:06.0 (bound to vfio-pci) the way a lab script would: discovery, registers 
 the path the opener picks, factorial by MSI with a timeout, a DMA round trip through a
 numpy-backed buffer, and lifetimes when Python drops objects in any order."""
 import gc
-import time
 import unittest
 
-import numpy as np
-
 import pcie
+from edu_dma import FACTORIAL, ID, IRQ_ACK, IRQ_STATUS, LIVENESS, STATUS, dma_round_trip
 
 EDU = "0000:00:06.0"
-ID, LIVENESS, FACTORIAL, STATUS = 0x00, 0x04, 0x08, 0x20
-IRQ_STATUS, IRQ_ACK = 0x24, 0x64
-DMA_SOURCE, DMA_DESTINATION, DMA_COUNT, DMA_COMMAND = 0x80, 0x88, 0x90, 0x98
-DMA_START, DMA_TO_RAM = 0x1, 0x2
-INTERNAL_BUFFER = 0x40000
 TRANSFER = 4000  # QEMU 7.2's edu aborts on a transfer of its whole 4096-byte buffer
-
-
-def wait_dma_idle(regs, seconds=2.0):
-    deadline = time.monotonic() + seconds
-    while regs.read(DMA_COMMAND) & DMA_START:
-        if time.monotonic() > deadline:
-            raise AssertionError("edu's DMA did not finish")
-        time.sleep(0.001)
 
 
 class GuestPython(unittest.TestCase):
@@ -61,24 +46,7 @@ class GuestPython(unittest.TestCase):
         buffer = device.dma_buffer(4096, dma_mask_bits=28, huge_pages=False)
         self.assertLess(buffer.bus_address + buffer.size - 1, 1 << 28)
         self.assertIsNone(buffer.physical_address)  # behind the IOMMU: an IOVA only
-        data = buffer.array(np.uint8)
-        pattern = (np.arange(4096) * 7 % 251).astype(np.uint8)
-        data[:] = pattern
-        regs.write(DMA_SOURCE, buffer.bus_address, 64)
-        regs.write(DMA_DESTINATION, INTERNAL_BUFFER, 64)
-        regs.write(DMA_COUNT, TRANSFER, 64)
-        buffer.sync_for_device()
-        regs.write(DMA_COMMAND, DMA_START, 64)  # RAM -> edu
-        wait_dma_idle(regs)
-        data[:] = 0
-        regs.write(DMA_SOURCE, INTERNAL_BUFFER, 64)
-        regs.write(DMA_DESTINATION, buffer.bus_address, 64)
-        regs.write(DMA_COUNT, TRANSFER, 64)
-        regs.write(DMA_COMMAND, DMA_START | DMA_TO_RAM, 64)  # edu -> RAM
-        wait_dma_idle(regs)
-        buffer.sync_for_cpu()
-        np.testing.assert_array_equal(data[:TRANSFER], pattern[:TRANSFER])
-        self.assertFalse(data[TRANSFER:].any(), "edu wrote past the transfer")
+        data, pattern = dma_round_trip(regs, buffer, TRANSFER, multiplier=7)
         device.enable_bus_master(False)
 
         # Drop the device first, then the interrupts and the register view; the numpy array

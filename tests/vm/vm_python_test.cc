@@ -6,7 +6,8 @@
 // With --backend=uio or --backend=vfio-noiommu it boots without an IOMMU instead and runs
 // guest_python_noiommu_test.py (edu 00:03.0 through UIO or VFIO's no-IOMMU mode).
 //
-// Flags: --pcie-vm=PATH --module=PATH --runner=PATH --script=PATH [--backend=vfio|uio|vfio-noiommu]
+// Flags: --pcie-vm=PATH --module=PATH --runner=PATH --script=PATH --helper=PATH (edu_dma.py, which
+// the scripts import) [--backend=vfio|uio|vfio-noiommu]
 // (Bazel passes them).
 #include <gtest/gtest.h>
 
@@ -14,7 +15,7 @@
 
 pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path&) {
   const std::string backend = flags.contains("backend") ? flags.at("backend") : "vfio";
-  pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"module", "runner", "script"}, "");
+  pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"module", "runner", "script", "helper"}, "");
   if (backend == "vfio") {
     options.vm_arguments = {"--python", "--memory", "1024M", "--bind", "0000:00:06.0=vfio-pci"};
   } else {

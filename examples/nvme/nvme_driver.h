@@ -138,6 +138,8 @@ class NvmeDriver {
   pcie::Result<nvme::Completion> reap(QueuePair& queue);
   pcie::Result<void> transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, std::uint32_t namespace_id);
   pcie::Result<void> wait_ready(bool ready, std::chrono::milliseconds timeout);
+  // device_removed when CSTS reads all ones, io_error on CSTS.CFS (the controller failed).
+  pcie::Result<void> controller_alive(const std::string& operation) const;
   pcie::Error controller_error(const std::string& operation, const std::string& reason) const;
 
   std::unique_ptr<pcie::Device> device_;

@@ -94,7 +94,10 @@ int main(int argc, char** argv) {
     if (!number(rest[1], lba)) return usage();
     std::vector<std::byte> data;
     std::byte chunk[65536];
-    for (ssize_t got; (got = ::read(STDIN_FILENO, chunk, sizeof chunk)) > 0;) data.insert(data.end(), chunk, chunk + got);
+    // Never more than one transfer's worth plus a byte: write() refuses anything larger.
+    for (ssize_t got; data.size() <= (1u << 20) && (got = ::read(STDIN_FILENO, chunk, sizeof chunk)) > 0;) {
+      data.insert(data.end(), chunk, chunk + got);
+    }
     if (auto written = driver->write(lba, data, nsid); !written) return fail(written.error());
     if (auto flushed = driver->flush(nsid); !flushed) return fail(flushed.error());
     std::fprintf(stderr, "wrote %zu bytes at LBA %llu\n", data.size(), static_cast<unsigned long long>(lba));

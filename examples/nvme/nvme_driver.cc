@@ -194,6 +194,13 @@ Result<NvmeDriver> NvmeDriver::open(std::unique_ptr<pcie::Device> device, const 
     return std::unexpected(make_error(Errc::not_supported, "open NVMe", name, "namespace 1 is inactive or malformed"));
   }
   driver.identity_.block_size = 1u << data_size_shift;
+  if (driver.identity_.max_transfer_bytes < driver.identity_.block_size) {
+    // A transfer must hold one block, or read/write would make no progress.
+    return std::unexpected(make_error(Errc::not_supported, "open NVMe", name,
+                                      "namespace 1's blocks (" + std::to_string(driver.identity_.block_size) +
+                                          " bytes) are larger than the largest transfer (" +
+                                          std::to_string(driver.identity_.max_transfer_bytes) + " bytes)"));
+  }
 
   // The I/O queue pair: its CQ first, then the SQ that posts to it (5.4, 5.5).
   const std::uint16_t depth = std::clamp<std::uint16_t>(options.io_queue_depth, 2, max_depth);
@@ -265,7 +272,13 @@ Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
       if (left.count() <= 0) break;
       auto fired = interrupts_->wait(0, left);
       if (!fired) return std::unexpected(fired.error());
+      interrupts_seen_ += *fired;
     }
+    // The completion may have been in before the look: take its interrupt too, so that the
+    // next wait does not return at once for it.
+    auto pending = interrupts_->consume(0);
+    if (!pending) return std::unexpected(pending.error());
+    interrupts_seen_ += *pending;
   } else {
     auto waited = queue.cq.wait(options);
     if (!waited) return std::unexpected(waited.error());
@@ -406,6 +419,12 @@ Result<void> NvmeDriver::shutdown() {
   return {};
 }
 
-NvmeDriver::~NvmeDriver() { (void)shutdown(); }
+NvmeDriver::~NvmeDriver() {
+  if (!device_) return;  // moved from
+  (void)shutdown();
+  // Whatever the controller did with the shutdown (or an open() that failed half way),
+  // it must not reach the queues and buffers freed next: no DMA without bus mastering.
+  (void)device_->enable_bus_master(false);
+}
 
 }  // namespace examples

@@ -97,6 +97,8 @@ class NvmeDriver {
   static pcie::Result<NvmeDriver> open(std::unique_ptr<pcie::Device> device, const NvmeOptions& options = {});
 
   const NvmeIdentity& identity() const { return identity_; }
+  // Interrupts received for I/O completions (NvmeOptions::interrupts), for tests and stats.
+  std::uint64_t interrupts_seen() const { return interrupts_seen_; }
 
   // `blocks` blocks from `lba` of namespace `namespace_id` (1: the one identified).
   // invalid_argument for data that is not whole blocks; io_error with the NVMe status
@@ -110,7 +112,8 @@ class NvmeDriver {
   pcie::Result<std::chrono::nanoseconds> random_reads(unsigned queue_depth, unsigned count, std::uint64_t seed);
 
   // Normal shutdown (CC.SHN, waits for CSTS.SHST complete; 3.6.1). Also done by the
-  // destructor when not called.
+  // destructor when not called, which then also turns bus mastering off before the
+  // queues' memory is freed.
   pcie::Result<void> shutdown();
 
   NvmeDriver(NvmeDriver&&) noexcept = default;
@@ -152,6 +155,7 @@ class NvmeDriver {
   NvmeIdentity identity_;
   NvmeOptions options_;
   std::chrono::milliseconds ready_timeout_{500};
+  std::uint64_t interrupts_seen_ = 0;
   bool enabled_ = false;     // CSTS.RDY was seen 1: shutdown() has work to do
   unsigned io_queues_ = 0;   // 1: the I/O CQ exists, 2: and its SQ
   bool shut_down_ = false;

@@ -122,4 +122,13 @@ Error make_errno_error(int err, std::string operation, std::string object, std::
   return error;
 }
 
+Error make_io_errno_error(int err, std::string operation, std::string object, std::string hint) {
+  if (err == ENODEV && hint.empty()) {
+    hint = "the device was removed (hot unplug, surprise removal); release it and open it again when it is back";
+  }
+  Error error = make_errno_error(err, std::move(operation), std::move(object), std::move(hint));
+  if (err == ENODEV) error.code = Errc::device_removed;
+  return error;
+}
+
 }  // namespace pcie

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 namespace pcie {
 namespace {
 
@@ -34,6 +36,29 @@ TEST(Error, ErrnoErrorsKeepTheirErrnoAndText) {
   EXPECT_EQ(error.code, Errc::permission_denied);
   EXPECT_EQ(error.sys_errno, EACCES);
   EXPECT_EQ(error.message(), "open /sys/x: Permission denied");
+}
+
+// ENODEV is "no such device" at open, "the device went away" on an open descriptor: the
+// two builders must disagree on it and on nothing else.
+TEST(Error, EnodevOnAnOpenDescriptorIsRemoval) {
+  struct Case {
+    int err;
+    Errc at_open;
+    Errc on_io;
+  };
+  for (const Case& c : {Case{ENODEV, Errc::not_found, Errc::device_removed},
+                        Case{ENOENT, Errc::not_found, Errc::not_found},
+                        Case{ENXIO, Errc::not_found, Errc::not_found},
+                        Case{EACCES, Errc::permission_denied, Errc::permission_denied},
+                        Case{EBUSY, Errc::busy, Errc::busy}, Case{EIO, Errc::io_error, Errc::io_error}}) {
+    SCOPED_TRACE(c.err);
+    EXPECT_EQ(make_errno_error(c.err, "open", "x").code, c.at_open);
+    const Error io = make_io_errno_error(c.err, "read", "x");
+    EXPECT_EQ(io.code, c.on_io);
+    EXPECT_EQ(io.sys_errno, c.err);
+    EXPECT_EQ(io.hint.empty(), c.err != ENODEV) << io.message();
+  }
+  EXPECT_EQ(make_io_errno_error(ENODEV, "read", "x", "mine").hint, "mine");
 }
 
 }  // namespace

@@ -63,4 +63,12 @@ Error make_error(Errc code, std::string operation, std::string object, std::stri
 Error make_errno_error(int err, std::string operation, std::string object,
                        std::string hint = {});
 
+// make_errno_error() for an I/O (read, write, ioctl) on a descriptor that was already open:
+// there ENODEV means the object went away under it (a sysfs attribute of a removed device
+// answers -ENODEV once its kernfs node is deactivated; a VFIO device file after the device
+// is unregistered), so the code is device_removed, with a hint when none is given. At open
+// time ENODEV means "no such device" and make_errno_error's not_found stays right.
+Error make_io_errno_error(int err, std::string operation, std::string object,
+                          std::string hint = {});
+
 }  // namespace pcie

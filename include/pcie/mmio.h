@@ -27,6 +27,7 @@
 #include "pcie/barriers.h"
 #include "pcie/error.h"
 #include "pcie/region.h"
+#include "pcie/removal.h"
 #include "pcie/wait.h"
 
 namespace pcie {
@@ -111,7 +112,12 @@ class MmioView {
     if (!access_allowed(size_, allowed_, width_of<T>(), offset)) [[unlikely]] {
       return std::unexpected(access_error("read", name_, size_, allowed_, width_of<T>(), offset));
     }
-    return read<T>(offset);
+    const T value = read<T>(offset);
+    // All ones is what a gone device answers; only then is the guard's table consulted.
+    if (value == static_cast<T>(~T{0}) && mapping_revoked(base_ + offset)) [[unlikely]] {
+      return std::unexpected(pcie::removed_error("read", name_, offset));
+    }
+    return value;
   }
 
   template <MmioWord T>

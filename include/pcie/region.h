@@ -43,6 +43,10 @@ struct MemoryTypeReport {
 enum class Width : std::uint8_t { bits8 = 1, bits16 = 2, bits32 = 4, bits64 = 8 };
 
 constexpr std::size_t byte_count(Width width) { return static_cast<std::size_t>(width); }
+// The value a read of `width` returns from a device that is gone: every bit set.
+constexpr std::uint64_t all_ones(Width width) {
+  return width == Width::bits64 ? ~std::uint64_t{0} : (std::uint64_t{1} << (8 * byte_count(width))) - 1;
+}
 constexpr unsigned bit_count(Width width) { return 8u * static_cast<unsigned>(width); }
 
 // 8, 16, 32 or 64 -> Width; anything else is invalid_argument.
@@ -106,6 +110,10 @@ inline Result<void> check_access(std::string_view operation, std::string_view re
   return std::unexpected(access_error(operation, region_name, region_size, allowed, width, offset));
 }
 
+// The error of an access to a region whose mapping the removal guard revoked
+// (pcie/removal.h): device_removed.
+Error removed_error(std::string_view operation, std::string_view region_name, std::uint64_t offset);
+
 // Overflow-safe check that [offset, offset + length) lies inside [0, region_size).
 Result<void> check_span(std::string_view operation, std::string_view region_name,
                         std::uint64_t region_size, std::uint64_t offset, std::uint64_t length);
@@ -160,6 +168,10 @@ class Region {
   // vector kernels. nullptr for regions reached through pread/pwrite (I/O ports, VFIO
   // regions without a mapping or with sparse areas), which copy register by register.
   virtual std::byte* mapped_base() const { return nullptr; }
+  // Whether the removal guard (pcie/removal.h) replaced this region's mapping because its
+  // device went away. Checked accesses then fail with device_removed: writes always, reads
+  // when they return all ones (a read racing the revocation cannot tell otherwise).
+  virtual bool revoked() const { return false; }
 
  protected:
   Region(WidthSet allowed, bool writable) : allowed_(allowed), writable_(writable) {}

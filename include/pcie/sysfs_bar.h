@@ -75,6 +75,7 @@ class BarMapping final : public Region {
   MemoryType memory_type() const override { return report_.granted.value_or(report_.requested); }
   MemoryTypeReport memory_type_report() const override { return report_; }
   std::byte* mapped_base() const override { return mapping_.data(); }
+  bool revoked() const override { return mapping_.revoked(); }
 
  protected:
   Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;

@@ -167,6 +167,7 @@ class VfioRegion final : public Region {
   bool mapped() const { return !mappings_.empty(); }
   // One mapping over the whole region: its base (uncached, as vfio-pci maps BARs).
   std::byte* mapped_base() const override;
+  bool revoked() const override;
 
  protected:
   Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;

@@ -53,6 +53,13 @@ Error access_error(std::string_view operation, std::string_view region_name,
                                 region_size));
 }
 
+Error removed_error(std::string_view operation, std::string_view region_name, std::uint64_t offset) {
+  return make_error(Errc::device_removed, std::string(operation), fmt::format("{} offset 0x{:x}", region_name, offset),
+                    "the device went away (hot unplug, surprise removal, or its memory decoding was turned off): "
+                    "the removal guard replaced the mapping by one that reads all ones",
+                    "release the device and open it again when it is back");
+}
+
 Result<void> check_span(std::string_view operation, std::string_view region_name,
                         std::uint64_t region_size, std::uint64_t offset, std::uint64_t length) {
   if (offset > region_size || length > region_size - offset) {

@@ -302,6 +302,8 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
     return std::unexpected(explain_bar_failure(
         mapping.error(), failure_context(paths, bdf, bar, path, driver, info.bus_address + options.offset)));
   }
+  // Registered with the removal guard (pcie/removal.h); a full table leaves it unguarded.
+  (void)mapping->guard_as_device_memory(bdf);
   // What the kernel really granted: a second mapping of the range gets the first one's type.
   MemoryTypeReport report = check_memory_type(paths, options.memory_type, info.bus_address + options.offset, length);
   if (!report.matches() && options.on_mismatch == MemoryTypeMismatch::fail) {
@@ -315,10 +317,15 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
 }
 
 Result<std::uint64_t> BarMapping::read_checked(Width width, std::uint64_t offset) const {
-  return mmio().read_as(width, offset);
+  const std::uint64_t value = mmio().read_as(width, offset);
+  if (value == all_ones(width) && mapping_.revoked()) [[unlikely]] {
+    return std::unexpected(removed_error("read", name_, offset));
+  }
+  return value;
 }
 
 Result<void> BarMapping::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
+  if (mapping_.revoked()) [[unlikely]] return std::unexpected(removed_error("write", name_, offset));
   mmio().write_as(width, offset, value);
   return {};
 }

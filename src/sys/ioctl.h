@@ -21,9 +21,10 @@ int checked_ioctl(int fd, unsigned long request, Argument argument) {
   return result < 0 ? -errno : result;
 }
 
-// The Error for a checked_ioctl() result of -errno.
+// The Error for a checked_ioctl() result of -errno (on an open descriptor: ENODEV is
+// device_removed).
 inline Error ioctl_error(int negative_errno, std::string operation, std::string object) {
-  return make_errno_error(-negative_errno, std::move(operation), std::move(object));
+  return make_io_errno_error(-negative_errno, std::move(operation), std::move(object));
 }
 
 }  // namespace pcie::sys

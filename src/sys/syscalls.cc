@@ -32,7 +32,7 @@ Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_
                               static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return std::unexpected(make_errno_error(errno, "read", path));
+      return std::unexpected(make_io_errno_error(errno, "read", path));
     }
     if (n == 0) break;  // end of file: sysfs truncates config reads for non-root users
     done += static_cast<std::size_t>(n);
@@ -61,7 +61,7 @@ Result<void> pwrite_all(int fd, std::span<const std::byte> data, std::uint64_t o
                                static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return std::unexpected(make_errno_error(errno, "write", path));
+      return std::unexpected(make_io_errno_error(errno, "write", path));
     }
     if (n == 0) {
       return std::unexpected(make_error(Errc::io_error, "write", path,
@@ -122,7 +122,7 @@ Result<std::size_t> read_some(int fd, std::span<std::byte> buffer, const std::st
   for (;;) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
     if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno != EINTR) return std::unexpected(make_errno_error(errno, "read", path));
+    if (errno != EINTR) return std::unexpected(make_io_errno_error(errno, "read", path));
   }
 }
 
@@ -134,7 +134,7 @@ Result<void> write_once(int fd, std::span<const std::byte> data, const std::stri
       return std::unexpected(make_error(Errc::io_error, "write", path,
                                         "short write: " + std::to_string(n) + " of " + std::to_string(data.size()) + " bytes"));
     }
-    if (errno != EINTR) return std::unexpected(make_errno_error(errno, "write", path));
+    if (errno != EINTR) return std::unexpected(make_io_errno_error(errno, "write", path));
   }
 }
 

@@ -91,7 +91,8 @@ Result<std::vector<std::byte>> iommu_info(int container_fd) {
 
 Result<UniqueFd> group_get_device_fd(int group_fd, const std::string& bdf) {
   const int result = checked_ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, const_cast<char*>(bdf.c_str()));
-  if (result < 0) return std::unexpected(ioctl_error(result, "VFIO_GROUP_GET_DEVICE_FD", bdf));
+  // An open, not an I/O: ENODEV here is "no such device in the group" (not_found).
+  if (result < 0) return std::unexpected(make_errno_error(-result, "VFIO_GROUP_GET_DEVICE_FD", bdf));
   return UniqueFd(result);
 }
 

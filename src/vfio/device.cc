@@ -111,6 +111,8 @@ Result<VfioRegion> VfioDevice::open_region(std::uint32_t index, const VfioRegion
     for (const VfioRegionInfo::Area& area : info->mmap_areas) {
       auto mapping = sys::map_shared(fd(), area.size, info->file_offset + area.offset, prot, name);
       if (!mapping) return std::unexpected(mapping.error());
+      // Registered with the removal guard (pcie/removal.h); a full table leaves it unguarded.
+      (void)mapping->guard_as_device_memory(bdf());
       mappings.push_back({area.offset, std::move(*mapping)});
     }
   }
@@ -163,6 +165,13 @@ std::byte* VfioRegion::mapped_base() const {
   return mappings_[0].mapping.data();
 }
 
+bool VfioRegion::revoked() const {
+  for (const MappedArea& area : mappings_) {
+    if (area.mapping.revoked()) return true;
+  }
+  return false;
+}
+
 std::optional<MmioView> VfioRegion::mmio() const {
   std::byte* base = mapped_base();
   if (base == nullptr) return std::nullopt;
@@ -187,13 +196,19 @@ const VfioRegion::MappedArea* VfioRegion::area_for(std::uint64_t offset, std::ui
 
 Result<std::uint64_t> VfioRegion::read_checked(Width width, std::uint64_t offset) const {
   if (const MappedArea* area = area_for(offset, byte_count(width))) {
-    return MmioView(area->mapping.data(), area->mapping.size(), allowed_widths(), name_).read_as(width, offset - area->offset);
+    const std::uint64_t value =
+        MmioView(area->mapping.data(), area->mapping.size(), allowed_widths(), name_).read_as(width, offset - area->offset);
+    if (value == all_ones(width) && area->mapping.revoked()) [[unlikely]] {
+      return std::unexpected(removed_error("read", name_, offset));
+    }
+    return value;
   }
   return read_register_file(device_->fd.get(), width, info_.file_offset + offset, name_);
 }
 
 Result<void> VfioRegion::write_checked(Width width, std::uint64_t offset, std::uint64_t value) {
   if (const MappedArea* area = area_for(offset, byte_count(width))) {
+    if (area->mapping.revoked()) [[unlikely]] return std::unexpected(removed_error("write", name_, offset));
     MmioView(area->mapping.data(), area->mapping.size(), allowed_widths(), name_).write_as(width, offset - area->offset, value);
     return {};
   }

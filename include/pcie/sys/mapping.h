@@ -9,13 +9,17 @@
 
 namespace pcie {
 
+struct Bdf;
+
 class Mapping {
  public:
   Mapping() = default;
   // Takes ownership of [addr, addr + length) returned by mmap(2).
   Mapping(void* addr, std::size_t length) noexcept : addr_(addr), length_(length) {}
   Mapping(Mapping&& other) noexcept
-      : addr_(std::exchange(other.addr_, nullptr)), length_(std::exchange(other.length_, 0)) {}
+      : addr_(std::exchange(other.addr_, nullptr)),
+        length_(std::exchange(other.length_, 0)),
+        guard_slot_(std::exchange(other.guard_slot_, -1)) {}
   Mapping& operator=(Mapping&& other) noexcept;
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -28,9 +32,23 @@ class Mapping {
   // Unmaps now and reports what munmap(2) said. Afterwards the object is empty.
   Result<void> unmap();
 
+  // Registers this mapping as device memory of `device` with the removal guard
+  // (pcie/removal.h): a fault in it (SIGBUS: the device is gone) or a revocation
+  // (revoke_device_mappings) replaces it by memory that reads all ones. The registration
+  // ends before the unmap. busy when the guard's table (4096 mappings) is full; the mapping
+  // then stays unguarded. Registering twice is a no-op.
+  Result<void> guard_as_device_memory(const Bdf& device);
+  // Whether the removal guard replaced this mapping (its device went away): reads of it
+  // return all ones and writes reach nothing.
+  bool revoked() const noexcept;
+  bool guarded() const noexcept { return guard_slot_ >= 0; }
+
  private:
+  void release() noexcept;
+
   void* addr_ = nullptr;
   std::size_t length_ = 0;
+  int guard_slot_ = -1;  // the removal guard's table entry, -1 when not registered
 };
 
 }  // namespace pcie

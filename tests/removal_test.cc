@@ -1,0 +1,335 @@
+// Surviving a device that goes away (pcie/removal.h), on the host: a file that shrinks under
+// its mapping faults with SIGBUS exactly as a removed device's zapped mapping does, so the
+// guard's whole path (fault, replacement, retried access, device_removed from the checked
+// accessors) runs here; the VM test (tests/vm/guest_hotplug_test.cc) does it with QEMU's
+// device_del.
+#include "pcie/removal.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "pcie/mmio.h"
+#include "pcie/sys/mapping.h"
+#include "pcie/sysfs_bar.h"
+#include "pcie/testing/fake_sysfs.h"
+
+namespace pcie {
+namespace {
+
+using namespace std::chrono_literals;
+
+const Bdf kEdu = testing::kVmEdu;
+const Bdf kIvshmem = testing::kVmIvshmem;
+
+// A memfd of `bytes` mapped shared; truncating the memfd makes the mapping fault (SIGBUS).
+struct ShrinkableMapping {
+  int fd = -1;
+  Mapping mapping;
+  explicit ShrinkableMapping(std::size_t bytes) {
+    fd = ::memfd_create("removal-test", MFD_CLOEXEC);
+    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) return;
+    void* addr = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (addr != MAP_FAILED) mapping = Mapping(addr, bytes);
+    std::memset(mapping.data(), 0x5a, bytes);
+  }
+  ~ShrinkableMapping() {
+    if (fd >= 0) ::close(fd);
+  }
+  void remove_device() { ASSERT_EQ(::ftruncate(fd, 0), 0); }
+  std::uint32_t read32(std::size_t offset) const {
+    return *reinterpret_cast<const volatile std::uint32_t*>(mapping.data() + offset);
+  }
+};
+
+TEST(RemovalGuard, AFaultInAGuardedMappingReadsAllOnesAndTheProcessLives) {
+  ASSERT_TRUE(install_removal_guard());
+  ASSERT_TRUE(removal_guard_installed());
+  // Three chunks' worth (the guard maps all ones 2 MiB at a time where accesses land).
+  constexpr std::size_t kBytes = std::size_t{5} << 20;
+  ShrinkableMapping device(kBytes);
+  ASSERT_TRUE(device.mapping.valid());
+  ASSERT_TRUE(device.mapping.guard_as_device_memory(kEdu));
+  EXPECT_TRUE(device.mapping.guarded());
+  EXPECT_EQ(device.read32(0x100), 0x5a5a5a5au);
+  EXPECT_FALSE(device.mapping.revoked());
+  EXPECT_FALSE(mapping_revoked(device.mapping.data()));
+
+  device.remove_device();
+  EXPECT_EQ(device.read32(0x100), 0xffffffffu);  // SIGBUS, replaced, retried
+  EXPECT_TRUE(device.mapping.revoked());
+  EXPECT_TRUE(mapping_revoked(device.mapping.data() + 0x100));
+  // Every offset reads all ones: the same chunk, and chunks reached only through the
+  // inaccessible remainder (SIGSEGV there is the guard's too).
+  for (std::size_t offset : {std::size_t{0}, std::size_t{4096}, (std::size_t{2} << 20) + 8, kBytes - 4}) {
+    SCOPED_TRACE(offset);
+    EXPECT_EQ(device.read32(offset), 0xffffffffu);
+  }
+  // A write lands in private memory, and nothing faults.
+  *reinterpret_cast<volatile std::uint32_t*>(device.mapping.data() + 0x200) = 7;
+  EXPECT_EQ(device.read32(0x200), 7u);
+}
+
+TEST(RemovalGuard, RegionAccessorsReportTheRemoval) {
+  ASSERT_TRUE(install_removal_guard());
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  auto bar = BarMapping::map(tree->paths(), kEdu, 0);
+  ASSERT_TRUE(bar) << bar.error().message();
+  ASSERT_TRUE(bar->write(Width::bits32, 0x4, 0x12345678));
+  EXPECT_FALSE(bar->revoked());
+
+  // The resource file shrinks under the mapping: the next access faults.
+  std::filesystem::resize_file(tree->device_dir(kEdu) + "/resource0", 0);
+  for (Width width : {Width::bits8, Width::bits16, Width::bits32, Width::bits64}) {
+    auto value = bar->read(width, 0x8);
+    ASSERT_FALSE(value);
+    EXPECT_EQ(value.error().code, Errc::device_removed) << value.error().message();
+  }
+  EXPECT_TRUE(bar->revoked());
+  auto write = bar->write(Width::bits32, 0x4, 1);
+  ASSERT_FALSE(write);
+  EXPECT_EQ(write.error().code, Errc::device_removed);
+  EXPECT_NE(write.error().message().find("removal guard"), std::string::npos) << write.error().message();
+
+  const MmioView view = bar->mmio();
+  auto checked = view.checked_read<std::uint32_t>(0x4);
+  ASSERT_FALSE(checked);
+  EXPECT_EQ(checked.error().code, Errc::device_removed);
+  EXPECT_EQ(view.read<std::uint32_t>(0x4), 0xffffffffu);
+  auto polled = view.poll<std::uint32_t>(0x20, 0x1, 0, WaitOptions{.timeout = 1s, .all_ones_means_removed = true});
+  ASSERT_FALSE(polled);
+  EXPECT_EQ(polled.error().code, Errc::device_removed);
+}
+
+// What the watcher does on a removal: the old mapping is cut off from whatever answers at
+// that address afterwards (here the file, standing for a new device in the same slot).
+TEST(RemovalGuard, RevokingADeviceCutsItsMappingsOffAndOnlyItsOwn) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  auto edu = BarMapping::map(tree->paths(), kEdu, 0);
+  auto edu_again = BarMapping::map(tree->paths(), kEdu, 0);
+  auto ivshmem = BarMapping::map(tree->paths(), kIvshmem, 2);
+  ASSERT_TRUE(edu && edu_again && ivshmem);
+  ASSERT_TRUE(ivshmem->write(Width::bits32, 0, 0xabcd));
+
+  auto revoked = revoke_device_mappings(kEdu);
+  ASSERT_TRUE(revoked) << revoked.error().message();
+  EXPECT_EQ(*revoked, 2u);
+  EXPECT_TRUE(edu->revoked());
+  EXPECT_TRUE(edu_again->revoked());
+  EXPECT_FALSE(ivshmem->revoked());
+  EXPECT_EQ(ivshmem->read(Width::bits32, 0).value_or(0), 0xabcdu);
+
+  // The "new device" behind the file: writes through the old mapping never reach it.
+  ASSERT_TRUE(tree->write_device_bytes(kEdu, "resource0", 0x40, std::vector<std::uint8_t>{1, 2, 3, 4}));
+  EXPECT_EQ(edu->mmio().read<std::uint32_t>(0x40), 0xffffffffu);
+  edu->mmio().write<std::uint32_t>(0x44, 0x99);
+  EXPECT_EQ(tree->read_device_bytes(kEdu, "resource0", 0x44, 4).value_or(std::vector<std::uint8_t>{}),
+            (std::vector<std::uint8_t>{0, 0, 0, 0}));
+  // A second revocation finds nothing left to revoke; a mapping made afterwards is live.
+  EXPECT_EQ(revoke_device_mappings(kEdu).value_or(99), 0u);
+  auto reopened = BarMapping::map(tree->paths(), kEdu, 0);
+  ASSERT_TRUE(reopened);
+  EXPECT_FALSE(reopened->revoked());
+  EXPECT_EQ(reopened->read(Width::bits32, 0x40).value_or(0), 0x04030201u);
+}
+
+TEST(RemovalGuard, MovedAndReleasedMappingsLeaveTheTable) {
+  ASSERT_TRUE(install_removal_guard());
+  constexpr Bdf kLonely{0, 0x42, 0, 0};
+  {
+    ShrinkableMapping device(4096);
+    ASSERT_TRUE(device.mapping.guard_as_device_memory(kLonely));
+    Mapping moved = std::move(device.mapping);
+    EXPECT_FALSE(device.mapping.guarded());
+    EXPECT_TRUE(moved.guarded());
+    ASSERT_TRUE(moved.unmap());
+    EXPECT_FALSE(moved.guarded());
+  }
+  EXPECT_EQ(revoke_device_mappings(kLonely).value_or(99), 0u);
+  // Thousands of registrations come and go without filling the table.
+  for (int i = 0; i < 10000; ++i) {
+    ShrinkableMapping device(4096);
+    ASSERT_TRUE(device.mapping.guard_as_device_memory(kLonely)) << i;
+  }
+}
+
+// Faults the guard does not own end the process as they would have without it: killed by
+// the signal, or, under AddressSanitizer (whose handler was installed first), its report.
+#if defined(__SANITIZE_ADDRESS__)
+#define EXPECT_FAULT_ENDS_PROCESS(statement, signal_number, asan_name) \
+  EXPECT_EXIT(statement, ::testing::ExitedWithCode(1), "AddressSanitizer: " asan_name)
+#else
+#define EXPECT_FAULT_ENDS_PROCESS(statement, signal_number, asan_name) \
+  EXPECT_EXIT(statement, ::testing::KilledBySignal(signal_number), "")
+#endif
+
+TEST(RemovalGuardDeathTest, FaultsOutsideGuardedMappingsStillKill) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_FAULT_ENDS_PROCESS(
+      {
+        if (!install_removal_guard()) std::_Exit(3);
+        ShrinkableMapping unguarded(4096);
+        unguarded.remove_device();
+        (void)unguarded.read32(0);
+        std::_Exit(0);
+      },
+      SIGBUS, "BUS");
+  EXPECT_FAULT_ENDS_PROCESS(
+      {
+        if (!install_removal_guard()) std::_Exit(3);
+        void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED) std::_Exit(4);
+        (void)*static_cast<volatile int*>(page);
+        std::_Exit(0);
+      },
+      SIGSEGV, "SEGV");
+}
+
+void exit_42(int) { std::_Exit(42); }
+
+TEST(RemovalGuardDeathTest, FaultsOutsideGuardedMappingsReachTheEarlierHandler) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        ::signal(SIGBUS, exit_42);
+        if (!install_removal_guard()) std::_Exit(3);
+        ShrinkableMapping unguarded(4096);
+        unguarded.remove_device();
+        (void)unguarded.read32(0);
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(42), "");
+}
+
+TEST(RemovalWatcher, ADeviceAlreadyGoneIsReportedAndRevokedAtOnce) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  auto bar = BarMapping::map(tree->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  std::atomic<int> calls{0};
+  std::atomic<std::size_t> revoked{0};
+  RemovalWatchOptions options;
+  options.sysfs_devices = tree->directory() + "/no-such-directory";
+  auto watcher = RemovalWatcher::start(
+      kEdu,
+      [&](const RemovalNotice& notice) {
+        EXPECT_EQ(notice.device, kEdu);
+        EXPECT_EQ(notice.signal, RemovalSignal::removed);
+        revoked = notice.mappings_revoked;
+        ++calls;
+      },
+      options);
+  ASSERT_TRUE(watcher) << watcher.error().message();
+  for (int i = 0; i < 500 && calls == 0; ++i) std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(revoked, 1u);
+  EXPECT_TRUE(watcher->fired());
+  EXPECT_TRUE(bar->revoked());
+  auto read = bar->read(Width::bits32, 0);
+  ASSERT_FALSE(read);
+  EXPECT_EQ(read.error().code, Errc::device_removed);
+}
+
+TEST(RemovalWatcher, APresentDeviceIsLeftAloneAndTheWatcherStopsCleanly) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  auto bar = BarMapping::map(tree->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  std::atomic<int> calls{0};
+  RemovalWatchOptions options;
+  options.sysfs_devices = tree->paths().pci_root + "/devices";
+  {
+    auto watcher = RemovalWatcher::start(kEdu, [&](const RemovalNotice&) { ++calls; }, options);
+    ASSERT_TRUE(watcher) << watcher.error().message();
+    EXPECT_TRUE(watcher->active());
+    std::this_thread::sleep_for(50ms);
+    RemovalWatcher moved = std::move(*watcher);
+    EXPECT_FALSE(watcher->active());
+    EXPECT_TRUE(moved.active());
+  }
+  EXPECT_EQ(calls, 0);
+  EXPECT_FALSE(bar->revoked());
+  EXPECT_TRUE(bar->read(Width::bits32, 0));
+
+  RemovalWatcher empty;
+  EXPECT_FALSE(empty.active());
+  EXPECT_FALSE(empty.fired());
+  auto no_callback = RemovalWatcher::start(kEdu, nullptr, options);
+  ASSERT_FALSE(no_callback);
+  EXPECT_EQ(no_callback.error().code, Errc::invalid_argument);
+}
+
+TEST(RemovalWatcher, TheCallbackMayDestroyItsOwnWatcher) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree);
+  RemovalWatchOptions options;
+  options.sysfs_devices = tree->directory() + "/gone";
+  options.revoke_mappings = false;
+  std::optional<RemovalWatcher> holder;
+  std::atomic<bool> done{false};
+  std::mutex lock;
+  {
+    const std::lock_guard guard(lock);
+    auto watcher = RemovalWatcher::start(
+        kEdu,
+        [&](const RemovalNotice&) {
+          const std::lock_guard inside(lock);
+          holder.reset();
+          done = true;
+        },
+        options);
+    ASSERT_TRUE(watcher);
+    holder.emplace(std::move(*watcher));
+  }
+  for (int i = 0; i < 500 && !done; ++i) std::this_thread::sleep_for(2ms);
+  EXPECT_TRUE(done);
+  EXPECT_FALSE(holder.has_value());
+}
+
+// The uevent reader decides on the kernel's fields alone; everything else is refused.
+TEST(RemovalUevent, OnlyARemoveOfThisPciDeviceCounts) {
+  using namespace std::string_view_literals;
+  const Bdf device{0, 1, 0, 0};
+  const auto removal =
+      "remove@/devices/pci0000:00/0000:00:1c.0/0000:01:00.0\0ACTION=remove\0DEVPATH=/devices/pci0000:00/"
+      "0000:00:1c.0/0000:01:00.0\0SUBSYSTEM=pci\0PCI_CLASS=10802\0PCI_SLOT_NAME=0000:01:00.0\0SEQNUM=1234\0"sv;
+  EXPECT_TRUE(detail::uevent_removes(removal, device));
+  EXPECT_FALSE(detail::uevent_removes(removal, Bdf{0, 1, 0, 1}));
+  EXPECT_FALSE(detail::uevent_removes(removal, Bdf{1, 1, 0, 0}));
+  // Without the trailing NUL, and with the fields in another order.
+  EXPECT_TRUE(detail::uevent_removes("x\0PCI_SLOT_NAME=0000:01:00.0\0SUBSYSTEM=pci\0ACTION=remove"sv, device));
+  const std::string_view refused[] = {
+      "add@/x\0ACTION=add\0SUBSYSTEM=pci\0PCI_SLOT_NAME=0000:01:00.0\0"sv,
+      "remove@/x\0ACTION=remove\0SUBSYSTEM=pci_bus\0PCI_SLOT_NAME=0000:01:00.0\0"sv,
+      "remove@/x\0ACTION=remove\0SUBSYSTEM=pci\0"sv,
+      "remove@/x\0ACTION=remove\0PCI_SLOT_NAME=0000:01:00.0\0"sv,
+      "remove@/x\0SUBSYSTEM=pci\0PCI_SLOT_NAME=0000:01:00.0\0"sv,
+      "remove@/x\0ACTION=remove\0SUBSYSTEM=pci\0PCI_SLOT_NAME=0000:01:00.0x\0"sv,
+      "remove@/x\0ACTION=remove\0SUBSYSTEM=pci\0PCI_SLOT_NAME=\0"sv,
+      "remove@/x\0ACTION=removed\0SUBSYSTEM=pci\0PCI_SLOT_NAME=0000:01:00.0\0"sv,
+      "remove@/devices/pci0000:00/0000:00:1c.0/0000:01:00.0 ACTION=remove SUBSYSTEM=pci PCI_SLOT_NAME=0000:01:00.0"sv,
+      ""sv,
+      "\0\0\0"sv,
+      // The device named by a later field than the first: the last one decides.
+      "remove@/x\0ACTION=remove\0SUBSYSTEM=pci\0PCI_SLOT_NAME=0000:01:00.0\0PCI_SLOT_NAME=0000:02:00.0\0"sv,
+  };
+  for (const std::string_view message : refused) {
+    SCOPED_TRACE(printable(message));
+    EXPECT_FALSE(detail::uevent_removes(message, device));
+  }
+}
+
+}  // namespace
+}  // namespace pcie

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <type_traits>
 #include <fstream>
 
 #include "pcie/testing/fake_sysfs.h"
@@ -246,6 +247,64 @@ TEST(VfioBackend, VariableForcesABackendAndTheProgramsOptionWins) {
     ASSERT_FALSE(container);
     EXPECT_EQ(container.error().code, Errc::invalid_argument) << "a typo is refused, not ignored";
   }
+}
+
+// Empty handles, for a driver's structs built step by step: every call on one fails with
+// invalid_argument (or returns an empty value) instead of touching a null state.
+TEST(VfioEmptyHandles, FailCleanlyAndSayWhy) {
+  static_assert(std::is_default_constructible_v<VfioContainer> && std::is_default_constructible_v<VfioDevice> &&
+                std::is_default_constructible_v<DmaBuffer>);
+  VfioContainer container;
+  EXPECT_FALSE(container.valid());
+  EXPECT_EQ(container.fd(), -1);
+  EXPECT_TRUE(container.attached_groups().empty());
+  EXPECT_TRUE(container.iova_ranges().empty());
+  EXPECT_FALSE(container.ioas_id().has_value());
+  EXPECT_FALSE(container.without_iommu());
+  auto opened = container.open_device(Bdf{0, 3, 0, 0});
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().code, Errc::invalid_argument);
+  EXPECT_NE(opened.error().message().find("empty"), std::string::npos) << opened.error().message();
+  auto allocator = DmaAllocator::create(container);
+  ASSERT_FALSE(allocator);
+  EXPECT_EQ(allocator.error().code, Errc::invalid_argument);
+
+  VfioDevice device;
+  EXPECT_FALSE(device.valid());
+  EXPECT_EQ(device.bdf(), Bdf{});
+  EXPECT_EQ(device.fd(), -1);
+  EXPECT_EQ(device.iommu_group(), -1);
+  EXPECT_EQ(device.backend_name(), "VFIO (empty)");
+  const Device& as_device = device;
+  const std::vector<Error> errors = {
+      as_device.open_bar(0).error(),
+      device.open_region(kVfioConfigRegion).error(),
+      device.region_info(0).error(),
+      as_device.vector_count(IrqKind::msi).error(),
+      as_device.enable_interrupts(IrqKind::msi, 1).error(),
+      VfioInterrupts::enable(device, IrqKind::request, 1).error(),
+      as_device.dma_allocator().error(),
+      as_device.enable_bus_master(true).error(),
+  };
+  for (const Error& error : errors) {
+    EXPECT_EQ(error.code, Errc::invalid_argument) << error.message();
+    EXPECT_NE(error.message().find("empty"), std::string::npos) << error.message();
+  }
+  EXPECT_FALSE(device.reset());
+  VfioDevice moved = std::move(device);
+  EXPECT_FALSE(moved.valid());
+
+  DmaBuffer buffer;
+  EXPECT_FALSE(buffer.valid());
+  EXPECT_EQ(buffer.size(), 0u);
+  EXPECT_EQ(buffer.data(), nullptr);
+  EXPECT_TRUE(buffer.bytes().empty());
+  EXPECT_FALSE(buffer.physical_address().has_value());
+  int local = 0;
+  EXPECT_FALSE(buffer.iova_of(&local));
+  buffer.sync_for_device();
+  buffer.sync_for_cpu();
+  EXPECT_TRUE(buffer.release());
 }
 
 }  // namespace

@@ -61,6 +61,10 @@ struct DmaBufferOptions {
 // (the IOMMU, giving its IOVA back), then frees the memory.
 class DmaBuffer {
  public:
+  // An empty buffer (as after release()): no memory, size 0, bus address 0; for a driver's
+  // queue struct built step by step.
+  DmaBuffer() = default;
+  bool valid() const { return memory_.valid(); }
   DmaBuffer(DmaBuffer&&) noexcept = default;
   DmaBuffer& operator=(DmaBuffer&& other) noexcept;
   ~DmaBuffer();

@@ -194,6 +194,11 @@ class VfioRegion final : public Region {
 // from it are gone.
 class VfioDevice final : public Device {
  public:
+  // An empty device (default-constructed or moved from), for a driver struct built step by
+  // step: bdf() is 0000:00:00.0, fd() and iommu_group() -1, and every Result-returning
+  // call fails with invalid_argument saying the object is empty.
+  VfioDevice() = default;
+  bool valid() const { return state_ != nullptr; }
   VfioDevice(VfioDevice&&) noexcept;
   VfioDevice& operator=(VfioDevice&&) noexcept;
   ~VfioDevice() override;
@@ -306,6 +311,11 @@ struct VfioDeviceOptions {
 // of it lives; they are released before the container. Move-only.
 class VfioContainer {
  public:
+  // An empty container, for a driver struct built step by step (move an opened one in):
+  // it holds nothing; open_device() fails with invalid_argument, the queries return empty
+  // values (no groups, no ranges, fd -1).
+  VfioContainer() = default;
+  bool valid() const { return state_ != nullptr; }
   // Opens the IOMMU context through the backend options.backend names; automatic (the
   // default) reads PCIE_VFIO_BACKEND, and when that is unset or "auto" takes iommufd if
   // /dev/iommu opens for this process, the kernel gives devices cdevs and an IOAS can be

@@ -219,30 +219,35 @@ Result<VfioContainer> VfioContainer::open_without_iommu(DeviceMayReachAllMemory 
   return VfioContainer(std::move(state));
 }
 
-bool VfioContainer::without_iommu() const { return state_->physical_backend != nullptr; }
+bool VfioContainer::without_iommu() const { return state_ && state_->physical_backend != nullptr; }
 
 VfioIommuBackend VfioContainer::backend() const {
+  if (!state_) return VfioIommuBackend::automatic;
   std::lock_guard lock(state_->mutex);
   return state_->choice.backend;
 }
 
 VfioBackendChoice VfioContainer::backend_choice() const {
+  if (!state_) return {};
   std::lock_guard lock(state_->mutex);
   return state_->choice;
 }
 
 std::optional<std::uint32_t> VfioContainer::ioas_id() const {
+  if (!state_) return std::nullopt;
   std::lock_guard lock(state_->mutex);
   if (state_->choice.backend != VfioIommuBackend::iommufd) return std::nullopt;
   return state_->ioas;
 }
 
 std::vector<IovaRange> VfioContainer::iova_ranges() const {
+  if (!state_) return {};
   std::lock_guard lock(state_->mutex);
   return state_->iova_ranges;
 }
 
 std::vector<int> VfioContainer::attached_groups() const {
+  if (!state_) return {};
   std::lock_guard lock(state_->mutex);
   std::vector<int> numbers(state_->device_groups.begin(), state_->device_groups.end());
   for (const auto& group : state_->groups) numbers.push_back(group.number);
@@ -250,6 +255,7 @@ std::vector<int> VfioContainer::attached_groups() const {
 }
 
 int VfioContainer::fd() const {
+  if (!state_) return -1;
   std::lock_guard lock(state_->mutex);
   return state_->fd.get();
 }
@@ -289,6 +295,11 @@ Result<bool> open_through_iommufd(detail::VfioContainerState& state, detail::Vfi
 }  // namespace
 
 Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf, const VfioDeviceOptions& options) {
+  if (!state_) {
+    return std::unexpected(make_error(Errc::invalid_argument, "open through VFIO", bdf.to_string(),
+                                      "the container is empty (default-constructed or moved from)",
+                                      "open one with VfioContainer::open and move it in"));
+  }
   const std::string name = bdf.to_string();
   auto device = std::make_shared<detail::VfioDeviceState>();
   device->container = state_;

@@ -23,11 +23,22 @@ VfioDevice::VfioDevice(VfioDevice&&) noexcept = default;
 VfioDevice& VfioDevice::operator=(VfioDevice&&) noexcept = default;
 VfioDevice::~VfioDevice() = default;
 
-const Bdf& VfioDevice::bdf() const { return state_->bdf; }
-int VfioDevice::iommu_group() const { return state_->group; }
-int VfioDevice::fd() const { return state_->fd.get(); }
+namespace {
+const Bdf kNoDevice{};
+}  // namespace
+
+Error detail::empty_device_error(std::string operation) {
+  return make_error(Errc::invalid_argument, std::move(operation), "VfioDevice",
+                    "the object is empty (default-constructed or moved from)",
+                    "open a device with VfioContainer::open_device and move it in");
+}
+
+const Bdf& VfioDevice::bdf() const { return state_ ? state_->bdf : kNoDevice; }
+int VfioDevice::iommu_group() const { return state_ ? state_->group : -1; }
+int VfioDevice::fd() const { return state_ ? state_->fd.get() : -1; }
 
 std::string VfioDevice::backend_name() const {
+  if (!state_) return "VFIO (empty)";
   return state_->container && state_->container->physical_backend ? "VFIO (no IOMMU)" : "VFIO (IOMMU)";
 }
 
@@ -42,16 +53,19 @@ Result<std::unique_ptr<Region>> VfioDevice::open_bar(unsigned bar) const {
 }
 
 Result<std::unique_ptr<Interrupts>> VfioDevice::enable_interrupts(IrqKind kind, unsigned count) const {
+  if (!state_) return std::unexpected(detail::empty_device_error("enable interrupts of"));
   auto interrupts = VfioInterrupts::enable(*this, kind, count);
   if (!interrupts) return std::unexpected(interrupts.error());
   return std::unique_ptr<Interrupts>(std::make_unique<VfioInterrupts>(std::move(*interrupts)));
 }
 
 Result<DmaAllocator> VfioDevice::dma_allocator() const {
+  if (!state_) return std::unexpected(detail::empty_device_error("DMA allocator of"));
   return DmaAllocator::create(VfioContainer(state_->container));
 }
 
 Result<VfioRegionInfo> VfioDevice::region_info(std::uint32_t index) const {
+  if (!state_) return std::unexpected(detail::empty_device_error("region info of"));
   const std::string name = bdf().to_string();
   if (index >= region_count_) {
     return std::unexpected(make_error(Errc::not_found, "region info", name + " region " + std::to_string(index),
@@ -124,6 +138,7 @@ Result<VfioRegion> VfioDevice::open_region(std::uint32_t index, const VfioRegion
 }
 
 Result<void> VfioDevice::enable_bus_master(bool enable) const {
+  if (!state_) return std::unexpected(detail::empty_device_error("set bus mastering of"));
   auto config = open_region(kVfioConfigRegion, {.map = false});
   if (!config) return std::unexpected(config.error());
   // A read-modify-write of a register other threads may be changing too.
@@ -141,6 +156,7 @@ Result<void> VfioDevice::enable_bus_master(bool enable) const {
 }
 
 Result<void> VfioDevice::reset() const {
+  if (!state_) return std::unexpected(detail::empty_device_error("reset"));
   if (!reset_supported_) {
     return std::unexpected(make_error(Errc::not_supported, "reset", bdf().to_string(),
                                       "vfio-pci knows no reset method for this device (no FLR, PM or bus reset)",

@@ -9,6 +9,10 @@
 namespace pcie {
 
 Result<DmaAllocator> DmaAllocator::create(const VfioContainer& container) {
+  if (!container.state_) {
+    return std::unexpected(make_error(Errc::invalid_argument, "create DMA allocator", "VFIO container",
+                                      "the container is empty (default-constructed or moved from)"));
+  }
   std::lock_guard lock(container.state_->mutex);
   if (container.state_->physical_backend) return DmaAllocator(container.state_->physical_backend);
   if (!container.state_->iovas) {

@@ -43,6 +43,7 @@ const char* kind_of_index(std::uint32_t index) {
 }  // namespace
 
 Result<unsigned> VfioDevice::vector_count(IrqKind kind) const {
+  if (!state_) return std::unexpected(detail::empty_device_error("count vectors of"));
   auto info = sys::vfio::irq_info(fd(), irq_index_of(kind), bdf().to_string());
   if (!info) return std::unexpected(info.error());
   return info->count;

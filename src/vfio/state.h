@@ -71,4 +71,7 @@ struct VfioDeviceState {
   unsigned irq_indexes_in_use = 0;  // bit n: VFIO IRQ index n is enabled by a VfioInterrupts
 };
 
+// The error of a call on an empty VfioDevice (default-constructed or moved from).
+Error empty_device_error(std::string operation);
+
 }  // namespace pcie::detail

@@ -20,6 +20,19 @@ const char* to_string(IrqKind kind) {
   return "?";
 }
 
+Result<void> Interrupts::mask(unsigned) const {
+  return std::unexpected(make_error(Errc::not_supported, "mask interrupt", name(), "this backend cannot mask a vector"));
+}
+
+Result<void> Interrupts::unmask(unsigned) const {
+  return std::unexpected(make_error(Errc::not_supported, "unmask interrupt", name(), "this backend cannot mask a vector"));
+}
+
+Result<unsigned> Interrupts::add_vectors(unsigned) {
+  return std::unexpected(make_error(Errc::not_supported, "add interrupt vectors", name(),
+                                    "this backend cannot enable more vectors"));
+}
+
 Result<std::optional<std::size_t>> wait_any(std::span<const InterruptVector> vectors, std::chrono::milliseconds timeout) {
   std::vector<int> fds;
   for (const InterruptVector& wanted : vectors) {

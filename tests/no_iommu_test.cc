@@ -547,6 +547,17 @@ TEST(Uio, OpensCountsInterruptsAndRearmsThroughTheCommandRegister) {
   const std::uint16_t before = fake.command();
   ASSERT_TRUE(irq->rearm(0));
   EXPECT_EQ(fake.command(), before & ~cfg::kCommandInterruptDisable);
+  // mask/unmask: the same bit, on demand; twice is harmless; vector 1 does not exist.
+  ASSERT_TRUE(irq->mask(0));
+  EXPECT_EQ(fake.command(), before | cfg::kCommandInterruptDisable);
+  ASSERT_TRUE(irq->mask(0));
+  ASSERT_TRUE(irq->unmask(0));
+  EXPECT_EQ(fake.command(), before & ~cfg::kCommandInterruptDisable);
+  EXPECT_EQ(irq->mask(1).error().code, Errc::out_of_range);
+  EXPECT_EQ(irq->unmask(1).error().code, Errc::out_of_range);
+  auto more = irq->add_vectors(1);
+  ASSERT_FALSE(more);
+  EXPECT_EQ(more.error().code, Errc::not_supported) << "INTx has one vector";
   ASSERT_TRUE(irq->disable());
   EXPECT_TRUE(fake.command() & cfg::kCommandInterruptDisable) << "disabled: masked";
   EXPECT_TRUE(device->enable_intx()) << "INTx is free again";
@@ -694,6 +705,16 @@ class FakeInterrupts final : public Interrupts {
   int fd_;
   std::string name_ = "fake";
 };
+
+// A backend of the user's own that has no per-vector control gets the interface's
+// refusals, not a crash.
+TEST(Interrupts, PerVectorControlDefaultsToNotSupported) {
+  FakeInterrupts fake;
+  for (const Error& error : {fake.mask(0).error(), fake.unmask(0).error(), fake.add_vectors(1).error()}) {
+    EXPECT_EQ(error.code, Errc::not_supported) << error.message();
+    EXPECT_NE(error.message().find("fake"), std::string::npos) << error.message();
+  }
+}
 
 TEST(WaitAny, FirstToFireAcrossSourcesAndBoundedOtherwise) {
   FakeInterrupts a, b;

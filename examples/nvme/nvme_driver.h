@@ -99,6 +99,9 @@ class NvmeDriver {
   const NvmeIdentity& identity() const { return identity_; }
   // Interrupts received for I/O completions (NvmeOptions::interrupts), for tests and stats.
   std::uint64_t interrupts_seen() const { return interrupts_seen_; }
+  // The I/O completion vectors (vector 0 is the I/O queue's), nullptr when polling: for
+  // masking the vector or adding vectors (pcie/interrupts.h).
+  pcie::Interrupts* interrupts() { return interrupts_.get(); }
 
   // `blocks` blocks from `lba` of namespace `namespace_id` (1: the one identified).
   // invalid_argument for data that is not whole blocks; io_error with the NVMe status

@@ -52,6 +52,23 @@ class Interrupts {
   virtual Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const = 0;
   // Lets `vector` fire again once the device's interrupt is acknowledged (see the top).
   virtual Result<void> rearm(unsigned vector) const = 0;
+  // Stops delivering `vector` until unmask(): for INTx the kernel masks the line (VFIO's
+  // mask action; UIO's Interrupt Disable bit). VFIO has no mask for one MSI or MSI-X
+  // vector, so the vector is detached from its eventfd instead: the PCI core then masks an
+  // MSI-X vector, and the device holds what it raises meanwhile as pending and sends it at
+  // unmask (PCIe Base 6.0, 6.1.4.5); a plain MSI vector without per-vector masking drops
+  // it. Either way, read the device's own status after unmask. Masking a masked vector, or
+  // unmasking an unmasked one, does nothing. out_of_range for a vector not enabled;
+  // not_supported where the backend has no way (the default).
+  virtual Result<void> mask(unsigned vector) const;
+  virtual Result<void> unmask(unsigned vector) const;
+  // Enables `more` vectors after those enabled, keeping their descriptors (fd()) as they
+  // are, and returns the new count. out_of_range past what the device offers (query it
+  // with Device::vector_count, without enabling). Where the kernel cannot grow an enabled
+  // set (MSI; MSI-X before Linux 6.5, VFIO_IRQ_INFO_NORESIZE) the set is disabled and
+  // enabled again with the same eventfds, and an interrupt raised in between can be lost:
+  // add vectors while the device is quiet. not_supported by default (UIO: INTx only).
+  virtual Result<unsigned> add_vectors(unsigned more);
   // Disables the vectors now and reports what the kernel said.
   virtual Result<void> disable() = 0;
 };

@@ -64,6 +64,9 @@ class UioInterrupts final : public Interrupts {
   // Clears Interrupt Disable (config file) once the device's interrupt has been
   // acknowledged; until then a level-triggered INTx would fire again at once.
   Result<void> rearm(unsigned vector) const override;
+  // Sets (mask) or clears (unmask) Interrupt Disable in the command register.
+  Result<void> mask(unsigned vector) const override;
+  Result<void> unmask(unsigned vector) const override;
   // Sets Interrupt Disable and gives INTx back to the device object.
   Result<void> disable() override;
 

@@ -283,6 +283,11 @@ class VfioInterrupts final : public Interrupts {
   // Unmasks INTx after the device's interrupt has been acknowledged.
   Result<void> unmask_intx() const;
   Result<void> rearm(unsigned) const override { return unmask_intx(); }
+  // Per-vector control (pcie/interrupts.h): INTx through VFIO's mask and unmask actions,
+  // one MSI/MSI-X vector by detaching its eventfd and attaching it again.
+  Result<void> mask(unsigned vector) const override;
+  Result<void> unmask(unsigned vector) const override;
+  Result<unsigned> add_vectors(unsigned more) override;
   // Disables the vectors now and reports what the kernel said; the kind is free for
   // another VfioInterrupts afterwards.
   Result<void> disable() override;
@@ -294,6 +299,7 @@ class VfioInterrupts final : public Interrupts {
   std::string name_;
   IrqKind kind_ = IrqKind::msi;
   std::vector<UniqueFd> eventfds_;
+  mutable std::vector<bool> masked_;  // per vector: mask() was called, unmask() not yet
 };
 
 struct VfioDeviceOptions {

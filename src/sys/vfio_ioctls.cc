@@ -122,15 +122,15 @@ Result<vfio_irq_info> irq_info(int device_fd, std::uint32_t index, const std::st
   return info;
 }
 
-Result<void> set_irq_eventfds(int device_fd, std::uint32_t index, const std::vector<int>& eventfds,
-                              const std::string& bdf) {
+Result<void> set_irq_eventfds_from(int device_fd, std::uint32_t index, std::uint32_t start,
+                                   const std::vector<int>& eventfds, const std::string& bdf) {
   // struct vfio_irq_set ends in a flexible array of eventfds.
   std::vector<std::byte> buffer(sizeof(vfio_irq_set) + eventfds.size() * sizeof(std::int32_t));
   vfio_irq_set set{};
   set.argsz = static_cast<std::uint32_t>(buffer.size());
   set.flags = (eventfds.empty() ? VFIO_IRQ_SET_DATA_NONE : VFIO_IRQ_SET_DATA_EVENTFD) | VFIO_IRQ_SET_ACTION_TRIGGER;
   set.index = index;
-  set.start = 0;
+  set.start = start;
   set.count = static_cast<std::uint32_t>(eventfds.size());
   std::memcpy(buffer.data(), &set, sizeof set);
   for (std::size_t i = 0; i < eventfds.size(); ++i) {
@@ -143,17 +143,33 @@ Result<void> set_irq_eventfds(int device_fd, std::uint32_t index, const std::vec
   return {};
 }
 
-Result<void> unmask_irq(int device_fd, std::uint32_t index, const std::string& bdf) {
+Result<void> set_irq_eventfds(int device_fd, std::uint32_t index, const std::vector<int>& eventfds,
+                              const std::string& bdf) {
+  return set_irq_eventfds_from(device_fd, index, 0, eventfds, bdf);
+}
+
+namespace {
+Result<void> mask_action(int device_fd, std::uint32_t index, std::uint32_t action, const char* operation,
+                         const std::string& bdf) {
   vfio_irq_set set{};
   set.argsz = sizeof set;
-  set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK;
+  set.flags = VFIO_IRQ_SET_DATA_NONE | action;
   set.index = index;
   set.start = 0;
   set.count = 1;
   if (const int result = checked_ioctl(device_fd, VFIO_DEVICE_SET_IRQS, &set); result < 0) {
-    return std::unexpected(ioctl_error(result, "unmask IRQ", bdf + " IRQ index " + std::to_string(index)));
+    return std::unexpected(ioctl_error(result, operation, bdf + " IRQ index " + std::to_string(index)));
   }
   return {};
+}
+}  // namespace
+
+Result<void> unmask_irq(int device_fd, std::uint32_t index, const std::string& bdf) {
+  return mask_action(device_fd, index, VFIO_IRQ_SET_ACTION_UNMASK, "unmask IRQ", bdf);
+}
+
+Result<void> mask_irq(int device_fd, std::uint32_t index, const std::string& bdf) {
+  return mask_action(device_fd, index, VFIO_IRQ_SET_ACTION_MASK, "mask IRQ", bdf);
 }
 
 Result<void> reset_device(int device_fd, const std::string& bdf) {

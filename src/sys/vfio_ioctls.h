@@ -51,9 +51,19 @@ Result<vfio_irq_info> irq_info(int device_fd, std::uint32_t index, const std::st
 Result<void> set_irq_eventfds(int device_fd, std::uint32_t index, const std::vector<int>& eventfds,
                               const std::string& bdf);
 
+// The same for vectors [start, start + eventfds.size()) only: an eventfd of -1 detaches
+// that vector (the kernel frees its IRQ), vectors outside the range stay as they are. The
+// kernel refuses (EINVAL) a range past the enabled vectors unless it can grow the set
+// (MSI-X on Linux 6.5 and later: no VFIO_IRQ_INFO_NORESIZE).
+Result<void> set_irq_eventfds_from(int device_fd, std::uint32_t index, std::uint32_t start,
+                                   const std::vector<int>& eventfds, const std::string& bdf);
+
 // VFIO_DEVICE_SET_IRQS with ACTION_UNMASK for vector 0 of `index` (INTx is masked by the
 // kernel when it fires, until the user unmasks it).
 Result<void> unmask_irq(int device_fd, std::uint32_t index, const std::string& bdf);
+
+// VFIO_DEVICE_SET_IRQS with ACTION_MASK for vector 0 of `index` (INTx).
+Result<void> mask_irq(int device_fd, std::uint32_t index, const std::string& bdf);
 
 // VFIO_DEVICE_RESET.
 Result<void> reset_device(int device_fd, const std::string& bdf);

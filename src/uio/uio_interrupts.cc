@@ -129,6 +129,14 @@ Result<void> UioInterrupts::rearm(unsigned vector) const {
   return set_intx_masked(*state_, false);
 }
 
+Result<void> UioInterrupts::mask(unsigned vector) const {
+  if (auto valid = check_vector(vector, "mask interrupt"); !valid) return valid;
+  std::lock_guard lock(state_->mutex);
+  return set_intx_masked(*state_, true);
+}
+
+Result<void> UioInterrupts::unmask(unsigned vector) const { return rearm(vector); }
+
 Result<void> UioInterrupts::disable() {
   if (!state_) return {};
   Result<void> masked;

@@ -98,11 +98,12 @@ Result<VfioInterrupts> VfioInterrupts::enable(const VfioDevice& device, IrqKind 
 
 VfioInterrupts::VfioInterrupts(std::shared_ptr<detail::VfioDeviceState> device, std::string name, IrqKind kind,
                                std::vector<UniqueFd> eventfds)
-    : device_(std::move(device)), name_(std::move(name)), kind_(kind), eventfds_(std::move(eventfds)) {}
+    : device_(std::move(device)), name_(std::move(name)), kind_(kind), eventfds_(std::move(eventfds)),
+      masked_(eventfds_.size(), false) {}
 
 VfioInterrupts::VfioInterrupts(VfioInterrupts&& other) noexcept
     : device_(std::move(other.device_)), name_(std::move(other.name_)), kind_(other.kind_),
-      eventfds_(std::move(other.eventfds_)) {}
+      eventfds_(std::move(other.eventfds_)), masked_(std::move(other.masked_)) {}
 
 VfioInterrupts& VfioInterrupts::operator=(VfioInterrupts&& other) noexcept {
   if (this != &other) {
@@ -111,6 +112,7 @@ VfioInterrupts& VfioInterrupts::operator=(VfioInterrupts&& other) noexcept {
     name_ = std::move(other.name_);
     kind_ = other.kind_;
     eventfds_ = std::move(other.eventfds_);
+    masked_ = std::move(other.masked_);
   }
   return *this;
 }
@@ -124,6 +126,7 @@ Result<void> VfioInterrupts::disable() {
   auto disabled = sys::vfio::set_irq_eventfds(device_->fd.get(), irq_index_of(kind_), {}, name_);
   device_->irq_indexes_in_use &= ~bit_of(irq_index_of(kind_));
   eventfds_.clear();
+  masked_.clear();
   return disabled;
 }
 
@@ -151,9 +154,82 @@ Result<std::uint64_t> VfioInterrupts::consume(unsigned vector) const {
   return sys::wait_eventfd(*fd, 0);
 }
 
+Result<void> VfioInterrupts::mask(unsigned vector) const {
+  if (auto fd = eventfd(vector); !fd) return std::unexpected(fd.error());
+  if (masked_[vector]) return {};
+  std::lock_guard lock(device_->mutex);
+  const std::uint32_t index = irq_index_of(kind_);
+  auto masked = kind_ == IrqKind::intx ? sys::vfio::mask_irq(device_->fd.get(), index, name_)
+                                       : sys::vfio::set_irq_eventfds_from(device_->fd.get(), index, vector, {-1}, name_);
+  if (masked) masked_[vector] = true;
+  return masked;
+}
+
+Result<void> VfioInterrupts::unmask(unsigned vector) const {
+  auto fd = eventfd(vector);
+  if (!fd) return std::unexpected(fd.error());
+  if (!masked_[vector]) return {};
+  std::lock_guard lock(device_->mutex);
+  const std::uint32_t index = irq_index_of(kind_);
+  auto unmasked = kind_ == IrqKind::intx ? sys::vfio::unmask_irq(device_->fd.get(), index, name_)
+                                         : sys::vfio::set_irq_eventfds_from(device_->fd.get(), index, vector, {*fd}, name_);
+  if (unmasked) masked_[vector] = false;
+  return unmasked;
+}
+
+Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
+  if (!device_ || eventfds_.empty()) {
+    return std::unexpected(make_error(Errc::invalid_argument, "add interrupt vectors", name_.empty() ? "VfioInterrupts" : name_,
+                                      "the set is disabled (or moved from)"));
+  }
+  const std::uint32_t index = irq_index_of(kind_);
+  auto info = sys::vfio::irq_info(device_->fd.get(), index, name_);
+  if (!info) return std::unexpected(info.error());
+  const unsigned current = count();
+  if (more > info->count - std::min<unsigned>(info->count, current)) {
+    return std::unexpected(make_error(Errc::out_of_range, "add interrupt vectors", name_,
+                                      fmt::format("{} enabled and {} more asked; the device has {}", current, more,
+                                                  info->count)));
+  }
+  if (more == 0) return current;
+  std::vector<UniqueFd> added;
+  std::vector<int> added_raw;
+  for (unsigned i = 0; i < more; ++i) {
+    auto fd = sys::make_eventfd();
+    if (!fd) return std::unexpected(fd.error());
+    added_raw.push_back(fd->get());
+    added.push_back(std::move(*fd));
+  }
+  std::lock_guard lock(device_->mutex);
+  const int device_fd = device_->fd.get();
+  if (kind_ == IrqKind::msix && (info->flags & VFIO_IRQ_INFO_NORESIZE) == 0) {
+    // Linux 6.5+ allocates MSI-X vectors on demand: the new ones join the enabled set.
+    auto grown = sys::vfio::set_irq_eventfds_from(device_fd, index, current, added_raw, name_);
+    if (!grown) return std::unexpected(grown.error());
+  } else {
+    // The kernel sizes the set when it is enabled: enable it again, larger, with the same
+    // eventfds (a masked vector stays detached).
+    std::vector<int> all;
+    for (unsigned i = 0; i < current; ++i) all.push_back(masked_[i] ? -1 : eventfds_[i].get());
+    const std::vector<int> before = all;
+    all.insert(all.end(), added_raw.begin(), added_raw.end());
+    if (auto off = sys::vfio::set_irq_eventfds(device_fd, index, {}, name_); !off) return std::unexpected(off.error());
+    if (auto on = sys::vfio::set_irq_eventfds(device_fd, index, all, name_); !on) {
+      // Put the old set back, so that a refusal leaves the vectors as they were.
+      (void)sys::vfio::set_irq_eventfds(device_fd, index, before, name_);
+      return std::unexpected(on.error());
+    }
+  }
+  for (UniqueFd& fd : added) eventfds_.push_back(std::move(fd));
+  masked_.resize(eventfds_.size(), false);
+  return count();
+}
+
 Result<void> VfioInterrupts::unmask_intx() const {
   if (kind_ != IrqKind::intx || !device_) return {};
-  return sys::vfio::unmask_irq(device_->fd.get(), VFIO_PCI_INTX_IRQ_INDEX, name_);
+  auto unmasked = sys::vfio::unmask_irq(device_->fd.get(), VFIO_PCI_INTX_IRQ_INDEX, name_);
+  if (unmasked && !masked_.empty()) masked_[0] = false;  // an unmask ends a mask() too
+  return unmasked;
 }
 
 }  // namespace pcie

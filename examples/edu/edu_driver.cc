@@ -1,7 +1,12 @@
 #include "examples/edu/edu_driver.h"
 
 #include <cstring>
+#include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
+
+#include "pcie/wait.h"
 
 namespace examples {
 
@@ -35,14 +40,12 @@ pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device, co
   const std::string name = device->bdf().to_string();
   auto bar0 = device->open_bar(0);
   if (!bar0) return std::unexpected(bar0.error());
-  if ((*bar0)->mapped_base() == nullptr) {
-    return std::unexpected(make_error(Errc::not_supported, "open edu", name, "BAR0 is not mappable"));
-  }
-  const pcie::MmioView regs((*bar0)->mapped_base(), (*bar0)->size(), (*bar0)->allowed_widths(), (*bar0)->name());
-  const std::uint32_t id = regs.read<std::uint32_t>(edu::kIdentification);
-  if ((id & 0xff) != 0xed) {
+  const pcie::Region& regs = **bar0;
+  auto id = regs.read(pcie::Width::bits32, edu::kIdentification);
+  if (!id) return std::unexpected(id.error());
+  if ((*id & 0xff) != 0xed) {
     return std::unexpected(make_error(Errc::not_supported, "open edu", name,
-                                      "identification register reads " + std::to_string(id) + ", not edu's"));
+                                      "identification register reads " + std::to_string(*id) + ", not edu's"));
   }
   // edu has no reset: a DMA a previous owner started may still be running. Enabling bus
   // mastering now would let it finish into whatever this driver maps at its address.
@@ -71,24 +74,47 @@ pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device, co
   return EduDriver(std::move(device), std::move(*bar0), std::move(*irq), std::move(request), std::move(*buffer));
 }
 
-pcie::Result<void> EduDriver::quiesce(const pcie::MmioView& registers, std::chrono::milliseconds timeout) {
-  auto dma = registers.poll<std::uint64_t>(edu::kDmaCommand, edu::kDmaRunning, 0, timeout);
-  if (!dma) return std::unexpected(dma.error());
-  auto factorial = registers.poll<std::uint32_t>(edu::kStatus, edu::kStatusComputing, 0, timeout);
-  if (!factorial) return std::unexpected(factorial.error());
-  if (!dma->matched || !factorial->matched) {
-    return std::unexpected(make_error(Errc::io_error, "quiesce edu", std::string(registers.name()),
-                                      "its DMA engine or factorial unit is still busy",
-                                      "the device is stuck; it has no reset, so restart the VM or hot-plug it"));
+pcie::Result<void> EduDriver::quiesce(const pcie::Region& registers, std::chrono::milliseconds timeout) {
+  const pcie::WaitOptions options{.timeout = timeout, .all_ones_means_removed = false};
+  for (const auto& [offset, width, busy] :
+       {std::tuple{edu::kDmaCommand, pcie::Width::bits64, edu::kDmaRunning},
+        std::tuple{edu::kStatus, pcie::Width::bits32, std::uint64_t{edu::kStatusComputing}}}) {
+    std::optional<pcie::Error> failed;
+    auto idle = pcie::wait_until(
+        [&] {
+          auto value = registers.read(width, offset);
+          if (!value) failed = value.error();
+          return value.value_or(0);
+        },
+        [&](std::uint64_t value) { return failed.has_value() || (value & busy) == 0; }, options);
+    if (failed) return std::unexpected(*failed);
+    if (!idle) return std::unexpected(idle.error());
+    if (!idle->matched) {
+      return std::unexpected(make_error(Errc::io_error, "quiesce edu", registers.name(),
+                                        "its DMA engine or factorial unit is still busy",
+                                        "the device is stuck; it has no reset, so restart the VM or hot-plug it"));
+    }
   }
   return {};
 }
 
-std::uint32_t EduDriver::identification() const { return registers().read<std::uint32_t>(edu::kIdentification); }
+std::uint32_t EduDriver::read32(std::uint64_t offset) const {
+  return static_cast<std::uint32_t>(bar0_->read(pcie::Width::bits32, offset).value_or(0xffffffffu));
+}
+
+pcie::Result<void> EduDriver::write32(std::uint64_t offset, std::uint32_t value) const {
+  return bar0_->write(pcie::Width::bits32, offset, value);
+}
+
+pcie::Result<void> EduDriver::write64(std::uint64_t offset, std::uint64_t value) const {
+  return bar0_->write(pcie::Width::bits64, offset, value);
+}
+
+std::uint32_t EduDriver::identification() const { return read32(edu::kIdentification); }
 
 std::uint32_t EduDriver::liveness(std::uint32_t value) const {
-  registers().write<std::uint32_t>(edu::kLiveness, value);
-  return registers().read<std::uint32_t>(edu::kLiveness);
+  (void)write32(edu::kLiveness, value);
+  return read32(edu::kLiveness);
 }
 
 pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseconds timeout) {
@@ -104,8 +130,11 @@ pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseco
     released_ = true;
     return removed_error();
   }
-  const std::uint32_t status = registers().read<std::uint32_t>(edu::kIrqStatus);
-  registers().write<std::uint32_t>(edu::kIrqAcknowledge, status);  // lower it before the next one
+  auto read = bar0_->read(pcie::Width::bits32, edu::kIrqStatus);
+  if (!read) return std::unexpected(read.error());
+  const auto status = static_cast<std::uint32_t>(*read);
+  // Lower it before the next one.
+  if (auto acknowledged = write32(edu::kIrqAcknowledge, status); !acknowledged) return acknowledged;
   // INTx was masked when it fired (by VFIO, or uio_pci_generic's Interrupt Disable): now
   // that the device has lowered it, let it fire again. Nothing to do for MSI.
   if (auto rearmed = irq_->rearm(0); !rearmed) return rearmed;
@@ -118,26 +147,28 @@ pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseco
 
 pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::milliseconds timeout) {
   if (released_) return std::unexpected(removed_error().error());
-  registers().write<std::uint32_t>(edu::kStatus, edu::kStatusIrqWhenDone);
-  registers().write<std::uint32_t>(edu::kFactorial, n);
+  if (auto set = write32(edu::kStatus, edu::kStatusIrqWhenDone); !set) return std::unexpected(set.error());
+  if (auto started = write32(edu::kFactorial, n); !started) return std::unexpected(started.error());
   if (auto done = wait_for(edu::kIrqFactorial, timeout); !done) return std::unexpected(done.error());
-  return registers().read<std::uint32_t>(edu::kFactorial);
+  auto result = bar0_->read(pcie::Width::bits32, edu::kFactorial);
+  if (!result) return std::unexpected(result.error());
+  return static_cast<std::uint32_t>(*result);
 }
 
 pcie::Result<void> EduDriver::raise_interrupt(std::uint32_t status, std::chrono::milliseconds timeout) {
   if (released_) return removed_error();
-  registers().write<std::uint32_t>(edu::kIrqRaise, status);
+  if (auto raised = write32(edu::kIrqRaise, status); !raised) return raised;
   return wait_for(status, timeout);
 }
 
 pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram) {
   if (released_) return removed_error();
   if (auto valid = check_transfer_size(device_->bdf(), size); !valid) return valid;
-  const pcie::MmioView regs = registers();
-  regs.write<std::uint64_t>(edu::kDmaSource, source);
-  regs.write<std::uint64_t>(edu::kDmaDestination, destination);
-  regs.write<std::uint64_t>(edu::kDmaCount, size);
-  regs.write<std::uint64_t>(edu::kDmaCommand, edu::kDmaStart | edu::kDmaIrq | (to_ram ? edu::kDmaToRam : 0));
+  for (const auto& [offset, value] : {std::pair{edu::kDmaSource, source}, std::pair{edu::kDmaDestination, destination},
+                                      std::pair{edu::kDmaCount, std::uint64_t{size}},
+                                      std::pair{edu::kDmaCommand, edu::kDmaStart | edu::kDmaIrq | (to_ram ? edu::kDmaToRam : 0)}}) {
+    if (auto written = write64(offset, value); !written) return written;
+  }
   return wait_for(edu::kIrqDma, std::chrono::seconds(5));
 }
 

@@ -76,8 +76,9 @@ class EduDriver {
   static pcie::Result<EduDriver> open(pcie::VfioContainer& container, const pcie::Bdf& bdf);
 
   // Waits (at most `timeout`) until edu's DMA engine and factorial unit are idle: what a
-  // device without a reset needs before bus mastering is enabled. io_error on timeout.
-  static pcie::Result<void> quiesce(const pcie::MmioView& registers, std::chrono::milliseconds timeout);
+  // device without a reset needs before bus mastering is enabled. io_error on timeout;
+  // the register errors (device_removed once the removal guard revoked the BAR).
+  static pcie::Result<void> quiesce(const pcie::Region& registers, std::chrono::milliseconds timeout);
 
   std::uint32_t identification() const;
   // Writes `value` to the liveness register and returns what the device answers (~value).
@@ -102,9 +103,11 @@ class EduDriver {
             std::unique_ptr<pcie::Interrupts> request, pcie::DmaBuffer buffer)
       : device_(std::move(device)), bar0_(std::move(bar0)), irq_(std::move(irq)), request_(std::move(request)),
         buffer_(std::move(buffer)) {}
-  pcie::MmioView registers() const {
-    return pcie::MmioView(bar0_->mapped_base(), bar0_->size(), bar0_->allowed_widths(), bar0_->name());
-  }
+  // Registers through the checked Region accessors: any backend's BAR, or a register
+  // model in unit tests (pcie/testing/register_model.h). A failed read gives all ones.
+  std::uint32_t read32(std::uint64_t offset) const;
+  pcie::Result<void> write32(std::uint64_t offset, std::uint32_t value) const;
+  pcie::Result<void> write64(std::uint64_t offset, std::uint64_t value) const;
   pcie::Result<void> run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram);
   pcie::Result<void> wait_for(std::uint32_t irq, std::chrono::milliseconds timeout);
   pcie::Result<void> removed_error() const;

@@ -1069,7 +1069,7 @@ bool dead_dma_lands(bool quiesce) {
   EXPECT_TRUE(bar);
   if (!bar) return true;
   if (quiesce) {
-    EXPECT_TRUE(examples::EduDriver::quiesce(*bar->mmio(), std::chrono::seconds(5)));
+    EXPECT_TRUE(examples::EduDriver::quiesce(*bar, std::chrono::seconds(5)));
   }
   EXPECT_TRUE(device->enable_bus_master());
   auto allocator = DmaAllocator::create(*container);

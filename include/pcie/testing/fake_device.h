@@ -1,0 +1,69 @@
+// A fake device behind the pcie::Device interface, for unit tests of drivers written
+// against it (target //:pcie_testing), in the manner of the kernel VFIO selftests' driver
+// interface: BARs are RegisterModels, interrupts are eventfds the test fires, and a DMA
+// engine reads and writes the driver's DMA buffers through their bus addresses, as a
+// device behind an IOMMU would (an unmapped address is a fault, not a write to memory).
+//
+//   pcie::testing::FakeDevice fake({.bdf = {0, 3, 0, 0}, .msi_vectors = 1});
+//   pcie::testing::RegisterModel& bar0 = fake.add_bar(0, 1 << 20);
+//   ... hooks on bar0 that call fake.dma_read / fake.dma_write / fake.fire ...
+//   auto driver = MyDriver::open(fake.open());   // a std::unique_ptr<pcie::Device>
+//
+// FakeDevice is the test's handle; open() hands out Device objects sharing its state, so
+// the test keeps its view after the driver takes ownership. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "pcie/device.h"
+#include "pcie/testing/register_model.h"
+
+namespace pcie::testing {
+
+struct FakeDeviceOptions {
+  Bdf bdf{0, 3, 0, 0};
+  unsigned intx_vectors = 1;
+  unsigned msi_vectors = 1;
+  unsigned msix_vectors = 0;
+  unsigned request_vectors = 1;  // the kernel's "give the device back" (VFIO)
+  // The first bus address the DMA allocator hands out; buffers follow, page-aligned.
+  std::uint64_t first_bus_address = 0x100000;
+};
+
+class FakeDevice {
+ public:
+  explicit FakeDevice(const FakeDeviceOptions& options = {});
+
+  // BAR `bar` (0-5; larger is BAR5) of `size` bytes; a BAR added before is returned as it
+  // is (regions over it stay valid). Opening a BAR that was not added is not_found.
+  RegisterModel& add_bar(unsigned bar, std::uint64_t size);
+
+  // A Device over this fake, for the driver to own. backend_name() is "fake".
+  std::unique_ptr<Device> open() const;
+
+  // The device's side.
+  // Signals `vector` of `kind` if the driver enabled it and, for MSI and MSI-X, set Bus
+  // Master Enable (a message is a memory write); returns whether it was delivered.
+  bool fire(IrqKind kind, unsigned vector = 0) const;
+  // Reads or writes host memory at `bus_address` as the device's DMA would: permission_denied
+  // without Bus Master Enable, not_found (an IOMMU fault) unless the whole range lies in one
+  // buffer the driver mapped for that direction. Faults are counted.
+  Result<void> dma_read(std::uint64_t bus_address, std::span<std::byte> into) const;
+  Result<void> dma_write(std::uint64_t bus_address, std::span<const std::byte> from) const;
+
+  bool bus_master() const;
+  std::uint64_t dma_faults() const;
+  // Bytes the driver has mapped for DMA now, and whether an interrupt kind is enabled.
+  std::uint64_t dma_mapped_bytes() const;
+  bool interrupts_enabled(IrqKind kind) const;
+
+  struct State;  // shared with the Device objects open() hands out
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace pcie::testing

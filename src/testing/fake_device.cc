@@ -1,0 +1,314 @@
+#include "pcie/testing/fake_device.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "pcie/dma_backend.h"
+#include "src/sys/syscalls.h"
+
+namespace pcie::testing {
+
+struct FakeDevice::State {
+  FakeDeviceOptions options;
+  mutable std::mutex mutex;
+  std::array<std::unique_ptr<RegisterModel>, 6> bars;
+  bool bus_master = false;
+  // Per kind, the eventfds of the enabled vectors; owned by the FakeInterrupts object,
+  // which unregisters them (under the lock) before closing them.
+  std::map<IrqKind, std::vector<int>> vectors;
+  struct DmaMapping {
+    std::uint64_t bus = 0;
+    std::byte* host = nullptr;
+    std::uint64_t size = 0;
+    bool device_reads = true;
+    bool device_writes = true;
+  };
+  std::vector<DmaMapping> dma;
+  std::uint64_t next_bus = 0;
+  std::uint64_t dma_faults = 0;
+
+  std::string name() const { return options.bdf.to_string() + " (fake)"; }
+
+  unsigned vectors_offered(IrqKind kind) const {
+    switch (kind) {
+      case IrqKind::intx: return options.intx_vectors;
+      case IrqKind::msi: return options.msi_vectors;
+      case IrqKind::msix: return options.msix_vectors;
+      case IrqKind::error: return 0;
+      case IrqKind::request: return options.request_vectors;
+    }
+    return 0;
+  }
+};
+
+namespace {
+
+using State = FakeDevice::State;
+
+bool exclusive(IrqKind kind) { return kind == IrqKind::intx || kind == IrqKind::msi || kind == IrqKind::msix; }
+
+class FakeInterrupts final : public Interrupts {
+ public:
+  FakeInterrupts(std::shared_ptr<State> state, IrqKind kind, std::vector<UniqueFd> fds)
+      : state_(std::move(state)), kind_(kind), fds_(std::move(fds)),
+        name_(state_->options.bdf.to_string() + " " + to_string(kind)) {}
+  ~FakeInterrupts() override { (void)disable(); }
+
+  unsigned count() const override { return static_cast<unsigned>(fds_.size()); }
+  IrqKind kind() const override { return kind_; }
+  const std::string& name() const override { return name_; }
+  Result<int> fd(unsigned vector) const override {
+    if (vector >= fds_.size()) {
+      return std::unexpected(make_error(Errc::out_of_range, "eventfd of", name_,
+                                        fmt::format("vector {} of {} enabled", vector, fds_.size())));
+    }
+    return fds_[vector].get();
+  }
+  Result<std::uint64_t> consume(unsigned vector) const override {
+    auto descriptor = fd(vector);
+    if (!descriptor) return std::unexpected(descriptor.error());
+    return sys::wait_eventfd(*descriptor, 0);
+  }
+  Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const override {
+    auto descriptor = fd(vector);
+    if (!descriptor) return std::unexpected(descriptor.error());
+    const auto bounded = std::clamp<std::chrono::milliseconds::rep>(timeout.count(), 0, 1 << 30);
+    return sys::wait_eventfd(*descriptor, static_cast<int>(bounded));
+  }
+  Result<void> rearm(unsigned vector) const override {
+    if (auto descriptor = fd(vector); !descriptor) return std::unexpected(descriptor.error());
+    return {};
+  }
+  Result<void> disable() override {
+    if (fds_.empty()) return {};
+    {
+      const std::lock_guard lock(state_->mutex);
+      state_->vectors.erase(kind_);
+    }
+    fds_.clear();
+    return {};
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+  IrqKind kind_;
+  std::vector<UniqueFd> fds_;
+  std::string name_;
+};
+
+// Bus addresses handed out in order, page-aligned, below the request's DMA limit; the
+// device reaches a buffer only through them (dma_read/dma_write).
+class FakeDmaBackend final : public DmaBackend {
+ public:
+  explicit FakeDmaBackend(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::string_view name() const override { return "fake IOMMU"; }
+  bool bus_addresses_are_physical() const override { return false; }
+  Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
+    const std::lock_guard lock(state_->mutex);
+    const std::uint64_t alignment = std::max<std::uint64_t>({request.bus_alignment, request.page_size, 4096});
+    const std::uint64_t bus = (state_->next_bus + alignment - 1) / alignment * alignment;
+    if (bus > request.dma_limit || memory.size() - 1 > request.dma_limit - bus) {
+      return std::unexpected(make_error(Errc::out_of_range, "map for DMA", state_->name(),
+                                        fmt::format("no bus address for 0x{:x} bytes below 0x{:x}", memory.size(),
+                                                    request.dma_limit)));
+    }
+    state_->dma.push_back({bus, memory.data(), memory.size(), request.device_reads, request.device_writes});
+    state_->next_bus = bus + memory.size();
+    return BusAddress{bus};
+  }
+  bool retry_with_other_memory(const Error&) const override { return false; }
+  Result<void> unmap(BusAddress address, const Mapping& memory) override {
+    const std::lock_guard lock(state_->mutex);
+    for (auto it = state_->dma.begin(); it != state_->dma.end(); ++it) {
+      if (it->bus == address.value && it->host == memory.data()) {
+        state_->dma.erase(it);
+        return {};
+      }
+    }
+    return std::unexpected(make_error(Errc::not_found, "unmap DMA", state_->name(),
+                                      fmt::format("nothing mapped at bus address 0x{:x}", address.value)));
+  }
+  std::uint64_t mapped_bytes() const override {
+    const std::lock_guard lock(state_->mutex);
+    std::uint64_t bytes = 0;
+    for (const auto& mapping : state_->dma) bytes += mapping.size;
+    return bytes;
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// A BAR handed to the driver: the model's Region, keeping the device's state (and with it
+// the model) alive for as long as the driver holds the BAR.
+class FakeBar final : public Region {
+ public:
+  FakeBar(std::unique_ptr<Region> model_region, std::shared_ptr<State> state)
+      : Region(model_region->allowed_widths(), model_region->writable()), state_(std::move(state)),
+        region_(std::move(model_region)) {}
+  std::uint64_t size() const override { return region_->size(); }
+  const std::string& name() const override { return region_->name(); }
+
+ protected:
+  Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override {
+    return region_->read(width, offset);
+  }
+  Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override {
+    return region_->write(width, offset, value);
+  }
+
+ private:
+  std::shared_ptr<State> state_;  // declared first: outlives the region over its model
+  std::unique_ptr<Region> region_;
+};
+
+class FakeDeviceView final : public Device {
+ public:
+  explicit FakeDeviceView(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  const Bdf& bdf() const override { return state_->options.bdf; }
+  std::string backend_name() const override { return "fake"; }
+  Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override {
+    const std::lock_guard lock(state_->mutex);
+    if (bar > 5 || !state_->bars[bar]) {
+      return std::unexpected(make_error(Errc::not_found, "open BAR", fmt::format("{} BAR{}", state_->name(), bar),
+                                        "the fake device has no such BAR (FakeDevice::add_bar)"));
+    }
+    return std::unique_ptr<Region>(std::make_unique<FakeBar>(state_->bars[bar]->open_region(), state_));
+  }
+  Result<void> enable_bus_master(bool enable) const override {
+    const std::lock_guard lock(state_->mutex);
+    state_->bus_master = enable;
+    return {};
+  }
+  Result<unsigned> vector_count(IrqKind kind) const override { return state_->vectors_offered(kind); }
+  Result<std::unique_ptr<Interrupts>> enable_interrupts(IrqKind kind, unsigned count) const override {
+    const unsigned offered = state_->vectors_offered(kind);
+    if (count == 0 || count > offered) {
+      return std::unexpected(make_error(Errc::out_of_range, "enable interrupts", state_->name(),
+                                        fmt::format("{} {} vectors asked, the device has {}", count, to_string(kind),
+                                                    offered)));
+    }
+    std::vector<UniqueFd> fds;
+    std::vector<int> raw;
+    for (unsigned i = 0; i < count; ++i) {
+      auto fd = sys::make_eventfd();
+      if (!fd) return std::unexpected(fd.error());
+      raw.push_back(fd->get());
+      fds.push_back(std::move(*fd));
+    }
+    const std::lock_guard lock(state_->mutex);
+    for (const auto& [enabled, vectors] : state_->vectors) {
+      if (enabled == kind || (exclusive(enabled) && exclusive(kind))) {
+        return std::unexpected(make_error(Errc::busy, "enable interrupts", state_->name(),
+                                          fmt::format("{} is enabled", to_string(enabled))));
+      }
+    }
+    state_->vectors[kind] = raw;
+    return std::unique_ptr<Interrupts>(std::make_unique<FakeInterrupts>(state_, kind, std::move(fds)));
+  }
+  Result<DmaAllocator> dma_allocator() const override {
+    return DmaAllocator::create(std::make_shared<FakeDmaBackend>(state_));
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// The mapping that holds all of [bus, bus + length) for `writes`, or null.
+const State::DmaMapping* find_mapping(const State& state, std::uint64_t bus, std::uint64_t length, bool writes) {
+  for (const auto& mapping : state.dma) {
+    if (bus >= mapping.bus && bus - mapping.bus <= mapping.size && length <= mapping.size - (bus - mapping.bus) &&
+        (writes ? mapping.device_writes : mapping.device_reads)) {
+      return &mapping;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+FakeDevice::FakeDevice(const FakeDeviceOptions& options) : state_(std::make_shared<State>()) {
+  state_->options = options;
+  state_->next_bus = options.first_bus_address;
+}
+
+RegisterModel& FakeDevice::add_bar(unsigned bar, std::uint64_t size) {
+  const std::lock_guard lock(state_->mutex);
+  auto& slot = state_->bars[std::min(bar, 5u)];
+  if (slot) return *slot;
+  slot = std::make_unique<RegisterModel>(size, fmt::format("{} BAR{}", state_->options.bdf.to_string(), bar));
+  return *slot;
+}
+
+std::unique_ptr<Device> FakeDevice::open() const { return std::make_unique<FakeDeviceView>(state_); }
+
+bool FakeDevice::fire(IrqKind kind, unsigned vector) const {
+  const std::lock_guard lock(state_->mutex);
+  if ((kind == IrqKind::msi || kind == IrqKind::msix) && !state_->bus_master) return false;
+  auto found = state_->vectors.find(kind);
+  if (found == state_->vectors.end() || vector >= found->second.size()) return false;
+  const std::uint64_t one = 1;
+  return sys::write_once(found->second[vector], std::as_bytes(std::span(&one, 1)), "fake interrupt").has_value();
+}
+
+Result<void> FakeDevice::dma_read(std::uint64_t bus_address, std::span<std::byte> into) const {
+  const std::lock_guard lock(state_->mutex);
+  if (!state_->bus_master) {
+    return std::unexpected(make_error(Errc::permission_denied, "DMA read", state_->name(), "Bus Master Enable is off"));
+  }
+  const State::DmaMapping* mapping = find_mapping(*state_, bus_address, into.size(), false);
+  if (mapping == nullptr) {
+    ++state_->dma_faults;
+    return std::unexpected(make_error(Errc::not_found, "DMA read", fmt::format("{} bus address 0x{:x}", state_->name(), bus_address),
+                                      fmt::format("0x{:x} bytes there are not mapped for the device to read (an IOMMU fault)",
+                                                  into.size())));
+  }
+  std::memcpy(into.data(), mapping->host + (bus_address - mapping->bus), into.size());
+  return {};
+}
+
+Result<void> FakeDevice::dma_write(std::uint64_t bus_address, std::span<const std::byte> from) const {
+  const std::lock_guard lock(state_->mutex);
+  if (!state_->bus_master) {
+    return std::unexpected(make_error(Errc::permission_denied, "DMA write", state_->name(), "Bus Master Enable is off"));
+  }
+  const State::DmaMapping* mapping = find_mapping(*state_, bus_address, from.size(), true);
+  if (mapping == nullptr) {
+    ++state_->dma_faults;
+    return std::unexpected(make_error(Errc::not_found, "DMA write", fmt::format("{} bus address 0x{:x}", state_->name(), bus_address),
+                                      fmt::format("0x{:x} bytes there are not mapped for the device to write (an IOMMU fault)",
+                                                  from.size())));
+  }
+  std::memcpy(mapping->host + (bus_address - mapping->bus), from.data(), from.size());
+  return {};
+}
+
+bool FakeDevice::bus_master() const {
+  const std::lock_guard lock(state_->mutex);
+  return state_->bus_master;
+}
+
+std::uint64_t FakeDevice::dma_faults() const {
+  const std::lock_guard lock(state_->mutex);
+  return state_->dma_faults;
+}
+
+std::uint64_t FakeDevice::dma_mapped_bytes() const {
+  const std::lock_guard lock(state_->mutex);
+  std::uint64_t bytes = 0;
+  for (const auto& mapping : state_->dma) bytes += mapping.size;
+  return bytes;
+}
+
+bool FakeDevice::interrupts_enabled(IrqKind kind) const {
+  const std::lock_guard lock(state_->mutex);
+  return state_->vectors.contains(kind);
+}
+
+}  // namespace pcie::testing

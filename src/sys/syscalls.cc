@@ -160,6 +160,17 @@ Result<UniqueFd> make_eventfd() {
   return UniqueFd(fd);
 }
 
+Result<Eventfds> make_eventfds(unsigned count) {
+  Eventfds eventfds;
+  for (unsigned i = 0; i < count; ++i) {
+    auto fd = make_eventfd();
+    if (!fd) return std::unexpected(fd.error());
+    eventfds.raw.push_back(fd->get());
+    eventfds.owned.push_back(std::move(*fd));
+  }
+  return eventfds;
+}
+
 Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms) {
   const int fds[] = {fd};
   auto ready = wait_readable(fds, timeout_ms);

@@ -73,6 +73,14 @@ Result<std::optional<std::size_t>> wait_readable(std::span<const int> fds, int t
 // eventfd(2), non-blocking and close-on-exec: where VFIO signals interrupts.
 Result<UniqueFd> make_eventfd();
 
+// `count` eventfds as make_eventfd(), with their descriptors as plain ints (what
+// VFIO_DEVICE_SET_IRQS takes); the ints stay valid while `owned` holds them.
+struct Eventfds {
+  std::vector<UniqueFd> owned;
+  std::vector<int> raw;
+};
+Result<Eventfds> make_eventfds(unsigned count);
+
 // Waits up to `timeout_ms` for an eventfd to be signalled (poll(2)), then reads and returns
 // its counter (how many signals arrived); 0 when the timeout passed first.
 Result<std::uint64_t> wait_eventfd(int fd, int timeout_ms);

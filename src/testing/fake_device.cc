@@ -194,14 +194,8 @@ class FakeDeviceView final : public Device {
                                         fmt::format("{} {} vectors asked, the device has {}", count, to_string(kind),
                                                     offered)));
     }
-    std::vector<UniqueFd> fds;
-    std::vector<int> raw;
-    for (unsigned i = 0; i < count; ++i) {
-      auto fd = sys::make_eventfd();
-      if (!fd) return std::unexpected(fd.error());
-      raw.push_back(fd->get());
-      fds.push_back(std::move(*fd));
-    }
+    auto eventfds = sys::make_eventfds(count);
+    if (!eventfds) return std::unexpected(eventfds.error());
     const std::lock_guard lock(state_->mutex);
     for (const auto& [enabled, vectors] : state_->vectors) {
       if (enabled == kind || (exclusive(enabled) && exclusive(kind))) {
@@ -209,8 +203,8 @@ class FakeDeviceView final : public Device {
                                           fmt::format("{} is enabled", to_string(enabled))));
       }
     }
-    state_->vectors[kind] = raw;
-    return std::unique_ptr<Interrupts>(std::make_unique<FakeInterrupts>(state_, kind, std::move(fds)));
+    state_->vectors[kind] = eventfds->raw;
+    return std::unique_ptr<Interrupts>(std::make_unique<FakeInterrupts>(state_, kind, std::move(eventfds->owned)));
   }
   Result<DmaAllocator> dma_allocator() const override {
     return DmaAllocator::create(std::make_shared<FakeDmaBackend>(state_));
@@ -257,35 +251,42 @@ bool FakeDevice::fire(IrqKind kind, unsigned vector) const {
   return sys::write_once(found->second[vector], std::as_bytes(std::span(&one, 1)), "fake interrupt").has_value();
 }
 
+namespace {
+
+// Where [bus_address, + length) lies in host memory, for a device read or write: the checks
+// of both directions, under the state's lock.
+Result<std::byte*> reach(State& state, std::uint64_t bus_address, std::size_t length, bool writes) {
+  const char* operation = writes ? "DMA write" : "DMA read";
+  if (!state.bus_master) {
+    return std::unexpected(make_error(Errc::permission_denied, operation, state.name(), "Bus Master Enable is off"));
+  }
+  const State::DmaMapping* mapping = find_mapping(state, bus_address, length, writes);
+  if (mapping == nullptr) {
+    ++state.dma_faults;
+    return std::unexpected(make_error(Errc::not_found, operation,
+                                      fmt::format("{} bus address 0x{:x}", state.name(), bus_address),
+                                      fmt::format("0x{:x} bytes there are not mapped for the device to {} (an IOMMU "
+                                                  "fault)",
+                                                  length, writes ? "write" : "read")));
+  }
+  return mapping->host + (bus_address - mapping->bus);
+}
+
+}  // namespace
+
 Result<void> FakeDevice::dma_read(std::uint64_t bus_address, std::span<std::byte> into) const {
   const std::lock_guard lock(state_->mutex);
-  if (!state_->bus_master) {
-    return std::unexpected(make_error(Errc::permission_denied, "DMA read", state_->name(), "Bus Master Enable is off"));
-  }
-  const State::DmaMapping* mapping = find_mapping(*state_, bus_address, into.size(), false);
-  if (mapping == nullptr) {
-    ++state_->dma_faults;
-    return std::unexpected(make_error(Errc::not_found, "DMA read", fmt::format("{} bus address 0x{:x}", state_->name(), bus_address),
-                                      fmt::format("0x{:x} bytes there are not mapped for the device to read (an IOMMU fault)",
-                                                  into.size())));
-  }
-  std::memcpy(into.data(), mapping->host + (bus_address - mapping->bus), into.size());
+  auto host = reach(*state_, bus_address, into.size(), false);
+  if (!host) return std::unexpected(host.error());
+  std::memcpy(into.data(), *host, into.size());
   return {};
 }
 
 Result<void> FakeDevice::dma_write(std::uint64_t bus_address, std::span<const std::byte> from) const {
   const std::lock_guard lock(state_->mutex);
-  if (!state_->bus_master) {
-    return std::unexpected(make_error(Errc::permission_denied, "DMA write", state_->name(), "Bus Master Enable is off"));
-  }
-  const State::DmaMapping* mapping = find_mapping(*state_, bus_address, from.size(), true);
-  if (mapping == nullptr) {
-    ++state_->dma_faults;
-    return std::unexpected(make_error(Errc::not_found, "DMA write", fmt::format("{} bus address 0x{:x}", state_->name(), bus_address),
-                                      fmt::format("0x{:x} bytes there are not mapped for the device to write (an IOMMU fault)",
-                                                  from.size())));
-  }
-  std::memcpy(mapping->host + (bus_address - mapping->bus), from.data(), from.size());
+  auto host = reach(*state_, bus_address, from.size(), true);
+  if (!host) return std::unexpected(host.error());
+  std::memcpy(*host, from.data(), from.size());
   return {};
 }
 

@@ -59,14 +59,8 @@ Result<VfioInterrupts> VfioInterrupts::enable(const VfioDevice& device, IrqKind 
                                       fmt::format("{} vectors asked, the device has {}", count, *vectors),
                                       *vectors == 0 ? "the device does not implement this interrupt kind" : ""));
   }
-  std::vector<UniqueFd> eventfds;
-  std::vector<int> raw;
-  for (unsigned i = 0; i < count; ++i) {
-    auto fd = sys::make_eventfd();
-    if (!fd) return std::unexpected(fd.error());
-    raw.push_back(fd->get());
-    eventfds.push_back(std::move(*fd));
-  }
+  auto eventfds = sys::make_eventfds(count);
+  if (!eventfds) return std::unexpected(eventfds.error());
   detail::VfioDeviceState& state = *device.state_;
   // Checked and claimed under the device's lock: a second owner of the same kind would
   // silently take the first one's vectors, and its destruction would turn them off under
@@ -89,11 +83,11 @@ Result<VfioInterrupts> VfioInterrupts::enable(const VfioDevice& device, IrqKind 
                                         fmt::format("disable {} first", kind_of_index(other))));
     }
   }
-  if (auto set = sys::vfio::set_irq_eventfds(state.fd.get(), index, raw, device.bdf().to_string()); !set) {
+  if (auto set = sys::vfio::set_irq_eventfds(state.fd.get(), index, eventfds->raw, device.bdf().to_string()); !set) {
     return std::unexpected(set.error());
   }
   state.irq_indexes_in_use |= bit_of(index);
-  return VfioInterrupts(device.state_, name, kind, std::move(eventfds));
+  return VfioInterrupts(device.state_, name, kind, std::move(eventfds->owned));
 }
 
 VfioInterrupts::VfioInterrupts(std::shared_ptr<detail::VfioDeviceState> device, std::string name, IrqKind kind,
@@ -192,19 +186,13 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
                                                   info->count)));
   }
   if (more == 0) return current;
-  std::vector<UniqueFd> added;
-  std::vector<int> added_raw;
-  for (unsigned i = 0; i < more; ++i) {
-    auto fd = sys::make_eventfd();
-    if (!fd) return std::unexpected(fd.error());
-    added_raw.push_back(fd->get());
-    added.push_back(std::move(*fd));
-  }
+  auto added = sys::make_eventfds(more);
+  if (!added) return std::unexpected(added.error());
   std::lock_guard lock(device_->mutex);
   const int device_fd = device_->fd.get();
   if (kind_ == IrqKind::msix && (info->flags & VFIO_IRQ_INFO_NORESIZE) == 0) {
     // Linux 6.5+ allocates MSI-X vectors on demand: the new ones join the enabled set.
-    auto grown = sys::vfio::set_irq_eventfds_from(device_fd, index, current, added_raw, name_);
+    auto grown = sys::vfio::set_irq_eventfds_from(device_fd, index, current, added->raw, name_);
     if (!grown) return std::unexpected(grown.error());
   } else {
     // The kernel sizes the set when it is enabled: enable it again, larger, with the same
@@ -212,7 +200,7 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
     std::vector<int> all;
     for (unsigned i = 0; i < current; ++i) all.push_back(masked_[i] ? -1 : eventfds_[i].get());
     const std::vector<int> before = all;
-    all.insert(all.end(), added_raw.begin(), added_raw.end());
+    all.insert(all.end(), added->raw.begin(), added->raw.end());
     if (auto off = sys::vfio::set_irq_eventfds(device_fd, index, {}, name_); !off) return std::unexpected(off.error());
     if (auto on = sys::vfio::set_irq_eventfds(device_fd, index, all, name_); !on) {
       // Put the old set back, so that a refusal leaves the vectors as they were.
@@ -220,7 +208,7 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
       return std::unexpected(on.error());
     }
   }
-  for (UniqueFd& fd : added) eventfds_.push_back(std::move(fd));
+  for (UniqueFd& fd : added->owned) eventfds_.push_back(std::move(fd));
   masked_.resize(eventfds_.size(), false);
   return count();
 }

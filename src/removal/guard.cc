@@ -48,8 +48,8 @@ constexpr std::uint64_t kAnyDevice = ~std::uint64_t{0};
 
 // Makes slot `index` (state kActive) revoked: the device mapping is replaced by
 // inaccessible memory. Returns false when another thread got there first, the slot was
-// released meanwhile, or it now holds a device other than `device` (kAnyDevice: any);
-// waits for a concurrent revocation to finish.
+// released meanwhile, it now holds a device other than `device` (kAnyDevice: any), or the
+// replacement failed (the slot stays active); waits for a concurrent revocation to finish.
 bool revoke_slot(int index, std::uint64_t device) noexcept {
   Slot& slot = g_slots[index];
   int expected = kActive;
@@ -65,7 +65,11 @@ bool revoke_slot(int index, std::uint64_t device) noexcept {
   }
   const auto begin = slot.begin.load(std::memory_order_relaxed);
   const auto length = slot.length.load(std::memory_order_relaxed);
-  sys::replace_with_inaccessible(reinterpret_cast<void*>(begin), length);
+  if (sys::replace_with_inaccessible(reinterpret_cast<void*>(begin), length) != 0) {
+    // The device is still mapped there: never report it revoked.
+    slot.state.store(kActive, std::memory_order_release);
+    return false;
+  }
   slot.state.store(kRevoked, std::memory_order_release);
   return true;
 }
@@ -104,7 +108,10 @@ bool handle_fault(int signal_number, const siginfo_t* info) noexcept {
   // mapping): not the guard's. A SIGBUS there means the kernel refused the page: gone.
   const int index = find_slot(address, signal_number == SIGBUS);
   if (index < 0) return false;
-  if (g_slots[index].state.load(std::memory_order_acquire) == kActive) revoke_slot(index, kAnyDevice);
+  if (g_slots[index].state.load(std::memory_order_acquire) == kActive && !revoke_slot(index, kAnyDevice) &&
+      !guard_table_revoked(index)) {
+    return false;  // the replacement failed: the fault takes its course
+  }
   return map_ones_at(index, address);
 }
 

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <fstream>
 
+#include "pcie/removal.h"
 #include "pcie/testing/fake_sysfs.h"
 
 namespace pcie {
@@ -291,6 +292,9 @@ TEST(VfioEmptyHandles, FailCleanlyAndSayWhy) {
     EXPECT_NE(error.message().find("empty"), std::string::npos) << error.message();
   }
   EXPECT_FALSE(device.reset());
+  auto watcher = RemovalWatcher::start(device, [](const RemovalNotice&) {});
+  ASSERT_FALSE(watcher) << "a watcher on an empty device would never hear the request IRQ";
+  EXPECT_EQ(watcher.error().code, Errc::invalid_argument);
   VfioDevice moved = std::move(device);
   EXPECT_FALSE(moved.valid());
 

@@ -145,8 +145,11 @@ Result<RemovalWatcher> RemovalWatcher::start(const Device& device, Callback on_r
   state->on_removal = std::move(on_removal);
   state->options = std::move(options);
   if (state->options.request_irq) {
+    // A refusal here (an empty device, a kernel error) is the caller's to see: a watcher
+    // that silently lacked the request IRQ would never hear a cooperative unplug.
     auto vectors = device.vector_count(IrqKind::request);
-    if (vectors && *vectors > 0) {
+    if (!vectors) return std::unexpected(vectors.error());
+    if (*vectors > 0) {
       auto irq = device.enable_interrupts(IrqKind::request, 1);
       if (!irq) return std::unexpected(irq.error());
       state->request_irq = std::move(*irq);

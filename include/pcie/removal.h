@@ -81,7 +81,9 @@ struct RemovalWatchOptions {
 // A thread that watches one device and calls `on_removal` once, on that thread, with the
 // first signal. Move-only; an empty one (default-constructed) watches nothing. Destroy it
 // before the device (it holds the device's request IRQ, which keeps a VFIO device open);
-// destroying it stops and joins the thread (from the callback itself, it detaches).
+// destroying it stops and joins the thread (from the callback itself, it detaches). Should
+// poll(2) fail in the thread (ENOMEM, a descriptor limit lowered under it), the watch goes
+// on by checking the request IRQ's count and the sysfs node every 100 ms.
 class RemovalWatcher {
  public:
   using Callback = std::function<void(const RemovalNotice&)>;

@@ -188,11 +188,16 @@ Result<void> install_removal_guard() {
   static std::mutex install_lock;
   const std::lock_guard lock(install_lock);
   if (detail::g_installed.load(std::memory_order_acquire)) return {};
-  auto ones = sys::make_all_ones_memfd(detail::kChunk);
-  if (!ones) return std::unexpected(ones.error());
-  detail::g_ones_fd.store(ones->release(), std::memory_order_release);  // kept for the process's life
+  if (detail::g_ones_fd.load(std::memory_order_acquire) < 0) {  // an earlier, failed call may have made it
+    auto ones = sys::make_all_ones_memfd(detail::kChunk);
+    if (!ones) return std::unexpected(ones.error());
+    detail::g_ones_fd.store(ones->release(), std::memory_order_release);  // kept for the process's life
+  }
   if (auto bus = sys::install_fault_handler(SIGBUS, detail::on_fault, &detail::g_previous_bus); !bus) return bus;
   if (auto segv = sys::install_fault_handler(SIGSEGV, detail::on_fault, &detail::g_previous_segv); !segv) {
+    // Undone, so that a retry records the handler from before us as SIGBUS's previous one,
+    // not on_fault itself (which would then chain to itself for every foreign fault).
+    sys::restore_handler(SIGBUS, detail::g_previous_bus);
     return segv;
   }
   detail::g_installed.store(true, std::memory_order_release);

@@ -2,6 +2,7 @@
 // request IRQ (VFIO), the kernel's uevents and a stop eventfd.
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include <fmt/format.h>
@@ -48,6 +49,27 @@ struct RemovalWatcher::State {
     return !sys::path_exists(fmt::format("{}/{}", options.sysfs_devices, device.to_string()));
   }
 
+  // Whether the watcher's owner asked the thread to end (the stop eventfd, non-blocking).
+  bool stop_requested() const {
+    std::uint64_t count = 0;
+    return sys::read_some(stop.get(), std::as_writable_bytes(std::span(&count, 1)), "removal watcher")
+               .value_or(0) == sizeof count;
+  }
+
+  // The watch once poll itself has failed (ENOMEM, or a descriptor limit lowered below the
+  // watcher's three descriptors: EINVAL): no signal may go unheard because of it, so the
+  // thread looks every 100 ms at what it would have waited on. The uevent socket's messages
+  // are not read here; the sysfs node's absence says the same.
+  void run_by_looking() {
+    while (!stop_requested()) {
+      if (request_irq) {
+        if (auto count = request_irq->consume(0); count && *count > 0) notify(RemovalSignal::request_irq);
+      }
+      if (node_gone()) notify(RemovalSignal::removed);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
   void run() {
     std::array<char, 8192> buffer{};
     for (;;) {
@@ -57,7 +79,10 @@ struct RemovalWatcher::State {
         if (auto fd = request_irq->fd(0)) fds[count++] = *fd;
       }
       auto ready = sys::wait_readable(std::span<const int>(fds.data(), count), 1000);
-      if (!ready) return;  // poll itself failed: nothing left to wait with
+      if (!ready) {
+        run_by_looking();
+        return;
+      }
       if (!*ready) continue;
       if (**ready == 0) return;  // stop
       if (**ready == 2) {

@@ -46,6 +46,10 @@ Result<void> install_fault_handler(int signal_number, void (*handler)(int, sigin
   return {};
 }
 
+void restore_handler(int signal_number, const struct sigaction& previous) noexcept {
+  ::sigaction(signal_number, &previous, nullptr);
+}
+
 void restore_default_action(int signal_number) noexcept {
   struct sigaction action {};
   action.sa_handler = SIG_DFL;

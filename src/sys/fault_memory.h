@@ -30,5 +30,7 @@ Result<void> install_fault_handler(int signal_number, void (*handler)(int, sigin
 
 // Sets `signal_number` back to its default action. Signal-safe.
 void restore_default_action(int signal_number) noexcept;
+// sigaction(2) putting back a disposition that install_fault_handler() returned.
+void restore_handler(int signal_number, const struct sigaction& previous) noexcept;
 
 }  // namespace pcie::sys

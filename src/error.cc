@@ -103,6 +103,11 @@ Error make_error(Errc code, std::string operation, std::string object, std::stri
                std::move(hint), 0};
 }
 
+Error empty_object_error(std::string operation, std::string type_name, std::string hint) {
+  return make_error(Errc::invalid_argument, std::move(operation), std::move(type_name),
+                    "the object is empty (default-constructed, moved from, or released)", std::move(hint));
+}
+
 static Errc errc_from_errno(int err) {
   switch (err) {
     case EPERM:

@@ -25,6 +25,7 @@
 #include "pcie/testing/fake_sysfs.h"
 #include "pcie/uio.h"
 #include "src/dma/pagemap.h"
+#include "tests/empty_handles.h"
 
 namespace pcie {
 namespace {
@@ -624,6 +625,43 @@ TEST(Uio, DmaNeedsTheAcknowledgement) {
   EXPECT_TRUE(allocator->backend().bus_addresses_are_physical());
 }
 
+// Default-constructed, moved-from and moved-over UIO handles. A moved-from UioDevice read
+// its bdf() through a null state before.
+TEST(Uio, EmptyMovedFromAndMovedOverHandlesFailCleanly) {
+  UioDevice empty_device;
+  testing::expect_empty_device(empty_device);
+  EXPECT_EQ(empty_device.uio_number(), -1);
+  auto intx_of_empty = empty_device.enable_intx();
+  ASSERT_FALSE(intx_of_empty);
+  testing::expect_invalid_argument(intx_of_empty.error(), "enable_intx");
+  UioInterrupts empty_interrupts;
+  testing::expect_empty_interrupts(empty_interrupts);
+
+  FakeUio fake;
+  auto device = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_TRUE(device);
+  UioDevice moved = std::move(*device);
+  testing::expect_empty_device(*device);
+  EXPECT_EQ(moved.bdf(), fake.bdf);
+  empty_device = std::move(moved);
+  testing::expect_empty_device(moved);
+  EXPECT_EQ(empty_device.uio_number(), 0);
+
+  auto intx = empty_device.enable_intx();
+  ASSERT_TRUE(intx) << intx.error().message();
+  UioInterrupts moved_intx = std::move(*intx);
+  testing::expect_empty_interrupts(*intx);
+  EXPECT_EQ(fake.command() & cfg::kCommandInterruptDisable, 0) << "moving did not disable";
+  EXPECT_TRUE(moved_intx.mask(0));
+  EXPECT_NE(fake.command() & cfg::kCommandInterruptDisable, 0);
+  empty_interrupts = std::move(moved_intx);
+  testing::expect_empty_interrupts(moved_intx);
+  EXPECT_TRUE(empty_interrupts.unmask(0));
+  EXPECT_EQ(fake.command() & cfg::kCommandInterruptDisable, 0);
+  ASSERT_TRUE(empty_interrupts.disable());
+  testing::expect_empty_interrupts(empty_interrupts);
+}
+
 TEST(Uio, BarThroughTheSysfsPath) {
   FakeUio fake;
   auto device = UioDevice::open(fake.bdf, {}, fake.paths());
@@ -663,6 +701,23 @@ TEST(PhysicalWindow, MapsAnUnalignedRangeWithCheckedAccessors) {
   auto read_only = PhysicalWindow::map(0, 4, {.writable = false, .dev_mem = dev_mem});
   ASSERT_TRUE(read_only);
   EXPECT_EQ(read_only->write(Width::bits32, 0, 1).error().code, Errc::permission_denied);
+}
+
+TEST(PhysicalWindow, EmptyMovedFromAndMovedOverWindowsFailCleanly) {
+  const std::string dev_mem = temp_dir() + "/mem";
+  std::ofstream(dev_mem, std::ios::binary) << std::string(3 * 4096, '\x11');
+  PhysicalWindow empty;
+  testing::expect_empty_region(empty);
+  EXPECT_EQ(empty.mmio().size(), 0u);
+  auto window = PhysicalWindow::map(0x1ff8, 16, {.dev_mem = dev_mem});  // a page offset of 0xff8
+  ASSERT_TRUE(window) << window.error().message();
+  PhysicalWindow moved = std::move(*window);
+  testing::expect_empty_region(*window);
+  EXPECT_EQ(window->mmio().size(), 0u);
+  EXPECT_EQ(moved.read(Width::bits32, 0), 0x11111111u);
+  empty = std::move(moved);
+  testing::expect_empty_region(moved);
+  EXPECT_EQ(empty.read(Width::bits32, 12), 0x11111111u);
 }
 
 TEST(PhysicalWindow, HostileRangesAreRefusedBeforeMapping) {

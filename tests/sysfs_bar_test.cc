@@ -11,6 +11,7 @@
 
 #include "pcie/config_space.h"
 #include "pcie/testing/fake_sysfs.h"
+#include "tests/empty_handles.h"
 
 namespace pcie {
 namespace {
@@ -215,6 +216,41 @@ TEST_F(SysfsBarTest, IoPortBarThroughPreadPwrite) {
   auto past = bar->read(Width::bits32, 256);
   ASSERT_FALSE(past);
   EXPECT_EQ(past.error().code, Errc::out_of_range);
+}
+
+// Default-constructed, moved-from and moved-over handles, for each kind of sysfs BAR. A
+// moved-from mapping kept its size and name and read through a null mapping before.
+TEST_F(SysfsBarTest, EmptyMovedFromAndMovedOverBarsFailCleanly) {
+  BarMapping empty_mapping;
+  testing::expect_empty_region(empty_mapping);
+  EXPECT_EQ(empty_mapping.mmio().size(), 0u);
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(bar);
+  ASSERT_TRUE(bar->write(Width::bits32, 0x04, 0x600dcafe));
+  BarMapping moved = std::move(*bar);
+  testing::expect_empty_region(*bar);
+  EXPECT_EQ(bar->mmio().size(), 0u);
+  EXPECT_EQ(moved.read(Width::bits32, 0x04), 0x600dcafeu);
+  empty_mapping = std::move(moved);
+  testing::expect_empty_region(moved);
+  EXPECT_EQ(empty_mapping.read(Width::bits32, 0x04), 0x600dcafeu);
+
+  IoPortBar empty_port;
+  testing::expect_empty_region(empty_port);
+  auto port = IoPortBar::open(tree_->paths(), kTestdev, 1);
+  ASSERT_TRUE(port);
+  ASSERT_TRUE(port->write(Width::bits16, 2, 0xabcd));
+  IoPortBar moved_port = std::move(*port);
+  testing::expect_empty_region(*port);
+  EXPECT_EQ(moved_port.read(Width::bits16, 2), 0xabcdu);
+  empty_port = std::move(moved_port);
+  testing::expect_empty_region(moved_port);
+  EXPECT_EQ(empty_port.read(Width::bits16, 2), 0xabcdu);
+
+  // The same through the interface a driver holds.
+  auto any = open_sysfs_bar(tree_->paths(), kEdu, 0);
+  ASSERT_TRUE(any);
+  EXPECT_TRUE((*any)->valid());
 }
 
 // An I/O-port file that ends before the BAR does (a device that stopped answering) is a

@@ -14,6 +14,7 @@
 
 #include "pcie/removal.h"
 #include "pcie/testing/fake_sysfs.h"
+#include "tests/empty_handles.h"
 
 namespace pcie {
 namespace {
@@ -295,8 +296,18 @@ TEST(VfioEmptyHandles, FailCleanlyAndSayWhy) {
   auto watcher = RemovalWatcher::start(device, [](const RemovalNotice&) {});
   ASSERT_FALSE(watcher) << "a watcher on an empty device would never hear the request IRQ";
   EXPECT_EQ(watcher.error().code, Errc::invalid_argument);
+  testing::expect_empty_device(device);
   VfioDevice moved = std::move(device);
   EXPECT_FALSE(moved.valid());
+
+  VfioRegion region;
+  testing::expect_empty_region(region);
+  EXPECT_FALSE(region.mapped());
+  EXPECT_FALSE(region.mmio());
+  EXPECT_FALSE(region.mmio_at(0, 4));
+  EXPECT_EQ(region.info().size, 0u);
+  VfioInterrupts interrupts;
+  testing::expect_empty_interrupts(interrupts);
 
   DmaBuffer buffer;
   EXPECT_FALSE(buffer.valid());

@@ -28,6 +28,9 @@ namespace pcie {
 class Device {
  public:
   virtual ~Device() = default;
+  // False for an empty device handle (a default-constructed or moved-from VfioDevice or
+  // UioDevice): its calls fail with invalid_argument.
+  virtual bool valid() const { return true; }
   virtual const Bdf& bdf() const = 0;
   // "VFIO (IOMMU)", "VFIO (no IOMMU)" or "UIO (uio_pci_generic)", for messages and reports.
   virtual std::string backend_name() const = 0;

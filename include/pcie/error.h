@@ -71,4 +71,8 @@ Error make_errno_error(int err, std::string operation, std::string object,
 Error make_io_errno_error(int err, std::string operation, std::string object,
                           std::string hint = {});
 
+// The error of a call on an empty handle (default-constructed, moved from, or released):
+// invalid_argument, naming `type_name`, with `hint` saying how to get an object that works.
+Error empty_object_error(std::string operation, std::string type_name, std::string hint);
+
 }  // namespace pcie

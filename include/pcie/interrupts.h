@@ -71,6 +71,10 @@ class Interrupts {
   virtual Result<unsigned> add_vectors(unsigned more);
   // Disables the vectors now and reports what the kernel said.
   virtual Result<void> disable() = 0;
+  // False for an empty set (a default-constructed or moved-from VfioInterrupts or
+  // UioInterrupts; a UioInterrupts after disable()): count() is 0, every call but disable()
+  // fails with invalid_argument, and disable() does nothing.
+  virtual bool valid() const { return true; }
 };
 
 // One vector of one interrupt set, for wait_any().

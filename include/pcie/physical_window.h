@@ -41,13 +41,16 @@ class PhysicalWindow final : public Region {
   // not_supported (STRICT_DEVMEM: the range is RAM), not_found (no /dev/mem: a kernel
   // without CONFIG_DEVMEM).
   static Result<PhysicalWindow> map(std::uint64_t physical, std::uint64_t length, const PhysicalWindowOptions& options = {});
+  // An empty window (Region::valid() false), for a struct built step by step.
+  PhysicalWindow() : Region(WidthSet::all(), false) {}
   PhysicalWindow(PhysicalWindow&&) noexcept = default;
   PhysicalWindow& operator=(PhysicalWindow&&) noexcept = default;
 
-  std::uint64_t size() const override { return length_; }
+  std::uint64_t size() const override { return valid() ? length_ : 0; }
   const std::string& name() const override { return name_; }
+  bool valid() const override { return mapping_.valid(); }
   std::uint64_t physical_address() const { return physical_; }
-  MmioView mmio() const { return MmioView(base(), length_, allowed_widths(), name_, MemoryType::uncached); }
+  MmioView mmio() const { return MmioView(base(), size(), allowed_widths(), name_, MemoryType::uncached); }
   std::byte* mapped_base() const override { return base(); }
 
  protected:
@@ -59,7 +62,7 @@ class PhysicalWindow final : public Region {
                  std::uint64_t length, bool writable)
       : Region(WidthSet::all(), writable), name_(std::move(name)), fd_(std::move(fd)), mapping_(std::move(mapping)),
         physical_(physical), page_offset_(page_offset), length_(length) {}
-  std::byte* base() const { return mapping_.data() + page_offset_; }
+  std::byte* base() const { return valid() ? mapping_.data() + page_offset_ : nullptr; }
 
   std::string name_;
   UniqueFd fd_;  // declared before mapping_: released after it

@@ -140,12 +140,16 @@ class Region {
   // Narrows the accepted widths (never widens: the result is the intersection).
   void restrict_widths(WidthSet widths) { allowed_ = allowed_ & widths; }
 
-  // Checked, ordered read of `width` at `offset` (zero-extended to 64 bits).
+  // Checked, ordered read of `width` at `offset` (zero-extended to 64 bits). Fails with
+  // width_not_allowed, misaligned or out_of_range (checked in that order), invalid_argument
+  // on an empty region, device_removed (see revoked()), or the backend's I/O error.
   Result<std::uint64_t> read(Width width, std::uint64_t offset) const;
   // Checked, ordered write; `value` must fit in `width` (invalid_argument otherwise), and
   // the region must have been opened writable (permission_denied otherwise).
   Result<void> write(Width width, std::uint64_t offset, std::uint64_t value);
   bool writable() const { return writable_; }
+  // The error of any access to an empty region (valid() false).
+  Error empty_error(std::string_view operation) const;
 
   // A 64-bit register as two checked 32-bit accesses, the halves in `order` (the kernel's
   // lo_hi_writeq/hi_lo_writeq and lo_hi_readq/hi_lo_readq): for regions that refuse 8-byte
@@ -172,6 +176,11 @@ class Region {
   // device went away. Checked accesses then fail with device_removed: writes always, reads
   // when they return all ones (a read racing the revocation cannot tell otherwise).
   virtual bool revoked() const { return false; }
+  // False for an empty region: a default-constructed or moved-from BarMapping, IoPortBar,
+  // PhysicalWindow or VfioRegion, which a driver struct may hold before the real one is
+  // moved in. An empty region has size() 0 and no mapping; every access and copy fails
+  // with invalid_argument.
+  virtual bool valid() const { return true; }
 
  protected:
   Region(WidthSet allowed, bool writable) : allowed_(allowed), writable_(writable) {}

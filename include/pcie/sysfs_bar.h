@@ -63,13 +63,17 @@ class BarMapping final : public Region {
   static Result<BarMapping> map(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
                                 const BarMapOptions& options = {});
 
+  // An empty mapping (Region::valid() false), for a struct built step by step.
+  BarMapping() : Region(WidthSet::all(), false) {}
   BarMapping(BarMapping&&) noexcept = default;
   BarMapping& operator=(BarMapping&&) noexcept = default;
 
-  std::uint64_t size() const override { return length_; }
+  std::uint64_t size() const override { return valid() ? length_ : 0; }
   const std::string& name() const override { return name_; }
-  // The accessor view of the window (offset 0 = window start). Valid while this lives.
-  MmioView mmio() const { return MmioView(mapping_.data(), length_, allowed_widths(), name_, memory_type()); }
+  bool valid() const override { return mapping_.valid(); }
+  // The accessor view of the window (offset 0 = window start). Valid while this lives;
+  // of size 0 for an empty mapping.
+  MmioView mmio() const { return MmioView(mapping_.data(), size(), allowed_widths(), name_, memory_type()); }
   std::uint64_t window_offset() const { return window_offset_; }
   // The granted type where verified, else the one asked for.
   MemoryType memory_type() const override { return report_.granted.value_or(report_.requested); }
@@ -110,11 +114,14 @@ class IoPortBar final : public Region {
   static Result<IoPortBar> open(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
                                 bool writable = true, bool enable_decoding = false);
 
+  // An empty BAR (Region::valid() false), for a struct built step by step.
+  IoPortBar() : Region(WidthSet::up_to(Width::bits32), false) {}
   IoPortBar(IoPortBar&&) noexcept = default;
   IoPortBar& operator=(IoPortBar&&) noexcept = default;
 
-  std::uint64_t size() const override { return size_; }
+  std::uint64_t size() const override { return valid() ? size_ : 0; }
   const std::string& name() const override { return name_; }
+  bool valid() const override { return fd_.valid(); }
 
  protected:
   Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;

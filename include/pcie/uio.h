@@ -50,6 +50,8 @@ struct UioDeviceState;
 // INTx of a UIO device, signalled on /dev/uioN. Move-only; destruction masks INTx.
 class UioInterrupts final : public Interrupts {
  public:
+  // An empty set (valid() false), for a struct built step by step.
+  UioInterrupts() = default;
   UioInterrupts(UioInterrupts&&) noexcept;
   UioInterrupts& operator=(UioInterrupts&&) noexcept;
   ~UioInterrupts() override;
@@ -57,6 +59,8 @@ class UioInterrupts final : public Interrupts {
   unsigned count() const override { return state_ ? 1 : 0; }
   IrqKind kind() const override { return IrqKind::intx; }
   const std::string& name() const override { return name_; }
+  // False once default-constructed, moved from or disabled.
+  bool valid() const override { return state_ != nullptr; }
   // /dev/uioN, owned by the device: poll it for POLLIN, then consume().
   Result<int> fd(unsigned vector) const override;
   Result<std::uint64_t> consume(unsigned vector) const override;
@@ -67,7 +71,9 @@ class UioInterrupts final : public Interrupts {
   // Sets (mask) or clears (unmask) Interrupt Disable in the command register.
   Result<void> mask(unsigned vector) const override;
   Result<void> unmask(unsigned vector) const override;
-  // Sets Interrupt Disable and gives INTx back to the device object.
+  // not_supported: uio_pci_generic offers INTx only (invalid_argument when empty).
+  Result<unsigned> add_vectors(unsigned more) override;
+  // Sets Interrupt Disable and gives INTx back to the device object; the set is then empty.
   Result<void> disable() override;
 
  private:
@@ -87,10 +93,15 @@ class UioDevice final : public Device {
   // says how to bind it), permission_denied (the node and the config file are root's: run
   // as root or chown them).
   static Result<UioDevice> open(const Bdf& bdf, const UioOptions& options = {}, const UioPaths& paths = {});
+  // An empty device, for a driver struct built step by step (move an opened one in); a
+  // moved-from device is the same. valid() is false, bdf() is 0000:00:00.0, uio_number()
+  // is -1, and every Result call fails with invalid_argument.
+  UioDevice();
   UioDevice(UioDevice&&) noexcept;
   UioDevice& operator=(UioDevice&&) noexcept;
   ~UioDevice() override;
 
+  bool valid() const override { return state_ != nullptr; }
   const Bdf& bdf() const override;
   std::string backend_name() const override { return "UIO (uio_pci_generic)"; }
   // N of /dev/uioN.

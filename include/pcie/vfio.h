@@ -150,12 +150,16 @@ struct VfioDeviceState;     // a device's descriptor and what is enabled on it
 // 64-bit accesses need a mapping (mmio(), or mmio_at() for a sparse region's areas).
 class VfioRegion final : public Region {
  public:
+  // An empty region (Region::valid() false), for a struct built step by step.
+  VfioRegion();
   VfioRegion(VfioRegion&&) noexcept;
   VfioRegion& operator=(VfioRegion&&) noexcept;
   ~VfioRegion() override;
 
-  std::uint64_t size() const override { return info_.size; }
+  std::uint64_t size() const override { return valid() ? info_.size : 0; }
   const std::string& name() const override { return name_; }
+  bool valid() const override { return device_ != nullptr; }
+  // What VFIO_DEVICE_GET_REGION_INFO said (all zero for an empty region).
   const VfioRegionInfo& info() const { return info_; }
   // The accessor view when one mapping covers the whole region (no sparse areas), else
   // nullopt. Valid while this region lives.
@@ -198,7 +202,7 @@ class VfioDevice final : public Device {
   // step: bdf() is 0000:00:00.0, fd() and iommu_group() -1, and every Result-returning
   // call fails with invalid_argument saying the object is empty.
   VfioDevice() = default;
-  bool valid() const { return state_ != nullptr; }
+  bool valid() const override { return state_ != nullptr; }
   VfioDevice(VfioDevice&&) noexcept;
   VfioDevice& operator=(VfioDevice&&) noexcept;
   ~VfioDevice() override;
@@ -265,12 +269,15 @@ class VfioInterrupts final : public Interrupts {
   // device (two owners of one kind would take each other's vectors away), or when another
   // of INTx, MSI and MSI-X is (a device uses one at a time; disable it first).
   static Result<VfioInterrupts> enable(const VfioDevice& device, IrqKind kind, unsigned count = 1);
+  // An empty set (valid() false), for a struct built step by step.
+  VfioInterrupts() = default;
   VfioInterrupts(VfioInterrupts&& other) noexcept;
   VfioInterrupts& operator=(VfioInterrupts&& other) noexcept;
   ~VfioInterrupts() override;
 
   unsigned count() const override { return static_cast<unsigned>(eventfds_.size()); }
   IrqKind kind() const override { return kind_; }
+  bool valid() const override { return device_ != nullptr; }
   const std::string& name() const override { return name_; }
   // The eventfd of `vector` (fd() is the same); owned by this object. out_of_range for a
   // vector that was not enabled.

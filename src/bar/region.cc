@@ -71,11 +71,17 @@ Result<void> check_span(std::string_view operation, std::string_view region_name
   return {};
 }
 
+Error Region::empty_error(std::string_view operation) const {
+  return empty_object_error(std::string(operation), "region", "open the region (Device::open_bar) and move it in");
+}
+
 Result<void> Region::write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order) {
   auto ok = check_access("write", name(), size(), allowed_, Width::bits32, offset);
   // The first check keeps offset below the size, so offset + 4 cannot wrap around.
   if (ok) ok = check_access("write", name(), size(), allowed_, Width::bits32, offset + 4);
-  if (!ok) return ok;
+  // An empty region has size 0, so every check fails for it: its test costs nothing on
+  // the path of an access that passes.
+  if (!ok) return std::unexpected(valid() ? ok.error() : empty_error("write"));
   const std::uint64_t low = value & 0xffff'ffffu;
   const std::uint64_t high = value >> 32;
   const bool low_first = order == HalfOrder::low_first;
@@ -87,7 +93,7 @@ Result<void> Region::write64_halves(std::uint64_t offset, std::uint64_t value, H
 Result<std::uint64_t> Region::read64_halves(std::uint64_t offset, HalfOrder order) const {
   auto ok = check_access("read", name(), size(), allowed_, Width::bits32, offset);
   if (ok) ok = check_access("read", name(), size(), allowed_, Width::bits32, offset + 4);
-  if (!ok) return std::unexpected(ok.error());
+  if (!ok) return std::unexpected(valid() ? ok.error() : empty_error("read"));
   const bool low_first = order == HalfOrder::low_first;
   auto first = read(Width::bits32, low_first ? offset : offset + 4);
   if (!first) return first;
@@ -100,13 +106,13 @@ Result<std::uint64_t> Region::read64_halves(std::uint64_t offset, HalfOrder orde
 
 Result<std::uint64_t> Region::read(Width width, std::uint64_t offset) const {
   auto ok = check_access("read", name(), size(), allowed_, width, offset);
-  if (!ok) return std::unexpected(ok.error());
+  if (!ok) return std::unexpected(valid() ? ok.error() : empty_error("read"));
   return read_checked(width, offset);
 }
 
 Result<void> Region::write(Width width, std::uint64_t offset, std::uint64_t value) {
   auto ok = check_access("write", name(), size(), allowed_, width, offset);
-  if (!ok) return std::unexpected(ok.error());
+  if (!ok) return std::unexpected(valid() ? ok.error() : empty_error("write"));
   if (!writable_) {
     return std::unexpected(make_error(Errc::permission_denied, "write",
                                       fmt::format("{} offset 0x{:x}", name(), offset),

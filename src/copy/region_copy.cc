@@ -177,6 +177,7 @@ Result<void> copy_from_device(void* destination, const MmioView& view, std::uint
 
 Result<void> copy_to_device(Region& region, std::uint64_t offset, const void* source, std::uint64_t length,
                             const CopyOptions& options) {
+  if (!region.valid()) return std::unexpected(region.empty_error("copy to device"));
   if (!region.writable()) {
     return std::unexpected(make_error(Errc::permission_denied, "copy to device", region.name(),
                                       "the region was opened read-only", "open it writable"));
@@ -188,6 +189,7 @@ Result<void> copy_to_device(Region& region, std::uint64_t offset, const void* so
 
 Result<void> copy_from_device(void* destination, const Region& region, std::uint64_t offset, std::uint64_t length,
                               const CopyOptions& options) {
+  if (!region.valid()) return std::unexpected(region.empty_error("copy from device"));
   if (std::byte* base = region.mapped_base()) {
     return copy_from_device(destination, view_of(region, base), offset, length, options);
   }

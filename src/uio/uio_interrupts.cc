@@ -36,6 +36,9 @@ Result<void> set_intx_masked(const detail::UioDeviceState& state, bool masked) {
 }  // namespace
 
 Result<UioInterrupts> UioDevice::enable_intx() const {
+  if (!state_) {
+    return std::unexpected(empty_object_error("enable INTx of", "UioDevice", "open a device with UioDevice::open and move it in"));
+  }
   const std::string name = state_->bdf.to_string() + " INTx (" + state_->node + ")";
   auto vectors = vector_count(IrqKind::intx);
   if (!vectors) return std::unexpected(vectors.error());
@@ -78,7 +81,11 @@ UioInterrupts& UioInterrupts::operator=(UioInterrupts&& other) noexcept {
 UioInterrupts::~UioInterrupts() { (void)disable(); }
 
 Result<void> UioInterrupts::check_vector(unsigned vector, std::string_view operation) const {
-  if (!state_ || vector != 0) {
+  if (!state_) {
+    return std::unexpected(empty_object_error(std::string(operation), "UioInterrupts",
+                                              "enable INTx (UioDevice::enable_intx) and move it in"));
+  }
+  if (vector != 0) {
     return std::unexpected(make_error(Errc::out_of_range, std::string(operation), name_,
                                       fmt::format("vector {} of {} enabled", vector, count())));
   }
@@ -136,6 +143,11 @@ Result<void> UioInterrupts::mask(unsigned vector) const {
 }
 
 Result<void> UioInterrupts::unmask(unsigned vector) const { return rearm(vector); }
+
+Result<unsigned> UioInterrupts::add_vectors(unsigned more) {
+  if (auto valid = check_vector(0, "add interrupt vectors"); !valid) return std::unexpected(valid.error());
+  return Interrupts::add_vectors(more);
+}
 
 Result<void> UioInterrupts::disable() {
   if (!state_) return {};

@@ -28,9 +28,8 @@ const Bdf kNoDevice{};
 }  // namespace
 
 Error detail::empty_device_error(std::string operation) {
-  return make_error(Errc::invalid_argument, std::move(operation), "VfioDevice",
-                    "the object is empty (default-constructed or moved from)",
-                    "open a device with VfioContainer::open_device and move it in");
+  return empty_object_error(std::move(operation), "VfioDevice",
+                            "open a device with VfioContainer::open_device and move it in");
 }
 
 const Bdf& VfioDevice::bdf() const { return state_ ? state_->bdf : kNoDevice; }
@@ -171,8 +170,25 @@ VfioRegion::VfioRegion(std::string name, std::shared_ptr<detail::VfioDeviceState
                        std::vector<MappedArea> mappings, WidthSet widths, bool writable)
     : Region(widths, writable), name_(std::move(name)), device_(std::move(device)), info_(std::move(info)),
       mappings_(std::move(mappings)) {}
-VfioRegion::VfioRegion(VfioRegion&&) noexcept = default;
-VfioRegion& VfioRegion::operator=(VfioRegion&&) noexcept = default;
+VfioRegion::VfioRegion() : Region(WidthSet::all(), false) {}
+// A moved-from region is empty: no device, no mappings, its info all zero.
+VfioRegion::VfioRegion(VfioRegion&& other) noexcept
+    : Region(other), name_(std::move(other.name_)), device_(std::move(other.device_)),
+      info_(std::exchange(other.info_, VfioRegionInfo{})), mappings_(std::move(other.mappings_)) {
+  other.mappings_.clear();
+}
+VfioRegion& VfioRegion::operator=(VfioRegion&& other) noexcept {
+  if (this != &other) {
+    VfioRegion old(std::move(*this));  // released here, mappings before the device
+    Region::operator=(other);
+    name_ = std::move(other.name_);
+    device_ = std::move(other.device_);
+    info_ = std::exchange(other.info_, VfioRegionInfo{});
+    mappings_ = std::move(other.mappings_);
+    other.mappings_.clear();
+  }
+  return *this;
+}
 // The mappings are released before the device reference (declaration order, reversed).
 VfioRegion::~VfioRegion() = default;
 

@@ -40,6 +40,11 @@ const char* kind_of_index(std::uint32_t index) {
   }
 }
 
+Error empty_error(std::string operation) {
+  return empty_object_error(std::move(operation), "VfioInterrupts",
+                            "enable interrupts (VfioInterrupts::enable) and move them in");
+}
+
 }  // namespace
 
 Result<unsigned> VfioDevice::vector_count(IrqKind kind) const {
@@ -97,7 +102,10 @@ VfioInterrupts::VfioInterrupts(std::shared_ptr<detail::VfioDeviceState> device, 
 
 VfioInterrupts::VfioInterrupts(VfioInterrupts&& other) noexcept
     : device_(std::move(other.device_)), name_(std::move(other.name_)), kind_(other.kind_),
-      eventfds_(std::move(other.eventfds_)), masked_(std::move(other.masked_)) {}
+      eventfds_(std::move(other.eventfds_)), masked_(std::move(other.masked_)) {
+  other.eventfds_.clear();
+  other.masked_.clear();
+}
 
 VfioInterrupts& VfioInterrupts::operator=(VfioInterrupts&& other) noexcept {
   if (this != &other) {
@@ -107,6 +115,8 @@ VfioInterrupts& VfioInterrupts::operator=(VfioInterrupts&& other) noexcept {
     kind_ = other.kind_;
     eventfds_ = std::move(other.eventfds_);
     masked_ = std::move(other.masked_);
+    other.eventfds_.clear();
+    other.masked_.clear();
   }
   return *this;
 }
@@ -125,6 +135,7 @@ Result<void> VfioInterrupts::disable() {
 }
 
 Result<int> VfioInterrupts::eventfd(unsigned vector) const {
+  if (!device_) return std::unexpected(empty_error("eventfd of"));
   if (vector >= eventfds_.size()) {
     return std::unexpected(make_error(Errc::out_of_range, "eventfd of", name_,
                                       fmt::format("vector {} of {} enabled", vector, eventfds_.size())));
@@ -133,6 +144,7 @@ Result<int> VfioInterrupts::eventfd(unsigned vector) const {
 }
 
 Result<std::uint64_t> VfioInterrupts::wait(unsigned vector, std::chrono::milliseconds timeout) const {
+  if (!device_) return std::unexpected(empty_error("wait for interrupt"));
   if (vector >= eventfds_.size()) {
     return std::unexpected(make_error(Errc::out_of_range, "wait for interrupt", name_,
                                       fmt::format("vector {} of {}", vector, eventfds_.size())));
@@ -172,9 +184,9 @@ Result<void> VfioInterrupts::unmask(unsigned vector) const {
 }
 
 Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
-  if (!device_ || eventfds_.empty()) {
-    return std::unexpected(make_error(Errc::invalid_argument, "add interrupt vectors", name_.empty() ? "VfioInterrupts" : name_,
-                                      "the set is disabled (or moved from)"));
+  if (!device_) return std::unexpected(empty_error("add interrupt vectors"));
+  if (eventfds_.empty()) {
+    return std::unexpected(make_error(Errc::invalid_argument, "add interrupt vectors", name_, "the set is disabled"));
   }
   const std::uint32_t index = irq_index_of(kind_);
   auto info = sys::vfio::irq_info(device_->fd.get(), index, name_);
@@ -214,7 +226,8 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
 }
 
 Result<void> VfioInterrupts::unmask_intx() const {
-  if (kind_ != IrqKind::intx || !device_) return {};
+  if (!device_) return std::unexpected(empty_error("unmask INTx of"));
+  if (kind_ != IrqKind::intx) return {};
   auto unmasked = sys::vfio::unmask_irq(device_->fd.get(), VFIO_PCI_INTX_IRQ_INDEX, name_);
   if (unmasked && !masked_.empty()) masked_[0] = false;  // an unmask ends a mask() too
   return unmasked;

@@ -30,6 +30,7 @@
 #include "pcie/dma.h"
 #include "pcie/vfio.h"
 #include "tests/cli_helpers.h"
+#include "tests/empty_handles.h"
 #include "tests/vm/flags.h"
 #include "tests/vm/ivshmem_pattern.h"
 
@@ -224,6 +225,48 @@ TEST(GuestVfioDevice, RegionsInterruptsAndBuffersKeepTheirDeviceAndContainer) {
   bar.reset();
   auto reopened = second->open_device(kVfioEdu);
   EXPECT_TRUE(reopened) << "everything released: " << reopened.error().message();
+}
+
+// Moved-from and moved-over regions and interrupt sets of a real device: the moved-from one
+// is empty (its reads went through a null device before), the one moved into
+// works, and the device's interrupt kind stays enabled through the moves.
+TEST(GuestVfioDevice, MovedFromRegionsAndInterruptsAreEmpty) {
+  VfioContainer container = open_container();
+  auto device = container.open_device(kVfioEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  ASSERT_TRUE(device->enable_bus_master());
+  for (const std::uint32_t index : {kVfioBar0Region, kVfioConfigRegion}) {  // mapped, and through the file
+    SCOPED_TRACE(index);
+    auto opened = device->open_region(index);
+    ASSERT_TRUE(opened) << opened.error().message();
+    const std::uint64_t offset = index == kVfioBar0Region ? kEduId : 0;
+    const std::uint64_t expected = index == kVfioBar0Region ? kEduIdValue : 0x11e81234;
+    VfioRegion moved = std::move(*opened);
+    testing::expect_empty_region(*opened);
+    EXPECT_FALSE(opened->mmio());
+    EXPECT_EQ(moved.read(Width::bits32, offset).value_or(0), expected);
+    VfioRegion target;
+    target = std::move(moved);
+    testing::expect_empty_region(moved);
+    EXPECT_EQ(target.read(Width::bits32, offset).value_or(0), expected);
+  }
+
+  auto bar = device->open_region(kVfioBar0Region);
+  ASSERT_TRUE(bar);
+  auto enabled = VfioInterrupts::enable(*device, IrqKind::msi);
+  ASSERT_TRUE(enabled) << enabled.error().message();
+  VfioInterrupts moved = std::move(*enabled);
+  testing::expect_empty_interrupts(*enabled);
+  VfioInterrupts target;
+  target = std::move(moved);
+  testing::expect_empty_interrupts(moved);
+  ASSERT_EQ(target.count(), 1u);
+  ASSERT_TRUE(bar->write(Width::bits32, 0x60, 0x100));  // raise an interrupt
+  EXPECT_GE(target.wait(0, std::chrono::seconds(5)).value_or(0), 1u) << "still enabled after the moves";
+  ASSERT_TRUE(bar->write(Width::bits32, examples::edu::kIrqAcknowledge, 0x100));
+  auto again = VfioInterrupts::enable(*device, IrqKind::msi);
+  ASSERT_FALSE(again) << "the set moved in still owns MSI";
+  EXPECT_EQ(again.error().code, Errc::busy);
 }
 
 TEST(GuestVfioDevice, ConfigSpaceRegion) {

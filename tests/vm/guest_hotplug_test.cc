@@ -5,6 +5,8 @@
 //  - a register loop through a sysfs mapping of a new nvme in the same slot: the uevent
 //    watcher revokes the mapping, the loop ends with device_removed instead of a crash,
 //    and after a third device is hot-added in that slot the old mapping does not reach it;
+//  - the same loop on that third device bound to uio_pci_generic, through UioDevice and
+//    a watcher started on the device: the uevent path a UIO driver relies on;
 //  - a SIGBUS on a VFIO mapping (edu, memory decoding turned off) read as all ones, with
 //    device_removed from the region, and the device usable again once decoding is back.
 #include <fcntl.h>
@@ -26,6 +28,7 @@
 #include "pcie/binding.h"
 #include "pcie/removal.h"
 #include "pcie/sysfs_bar.h"
+#include "pcie/uio.h"
 #include "pcie/vfio.h"
 
 namespace {
@@ -115,6 +118,48 @@ std::uint64_t bar0_address(const pcie::Bdf& bdf) {
   resource >> start;
   return start.empty() ? 0 : std::stoull(start, nullptr, 16);
 }
+
+// Reads VS and writes AQA through a region, on its own thread, until an access fails.
+class RegisterLoop {
+ public:
+  RegisterLoop(pcie::Region& bar, std::uint64_t version) : bar_(bar), version_(version), thread_([this] { run(); }) {}
+  ~RegisterLoop() {
+    // A loop still running would touch freed test state.
+    if (!wait_until([this] { return done_.load(); }, 5s)) std::_Exit(97);
+    thread_.join();
+  }
+  unsigned accesses() const { return accesses_; }
+  bool done() const { return done_; }
+  unsigned odd_values() const { return odd_values_; }
+  // The error that ended the loop (after done()).
+  const std::optional<pcie::Error>& error() const { return error_; }
+
+ private:
+  void run() {
+    for (;;) {
+      auto value = bar_.read(pcie::Width::bits32, kNvmeVersion);
+      if (!value) {
+        error_ = value.error();
+        break;
+      }
+      if (*value != version_) ++odd_values_;
+      if (auto write = bar_.write(pcie::Width::bits32, kNvmeAdminQueues, 0x001f001f); !write) {
+        error_ = write.error();
+        break;
+      }
+      ++accesses_;
+    }
+    done_ = true;
+  }
+
+  pcie::Region& bar_;
+  const std::uint64_t version_;
+  std::atomic<unsigned> accesses_{0};
+  std::atomic<bool> done_{false};
+  unsigned odd_values_ = 0;
+  std::optional<pcie::Error> error_;
+  std::thread thread_;  // last: started once the rest is built
+};
 
 TEST(GuestHotplug, RelayAnswers) {
   ASSERT_TRUE(channel().open()) << "no /dev/ttyS2: was pcie-vm given --hotplug?";
@@ -212,41 +257,20 @@ TEST(GuestHotplug, SysfsMappingIsRevokedAndNeverReachesTheNextDeviceInTheSlot) {
   });
   ASSERT_TRUE(watcher) << watcher.error().message();
 
-  // The register loop: reads VS and writes AQA until an access fails.
-  std::atomic<unsigned> accesses{0};
-  std::atomic<bool> loop_done{false};
-  std::optional<pcie::Error> loop_error;
-  unsigned odd_values = 0;
-  std::thread loop([&] {
-    for (;;) {
-      auto value = bar->read(pcie::Width::bits32, kNvmeVersion);
-      if (!value) {
-        loop_error = value.error();
-        break;
-      }
-      if (*value != *version) ++odd_values;
-      if (auto write = bar->write(pcie::Width::bits32, kNvmeAdminQueues, 0x001f001f); !write) {
-        loop_error = write.error();
-        break;
-      }
-      ++accesses;
-    }
-    loop_done = true;
-  });
-  ASSERT_TRUE(wait_until([&] { return accesses >= 1000; }, 10s));
-  ASSERT_EQ(channel().command("device_del nvme2"), "ok");
-  const bool told = wait_until([&] { return removed.load(); }, 30s);
-  const bool ended = wait_until([&] { return loop_done.load(); }, 5s);
-  if (!ended) std::_Exit(97);  // a loop still running would touch freed test state
-  loop.join();
-  ASSERT_TRUE(told) << "no removal uevent within 30 s";
-  EXPECT_EQ(signal, static_cast<int>(pcie::RemovalSignal::removed));
-  EXPECT_EQ(revoked, 1u);
-  EXPECT_TRUE(bar->revoked());
-  ASSERT_TRUE(loop_error.has_value());
-  EXPECT_EQ(loop_error->code, pcie::Errc::device_removed) << loop_error->message();
-  std::printf("register loop: %u accesses, %u odd values before the revocation, ended with: %s\n", accesses.load(),
-              odd_values, loop_error->message().c_str());
+  {
+    RegisterLoop loop(*bar, *version);
+    ASSERT_TRUE(wait_until([&] { return loop.accesses() >= 1000; }, 10s));
+    ASSERT_EQ(channel().command("device_del nvme2"), "ok");
+    ASSERT_TRUE(wait_until([&] { return removed.load(); }, 30s)) << "no removal uevent within 30 s";
+    ASSERT_TRUE(wait_until([&] { return loop.done(); }, 5s));
+    EXPECT_EQ(signal, static_cast<int>(pcie::RemovalSignal::removed));
+    EXPECT_EQ(revoked, 1u);
+    EXPECT_TRUE(bar->revoked());
+    ASSERT_TRUE(loop.error().has_value());
+    EXPECT_EQ(loop.error()->code, pcie::Errc::device_removed) << loop.error()->message();
+    std::printf("register loop: %u accesses, %u odd values before the revocation, ended with: %s\n", loop.accesses(),
+                loop.odd_values(), loop.error()->message().c_str());
+  }
   EXPECT_EQ(channel().command("wait_deleted nvme2 30"), "ok");
 
   // A new device in the same slot: the old process's mapping must not reach it.
@@ -273,6 +297,63 @@ TEST(GuestHotplug, SysfsMappingIsRevokedAndNeverReachesTheNextDeviceInTheSlot) {
   bar->mmio().write<std::uint32_t>(kNvmeAdminQueues, 0x00070007);
   EXPECT_EQ(fresh->read(pcie::Width::bits32, kNvmeAdminQueues).value_or(0), *admin_queues)
       << "a write through the old mapping reached the new device";
+}
+
+// The third device of the slot (left driverless by the test above), bound to
+// uio_pci_generic and driven through UioDevice: the watcher started on the device hears
+// the uevent (UIO has no request IRQ: uio_pci_generic lets the device go at once), revokes
+// the BAR mapping the device opened, and the loop ends with device_removed.
+TEST(GuestHotplug, UioDeviceIsToldAndItsBarRevoked) {
+  ASSERT_TRUE(std::filesystem::exists(node(kSlot))) << "the test above left no device in the slot";
+  ASSERT_TRUE(pcie::bind_driver(pcie::SysfsPaths{}, kSlot, "uio_pci_generic"));
+  auto device = pcie::UioDevice::open(kSlot);
+  ASSERT_TRUE(device) << device.error().message();
+  auto bar = device->open_bar(0);
+  ASSERT_TRUE(bar) << bar.error().message();
+  auto version = (*bar)->read(pcie::Width::bits32, kNvmeVersion);
+  ASSERT_TRUE(version);
+  ASSERT_NE(*version, 0xffffffffu);
+  auto request_irq = device->enable_interrupts(pcie::IrqKind::request, 1);
+  ASSERT_FALSE(request_irq) << "UIO has no request IRQ";
+  EXPECT_EQ(request_irq.error().code, pcie::Errc::not_supported);
+
+  std::atomic<bool> removed{false};
+  std::atomic<std::size_t> revoked{0};
+  std::atomic<int> signal{-1};
+  auto watcher = pcie::RemovalWatcher::start(*device, [&](const pcie::RemovalNotice& notice) {
+    revoked = notice.mappings_revoked;
+    signal = static_cast<int>(notice.signal);
+    removed = true;
+  });
+  ASSERT_TRUE(watcher) << watcher.error().message();
+  const auto unplug = [&] {
+    RegisterLoop loop(**bar, *version);
+    if (!wait_until([&] { return loop.accesses() >= 1000; }, 10s)) return Clock::time_point{};
+    const auto start = Clock::now();
+    if (channel().command("device_del nvme3") != "ok") return Clock::time_point{};
+    wait_until([&] { return removed.load(); }, 30s);
+    const auto told = Clock::now();
+    wait_until([&] { return loop.done(); }, 5s);
+    if (loop.error()) {
+      EXPECT_EQ(loop.error()->code, pcie::Errc::device_removed) << loop.error()->message();
+      std::printf("UIO register loop: %u accesses, removal told %lld ms after device_del, ended with: %s\n",
+                  loop.accesses(),
+                  static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(told - start).count()),
+                  loop.error()->message().c_str());
+    }
+    EXPECT_TRUE(loop.error().has_value()) << "the loop did not end";
+    return start;
+  }();
+  ASSERT_NE(unplug, Clock::time_point{}) << "the loop did not start, or the relay refused device_del";
+  ASSERT_TRUE(removed) << "no removal uevent within 30 s";
+  EXPECT_EQ(signal, static_cast<int>(pcie::RemovalSignal::removed));
+  EXPECT_EQ(revoked, 1u);
+  EXPECT_TRUE((*bar)->revoked());
+  EXPECT_EQ(channel().command("wait_deleted nvme3 30"), "ok");
+  // The device's own calls now fail: its config file answers ENODEV.
+  auto master = device->enable_bus_master();
+  ASSERT_FALSE(master);
+  EXPECT_EQ(master.error().code, pcie::Errc::device_removed) << master.error().message();
 }
 
 TEST(GuestHotplug, SigbusOnAVfioMappingReadsAllOnesAndTheDeviceComesBack) {

@@ -109,4 +109,25 @@ inline void expect_empty_device(const Device& device) {
   expect_invalid_argument(allocator.error(), "dma_allocator");
 }
 
+inline void expect_empty(Region& region) { expect_empty_region(region); }
+inline void expect_empty(Interrupts& interrupts) { expect_empty_interrupts(interrupts); }
+inline void expect_empty(const Device& device) { expect_empty_device(device); }
+
+// The empty state through a handle's life: a default-constructed handle is empty; `opened`,
+// moved into a new handle, is empty and the new one works (`works(handle)` checks it, with
+// gtest assertions); that one, moved over the default-constructed one, is empty and the
+// target works. Returns the target.
+template <class Handle, class Works>
+Handle expect_moves_leave_empty(Handle& opened, Works works) {
+  Handle target;
+  expect_empty(target);
+  Handle moved = std::move(opened);
+  expect_empty(opened);
+  works(moved);
+  target = std::move(moved);
+  expect_empty(moved);
+  works(target);
+  return target;
+}
+
 }  // namespace pcie::testing

@@ -628,38 +628,28 @@ TEST(Uio, DmaNeedsTheAcknowledgement) {
 // Default-constructed, moved-from and moved-over UIO handles. A moved-from UioDevice read
 // its bdf() through a null state before.
 TEST(Uio, EmptyMovedFromAndMovedOverHandlesFailCleanly) {
-  UioDevice empty_device;
-  testing::expect_empty_device(empty_device);
-  EXPECT_EQ(empty_device.uio_number(), -1);
-  auto intx_of_empty = empty_device.enable_intx();
+  FakeUio fake;
+  auto opened = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_TRUE(opened);
+  UioDevice device = testing::expect_moves_leave_empty(*opened, [&](UioDevice& handle) {
+    EXPECT_EQ(handle.bdf(), fake.bdf);
+    EXPECT_EQ(handle.uio_number(), 0);
+  });
+  EXPECT_EQ(opened->uio_number(), -1);
+  auto intx_of_empty = opened->enable_intx();
   ASSERT_FALSE(intx_of_empty);
   testing::expect_invalid_argument(intx_of_empty.error(), "enable_intx");
-  UioInterrupts empty_interrupts;
-  testing::expect_empty_interrupts(empty_interrupts);
 
-  FakeUio fake;
-  auto device = UioDevice::open(fake.bdf, {}, fake.paths());
-  ASSERT_TRUE(device);
-  UioDevice moved = std::move(*device);
-  testing::expect_empty_device(*device);
-  EXPECT_EQ(moved.bdf(), fake.bdf);
-  empty_device = std::move(moved);
-  testing::expect_empty_device(moved);
-  EXPECT_EQ(empty_device.uio_number(), 0);
-
-  auto intx = empty_device.enable_intx();
+  auto intx = device.enable_intx();
   ASSERT_TRUE(intx) << intx.error().message();
-  UioInterrupts moved_intx = std::move(*intx);
-  testing::expect_empty_interrupts(*intx);
-  EXPECT_EQ(fake.command() & cfg::kCommandInterruptDisable, 0) << "moving did not disable";
-  EXPECT_TRUE(moved_intx.mask(0));
-  EXPECT_NE(fake.command() & cfg::kCommandInterruptDisable, 0);
-  empty_interrupts = std::move(moved_intx);
-  testing::expect_empty_interrupts(moved_intx);
-  EXPECT_TRUE(empty_interrupts.unmask(0));
-  EXPECT_EQ(fake.command() & cfg::kCommandInterruptDisable, 0);
-  ASSERT_TRUE(empty_interrupts.disable());
-  testing::expect_empty_interrupts(empty_interrupts);
+  UioInterrupts last = testing::expect_moves_leave_empty(*intx, [&](UioInterrupts& handle) {
+    EXPECT_EQ(fake.command() & cfg::kCommandInterruptDisable, 0) << "moving did not disable INTx";
+    EXPECT_TRUE(handle.mask(0));
+    EXPECT_NE(fake.command() & cfg::kCommandInterruptDisable, 0);
+    EXPECT_TRUE(handle.unmask(0));
+  });
+  ASSERT_TRUE(last.disable());
+  testing::expect_empty_interrupts(last);
 }
 
 TEST(Uio, BarThroughTheSysfsPath) {
@@ -706,18 +696,13 @@ TEST(PhysicalWindow, MapsAnUnalignedRangeWithCheckedAccessors) {
 TEST(PhysicalWindow, EmptyMovedFromAndMovedOverWindowsFailCleanly) {
   const std::string dev_mem = temp_dir() + "/mem";
   std::ofstream(dev_mem, std::ios::binary) << std::string(3 * 4096, '\x11');
-  PhysicalWindow empty;
-  testing::expect_empty_region(empty);
-  EXPECT_EQ(empty.mmio().size(), 0u);
   auto window = PhysicalWindow::map(0x1ff8, 16, {.dev_mem = dev_mem});  // a page offset of 0xff8
   ASSERT_TRUE(window) << window.error().message();
-  PhysicalWindow moved = std::move(*window);
-  testing::expect_empty_region(*window);
-  EXPECT_EQ(window->mmio().size(), 0u);
-  EXPECT_EQ(moved.read(Width::bits32, 0), 0x11111111u);
-  empty = std::move(moved);
-  testing::expect_empty_region(moved);
-  EXPECT_EQ(empty.read(Width::bits32, 12), 0x11111111u);
+  testing::expect_moves_leave_empty(*window, [](PhysicalWindow& handle) {
+    EXPECT_EQ(handle.read(Width::bits32, 0), 0x11111111u);
+    EXPECT_EQ(handle.read(Width::bits32, 12), 0x11111111u);
+  });
+  EXPECT_EQ(window->mmio().size(), 0u) << "an empty window's view is empty too";
 }
 
 TEST(PhysicalWindow, HostileRangesAreRefusedBeforeMapping) {

@@ -241,25 +241,18 @@ TEST(GuestVfioDevice, MovedFromRegionsAndInterruptsAreEmpty) {
     ASSERT_TRUE(opened) << opened.error().message();
     const std::uint64_t offset = index == kVfioBar0Region ? kEduId : 0;
     const std::uint64_t expected = index == kVfioBar0Region ? kEduIdValue : 0x11e81234;
-    VfioRegion moved = std::move(*opened);
-    testing::expect_empty_region(*opened);
+    testing::expect_moves_leave_empty(*opened, [&](VfioRegion& handle) {
+      EXPECT_EQ(handle.read(Width::bits32, offset).value_or(0), expected);
+    });
     EXPECT_FALSE(opened->mmio());
-    EXPECT_EQ(moved.read(Width::bits32, offset).value_or(0), expected);
-    VfioRegion target;
-    target = std::move(moved);
-    testing::expect_empty_region(moved);
-    EXPECT_EQ(target.read(Width::bits32, offset).value_or(0), expected);
   }
 
   auto bar = device->open_region(kVfioBar0Region);
   ASSERT_TRUE(bar);
   auto enabled = VfioInterrupts::enable(*device, IrqKind::msi);
   ASSERT_TRUE(enabled) << enabled.error().message();
-  VfioInterrupts moved = std::move(*enabled);
-  testing::expect_empty_interrupts(*enabled);
-  VfioInterrupts target;
-  target = std::move(moved);
-  testing::expect_empty_interrupts(moved);
+  VfioInterrupts target =
+      testing::expect_moves_leave_empty(*enabled, [](VfioInterrupts& handle) { EXPECT_EQ(handle.count(), 1u); });
   ASSERT_EQ(target.count(), 1u);
   ASSERT_TRUE(bar->write(Width::bits32, 0x60, 0x100));  // raise an interrupt
   EXPECT_GE(target.wait(0, std::chrono::seconds(5)).value_or(0), 1u) << "still enabled after the moves";

@@ -1,5 +1,5 @@
-// The edu reference driver's logic on the testing kit (pcie/testing/fake_device.h), no VM:
-// a model of QEMU's edu (docs/specs/edu.rst) behind a FakeDevice, whose DMA engine moves
+// The edu reference driver's logic on the testing kit (pcie/testing/device_model.h), no VM:
+// a model of QEMU's edu (docs/specs/edu.rst) behind a DeviceModel, whose DMA engine moves
 // bytes through the driver's bus addresses and whose interrupts are eventfds. The same
 // driver runs on the real edu in tests/vm (guest_vfio_test, guest_noiommu_test).
 #include "examples/edu/edu_driver.h"
@@ -12,14 +12,14 @@
 #include <cstring>
 #include <thread>
 
-#include "pcie/testing/fake_device.h"
+#include "pcie/testing/device_model.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using pcie::Width;
-using pcie::testing::FakeDevice;
-using pcie::testing::FakeDeviceOptions;
+using pcie::testing::DeviceModel;
+using pcie::testing::DeviceModelOptions;
 using pcie::testing::RegisterAccess;
 using pcie::testing::RegisterModel;
 namespace edu = examples::edu;
@@ -27,7 +27,7 @@ namespace edu = examples::edu;
 // QEMU's edu, as far as the driver uses it.
 class EduModel {
  public:
-  explicit EduModel(const FakeDeviceOptions& options = {}) : fake_(options), bar_(fake_.add_bar(0, 1 << 20)) {
+  explicit EduModel(const DeviceModelOptions& options = {}) : fake_(options), bar_(fake_.add_bar(0, 1 << 20)) {
     bar_.set32(edu::kIdentification, 0x010000ed);
     bar_.read_only(edu::kIdentification, Width::bits32);
     bar_.on_write(edu::kLiveness, [](const RegisterAccess& access) { return ~access.value & 0xffffffffu; });
@@ -52,7 +52,7 @@ class EduModel {
     bar_.on_write(edu::kDmaCommand, [this](const RegisterAccess& access) { return run_dma(access.value); });
   }
 
-  FakeDevice& fake() { return fake_; }
+  DeviceModel& fake() { return fake_; }
   RegisterModel& bar() { return bar_; }
   std::array<std::byte, edu::kInternalBufferSize>& buffer() { return buffer_; }
   unsigned dma_errors() const { return dma_errors_; }
@@ -85,7 +85,7 @@ class EduModel {
     return command & ~edu::kDmaStart;
   }
 
-  FakeDevice fake_;
+  DeviceModel fake_;
   RegisterModel& bar_;
   std::array<std::byte, edu::kInternalBufferSize> buffer_{};
   unsigned dma_errors_ = 0;
@@ -229,7 +229,7 @@ TEST(EduDriverOnModel, TheRequestIrqEndsEveryCallWithDeviceRemoved) {
 }
 
 TEST(EduDriverOnModel, FallsBackToIntxWhereTheBackendHasNoMsi) {
-  EduModel model(FakeDeviceOptions{.msi_vectors = 0, .request_vectors = 0});
+  EduModel model(DeviceModelOptions{.msi_vectors = 0, .request_vectors = 0});
   auto driver = examples::EduDriver::open(model.device());
   ASSERT_TRUE(driver) << driver.error().message();
   EXPECT_EQ(driver->interrupt_kind(), pcie::IrqKind::intx);

@@ -1,10 +1,13 @@
 // Every public header compiles on its own, twice included, with each compiler users build
 // with: g++ (Debian 12's 12) and clang++-19 (clangd users, and anyone building with clang),
 // with -Wall -Wextra -Werror. One test case per header and compiler, registered at run time
-// from the headers Bazel hands over. And a compiler not in C++23 mode gets our #error, not a
-// page of errors from <expected>.
+// from the headers Bazel hands over; and one per compiler with every header in one unit, as a
+// user's test that takes the whole testing kit does (two headers declaring the same name
+// each compile alone). And a compiler not in C++23 mode gets our #error, not a page of
+// errors from <expected>.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -26,11 +29,19 @@ struct Compiler {
 };
 constexpr Compiler kCompilers[] = {{"gxx", "g++"}, {"clang19", "clang++-19"}};
 
-// Compiles a translation unit that includes `header` twice; returns the compiler's output.
-pcie::cli::CommandResult compile(const char* compiler, const std::string& header, const std::string& standard) {
+// Compiles a translation unit that includes `headers` in order, then all of them again;
+// returns the compiler's output.
+pcie::cli::CommandResult compile(const char* compiler, const std::vector<std::string>& headers,
+                                 const std::string& standard) {
   const std::string scratch = pcie::cli::make_scratch_dir("pcie-header");
   const std::string source = scratch + "/unit.cc";
-  std::ofstream(source) << "#include <" << header << ">\n#include <" << header << ">\nint main() { return 0; }\n";
+  {
+    std::ofstream unit(source);
+    for (int pass = 0; pass < 2; ++pass) {
+      for (const std::string& header : headers) unit << "#include <" << header << ">\n";
+    }
+    unit << "int main() { return 0; }\n";
+  }
   auto result = pcie::cli::run_command(std::string(compiler) + " -std=" + standard +
                                            " -fsyntax-only -Wall -Wextra -Werror -I'" + g_include_dir + "' '" + source + "'",
                                        scratch);
@@ -38,17 +49,20 @@ pcie::cli::CommandResult compile(const char* compiler, const std::string& header
   return result;
 }
 
-class HeaderCompiles : public ::testing::Test {
+class HeadersCompile : public ::testing::Test {
  public:
-  HeaderCompiles(const Compiler& compiler, std::string header) : compiler_(compiler), header_(std::move(header)) {}
+  HeadersCompile(const Compiler& compiler, std::vector<std::string> headers)
+      : compiler_(compiler), headers_(std::move(headers)) {}
   void TestBody() override {
-    const auto result = compile(compiler_.command, header_, "c++23");
-    EXPECT_EQ(result.exit_code, 0) << compiler_.command << " on " << header_ << ":\n" << result.out << result.err;
+    const auto result = compile(compiler_.command, headers_, "c++23");
+    EXPECT_EQ(result.exit_code, 0) << compiler_.command << " on " << headers_.size() << " header(s) from "
+                                   << headers_.front() << ":\n"
+                                   << result.out << result.err;
   }
 
  private:
   Compiler compiler_;
-  std::string header_;
+  std::vector<std::string> headers_;
 };
 
 TEST(PublicHeaders, AllFoundAndTheVersionHeaderAmongThem) {
@@ -59,7 +73,7 @@ TEST(PublicHeaders, AllFoundAndTheVersionHeaderAmongThem) {
 
 TEST(PublicHeaders, CompilerNotInCxx23ModeGetsOneClearError) {
   for (const Compiler& compiler : kCompilers) {
-    const auto result = compile(compiler.command, "pcie/region.h", "c++20");
+    const auto result = compile(compiler.command, {"pcie/region.h"}, "c++20");
     EXPECT_NE(result.exit_code, 0) << compiler.command;
     EXPECT_NE(result.err.find("pcie needs C++23: compile with -std=c++23"), std::string::npos) << compiler.command << ":\n"
                                                                                                << result.err;
@@ -88,7 +102,15 @@ int main(int argc, char** argv) {
       std::string name = std::string(compiler.name) + "_" + header;
       for (char& c : name) if (c == '/' || c == '.') c = '_';
       ::testing::RegisterTest("HeaderCompilesAlone", name.c_str(), nullptr, header.c_str(), __FILE__, __LINE__,
-                              [compiler, header]() -> ::testing::Test* { return new HeaderCompiles(compiler, header); });
+                              [compiler, header]() -> ::testing::Test* {
+                                return new HeadersCompile(compiler, {header});
+                              });
+    }
+  }
+  if (!headers.empty()) {
+    for (const Compiler& compiler : kCompilers) {
+      ::testing::RegisterTest("HeadersCompileTogether", compiler.name, nullptr, nullptr, __FILE__, __LINE__,
+                              [compiler, headers]() -> ::testing::Test* { return new HeadersCompile(compiler, headers); });
     }
   }
   return RUN_ALL_TESTS();

@@ -23,6 +23,7 @@
 #include "pcie/mmio.h"
 #include "pcie/sys/mapping.h"
 #include "pcie/sysfs_bar.h"
+#include "pcie/testing/device_model.h"
 #include "pcie/testing/fake_sysfs.h"
 
 namespace pcie {
@@ -300,6 +301,57 @@ TEST(RemovalWatcher, TheCallbackMayDestroyItsOwnWatcher) {
 }
 
 // The uevent reader decides on the kernel's fields alone; everything else is refused.
+// The request IRQ through any backend's Device (the testing kit's fake one here): fired, it
+// reaches the callback once, as request_irq, and revokes nothing (the device is still there
+// until the driver lets go). Also with poll(2) failing under the watcher (as below).
+TEST(RemovalWatcher, ARequestIrqIsReportedEvenWithoutPoll) {
+  for (const bool poll_fails : {false, true}) {
+    SCOPED_TRACE(poll_fails ? "poll fails" : "poll works");
+    auto tree = testing::make_vm_tree();
+    ASSERT_TRUE(tree);
+    testing::DeviceModel fake({.bdf = kEdu});
+    auto device = fake.open();
+    RemovalWatchOptions options;
+    options.sysfs_devices = tree->paths().pci_root + "/devices";
+    std::atomic<int> requests{0};
+    std::atomic<int> others{0};
+    auto watcher = RemovalWatcher::start(
+        *device,
+        [&](const RemovalNotice& notice) {
+          if (notice.signal == RemovalSignal::request_irq && notice.mappings_revoked == 0) {
+            ++requests;
+          } else {
+            ++others;
+          }
+        },
+        options);
+    ASSERT_TRUE(watcher) << watcher.error().message();
+    EXPECT_TRUE(fake.interrupts_enabled(IrqKind::request));
+    rlimit saved{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+    {
+      struct RestoreLimit {
+        rlimit saved;
+        ~RestoreLimit() { ::setrlimit(RLIMIT_NOFILE, &saved); }
+      } restore{saved};
+      if (poll_fails) {
+        const rlimit one{1, saved.rlim_max};
+        ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &one), 0);
+        std::this_thread::sleep_for(1500ms);  // the thread's poll (1 s timeout) returns and fails
+      }
+      ASSERT_TRUE(fake.fire(IrqKind::request));
+      for (int i = 0; i < 300 && requests == 0; ++i) std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(requests, 1);
+    ASSERT_TRUE(fake.fire(IrqKind::request));
+    std::this_thread::sleep_for(250ms);
+    EXPECT_EQ(requests, 1) << "called once, whatever follows";
+    EXPECT_EQ(others, 0);
+    *watcher = RemovalWatcher();
+    EXPECT_FALSE(fake.interrupts_enabled(IrqKind::request)) << "the watcher let the request IRQ go";
+  }
+}
+
 // poll(2) failing in the watcher's thread must not end the watch silently: a removal after
 // it is still reported. The failure here: a descriptor limit below the descriptors the
 // thread polls (EINVAL), the soft limit only, so the test can raise it again.

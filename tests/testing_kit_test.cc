@@ -1,4 +1,4 @@
-// The testing kit itself (pcie/testing/register_model.h, fake_device.h): registers behave
+// The testing kit itself (pcie/testing/register_model.h, device_model.h): registers behave
 // as their hooks say, the Region over them checks what a real one checks, and the fake
 // device's DMA and interrupts refuse what a device behind an IOMMU could not do.
 #include <gtest/gtest.h>
@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "pcie/dma.h"
-#include "pcie/testing/fake_device.h"
+#include "pcie/testing/device_model.h"
 
 namespace pcie::testing {
 namespace {
@@ -74,8 +74,8 @@ TEST(RegisterModel, TheRegionChecksWhatARealOneChecks) {
   EXPECT_EQ(model.get(Width::bits32, 0x40), 0xffffffffu);
 }
 
-TEST(FakeDevice, DmaReachesOnlyMappedBuffersAndOnlyWithBusMastering) {
-  FakeDevice fake({.bdf = {0, 5, 0, 0}});
+TEST(DeviceModel, DmaReachesOnlyMappedBuffersAndOnlyWithBusMastering) {
+  DeviceModel fake({.bdf = {0, 5, 0, 0}});
   auto device = fake.open();
   EXPECT_EQ(device->backend_name(), "fake");
   EXPECT_EQ(device->bdf(), (Bdf{0, 5, 0, 0}));
@@ -113,8 +113,8 @@ TEST(FakeDevice, DmaReachesOnlyMappedBuffersAndOnlyWithBusMastering) {
   EXPECT_EQ(too_high.error().code, Errc::out_of_range);
 }
 
-TEST(FakeDevice, InterruptsFireOnlyWhereEnabled) {
-  FakeDevice fake({.msi_vectors = 2});
+TEST(DeviceModel, InterruptsFireOnlyWhereEnabled) {
+  DeviceModel fake({.msi_vectors = 2});
   auto device = fake.open();
   EXPECT_EQ(device->vector_count(IrqKind::msi).value_or(0), 2u);
   EXPECT_EQ(device->vector_count(IrqKind::msix).value_or(9), 0u);
@@ -139,6 +139,50 @@ TEST(FakeDevice, InterruptsFireOnlyWhereEnabled) {
   EXPECT_FALSE(fake.fire(IrqKind::msi, 0));
   EXPECT_TRUE(device->enable_interrupts(IrqKind::intx, 1)) << "free again";
   EXPECT_EQ(device->open_bar(1).error().code, Errc::not_found);
+}
+
+// Per-vector control as on the real backends: a masked vector holds what fires as pending
+// and gets it at unmask; vectors can be added up to what the device offers.
+TEST(DeviceModel, VectorsMaskHoldAsPendingAndGrow) {
+  DeviceModel fake({.msix_vectors = 3});
+  auto device = fake.open();
+  ASSERT_TRUE(device->enable_bus_master());
+  auto msix = device->enable_interrupts(IrqKind::msix, 1);
+  ASSERT_TRUE(msix) << msix.error().message();
+  Interrupts& vectors = **msix;
+  const int first_fd = vectors.fd(0).value_or(-1);
+
+  ASSERT_TRUE(vectors.mask(0));
+  EXPECT_FALSE(fake.fire(IrqKind::msix, 0)) << "masked: held, not delivered";
+  EXPECT_EQ(vectors.wait(0, 10ms).value_or(9), 0u);
+  ASSERT_TRUE(vectors.unmask(0));
+  EXPECT_EQ(vectors.wait(0, 100ms).value_or(0), 1u) << "the pending message arrives at unmask";
+  ASSERT_TRUE(vectors.unmask(0));
+  EXPECT_EQ(vectors.wait(0, 10ms).value_or(9), 0u) << "a second unmask sends nothing";
+
+  EXPECT_EQ(vectors.add_vectors(2).value_or(0), 3u);
+  EXPECT_EQ(vectors.fd(0).value_or(-2), first_fd) << "vector 0 keeps its descriptor";
+  EXPECT_TRUE(fake.fire(IrqKind::msix, 2));
+  EXPECT_EQ(vectors.wait(2, 100ms).value_or(0), 1u);
+  auto too_many = vectors.add_vectors(1);
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.error().code, Errc::out_of_range);
+  EXPECT_EQ(vectors.mask(3).error().code, Errc::out_of_range);
+  ASSERT_TRUE(vectors.disable());
+  EXPECT_FALSE(fake.fire(IrqKind::msix, 0));
+  EXPECT_EQ(vectors.add_vectors(1).error().code, Errc::invalid_argument);
+}
+
+// Bus addresses never wrap around the top of the address space, whatever the first one.
+TEST(DeviceModel, BusAddressesNeverWrap) {
+  DeviceModel fake({.first_bus_address = ~std::uint64_t{0} - 100});
+  auto device = fake.open();
+  auto allocator = device->dma_allocator();
+  ASSERT_TRUE(allocator) << allocator.error().message();
+  auto buffer = allocator->allocate(4096);
+  ASSERT_FALSE(buffer) << "a bus address past the top was handed out";
+  EXPECT_EQ(buffer.error().code, Errc::out_of_range) << buffer.error().message();
+  EXPECT_EQ(fake.dma_mapped_bytes(), 0u);
 }
 
 }  // namespace

@@ -49,11 +49,13 @@ struct RemovalWatcher::State {
     return !sys::path_exists(fmt::format("{}/{}", options.sysfs_devices, device.to_string()));
   }
 
-  // Whether the watcher's owner asked the thread to end (the stop eventfd, non-blocking).
-  bool stop_requested() const {
+  // Whether a non-blocking eventfd was signalled (reading it takes the signal), without
+  // poll(2): what run_by_looking() has left.
+  static bool signalled(int eventfd) {
     std::uint64_t count = 0;
-    return sys::read_some(stop.get(), std::as_writable_bytes(std::span(&count, 1)), "removal watcher")
-               .value_or(0) == sizeof count;
+    return sys::read_some(eventfd, std::as_writable_bytes(std::span(&count, 1)), "removal watcher").value_or(0) ==
+               sizeof count &&
+           count > 0;
   }
 
   // The watch once poll itself has failed (ENOMEM, or a descriptor limit lowered below the
@@ -61,9 +63,9 @@ struct RemovalWatcher::State {
   // thread looks every 100 ms at what it would have waited on. The uevent socket's messages
   // are not read here; the sysfs node's absence says the same.
   void run_by_looking() {
-    while (!stop_requested()) {
+    while (!signalled(stop.get())) {
       if (request_irq) {
-        if (auto count = request_irq->consume(0); count && *count > 0) notify(RemovalSignal::request_irq);
+        if (auto fd = request_irq->fd(0); fd && signalled(*fd)) notify(RemovalSignal::request_irq);
       }
       if (node_gone()) notify(RemovalSignal::removed);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "pcie/config_space.h"
 #include "pcie/dma_backend.h"
@@ -29,5 +30,10 @@ struct UioDeviceState {
   std::mutex mutex;      // guards the command register's read-modify-writes and intx_enabled
   bool intx_enabled = false;
 };
+
+// The error of a call on an empty UioDevice (default-constructed or moved from).
+inline Error empty_uio_device_error(std::string operation) {
+  return empty_object_error(std::move(operation), "UioDevice", "open a device with UioDevice::open and move it in");
+}
 
 }  // namespace pcie::detail

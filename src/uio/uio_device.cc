@@ -90,22 +90,18 @@ UioDevice::~UioDevice() = default;
 
 namespace {
 const Bdf kNoDevice{};
-
-Error empty_device_error(std::string operation) {
-  return empty_object_error(std::move(operation), "UioDevice", "open a device with UioDevice::open and move it in");
-}
 }  // namespace
 
 const Bdf& UioDevice::bdf() const { return state_ ? state_->bdf : kNoDevice; }
 int UioDevice::uio_number() const { return state_ ? state_->number : -1; }
 
 Result<std::unique_ptr<Region>> UioDevice::open_bar(unsigned bar) const {
-  if (!state_) return std::unexpected(empty_device_error("open BAR of"));
+  if (!state_) return std::unexpected(detail::empty_uio_device_error("open BAR of"));
   return open_sysfs_bar(state_->paths.sysfs, state_->bdf, bar);
 }
 
 Result<void> UioDevice::enable_bus_master(bool enable) const {
-  if (!state_) return std::unexpected(empty_device_error("enable bus mastering of"));
+  if (!state_) return std::unexpected(detail::empty_uio_device_error("enable bus mastering of"));
   const ConfigSpace* config = &*state_->config;
   std::lock_guard lock(state_->mutex);
   if (auto present = config->check_present(); !present) return present;
@@ -122,7 +118,7 @@ Result<void> UioDevice::enable_bus_master(bool enable) const {
 }
 
 Result<unsigned> UioDevice::vector_count(IrqKind kind) const {
-  if (!state_) return std::unexpected(empty_device_error("count vectors of"));
+  if (!state_) return std::unexpected(detail::empty_uio_device_error("count vectors of"));
   if (kind != IrqKind::intx) return 0u;
   auto config = ConfigSpace::open(state_->paths.sysfs, state_->bdf);
   if (!config) return std::unexpected(config.error());
@@ -137,7 +133,7 @@ Result<unsigned> UioDevice::vector_count(IrqKind kind) const {
 }
 
 Result<std::unique_ptr<Interrupts>> UioDevice::enable_interrupts(IrqKind kind, unsigned count) const {
-  if (!state_) return std::unexpected(empty_device_error("enable interrupts of"));
+  if (!state_) return std::unexpected(detail::empty_uio_device_error("enable interrupts of"));
   if (kind != IrqKind::intx) {
     return std::unexpected(make_error(Errc::not_supported, "enable interrupts",
                                       fmt::format("{} {}", state_->bdf.to_string(), to_string(kind)),
@@ -155,7 +151,7 @@ Result<std::unique_ptr<Interrupts>> UioDevice::enable_interrupts(IrqKind kind, u
 }
 
 Result<DmaAllocator> UioDevice::dma_allocator() const {
-  if (!state_) return std::unexpected(empty_device_error("create DMA allocator for"));
+  if (!state_) return std::unexpected(detail::empty_uio_device_error("create DMA allocator for"));
   if (!state_->dma) {
     return std::unexpected(make_error(Errc::not_supported, "create DMA allocator", state_->bdf.to_string() + " (UIO)",
                                       "a UIO device has no IOMMU: its DMA uses physical addresses, through which it "

@@ -36,9 +36,7 @@ Result<void> set_intx_masked(const detail::UioDeviceState& state, bool masked) {
 }  // namespace
 
 Result<UioInterrupts> UioDevice::enable_intx() const {
-  if (!state_) {
-    return std::unexpected(empty_object_error("enable INTx of", "UioDevice", "open a device with UioDevice::open and move it in"));
-  }
+  if (!state_) return std::unexpected(detail::empty_uio_device_error("enable INTx of"));
   const std::string name = state_->bdf.to_string() + " INTx (" + state_->node + ")";
   auto vectors = vector_count(IrqKind::intx);
   if (!vectors) return std::unexpected(vectors.error());

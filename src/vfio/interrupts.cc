@@ -160,10 +160,12 @@ Result<std::uint64_t> VfioInterrupts::consume(unsigned vector) const {
   return sys::wait_eventfd(*fd, 0);
 }
 
+// mask() and unmask() are const (a driver masks from its interrupt thread while another
+// thread reads): masked_ is read and written only under the device's lock.
 Result<void> VfioInterrupts::mask(unsigned vector) const {
   if (auto fd = eventfd(vector); !fd) return std::unexpected(fd.error());
-  if (masked_[vector]) return {};
   std::lock_guard lock(device_->mutex);
+  if (masked_[vector]) return {};
   const std::uint32_t index = irq_index_of(kind_);
   auto masked = kind_ == IrqKind::intx ? sys::vfio::mask_irq(device_->fd.get(), index, name_)
                                        : sys::vfio::set_irq_eventfds_from(device_->fd.get(), index, vector, {-1}, name_);
@@ -174,8 +176,8 @@ Result<void> VfioInterrupts::mask(unsigned vector) const {
 Result<void> VfioInterrupts::unmask(unsigned vector) const {
   auto fd = eventfd(vector);
   if (!fd) return std::unexpected(fd.error());
-  if (!masked_[vector]) return {};
   std::lock_guard lock(device_->mutex);
+  if (!masked_[vector]) return {};
   const std::uint32_t index = irq_index_of(kind_);
   auto unmasked = kind_ == IrqKind::intx ? sys::vfio::unmask_irq(device_->fd.get(), index, name_)
                                          : sys::vfio::set_irq_eventfds_from(device_->fd.get(), index, vector, {*fd}, name_);
@@ -216,7 +218,17 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
     if (auto off = sys::vfio::set_irq_eventfds(device_fd, index, {}, name_); !off) return std::unexpected(off.error());
     if (auto on = sys::vfio::set_irq_eventfds(device_fd, index, all, name_); !on) {
       // Put the old set back, so that a refusal leaves the vectors as they were.
-      (void)sys::vfio::set_irq_eventfds(device_fd, index, before, name_);
+      if (auto restored = sys::vfio::set_irq_eventfds(device_fd, index, before, name_); !restored) {
+        // Both refused: the kind is off now. Say so, and hold nothing that claims otherwise.
+        device_->irq_indexes_in_use &= ~bit_of(index);
+        eventfds_.clear();
+        masked_.clear();
+        Error error = on.error();
+        error.reason += "; enabling the previous " + std::to_string(before.size()) +
+                        " vectors again failed too (" + restored.error().reason + "): the set is now disabled";
+        error.hint = "enable the interrupts again";
+        return std::unexpected(error);
+      }
       return std::unexpected(on.error());
     }
   }
@@ -228,6 +240,7 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
 Result<void> VfioInterrupts::unmask_intx() const {
   if (!device_) return std::unexpected(empty_error("unmask INTx of"));
   if (kind_ != IrqKind::intx) return {};
+  std::lock_guard lock(device_->mutex);
   auto unmasked = sys::vfio::unmask_irq(device_->fd.get(), VFIO_PCI_INTX_IRQ_INDEX, name_);
   if (unmasked && !masked_.empty()) masked_[0] = false;  // an unmask ends a mask() too
   return unmasked;

@@ -4,12 +4,12 @@
 // engine reads and writes the driver's DMA buffers through their bus addresses, as a
 // device behind an IOMMU would (an unmapped address is a fault, not a write to memory).
 //
-//   pcie::testing::FakeDevice fake({.bdf = {0, 3, 0, 0}, .msi_vectors = 1});
+//   pcie::testing::DeviceModel fake({.bdf = {0, 3, 0, 0}, .msi_vectors = 1});
 //   pcie::testing::RegisterModel& bar0 = fake.add_bar(0, 1 << 20);
 //   ... hooks on bar0 that call fake.dma_read / fake.dma_write / fake.fire ...
 //   auto driver = MyDriver::open(fake.open());   // a std::unique_ptr<pcie::Device>
 //
-// FakeDevice is the test's handle; open() hands out Device objects sharing its state, so
+// DeviceModel is the test's handle; open() hands out Device objects sharing its state, so
 // the test keeps its view after the driver takes ownership. Thread-safe.
 #pragma once
 
@@ -23,7 +23,7 @@
 
 namespace pcie::testing {
 
-struct FakeDeviceOptions {
+struct DeviceModelOptions {
   Bdf bdf{0, 3, 0, 0};
   unsigned intx_vectors = 1;
   unsigned msi_vectors = 1;
@@ -33,9 +33,9 @@ struct FakeDeviceOptions {
   std::uint64_t first_bus_address = 0x100000;
 };
 
-class FakeDevice {
+class DeviceModel {
  public:
-  explicit FakeDevice(const FakeDeviceOptions& options = {});
+  explicit DeviceModel(const DeviceModelOptions& options = {});
 
   // BAR `bar` (0-5; larger is BAR5) of `size` bytes; a BAR added before is returned as it
   // is (regions over it stay valid). Opening a BAR that was not added is not_found.
@@ -46,7 +46,9 @@ class FakeDevice {
 
   // The device's side.
   // Signals `vector` of `kind` if the driver enabled it and, for MSI and MSI-X, set Bus
-  // Master Enable (a message is a memory write); returns whether it was delivered.
+  // Master Enable (a message is a memory write); returns whether it was delivered. A
+  // vector the driver masked (Interrupts::mask) holds it as pending and gets it at unmask;
+  // the driver may also add vectors (Interrupts::add_vectors) up to the options' counts.
   bool fire(IrqKind kind, unsigned vector = 0) const;
   // Reads or writes host memory at `bus_address` as the device's DMA would: permission_denied
   // without Bus Master Enable, not_found (an IOMMU fault) unless the whole range lies in one

@@ -1,4 +1,4 @@
-#include "pcie/testing/fake_device.h"
+#include "pcie/testing/device_model.h"
 
 #include <fmt/format.h>
 
@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "pcie/dma_backend.h"
@@ -14,14 +15,19 @@
 
 namespace pcie::testing {
 
-struct FakeDevice::State {
-  FakeDeviceOptions options;
+struct DeviceModel::State {
+  DeviceModelOptions options;
   mutable std::mutex mutex;
   std::array<std::unique_ptr<RegisterModel>, 6> bars;
   bool bus_master = false;
-  // Per kind, the eventfds of the enabled vectors; owned by the FakeInterrupts object,
+  // Per kind, the enabled vectors; their eventfds are owned by the FakeInterrupts object,
   // which unregisters them (under the lock) before closing them.
-  std::map<IrqKind, std::vector<int>> vectors;
+  struct Vector {
+    int eventfd = -1;
+    bool masked = false;   // Interrupts::mask(): fire() holds the message as pending
+    bool pending = false;  // sent at unmask, as an MSI-X vector's Pending Bit would be
+  };
+  std::map<IrqKind, std::vector<Vector>> vectors;
   struct DmaMapping {
     std::uint64_t bus = 0;
     std::byte* host = nullptr;
@@ -34,6 +40,13 @@ struct FakeDevice::State {
   std::uint64_t dma_faults = 0;
 
   std::string name() const { return options.bdf.to_string() + " (fake)"; }
+
+  // The bytes the driver has mapped for DMA (under the lock).
+  std::uint64_t mapped_bytes() const {
+    std::uint64_t bytes = 0;
+    for (const auto& mapping : dma) bytes += mapping.size;
+    return bytes;
+  }
 
   unsigned vectors_offered(IrqKind kind) const {
     switch (kind) {
@@ -49,7 +62,7 @@ struct FakeDevice::State {
 
 namespace {
 
-using State = FakeDevice::State;
+using State = DeviceModel::State;
 
 bool exclusive(IrqKind kind) { return kind == IrqKind::intx || kind == IrqKind::msi || kind == IrqKind::msix; }
 
@@ -85,6 +98,42 @@ class FakeInterrupts final : public Interrupts {
     if (auto descriptor = fd(vector); !descriptor) return std::unexpected(descriptor.error());
     return {};
   }
+  // A masked vector's fire() is held as pending and sent at unmask, as an MSI-X vector's
+  // would be (the real backends: pcie/interrupts.h).
+  Result<void> mask(unsigned vector) const override {
+    if (auto descriptor = fd(vector); !descriptor) return std::unexpected(descriptor.error());
+    const std::lock_guard lock(state_->mutex);
+    state_->vectors[kind_][vector].masked = true;
+    return {};
+  }
+  Result<void> unmask(unsigned vector) const override {
+    if (auto descriptor = fd(vector); !descriptor) return std::unexpected(descriptor.error());
+    const std::lock_guard lock(state_->mutex);
+    State::Vector& entry = state_->vectors[kind_][vector];
+    entry.masked = false;
+    if (!std::exchange(entry.pending, false)) return {};
+    const std::uint64_t one = 1;
+    return sys::write_once(entry.eventfd, std::as_bytes(std::span(&one, 1)), name_);
+  }
+  Result<unsigned> add_vectors(unsigned more) override {
+    const unsigned offered = state_->vectors_offered(kind_);
+    if (fds_.empty()) {
+      return std::unexpected(make_error(Errc::invalid_argument, "add interrupt vectors", name_, "the set is disabled"));
+    }
+    if (more > offered - std::min<unsigned>(offered, count())) {
+      return std::unexpected(make_error(Errc::out_of_range, "add interrupt vectors", name_,
+                                        fmt::format("{} enabled and {} more asked; the device has {}", count(), more,
+                                                    offered)));
+    }
+    auto added = sys::make_eventfds(more);
+    if (!added) return std::unexpected(added.error());
+    const std::lock_guard lock(state_->mutex);
+    for (UniqueFd& descriptor : added->owned) {
+      state_->vectors[kind_].push_back({descriptor.get()});
+      fds_.push_back(std::move(descriptor));
+    }
+    return count();
+  }
   Result<void> disable() override {
     if (fds_.empty()) return {};
     {
@@ -112,8 +161,11 @@ class FakeDmaBackend final : public DmaBackend {
   Result<BusAddress> map(const Mapping& memory, const DmaMapRequest& request) override {
     const std::lock_guard lock(state_->mutex);
     const std::uint64_t alignment = std::max<std::uint64_t>({request.bus_alignment, request.page_size, 4096});
-    const std::uint64_t bus = (state_->next_bus + alignment - 1) / alignment * alignment;
-    if (bus > request.dma_limit || memory.size() - 1 > request.dma_limit - bus) {
+    const std::uint64_t misalignment = state_->next_bus % alignment;
+    const std::uint64_t padding = misalignment == 0 ? 0 : alignment - misalignment;
+    const bool wraps = padding > ~std::uint64_t{0} - state_->next_bus;
+    const std::uint64_t bus = state_->next_bus + padding;
+    if (wraps || memory.size() == 0 || bus > request.dma_limit || memory.size() - 1 > request.dma_limit - bus) {
       return std::unexpected(make_error(Errc::out_of_range, "map for DMA", state_->name(),
                                         fmt::format("no bus address for 0x{:x} bytes below 0x{:x}", memory.size(),
                                                     request.dma_limit)));
@@ -136,9 +188,7 @@ class FakeDmaBackend final : public DmaBackend {
   }
   std::uint64_t mapped_bytes() const override {
     const std::lock_guard lock(state_->mutex);
-    std::uint64_t bytes = 0;
-    for (const auto& mapping : state_->dma) bytes += mapping.size;
-    return bytes;
+    return state_->mapped_bytes();
   }
 
  private:
@@ -168,16 +218,16 @@ class FakeBar final : public Region {
   std::unique_ptr<Region> region_;
 };
 
-class FakeDeviceView final : public Device {
+class DeviceModelView final : public Device {
  public:
-  explicit FakeDeviceView(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  explicit DeviceModelView(std::shared_ptr<State> state) : state_(std::move(state)) {}
   const Bdf& bdf() const override { return state_->options.bdf; }
   std::string backend_name() const override { return "fake"; }
   Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override {
     const std::lock_guard lock(state_->mutex);
     if (bar > 5 || !state_->bars[bar]) {
       return std::unexpected(make_error(Errc::not_found, "open BAR", fmt::format("{} BAR{}", state_->name(), bar),
-                                        "the fake device has no such BAR (FakeDevice::add_bar)"));
+                                        "the fake device has no such BAR (DeviceModel::add_bar)"));
     }
     return std::unique_ptr<Region>(std::make_unique<FakeBar>(state_->bars[bar]->open_region(), state_));
   }
@@ -203,7 +253,8 @@ class FakeDeviceView final : public Device {
                                           fmt::format("{} is enabled", to_string(enabled))));
       }
     }
-    state_->vectors[kind] = eventfds->raw;
+    auto& vectors = state_->vectors[kind];
+    for (const int eventfd : eventfds->raw) vectors.push_back({eventfd});
     return std::unique_ptr<Interrupts>(std::make_unique<FakeInterrupts>(state_, kind, std::move(eventfds->owned)));
   }
   Result<DmaAllocator> dma_allocator() const override {
@@ -227,12 +278,12 @@ const State::DmaMapping* find_mapping(const State& state, std::uint64_t bus, std
 
 }  // namespace
 
-FakeDevice::FakeDevice(const FakeDeviceOptions& options) : state_(std::make_shared<State>()) {
+DeviceModel::DeviceModel(const DeviceModelOptions& options) : state_(std::make_shared<State>()) {
   state_->options = options;
   state_->next_bus = options.first_bus_address;
 }
 
-RegisterModel& FakeDevice::add_bar(unsigned bar, std::uint64_t size) {
+RegisterModel& DeviceModel::add_bar(unsigned bar, std::uint64_t size) {
   const std::lock_guard lock(state_->mutex);
   auto& slot = state_->bars[std::min(bar, 5u)];
   if (slot) return *slot;
@@ -240,15 +291,20 @@ RegisterModel& FakeDevice::add_bar(unsigned bar, std::uint64_t size) {
   return *slot;
 }
 
-std::unique_ptr<Device> FakeDevice::open() const { return std::make_unique<FakeDeviceView>(state_); }
+std::unique_ptr<Device> DeviceModel::open() const { return std::make_unique<DeviceModelView>(state_); }
 
-bool FakeDevice::fire(IrqKind kind, unsigned vector) const {
+bool DeviceModel::fire(IrqKind kind, unsigned vector) const {
   const std::lock_guard lock(state_->mutex);
   if ((kind == IrqKind::msi || kind == IrqKind::msix) && !state_->bus_master) return false;
   auto found = state_->vectors.find(kind);
   if (found == state_->vectors.end() || vector >= found->second.size()) return false;
+  State::Vector& entry = found->second[vector];
+  if (entry.masked) {
+    entry.pending = true;
+    return false;
+  }
   const std::uint64_t one = 1;
-  return sys::write_once(found->second[vector], std::as_bytes(std::span(&one, 1)), "fake interrupt").has_value();
+  return sys::write_once(entry.eventfd, std::as_bytes(std::span(&one, 1)), "fake interrupt").has_value();
 }
 
 namespace {
@@ -274,7 +330,7 @@ Result<std::byte*> reach(State& state, std::uint64_t bus_address, std::size_t le
 
 }  // namespace
 
-Result<void> FakeDevice::dma_read(std::uint64_t bus_address, std::span<std::byte> into) const {
+Result<void> DeviceModel::dma_read(std::uint64_t bus_address, std::span<std::byte> into) const {
   const std::lock_guard lock(state_->mutex);
   auto host = reach(*state_, bus_address, into.size(), false);
   if (!host) return std::unexpected(host.error());
@@ -282,7 +338,7 @@ Result<void> FakeDevice::dma_read(std::uint64_t bus_address, std::span<std::byte
   return {};
 }
 
-Result<void> FakeDevice::dma_write(std::uint64_t bus_address, std::span<const std::byte> from) const {
+Result<void> DeviceModel::dma_write(std::uint64_t bus_address, std::span<const std::byte> from) const {
   const std::lock_guard lock(state_->mutex);
   auto host = reach(*state_, bus_address, from.size(), true);
   if (!host) return std::unexpected(host.error());
@@ -290,24 +346,22 @@ Result<void> FakeDevice::dma_write(std::uint64_t bus_address, std::span<const st
   return {};
 }
 
-bool FakeDevice::bus_master() const {
+bool DeviceModel::bus_master() const {
   const std::lock_guard lock(state_->mutex);
   return state_->bus_master;
 }
 
-std::uint64_t FakeDevice::dma_faults() const {
+std::uint64_t DeviceModel::dma_faults() const {
   const std::lock_guard lock(state_->mutex);
   return state_->dma_faults;
 }
 
-std::uint64_t FakeDevice::dma_mapped_bytes() const {
+std::uint64_t DeviceModel::dma_mapped_bytes() const {
   const std::lock_guard lock(state_->mutex);
-  std::uint64_t bytes = 0;
-  for (const auto& mapping : state_->dma) bytes += mapping.size;
-  return bytes;
+  return state_->mapped_bytes();
 }
 
-bool FakeDevice::interrupts_enabled(IrqKind kind) const {
+bool DeviceModel::interrupts_enabled(IrqKind kind) const {
   const std::lock_guard lock(state_->mutex);
   return state_->vectors.contains(kind);
 }

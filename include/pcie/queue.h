@@ -26,6 +26,7 @@
 #include "pcie/barriers.h"
 #include "pcie/error.h"
 #include "pcie/mmio.h"
+#include "pcie/region.h"
 #include "pcie/wait.h"
 
 namespace pcie {
@@ -45,22 +46,38 @@ class Doorbell {
   // base + index * stride overflows; invalid_argument for a stride below 4.
   static Result<Doorbell> in_array(const MmioView& registers, std::uint64_t base, std::uint64_t index,
                                    std::uint64_t stride);
+  // The same through a Region's checked accessors, for registers without a mapping (a
+  // register model in unit tests, pcie/testing/register_model.h; a VFIO region reached by
+  // pwrite). The region must outlive the doorbell. Fails as the MmioView overloads, and
+  // permission_denied for a read-only region.
+  static Result<Doorbell> at(Region& registers, std::uint64_t offset);
+  static Result<Doorbell> in_array(Region& registers, std::uint64_t base, std::uint64_t index, std::uint64_t stride);
 
-  bool valid() const { return registers_.base() != nullptr; }
+  bool valid() const { return region_ != nullptr || registers_.base() != nullptr; }
   std::uint64_t offset() const { return offset_; }
 
   // Writes `value`, after every earlier store of this thread to DMA memory (the entries it
   // announces): an ordered MMIO write (pcie/mmio.h), behind an sfence first when the
   // registers are mapped write-combined, whose stores may pass earlier ones (Intel SDM
-  // vol. 3A, 11.3). Must not be called on an empty doorbell.
+  // vol. 3A, 11.3). Through a Region, a write the region refuses (its device removed and
+  // the mapping revoked) is dropped, as a store to a revoked mapping is: the driver's next
+  // status read reports the removal. Must not be called on an empty doorbell.
   void ring(std::uint32_t value) const noexcept {
+    if (region_ != nullptr) {
+      // Region::write is an ordered write (pcie/region.h) like MmioView::write.
+      if (region_->memory_type() == MemoryType::write_combined) barrier_before_doorbell();
+      (void)region_->write(Width::bits32, offset_, value);  // see above: a refused write is a dropped store
+      return;
+    }
     if (registers_.memory_type() == MemoryType::write_combined) barrier_before_doorbell();
     registers_.write<std::uint32_t>(offset_, value);
   }
 
  private:
   Doorbell(const MmioView& registers, std::uint64_t offset) : registers_(registers), offset_(offset) {}
+  Doorbell(Region& registers, std::uint64_t offset) : region_(&registers), offset_(offset) {}
   MmioView registers_;
+  Region* region_ = nullptr;
   std::uint64_t offset_ = 0;
 };
 

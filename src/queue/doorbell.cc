@@ -4,6 +4,24 @@
 
 namespace pcie {
 
+namespace {
+// base + index * stride, refusing a stride below one doorbell and any overflow.
+Result<std::uint64_t> array_offset(std::string_view name, std::uint64_t base, std::uint64_t index,
+                                   std::uint64_t stride) {
+  if (stride < 4) {
+    return std::unexpected(make_error(Errc::invalid_argument, "place doorbell",
+                                      fmt::format("{} doorbell {}", name, index),
+                                      fmt::format("a stride of {} bytes is below one 32-bit doorbell", stride)));
+  }
+  std::uint64_t offset = 0;
+  if (__builtin_mul_overflow(index, stride, &offset) || __builtin_add_overflow(offset, base, &offset)) {
+    return std::unexpected(make_error(Errc::out_of_range, "place doorbell", fmt::format("{} doorbell {}", name, index),
+                                      fmt::format("0x{:x} + {} * 0x{:x} overflows 64 bits", base, index, stride)));
+  }
+  return offset;
+}
+}  // namespace
+
 Result<Doorbell> Doorbell::at(const MmioView& registers, std::uint64_t offset) {
   auto ok = check_access("place doorbell", registers.name(), registers.size(), registers.allowed_widths(),
                          Width::bits32, offset);
@@ -13,18 +31,26 @@ Result<Doorbell> Doorbell::at(const MmioView& registers, std::uint64_t offset) {
 
 Result<Doorbell> Doorbell::in_array(const MmioView& registers, std::uint64_t base, std::uint64_t index,
                                     std::uint64_t stride) {
-  if (stride < 4) {
-    return std::unexpected(make_error(Errc::invalid_argument, "place doorbell",
-                                      fmt::format("{} doorbell {}", registers.name(), index),
-                                      fmt::format("a stride of {} bytes is below one 32-bit doorbell", stride)));
+  auto offset = array_offset(registers.name(), base, index, stride);
+  if (!offset) return std::unexpected(offset.error());
+  return at(registers, *offset);
+}
+
+Result<Doorbell> Doorbell::at(Region& registers, std::uint64_t offset) {
+  auto ok = check_access("place doorbell", registers.name(), registers.size(), registers.allowed_widths(),
+                         Width::bits32, offset);
+  if (!ok) return std::unexpected(ok.error());
+  if (!registers.writable()) {
+    return std::unexpected(make_error(Errc::permission_denied, "place doorbell", registers.name(),
+                                      "the region was opened read-only"));
   }
-  std::uint64_t offset = 0;
-  if (__builtin_mul_overflow(index, stride, &offset) || __builtin_add_overflow(offset, base, &offset)) {
-    return std::unexpected(make_error(
-        Errc::out_of_range, "place doorbell", fmt::format("{} doorbell {}", registers.name(), index),
-        fmt::format("0x{:x} + {} * 0x{:x} overflows 64 bits", base, index, stride)));
-  }
-  return at(registers, offset);
+  return Doorbell(registers, offset);
+}
+
+Result<Doorbell> Doorbell::in_array(Region& registers, std::uint64_t base, std::uint64_t index, std::uint64_t stride) {
+  auto offset = array_offset(registers.name(), base, index, stride);
+  if (!offset) return std::unexpected(offset.error());
+  return at(registers, *offset);
 }
 
 namespace detail {

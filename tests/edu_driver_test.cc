@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "pcie/testing/device_model.h"
@@ -226,6 +227,96 @@ TEST(EduDriverOnModel, TheRequestIrqEndsEveryCallWithDeviceRemoved) {
                      driver->dma_from_device(16).error()}) {
     EXPECT_EQ(error.code, pcie::Errc::device_removed) << error.message();
   }
+}
+
+// A factorial that takes `duration` of the device's time, as QEMU's runs in a thread of its
+// own: the status register says "computing" until it is done, and the completion interrupt
+// comes then (if still asked for). Counts messages the device tried to send without bus
+// mastering (they would have been memory writes after the driver let go).
+class SlowFactorial {
+ public:
+  SlowFactorial(EduModel& model, std::chrono::milliseconds duration) : model_(model) {
+    model.bar().on_write(edu::kFactorial, [this, duration](const RegisterAccess& access) {
+      start(duration);
+      return access.value;
+    });
+  }
+  ~SlowFactorial() {
+    if (worker_.joinable()) worker_.join();
+  }
+  // Leftover work, as a previous call left it: computing for `duration` from now.
+  void start(std::chrono::milliseconds duration) {
+    if (worker_.joinable()) worker_.join();
+    RegisterModel& bar = model_.bar();
+    bar.set32(edu::kStatus, bar.get32(edu::kStatus) | edu::kStatusComputing);
+    worker_ = std::thread([this, duration, &bar] {
+      std::this_thread::sleep_for(duration);
+      const bool interrupt = bar.get32(edu::kStatus) & edu::kStatusIrqWhenDone;
+      bar.set32(edu::kStatus, bar.get32(edu::kStatus) & ~edu::kStatusComputing);
+      if (!interrupt) return;
+      bar.set32(edu::kIrqStatus, bar.get32(edu::kIrqStatus) | edu::kIrqFactorial);
+      if (!model_.fake().bus_master()) ++messages_without_bus_master;
+      (void)model_.fake().fire(pcie::IrqKind::msi);
+    });
+  }
+  bool computing() const { return model_.bar().get32(edu::kStatus) & edu::kStatusComputing; }
+  std::atomic<unsigned> messages_without_bus_master{0};
+
+ private:
+  EduModel& model_;
+  std::thread worker_;
+};
+
+// The class of issue 22's DMAR fault: a driver must not let go (bus mastering off,
+// interrupts disabled, buffer unmapped) while the device is still working. Each path that
+// lets go: a timeout, the kernel's request, the destructor.
+TEST(EduDriverOnModel, ATimeoutStopsTheDeviceOnlyOnceItIsIdle) {
+  EduModel model;
+  SlowFactorial slow(model, 200ms);
+  auto driver = examples::EduDriver::open(model.device());
+  ASSERT_TRUE(driver);
+  auto result = driver->factorial(5, 20ms);
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, pcie::Errc::io_error);
+  EXPECT_FALSE(slow.computing()) << "the driver gave up while the device was still working";
+  EXPECT_FALSE(model.fake().bus_master());
+  auto later = driver->factorial(3);
+  ASSERT_FALSE(later);
+  EXPECT_EQ(later.error().code, pcie::Errc::io_error) << "a stopped driver starts no new work";
+  EXPECT_EQ(slow.messages_without_bus_master.load(), 0u);
+}
+
+TEST(EduDriverOnModel, TheRequestIrqLetsGoOnlyOnceTheDeviceIsIdle) {
+  EduModel model;
+  SlowFactorial slow(model, 200ms);
+  auto driver = examples::EduDriver::open(model.device());
+  ASSERT_TRUE(driver);
+  std::thread kernel([&] {
+    std::this_thread::sleep_for(30ms);
+    (void)model.fake().fire(pcie::IrqKind::request);
+  });
+  auto result = driver->factorial(5, 5s);
+  kernel.join();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, pcie::Errc::device_removed);
+  EXPECT_FALSE(slow.computing()) << "let go while the factorial was still running";
+  EXPECT_FALSE(model.fake().bus_master()) << "the device could still write after the driver announced the release";
+  EXPECT_EQ(slow.messages_without_bus_master.load(), 0u) << "the completion interrupt was still asked for";
+}
+
+TEST(EduDriverOnModel, DestroyingTheDriverMidWorkWaitsThenTurnsBusMasteringOffBeforeUnmapping) {
+  EduModel model;
+  SlowFactorial slow(model, 150ms);
+  std::optional<examples::EduDriver> driver;
+  if (auto opened = examples::EduDriver::open(model.device())) driver.emplace(std::move(*opened));
+  ASSERT_TRUE(driver.has_value());
+  EXPECT_GT(model.fake().dma_mapped_bytes(), 0u);
+  slow.start(150ms);  // work still running when the owner lets go
+  driver.reset();
+  EXPECT_FALSE(slow.computing()) << "the buffer was unmapped while the device was working";
+  EXPECT_FALSE(model.fake().bus_master());
+  EXPECT_EQ(model.fake().dma_mapped_bytes(), 0u);
+  EXPECT_FALSE(model.fake().interrupts_enabled(pcie::IrqKind::msi));
 }
 
 TEST(EduDriverOnModel, FallsBackToIntxWhereTheBackendHasNoMsi) {

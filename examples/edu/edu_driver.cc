@@ -30,6 +30,45 @@ pcie::Result<void> check_transfer_size(const pcie::Bdf& bdf, std::size_t size) {
 }
 }  // namespace
 
+EduDriver::EduDriver(std::unique_ptr<pcie::Device> device, std::unique_ptr<pcie::Region> bar0,
+                     std::unique_ptr<pcie::Interrupts> irq, std::unique_ptr<pcie::Interrupts> request,
+                     pcie::DmaBuffer buffer)
+    : device_(std::move(device)), bar0_(std::move(bar0)), irq_(std::move(irq)), request_(std::move(request)),
+      buffer_(std::move(buffer)), quiesce_(*device_, quiesce_steps(*bar0_)) {}
+
+pcie::QuiesceSteps EduDriver::quiesce_steps(pcie::Region& registers) {
+  pcie::Region* regs = &registers;  // the BAR outlives the Quiescer (declared before it)
+  return {
+      // No completion interrupt for a factorial still running: its MSI would be a memory
+      // write arriving after the vectors are gone.
+      .stop = [regs] { return regs->write(pcie::Width::bits32, edu::kStatus, 0); },
+      // edu cannot abort a DMA or a factorial: wait for both to finish.
+      .idle = [regs]() -> pcie::Result<bool> {
+        auto dma = regs->read(pcie::Width::bits64, edu::kDmaCommand);
+        if (!dma) return std::unexpected(dma.error());
+        auto status = regs->read(pcie::Width::bits32, edu::kStatus);
+        if (!status) return std::unexpected(status.error());
+        return (*dma & edu::kDmaRunning) == 0 && (*status & edu::kStatusComputing) == 0;
+      },
+      .wait = {.timeout = std::chrono::seconds(5), .spin = std::chrono::microseconds(20)},
+  };
+}
+
+pcie::Result<void> EduDriver::usable() const {
+  if (released_) return removed_error();
+  if (quiesce_.done()) {
+    return std::unexpected(make_error(Errc::io_error, "use edu", device_->bdf().to_string(),
+                                      "the driver stopped the device after an error", "reopen the driver"));
+  }
+  return {};
+}
+
+pcie::Error EduDriver::stop_after(pcie::Error cause) {
+  if (auto quiesced = quiesce_.run(); !quiesced) cause.reason += "; quiescing failed too: " + quiesced.error().reason;
+  cause.hint = "the device was stopped (bus mastering off): reopen the driver";
+  return cause;
+}
+
 pcie::Result<EduDriver> EduDriver::open(pcie::VfioContainer& container, const pcie::Bdf& bdf) {
   auto device = container.open_device(bdf);
   if (!device) return std::unexpected(device.error());
@@ -118,16 +157,20 @@ std::uint32_t EduDriver::liveness(std::uint32_t value) const {
 }
 
 pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseconds timeout) {
-  if (released_) return removed_error();
+  if (auto ok = usable(); !ok) return ok;
   std::vector<pcie::InterruptVector> vectors = {{irq_.get(), 0}};
   if (request_) vectors.push_back({request_.get(), 0});
   auto fired = pcie::wait_any(vectors, timeout);
   if (!fired) return std::unexpected(fired.error());
   if (!*fired) {
-    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_->bdf().to_string(), "no interrupt in time"));
+    // The device may still be working on it, into this driver's buffer: stop it first.
+    return std::unexpected(
+        stop_after(make_error(Errc::io_error, "wait for edu", device_->bdf().to_string(), "no interrupt in time")));
   }
   if (**fired == 1) {
+    // The kernel wants the device: let it go in order now, before the owner destroys us.
     released_ = true;
+    (void)quiesce_.run();  // whatever it says, bus mastering is off and every call ends here
     return removed_error();
   }
   auto read = bar0_->read(pcie::Width::bits32, edu::kIrqStatus);
@@ -146,7 +189,7 @@ pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseco
 }
 
 pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::milliseconds timeout) {
-  if (released_) return std::unexpected(removed_error().error());
+  if (auto ok = usable(); !ok) return std::unexpected(ok.error());
   if (auto set = write32(edu::kStatus, edu::kStatusIrqWhenDone); !set) return std::unexpected(set.error());
   if (auto started = write32(edu::kFactorial, n); !started) return std::unexpected(started.error());
   if (auto done = wait_for(edu::kIrqFactorial, timeout); !done) return std::unexpected(done.error());
@@ -156,13 +199,13 @@ pcie::Result<std::uint32_t> EduDriver::factorial(std::uint32_t n, std::chrono::m
 }
 
 pcie::Result<void> EduDriver::raise_interrupt(std::uint32_t status, std::chrono::milliseconds timeout) {
-  if (released_) return removed_error();
+  if (auto ok = usable(); !ok) return ok;
   if (auto raised = write32(edu::kIrqRaise, status); !raised) return raised;
   return wait_for(status, timeout);
 }
 
 pcie::Result<void> EduDriver::run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram) {
-  if (released_) return removed_error();
+  if (auto ok = usable(); !ok) return ok;
   if (auto valid = check_transfer_size(device_->bdf(), size); !valid) return valid;
   for (const auto& [offset, value] : {std::pair{edu::kDmaSource, source}, std::pair{edu::kDmaDestination, destination},
                                       std::pair{edu::kDmaCount, std::uint64_t{size}},

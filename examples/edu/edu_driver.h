@@ -5,10 +5,14 @@
 // BAR0, uses a DMA buffer, MSI where the backend offers it (INTx otherwise: UIO) and the
 // request IRQ where there is one (VFIO).
 //
-// Two things every driver owes its device, shown here:
+// Three things every driver owes its device, shown here:
 //  - edu has no reset, so a previous owner that was killed mid-DMA may leave its DMA
 //    engine running: open() waits for it to go idle (quiesce) before enabling bus
 //    mastering, or that DMA would land in this driver's new buffer at the same address;
+//  - it lets go in the order the device needs (pcie/quiesce.h): no more completion
+//    interrupts asked for, the DMA engine and factorial unit idle, bus mastering off, and
+//    only then the interrupts disabled and the buffer unmapped. Every path does so: the
+//    destructor, a timeout (the device may still be working), and the kernel's request;
 //  - when the kernel asks for the device back (unbind, hot unplug: the request IRQ), every
 //    wait ends with device_removed, and the owner must destroy the driver to let it go.
 //
@@ -29,6 +33,7 @@
 
 #include "pcie/device.h"
 #include "pcie/dma.h"
+#include "pcie/quiesce.h"
 #include "pcie/vfio.h"
 
 namespace examples {
@@ -92,7 +97,14 @@ class EduDriver {
   // Copies `size` bytes (1 to 4095) of the device's buffer back to host memory by DMA.
   pcie::Result<std::vector<std::byte>> dma_from_device(std::size_t size);
   // Each of the calls above fails with device_removed once the kernel asks for the device
-  // (its request IRQ fired): destroy the driver then, and the kernel can take it.
+  // (its request IRQ fired): the driver has quiesced the device by then; destroy it, and
+  // the kernel can take it. After a timeout (io_error) the driver has quiesced the device
+  // too, as it may still have been working, and every later call fails with io_error:
+  // reopen it.
+
+  EduDriver(EduDriver&&) noexcept = default;
+  // No move assignment: the driver replaced would have to let its device go first.
+  EduDriver& operator=(EduDriver&&) = delete;
 
   const pcie::Device& device() const { return *device_; }
   pcie::IrqKind interrupt_kind() const { return irq_->kind(); }
@@ -100,9 +112,11 @@ class EduDriver {
 
  private:
   EduDriver(std::unique_ptr<pcie::Device> device, std::unique_ptr<pcie::Region> bar0, std::unique_ptr<pcie::Interrupts> irq,
-            std::unique_ptr<pcie::Interrupts> request, pcie::DmaBuffer buffer)
-      : device_(std::move(device)), bar0_(std::move(bar0)), irq_(std::move(irq)), request_(std::move(request)),
-        buffer_(std::move(buffer)) {}
+            std::unique_ptr<pcie::Interrupts> request, pcie::DmaBuffer buffer);
+  // The steps of letting edu go (pcie/quiesce.h), over its registers.
+  static pcie::QuiesceSteps quiesce_steps(pcie::Region& registers);
+  // The device may still be working (a timeout): quiesce it, and refuse every later call.
+  pcie::Error stop_after(pcie::Error cause);
   // Registers through the checked Region accessors: any backend's BAR, or a register
   // model in unit tests (pcie/testing/register_model.h). A failed read gives all ones.
   std::uint32_t read32(std::uint64_t offset) const;
@@ -111,6 +125,8 @@ class EduDriver {
   pcie::Result<void> run_dma(std::uint64_t source, std::uint64_t destination, std::size_t size, bool to_ram);
   pcie::Result<void> wait_for(std::uint32_t irq, std::chrono::milliseconds timeout);
   pcie::Result<void> removed_error() const;
+  // device_removed after the kernel's request, io_error once the driver stopped the device.
+  pcie::Result<void> usable() const;
 
   // Declared in order of acquisition: destroyed in reverse (buffer, interrupts, BAR, device).
   std::unique_ptr<pcie::Device> device_;
@@ -119,6 +135,9 @@ class EduDriver {
   std::unique_ptr<pcie::Interrupts> request_;  // null where the backend has no request IRQ
   pcie::DmaBuffer buffer_;
   bool released_ = false;  // the kernel asked for the device
+  // Last member, so destroyed first: the device is idle and without bus mastering before
+  // the buffer, the interrupts and the BAR above are released.
+  pcie::Quiescer quiesce_;
 };
 
 }  // namespace examples

@@ -1,7 +1,8 @@
 // nvme-driver [--interrupts] [--queue-depth N] BDF COMMAND: the example NVMe driver on a
 // controller bound to vfio-pci.
-//   identify                 model, serial, firmware, version, namespace 1's size and block size
-//   read LBA BLOCKS          the blocks, raw, on standard output
+//   identify                 model, serial, firmware, version, active namespaces, the first one's size
+//                            and block size (a controller without namespaces is identified too)
+//   read LBA BLOCKS          the blocks of the first active namespace, raw, on standard output
 //   write LBA                standard input (whole blocks) to the namespace from LBA, then flush
 //   nsid N read|write ...    the same on namespace N (to see the device refuse an invalid one)
 //   bench [QD [COUNT]]       random one-block reads at queue depth QD: IOPS
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
   auto bdf = pcie::Bdf::parse(args[next]);
   if (!bdf) return fail(bdf.error());
   std::vector<char*> rest(argv + 1 + next + 1, argv + argc);
-  std::uint64_t namespace_id = 1;
+  std::uint64_t namespace_id = 0;  // the first active namespace
   if (rest.size() >= 3 && std::string_view(rest[0]) == "nsid") {
     if (!number(rest[1], namespace_id) || namespace_id > 0xffffffffu) return usage();
     rest.erase(rest.begin(), rest.begin() + 2);
@@ -80,9 +81,14 @@ int main(int argc, char** argv) {
     const examples::NvmeIdentity& id = driver->identity();
     std::printf("model: %s\nserial: %s\nfirmware: %s\nversion: %u.%u.%u\n", id.model.c_str(), id.serial.c_str(),
                 id.firmware.c_str(), id.version >> 16, (id.version >> 8) & 0xff, id.version & 0xff);
-    std::printf("namespace 1: %llu blocks of %u bytes\nmax transfer: %llu bytes\n",
-                static_cast<unsigned long long>(id.namespace_blocks), id.block_size,
-                static_cast<unsigned long long>(id.max_transfer_bytes));
+    std::printf("active namespaces:");
+    for (const std::uint32_t active : id.active_namespaces) std::printf(" %u", active);
+    std::printf("%s\n", id.active_namespaces.empty() ? " none" : "");
+    if (id.namespace_id != 0) {
+      std::printf("namespace %u: %llu blocks of %u bytes\n", id.namespace_id,
+                  static_cast<unsigned long long>(id.namespace_blocks), id.block_size);
+    }
+    std::printf("max transfer: %llu bytes\n", static_cast<unsigned long long>(id.max_transfer_bytes));
   } else if (command == "read" && rest.size() == 3) {
     std::uint64_t lba = 0, blocks = 0;
     if (!number(rest[1], lba) || !number(rest[2], blocks) || blocks > 0xffffffffu) return usage();

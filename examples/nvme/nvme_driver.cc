@@ -67,18 +67,60 @@ T little_endian_at(const std::byte* data, std::size_t offset) {
 }
 }  // namespace
 
-pcie::MmioView NvmeDriver::registers() const {
-  return pcie::MmioView(bar0_->mapped_base(), bar0_->size(), bar0_->allowed_widths(), bar0_->name());
+// Registers through the checked Region accessors: any backend's BAR, or a register model in
+// unit tests (pcie/testing/nvme_model.h). A read that fails reads all ones, as a removed
+// device's would, which controller_alive() reports as device_removed.
+std::uint32_t NvmeDriver::read32(std::uint64_t offset) const {
+  return static_cast<std::uint32_t>(bar0_->read(pcie::Width::bits32, offset).value_or(0xffffffffu));
+}
+
+void NvmeDriver::write32(std::uint64_t offset, std::uint32_t value) const {
+  (void)bar0_->write(pcie::Width::bits32, offset, value);  // a refused write shows in the next CSTS read
+}
+
+void NvmeDriver::write64(std::uint64_t offset, std::uint64_t value) const {
+  // Controllers take 64-bit registers as two 32-bit halves, low first (3.1.4: the kernel's lo_hi_writeq).
+  (void)bar0_->write64_halves(offset, value, pcie::HalfOrder::low_first);
+}
+
+std::byte* NvmeDriver::PageSet::page(std::size_t index) const {
+  if (buffers.size() == 1) return buffers[0].data() + index * nvme::kPage;
+  return buffers[index].data();
+}
+
+std::uint64_t NvmeDriver::PageSet::bus(std::size_t index) const {
+  if (buffers.size() == 1) return buffers[0].bus_address().value + index * nvme::kPage;
+  return buffers[index].bus_address().value;
+}
+
+Result<NvmeDriver::PageSet> NvmeDriver::allocate_pages(std::size_t pages) const {
+  PageSet set;
+  set.pages = pages;
+  auto whole = allocator_->allocate(pages * nvme::kPage, {.prefer = pcie::DmaBacking::pages});
+  if (whole) {
+    set.buffers.push_back(std::move(*whole));
+    return set;
+  }
+  // Without an IOMMU, bus addresses are physical and ordinary pages are rarely adjacent:
+  // the allocator refuses more than a page (not_supported). NVMe needs no contiguity
+  // beyond a page for data and PRP lists, so take them a page at a time.
+  if (whole.error().code != Errc::not_supported || pages == 1) return std::unexpected(whole.error());
+  for (std::size_t i = 0; i < pages; ++i) {
+    auto page = allocator_->allocate(nvme::kPage, {.prefer = pcie::DmaBacking::pages});
+    if (!page) return std::unexpected(page.error());
+    set.buffers.push_back(std::move(*page));
+  }
+  return set;
 }
 
 pcie::Error NvmeDriver::controller_error(const std::string& operation, const std::string& reason) const {
   char status[32];
-  std::snprintf(status, sizeof status, " (CSTS 0x%x)", registers().read<std::uint32_t>(nvme::kStatus));
+  std::snprintf(status, sizeof status, " (CSTS 0x%x)", read32(nvme::kStatus));
   return make_error(Errc::io_error, operation, device_->bdf().to_string(), reason + status);
 }
 
 Result<void> NvmeDriver::controller_alive(const std::string& operation) const {
-  const std::uint32_t status = registers().read<std::uint32_t>(nvme::kStatus);
+  const std::uint32_t status = read32(nvme::kStatus);
   if (status == ~0u) {
     // A removed controller (or one in reset) answers every read with all ones.
     return std::unexpected(make_error(Errc::device_removed, operation, device_->bdf().to_string(),
@@ -90,10 +132,11 @@ Result<void> NvmeDriver::controller_alive(const std::string& operation) const {
 }
 
 Result<void> NvmeDriver::wait_ready(bool ready, std::chrono::milliseconds timeout) {
-  const pcie::MmioView regs = registers();
-  pcie::WaitOptions options{.timeout = timeout, .all_ones_means_removed = true};
+  pcie::WaitOptions options{.timeout = timeout};
   options.stop_if = [this] { return controller_alive("wait for the controller"); };
-  auto waited = regs.poll<std::uint32_t>(nvme::kStatus, 0x1, ready ? 0x1 : 0x0, options);
+  auto waited = pcie::wait_until([this] { return read32(nvme::kStatus); },
+                                 [ready](std::uint32_t status) { return status != ~0u && (status & 1u) == (ready ? 1u : 0u); },
+                                 options);
   if (!waited) return std::unexpected(waited.error());
   if (!waited->matched) {
     return std::unexpected(controller_error("wait for the controller",
@@ -104,25 +147,76 @@ Result<void> NvmeDriver::wait_ready(bool ready, std::chrono::milliseconds timeou
 }
 
 Result<NvmeDriver::QueuePair> NvmeDriver::make_queue_pair(std::uint16_t id, std::uint16_t depth) {
-  // One buffer: the SQ (depth * 64 bytes), the CQ (depth * 16), then a PRP list page per
-  // SQ slot, each part starting on a page (queues must be page-aligned: 4.1.1).
-  const std::size_t sq_bytes = (std::size_t{depth} * sizeof(nvme::Command) + nvme::kPage - 1) / nvme::kPage * nvme::kPage;
-  const std::size_t cq_bytes = (std::size_t{depth} * sizeof(nvme::Completion) + nvme::kPage - 1) / nvme::kPage * nvme::kPage;
-  auto memory = allocator_->allocate(sq_bytes + cq_bytes + std::size_t{depth} * nvme::kPage,
-                                     {.prefer = pcie::DmaBacking::pages});
-  if (!memory) return std::unexpected(memory.error());
-  const pcie::MmioView regs = registers();
-  const std::uint64_t stride = 4ull << ((regs.read<std::uint64_t>(nvme::kCap) >> 32) & 0xf);  // CAP.DSTRD
-  auto sq_bell = pcie::Doorbell::in_array(regs, nvme::kDoorbells, 2ull * id, stride);
-  if (!sq_bell) return std::unexpected(sq_bell.error());
-  auto cq_bell = pcie::Doorbell::in_array(regs, nvme::kDoorbells, 2ull * id + 1, stride);
-  if (!cq_bell) return std::unexpected(cq_bell.error());
-  auto sq = pcie::SubmissionRing<nvme::Command>::create(memory->bytes().first(sq_bytes), depth, *sq_bell);
+  // Each queue page-aligned and physically contiguous (CAP.CQR; 4.1.1), in its own buffer;
+  // then a PRP list page per command identifier.
+  QueuePair queue;
+  queue.id = id;
+  auto sq = allocator_->allocate(std::size_t{depth} * sizeof(nvme::Command), {.prefer = pcie::DmaBacking::pages});
   if (!sq) return std::unexpected(sq.error());
-  auto cq = pcie::CompletionRing<nvme::Completion>::create(memory->bytes().subspan(sq_bytes, cq_bytes), depth,
-                                                           nvme::kPhaseTag, *cq_bell);
+  auto cq = allocator_->allocate(std::size_t{depth} * sizeof(nvme::Completion), {.prefer = pcie::DmaBacking::pages});
   if (!cq) return std::unexpected(cq.error());
-  return QueuePair{id, std::move(*memory), std::move(*sq), std::move(*cq), 0};
+  queue.sq_memory = std::move(*sq);
+  queue.cq_memory = std::move(*cq);
+  auto lists = allocate_pages(depth - 1u);
+  if (!lists) return std::unexpected(lists.error());
+  queue.prp_lists = std::move(*lists);
+  auto requests = pcie::RequestTracker<std::size_t>::create(depth - 1u);
+  if (!requests) return std::unexpected(requests.error());
+  queue.requests = std::move(*requests);
+  if (auto rings = reset_rings(queue); !rings) return std::unexpected(rings.error());
+  return queue;
+}
+
+// Fresh rings over the queue's memory (zeroed: phase 1 expected again) and no command
+// outstanding: at creation, and after a controller reset ended every command (3.7.2).
+Result<void> NvmeDriver::reset_rings(QueuePair& queue) {
+  const std::uint16_t depth = static_cast<std::uint16_t>(queue.prp_lists.pages + 1);
+  const std::uint64_t stride = 4ull << ((bar0_->read64_halves(nvme::kCap, pcie::HalfOrder::low_first).value_or(0) >> 32) & 0xf);
+  auto sq_bell = pcie::Doorbell::in_array(*bar0_, nvme::kDoorbells, 2ull * queue.id, stride);
+  if (!sq_bell) return std::unexpected(sq_bell.error());
+  auto cq_bell = pcie::Doorbell::in_array(*bar0_, nvme::kDoorbells, 2ull * queue.id + 1, stride);
+  if (!cq_bell) return std::unexpected(cq_bell.error());
+  auto sq = pcie::SubmissionRing<nvme::Command>::create(queue.sq_memory.bytes(), depth, *sq_bell);
+  if (!sq) return std::unexpected(sq.error());
+  auto cq = pcie::CompletionRing<nvme::Completion>::create(queue.cq_memory.bytes(), depth, nvme::kPhaseTag, *cq_bell);
+  if (!cq) return std::unexpected(cq.error());
+  queue.sq = std::move(*sq);
+  queue.cq = std::move(*cq);
+  queue.requests.clear();
+  return {};
+}
+
+// Reset (CC.EN 0, wait for CSTS.RDY 0), set the admin queue, enable (3.5.1).
+Result<void> NvmeDriver::enable_controller() {
+  write32(nvme::kConfiguration, 0);
+  if (auto idle = wait_ready(false, ready_timeout_); !idle) return idle;
+  if (auto rings = reset_rings(*admin_); !rings) return rings;
+  const std::uint32_t admin_entries = admin_->sq.depth() - 1;
+  write32(nvme::kAdminQueueAttributes, (admin_entries << 16) | admin_entries);
+  write64(nvme::kAdminSubmissionQueue, admin_->sq_memory.bus_address().value);
+  write64(nvme::kAdminCompletionQueue, admin_->cq_memory.bus_address().value);
+  // IOCQES 16 bytes (4), IOSQES 64 bytes (6), MPS 4 KiB (0), NVM command set, enable.
+  write32(nvme::kConfiguration, (4u << 20) | (6u << 16) | 1u);
+  if (auto ready = wait_ready(true, ready_timeout_); !ready) return ready;
+  enabled_ = true;
+  return {};
+}
+
+// The I/O queue pair: its CQ first, then the SQ that posts to it (5.4, 5.5).
+Result<void> NvmeDriver::create_io_queues() {
+  io_queues_ = 0;
+  if (auto rings = reset_rings(*io_); !rings) return rings;
+  const std::uint32_t size_and_id = (std::uint32_t{io_->sq.depth()} - 1) << 16 | 1u;
+  const std::uint32_t interrupt_flags = interrupts_ ? 0x2 : 0;  // IEN, vector 0
+  nvme::Command command{.opcode = nvme::kCreateIoCq, .prp1 = io_->cq_memory.bus_address().value,
+                        .cdw10 = size_and_id, .cdw11 = 0x1 | interrupt_flags};
+  if (auto done = execute(*admin_, command); !done) return std::unexpected(done.error());
+  io_queues_ = 1;
+  command = {.opcode = nvme::kCreateIoSq, .prp1 = io_->sq_memory.bus_address().value, .cdw10 = size_and_id,
+             .cdw11 = (1u << 16) | 0x1};
+  if (auto done = execute(*admin_, command); !done) return std::unexpected(done.error());
+  io_queues_ = 2;
+  return {};
 }
 
 Result<NvmeDriver> NvmeDriver::open(std::unique_ptr<pcie::Device> device, const NvmeOptions& options) {
@@ -131,128 +225,182 @@ Result<NvmeDriver> NvmeDriver::open(std::unique_ptr<pcie::Device> device, const 
   const std::string name = device->bdf().to_string();
   auto bar0 = device->open_bar(0);
   if (!bar0) return std::unexpected(bar0.error());
-  if ((*bar0)->mapped_base() == nullptr || (*bar0)->size() < 0x2000) {
-    return std::unexpected(make_error(Errc::not_supported, "open NVMe", name, "BAR0 is not mapped whole"));
+  if ((*bar0)->size() < 0x2000) {
+    return std::unexpected(make_error(Errc::not_supported, "open NVMe", name, "BAR0 is smaller than 8 KiB"));
   }
   driver.device_ = std::move(device);
   driver.bar0_ = std::move(*bar0);
+  // From here on, however open() ends, the destructor disables the controller (which ends
+  // its DMA) and turns bus mastering off before any queue memory is freed.
+  pcie::Region* regs = driver.bar0_.get();
+  driver.quiesce_ = pcie::Quiescer(*driver.device_, {
+      .stop = [regs] { return regs->write(pcie::Width::bits32, nvme::kConfiguration, 0); },
+      .idle = [regs]() -> Result<bool> {
+        auto status = regs->read(pcie::Width::bits32, nvme::kStatus);
+        if (!status) return std::unexpected(status.error());
+        return (*status & 1u) == 0 || *status == 0xffffffffu;  // RDY 0, or gone (no DMA either)
+      }});
   auto allocator = driver.device_->dma_allocator();
   if (!allocator) return std::unexpected(allocator.error());
   driver.allocator_.emplace(std::move(*allocator));
-  const pcie::MmioView regs = driver.registers();
-  const std::uint64_t cap = regs.read64_halves(nvme::kCap, pcie::HalfOrder::low_first);
+  const std::uint64_t cap = driver.bar0_->read64_halves(nvme::kCap, pcie::HalfOrder::low_first).value_or(~0ull);
   if (cap == ~0ull) return std::unexpected(make_error(Errc::device_removed, "open NVMe", name, "CAP reads all ones"));
   if (((cap >> 37) & 0x1) == 0) {
     return std::unexpected(make_error(Errc::not_supported, "open NVMe", name, "the NVM command set is not offered"));
   }
   // CAP.TO: the worst case for CSTS.RDY to change, in 500 ms units (3.1.4.1).
   driver.ready_timeout_ = std::chrono::milliseconds(500 * std::max<std::uint64_t>(1, (cap >> 24) & 0xff));
-  const std::uint16_t max_depth = static_cast<std::uint16_t>(std::min<std::uint64_t>((cap & 0xffff) + 1, 4096));
-
-  // Reset: CC.EN to 0 and wait for CSTS.RDY 0 before the admin queue is set (3.5.1).
-  regs.write<std::uint32_t>(nvme::kConfiguration, 0);
-  if (auto idle = driver.wait_ready(false, driver.ready_timeout_); !idle) return std::unexpected(idle.error());
-  if (auto enabled = driver.device_->enable_bus_master(); !enabled) return std::unexpected(enabled.error());
-  auto admin = driver.make_queue_pair(0, std::min(nvme::kAdminDepth, max_depth));
-  if (!admin) return std::unexpected(admin.error());
-  driver.admin_.emplace(std::move(*admin));
-  const std::uint32_t admin_entries = driver.admin_->sq.depth() - 1;
-  regs.write<std::uint32_t>(nvme::kAdminQueueAttributes, (admin_entries << 16) | admin_entries);
-  const std::uint64_t admin_base = driver.admin_->memory.bus_address().value;
-  const std::size_t sq_bytes = nvme::kPage * ((driver.admin_->sq.depth() * sizeof(nvme::Command) + nvme::kPage - 1) / nvme::kPage);
-  regs.write64_halves(nvme::kAdminSubmissionQueue, admin_base, pcie::HalfOrder::low_first);
-  regs.write64_halves(nvme::kAdminCompletionQueue, admin_base + sq_bytes, pcie::HalfOrder::low_first);
-  // IOCQES 16 bytes (4), IOSQES 64 bytes (6), MPS 4 KiB (0), NVM command set, enable.
-  regs.write<std::uint32_t>(nvme::kConfiguration, (4u << 20) | (6u << 16) | 1u);
-  if (auto ready = driver.wait_ready(true, driver.ready_timeout_); !ready) return std::unexpected(ready.error());
-  driver.enabled_ = true;
-  driver.identity_.version = regs.read<std::uint32_t>(nvme::kVersion);
-
-  // Identify controller (CNS 1) and namespace 1 (CNS 0) into the bounce buffer (5.17).
-  auto data = driver.allocator_->allocate(1024 * 1024, {.prefer = pcie::DmaBacking::pages});
-  if (!data) return std::unexpected(data.error());
-  driver.data_.emplace(std::move(*data));
-  const std::byte* identify = driver.data_->data();
-  nvme::Command command{.opcode = nvme::kIdentify, .prp1 = driver.data_->bus_address().value, .cdw10 = 1};
-  if (auto done = driver.execute(*driver.admin_, command); !done) return std::unexpected(done.error());
-  driver.data_->sync_for_cpu();
-  driver.identity_.serial = trimmed_ascii(identify + 4, 20);
-  driver.identity_.model = trimmed_ascii(identify + 24, 40);
-  driver.identity_.firmware = trimmed_ascii(identify + 64, 8);
-  const unsigned mdts = static_cast<unsigned>(identify[77]);  // in units of the minimum page size
-  const std::uint64_t min_page = 1ull << (12 + ((cap >> 48) & 0xf));
-  // One PRP list page (512 entries) and the bounce buffer bound every transfer as well.
-  driver.identity_.max_transfer_bytes = std::min<std::uint64_t>(
-      {mdts == 0 || mdts > 20 ? ~0ull : min_page << mdts, 511 * nvme::kPage, driver.data_->size()});
-  command = {.opcode = nvme::kIdentify, .namespace_id = 1, .prp1 = driver.data_->bus_address().value, .cdw10 = 0};
-  if (auto done = driver.execute(*driver.admin_, command); !done) return std::unexpected(done.error());
-  driver.data_->sync_for_cpu();
-  driver.identity_.namespace_blocks = little_endian_at<std::uint64_t>(identify, 0);
-  const unsigned format = static_cast<unsigned>(identify[26]) & 0xf;          // FLBAS
-  const unsigned data_size_shift = static_cast<unsigned>(identify[128 + 4 * format + 2]);  // LBAF.LBADS
-  if (driver.identity_.namespace_blocks == 0 || data_size_shift < 9 || data_size_shift > 16) {
-    return std::unexpected(make_error(Errc::not_supported, "open NVMe", name, "namespace 1 is inactive or malformed"));
-  }
-  driver.identity_.block_size = 1u << data_size_shift;
-  if (driver.identity_.max_transfer_bytes < driver.identity_.block_size) {
-    // A transfer must hold one block, or read/write would make no progress.
-    return std::unexpected(make_error(Errc::not_supported, "open NVMe", name,
-                                      "namespace 1's blocks (" + std::to_string(driver.identity_.block_size) +
-                                          " bytes) are larger than the largest transfer (" +
-                                          std::to_string(driver.identity_.max_transfer_bytes) + " bytes)"));
-  }
-
-  // The I/O queue pair: its CQ first, then the SQ that posts to it (5.4, 5.5).
-  const std::uint16_t depth = std::clamp<std::uint16_t>(options.io_queue_depth, 2, max_depth);
-  auto io = driver.make_queue_pair(1, depth);
-  if (!io) return std::unexpected(io.error());
-  driver.io_.emplace(std::move(*io));
-  std::uint32_t interrupt_flags = 0;
-  if (options.interrupts) {
-    for (pcie::IrqKind kind : {pcie::IrqKind::msix, pcie::IrqKind::msi}) {
-      auto vectors = driver.device_->vector_count(kind);
-      if (!vectors || *vectors == 0) continue;
-      auto enabled = driver.device_->enable_interrupts(kind, 1);
-      if (!enabled) return std::unexpected(enabled.error());
-      driver.interrupts_ = std::move(*enabled);
-      interrupt_flags = 0x2;  // IEN, vector 0
-      break;
-    }
-    if (!driver.interrupts_) {
-      return std::unexpected(make_error(Errc::not_supported, "open NVMe", name, "no MSI-X or MSI through this backend"));
-    }
-  }
-  const std::uint64_t io_base = driver.io_->memory.bus_address().value;
-  const std::size_t io_sq_bytes = nvme::kPage * ((depth * sizeof(nvme::Command) + nvme::kPage - 1) / nvme::kPage);
-  const std::uint32_t size_and_id = (std::uint32_t{depth} - 1) << 16 | 1u;
-  command = {.opcode = nvme::kCreateIoCq, .prp1 = io_base + io_sq_bytes, .cdw10 = size_and_id, .cdw11 = 0x1 | interrupt_flags};
-  if (auto done = driver.execute(*driver.admin_, command); !done) return std::unexpected(done.error());
-  driver.io_queues_ = 1;
-  command = {.opcode = nvme::kCreateIoSq, .prp1 = io_base, .cdw10 = size_and_id, .cdw11 = (1u << 16) | 0x1};
-  if (auto done = driver.execute(*driver.admin_, command); !done) return std::unexpected(done.error());
-  driver.io_queues_ = 2;
+  driver.max_depth_ = static_cast<std::uint16_t>(std::min<std::uint64_t>((cap & 0xffff) + 1, 4096));
+  if (driver.max_depth_ < 2) return std::unexpected(make_error(Errc::malformed, "open NVMe", name, "CAP.MQES is 0"));
+  if (auto started = driver.start(); !started) return std::unexpected(started.error());
   return driver;
 }
 
-Result<void> NvmeDriver::fill_prps(QueuePair& queue, nvme::Command& command, const pcie::DmaBuffer& data,
-                                   std::size_t offset, std::size_t length) {
-  std::uint64_t pages[512];
-  auto count = pcie::device_pages(data, offset, length, nvme::kPage, pages);
-  if (!count) return std::unexpected(count.error());
-  command.prp1 = pages[0];
-  if (*count == 2) command.prp2 = pages[1];
-  if (*count > 2) {
-    // PRP2 points at a list of the remaining entries: this slot's list page (4.1.1).
-    const std::size_t sq_bytes = nvme::kPage * ((queue.sq.depth() * sizeof(nvme::Command) + nvme::kPage - 1) / nvme::kPage);
-    const std::size_t cq_bytes = nvme::kPage * ((queue.sq.depth() * sizeof(nvme::Completion) + nvme::kPage - 1) / nvme::kPage);
-    const std::size_t list_offset = sq_bytes + cq_bytes + std::size_t{queue.sq.tail()} * nvme::kPage;
-    std::memcpy(queue.memory.data() + list_offset, pages + 1, (*count - 1) * sizeof(std::uint64_t));
-    command.prp2 = queue.memory.bus_address().value + list_offset;
+// Everything after CAP: admin queue, enable, identify, interrupts, the I/O queue pair.
+Result<void> NvmeDriver::start() {
+  auto admin = make_queue_pair(0, std::min(nvme::kAdminDepth, max_depth_));
+  if (!admin) return std::unexpected(admin.error());
+  admin_.emplace(std::move(*admin));
+  // Bus mastering only once the controller is disabled: the queues are new memory.
+  write32(nvme::kConfiguration, 0);
+  if (auto idle = wait_ready(false, ready_timeout_); !idle) return idle;
+  if (auto enabled = device_->enable_bus_master(); !enabled) return enabled;
+  if (auto enabled = enable_controller(); !enabled) return enabled;
+  identity_.version = read32(nvme::kVersion);
+  auto data = allocate_pages(256);  // 1 MiB: identify data, and read/write's bounce buffer
+  if (!data) return std::unexpected(data.error());
+  data_ = std::move(*data);
+  if (auto identified = identify(); !identified) return identified;
+  if (options_.interrupts) {
+    for (pcie::IrqKind kind : {pcie::IrqKind::msix, pcie::IrqKind::msi}) {
+      auto vectors = device_->vector_count(kind);
+      if (!vectors || *vectors == 0) continue;
+      auto enabled = device_->enable_interrupts(kind, 1);
+      if (!enabled) return std::unexpected(enabled.error());
+      interrupts_ = std::move(*enabled);
+      break;
+    }
+    if (!interrupts_) {
+      return std::unexpected(make_error(Errc::not_supported, "open NVMe", device_->bdf().to_string(),
+                                        "no MSI-X or MSI through this backend"));
+    }
+  }
+  return make_io_queues();
+}
+
+// The I/O queue pair at the depth asked for, or at 64 (one page per queue) where the
+// backend cannot give more than a page of contiguous memory (no IOMMU, no huge pages).
+Result<void> NvmeDriver::make_io_queues() {
+  const std::uint16_t depth = std::clamp<std::uint16_t>(options_.io_queue_depth, 2, max_depth_);
+  auto io = make_queue_pair(1, depth);
+  if (!io && io.error().code == Errc::not_supported && depth > 64) io = make_queue_pair(1, 64);
+  if (!io) return std::unexpected(io.error());
+  io_.emplace(std::move(*io));
+  return create_io_queues();
+}
+
+// Identify Controller (CNS 01h), the active namespace list (CNS 02h) and the first active
+// namespace (CNS 00h) into the data area (5.17). No namespace is not an error.
+Result<void> NvmeDriver::identify() {
+  const std::byte* data = data_.page(0);
+  const DataRange page{0, nvme::kPage};
+  if (auto done = execute(*admin_, {.opcode = nvme::kIdentify, .cdw10 = 1}, page); !done) {
+    return std::unexpected(done.error());
+  }
+  data_.buffers[0].sync_for_cpu();
+  identity_.serial = trimmed_ascii(data + 4, 20);
+  identity_.model = trimmed_ascii(data + 24, 40);
+  identity_.firmware = trimmed_ascii(data + 64, 8);
+  const unsigned mdts = static_cast<unsigned>(data[77]);  // in units of the minimum page size
+  const std::uint64_t cap = bar0_->read64_halves(nvme::kCap, pcie::HalfOrder::low_first).value_or(0);
+  const std::uint64_t min_page = 1ull << (12 + ((cap >> 48) & 0xf));
+  // One PRP list page (512 entries) and the data area bound every transfer as well.
+  identity_.max_transfer_bytes = std::min<std::uint64_t>(
+      {mdts == 0 || mdts > 20 ? ~0ull : min_page << mdts, 511 * nvme::kPage, data_.pages * nvme::kPage});
+  if (auto done = execute(*admin_, {.opcode = nvme::kIdentify, .namespace_id = 0, .cdw10 = 2}, page); !done) {
+    return std::unexpected(done.error());
+  }
+  data_.buffers[0].sync_for_cpu();
+  identity_.active_namespaces.clear();
+  for (std::size_t i = 0; i < nvme::kPage / 4; ++i) {
+    const auto id = little_endian_at<std::uint32_t>(data, 4 * i);
+    if (id == 0 || id >= 0xfffffff0u) break;  // the list ends at the first 0 (5.17.2.2)
+    identity_.active_namespaces.push_back(id);
+  }
+  if (identity_.active_namespaces.empty()) return {};
+  return identify_namespace(identity_.active_namespaces.front());
+}
+
+Result<void> NvmeDriver::identify_namespace(std::uint32_t namespace_id) {
+  const std::byte* data = data_.page(0);
+  nvme::Command command{.opcode = nvme::kIdentify, .namespace_id = namespace_id, .cdw10 = 0};
+  if (auto done = execute(*admin_, command, DataRange{0, nvme::kPage}); !done) return std::unexpected(done.error());
+  data_.buffers[0].sync_for_cpu();
+  const std::uint64_t blocks = little_endian_at<std::uint64_t>(data, 0);
+  const unsigned format = static_cast<unsigned>(data[26]) & 0xf;                     // FLBAS
+  const unsigned data_size_shift = static_cast<unsigned>(data[128 + 4 * format + 2]);  // LBAF.LBADS
+  const std::string name = device_->bdf().to_string();
+  if (blocks == 0 || data_size_shift < 9 || data_size_shift > 16) {
+    return std::unexpected(make_error(Errc::malformed, "identify NVMe namespace " + std::to_string(namespace_id), name,
+                                      "listed as active, but its size or LBA format is malformed"));
+  }
+  if (identity_.max_transfer_bytes < (1ull << data_size_shift)) {
+    // A transfer must hold one block, or read/write would make no progress.
+    return std::unexpected(make_error(Errc::not_supported, "open NVMe", name,
+                                      "namespace " + std::to_string(namespace_id) + "'s blocks (" +
+                                          std::to_string(1u << data_size_shift) +
+                                          " bytes) are larger than the largest transfer (" +
+                                          std::to_string(identity_.max_transfer_bytes) + " bytes)"));
+  }
+  identity_.namespace_id = namespace_id;
+  identity_.namespace_blocks = blocks;
+  identity_.block_size = 1u << data_size_shift;
+  return {};
+}
+
+Result<void> NvmeDriver::fill_prps(QueuePair& queue, std::uint32_t command_id, nvme::Command& command,
+                                   DataRange data) {
+  if (data.length == 0 || data.offset > data_.pages * nvme::kPage ||
+      data.length > data_.pages * nvme::kPage - data.offset) {
+    return std::unexpected(make_error(Errc::out_of_range, "describe NVMe transfer", device_->bdf().to_string(),
+                                      "outside the data area"));
+  }
+  // PRP1: the first byte (with its offset in its page); then every further page: in PRP2
+  // when there is exactly one more, else in a PRP list that PRP2 points to (4.1.1). The
+  // list page is the command identifier's own, so no other outstanding command shares it.
+  const std::size_t first = data.offset / nvme::kPage;
+  const std::size_t last = (data.offset + data.length - 1) / nvme::kPage;
+  command.prp1 = data_.bus(first) + data.offset % nvme::kPage;
+  command.prp2 = 0;
+  if (last == first + 1) command.prp2 = data_.bus(last);
+  if (last > first + 1) {
+    auto* list = reinterpret_cast<std::uint64_t*>(queue.prp_lists.page(command_id));
+    for (std::size_t page = first + 1; page <= last; ++page) list[page - first - 1] = data_.bus(page);
+    command.prp2 = queue.prp_lists.bus(command_id);
   }
   return {};
 }
 
-Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
+Result<std::uint32_t> NvmeDriver::submit(QueuePair& queue, nvme::Command command, std::optional<DataRange> data,
+                                         std::size_t slot_stride) {
+  if (queue.sq.free_slots() == 0) {
+    return std::unexpected(make_error(Errc::busy, "submit NVMe command", device_->bdf().to_string(), "queue full"));
+  }
+  auto id = queue.requests.start(0);
+  if (!id) return std::unexpected(id.error());
+  command.command_id = static_cast<std::uint16_t>(*id);
+  if (data) {
+    data->offset += std::size_t{*id} * slot_stride;  // the identifier's own slot of the data area
+    if (auto prps = fill_prps(queue, *id, command, *data); !prps) {
+      (void)queue.requests.finish(*id);  // never submitted: the identifier is free again
+      return std::unexpected(prps.error());
+    }
+  }
+  (void)queue.sq.push(command);  // cannot fail: a free slot was checked above
+  return *id;
+}
+
+Result<std::optional<nvme::Completion>> NvmeDriver::wait_completion(QueuePair& queue) {
   pcie::WaitOptions options{.timeout = options_.command_timeout, .spin = options_.poll_spin};
   // CSTS is read at most once a millisecond while polling: each read is an MMIO read (a
   // VM exit under virtualization) that would slow the device it waits for.
@@ -263,48 +411,91 @@ Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
     last_check = now;
     return controller_alive("wait for a completion");
   };
+  if (!interrupts_ || queue.id == 0) return queue.cq.wait(options);
+  // Interrupt-driven: look first (it may be there already), then sleep on the vector.
   std::optional<nvme::Completion> completion;
-  if (interrupts_ && queue.id != 0) {
-    // Interrupt-driven: look first (it may be there already), then sleep on the vector.
-    const auto deadline = std::chrono::steady_clock::now() + options_.command_timeout;
-    while (!(completion = queue.cq.peek())) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
-      auto fired = interrupts_->wait(0, left);
-      if (!fired) return std::unexpected(fired.error());
-      interrupts_seen_ += *fired;
-    }
-    // The completion may have been in before the look: take its interrupt too, so that the
-    // next wait does not return at once for it.
-    auto pending = interrupts_->consume(0);
-    if (!pending) return std::unexpected(pending.error());
-    interrupts_seen_ += *pending;
-  } else {
-    auto waited = queue.cq.wait(options);
-    if (!waited) return std::unexpected(waited.error());
-    completion = *waited;
+  const auto deadline = std::chrono::steady_clock::now() + options_.command_timeout;
+  while (!(completion = queue.cq.peek())) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    auto fired = interrupts_->wait(0, left);
+    if (!fired) return std::unexpected(fired.error());
+    interrupts_seen_ += *fired;
+    if (auto alive = controller_alive("wait for a completion"); !alive) return std::unexpected(alive.error());
   }
-  if (!completion) return std::unexpected(controller_error("wait for a completion", "no completion within the timeout"));
+  // The completion may have been in before the look: take its interrupt too, so that the
+  // next wait does not return at once for it.
+  auto pending = interrupts_->consume(0);
+  if (!pending) return std::unexpected(pending.error());
+  interrupts_seen_ += *pending;
+  return completion;
+}
+
+Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
+  auto waited = wait_completion(queue);
+  if (!waited) {
+    if (waited.error().code == Errc::device_removed) return std::unexpected(waited.error());
+    return std::unexpected(recover(waited.error()));
+  }
+  if (!*waited) return std::unexpected(recover(controller_error("wait for a completion", "no completion within the timeout")));
+  const nvme::Completion completion = **waited;
   queue.cq.pop();
   // One head doorbell (an MMIO write: a VM exit under virtualization) for all the
   // completions that are in: ring it once none is left. The CQ cannot fill meanwhile, as
   // no more commands than its depth - 1 are ever in flight.
   if (!queue.cq.peek()) queue.cq.ring();
-  if (auto consumed = queue.sq.consumed_up_to(completion->sq_head); !consumed) return std::unexpected(consumed.error());
-  return *completion;
+  // A completion for an identifier not outstanding, or an SQ head outside what was
+  // submitted, means the device and the driver disagree: nothing it says can be trusted.
+  if (auto finished = queue.requests.finish(completion.command_id); !finished) {
+    return std::unexpected(recover(finished.error()));
+  }
+  if (auto consumed = queue.sq.consumed_up_to(completion.sq_head); !consumed) {
+    return std::unexpected(recover(consumed.error()));
+  }
+  return completion;
 }
 
-Result<nvme::Completion> NvmeDriver::execute(QueuePair& queue, nvme::Command command) {
-  command.command_id = queue.next_command_id++;
-  if (auto pushed = queue.sq.push(command); !pushed) return std::unexpected(pushed.error());
+// A command timed out (or the controller said something impossible): it may still DMA
+// into its buffer, and its identifier and queue slot are still the controller's. A
+// controller reset (CC.EN 0 until CSTS.RDY 0) ends every command and all of its DMA
+// (3.7.2); then the queues are set up again. Returns `cause`, noting what was done.
+pcie::Error NvmeDriver::recover(pcie::Error cause) {
+  if (recovering_) return cause;  // a command of the recovery itself failed: recover() reports it
+  recovering_ = true;
+  ++controller_resets_;
+  Result<void> back = enable_controller();
+  if (back && io_queues_ > 0) back = create_io_queues();
+  recovering_ = false;
+  if (!back) {
+    failed_ = back.error();
+    cause.reason += "; resetting the controller failed too: " + back.error().reason;
+    cause.hint = "reopen the driver (or reset the device)";
+    return cause;
+  }
+  cause.reason += "; the controller was reset and its queues re-created";
+  return cause;
+}
+
+Result<void> NvmeDriver::usable(const char* operation) const {
+  if (failed_) {
+    return std::unexpected(make_error(failed_->code, operation, device_->bdf().to_string(),
+                                      "the controller could not be recovered: " + failed_->reason,
+                                      "reopen the driver (or reset the device)"));
+  }
+  if (shut_down_ || quiesce_.done()) {
+    return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(),
+                                      "the controller was shut down"));
+  }
+  return {};
+}
+
+Result<nvme::Completion> NvmeDriver::execute(QueuePair& queue, nvme::Command command, std::optional<DataRange> data) {
+  if (auto ok = usable("NVMe command"); !ok && !recovering_) return std::unexpected(ok.error());
+  auto id = submit(queue, command, data);
+  if (!id) return std::unexpected(id.error());
   queue.sq.ring();
   auto completion = reap(queue);
   if (!completion) return completion;
-  if (completion->command_id != command.command_id) {
-    return std::unexpected(controller_error("NVMe command", "completion for command " +
-                                                                std::to_string(completion->command_id) + ", not " +
-                                                                std::to_string(command.command_id)));
-  }
   if ((completion->status >> 1) != 0) {
     char opcode[48];
     std::snprintf(opcode, sizeof opcode, "NVMe %s opcode 0x%02x", queue.id == 0 ? "admin" : "I/O", command.opcode);
@@ -312,6 +503,16 @@ Result<nvme::Completion> NvmeDriver::execute(QueuePair& queue, nvme::Command com
                                       nvme::describe_status(completion->status)));
   }
   return completion;
+}
+
+Result<std::uint32_t> NvmeDriver::namespace_for(std::uint32_t namespace_id, const char* operation) const {
+  if (auto ok = usable(operation); !ok) return std::unexpected(ok.error());
+  if (identity_.block_size == 0) {
+    return std::unexpected(make_error(Errc::not_found, operation, device_->bdf().to_string(),
+                                      "the controller has no active namespace",
+                                      "create and attach one (nvme create-ns / attach-ns, or QEMU's nvme-ns)"));
+  }
+  return namespace_id == 0 ? identity_.namespace_id : namespace_id;
 }
 
 Result<void> NvmeDriver::transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, std::uint32_t namespace_id) {
@@ -324,51 +525,84 @@ Result<void> NvmeDriver::transfer(std::uint8_t opcode, std::uint64_t lba, std::s
     command.cdw10 = static_cast<std::uint32_t>(slba);
     command.cdw11 = static_cast<std::uint32_t>(slba >> 32);
     command.cdw12 = static_cast<std::uint32_t>(blocks - 1);  // NLB is 0-based
-    if (auto prps = fill_prps(*io_, command, *data_, done, blocks * block); !prps) return prps;
-    if (auto completed = execute(*io_, command); !completed) return std::unexpected(completed.error());
+    if (auto completed = execute(*io_, command, DataRange{done, blocks * block}); !completed) {
+      return std::unexpected(completed.error());
+    }
     done += blocks * block;
   }
   return {};
 }
 
+void NvmeDriver::copy_out(std::size_t offset, std::span<std::byte> into) const {
+  for (std::size_t done = 0; done < into.size();) {
+    const std::size_t at = offset + done;
+    const std::size_t chunk = std::min(into.size() - done, nvme::kPage - at % nvme::kPage);
+    std::memcpy(into.data() + done, data_.page(at / nvme::kPage) + at % nvme::kPage, chunk);
+    done += chunk;
+  }
+}
+
+void NvmeDriver::copy_in(std::size_t offset, std::span<const std::byte> from) {
+  for (std::size_t done = 0; done < from.size();) {
+    const std::size_t at = offset + done;
+    const std::size_t chunk = std::min(from.size() - done, nvme::kPage - at % nvme::kPage);
+    std::memcpy(data_.page(at / nvme::kPage) + at % nvme::kPage, from.data() + done, chunk);
+    done += chunk;
+  }
+}
+
 Result<std::vector<std::byte>> NvmeDriver::read(std::uint64_t lba, std::uint32_t blocks, std::uint32_t namespace_id) {
+  auto nsid = namespace_for(namespace_id, "NVMe read");
+  if (!nsid) return std::unexpected(nsid.error());
   const std::size_t bytes = std::size_t{blocks} * identity_.block_size;
-  if (blocks == 0 || bytes > data_->size()) {
+  const std::size_t area = data_.pages * nvme::kPage;
+  if (blocks == 0 || bytes > area) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe read", device_->bdf().to_string(),
                                       std::to_string(blocks) + " blocks: 1 to " +
-                                          std::to_string(data_->size() / identity_.block_size) + " per call"));
+                                          std::to_string(area / identity_.block_size) + " per call"));
   }
-  if (auto done = transfer(nvme::kRead, lba, bytes, namespace_id); !done) return std::unexpected(done.error());
-  data_->sync_for_cpu();
-  return std::vector<std::byte>(data_->data(), data_->data() + bytes);
+  if (auto done = transfer(nvme::kRead, lba, bytes, *nsid); !done) return std::unexpected(done.error());
+  for (const auto& buffer : data_.buffers) buffer.sync_for_cpu();
+  std::vector<std::byte> data(bytes);
+  copy_out(0, data);
+  return data;
 }
 
 Result<void> NvmeDriver::write(std::uint64_t lba, std::span<const std::byte> data, std::uint32_t namespace_id) {
-  if (data.empty() || data.size() % identity_.block_size != 0 || data.size() > data_->size()) {
+  auto nsid = namespace_for(namespace_id, "NVMe write");
+  if (!nsid) return std::unexpected(nsid.error());
+  const std::size_t area = data_.pages * nvme::kPage;
+  if (data.empty() || data.size() % identity_.block_size != 0 || data.size() > area) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe write", device_->bdf().to_string(),
                                       std::to_string(data.size()) + " bytes: whole blocks of " +
-                                          std::to_string(identity_.block_size) + ", at most " +
-                                          std::to_string(data_->size())));
+                                          std::to_string(identity_.block_size) + ", at most " + std::to_string(area)));
   }
-  std::memcpy(data_->data(), data.data(), data.size());
-  data_->sync_for_device();
-  return transfer(nvme::kWrite, lba, data.size(), namespace_id);
+  copy_in(0, data);
+  for (const auto& buffer : data_.buffers) buffer.sync_for_device();
+  return transfer(nvme::kWrite, lba, data.size(), *nsid);
 }
 
 Result<void> NvmeDriver::flush(std::uint32_t namespace_id) {
-  auto done = execute(*io_, {.opcode = nvme::kFlush, .namespace_id = namespace_id});
+  auto nsid = namespace_for(namespace_id, "NVMe flush");
+  if (!nsid) return std::unexpected(nsid.error());
+  auto done = execute(*io_, {.opcode = nvme::kFlush, .namespace_id = *nsid});
   if (!done) return std::unexpected(done.error());
   return {};
 }
 
 Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, unsigned count, std::uint64_t seed) {
+  auto nsid = namespace_for(0, "NVMe bench");
+  if (!nsid) return std::unexpected(nsid.error());
   // 4 KiB per read (or one block, where blocks are larger), at 4 KiB-aligned offsets: what
-  // fio's bs=4k reads through the kernel.
+  // fio's bs=4k reads through the kernel. Each command reads into the data area's slot of
+  // its own identifier, so no two outstanding commands share a buffer.
   const std::uint32_t block = std::max<std::uint32_t>(identity_.block_size, 4096);
   const std::uint32_t blocks_per_read = block / identity_.block_size;
-  const unsigned depth = std::clamp<unsigned>(queue_depth, 1, io_->sq.depth() - 1);
-  if (std::size_t{depth} * block > data_->size()) {
-    return std::unexpected(make_error(Errc::invalid_argument, "NVMe bench", device_->bdf().to_string(), "queue too deep"));
+  const unsigned depth = std::clamp<unsigned>(queue_depth, 1, io_->requests.capacity());
+  if (std::size_t{io_->requests.capacity()} * block > data_.pages * nvme::kPage ||
+      identity_.namespace_blocks < blocks_per_read) {
+    return std::unexpected(make_error(Errc::invalid_argument, "NVMe bench", device_->bdf().to_string(),
+                                      "queue too deep for the data area, or namespace too small"));
   }
   std::mt19937_64 random(seed);
   std::uniform_int_distribution<std::uint64_t> reads(0, identity_.namespace_blocks / blocks_per_read - 1);
@@ -376,17 +610,15 @@ Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, 
   unsigned completed = 0;
   const auto start = std::chrono::steady_clock::now();
   while (completed < count) {
-    // Keep `depth` commands in flight, each reading into its own block of the buffer.
     unsigned batch = 0;
     while (submitted < count && submitted - completed < depth) {
       const std::uint64_t lba = reads(random) * blocks_per_read;
-      nvme::Command command{.opcode = nvme::kRead, .namespace_id = 1};
-      command.command_id = static_cast<std::uint16_t>(submitted % depth);
+      nvme::Command command{.opcode = nvme::kRead, .namespace_id = *nsid};
       command.cdw10 = static_cast<std::uint32_t>(lba);
       command.cdw11 = static_cast<std::uint32_t>(lba >> 32);
       command.cdw12 = blocks_per_read - 1;
-      command.prp1 = data_->bus_address().value + std::uint64_t{command.command_id} * block;
-      if (auto pushed = io_->sq.push(command); !pushed) return std::unexpected(pushed.error());
+      auto id = submit(*io_, command, DataRange{0, block}, block);
+      if (!id) return std::unexpected(id.error());
       ++submitted;
       ++batch;
     }
@@ -403,18 +635,25 @@ Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, 
 }
 
 Result<void> NvmeDriver::shutdown() {
-  if (shut_down_ || !device_ || !enabled_) return {};
+  if (shut_down_ || !device_ || !enabled_ || failed_) return {};
   shut_down_ = true;
   // Delete the I/O queues that were made, then a normal shutdown: CC.SHN = 01b, wait for
   // CSTS.SHST = 10b.
+  recovering_ = true;  // no recovery from here: a failure ends in the quiesce below
   if (io_queues_ == 2) (void)execute(*admin_, {.opcode = nvme::kDeleteIoSq, .cdw10 = 1});
   if (io_queues_ >= 1) (void)execute(*admin_, {.opcode = nvme::kDeleteIoCq, .cdw10 = 1});
-  const pcie::MmioView regs = registers();
-  const std::uint32_t configuration = regs.read<std::uint32_t>(nvme::kConfiguration);
-  regs.write<std::uint32_t>(nvme::kConfiguration, (configuration & ~(3u << 14)) | (1u << 14));
-  auto done = regs.poll<std::uint32_t>(nvme::kStatus, 3u << 2, 2u << 2,
-                                       pcie::WaitOptions{.timeout = ready_timeout_, .all_ones_means_removed = true});
+  recovering_ = false;
+  const std::uint32_t configuration = read32(nvme::kConfiguration);
+  write32(nvme::kConfiguration, (configuration & ~(3u << 14)) | (1u << 14));
+  pcie::WaitOptions options{.timeout = ready_timeout_};
+  auto done = pcie::wait_until([this] { return read32(nvme::kStatus); },
+                               [](std::uint32_t status) { return status == ~0u || (status & (3u << 2)) == (2u << 2); },
+                               options);
   if (!done) return std::unexpected(done.error());
+  if (done->value == ~0u) {
+    return std::unexpected(make_error(Errc::device_removed, "shut down NVMe", device_->bdf().to_string(),
+                                      "CSTS reads all ones"));
+  }
   if (!done->matched) return std::unexpected(controller_error("shut down NVMe", "CSTS.SHST did not report complete"));
   return {};
 }
@@ -422,9 +661,9 @@ Result<void> NvmeDriver::shutdown() {
 NvmeDriver::~NvmeDriver() {
   if (!device_) return;  // moved from
   (void)shutdown();
-  // Whatever the controller did with the shutdown (or an open() that failed half way),
-  // it must not reach the queues and buffers freed next: no DMA without bus mastering.
-  (void)device_->enable_bus_master(false);
+  // Whatever the controller did with the shutdown (or an open() that failed half way), it
+  // must not reach the queues and buffers freed next: disabled, then no bus mastering.
+  (void)quiesce_.run();
 }
 
 }  // namespace examples

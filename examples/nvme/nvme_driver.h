@@ -1,9 +1,14 @@
 // A user-space NVMe driver on pcie's public API alone (no raw ioctl or mmap): the example of
 // a queue-based driver built from the kit in pcie/queue.h and pcie/wait.h. It resets and
 // enables the controller with waits bounded by CAP.TO, runs an admin queue, identifies the
-// controller and namespace 1, creates one I/O queue pair (completions polled, or signalled
-// by MSI-X/MSI), and reads, writes and flushes with PRP lists; device errors come back with
-// their NVMe status decoded. NVM Express Base Specification 2.0 section numbers are cited.
+// controller and its first active namespace, creates one I/O queue pair (completions
+// polled, or signalled by MSI-X/MSI), and reads, writes and flushes with PRP lists; device
+// errors come back with their NVMe status decoded. It keeps the protocol where QEMU would
+// forgive it: command identifiers unique while outstanding and checked on completion
+// (pcie/request_tracker.h), every page of a transfer described (PRP1, PRP2 or a PRP list
+// of the command's own), a timed-out command ended by a controller reset before anything
+// it used is reused, and on shutdown the controller disabled and bus mastering off before
+// its memory goes (pcie/quiesce.h). NVM Express Base Specification 2.0 sections are cited.
 //
 //   auto container = pcie::VfioContainer::open();
 //   auto device = container->open_device(bdf);                // bound to vfio-pci
@@ -22,6 +27,8 @@
 #include "pcie/device.h"
 #include "pcie/dma.h"
 #include "pcie/queue.h"
+#include "pcie/quiesce.h"
+#include "pcie/request_tracker.h"
 
 namespace examples {
 
@@ -71,8 +78,12 @@ std::string describe_status(std::uint16_t status);
 }  // namespace nvme
 
 struct NvmeOptions {
-  std::uint16_t io_queue_depth = 64;  // capped by CAP.MQES + 1
+  std::uint16_t io_queue_depth = 64;  // capped by CAP.MQES + 1 (and to 64 where queues must fit a page)
   bool interrupts = false;            // MSI-X (or MSI) for I/O completions instead of polling
+  // How long a command may take. Past it the command is still the controller's: the
+  // driver resets the controller (which ends every command and all its DMA: 3.7.2) and
+  // re-creates its queues before anything reuses the command's identifier, queue slot or
+  // buffer, and the call fails with io_error.
   std::chrono::milliseconds command_timeout{5000};
   // Polled completions: spin this long before sleeping between looks (pcie/wait.h). A
   // completion a polled driver waits for usually comes within it; sleeping first would add
@@ -84,84 +95,148 @@ struct NvmeIdentity {
   std::string model, serial, firmware;
   std::uint32_t version = 0;              // VS: 0x00010400 is 1.4
   std::uint64_t max_transfer_bytes = 0;   // from MDTS; the driver splits larger transfers
-  std::uint64_t namespace_blocks = 0;     // NSZE of namespace 1
+  // The active namespaces (Identify CNS 02h), and the first of them, identified: the one
+  // read/write/flush use when not told another. A controller without namespaces (QEMU's
+  // nvme without a drive) has none: namespace_id, namespace_blocks and block_size are 0.
+  std::vector<std::uint32_t> active_namespaces;
+  std::uint32_t namespace_id = 0;
+  std::uint64_t namespace_blocks = 0;     // its NSZE
   std::uint32_t block_size = 0;           // its LBA data size
 };
 
 class NvmeDriver {
  public:
-  // Takes `device` (any backend), maps BAR0, resets and enables the controller, identifies
-  // it and namespace 1, and creates the I/O queue pair. Errors: the backend's, io_error
-  // with the controller's status on a timeout or fatal status, and the decoded NVMe
-  // status of a failed admin command.
+  // Takes `device` (any backend: VFIO with or without an IOMMU, UIO; memory is taken a page
+  // at a time where the backend cannot give contiguous bus addresses), maps BAR0, resets and
+  // enables the controller, identifies it and its first active namespace (if any), and
+  // creates the I/O queue pair. Errors: the backend's, io_error with the controller's status
+  // on a timeout or fatal status, and the decoded NVMe status of a failed admin command.
   static pcie::Result<NvmeDriver> open(std::unique_ptr<pcie::Device> device, const NvmeOptions& options = {});
 
   const NvmeIdentity& identity() const { return identity_; }
   // Interrupts received for I/O completions (NvmeOptions::interrupts), for tests and stats.
   std::uint64_t interrupts_seen() const { return interrupts_seen_; }
+  // Controller resets the driver made to recover from a timed-out or stray completion.
+  std::uint64_t controller_resets() const { return controller_resets_; }
   // The I/O completion vectors (vector 0 is the I/O queue's), nullptr when polling: for
   // masking the vector or adding vectors (pcie/interrupts.h).
   pcie::Interrupts* interrupts() { return interrupts_.get(); }
 
-  // `blocks` blocks from `lba` of namespace `namespace_id` (1: the one identified).
-  // invalid_argument for data that is not whole blocks; io_error with the NVMe status
-  // decoded when the device refuses (an LBA out of range, an invalid namespace).
-  pcie::Result<std::vector<std::byte>> read(std::uint64_t lba, std::uint32_t blocks, std::uint32_t namespace_id = 1);
-  pcie::Result<void> write(std::uint64_t lba, std::span<const std::byte> data, std::uint32_t namespace_id = 1);
-  pcie::Result<void> flush(std::uint32_t namespace_id = 1);
+  // `blocks` blocks from `lba` of namespace `namespace_id` (0: the one identified, which
+  // must exist: not_found otherwise). invalid_argument for data that is not whole blocks;
+  // io_error with the NVMe status decoded when the device refuses (an LBA out of range, an
+  // invalid namespace); io_error after a timeout (the controller was reset: the next call
+  // works if it came back), malformed for a completion the driver never asked for (also
+  // followed by a reset).
+  pcie::Result<std::vector<std::byte>> read(std::uint64_t lba, std::uint32_t blocks, std::uint32_t namespace_id = 0);
+  pcie::Result<void> write(std::uint64_t lba, std::span<const std::byte> data, std::uint32_t namespace_id = 0);
+  pcie::Result<void> flush(std::uint32_t namespace_id = 0);
 
   // `count` random reads of 4 KiB (or one block, where blocks are larger) at 4 KiB-aligned
-  // offsets with `queue_depth` in flight, for nvme_bench. Returns the elapsed time.
+  // offsets of the identified namespace with `queue_depth` in flight, for nvme_bench; every
+  // command has its own identifier, buffer and PRP list while outstanding, and completions
+  // are matched to commands in whatever order they come. Returns the elapsed time; fails as
+  // read().
   pcie::Result<std::chrono::nanoseconds> random_reads(unsigned queue_depth, unsigned count, std::uint64_t seed);
 
   // Normal shutdown (CC.SHN, waits for CSTS.SHST complete; 3.6.1). Also done by the
-  // destructor when not called, which then also turns bus mastering off before the
-  // queues' memory is freed.
+  // destructor when not called, which then quiesces: the controller disabled (CC.EN 0
+  // ends all its DMA), bus mastering off, and only then the queues and buffers freed.
   pcie::Result<void> shutdown();
 
   NvmeDriver(NvmeDriver&&) noexcept = default;
-  NvmeDriver& operator=(NvmeDriver&&) noexcept = default;
+  // No move assignment: the driver being replaced would have to be shut down first, and
+  // that can fail; destroy it, then construct (std::optional::emplace).
+  NvmeDriver& operator=(NvmeDriver&&) = delete;
   ~NvmeDriver();
 
  private:
-  // A submission/completion queue pair and the PRP list page of each slot.
+  // DMA memory in 4 KiB pages: one buffer where the backend gives contiguous bus addresses
+  // for it, one buffer per page where it cannot (no IOMMU without huge pages).
+  struct PageSet {
+    std::vector<pcie::DmaBuffer> buffers;
+    std::size_t pages = 0;
+    std::byte* page(std::size_t index) const;
+    std::uint64_t bus(std::size_t index) const;
+  };
   struct QueuePair {
     std::uint16_t id = 0;
-    pcie::DmaBuffer memory;  // SQ, then CQ, then one PRP list page per SQ slot
+    pcie::DmaBuffer sq_memory;  // page-aligned and contiguous (CAP.CQR)
+    pcie::DmaBuffer cq_memory;
+    PageSet prp_lists;          // one PRP list page per command identifier
     pcie::SubmissionRing<nvme::Command> sq;
     pcie::CompletionRing<nvme::Completion> cq;
-    std::uint16_t next_command_id = 0;
+    // Command identifiers, unique while outstanding (4.2.1); the context is the first page
+    // of the data area the command transfers.
+    pcie::RequestTracker<std::size_t> requests;
+  };
+  // A command's data: `length` bytes from byte `offset` of the data area.
+  struct DataRange {
+    std::size_t offset = 0;
+    std::size_t length = 0;
   };
 
   NvmeDriver() = default;
-  pcie::MmioView registers() const;
+  std::uint32_t read32(std::uint64_t offset) const;
+  void write32(std::uint64_t offset, std::uint32_t value) const;
+  void write64(std::uint64_t offset, std::uint64_t value) const;
+  pcie::Result<PageSet> allocate_pages(std::size_t pages) const;
   pcie::Result<QueuePair> make_queue_pair(std::uint16_t id, std::uint16_t depth);
-  pcie::Result<void> fill_prps(QueuePair& queue, nvme::Command& command, const pcie::DmaBuffer& data,
-                               std::size_t offset, std::size_t length);
+  pcie::Result<void> reset_rings(QueuePair& queue);
+  pcie::Result<void> enable_controller();
+  pcie::Result<void> start();
+  pcie::Result<void> make_io_queues();
+  pcie::Result<void> create_io_queues();
+  pcie::Result<void> identify();
+  pcie::Result<void> identify_namespace(std::uint32_t namespace_id);
+  pcie::Result<void> fill_prps(QueuePair& queue, std::uint32_t command_id, nvme::Command& command, DataRange data);
+  // Takes an identifier for `command`, describes its data (if any: moved `slot_stride`
+  // bytes per identifier, for commands that each need their own buffer), and pushes it
+  // (not rung).
+  pcie::Result<std::uint32_t> submit(QueuePair& queue, nvme::Command command, std::optional<DataRange> data,
+                                     std::size_t slot_stride = 0);
   // Pushes, rings, and waits for that command's completion. io_error with the decoded
   // status when it failed.
-  pcie::Result<nvme::Completion> execute(QueuePair& queue, nvme::Command command);
+  pcie::Result<nvme::Completion> execute(QueuePair& queue, nvme::Command command,
+                                         std::optional<DataRange> data = std::nullopt);
+  // Waits for the next completion and matches it to its command (whose identifier is free
+  // again after). A timeout or a stray identifier resets the controller first.
   pcie::Result<nvme::Completion> reap(QueuePair& queue);
+  pcie::Result<std::optional<nvme::Completion>> wait_completion(QueuePair& queue);
+  pcie::Error recover(pcie::Error cause);
+  pcie::Result<void> usable(const char* operation) const;
+  pcie::Result<std::uint32_t> namespace_for(std::uint32_t namespace_id, const char* operation) const;
   pcie::Result<void> transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, std::uint32_t namespace_id);
   pcie::Result<void> wait_ready(bool ready, std::chrono::milliseconds timeout);
   // device_removed when CSTS reads all ones, io_error on CSTS.CFS (the controller failed).
   pcie::Result<void> controller_alive(const std::string& operation) const;
   pcie::Error controller_error(const std::string& operation, const std::string& reason) const;
+  // Between the data area and the caller's bytes, page by page (the area may be in pieces).
+  void copy_out(std::size_t offset, std::span<std::byte> into) const;
+  void copy_in(std::size_t offset, std::span<const std::byte> from);
 
+  // Declared in order of acquisition; destroyed in reverse, the Quiescer first.
   std::unique_ptr<pcie::Device> device_;
   std::unique_ptr<pcie::Region> bar0_;
   std::optional<pcie::DmaAllocator> allocator_;
   std::unique_ptr<pcie::Interrupts> interrupts_;
   std::optional<QueuePair> admin_;
   std::optional<QueuePair> io_;
-  std::optional<pcie::DmaBuffer> data_;  // the bounce buffer of read/write
+  PageSet data_;  // the data area of read/write/random_reads
   NvmeIdentity identity_;
   NvmeOptions options_;
   std::chrono::milliseconds ready_timeout_{500};
+  std::uint16_t max_depth_ = 2;
   std::uint64_t interrupts_seen_ = 0;
+  std::uint64_t controller_resets_ = 0;
   bool enabled_ = false;     // CSTS.RDY was seen 1: shutdown() has work to do
   unsigned io_queues_ = 0;   // 1: the I/O CQ exists, 2: and its SQ
   bool shut_down_ = false;
+  bool recovering_ = false;
+  std::optional<pcie::Error> failed_;  // recovery failed: every call returns this
+  // Last member, so destroyed first: disables the controller and turns bus mastering off
+  // before the queues, buffers and interrupts above are released (pcie/quiesce.h).
+  pcie::Quiescer quiesce_;
 };
 
 }  // namespace examples

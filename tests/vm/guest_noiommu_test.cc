@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "examples/edu/edu_driver.h"
+#include "examples/nvme/nvme_driver.h"
 #include "pcie/binding.h"
 #include "pcie/config_space.h"
 #include "pcie/device.h"
@@ -398,6 +399,36 @@ TEST(VfioNoiommu, RegionsAndGroupNode) {
   ASSERT_TRUE(bar0->mmio());
   EXPECT_EQ(bar0->mmio()->read<std::uint32_t>(edu::kIdentification), 0x010000edu);
   EXPECT_TRUE(container->iova_ranges().empty()) << "no IOMMU, no IOVA ranges";
+}
+
+// NVMe through VFIO no-IOMMU. This VM's nvme has no drive, so no namespace (as QEMU's
+// default nvme): identifying the controller must not need one. Without an IOMMU the
+// driver's memory is physical, and ordinary pages are rarely adjacent: it takes its data
+// area and PRP lists a page at a time (issue 22: the example failed to open here).
+TEST(VfioNoiommu, NvmeDriverIdentifiesAControllerWithoutNamespaces) {
+  // Our kernel's nvme driver has it: borrow it, and give it back for the DevMem tests.
+  const std::optional<std::string> owner = bound_driver({}, kNvme).value_or(std::nullopt);
+  ASSERT_TRUE(bind_driver({}, kNvme, "vfio-pci")) << "bind " << kNvme.to_string();
+  {
+    auto container = VfioContainer::open_without_iommu(kAccepted);
+    ASSERT_TRUE(container) << container.error().message();
+    auto device = container->open_device(kNvme);
+    ASSERT_TRUE(device) << device.error().message();
+    auto nvme = examples::NvmeDriver::open(std::make_unique<VfioDevice>(std::move(*device)));
+    ASSERT_TRUE(nvme) << nvme.error().message();
+    EXPECT_TRUE(nvme->identity().active_namespaces.empty());
+    EXPECT_EQ(nvme->identity().namespace_id, 0u);
+    EXPECT_EQ(nvme->identity().model, "QEMU NVMe Ctrl");
+    EXPECT_GT(nvme->identity().max_transfer_bytes, 4096u);
+    auto read = nvme->read(0, 1);
+    ASSERT_FALSE(read);
+    EXPECT_EQ(read.error().code, Errc::not_found) << read.error().message();
+    EXPECT_TRUE(nvme->shutdown());
+  }
+  EXPECT_TRUE(unbind_driver({}, kNvme));
+  if (owner) {
+    EXPECT_TRUE(bind_driver({}, kNvme, *owner)) << "give " << kNvme.to_string() << " back to " << *owner;
+  }
 }
 
 // The BAR's physical address from the kernel's resource tree.

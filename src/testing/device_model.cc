@@ -19,6 +19,8 @@ struct DeviceModel::State {
   DeviceModelOptions options;
   mutable std::mutex mutex;
   std::array<std::unique_ptr<RegisterModel>, 6> bars;
+  std::array<WidthSet, 6> bar_widths{WidthSet::all(), WidthSet::all(), WidthSet::all(),
+                                     WidthSet::all(), WidthSet::all(), WidthSet::all()};
   bool bus_master = false;
   // Per kind, the enabled vectors; their eventfds are owned by the FakeInterrupts object,
   // which unregisters them (under the lock) before closing them.
@@ -38,6 +40,8 @@ struct DeviceModel::State {
   std::vector<DmaMapping> dma;
   std::uint64_t next_bus = 0;
   std::uint64_t dma_faults = 0;
+  std::uint64_t dma_without_bus_master = 0;
+  DeviceModel::UnmapHook unmap_hook;  // called unlocked (copied out under the lock)
 
   std::string name() const { return options.bdf.to_string() + " (fake)"; }
 
@@ -176,15 +180,24 @@ class FakeDmaBackend final : public DmaBackend {
   }
   bool retry_with_other_memory(const Error&) const override { return false; }
   Result<void> unmap(BusAddress address, const Mapping& memory) override {
-    const std::lock_guard lock(state_->mutex);
-    for (auto it = state_->dma.begin(); it != state_->dma.end(); ++it) {
-      if (it->bus == address.value && it->host == memory.data()) {
-        state_->dma.erase(it);
-        return {};
+    DeviceModel::UnmapHook hook;
+    std::uint64_t size = 0;
+    {
+      const std::lock_guard lock(state_->mutex);
+      auto it = std::find_if(state_->dma.begin(), state_->dma.end(), [&](const State::DmaMapping& mapping) {
+        return mapping.bus == address.value && mapping.host == memory.data();
+      });
+      if (it == state_->dma.end()) {
+        return std::unexpected(make_error(Errc::not_found, "unmap DMA", state_->name(),
+                                          fmt::format("nothing mapped at bus address 0x{:x}", address.value)));
       }
+      size = it->size;
+      state_->dma.erase(it);
+      hook = state_->unmap_hook;
     }
-    return std::unexpected(make_error(Errc::not_found, "unmap DMA", state_->name(),
-                                      fmt::format("nothing mapped at bus address 0x{:x}", address.value)));
+    // Unlocked: the hook may call back into the model (a device model's own checks).
+    if (hook) hook(address.value, size);
+    return {};
   }
   std::uint64_t mapped_bytes() const override {
     const std::lock_guard lock(state_->mutex);
@@ -229,7 +242,8 @@ class DeviceModelView final : public Device {
       return std::unexpected(make_error(Errc::not_found, "open BAR", fmt::format("{} BAR{}", state_->name(), bar),
                                         "the fake device has no such BAR (DeviceModel::add_bar)"));
     }
-    return std::unique_ptr<Region>(std::make_unique<FakeBar>(state_->bars[bar]->open_region(), state_));
+    return std::unique_ptr<Region>(
+        std::make_unique<FakeBar>(state_->bars[bar]->open_region(true, state_->bar_widths[bar]), state_));
   }
   Result<void> enable_bus_master(bool enable) const override {
     const std::lock_guard lock(state_->mutex);
@@ -283,11 +297,15 @@ DeviceModel::DeviceModel(const DeviceModelOptions& options) : state_(std::make_s
   state_->next_bus = options.first_bus_address;
 }
 
-RegisterModel& DeviceModel::add_bar(unsigned bar, std::uint64_t size) {
+RegisterModel& DeviceModel::add_bar(unsigned bar, std::uint64_t size) { return add_bar(bar, size, WidthSet::all()); }
+
+RegisterModel& DeviceModel::add_bar(unsigned bar, std::uint64_t size, WidthSet widths) {
   const std::lock_guard lock(state_->mutex);
-  auto& slot = state_->bars[std::min(bar, 5u)];
+  const unsigned index = std::min(bar, 5u);
+  auto& slot = state_->bars[index];
   if (slot) return *slot;
   slot = std::make_unique<RegisterModel>(size, fmt::format("{} BAR{}", state_->options.bdf.to_string(), bar));
+  state_->bar_widths[index] = widths;
   return *slot;
 }
 
@@ -314,6 +332,7 @@ namespace {
 Result<std::byte*> reach(State& state, std::uint64_t bus_address, std::size_t length, bool writes) {
   const char* operation = writes ? "DMA write" : "DMA read";
   if (!state.bus_master) {
+    ++state.dma_without_bus_master;
     return std::unexpected(make_error(Errc::permission_denied, operation, state.name(), "Bus Master Enable is off"));
   }
   const State::DmaMapping* mapping = find_mapping(state, bus_address, length, writes);
@@ -354,6 +373,16 @@ bool DeviceModel::bus_master() const {
 std::uint64_t DeviceModel::dma_faults() const {
   const std::lock_guard lock(state_->mutex);
   return state_->dma_faults;
+}
+
+std::uint64_t DeviceModel::dma_without_bus_master() const {
+  const std::lock_guard lock(state_->mutex);
+  return state_->dma_without_bus_master;
+}
+
+void DeviceModel::on_unmap(UnmapHook hook) {
+  const std::lock_guard lock(state_->mutex);
+  state_->unmap_hook = std::move(hook);
 }
 
 std::uint64_t DeviceModel::dma_mapped_bytes() const {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -40,6 +41,9 @@ class DeviceModel {
   // BAR `bar` (0-5; larger is BAR5) of `size` bytes; a BAR added before is returned as it
   // is (regions over it stay valid). Opening a BAR that was not added is not_found.
   RegisterModel& add_bar(unsigned bar, std::uint64_t size);
+  // The same, with the driver's Regions over it accepting only `widths` (a device whose
+  // registers take 32- and 64-bit accesses only); a BAR added before keeps its widths.
+  RegisterModel& add_bar(unsigned bar, std::uint64_t size, WidthSet widths);
 
   // A Device over this fake, for the driver to own. backend_name() is "fake".
   std::unique_ptr<Device> open() const;
@@ -58,9 +62,21 @@ class DeviceModel {
 
   bool bus_master() const;
   std::uint64_t dma_faults() const;
+  // DMA refused because Bus Master Enable was off (not counted in dma_faults()): a device
+  // model that tries it after the driver let go of the device shows a driver that did not
+  // stop its device first.
+  std::uint64_t dma_without_bus_master() const;
   // Bytes the driver has mapped for DMA now, and whether an interrupt kind is enabled.
   std::uint64_t dma_mapped_bytes() const;
   bool interrupts_enabled(IrqKind kind) const;
+
+  // Called when the driver unmaps a DMA buffer, with its bus address and size: after the
+  // device lost access to it and before its memory is freed, in the driver's thread and
+  // with the model unlocked (the hook may call any of the functions above). A device model
+  // uses it to flag memory taken away while the device may still use it. One hook: a
+  // later call replaces it, an empty function removes it.
+  using UnmapHook = std::function<void(std::uint64_t bus_address, std::uint64_t size)>;
+  void on_unmap(UnmapHook hook);
 
   struct State;  // shared with the Device objects open() hands out
 

@@ -91,6 +91,15 @@ pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device, co
   if (auto idle = quiesce(regs, std::chrono::seconds(5)); !idle) return std::unexpected(idle.error());
   // DMA and MSI are both memory writes by the device: nothing happens without bus mastering.
   if (auto enabled = device->enable_bus_master(); !enabled) return std::unexpected(enabled.error());
+  // Until the driver (and its Quiescer) exists, a failure below turns bus mastering off again.
+  bool opened = false;
+  struct BusMasterOffUnlessOpened {
+    const pcie::Device* device;
+    const bool* opened;
+    ~BusMasterOffUnlessOpened() {
+      if (!*opened) (void)device->enable_bus_master(false);
+    }
+  } bus_master_guard{device.get(), &opened};
   // MSI where the backend offers it, else INTx (uio_pci_generic has nothing else).
   auto msi_vectors = device->vector_count(pcie::IrqKind::msi);
   if (!msi_vectors) return std::unexpected(msi_vectors.error());
@@ -110,6 +119,7 @@ pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device, co
   auto buffer = allocator->allocate(edu::kInternalBufferSize,
                                     {.dma_limit = pcie::dma_mask_limit(options.dma_mask_bits), .prefer = pcie::DmaBacking::pages});
   if (!buffer) return std::unexpected(buffer.error());
+  opened = true;
   return EduDriver(std::move(device), std::move(*bar0), std::move(*irq), std::move(request), std::move(*buffer));
 }
 
@@ -161,7 +171,7 @@ pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseco
   std::vector<pcie::InterruptVector> vectors = {{irq_.get(), 0}};
   if (request_) vectors.push_back({request_.get(), 0});
   auto fired = pcie::wait_any(vectors, timeout);
-  if (!fired) return std::unexpected(fired.error());
+  if (!fired) return std::unexpected(stop_after(fired.error()));  // the device may still be working
   if (!*fired) {
     // The device may still be working on it, into this driver's buffer: stop it first.
     return std::unexpected(
@@ -182,8 +192,9 @@ pcie::Result<void> EduDriver::wait_for(std::uint32_t irq, std::chrono::milliseco
   // that the device has lowered it, let it fire again. Nothing to do for MSI.
   if (auto rearmed = irq_->rearm(0); !rearmed) return rearmed;
   if (!(status & irq)) {
-    return std::unexpected(make_error(Errc::io_error, "wait for edu", device_->bdf().to_string(),
-                                      "unexpected interrupt status " + std::to_string(status)));
+    // What was waited for may still be running: stop the device before reporting.
+    return std::unexpected(stop_after(make_error(Errc::io_error, "wait for edu", device_->bdf().to_string(),
+                                                 "unexpected interrupt status " + std::to_string(status))));
   }
   return {};
 }

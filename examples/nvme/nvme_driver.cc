@@ -250,6 +250,7 @@ Result<NvmeDriver> NvmeDriver::open(std::unique_ptr<pcie::Device> device, const 
   }
   // CAP.TO: the worst case for CSTS.RDY to change, in 500 ms units (3.1.4.1).
   driver.ready_timeout_ = std::chrono::milliseconds(500 * std::max<std::uint64_t>(1, (cap >> 24) & 0xff));
+  driver.quiesce_.set_wait_timeout(driver.ready_timeout_);  // RDY may take up to CAP.TO to clear
   driver.max_depth_ = static_cast<std::uint16_t>(std::min<std::uint64_t>((cap & 0xffff) + 1, 4096));
   if (driver.max_depth_ < 2) return std::unexpected(make_error(Errc::malformed, "open NVMe", name, "CAP.MQES is 0"));
   if (auto started = driver.start(); !started) return std::unexpected(started.error());
@@ -376,6 +377,8 @@ Result<void> NvmeDriver::fill_prps(QueuePair& queue, std::uint32_t command_id, n
   if (last > first + 1) {
     auto* list = reinterpret_cast<std::uint64_t*>(queue.prp_lists.page(command_id));
     for (std::size_t page = first + 1; page <= last; ++page) list[page - first - 1] = data_.bus(page);
+    const auto& holder = queue.prp_lists.buffers[queue.prp_lists.buffers.size() == 1 ? 0 : command_id];
+    holder.sync_for_device();
     command.prp2 = queue.prp_lists.bus(command_id);
   }
   return {};
@@ -434,7 +437,12 @@ Result<std::optional<nvme::Completion>> NvmeDriver::wait_completion(QueuePair& q
 Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
   auto waited = wait_completion(queue);
   if (!waited) {
-    if (waited.error().code == Errc::device_removed) return std::unexpected(waited.error());
+    if (waited.error().code == Errc::device_removed) {
+      // Gone (or stuck in reset): nothing outstanding can complete; take no new work.
+      failed_ = waited.error();
+      (void)quiesce_.run();
+      return std::unexpected(waited.error());
+    }
     return std::unexpected(recover(waited.error()));
   }
   if (!*waited) return std::unexpected(recover(controller_error("wait for a completion", "no completion within the timeout")));
@@ -449,8 +457,15 @@ Result<nvme::Completion> NvmeDriver::reap(QueuePair& queue) {
   if (auto finished = queue.requests.finish(completion.command_id); !finished) {
     return std::unexpected(recover(finished.error()));
   }
-  if (auto consumed = queue.sq.consumed_up_to(completion.sq_head); !consumed) {
-    return std::unexpected(recover(consumed.error()));
+  // SQHD is the head when the entry was made (4.2.2): an older one than the driver has seen
+  // is stale, not wrong; only a head outside what was ever submitted is.
+  const std::uint32_t depth = queue.sq.depth();
+  const std::uint32_t behind = (queue.sq.head() + depth - completion.sq_head % depth) % depth;
+  const bool stale = completion.sq_head < depth && behind != 0 && behind <= depth - 1 - queue.sq.in_flight();
+  if (!stale) {
+    if (auto consumed = queue.sq.consumed_up_to(completion.sq_head); !consumed) {
+      return std::unexpected(recover(consumed.error()));
+    }
   }
   return completion;
 }
@@ -468,6 +483,7 @@ pcie::Error NvmeDriver::recover(pcie::Error cause) {
   recovering_ = false;
   if (!back) {
     failed_ = back.error();
+    (void)quiesce_.run();  // the timed-out command may still be live: no DMA from here on
     cause.reason += "; resetting the controller failed too: " + back.error().reason;
     cause.hint = "reopen the driver (or reset the device)";
     return cause;
@@ -496,6 +512,13 @@ Result<nvme::Completion> NvmeDriver::execute(QueuePair& queue, nvme::Command com
   queue.sq.ring();
   auto completion = reap(queue);
   if (!completion) return completion;
+  if (completion->command_id != *id) {
+    // One command at a time here: another identifier means one left over from a failed
+    // batch or the device confused; its buffer may still be in use. Reset.
+    return std::unexpected(recover(make_error(Errc::malformed, "NVMe command", device_->bdf().to_string(),
+                                              "completion for command " + std::to_string(completion->command_id) +
+                                                  ", not " + std::to_string(*id))));
+  }
   if ((completion->status >> 1) != 0) {
     char opcode[48];
     std::snprintf(opcode, sizeof opcode, "NVMe %s opcode 0x%02x", queue.id == 0 ? "admin" : "I/O", command.opcode);
@@ -618,16 +641,17 @@ Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, 
       command.cdw11 = static_cast<std::uint32_t>(lba >> 32);
       command.cdw12 = blocks_per_read - 1;
       auto id = submit(*io_, command, DataRange{0, block}, block);
-      if (!id) return std::unexpected(id.error());
+      if (!id) return std::unexpected(io_->requests.outstanding() > 0 ? recover(id.error()) : id.error());
       ++submitted;
       ++batch;
     }
     if (batch > 0) io_->sq.ring();
     auto completion = reap(*io_);
-    if (!completion) return std::unexpected(completion.error());
+    if (!completion) return std::unexpected(completion.error());  // reap reset the controller
     if ((completion->status >> 1) != 0) {
-      return std::unexpected(make_error(Errc::io_error, "NVMe bench read", device_->bdf().to_string(),
-                                        nvme::describe_status(completion->status)));
+      // The other reads are still the controller's, into the data area: end them first.
+      return std::unexpected(recover(make_error(Errc::io_error, "NVMe bench read", device_->bdf().to_string(),
+                                                nvme::describe_status(completion->status))));
     }
     ++completed;
   }
@@ -635,7 +659,8 @@ Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, 
 }
 
 Result<void> NvmeDriver::shutdown() {
-  if (shut_down_ || !device_ || !enabled_ || failed_) return {};
+  if (failed_) return std::unexpected(*failed_);
+  if (shut_down_ || !device_ || !enabled_) return {};
   shut_down_ = true;
   // Delete the I/O queues that were made, then a normal shutdown: CC.SHN = 01b, wait for
   // CSTS.SHST = 10b.

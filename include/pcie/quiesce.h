@@ -81,6 +81,8 @@ class Quiescer {
   // longer DMA, so a driver refuses new work once it is true.
   bool done() const { return result_.has_value(); }
   bool valid() const { return device_ != nullptr; }
+  // Changes how long the drain may wait, once the device's own limit is known (NVMe CAP.TO).
+  void set_wait_timeout(std::chrono::nanoseconds timeout) { steps_.wait.timeout = timeout; }
 
  private:
   const Device* device_ = nullptr;

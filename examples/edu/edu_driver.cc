@@ -105,14 +105,8 @@ pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device, co
   if (!msi_vectors) return std::unexpected(msi_vectors.error());
   auto irq = device->enable_interrupts(*msi_vectors > 0 ? pcie::IrqKind::msi : pcie::IrqKind::intx, 1);
   if (!irq) return std::unexpected(irq.error());
-  std::unique_ptr<pcie::Interrupts> request;
-  auto request_vectors = device->vector_count(pcie::IrqKind::request);
-  if (!request_vectors) return std::unexpected(request_vectors.error());
-  if (*request_vectors > 0) {
-    auto enabled = device->enable_interrupts(pcie::IrqKind::request, 1);
-    if (!enabled) return std::unexpected(enabled.error());
-    request = std::move(*enabled);
-  }
+  auto request = enable_request_irq(*device);
+  if (!request) return std::unexpected(request.error());
   auto allocator = device->dma_allocator();
   if (!allocator) return std::unexpected(allocator.error());
   // edu truncates bus addresses to its DMA mask: the buffer must lie below it.
@@ -120,7 +114,15 @@ pcie::Result<EduDriver> EduDriver::open(std::unique_ptr<pcie::Device> device, co
                                     {.dma_limit = pcie::dma_mask_limit(options.dma_mask_bits), .prefer = pcie::DmaBacking::pages});
   if (!buffer) return std::unexpected(buffer.error());
   opened = true;
-  return EduDriver(std::move(device), std::move(*bar0), std::move(*irq), std::move(request), std::move(*buffer));
+  return EduDriver(std::move(device), std::move(*bar0), std::move(*irq), std::move(*request), std::move(*buffer));
+}
+
+// The kernel's "give the device back" (VFIO's request IRQ); nullptr where the backend has none.
+pcie::Result<std::unique_ptr<pcie::Interrupts>> EduDriver::enable_request_irq(const pcie::Device& device) {
+  auto vectors = device.vector_count(pcie::IrqKind::request);
+  if (!vectors) return std::unexpected(vectors.error());
+  if (*vectors == 0) return std::unique_ptr<pcie::Interrupts>();
+  return device.enable_interrupts(pcie::IrqKind::request, 1);
 }
 
 pcie::Result<void> EduDriver::quiesce(const pcie::Region& registers, std::chrono::milliseconds timeout) {

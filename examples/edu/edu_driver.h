@@ -113,6 +113,7 @@ class EduDriver {
  private:
   EduDriver(std::unique_ptr<pcie::Device> device, std::unique_ptr<pcie::Region> bar0, std::unique_ptr<pcie::Interrupts> irq,
             std::unique_ptr<pcie::Interrupts> request, pcie::DmaBuffer buffer);
+  static pcie::Result<std::unique_ptr<pcie::Interrupts>> enable_request_irq(const pcie::Device& device);
   // The steps of letting edu go (pcie/quiesce.h), over its registers.
   static pcie::QuiesceSteps quiesce_steps(pcie::Region& registers);
   // The device may still be working (a timeout): quiesce it, and refuse every later call.

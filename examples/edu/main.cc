@@ -13,30 +13,14 @@
 #include <memory>
 #include <string_view>
 
+#include "examples/common/open_device.h"
 #include "examples/edu/edu_driver.h"
-#include "pcie/uio.h"
 
 namespace {
 
 int fail(const pcie::Error& error) {
   std::fprintf(stderr, "edu-driver: %s\n", error.message().c_str());
   return 1;
-}
-
-pcie::Result<std::unique_ptr<pcie::Device>> open_device(std::string_view backend, const pcie::Bdf& bdf) {
-  constexpr auto accepted = pcie::DeviceMayReachAllMemory::acknowledged;
-  if (backend == "uio") {
-    auto device = pcie::UioDevice::open(bdf, {.dma = accepted});
-    if (!device) return std::unexpected(device.error());
-    return std::make_unique<pcie::UioDevice>(std::move(*device));
-  }
-  auto container = backend == "vfio-noiommu" ? pcie::VfioContainer::open_without_iommu(accepted)
-                                             : pcie::VfioContainer::open();
-  if (!container) return std::unexpected(container.error());
-  // The device keeps its container open: the container object may go.
-  auto device = container->open_device(bdf);
-  if (!device) return std::unexpected(device.error());
-  return std::make_unique<pcie::VfioDevice>(std::move(*device));
 }
 
 }  // namespace
@@ -60,14 +44,14 @@ int main(int argc, char** argv) {
     }
     next += 2;
   }
-  if (usage_error || argc != next + 1 || (backend != "vfio" && backend != "vfio-noiommu" && backend != "uio")) {
+  if (usage_error || argc != next + 1 || !examples::known_backend(backend)) {
     std::fprintf(stderr,
                  "usage: edu-driver [--backend vfio|vfio-noiommu|uio] [--dma-mask 12..64] BDF   (a QEMU edu device)\n");
     return 2;
   }
   auto bdf = pcie::Bdf::parse(argv[next]);
   if (!bdf) return std::fprintf(stderr, "edu-driver: %s\n", bdf.error().message().c_str()), 2;
-  auto device = open_device(backend, *bdf);
+  auto device = examples::open_device(backend, *bdf);
   if (!device) return fail(device.error());
   auto edu = examples::EduDriver::open(std::move(*device), options);
   if (!edu) return fail(edu.error());

@@ -83,34 +83,9 @@ void NvmeDriver::write64(std::uint64_t offset, std::uint64_t value) const {
   (void)bar0_->write64_halves(offset, value, pcie::HalfOrder::low_first);
 }
 
-std::byte* NvmeDriver::PageSet::page(std::size_t index) const {
-  if (buffers.size() == 1) return buffers[0].data() + index * nvme::kPage;
-  return buffers[index].data();
-}
-
-std::uint64_t NvmeDriver::PageSet::bus(std::size_t index) const {
-  if (buffers.size() == 1) return buffers[0].bus_address().value + index * nvme::kPage;
-  return buffers[index].bus_address().value;
-}
-
-Result<NvmeDriver::PageSet> NvmeDriver::allocate_pages(std::size_t pages) const {
-  PageSet set;
-  set.pages = pages;
-  auto whole = allocator_->allocate(pages * nvme::kPage, {.prefer = pcie::DmaBacking::pages});
-  if (whole) {
-    set.buffers.push_back(std::move(*whole));
-    return set;
-  }
-  // Without an IOMMU, bus addresses are physical and ordinary pages are rarely adjacent:
-  // the allocator refuses more than a page (not_supported). NVMe needs no contiguity
-  // beyond a page for data and PRP lists, so take them a page at a time.
-  if (whole.error().code != Errc::not_supported || pages == 1) return std::unexpected(whole.error());
-  for (std::size_t i = 0; i < pages; ++i) {
-    auto page = allocator_->allocate(nvme::kPage, {.prefer = pcie::DmaBacking::pages});
-    if (!page) return std::unexpected(page.error());
-    set.buffers.push_back(std::move(*page));
-  }
-  return set;
+Result<pcie::DmaPages> NvmeDriver::allocate_pages(std::size_t pages) const {
+  // NVMe needs no contiguity beyond a memory page for data and PRP lists (4.1.1).
+  return pcie::DmaPages::allocate(*allocator_, pages, nvme::kPage);
 }
 
 pcie::Error NvmeDriver::controller_error(const std::string& operation, const std::string& reason) const {
@@ -170,7 +145,7 @@ Result<NvmeDriver::QueuePair> NvmeDriver::make_queue_pair(std::uint16_t id, std:
 // Fresh rings over the queue's memory (zeroed: phase 1 expected again) and no command
 // outstanding: at creation, and after a controller reset ended every command (3.7.2).
 Result<void> NvmeDriver::reset_rings(QueuePair& queue) {
-  const std::uint16_t depth = static_cast<std::uint16_t>(queue.prp_lists.pages + 1);
+  const std::uint16_t depth = static_cast<std::uint16_t>(queue.prp_lists.count() + 1);
   const std::uint64_t stride = 4ull << ((bar0_->read64_halves(nvme::kCap, pcie::HalfOrder::low_first).value_or(0) >> 32) & 0xf);
   auto sq_bell = pcie::Doorbell::in_array(*bar0_, nvme::kDoorbells, 2ull * queue.id, stride);
   if (!sq_bell) return std::unexpected(sq_bell.error());
@@ -308,7 +283,7 @@ Result<void> NvmeDriver::identify() {
   if (auto done = execute(*admin_, {.opcode = nvme::kIdentify, .cdw10 = 1}, page); !done) {
     return std::unexpected(done.error());
   }
-  data_.buffers[0].sync_for_cpu();
+  data_.sync_page_for_cpu(0);
   identity_.serial = trimmed_ascii(data + 4, 20);
   identity_.model = trimmed_ascii(data + 24, 40);
   identity_.firmware = trimmed_ascii(data + 64, 8);
@@ -317,11 +292,11 @@ Result<void> NvmeDriver::identify() {
   const std::uint64_t min_page = 1ull << (12 + ((cap >> 48) & 0xf));
   // One PRP list page (512 entries) and the data area bound every transfer as well.
   identity_.max_transfer_bytes = std::min<std::uint64_t>(
-      {mdts == 0 || mdts > 20 ? ~0ull : min_page << mdts, 511 * nvme::kPage, data_.pages * nvme::kPage});
+      {mdts == 0 || mdts > 20 ? ~0ull : min_page << mdts, 511 * nvme::kPage, data_.count() * nvme::kPage});
   if (auto done = execute(*admin_, {.opcode = nvme::kIdentify, .namespace_id = 0, .cdw10 = 2}, page); !done) {
     return std::unexpected(done.error());
   }
-  data_.buffers[0].sync_for_cpu();
+  data_.sync_page_for_cpu(0);
   identity_.active_namespaces.clear();
   for (std::size_t i = 0; i < nvme::kPage / 4; ++i) {
     const auto id = little_endian_at<std::uint32_t>(data, 4 * i);
@@ -336,7 +311,7 @@ Result<void> NvmeDriver::identify_namespace(std::uint32_t namespace_id) {
   const std::byte* data = data_.page(0);
   nvme::Command command{.opcode = nvme::kIdentify, .namespace_id = namespace_id, .cdw10 = 0};
   if (auto done = execute(*admin_, command, DataRange{0, nvme::kPage}); !done) return std::unexpected(done.error());
-  data_.buffers[0].sync_for_cpu();
+  data_.sync_page_for_cpu(0);
   const std::uint64_t blocks = little_endian_at<std::uint64_t>(data, 0);
   const unsigned format = static_cast<unsigned>(data[26]) & 0xf;                     // FLBAS
   const unsigned data_size_shift = static_cast<unsigned>(data[128 + 4 * format + 2]);  // LBAF.LBADS
@@ -361,8 +336,8 @@ Result<void> NvmeDriver::identify_namespace(std::uint32_t namespace_id) {
 
 Result<void> NvmeDriver::fill_prps(QueuePair& queue, std::uint32_t command_id, nvme::Command& command,
                                    DataRange data) {
-  if (data.length == 0 || data.offset > data_.pages * nvme::kPage ||
-      data.length > data_.pages * nvme::kPage - data.offset) {
+  if (data.length == 0 || data.offset > data_.count() * nvme::kPage ||
+      data.length > data_.count() * nvme::kPage - data.offset) {
     return std::unexpected(make_error(Errc::out_of_range, "describe NVMe transfer", device_->bdf().to_string(),
                                       "outside the data area"));
   }
@@ -371,15 +346,14 @@ Result<void> NvmeDriver::fill_prps(QueuePair& queue, std::uint32_t command_id, n
   // list page is the command identifier's own, so no other outstanding command shares it.
   const std::size_t first = data.offset / nvme::kPage;
   const std::size_t last = (data.offset + data.length - 1) / nvme::kPage;
-  command.prp1 = data_.bus(first) + data.offset % nvme::kPage;
+  command.prp1 = data_.bus(first).value + data.offset % nvme::kPage;
   command.prp2 = 0;
-  if (last == first + 1) command.prp2 = data_.bus(last);
+  if (last == first + 1) command.prp2 = data_.bus(last).value;
   if (last > first + 1) {
     auto* list = reinterpret_cast<std::uint64_t*>(queue.prp_lists.page(command_id));
-    for (std::size_t page = first + 1; page <= last; ++page) list[page - first - 1] = data_.bus(page);
-    const auto& holder = queue.prp_lists.buffers[queue.prp_lists.buffers.size() == 1 ? 0 : command_id];
-    holder.sync_for_device();
-    command.prp2 = queue.prp_lists.bus(command_id);
+    for (std::size_t page = first + 1; page <= last; ++page) list[page - first - 1] = data_.bus(page).value;
+    queue.prp_lists.sync_page_for_device(command_id);
+    command.prp2 = queue.prp_lists.bus(command_id).value;
   }
   return {};
 }
@@ -578,14 +552,14 @@ Result<std::vector<std::byte>> NvmeDriver::read(std::uint64_t lba, std::uint32_t
   auto nsid = namespace_for(namespace_id, "NVMe read");
   if (!nsid) return std::unexpected(nsid.error());
   const std::size_t bytes = std::size_t{blocks} * identity_.block_size;
-  const std::size_t area = data_.pages * nvme::kPage;
+  const std::size_t area = data_.count() * nvme::kPage;
   if (blocks == 0 || bytes > area) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe read", device_->bdf().to_string(),
                                       std::to_string(blocks) + " blocks: 1 to " +
                                           std::to_string(area / identity_.block_size) + " per call"));
   }
   if (auto done = transfer(nvme::kRead, lba, bytes, *nsid); !done) return std::unexpected(done.error());
-  for (const auto& buffer : data_.buffers) buffer.sync_for_cpu();
+  data_.sync_for_cpu();
   std::vector<std::byte> data(bytes);
   copy_out(0, data);
   return data;
@@ -594,14 +568,14 @@ Result<std::vector<std::byte>> NvmeDriver::read(std::uint64_t lba, std::uint32_t
 Result<void> NvmeDriver::write(std::uint64_t lba, std::span<const std::byte> data, std::uint32_t namespace_id) {
   auto nsid = namespace_for(namespace_id, "NVMe write");
   if (!nsid) return std::unexpected(nsid.error());
-  const std::size_t area = data_.pages * nvme::kPage;
+  const std::size_t area = data_.count() * nvme::kPage;
   if (data.empty() || data.size() % identity_.block_size != 0 || data.size() > area) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe write", device_->bdf().to_string(),
                                       std::to_string(data.size()) + " bytes: whole blocks of " +
                                           std::to_string(identity_.block_size) + ", at most " + std::to_string(area)));
   }
   copy_in(0, data);
-  for (const auto& buffer : data_.buffers) buffer.sync_for_device();
+  data_.sync_for_device();
   return transfer(nvme::kWrite, lba, data.size(), *nsid);
 }
 
@@ -622,7 +596,7 @@ Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, 
   const std::uint32_t block = std::max<std::uint32_t>(identity_.block_size, 4096);
   const std::uint32_t blocks_per_read = block / identity_.block_size;
   const unsigned depth = std::clamp<unsigned>(queue_depth, 1, io_->requests.capacity());
-  if (std::size_t{io_->requests.capacity()} * block > data_.pages * nvme::kPage ||
+  if (std::size_t{io_->requests.capacity()} * block > data_.count() * nvme::kPage ||
       identity_.namespace_blocks < blocks_per_read) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe bench", device_->bdf().to_string(),
                                       "queue too deep for the data area, or namespace too small"));

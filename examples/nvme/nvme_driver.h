@@ -26,6 +26,7 @@
 
 #include "pcie/device.h"
 #include "pcie/dma.h"
+#include "pcie/dma_pages.h"
 #include "pcie/queue.h"
 #include "pcie/quiesce.h"
 #include "pcie/request_tracker.h"
@@ -151,19 +152,11 @@ class NvmeDriver {
   ~NvmeDriver();
 
  private:
-  // DMA memory in 4 KiB pages: one buffer where the backend gives contiguous bus addresses
-  // for it, one buffer per page where it cannot (no IOMMU without huge pages).
-  struct PageSet {
-    std::vector<pcie::DmaBuffer> buffers;
-    std::size_t pages = 0;
-    std::byte* page(std::size_t index) const;
-    std::uint64_t bus(std::size_t index) const;
-  };
   struct QueuePair {
     std::uint16_t id = 0;
     pcie::DmaBuffer sq_memory;  // page-aligned and contiguous (CAP.CQR)
     pcie::DmaBuffer cq_memory;
-    PageSet prp_lists;          // one PRP list page per command identifier
+    pcie::DmaPages prp_lists;          // one PRP list page per command identifier
     pcie::SubmissionRing<nvme::Command> sq;
     pcie::CompletionRing<nvme::Completion> cq;
     // Command identifiers, unique while outstanding (4.2.1); the context is the first page
@@ -180,7 +173,7 @@ class NvmeDriver {
   std::uint32_t read32(std::uint64_t offset) const;
   void write32(std::uint64_t offset, std::uint32_t value) const;
   void write64(std::uint64_t offset, std::uint64_t value) const;
-  pcie::Result<PageSet> allocate_pages(std::size_t pages) const;
+  pcie::Result<pcie::DmaPages> allocate_pages(std::size_t pages) const;
   pcie::Result<QueuePair> make_queue_pair(std::uint16_t id, std::uint16_t depth);
   pcie::Result<void> reset_rings(QueuePair& queue);
   pcie::Result<void> enable_controller();
@@ -222,7 +215,7 @@ class NvmeDriver {
   std::unique_ptr<pcie::Interrupts> interrupts_;
   std::optional<QueuePair> admin_;
   std::optional<QueuePair> io_;
-  PageSet data_;  // the data area of read/write/random_reads
+  pcie::DmaPages data_;  // the data area of read/write/random_reads
   NvmeIdentity identity_;
   NvmeOptions options_;
   std::chrono::milliseconds ready_timeout_{500};

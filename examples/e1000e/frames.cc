@@ -1,0 +1,214 @@
+// echo, loopback_copy and loopback_rate (frames.h).
+#include "examples/e1000e/frames.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace examples {
+
+using pcie::Errc;
+using pcie::make_error;
+using pcie::Result;
+
+namespace {
+
+constexpr std::size_t kHeader = 14;
+constexpr std::size_t kSequence = 4;
+constexpr std::size_t kMaxPayload = e1000e::kMaxFrameBytes - kHeader - kSequence;  // 1496
+
+// Our frame: to and from the NIC's own address, the experimental EtherType, a 32-bit
+// sequence number, then the payload.
+void write_header(std::span<std::byte> frame, const MacAddress& mac, std::uint32_t sequence) {
+  std::memcpy(frame.data(), mac.data(), 6);
+  std::memcpy(frame.data() + 6, mac.data(), 6);
+  frame[12] = std::byte{kExperimentalEtherType >> 8};
+  frame[13] = std::byte{kExperimentalEtherType & 0xff};
+  std::memcpy(frame.data() + kHeader, &sequence, kSequence);
+}
+
+std::uint32_t sequence_of(std::span<const std::byte> frame) {
+  std::uint32_t sequence = 0;
+  std::memcpy(&sequence, frame.data() + kHeader, kSequence);
+  return sequence;
+}
+
+bool ours(std::span<const std::byte> frame) {
+  return frame.size() >= kHeader + kSequence && frame[12] == std::byte{kExperimentalEtherType >> 8} &&
+         frame[13] == std::byte{kExperimentalEtherType & 0xff};
+}
+
+// Releases what the caller still holds of `packets` (after an error).
+void release_all(E1000eDriver& nic, std::span<const Packet> packets) {
+  for (const Packet& packet : packets) (void)nic.release(packet);
+}
+
+}  // namespace
+
+void swap_macs(std::span<std::byte> frame) {
+  if (frame.size() < kHeader) return;
+  std::byte destination[6];
+  std::memcpy(destination, frame.data(), 6);
+  std::memmove(frame.data(), frame.data() + 6, 6);
+  std::memcpy(frame.data() + 6, destination, 6);
+}
+
+Result<EchoResult> echo(E1000eDriver& nic, const EchoOptions& options) {
+  EchoResult result;
+  std::vector<Packet> batch(std::max<std::size_t>(options.batch, 1));
+  auto last_frame = std::chrono::steady_clock::now();
+  bool stop = false;
+  while (!stop && (options.count == 0 || result.echoed < options.count)) {
+    const std::size_t room = options.count == 0 ? batch.size()
+                                                : std::min<std::uint64_t>(batch.size(), options.count - result.echoed);
+    auto received = nic.rx_batch(std::span(batch).first(room));
+    if (!received) return std::unexpected(received.error());
+    if (*received == 0) {
+      nic.reap_transmitted();
+      if (std::chrono::steady_clock::now() - last_frame > options.idle) {
+        result.idle_timeout = true;
+        break;
+      }
+      continue;
+    }
+    last_frame = std::chrono::steady_clock::now();
+    std::size_t to_send = *received;
+    for (std::size_t i = 0; i < *received; ++i) {
+      if (options.keep_going && !options.keep_going(nic.frame(batch[i]))) {
+        // Frames after the last one are echoed; this one and none after it.
+        release_all(nic, std::span(batch).subspan(i, *received - i));
+        to_send = i;
+        stop = true;
+        break;
+      }
+      swap_macs(nic.frame(batch[i]));
+    }
+    auto sent = nic.tx_batch(std::span(batch).first(to_send));
+    if (!sent) return std::unexpected(sent.error());
+    result.echoed += *sent;
+    result.dropped += to_send - *sent;
+    release_all(nic, std::span(batch).subspan(*sent, to_send - *sent));
+  }
+  // Let the last echoes leave before the caller tears the NIC down.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (nic.tx_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) nic.reap_transmitted();
+  return result;
+}
+
+Result<LoopbackResult> loopback_copy(E1000eDriver& nic, std::span<const std::byte> in, std::span<std::byte> out,
+                                     std::size_t batch) {
+  const std::string name = nic.device().bdf().to_string();
+  if (in.size() != out.size() || batch == 0) {
+    return std::unexpected(make_error(Errc::invalid_argument, "loopback copy", name,
+                                      "the input and output differ in size, or the batch is 0"));
+  }
+  const std::uint64_t total = (in.size() + kMaxPayload - 1) / kMaxPayload;
+  auto payload_of = [&](std::uint64_t frame) { return std::min(kMaxPayload, in.size() - frame * kMaxPayload); };
+  std::vector<Packet> packets(batch);
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  const auto start = last_progress;
+  while (received < total) {
+    // Send what the receive side has room for: a batch at most ahead.
+    std::size_t made = 0;
+    while (made < batch && sent + made < total && sent + made < received + batch) {
+      auto packet = nic.allocate_packet();
+      if (!packet) break;  // buffers still in flight: receive first
+      const std::uint64_t frame = sent + made;
+      const std::size_t payload = payload_of(frame);
+      std::span<std::byte> bytes = nic.buffer(*packet);
+      write_header(bytes, nic.mac(), static_cast<std::uint32_t>(frame));
+      std::memcpy(bytes.data() + kHeader + kSequence, in.data() + frame * kMaxPayload, payload);
+      packet->length = static_cast<std::uint16_t>(kHeader + kSequence + payload);
+      packets[made++] = *packet;
+    }
+    if (made > 0) {
+      auto taken = nic.tx_batch(std::span(packets).first(made));
+      if (!taken) {
+        release_all(nic, std::span(packets).first(made));
+        return std::unexpected(taken.error());
+      }
+      release_all(nic, std::span(packets).subspan(*taken, made - *taken));
+      sent += *taken;
+    }
+    auto got = nic.rx_batch(packets);
+    if (!got) return std::unexpected(got.error());
+    for (std::size_t i = 0; i < *got; ++i) {
+      const std::span<const std::byte> frame = nic.frame(packets[i]);
+      const bool expected = ours(frame) && sequence_of(frame) == received;
+      const std::size_t payload = expected ? payload_of(received) : 0;
+      // Frames under 60 bytes come back padded to 60 (TCTL.PSP).
+      const std::size_t length = kHeader + kSequence + payload;
+      if (!expected || frame.size() != std::max<std::size_t>(length, 60)) {
+        const std::string what = !ours(frame) ? "a frame that is not ours"
+                                              : "frame " + std::to_string(sequence_of(frame)) + " of " +
+                                                    std::to_string(frame.size()) + " bytes";
+        release_all(nic, std::span(packets).subspan(i, *got - i));
+        return std::unexpected(make_error(Errc::malformed, "loopback copy", name,
+                                          what + " came back where frame " + std::to_string(received) + " of " +
+                                              std::to_string(length) + " bytes was expected"));
+      }
+      std::memcpy(out.data() + received * kMaxPayload, frame.data() + kHeader + kSequence, payload);
+      (void)nic.release(packets[i]);
+      ++received;
+    }
+    if (*got > 0 || made > 0) {
+      last_progress = std::chrono::steady_clock::now();
+    } else if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(1)) {
+      return std::unexpected(make_error(Errc::io_error, "loopback copy", name,
+                                        std::to_string(received) + " of " + std::to_string(total) +
+                                            " frames came back; none for 1 s",
+                                        "was the driver opened with E1000eOptions::loopback?"));
+    }
+  }
+  return LoopbackResult{.frames = total,
+                        .elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)};
+}
+
+Result<RateResult> loopback_rate(E1000eDriver& nic, std::size_t batch, std::uint64_t frames, std::uint16_t frame_bytes) {
+  const std::string name = nic.device().bdf().to_string();
+  if (batch == 0 || frame_bytes < 60 || frame_bytes > e1000e::kMaxFrameBytes) {
+    return std::unexpected(make_error(Errc::invalid_argument, "loopback rate", name,
+                                      "the batch is 0 or the frame size is outside 60..1514"));
+  }
+  std::vector<Packet> packets(batch);
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  const auto start = last_progress;
+  while (received < frames) {
+    std::size_t made = 0;
+    while (made < batch && sent + made < frames && sent + made < received + batch) {
+      auto packet = nic.allocate_packet();
+      if (!packet) break;
+      write_header(nic.buffer(*packet), nic.mac(), static_cast<std::uint32_t>(sent + made));
+      packet->length = frame_bytes;
+      packets[made++] = *packet;
+    }
+    if (made > 0) {
+      auto taken = nic.tx_batch(std::span(packets).first(made));
+      if (!taken) {
+        release_all(nic, std::span(packets).first(made));
+        return std::unexpected(taken.error());
+      }
+      release_all(nic, std::span(packets).subspan(*taken, made - *taken));
+      sent += *taken;
+    }
+    auto got = nic.rx_batch(packets);
+    if (!got) return std::unexpected(got.error());
+    release_all(nic, std::span(packets).first(*got));
+    received += *got;
+    if (*got > 0) {
+      last_progress = std::chrono::steady_clock::now();
+    } else if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(1)) {
+      return std::unexpected(make_error(Errc::io_error, "loopback rate", name,
+                                        std::to_string(received) + " of " + std::to_string(frames) +
+                                            " frames came back; none for 1 s"));
+    }
+  }
+  return RateResult{.frames = received,
+                    .elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)};
+}
+
+}  // namespace examples

@@ -57,11 +57,18 @@ inline constexpr std::uint32_t kCtrlExtPbaClear = 1u << 31;  // an IMS write cle
 
 // ICR/IMS/IMC causes (10.2.4.1).
 inline constexpr std::uint32_t kCauseTxWriteback = 1u << 0;  // TXDW
+inline constexpr std::uint32_t kCauseTxQueueEmpty = 1u << 1;  // TXQE
 inline constexpr std::uint32_t kCauseLinkChange = 1u << 2;   // LSC
+inline constexpr std::uint32_t kCauseRxThreshold = 1u << 4;  // RXDMT0: few receive descriptors left
 inline constexpr std::uint32_t kCauseRxTimer = 1u << 7;      // RXT0: a frame was received
 inline constexpr std::uint32_t kCauseRxQueue0 = 1u << 20;    // RXQ0 (MSI-X)
 inline constexpr std::uint32_t kCauseTxQueue0 = 1u << 22;    // TXQ0 (MSI-X)
 inline constexpr std::uint32_t kCauseOther = 1u << 24;       // Other (MSI-X): LSC and the rest
+inline constexpr std::uint32_t kCauseAsserted = 1u << 31;    // INT_ASSERTED: a summary, not a cause
+// Which causes are the receive queue's and the transmit queue's; with MSI and INTx the NIC
+// also sets the queue bits (RXQ0, TXQ0) beside the legacy ones.
+inline constexpr std::uint32_t kRxCauses = kCauseRxTimer | kCauseRxThreshold | kCauseRxQueue0;
+inline constexpr std::uint32_t kTxCauses = kCauseTxWriteback | kCauseTxQueueEmpty | kCauseTxQueue0;
 // IVAR (10.2.4.9): 3-bit vector plus a valid bit per cause; bit 31 asks for a transmit
 // interrupt on every descriptor write-back.
 inline constexpr std::uint32_t kIvarValid = 0x8;

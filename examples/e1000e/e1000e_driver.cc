@@ -310,9 +310,9 @@ Result<bool> E1000eDriver::wait_for_interrupt(std::chrono::milliseconds timeout)
 
 void E1000eDriver::handle_causes(std::uint32_t causes) {
   if (causes == ~0u) return;  // the NIC is gone; the next rx_batch says so
-  if (causes & reg::kCauseRxTimer) ++interrupt_counts_.rx;
-  if (causes & reg::kCauseTxWriteback) ++interrupt_counts_.tx;
-  if (causes & ~(reg::kCauseRxTimer | reg::kCauseTxWriteback | (1u << 31))) ++interrupt_counts_.other;
+  if (causes & reg::kRxCauses) ++interrupt_counts_.rx;
+  if (causes & reg::kTxCauses) ++interrupt_counts_.tx;
+  if (causes & ~(reg::kRxCauses | reg::kTxCauses | reg::kCauseOther | reg::kCauseAsserted)) ++interrupt_counts_.other;
   if (causes & reg::kCauseLinkChange) ++interrupt_counts_.link_changes;
 }
 

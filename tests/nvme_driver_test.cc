@@ -82,6 +82,27 @@ TEST(NvmeDriverOnModel, IdentifiesTheFirstActiveNamespaceAndUsesOthersOnRequest)
   EXPECT_NO_VIOLATIONS(model);
 }
 
+// Another active namespace is read and written in its own block size, not the first one's.
+TEST(NvmeDriverOnModel, AnotherNamespaceIsUsedInItsOwnBlockSize) {
+  NvmeModel model({.namespaces = {{.id = 5, .blocks = 64, .block_shift = 12}, {.id = 3, .blocks = 1000, .block_shift = 9}}});
+  auto driver = NvmeDriver::open(model.open());
+  ASSERT_TRUE(driver) << driver.error().message();
+  ASSERT_EQ(driver->identity().block_size, 512u);  // namespace 3, the first active one
+  const auto block = pattern(4096, 2);
+  ASSERT_TRUE(driver->write(9, block, 5)) << "one 4 KiB block of namespace 5";
+  EXPECT_EQ(model.read_blocks(5, 9, 1).value(), block);
+  auto back = driver->read(9, 2, 5);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->size(), 2u * 4096);
+  EXPECT_TRUE(std::equal(block.begin(), block.end(), back->begin()));
+  auto partial = driver->write(0, pattern(512, 3), 5);
+  ASSERT_FALSE(partial) << "512 bytes are not a whole block of namespace 5";
+  EXPECT_EQ(partial.error().code, pcie::Errc::invalid_argument);
+  EXPECT_EQ(driver->identity().namespace_id, 3u) << "the identified namespace stays the default";
+  EXPECT_EQ(driver->identity().block_size, 512u);
+  EXPECT_NO_VIOLATIONS(model);
+}
+
 // ---- Round trips of 1 block up to the largest transfer, and past it (split) ----
 
 class NvmeDriverRoundTrip : public testing::TestWithParam<unsigned> {};

@@ -307,7 +307,7 @@ Result<void> NvmeDriver::identify() {
   return identify_namespace(identity_.active_namespaces.front());
 }
 
-Result<void> NvmeDriver::identify_namespace(std::uint32_t namespace_id) {
+Result<NvmeDriver::NamespaceFormat> NvmeDriver::read_namespace_format(std::uint32_t namespace_id) {
   const std::byte* data = data_.page(0);
   nvme::Command command{.opcode = nvme::kIdentify, .namespace_id = namespace_id, .cdw10 = 0};
   if (auto done = execute(*admin_, command, DataRange{0, nvme::kPage}); !done) return std::unexpected(done.error());
@@ -322,15 +322,20 @@ Result<void> NvmeDriver::identify_namespace(std::uint32_t namespace_id) {
   }
   if (identity_.max_transfer_bytes < (1ull << data_size_shift)) {
     // A transfer must hold one block, or read/write would make no progress.
-    return std::unexpected(make_error(Errc::not_supported, "open NVMe", name,
-                                      "namespace " + std::to_string(namespace_id) + "'s blocks (" +
-                                          std::to_string(1u << data_size_shift) +
+    return std::unexpected(make_error(Errc::not_supported, "identify NVMe namespace " + std::to_string(namespace_id), name,
+                                      "its blocks (" + std::to_string(1u << data_size_shift) +
                                           " bytes) are larger than the largest transfer (" +
                                           std::to_string(identity_.max_transfer_bytes) + " bytes)"));
   }
-  identity_.namespace_id = namespace_id;
-  identity_.namespace_blocks = blocks;
-  identity_.block_size = 1u << data_size_shift;
+  return NamespaceFormat{.id = namespace_id, .blocks = blocks, .block_size = 1u << data_size_shift};
+}
+
+Result<void> NvmeDriver::identify_namespace(std::uint32_t namespace_id) {
+  auto format = read_namespace_format(namespace_id);
+  if (!format) return std::unexpected(format.error());
+  identity_.namespace_id = format->id;
+  identity_.namespace_blocks = format->blocks;
+  identity_.block_size = format->block_size;
   return {};
 }
 
@@ -502,18 +507,36 @@ Result<nvme::Completion> NvmeDriver::execute(QueuePair& queue, nvme::Command com
   return completion;
 }
 
-Result<std::uint32_t> NvmeDriver::namespace_for(std::uint32_t namespace_id, const char* operation) const {
+Result<NvmeDriver::NamespaceFormat> NvmeDriver::namespace_for(std::uint32_t namespace_id, const char* operation) {
   if (auto ok = usable(operation); !ok) return std::unexpected(ok.error());
   if (identity_.block_size == 0) {
     return std::unexpected(make_error(Errc::not_found, operation, device_->bdf().to_string(),
                                       "the controller has no active namespace",
                                       "create and attach one (nvme create-ns / attach-ns, or QEMU's nvme-ns)"));
   }
-  return namespace_id == 0 ? identity_.namespace_id : namespace_id;
+  if (namespace_id == 0 || namespace_id == identity_.namespace_id) {
+    return NamespaceFormat{identity_.namespace_id, identity_.namespace_blocks, identity_.block_size};
+  }
+  // Another active namespace has a format of its own: identified once, then remembered.
+  if (std::find(identity_.active_namespaces.begin(), identity_.active_namespaces.end(), namespace_id) !=
+      identity_.active_namespaces.end()) {
+    for (const NamespaceFormat& known : other_namespaces_) {
+      if (known.id == namespace_id) return known;
+    }
+    auto format = read_namespace_format(namespace_id);
+    if (!format) return std::unexpected(format.error());
+    other_namespaces_.push_back(*format);
+    return *format;
+  }
+  // Not active: the command goes out in the identified namespace's block size, for the
+  // controller to refuse with its own status (Invalid Namespace or Format, Invalid Field).
+  return NamespaceFormat{namespace_id, 0, identity_.block_size};
 }
 
-Result<void> NvmeDriver::transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, std::uint32_t namespace_id) {
-  const std::uint32_t block = identity_.block_size;
+Result<void> NvmeDriver::transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes,
+                                  const NamespaceFormat& space) {
+  const std::uint32_t block = space.block_size;
+  const std::uint32_t namespace_id = space.id;
   const std::size_t chunk_blocks = identity_.max_transfer_bytes / block;
   for (std::size_t done = 0; done < bytes;) {
     const std::size_t blocks = std::min<std::size_t>(chunk_blocks, (bytes - done) / block);
@@ -549,16 +572,16 @@ void NvmeDriver::copy_in(std::size_t offset, std::span<const std::byte> from) {
 }
 
 Result<std::vector<std::byte>> NvmeDriver::read(std::uint64_t lba, std::uint32_t blocks, std::uint32_t namespace_id) {
-  auto nsid = namespace_for(namespace_id, "NVMe read");
-  if (!nsid) return std::unexpected(nsid.error());
-  const std::size_t bytes = std::size_t{blocks} * identity_.block_size;
+  auto space = namespace_for(namespace_id, "NVMe read");
+  if (!space) return std::unexpected(space.error());
+  const std::size_t bytes = std::size_t{blocks} * space->block_size;
   const std::size_t area = data_.count() * nvme::kPage;
   if (blocks == 0 || bytes > area) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe read", device_->bdf().to_string(),
                                       std::to_string(blocks) + " blocks: 1 to " +
-                                          std::to_string(area / identity_.block_size) + " per call"));
+                                          std::to_string(area / space->block_size) + " per call"));
   }
-  if (auto done = transfer(nvme::kRead, lba, bytes, *nsid); !done) return std::unexpected(done.error());
+  if (auto done = transfer(nvme::kRead, lba, bytes, *space); !done) return std::unexpected(done.error());
   data_.sync_for_cpu();
   std::vector<std::byte> data(bytes);
   copy_out(0, data);
@@ -566,30 +589,30 @@ Result<std::vector<std::byte>> NvmeDriver::read(std::uint64_t lba, std::uint32_t
 }
 
 Result<void> NvmeDriver::write(std::uint64_t lba, std::span<const std::byte> data, std::uint32_t namespace_id) {
-  auto nsid = namespace_for(namespace_id, "NVMe write");
-  if (!nsid) return std::unexpected(nsid.error());
+  auto space = namespace_for(namespace_id, "NVMe write");
+  if (!space) return std::unexpected(space.error());
   const std::size_t area = data_.count() * nvme::kPage;
-  if (data.empty() || data.size() % identity_.block_size != 0 || data.size() > area) {
+  if (data.empty() || data.size() % space->block_size != 0 || data.size() > area) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe write", device_->bdf().to_string(),
                                       std::to_string(data.size()) + " bytes: whole blocks of " +
-                                          std::to_string(identity_.block_size) + ", at most " + std::to_string(area)));
+                                          std::to_string(space->block_size) + ", at most " + std::to_string(area)));
   }
   copy_in(0, data);
   data_.sync_for_device();
-  return transfer(nvme::kWrite, lba, data.size(), *nsid);
+  return transfer(nvme::kWrite, lba, data.size(), *space);
 }
 
 Result<void> NvmeDriver::flush(std::uint32_t namespace_id) {
-  auto nsid = namespace_for(namespace_id, "NVMe flush");
-  if (!nsid) return std::unexpected(nsid.error());
-  auto done = execute(*io_, {.opcode = nvme::kFlush, .namespace_id = *nsid});
+  auto space = namespace_for(namespace_id, "NVMe flush");
+  if (!space) return std::unexpected(space.error());
+  auto done = execute(*io_, {.opcode = nvme::kFlush, .namespace_id = space->id});
   if (!done) return std::unexpected(done.error());
   return {};
 }
 
 Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, unsigned count, std::uint64_t seed) {
-  auto nsid = namespace_for(0, "NVMe bench");
-  if (!nsid) return std::unexpected(nsid.error());
+  auto space = namespace_for(0, "NVMe bench");
+  if (!space) return std::unexpected(space.error());
   // 4 KiB per read (or one block, where blocks are larger), at 4 KiB-aligned offsets: what
   // fio's bs=4k reads through the kernel. Each command reads into the data area's slot of
   // its own identifier, so no two outstanding commands share a buffer.
@@ -610,7 +633,7 @@ Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, 
     unsigned batch = 0;
     while (submitted < count && submitted - completed < depth) {
       const std::uint64_t lba = reads(random) * blocks_per_read;
-      nvme::Command command{.opcode = nvme::kRead, .namespace_id = *nsid};
+      nvme::Command command{.opcode = nvme::kRead, .namespace_id = space->id};
       command.cdw10 = static_cast<std::uint32_t>(lba);
       command.cdw11 = static_cast<std::uint32_t>(lba >> 32);
       command.cdw12 = blocks_per_read - 1;

@@ -124,7 +124,7 @@ class NvmeDriver {
   pcie::Interrupts* interrupts() { return interrupts_.get(); }
 
   // `blocks` blocks from `lba` of namespace `namespace_id` (0: the one identified, which
-  // must exist: not_found otherwise). invalid_argument for data that is not whole blocks;
+  // must exist: not_found otherwise), in that namespace's own block size. invalid_argument for data that is not whole blocks;
   // io_error with the NVMe status decoded when the device refuses (an LBA out of range, an
   // invalid namespace); io_error after a timeout (the controller was reset: the next call
   // works if it came back), malformed for a completion the driver never asked for (also
@@ -198,8 +198,20 @@ class NvmeDriver {
   pcie::Result<std::optional<nvme::Completion>> wait_completion(QueuePair& queue);
   pcie::Error recover(pcie::Error cause);
   pcie::Result<void> usable(const char* operation) const;
-  pcie::Result<std::uint32_t> namespace_for(std::uint32_t namespace_id, const char* operation) const;
-  pcie::Result<void> transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, std::uint32_t namespace_id);
+  // A namespace's id, size and block size.
+  struct NamespaceFormat {
+    std::uint32_t id = 0;
+    std::uint64_t blocks = 0;
+    std::uint32_t block_size = 0;
+  };
+  // Identify Namespace (CNS 00h) of `namespace_id`: malformed for a size or format out of
+  // range, not_supported for blocks larger than a transfer.
+  pcie::Result<NamespaceFormat> read_namespace_format(std::uint32_t namespace_id);
+  // The namespace a call names (0: the identified one), in its own block size: another
+  // active one is identified at first use; an inactive one takes the identified one's, for
+  // the controller to refuse.
+  pcie::Result<NamespaceFormat> namespace_for(std::uint32_t namespace_id, const char* operation);
+  pcie::Result<void> transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, const NamespaceFormat& space);
   pcie::Result<void> wait_ready(bool ready, std::chrono::milliseconds timeout);
   // device_removed when CSTS reads all ones, io_error on CSTS.CFS (the controller failed).
   pcie::Result<void> controller_alive(const std::string& operation) const;
@@ -217,6 +229,7 @@ class NvmeDriver {
   std::optional<QueuePair> io_;
   pcie::DmaPages data_;  // the data area of read/write/random_reads
   NvmeIdentity identity_;
+  std::vector<NamespaceFormat> other_namespaces_;  // active namespaces other than identity_'s, once used
   NvmeOptions options_;
   std::chrono::milliseconds ready_timeout_{500};
   std::uint16_t max_depth_ = 2;

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "examples/nvme/nvme_driver.h"
+#include "tests/vm/hotplug_channel.h"
 #include "pcie/binding.h"
 #include "pcie/removal.h"
 #include "pcie/sysfs_bar.h"
@@ -41,46 +42,7 @@ const pcie::Bdf kEdu{0, 0, 3, 0};
 constexpr std::uint64_t kNvmeVersion = 0x08;  // VS
 constexpr std::uint64_t kNvmeAdminQueues = 0x24;  // AQA: read/write while the controller is off
 
-// The guest's end of hotplug-relay: one command line out, one answer line back.
-class HotplugChannel {
- public:
-  HotplugChannel() {
-    fd_ = ::open("/dev/ttyS2", O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (fd_ < 0) return;
-    termios mode{};
-    ::tcgetattr(fd_, &mode);
-    ::cfmakeraw(&mode);
-    ::tcsetattr(fd_, TCSANOW, &mode);
-  }
-  ~HotplugChannel() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool open() const { return fd_ >= 0; }
-
-  std::string command(const std::string& line, std::chrono::seconds timeout = 60s) {
-    const std::string out = line + "\n";
-    if (::write(fd_, out.data(), out.size()) != static_cast<ssize_t>(out.size())) return "error: write";
-    std::string answer;
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      pollfd waiting{fd_, POLLIN, 0};
-      if (::poll(&waiting, 1, 100) <= 0) continue;
-      char c = 0;
-      if (::read(fd_, &c, 1) != 1) continue;
-      if (c == '\n') return answer;
-      if (c != '\r') answer += c;
-    }
-    return "error: no answer from hotplug-relay";
-  }
-
- private:
-  int fd_ = -1;
-};
-
-HotplugChannel& channel() {
-  static HotplugChannel instance;
-  return instance;
-}
+using pcie::vm::channel;
 
 std::string node(const pcie::Bdf& bdf) { return "/sys/bus/pci/devices/" + bdf.to_string(); }
 

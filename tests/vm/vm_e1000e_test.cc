@@ -156,8 +156,9 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   const bool own_kernel = g_backend == "iommufd" || g_backend == "vfio-noiommu";
   const bool iommu = g_backend == "vfio" || g_backend == "iommufd";
   options.guest_command.push_back("--backend=" + std::string(g_backend == "iommufd" ? "vfio" : g_backend));
-  options.guest_command.push_back("--echo=1");
-  options.guest_command.push_back(std::string("--fault=") + (iommu ? "1" : "0"));
+  // The fault case needs an IOMMU; the hotplug case has its own target.
+  options.guest_command.push_back(iommu ? "--gtest_filter=-E1000eHotplug.*"
+                                        : "--gtest_filter=-E1000eHotplug.*:*TransmitFromAnUnmappedAddress*");
   if (iommu) options.expected_dmar_fault_addresses = {pcie::vm::kUnmappedIovaText};
   if (own_kernel) options.vm_arguments.push_back("--own-kernel");
   if (!iommu) options.vm_arguments.push_back("--no-iommu");

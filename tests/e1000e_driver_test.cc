@@ -387,10 +387,14 @@ void echo_stops_at_seed_5(std::size_t batch_size) {
   auto wire = model.take_transmitted();
   ASSERT_EQ(wire.size(), 5u);
   for (std::uint32_t i = 0; i < 5; ++i) EXPECT_EQ(seed_of(wire[i]), i);
+  std::vector<std::uint32_t> seeds;
+  for (const Packet& left : echoed->left) {
+    seeds.push_back(seed_of(nic->frame(left)));
+    ASSERT_TRUE(nic->release(left));
+  }
   std::array<Packet, 16> batch;
   auto rest = nic->rx_batch(batch);
   ASSERT_TRUE(rest);
-  std::vector<std::uint32_t> seeds;
   for (std::size_t i = 0; i < *rest; ++i) {
     seeds.push_back(seed_of(nic->frame(batch[i])));
     ASSERT_TRUE(nic->release(batch[i]));
@@ -404,13 +408,8 @@ void echo_stops_at_seed_5(std::size_t batch_size) {
 
 TEST(E1000eDriverOnModel, EchoStopsWhereKeepGoingSaysNo) { echo_stops_at_seed_5(1); }
 
-// DEFECT (examples/e1000e/frames.cc, echo): when keep_going refuses a frame, echo releases
-// that frame AND every later frame of the same rx_batch (release_all over
-// batch[i..received)), so with a batch of 4 frames 6 and 7 are silently lost: neither
-// echoed, nor counted in EchoResult::dropped, nor left for the caller, while 8 and 9 (still
-// in the ring) are left. frames.h says only the refused frame is released. Enable once echo
-// releases only batch[i] and hands the rest back (or reports them).
-TEST(E1000eDriverOnModel, DISABLED_EchoStopsWhereKeepGoingSaysNoWithinABatch) { echo_stops_at_seed_5(4); }
+// Within a batch: the frames received after the refused one are handed back in EchoResult::left.
+TEST(E1000eDriverOnModel, EchoStopsWhereKeepGoingSaysNoWithinABatch) { echo_stops_at_seed_5(4); }
 
 TEST(E1000eDriverOnModel, LoopbackCopyMoves64KiBThroughTheMacLoopback) {
   E1000eModel model;
@@ -504,17 +503,10 @@ TEST(E1000eDriverOnModel, MsixRoutesReceiveTransmitAndLinkToVectorsZeroOneTwo) {
   EXPECT_NO_VIOLATIONS(model);
 }
 
-// DEFECT (examples/e1000e/e1000e_driver.cc, wait_for_interrupt in MSI-X mode): on the
-// "other" vector the driver reads ICR to see LSC but never clears it. In MSI-X mode an ICR
-// read clears nothing (82574 datasheet 10.2.4.1; the model's header: "write 1 to clear"),
-// and EIAC auto-clears only ICR.OTHER, so ICR.LSC stays set from the link-up at open()
-// onwards. Every later interrupt evaluation (a received frame, a sent one) then sets OTHER
-// again from the stale LSC and signals vector 2 once more: each receive produces a spurious
-// vector-2 message besides vector 0, and interrupt_counts().other/link_changes count link
-// changes that never happened. Fix: write the handled causes back to ICR (e.g.
-// write32(kIcr, causes & (kCauseLinkChange | kCauseOther))) after reading them on vector 2.
-// Enable this test then.
-TEST(E1000eDriverOnModel, DISABLED_MsixSignalsEachCauseOnceOnItsVector) {
+// Each cause raises its own vector once: the link-up's LSC, cleared on the other vector,
+// does not come back with every later frame (a defect this test found: ICR.LSC was read
+// but never written back, and MSI-X mode does not clear ICR on read).
+TEST(E1000eDriverOnModel, MsixSignalsEachCauseOnceOnItsVector) {
   E1000eModel model;
   auto options = small();
   options.interrupts = true;
@@ -549,6 +541,9 @@ TEST(E1000eDriverOnModel, DISABLED_MsixSignalsEachCauseOnceOnItsVector) {
 
   // A second receive after the driver re-enabled the cause interrupts again.
   ASSERT_EQ(model.receive(make_frame(nic->mac(), 60, 2)), E1000eRxOutcome::delivered);
+  messages = model.take_interrupts();
+  ASSERT_EQ(messages.size(), 1u) << listed(messages);
+  EXPECT_EQ(messages[0].vector, 0u) << "receive on vector 0, and nothing stale on vector 2";
   got = nic->wait_for_interrupt(100ms);
   ASSERT_TRUE(got && *got);
   EXPECT_EQ(nic->interrupt_counts().rx, counts.rx + 2);
@@ -567,9 +562,10 @@ TEST(E1000eDriverOnModel, DISABLED_MsixSignalsEachCauseOnceOnItsVector) {
   ASSERT_TRUE(got && *got) << "the second link change interrupts too";
   EXPECT_EQ(nic->interrupt_counts().link_changes, counts.link_changes + 2);
   EXPECT_TRUE(nic->link_up());
+  messages = model.take_interrupts();
   got = nic->wait_for_interrupt(10ms);
   ASSERT_TRUE(got);
-  EXPECT_FALSE(*got) << "nothing else pending";
+  EXPECT_FALSE(*got) << "nothing else pending; since the link-down: " << listed(messages);
   EXPECT_NO_VIOLATIONS(model);
 }
 

@@ -261,12 +261,15 @@ void E1000eDriver::unmask_interrupts() const {
   if (mode_ == E1000eInterruptMode::msix) {
     // Receive queue 0 on vector 0, transmit queue 0 on 1, other causes on 2; a transmit
     // interrupt on every write-back (IVAR, 10.2.4.9). The MSI-X causes clear themselves
-    // from ICR when their vector fires (EIAC); an IMS write clears the vector's pending
+    // from ICR when their vector fires (EIAC, receive and transmit); an IMS write clears the vector's pending
     // bit (CTRL_EXT.PBA_CLR). The kernel's e1000e driver sets the NIC up the same way.
     write32(reg::kIvar, (reg::kIvarValid | 0) << reg::kIvarRxShift | (reg::kIvarValid | 1) << reg::kIvarTxShift |
                             (reg::kIvarValid | 2) << reg::kIvarOtherShift | reg::kIvarTxEveryWriteback);
     write32(reg::kCtrlExt, read32(reg::kCtrlExt) | reg::kCtrlExtPbaClear | reg::kCtrlExtEiame);
-    write32(reg::kEiac, kMsixCauses);
+    // OTHER is left out of EIAC, as the kernel's driver does since 2018 ("e1000e: Remove
+    // Other from EIAC"): auto-cleared while LSC stays in ICR, any later look at ICR would
+    // raise OTHER, and its vector, again. The handler clears both by writing ICR.
+    write32(reg::kEiac, reg::kCauseRxQueue0 | reg::kCauseTxQueue0);
     write32(reg::kIms, kMsixCauses | reg::kCauseLinkChange);
   } else {
     write32(reg::kIms, kLegacyCauses);
@@ -298,8 +301,14 @@ Result<bool> E1000eDriver::wait_for_interrupt(std::chrono::milliseconds timeout)
   interrupt_counts_.tx += fired[1];
   interrupt_counts_.other += fired[2];
   if (fired[2] != 0) {
+    // In MSI-X mode reading ICR clears nothing and EIAC clears only OTHER itself: the
+    // causes behind it (LSC) are cleared by writing them back, or they would raise the
+    // other vector again with every later cause (10.2.4.1).
     const std::uint32_t causes = read32(reg::kIcr);
-    if (causes != ~0u && (causes & reg::kCauseLinkChange) != 0) ++interrupt_counts_.link_changes;
+    if (causes != ~0u) {
+      if ((causes & reg::kCauseLinkChange) != 0) ++interrupt_counts_.link_changes;
+      write32(reg::kIcr, causes & ~(reg::kRxCauses | reg::kTxCauses));
+    }
   }
   // Enable the causes that fired again, as the kernel's driver does after each vector.
   const std::uint32_t again = (fired[0] ? reg::kCauseRxQueue0 : 0) | (fired[1] ? reg::kCauseTxQueue0 : 0) |

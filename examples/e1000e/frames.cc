@@ -75,8 +75,10 @@ Result<EchoResult> echo(E1000eDriver& nic, const EchoOptions& options) {
     std::size_t to_send = *received;
     for (std::size_t i = 0; i < *received; ++i) {
       if (options.keep_going && !options.keep_going(nic.frame(batch[i]))) {
-        // Frames after the last one are echoed; this one and none after it.
-        release_all(nic, std::span(batch).subspan(i, *received - i));
+        // This frame goes back to the pool; the ones after it stay the caller's.
+        (void)nic.release(batch[i]);
+        result.left.assign(batch.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                           batch.begin() + static_cast<std::ptrdiff_t>(*received));
         to_send = i;
         stop = true;
         break;

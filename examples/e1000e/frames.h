@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "examples/e1000e/e1000e_driver.h"
 
@@ -27,7 +28,8 @@ struct EchoOptions {
   // sending does not hang the caller).
   std::chrono::milliseconds idle{10000};
   // Called on each received frame before it is sent back; returning false stops the echo
-  // after that frame (which is released, not echoed). Empty: every frame is echoed.
+  // at that frame, which is released, not echoed; frames received after it in the same
+  // batch are the caller's (EchoResult::left). Empty: every frame is echoed.
   std::function<bool(std::span<const std::byte> frame)> keep_going;
 };
 
@@ -35,6 +37,9 @@ struct EchoResult {
   std::uint64_t echoed = 0;   // frames sent back
   std::uint64_t dropped = 0;  // received but not sent back: the transmit ring was full
   bool idle_timeout = false;  // stopped because nothing came for EchoOptions::idle
+  // Frames received after the one keep_going refused, in order, neither echoed nor
+  // released: the caller holds them (E1000eDriver::release or tx_batch).
+  std::vector<Packet> left;
 };
 
 // Sends every received frame back with the MAC addresses swapped (testpmd's macswap).

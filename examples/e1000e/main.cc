@@ -1,7 +1,9 @@
 // e1000e-driver [--backend vfio|vfio-noiommu|uio] [--interrupts] BDF COMMAND: the example
 // NIC driver on an Intel 82574L (QEMU's e1000e) bound to the backend's driver.
-//   echo [--count N] [--idle SECONDS]   send every received frame back, MACs swapped (N
-//                                       frames, or until none came for SECONDS; default 10)
+//   echo [--count N] [--idle SECONDS] [--batch B]
+//                                       send every received frame back, MACs swapped (N
+//                                       frames, or until none came for SECONDS; default 10),
+//                                       received and sent B frames at a time (default 32)
 //   loopback [--bytes N]                N bytes (default 1 MiB) of random data out through
 //                                       transmit and back through receive (MAC loopback),
 //                                       compared: the NIC as a DMA engine
@@ -30,7 +32,7 @@ int fail(const pcie::Error& error) {
 int usage() {
   std::fprintf(stderr,
                "usage: e1000e-driver [--backend %s] [--interrupts] BDF\n"
-               "         echo [--count N] [--idle SECONDS] | loopback [--bytes N] | bench [--frames N]\n",
+               "         echo [--count N] [--idle SECONDS] [--batch 1..256] | loopback [--bytes N] | bench [--frames N]\n",
                examples::kBackendNames);
   return 2;
 }
@@ -78,11 +80,12 @@ int main(int argc, char** argv) {
   auto bdf = pcie::Bdf::parse(args[next]);
   if (!bdf) return fail(bdf.error());
   const std::string_view command = args[next + 1];
-  std::uint64_t count = 0, idle = 10, bytes = 1 << 20, frames = 100000;
+  std::uint64_t count = 0, idle = 10, batch = 32, bytes = 1 << 20, frames = 100000;
   for (std::size_t i = next + 2; i < args.size(); i += 2) {
     if (i + 1 >= args.size()) return usage();
     const bool ok = (command == "echo" && args[i] == "--count" && number(args[i + 1], count, ~0ull)) ||
                     (command == "echo" && args[i] == "--idle" && number(args[i + 1], idle, 86400)) ||
+                    (command == "echo" && args[i] == "--batch" && number(args[i + 1], batch, 256) && batch > 0) ||
                     (command == "loopback" && args[i] == "--bytes" && number(args[i + 1], bytes, 1ull << 32)) ||
                     (command == "bench" && args[i] == "--frames" && number(args[i + 1], frames, 1ull << 32));
     if (!ok) return usage();
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
     examples::EchoOptions echo_options;
     echo_options.count = count;
     echo_options.idle = std::chrono::seconds(idle);
+    echo_options.batch = batch;
     auto echoed = examples::echo(*nic, echo_options);
     if (!echoed) return fail(echoed.error());
     std::printf("echoed %llu frames (%llu dropped: transmit ring full)%s\n", static_cast<unsigned long long>(echoed->echoed),

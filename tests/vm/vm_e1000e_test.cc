@@ -10,10 +10,6 @@
 // VFIO type1), iommufd (our kernel: VFIO through iommufd), vfio-noiommu (our kernel, no
 // IOMMU) or uio (Debian's kernel, no IOMMU, uio_pci_generic).
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -24,45 +20,20 @@
 #include <thread>
 #include <vector>
 
+#include "tests/vm/dgram_wire.h"
 #include "tests/vm/e1000e_frames.h"
 #include "tests/vm/vm_harness.h"
 
 namespace {
 
-using Frame = std::vector<std::uint8_t>;
-constexpr std::uint8_t kGuestMac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-constexpr std::uint8_t kHostMac[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};  // locally administered
+using pcie::vm::echo_of;
+using pcie::vm::Frame;
+using pcie::vm::sequence_of;
 constexpr std::size_t kWindow = 16;  // frames in flight
-
-Frame make_frame(std::uint16_t ether_type, std::uint32_t sequence, std::size_t size, std::mt19937_64& random) {
-  Frame frame(size);
-  std::memcpy(frame.data(), kGuestMac, 6);
-  std::memcpy(frame.data() + 6, kHostMac, 6);
-  frame[12] = static_cast<std::uint8_t>(ether_type >> 8);
-  frame[13] = static_cast<std::uint8_t>(ether_type);
-  std::memcpy(frame.data() + 14, &sequence, 4);
-  for (std::size_t i = 18; i < size; ++i) frame[i] = static_cast<std::uint8_t>(random());
-  return frame;
-}
-
-std::uint16_t ether_type_of(const Frame& frame) { return frame.size() < 14 ? 0 : frame[12] << 8 | frame[13]; }
-std::uint32_t sequence_of(const Frame& frame) {
-  std::uint32_t sequence = 0;
-  if (frame.size() >= 18) std::memcpy(&sequence, frame.data() + 14, 4);
-  return sequence;
-}
-// What the guest sends back: the frame with its MAC addresses swapped.
-Frame echo_of(const Frame& frame) {
-  Frame echo = frame;
-  std::memcpy(echo.data(), frame.data() + 6, 6);
-  std::memcpy(echo.data() + 6, frame.data(), 6);
-  return echo;
-}
 
 // The host end of the wire, running while the VM runs.
 struct Peer {
-  std::filesystem::path dir;  // short: a unix socket path has at most 107 bytes
-  int fd = -1;
+  pcie::vm::DgramWire wire;
   std::atomic<bool> stop{false};
   std::thread thread;
   // Results, read after join().
@@ -72,58 +43,30 @@ struct Peer {
   std::vector<Frame> sent;            // the frames sent, by sequence number
   double seconds = 0;                 // from the first data frame to the last echo
 
-  std::filesystem::path qemu_socket() const { return dir / "qemu.sock"; }
-  std::filesystem::path pcap() const { return dir / "wire.pcap"; }
-
-  bool send(const Frame& frame, bool wait) const {
-    sockaddr_un to{};
-    to.sun_family = AF_UNIX;
-    std::strncpy(to.sun_path, qemu_socket().c_str(), sizeof to.sun_path - 1);
-    return ::sendto(fd, frame.data(), frame.size(), wait ? 0 : MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&to),
-                    sizeof to) == static_cast<ssize_t>(frame.size());
-  }
-  // The next frame, or nullopt after `timeout`.
-  std::optional<Frame> receive(std::chrono::milliseconds timeout) const {
-    pollfd readable{.fd = fd, .events = POLLIN, .revents = 0};
-    if (::poll(&readable, 1, static_cast<int>(timeout.count())) <= 0) return std::nullopt;
-    Frame frame(65536);
-    const ssize_t got = ::recv(fd, frame.data(), frame.size(), 0);
-    if (got < 0) return std::nullopt;
-    frame.resize(static_cast<std::size_t>(got));
-    return frame;
-  }
+  std::filesystem::path pcap() const { return wire.dir() / "wire.pcap"; }
   void problem(std::string text) {
     if (problems.size() < 10) problems.push_back(std::move(text));
   }
 
   void run() {
-    std::mt19937_64 random(7);
     // Probe until the guest's driver echoes (QEMU holds or drops frames until then).
-    const Frame probe = make_frame(pcie::vm::kEchoEtherType, pcie::vm::kProbeSequence, 60, random);
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-    while (!stop && !guest_answered && std::chrono::steady_clock::now() < give_up) {
-      (void)send(probe, false);  // QEMU may not be up yet
-      for (auto frame = receive(std::chrono::milliseconds(100)); frame; frame = receive(std::chrono::milliseconds(0))) {
-        if (ether_type_of(*frame) == pcie::vm::kEchoEtherType && sequence_of(*frame) == pcie::vm::kProbeSequence) {
-          guest_answered = true;
-        }
-      }
-    }
+    guest_answered = wire.probe_until_echoed(std::chrono::minutes(3), [this] { return stop.load(); });
     if (!guest_answered) return problem("the guest's driver never echoed a probe");
+    std::mt19937_64 random(7);
     for (std::uint32_t i = 0; i < pcie::vm::kEchoFrames; ++i) {
       const std::size_t size = i == 0 ? 60 : i == 1 ? 1514 : 60 + random() % (1514 - 60 + 1);
-      sent.push_back(make_frame(pcie::vm::kEchoEtherType, i, size, random));
+      sent.push_back(pcie::vm::make_frame(pcie::vm::kEchoEtherType, i, size, random));
     }
     const auto start = std::chrono::steady_clock::now();
     std::size_t next_send = 0;
     while (!stop && echoed < sent.size()) {
       while (next_send < sent.size() && next_send < echoed + kWindow) {
-        if (!send(sent[next_send], true)) return problem("sendto failed: " + std::string(std::strerror(errno)));
+        if (!wire.send(sent[next_send], true)) return problem("sendto failed: " + std::string(std::strerror(errno)));
         ++next_send;
       }
-      const std::optional<Frame> frame = receive(std::chrono::seconds(10));
+      const std::optional<Frame> frame = wire.receive(std::chrono::seconds(10));
       if (!frame) return problem("frame " + std::to_string(echoed) + " was not echoed within 10 s");
-      if (ether_type_of(*frame) == pcie::vm::kEchoEtherType && sequence_of(*frame) == pcie::vm::kProbeSequence) continue;
+      if (pcie::vm::is_probe_echo(*frame)) continue;
       if (*frame != echo_of(sent[echoed])) {
         return problem("the echo of frame " + std::to_string(echoed) + " (" + std::to_string(sent[echoed].size()) +
                        " bytes) differs: got frame " + std::to_string(sequence_of(*frame)) + " of " +
@@ -132,7 +75,7 @@ struct Peer {
       ++echoed;
     }
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    (void)send(make_frame(pcie::vm::kStopEtherType, 0, 60, random), true);
+    (void)wire.send(pcie::vm::make_frame(pcie::vm::kStopEtherType, 0, 60, random), true);
   }
 };
 
@@ -143,13 +86,7 @@ std::string g_backend;
 
 pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path&) {
   g_backend = flags.contains("backend") ? flags.at("backend") : "vfio";
-  char dir[] = "/tmp/pcie-e1000e.XXXXXX";
-  if (::mkdtemp(dir) != nullptr) g_peer.dir = dir;
-  g_peer.fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, (g_peer.dir / "host.sock").c_str(), sizeof address.sun_path - 1);
-  if (::bind(g_peer.fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) g_peer.problem("bind failed");
+  if (!g_peer.wire.open()) g_peer.problem("the host's end of the wire could not be bound under /tmp");
   g_peer.thread = std::thread([] { g_peer.run(); });
 
   pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"guest"}, "guest_e1000e_test");
@@ -163,8 +100,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   if (own_kernel) options.vm_arguments.push_back("--own-kernel");
   if (!iommu) options.vm_arguments.push_back("--no-iommu");
   if (g_backend == "vfio-noiommu") options.vm_arguments.insert(options.vm_arguments.end(), {"--append", "vfio.enable_unsafe_noiommu_mode=1"});
-  const std::string netdev = "dgram,id=wire,local.type=unix,local.path=" + g_peer.qemu_socket().string() +
-                             ",remote.type=unix,remote.path=" + (g_peer.dir / "host.sock").string();
+  const std::string netdev = g_peer.wire.netdev("wire");
   options.vm_arguments.insert(options.vm_arguments.end(),
                               {"--qemu", "-netdev", "--qemu", netdev, "--qemu", "-device", "--qemu",
                                std::string("e1000e,netdev=wire,addr=07.0,mac=") + pcie::vm::kE1000eMac, "--qemu", "-object",
@@ -219,6 +155,8 @@ TEST_F(HostE1000e, TheWireCaptureHoldsEachFrameAndItsEcho) {
   ASSERT_TRUE(frames) << "no pcap from QEMU's filter-dump at " << g_peer.pcap();
   // Data frames by direction: to the guest (the host's MAC as source) and back.
   std::map<std::uint32_t, const Frame*> to_guest, from_guest;
+  using pcie::vm::ether_type_of;
+  using pcie::vm::kHostMac;
   std::size_t duplicates = 0;
   for (const Frame& frame : *frames) {
     if (ether_type_of(frame) != pcie::vm::kEchoEtherType || sequence_of(frame) == pcie::vm::kProbeSequence) continue;
@@ -235,7 +173,6 @@ TEST_F(HostE1000e, TheWireCaptureHoldsEachFrameAndItsEcho) {
     if (!good && wrong++ == 0) ADD_FAILURE() << "frame " << i << " or its echo differs in the capture";
   }
   EXPECT_EQ(wrong, 0u);
-  std::filesystem::remove_all(g_peer.dir);
 }
 
 }  // namespace

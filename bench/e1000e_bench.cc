@@ -66,7 +66,7 @@ std::vector<std::string> vm_arguments(Echo echo, int batch, const pcie::vm::Dgra
                                "sh", "-c",
                                "mkdir -p /dev/hugepages /var/run/dpdk && mount -t hugetlbfs none /dev/hugepages && "
                                "(sleep " + std::to_string(g_seconds + 12) + ") | dpdk-testpmd -l 0,1 -n 1 -a 0000:00:07.0 -d " +
-                                   e1000 + " -d " + ring + " --iova-mode=va -m 64 -- --forward-mode=macswap --auto-start "
+                                   e1000 + " -d " + ring + " --iova-mode=va -m 128 -- --forward-mode=macswap --auto-start --total-num-mbufs=4096 "
                                    "--burst=" + b + " --txd=256 --rxd=256 > /tmp/testpmd.log 2>&1; tail -5 /tmp/testpmd.log"});
       break;
     }

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "pcie/config_space.h"
 #include "pcie/dma.h"
 #include "pcie/dma_backend.h"
+#include "pcie/dma_pages.h"
 #include "pcie/interrupts.h"
 #include "pcie/iomem.h"
 #include "pcie/physical_window.h"
@@ -771,6 +773,119 @@ TEST(WaitAny, FirstToFireAcrossSourcesAndBoundedOtherwise) {
   EXPECT_EQ(wait_any(bad, std::chrono::milliseconds(0)).error().code, Errc::out_of_range);
   const InterruptVector null[] = {{nullptr, 0}};
   EXPECT_EQ(wait_any(null, std::chrono::milliseconds(0)).error().code, Errc::invalid_argument);
+}
+
+
+// --- DmaPages over a backend double: one buffer where bus addresses can be contiguous,
+// a page at a time where the backend refuses more than a page (physical addresses) ---
+
+Result<BusAddress> one_page_at_a_time(const Mapping& memory, std::uint64_t& next) {
+  if (memory.size() > 4096) {
+    return std::unexpected(make_error(Errc::not_supported, "map", "", "not physically contiguous"));
+  }
+  next += 0x10000;  // pages far apart, as ordinary physical pages are
+  return BusAddress{next};
+}
+
+bool all_zero(std::span<const std::byte> bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; });
+}
+
+TEST(DmaPages, OneBufferWhereTheBackendGivesContiguousBusAddresses) {
+  auto backend = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x7f000000};
+  });
+  auto pages = DmaPages::allocate(DmaAllocator::create(backend), 4);
+  ASSERT_TRUE(pages) << pages.error().message();
+  EXPECT_TRUE(pages->contiguous());
+  EXPECT_EQ(pages->count(), 4u);
+  EXPECT_EQ(backend->mapped, 4u * 4096);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(pages->bus(i).value, 0x7f000000 + i * 4096);
+    EXPECT_EQ(pages->page(i), pages->page(0) + i * 4096);
+    EXPECT_TRUE(all_zero({pages->page(i), 4096}));
+  }
+  EXPECT_EQ(pages->bus_at(3 * 4096 + 17).value, 0x7f000000u + 3 * 4096 + 17);
+  EXPECT_EQ(backend->bus_alignments, std::vector<std::uint64_t>{4096}) << "each page aligned on the bus";
+}
+
+TEST(DmaPages, APageAtATimeWhereTheBackendRefusesMore) {
+  std::uint64_t next = 0x100000;
+  auto backend = std::make_shared<RecordingBackend>(true, [&next](const Mapping& memory, const DmaMapRequest&) {
+    return one_page_at_a_time(memory, next);
+  });
+  auto pages = DmaPages::allocate(DmaAllocator::create(backend), 5);
+  ASSERT_TRUE(pages) << pages.error().message();
+  EXPECT_FALSE(pages->contiguous());
+  EXPECT_EQ(pages->count(), 5u);
+  EXPECT_EQ(backend->mapped, 5u * 4096);
+  std::vector<std::uint64_t> seen;
+  for (std::size_t i = 0; i < 5; ++i) {
+    seen.push_back(pages->bus(i).value);
+    EXPECT_EQ(pages->bus(i).value % 4096, 0u);
+    EXPECT_EQ(pages->at(i * 4096 + 9), pages->page(i) + 9) << "an offset lands in its own page";
+    EXPECT_EQ(pages->bus_at(i * 4096 + 9).value, pages->bus(i).value + 9);
+    EXPECT_TRUE(all_zero({pages->page(i), 4096}));
+    std::memset(pages->page(i), static_cast<int>(i + 1), 4096);
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end()) << "five different pages";
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(pages->page(i)[4095], std::byte(i + 1)) << "pages do not overlap";
+  pages->sync_page_for_device(4);
+  pages->sync_for_cpu();
+  // Given back with the object.
+  *pages = DmaPages();
+  EXPECT_EQ(backend->mapped, 0u);
+}
+
+TEST(DmaPages, AFailureHalfWayGivesBackThePagesTakenSoFar) {
+  std::uint64_t next = 0x100000;
+  int pages_mapped = 0;
+  auto backend = std::make_shared<RecordingBackend>(true, [&](const Mapping& memory, const DmaMapRequest&) -> Result<BusAddress> {
+    if (memory.size() == 4096 && ++pages_mapped == 3) {
+      return std::unexpected(make_error(Errc::permission_denied, "map", "", "RLIMIT_MEMLOCK"));
+    }
+    return one_page_at_a_time(memory, next);
+  });
+  auto pages = DmaPages::allocate(DmaAllocator::create(backend), 4);
+  ASSERT_FALSE(pages);
+  EXPECT_EQ(pages.error().code, Errc::permission_denied) << pages.error().message();
+  EXPECT_EQ(backend->mapped, 0u) << "the two pages taken were given back";
+}
+
+TEST(DmaPages, RefusesCountsAndPageSizesOutOfRange) {
+  auto backend = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x1000000};
+  });
+  const DmaAllocator allocator = DmaAllocator::create(backend);
+  const std::pair<std::size_t, std::size_t> cases[] = {
+      {0, 4096}, {1, 0}, {1, 2048}, {1, 12288}, {1, std::size_t{4} << 20}, {SIZE_MAX / 4096 + 1, 4096}, {SIZE_MAX, 2 << 20}};
+  for (auto [count, page_size] : cases) {
+    auto pages = DmaPages::allocate(allocator, count, page_size);
+    ASSERT_FALSE(pages) << count << " x " << page_size;
+    EXPECT_EQ(pages.error().code, Errc::invalid_argument) << count << " x " << page_size;
+  }
+  EXPECT_EQ(backend->mapped, 0u);
+  EXPECT_TRUE(backend->page_sizes.empty()) << "nothing was asked of the backend";
+}
+
+TEST(DmaPages, EmptyAndMovedFromHoldNoPages) {
+  const DmaPages empty;
+  EXPECT_EQ(empty.count(), 0u);
+  EXPECT_EQ(empty.page(0), nullptr);
+  EXPECT_EQ(empty.bus(0).value, 0u);
+  empty.sync_page_for_device(0);  // nothing to do, and no crash
+  auto backend = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x1000000};
+  });
+  auto pages = DmaPages::allocate(DmaAllocator::create(backend), 2);
+  ASSERT_TRUE(pages);
+  EXPECT_EQ(pages->page(2), nullptr) << "an index past the end";
+  DmaPages taken = std::move(*pages);
+  EXPECT_EQ(pages->count(), 0u);
+  EXPECT_EQ(pages->page(0), nullptr);
+  EXPECT_EQ(taken.count(), 2u);
+  EXPECT_NE(taken.page(1), nullptr);
 }
 
 }  // namespace

@@ -25,6 +25,9 @@ class DmaPages {
  public:
   // No pages: count() is 0.
   DmaPages() = default;
+  // Moved from, a DmaPages holds no pages (count() 0).
+  DmaPages(DmaPages&& other) noexcept;
+  DmaPages& operator=(DmaPages&& other) noexcept;
 
   // `count` pages of `page_size` bytes (a power of two from 4 KiB to 2 MiB) that `allocator`'s
   // device can reach, each page's bus address aligned to page_size, zeroed. One buffer when
@@ -40,24 +43,31 @@ class DmaPages {
   std::size_t page_size() const { return page_size_; }
   // Whether all pages are one buffer, consecutive in bus addresses too.
   bool contiguous() const { return buffers_.size() == 1; }
-  // Page `index`'s memory and bus address. `index` must be below count() (checked in
-  // debug builds only: these are on drivers' fast paths).
+  // Page `index`'s memory and bus address; nullptr and bus address 0 for an index not
+  // below count() (an empty or moved-from DmaPages included).
   std::byte* page(std::size_t index) const;
   BusAddress bus(std::size_t index) const;
-  // Byte `offset` of the pages taken as one area (offset < count() * page_size()).
-  std::byte* at(std::size_t offset) const { return page(offset / page_size_) + offset % page_size_; }
+  // Byte `offset` of the pages taken as one area; nullptr and bus address 0 for an offset
+  // not below count() * page_size().
+  std::byte* at(std::size_t offset) const {
+    std::byte* start = page_size_ == 0 ? nullptr : page(offset / page_size_);
+    return start == nullptr ? nullptr : start + offset % page_size_;
+  }
   BusAddress bus_at(std::size_t offset) const {
+    if (page_size_ == 0 || offset / page_size_ >= count_) return BusAddress{0};
     return BusAddress{bus(offset / page_size_).value + offset % page_size_};
   }
   // Cache maintenance for non-coherent hosts, on every page (see DmaBuffer).
   void sync_for_device() const;
   void sync_for_cpu() const;
-  // The same for the buffer that holds page `index` (all pages when contiguous()).
-  void sync_page_for_device(std::size_t index) const { holder(index).sync_for_device(); }
-  void sync_page_for_cpu(std::size_t index) const { holder(index).sync_for_cpu(); }
+  // The same for the buffer that holds page `index` (all pages when contiguous()); nothing
+  // for an index not below count().
+  void sync_page_for_device(std::size_t index) const;
+  void sync_page_for_cpu(std::size_t index) const;
 
  private:
-  const DmaBuffer& holder(std::size_t index) const { return buffers_[buffers_.size() == 1 ? 0 : index]; }
+  // The buffer that holds page `index`; nullptr for an index not below count().
+  const DmaBuffer* holder(std::size_t index) const;
 
   std::vector<DmaBuffer> buffers_;
   std::size_t count_ = 0;

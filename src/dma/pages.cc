@@ -3,8 +3,8 @@
 
 #include <fmt/format.h>
 
-#include <cassert>
 #include <cstring>
+#include <utility>
 
 namespace pcie {
 
@@ -49,16 +49,44 @@ Result<DmaPages> DmaPages::allocate(const DmaAllocator& allocator, std::size_t c
   return pages;
 }
 
+DmaPages::DmaPages(DmaPages&& other) noexcept
+    : buffers_(std::move(other.buffers_)), count_(std::exchange(other.count_, 0)), page_size_(std::exchange(other.page_size_, 0)) {
+  other.buffers_.clear();
+}
+
+DmaPages& DmaPages::operator=(DmaPages&& other) noexcept {
+  if (this != &other) {
+    buffers_ = std::move(other.buffers_);
+    other.buffers_.clear();
+    count_ = std::exchange(other.count_, 0);
+    page_size_ = std::exchange(other.page_size_, 0);
+  }
+  return *this;
+}
+
+const DmaBuffer* DmaPages::holder(std::size_t index) const {
+  if (index >= count_) return nullptr;
+  return &buffers_[buffers_.size() == 1 ? 0 : index];
+}
+
 std::byte* DmaPages::page(std::size_t index) const {
-  assert(index < count_);
-  if (buffers_.size() == 1) return buffers_[0].data() + index * page_size_;
-  return buffers_[index].data();
+  const DmaBuffer* buffer = holder(index);
+  if (!buffer) return nullptr;
+  return buffers_.size() == 1 ? buffer->data() + index * page_size_ : buffer->data();
 }
 
 BusAddress DmaPages::bus(std::size_t index) const {
-  assert(index < count_);
-  if (buffers_.size() == 1) return BusAddress{buffers_[0].bus_address().value + index * page_size_};
-  return buffers_[index].bus_address();
+  const DmaBuffer* buffer = holder(index);
+  if (!buffer) return BusAddress{0};
+  return buffers_.size() == 1 ? BusAddress{buffer->bus_address().value + index * page_size_} : buffer->bus_address();
+}
+
+void DmaPages::sync_page_for_device(std::size_t index) const {
+  if (const DmaBuffer* buffer = holder(index)) buffer->sync_for_device();
+}
+
+void DmaPages::sync_page_for_cpu(std::size_t index) const {
+  if (const DmaBuffer* buffer = holder(index)) buffer->sync_for_cpu();
 }
 
 void DmaPages::sync_for_device() const {

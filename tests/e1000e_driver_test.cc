@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -28,6 +30,7 @@ using examples::MacAddress;
 using examples::Packet;
 using pcie::Errc;
 using pcie::IrqKind;
+using pcie::Width;
 using pcie::testing::E1000eModel;
 using pcie::testing::E1000eModelOptions;
 using pcie::testing::E1000eRxOutcome;
@@ -632,6 +635,47 @@ TEST(E1000eDriverOnModel, UsesIntxWhenNeitherMsixNorMsiIsOffered) {
   auto got = nic->rx_batch(batch);
   ASSERT_TRUE(got);
   for (std::size_t i = 0; i < *got; ++i) ASSERT_TRUE(nic->release(batch[i]));
+
+  // ICR also shows causes the driver left masked (QEMU sets TXQE while the transmit ring is
+  // empty): a link change is counted as one, not as a transmit too.
+  auto side = model.open();
+  auto bar = side->open_bar(0);
+  ASSERT_TRUE(bar);
+  ASSERT_TRUE((*bar)->write(Width::bits32, e1000e::kIcs, e1000e::kCauseTxQueueEmpty));
+  model.set_link(false);
+  auto link = nic->wait_for_interrupt(100ms);
+  ASSERT_TRUE(link && *link);
+  EXPECT_EQ(nic->interrupt_counts().other, counts.other + 1);
+  EXPECT_EQ(nic->interrupt_counts().link_changes, counts.link_changes + 1);
+  EXPECT_EQ(nic->interrupt_counts().tx, counts.tx) << "TXQE was masked: no transmit interrupt";
+  EXPECT_NO_VIOLATIONS(model);
+}
+
+// The driver's 2 KiB buffers hold any frame (long packets off), but a NIC may still spread
+// one over descriptors (a register changed behind the driver, a fault): the frame is
+// dropped whole, and its last piece never handed on as a frame of its own.
+TEST(E1000eDriverOnModel, AFrameSpreadOverDescriptorsIsDroppedWholeNotTruncated) {
+  E1000eModel model;
+  auto nic = E1000eDriver::open(model.open(), small(16, 8, 64));
+  ASSERT_TRUE(nic) << nic.error().message();
+  // 256-byte receive buffers (RCTL.BSIZE 11b), set through a second handle.
+  auto side = model.open();
+  auto bar = side->open_bar(0);
+  ASSERT_TRUE(bar);
+  const auto rctl = (*bar)->read(Width::bits32, 0x100);
+  ASSERT_TRUE(rctl);
+  ASSERT_TRUE((*bar)->write(Width::bits32, 0x100, *rctl | (3u << 16)));
+  const Frame spread = make_frame(nic->mac(), 600, 1);  // three descriptors, EOP on the last
+  const Frame whole = make_frame(nic->mac(), 200, 2);
+  ASSERT_EQ(model.receive(spread), E1000eRxOutcome::delivered);
+  ASSERT_EQ(model.receive(whole), E1000eRxOutcome::delivered);
+  std::array<Packet, 8> batch;
+  auto got = nic->rx_batch(batch);
+  ASSERT_TRUE(got) << got.error().message();
+  ASSERT_EQ(*got, 1u) << "only the frame that came in one descriptor";
+  EXPECT_EQ(bytes_of(nic->frame(batch[0])), whole);
+  EXPECT_EQ(nic->stats().rx_dropped, 1u) << "one frame dropped, counted once";
+  ASSERT_TRUE(nic->release(batch[0]));
   EXPECT_NO_VIOLATIONS(model);
 }
 
@@ -657,8 +701,8 @@ TEST(E1000eDriverOnModel, RefusesBuffersTheCallerDoesNotHoldAndPostsNothing) {
   while (in_pool == a.buffer || in_pool == b.buffer) ++in_pool;
   const Packet not_held[] = {Packet{.buffer = in_pool, .length = 60}};
   EXPECT_FALSE(nic->tx_batch(not_held));
-  const Packet too_short[] = {Packet{.buffer = a.buffer, .length = 13}};
-  const Packet too_long[] = {Packet{.buffer = a.buffer, .length = 1515}};
+  const Packet too_short[] = {Packet{.buffer = a.buffer, .length = 13, .generation = a.generation}};
+  const Packet too_long[] = {Packet{.buffer = a.buffer, .length = 1515, .generation = a.generation}};
   EXPECT_EQ(nic->tx_batch(too_short).error().code, Errc::invalid_argument);
   EXPECT_EQ(nic->tx_batch(too_long).error().code, Errc::invalid_argument);
   const Packet empty[] = {Packet{}};
@@ -685,6 +729,34 @@ TEST(E1000eDriverOnModel, RefusesBuffersTheCallerDoesNotHoldAndPostsNothing) {
   EXPECT_FALSE(nic->release(Packet{}));
   nic->reap_transmitted();
   EXPECT_EQ(nic->free_buffers(), free_now + 2);
+  EXPECT_NO_VIOLATIONS(model);
+}
+
+TEST(E1000eDriverOnModel, AStaleCopyOfAPacketIsRefusedOnceItsBufferIsHandedOutAgain) {
+  E1000eModel model;
+  auto nic = E1000eDriver::open(model.open(), small(8, 8, 32));
+  ASSERT_TRUE(nic) << nic.error().message();
+  const Packet stale = packet_with(*nic, make_frame(kPeer, 60, 1));
+  ASSERT_TRUE(nic->release(stale));
+  const Packet fresh = packet_with(*nic, make_frame(kPeer, 60, 2));
+  ASSERT_EQ(fresh.buffer, stale.buffer) << "the pool hands the last buffer back first";
+  EXPECT_NE(fresh.generation, stale.generation);
+  EXPECT_TRUE(nic->buffer(stale).empty()) << "the stale copy names no buffer";
+  auto released = nic->release(stale);
+  ASSERT_FALSE(released);
+  EXPECT_EQ(released.error().code, Errc::invalid_argument);
+  const Packet stale_batch[] = {stale};
+  auto sent = nic->tx_batch(stale_batch);
+  ASSERT_FALSE(sent);
+  EXPECT_EQ(sent.error().code, Errc::invalid_argument);
+  EXPECT_EQ(nic->tx_in_flight(), 0u);
+  // The fresh hand-out is untouched by the refusals.
+  EXPECT_EQ(nic->frame(fresh)[12], std::byte{make_frame(kPeer, 60, 2)[12]});
+  const Packet fresh_batch[] = {fresh};
+  ASSERT_EQ(nic->tx_batch(fresh_batch).value_or(0), 1u);
+  const auto wire = model.take_transmitted();
+  ASSERT_EQ(wire.size(), 1u);
+  EXPECT_EQ(wire[0], make_frame(kPeer, 60, 2));
   EXPECT_NO_VIOLATIONS(model);
 }
 
@@ -786,6 +858,30 @@ TEST(E1000eDriverOnModel, DestroyingTheDriverWithFramesPostedStopsTheNicBeforeFr
 }
 
 // ---- removal ----
+
+// A polling loop that finds nothing must not pay a register read (a PCIe round trip, a VM
+// exit under emulation) per poll: STATUS is read at the first empty poll, then every 64th.
+TEST(E1000eDriverOnModel, EmptyPollsReadTheNicsStatusOnlyNowAndThen) {
+  E1000eModel model;
+  auto nic = E1000eDriver::open(model.open(), small());
+  ASSERT_TRUE(nic) << nic.error().message();
+  std::atomic<int> status_reads{0};
+  model.bar0().on_read(e1000e::kStatus, [&](const pcie::testing::RegisterAccess&) -> std::uint64_t {
+    ++status_reads;
+    return e1000e::kStatusLinkUp;
+  });
+  std::array<Packet, 4> batch;
+  for (int poll = 0; poll < 128; ++poll) ASSERT_EQ(nic->rx_batch(batch).value_or(99), 0u);
+  EXPECT_EQ(status_reads.load(), 2) << "polls 1 and 65";
+  // A frame resets the count: the next empty poll looks again.
+  ASSERT_EQ(model.receive(make_frame(nic->mac(), 60, 1)), E1000eRxOutcome::delivered);
+  ASSERT_EQ(nic->rx_batch(batch).value_or(0), 1u);
+  ASSERT_TRUE(nic->release(batch[0]));
+  status_reads = 0;
+  ASSERT_EQ(nic->rx_batch(batch).value_or(99), 0u);
+  EXPECT_EQ(status_reads.load(), 1);
+  EXPECT_NO_VIOLATIONS(model);
+}
 
 TEST(E1000eDriverOnModel, ARemovedNicIsReportedAsDeviceRemoved) {
   E1000eModel model;

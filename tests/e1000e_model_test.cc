@@ -33,7 +33,8 @@ constexpr std::uint64_t kCtrl = 0x0000, kStatus = 0x0008, kEerd = 0x0014, kCtrlE
                         kRah0 = 0x5404;
 constexpr std::uint64_t kMpc = 0x4010, kGprc = 0x4074, kGptc = 0x4080, kGorcl = 0x4088, kGotcl = 0x4090,
                         kGotch = 0x4094, kRnbc = 0x40a0, kTpr = 0x40d0, kTpt = 0x40d4;
-constexpr std::uint32_t kCtrlSlu = 1u << 6, kCtrlRst = 1u << 26;
+constexpr std::uint32_t kCtrlGioMasterDisable = 1u << 2, kCtrlSlu = 1u << 6, kCtrlRst = 1u << 26;
+constexpr std::uint32_t kStatusGioMasterEnable = 1u << 19;
 constexpr std::uint32_t kStatusFd = 1u << 0, kStatusLu = 1u << 1, kStatusSpeedMask = 3u << 6,
                         kStatusSpeed1000 = 2u << 6;
 constexpr std::uint32_t kCtrlExtEiame = 1u << 24;
@@ -216,6 +217,7 @@ TEST(E1000eModel, LinkComesUpWithSluAndResetRestoresDefaults) {
 
   host.write(kIms, kRxt0);
   host.write(kRal0, 0x01020304);
+  host.write(kCtrl, kCtrlSlu | kCtrlGioMasterDisable);
   host.write(kCtrl, kCtrlSlu | kCtrlRst);
   EXPECT_EQ(nic.resets(), 1u);
   EXPECT_EQ(host.read(kCtrl) & kCtrlRst, 0u) << "RST self-clears";
@@ -681,11 +683,28 @@ TEST(E1000eModel, RecordsLiveRingsAndBuffersUnmapped) {
   nic.clear_violations();
   {
     Host host(nic);
+    host.write(kCtrl, kCtrlGioMasterDisable);
     host.write(kCtrl, kCtrlRst);
     host.link_up();
     host.setup_rx();
     host.write(kRctl, 0);  // the right order: stop the queue, then free its memory
   }
+  EXPECT_TRUE(nic.violations().empty()) << listed(nic.violations());
+}
+
+TEST(E1000eModel, AResetWithBusMasteringOnNeedsGioMasterDisableFirst) {
+  E1000eModel nic;
+  Host host(nic);  // bus mastering on
+  host.write(kCtrl, kCtrlRst);
+  EXPECT_TRUE(seen(nic, rule::kResetWithoutMasterDisable)) << listed(nic.violations());
+  nic.clear_violations();
+  host.write(kCtrl, kCtrlGioMasterDisable);
+  EXPECT_EQ(host.read(kStatus) & kStatusGioMasterEnable, 0u) << "no master request pending";
+  host.write(kCtrl, kCtrlRst);
+  EXPECT_EQ(nic.resets(), 2u);
+  EXPECT_NE(host.read(kStatus) & kStatusGioMasterEnable, 0u) << "the reset cleared GIO Master Disable";
+  ASSERT_TRUE(host.device().enable_bus_master(false));
+  host.write(kCtrl, kCtrlRst);  // no DMA possible: nothing to cut off
   EXPECT_TRUE(nic.violations().empty()) << listed(nic.violations());
 }
 

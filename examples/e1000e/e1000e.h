@@ -10,8 +10,10 @@ namespace examples::e1000e {
 // BAR0 registers (10.2). Every one is 32 bits wide.
 inline constexpr std::uint64_t kCtrl = 0x0000;     // Device Control
 inline constexpr std::uint64_t kStatus = 0x0008;   // Device Status
+inline constexpr std::uint64_t kEecd = 0x0010;     // EEPROM/Flash Control
 inline constexpr std::uint64_t kCtrlExt = 0x0018;  // Extended Device Control
 inline constexpr std::uint64_t kIcr = 0x00C0;      // Interrupt Cause Read (clear on read, or write 1s)
+inline constexpr std::uint64_t kIcs = 0x00C8;      // Interrupt Cause Set (write 1s to raise)
 inline constexpr std::uint64_t kIms = 0x00D0;      // Interrupt Mask Set (write 1s to enable)
 inline constexpr std::uint64_t kImc = 0x00D8;      // Interrupt Mask Clear (write 1s to disable)
 inline constexpr std::uint64_t kEiac = 0x00DC;     // Extended Interrupt Auto Clear (MSI-X causes)
@@ -51,6 +53,8 @@ inline constexpr std::uint32_t kCtrlReset = 1u << 26;         // RST, self-clear
 // STATUS (10.2.2.2).
 inline constexpr std::uint32_t kStatusLinkUp = 1u << 1;        // LU
 inline constexpr std::uint32_t kStatusMasterEnabled = 1u << 19;  // GIO Master Enable Status
+// EECD (10.2.2.4): the EEPROM's contents (the MAC address among them) are loaded.
+inline constexpr std::uint32_t kEecdAutoReadDone = 1u << 9;  // AUTO_RD
 // CTRL_EXT (10.2.2.3).
 inline constexpr std::uint32_t kCtrlExtEiame = 1u << 24;   // MSI-X: IAM applies on each vector
 inline constexpr std::uint32_t kCtrlExtPbaClear = 1u << 31;  // an IMS write clears the MSI-X PBA bit
@@ -114,6 +118,7 @@ struct TxDescriptor {
 static_assert(sizeof(RxDescriptor) == 16 && sizeof(TxDescriptor) == 16);
 inline constexpr std::uint8_t kRxStatusDone = 1u << 0;
 inline constexpr std::uint8_t kRxStatusEndOfPacket = 1u << 1;
+inline constexpr std::uint8_t kTxStatusDone = 1u << 0;
 inline constexpr std::uint8_t kTxCommandEndOfPacket = 1u << 0;  // EOP
 inline constexpr std::uint8_t kTxCommandInsertCrc = 1u << 1;    // IFCS
 inline constexpr std::uint8_t kTxCommandReportStatus = 1u << 3;  // RS: write DD back

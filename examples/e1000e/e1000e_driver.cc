@@ -20,6 +20,7 @@ namespace {
 
 constexpr std::size_t kPage = 4096;
 constexpr std::uint32_t kBuffersPerPage = kPage / reg::kBufferBytes;
+constexpr std::uint32_t kPollsPerPresenceCheck = 64;
 constexpr std::uint16_t kMinFrame = 14;  // an Ethernet header; the NIC pads to 60 (TCTL.PSP)
 // Causes the driver enables: MSI-X routes receive, transmit and the rest (link changes)
 // to vectors of their own (10.2.4.9, 7.4.2); MSI and INTx have one vector for all.
@@ -88,52 +89,12 @@ Result<E1000eDriver> E1000eDriver::open(std::unique_ptr<pcie::Device> device, co
   // From here on, leaving (an error included) stops the NIC before its memory goes. The
   // steps capture the Region (owned through a unique_ptr: stable when the driver moves).
   pcie::Region* regs = driver.bar0_.get();
-  driver.quiesce_ = pcie::Quiescer(*driver.device_, {
-      .stop = [regs]() -> Result<void> {
-        // Receive and transmit off, every interrupt masked, then no new master requests
-        // (CTRL.GIO Master Disable, 5.2.3.3 of the datasheet's reset flow).
-        for (auto [offset, value] : {std::pair{reg::kRctl, 0u}, {reg::kTctl, 0u}, {reg::kImc, ~0u}}) {
-          if (auto written = regs->write(pcie::Width::bits32, offset, value); !written) return written;
-        }
-        auto control = regs->read(pcie::Width::bits32, reg::kCtrl);
-        if (!control) return std::unexpected(control.error());
-        return regs->write(pcie::Width::bits32, reg::kCtrl, *control | reg::kCtrlMasterDisable);
-      },
-      .idle = [regs]() -> Result<bool> {
-        auto status = regs->read(pcie::Width::bits32, reg::kStatus);
-        if (!status) return std::unexpected(status.error());
-        if (*status == ~0ull || *status == 0xffffffffull) {
-          return std::unexpected(make_error(Errc::device_removed, "quiesce", regs->name(), "STATUS reads all ones"));
-        }
-        return (*status & reg::kStatusMasterEnabled) == 0;  // no master request pending
-      }});
-
+  driver.quiesce_ = pcie::Quiescer(*driver.device_, {.stop = [regs] { return stop_nic(*regs); },
+                                                     .idle = [regs] { return nic_idle(*regs); }});
   if (auto reset = driver.reset_nic(); !reset) return std::unexpected(reset.error());
   if (auto master = driver.device_->enable_bus_master(true); !master) return std::unexpected(master.error());
-  auto allocator = driver.device_->dma_allocator();
-  if (!allocator) return std::unexpected(allocator.error());
-  driver.allocator_ = std::move(*allocator);
-  auto rings = pcie::DmaPages::allocate(*driver.allocator_, 2);
-  if (!rings) return std::unexpected(rings.error());
-  driver.ring_pages_ = std::move(*rings);
-  auto buffers = pcie::DmaPages::allocate(*driver.allocator_, (options.buffers + kBuffersPerPage - 1) / kBuffersPerPage);
-  if (!buffers) return std::unexpected(buffers.error());
-  driver.buffer_pages_ = std::move(*buffers);
-  driver.holder_.assign(options.buffers, Holder::pool);
-  driver.free_.reserve(options.buffers);
-  for (std::uint32_t b = options.buffers; b-- > 0;) driver.free_.push_back(b);  // buffer 0 first out
-  driver.rx_slot_buffer_.assign(options.rx_ring_size, Packet::kNone);
-  driver.tx_slot_buffer_.assign(options.tx_ring_size, Packet::kNone);
-
-  // The MAC address the EEPROM loaded into Receive Address 0 (10.2.5.11); kept valid (AV)
-  // for the filter when not promiscuous.
-  const std::uint32_t low = driver.read32(reg::kRal0);
-  const std::uint32_t high = driver.read32(reg::kRah0);
-  for (int i = 0; i < 4; ++i) driver.mac_[i] = static_cast<std::uint8_t>(low >> (8 * i));
-  driver.mac_[4] = static_cast<std::uint8_t>(high);
-  driver.mac_[5] = static_cast<std::uint8_t>(high >> 8);
-  driver.write32(reg::kRah0, (high & 0xffffu) | (1u << 31));
-
+  if (auto memory = driver.allocate_memory(); !memory) return std::unexpected(memory.error());
+  driver.read_mac();
   if (options.interrupts) {
     if (auto enabled = driver.enable_interrupts(); !enabled) return std::unexpected(enabled.error());
   }
@@ -141,27 +102,91 @@ Result<E1000eDriver> E1000eDriver::open(std::unique_ptr<pcie::Device> device, co
   return driver;
 }
 
-Result<void> E1000eDriver::reset_nic() {
-  // Interrupts masked and receive/transmit off before the reset, as the datasheet's
-  // software reset flow asks (4.6.1); the reset clears every register but the PCI ones and
-  // ends all DMA of the NIC.
-  write32(reg::kImc, ~0u);
-  write32(reg::kRctl, 0);
-  write32(reg::kTctl, 0);
-  write32(reg::kCtrl, read32(reg::kCtrl) | reg::kCtrlReset);
-  auto waited = pcie::wait_until([this] { return read32(reg::kCtrl); },
-                                 [](std::uint32_t control) { return control == ~0u || (control & reg::kCtrlReset) == 0; },
-                                 {.timeout = options_.reset_timeout, .spin = std::chrono::microseconds(10)});
+Result<void> E1000eDriver::stop_nic(pcie::Region& regs) {
+  // Receive and transmit off, every interrupt masked, then no new master requests: the
+  // first steps of the datasheet's software reset flow (CTRL.GIO Master Disable, 5.2.3.3),
+  // as the kernel's e1000e_disable_pcie_master does before every reset.
+  for (auto [offset, value] : {std::pair{reg::kRctl, 0u}, {reg::kTctl, 0u}, {reg::kImc, ~0u}}) {
+    if (auto written = regs.write(pcie::Width::bits32, offset, value); !written) return written;
+  }
+  auto control = regs.read(pcie::Width::bits32, reg::kCtrl);
+  if (!control) return std::unexpected(control.error());
+  return regs.write(pcie::Width::bits32, reg::kCtrl, *control | reg::kCtrlMasterDisable);
+}
+
+Result<bool> E1000eDriver::nic_idle(pcie::Region& regs) {
+  auto status = regs.read(pcie::Width::bits32, reg::kStatus);
+  if (!status) return std::unexpected(status.error());
+  if (*status == 0xffffffffull) {
+    return std::unexpected(make_error(Errc::device_removed, "quiesce", regs.name(), "STATUS reads all ones"));
+  }
+  return (*status & reg::kStatusMasterEnabled) == 0;  // no master request pending
+}
+
+Result<void> E1000eDriver::allocate_memory() {
+  auto allocator = device_->dma_allocator();
+  if (!allocator) return std::unexpected(allocator.error());
+  allocator_ = std::move(*allocator);
+  auto rings = pcie::DmaPages::allocate(*allocator_, 2);
+  if (!rings) return std::unexpected(rings.error());
+  ring_pages_ = std::move(*rings);
+  auto buffers = pcie::DmaPages::allocate(*allocator_, (options_.buffers + kBuffersPerPage - 1) / kBuffersPerPage);
+  if (!buffers) return std::unexpected(buffers.error());
+  buffer_pages_ = std::move(*buffers);
+  holder_.assign(options_.buffers, Holder::pool);
+  generation_.assign(options_.buffers, 0);
+  free_.reserve(options_.buffers);
+  for (std::uint32_t b = options_.buffers; b-- > 0;) free_.push_back(b);  // buffer 0 first out
+  rx_slot_buffer_.assign(options_.rx_ring_size, Packet::kNone);
+  tx_slot_buffer_.assign(options_.tx_ring_size, Packet::kNone);
+  return {};
+}
+
+void E1000eDriver::read_mac() {
+  // The MAC address the EEPROM loaded into Receive Address 0 (10.2.5.11); kept valid (AV)
+  // for the filter when not promiscuous.
+  const std::uint32_t low = read32(reg::kRal0);
+  const std::uint32_t high = read32(reg::kRah0);
+  for (int i = 0; i < 4; ++i) mac_[i] = static_cast<std::uint8_t>(low >> (8 * i));
+  mac_[4] = static_cast<std::uint8_t>(high);
+  mac_[5] = static_cast<std::uint8_t>(high >> 8);
+  write32(reg::kRah0, (high & 0xffffu) | (1u << 31));
+}
+
+Result<std::uint32_t> E1000eDriver::poll(std::uint64_t offset, bool (*done)(std::uint32_t), std::chrono::milliseconds timeout,
+                                         const char* operation, const std::string& awaited) const {
+  auto waited = pcie::wait_until([this, offset] { return read32(offset); },
+                                 [done](std::uint32_t value) { return value == ~0u || done(value); },
+                                 {.timeout = timeout, .spin = std::chrono::microseconds(10)});
   if (!waited) return std::unexpected(waited.error());
-  const std::uint32_t control = waited->value;
-  if (control == ~0u) {
-    return std::unexpected(make_error(Errc::device_removed, "reset e1000e", device_->bdf().to_string(),
-                                      "CTRL reads all ones: the NIC is gone"));
+  if (waited->value == ~0u) {
+    return std::unexpected(make_error(Errc::device_removed, operation, device_->bdf().to_string(),
+                                      "the NIC's registers read all ones: it is gone"));
   }
   if (!waited->matched) {
-    return std::unexpected(make_error(Errc::io_error, "reset e1000e", device_->bdf().to_string(),
-                                      "CTRL.RST did not clear within " + std::to_string(options_.reset_timeout.count()) + " ms"));
+    return std::unexpected(make_error(Errc::io_error, operation, device_->bdf().to_string(),
+                                      awaited + " not within " + std::to_string(timeout.count()) + " ms"));
   }
+  return waited->value;
+}
+
+Result<void> E1000eDriver::reset_nic() {
+  // The software reset flow (4.6.1, 5.2.3.3): the NIC stopped and its master requests
+  // drained first, so that no DMA is cut off half way or lands after the reset; the reset
+  // clears every register but the PCI ones; the MAC address is read only once the EEPROM
+  // has been loaded again (EECD.AUTO_RD, as the kernel's e1000e_get_auto_rd_done).
+  const auto timeout = options_.reset_timeout;
+  if (auto stopped = stop_nic(*bar0_); !stopped) return stopped;
+  auto idle = poll(reg::kStatus, [](std::uint32_t status) { return (status & reg::kStatusMasterEnabled) == 0; }, timeout,
+                   "reset e1000e", "STATUS.GIO Master Enable clear after GIO Master Disable");
+  if (!idle) return std::unexpected(idle.error());
+  write32(reg::kCtrl, read32(reg::kCtrl) | reg::kCtrlReset);
+  auto reset = poll(reg::kCtrl, [](std::uint32_t control) { return (control & reg::kCtrlReset) == 0; }, timeout,
+                    "reset e1000e", "CTRL.RST clear");
+  if (!reset) return std::unexpected(reset.error());
+  auto loaded = poll(reg::kEecd, [](std::uint32_t eecd) { return (eecd & reg::kEecdAutoReadDone) != 0; }, timeout,
+                     "reset e1000e", "EECD.AUTO_RD (the EEPROM loaded)");
+  if (!loaded) return std::unexpected(loaded.error());
   write32(reg::kImc, ~0u);  // the reset may leave causes enabled in IMS (4.6.1)
   (void)read32(reg::kIcr);  // and pending: read to clear
   return {};
@@ -178,13 +203,17 @@ Result<void> E1000eDriver::configure() {
 }
 
 Result<void> E1000eDriver::make_rings() {
+  auto rx_tail = pcie::Doorbell::at(*bar0_, reg::kRdt);
+  if (!rx_tail) return std::unexpected(rx_tail.error());
+  auto tx_tail = pcie::Doorbell::at(*bar0_, reg::kTdt);
+  if (!tx_tail) return std::unexpected(tx_tail.error());
   auto rx = pcie::WritebackRing<reg::RxDescriptor>::create(
       {ring_pages_.page(0), options_.rx_ring_size * sizeof(reg::RxDescriptor)}, options_.rx_ring_size,
-      {.byte_offset = reg::kStatusByte, .mask = reg::kRxStatusDone}, pcie::Doorbell::at(*bar0_, reg::kRdt).value_or(pcie::Doorbell()));
+      {.byte_offset = reg::kStatusByte, .mask = reg::kRxStatusDone}, std::move(*rx_tail));
   if (!rx) return std::unexpected(rx.error());
   auto tx = pcie::WritebackRing<reg::TxDescriptor>::create(
       {ring_pages_.page(1), options_.tx_ring_size * sizeof(reg::TxDescriptor)}, options_.tx_ring_size,
-      {.byte_offset = reg::kStatusByte, .mask = 0x01}, pcie::Doorbell::at(*bar0_, reg::kTdt).value_or(pcie::Doorbell()));
+      {.byte_offset = reg::kStatusByte, .mask = reg::kTxStatusDone}, std::move(*tx_tail));
   if (!tx) return std::unexpected(tx.error());
   rx_ring_ = std::move(*rx);
   tx_ring_ = std::move(*tx);
@@ -222,17 +251,12 @@ void E1000eDriver::configure_transmit() {
 }
 
 Result<void> E1000eDriver::wait_link() {
-  auto waited = pcie::wait_until([this] { return read32(reg::kStatus); },
-                                 [](std::uint32_t status) { return status == ~0u || (status & reg::kStatusLinkUp) != 0; },
-                                 {.timeout = options_.link_timeout, .spin = std::chrono::microseconds(10)});
-  if (!waited) return std::unexpected(waited.error());
-  if (waited->value == ~0u) {
-    return std::unexpected(make_error(Errc::device_removed, "link up", device_->bdf().to_string(), "STATUS reads all ones"));
-  }
-  if (!waited->matched) {
-    return std::unexpected(make_error(Errc::io_error, "link up", device_->bdf().to_string(),
-                                      "STATUS.LU stayed 0 for " + std::to_string(options_.link_timeout.count()) + " ms",
-                                      "is a cable (or QEMU's -netdev) attached?"));
+  auto up = poll(reg::kStatus, [](std::uint32_t status) { return (status & reg::kStatusLinkUp) != 0; }, options_.link_timeout,
+                 "link up", "STATUS.LU");
+  if (!up) {
+    pcie::Error error = up.error();
+    if (error.code == Errc::io_error) error.hint = "is a cable (or QEMU's -netdev) attached?";
+    return std::unexpected(error);
   }
   return {};
 }
@@ -287,6 +311,7 @@ Result<bool> E1000eDriver::wait_for_interrupt(std::chrono::milliseconds timeout)
     if (!fired) return std::unexpected(fired.error());
     if (*fired == 0) return false;
     handle_causes(read32(reg::kIcr));  // reading ICR clears it (10.2.4.1)
+    // A failed unmask shows as the next wait's timeout; the NIC's state is already handled.
     if (mode_ == E1000eInterruptMode::intx) (void)interrupts_->rearm(0);
     return true;
   }
@@ -301,13 +326,17 @@ Result<bool> E1000eDriver::wait_for_interrupt(std::chrono::milliseconds timeout)
   interrupt_counts_.tx += fired[1];
   interrupt_counts_.other += fired[2];
   if (fired[2] != 0) {
-    // In MSI-X mode reading ICR clears nothing and EIAC clears only OTHER itself: the
-    // causes behind it (LSC) are cleared by writing them back, or they would raise the
-    // other vector again with every later cause (10.2.4.1).
+    // The causes behind OTHER (LSC) are cleared by writing them back: QEMU's model clears
+    // nothing on an ICR read in MSI-X mode, and a cause left set would raise the other
+    // vector again with every later cause (10.2.4.1). Where the read does clear (the
+    // kernel's e1000_msix_other assumes so), it may also have taken a queue cause whose
+    // vector has not fired yet: raised again through ICS, as that handler does.
     const std::uint32_t causes = read32(reg::kIcr);
     if (causes != ~0u) {
       if ((causes & reg::kCauseLinkChange) != 0) ++interrupt_counts_.link_changes;
       write32(reg::kIcr, causes & ~(reg::kRxCauses | reg::kTxCauses));
+      const std::uint32_t queues = causes & (reg::kCauseRxQueue0 | reg::kCauseTxQueue0);
+      if (queues != 0) write32(reg::kIcs, queues);
     }
   }
   // Enable the causes that fired again, as the kernel's driver does after each vector.
@@ -317,8 +346,11 @@ Result<bool> E1000eDriver::wait_for_interrupt(std::chrono::milliseconds timeout)
   return true;
 }
 
-void E1000eDriver::handle_causes(std::uint32_t causes) {
-  if (causes == ~0u) return;  // the NIC is gone; the next rx_batch says so
+void E1000eDriver::handle_causes(std::uint32_t read) {
+  if (read == ~0u) return;  // the NIC is gone; the next rx_batch says so
+  // ICR shows every cause that happened, the masked ones too (TXQE once the transmit ring
+  // runs empty, the MSI-X queue bits): only the enabled ones raised this interrupt.
+  const std::uint32_t causes = read & kLegacyCauses;
   if (causes & reg::kRxCauses) ++interrupt_counts_.rx;
   if (causes & reg::kTxCauses) ++interrupt_counts_.tx;
   if (causes & ~(reg::kRxCauses | reg::kTxCauses | reg::kCauseOther | reg::kCauseAsserted)) ++interrupt_counts_.other;
@@ -341,8 +373,14 @@ std::uint32_t E1000eDriver::take_buffer(Holder holder) {
   return buffer;
 }
 
+Packet E1000eDriver::hand_out(std::uint32_t buffer, std::uint16_t length) {
+  holder_[buffer] = Holder::caller;
+  return Packet{.buffer = buffer, .length = length, .generation = ++generation_[buffer]};
+}
+
 bool E1000eDriver::held_by_caller(const Packet& packet) const {
-  return packet.buffer < holder_.size() && holder_[packet.buffer] == Holder::caller;
+  return packet.buffer < holder_.size() && holder_[packet.buffer] == Holder::caller &&
+         generation_[packet.buffer] == packet.generation;
 }
 
 void E1000eDriver::refill_rx() {
@@ -364,6 +402,7 @@ void E1000eDriver::reclaim_ring_buffers() {
   }
   std::fill(rx_slot_buffer_.begin(), rx_slot_buffer_.end(), Packet::kNone);
   std::fill(tx_slot_buffer_.begin(), tx_slot_buffer_.end(), Packet::kNone);
+  rx_discarding_ = false;
 }
 
 Result<std::size_t> E1000eDriver::rx_batch(std::span<Packet> out) {
@@ -376,19 +415,28 @@ Result<std::size_t> E1000eDriver::rx_batch(std::span<Packet> out) {
     rx_ring_.reap();
     buffer_pages_.sync_page_for_cpu(std::size_t{buffer} / kBuffersPerPage);
     // Every frame fits one 2 KiB buffer (long packets are off): a frame without EOP, or
-    // with errors, is not one to hand on (7.1.4.3).
-    if ((written->status & reg::kRxStatusEndOfPacket) == 0 || written->errors != 0 ||
-        written->length > reg::kBufferBytes) {
-      ++stats_.rx_dropped;
+    // with errors, is not one to hand on (7.1.4.3). A frame the NIC spread over several
+    // descriptors anyway is dropped whole, up to and including its EOP descriptor, so that
+    // its tail is never handed on as a frame of its own.
+    const bool end_of_packet = (written->status & reg::kRxStatusEndOfPacket) != 0;
+    const bool part_of_dropped = rx_discarding_;
+    rx_discarding_ = !end_of_packet;
+    if (!end_of_packet || part_of_dropped || written->errors != 0 || written->length > reg::kBufferBytes) {
+      stats_.rx_dropped += !part_of_dropped;
       holder_[buffer] = Holder::pool;
       free_.push_back(buffer);
       continue;
     }
-    holder_[buffer] = Holder::caller;
-    out[count++] = Packet{.buffer = buffer, .length = written->length};
+    out[count++] = hand_out(buffer, written->length);
   }
   refill_rx();
-  if (count == 0 && (bar0_->revoked() || read32(reg::kStatus) == ~0u)) {
+  idle_polls_ = count == 0 ? idle_polls_ + 1 : 0;
+  // Whether the NIC is still there: on a revoked mapping at once, else by a STATUS read at
+  // the first empty poll after frames and then at every kPollsPerPresenceCheck-th: each
+  // register read is a round trip over PCIe (a VM exit under emulation), which a polling
+  // loop must not pay for every poll.
+  if (count == 0 && (bar0_->revoked() ||
+                     ((idle_polls_ - 1) % kPollsPerPresenceCheck == 0 && read32(reg::kStatus) == ~0u))) {
     return std::unexpected(make_error(Errc::device_removed, "receive", device_->bdf().to_string(),
                                       "STATUS reads all ones: the NIC is gone"));
   }
@@ -486,7 +534,7 @@ Result<Packet> E1000eDriver::allocate_packet() {
                                       "every buffer of the pool is held or in a ring",
                                       "release or send the packets you hold, or open with more buffers"));
   }
-  return Packet{.buffer = take_buffer(Holder::caller), .length = 0};
+  return hand_out(take_buffer(Holder::caller), 0);
 }
 
 Result<void> E1000eDriver::release(const Packet& packet) {

@@ -17,8 +17,9 @@
 // Buffers: a Packet names a pool buffer the caller holds. rx_batch and allocate_packet hand
 // buffers out; tx_batch takes them back (returned to the pool when the NIC has written the
 // descriptor back), release() returns one unsent. The driver tracks who holds each buffer
-// and refuses a Packet the caller does not hold (invalid_argument), so a double release or
-// a double send is an error, never a buffer in two places at once.
+// and each hand-out's generation, and refuses a Packet the caller does not hold
+// (invalid_argument): a double release, a double send or a stale copy of a Packet whose
+// buffer has been handed out again is an error, never a buffer in two places at once.
 //
 // Threads: one thread drives a driver at a time.
 // Intel 82574 GbE Controller Family datasheet sections are cited (see e1000e.h).
@@ -74,6 +75,9 @@ struct Packet {
   static constexpr std::uint32_t kNone = ~0u;
   std::uint32_t buffer = kNone;
   std::uint16_t length = 0;
+  // Which hand-out of the buffer this is: a copy kept after the buffer was sent or
+  // released does not name it once it has been handed out again.
+  std::uint32_t generation = 0;
 };
 
 struct E1000eStats {
@@ -120,7 +124,7 @@ class E1000eDriver {
   // Posts `packets` for transmission in order, as many as the ring has room for, with one
   // tail write; the buffers go back to the pool once the NIC has sent them. Returns how many
   // were taken (the rest are still the caller's). invalid_argument for a packet whose
-  // buffer the caller does not hold or whose length is 14 to 1514 bytes — nothing is posted
+  // buffer the caller does not hold or whose length is not 14 to 1514 bytes — nothing is posted
   // then; fails as rx_batch otherwise.
   pcie::Result<std::size_t> tx_batch(std::span<const Packet> packets);
   // Returns the buffers of frames the NIC has sent to the pool; how many. tx_batch does it
@@ -162,7 +166,8 @@ class E1000eDriver {
   // of this device), as one frame, without copying; waits (up to 1 s) until the NIC has
   // written the descriptor back. For zero-copy senders, and for tests that hand the NIC an
   // address it cannot reach. invalid_argument for a length outside 14..1514; io_error on a
-  // timeout; fails as tx_batch otherwise.
+  // timeout, after which the descriptor is still the NIC's: the memory must stay mapped
+  // until reset() or shutdown() has stopped the NIC. Fails as tx_batch otherwise.
   pcie::Result<void> transmit_from(pcie::BusAddress address, std::uint16_t length);
 
   // Stops the NIC (receive and transmit off, interrupts masked, bus mastering requests
@@ -182,7 +187,17 @@ class E1000eDriver {
   std::uint32_t read32(std::uint64_t offset) const;
   void write32(std::uint64_t offset, std::uint32_t value) const;
   pcie::Result<void> usable(const char* operation) const;
+  // Stops receive, transmit, interrupts and master requests (the Quiescer's stop step, and
+  // the first of a reset); whether no master request is pending (its idle step).
+  static pcie::Result<void> stop_nic(pcie::Region& regs);
+  static pcie::Result<bool> nic_idle(pcie::Region& regs);
+  // Polls `offset` until `done` holds (its value), device_removed when it reads all ones,
+  // io_error naming `awaited` after `timeout`.
+  pcie::Result<std::uint32_t> poll(std::uint64_t offset, bool (*done)(std::uint32_t), std::chrono::milliseconds timeout,
+                                   const char* operation, const std::string& awaited) const;
   pcie::Result<void> reset_nic();
+  pcie::Result<void> allocate_memory();  // the ring pages and the buffer pool
+  void read_mac();
   pcie::Result<void> configure();
   pcie::Result<void> make_rings();
   void configure_receive();
@@ -192,25 +207,27 @@ class E1000eDriver {
   void unmask_interrupts() const;
   void reclaim_ring_buffers();
   std::uint32_t take_buffer(Holder holder);
+  Packet hand_out(std::uint32_t buffer, std::uint16_t length);  // to the caller, a new generation
   bool held_by_caller(const Packet& packet) const;
   std::uint64_t buffer_bus(std::uint32_t buffer) const;
   void refill_rx();
-  void handle_causes(std::uint32_t causes);
+  void handle_causes(std::uint32_t read);  // counts the enabled causes of an ICR read (MSI, INTx)
   pcie::Error fail(pcie::Error error);
 
   // Declared in order of acquisition; destroyed in reverse, the Quiescer first.
   std::unique_ptr<pcie::Device> device_;
   std::unique_ptr<pcie::Region> bar0_;
   std::optional<pcie::DmaAllocator> allocator_;
-  std::unique_ptr<pcie::Interrupts> interrupts_;
   pcie::DmaPages ring_pages_;    // page 0: receive ring, page 1: transmit ring
   pcie::DmaPages buffer_pages_;  // two 2 KiB packet buffers per page
+  std::unique_ptr<pcie::Interrupts> interrupts_;  // after the memory: disabled before it goes
   pcie::WritebackRing<e1000e::RxDescriptor> rx_ring_;
   pcie::WritebackRing<e1000e::TxDescriptor> tx_ring_;
   std::vector<std::uint32_t> rx_slot_buffer_;  // the buffer posted in each receive slot
   std::vector<std::uint32_t> tx_slot_buffer_;  // ... each transmit slot (kNone: transmit_from)
   std::vector<std::uint32_t> free_;            // buffers in the pool
   std::vector<Holder> holder_;                 // who holds each buffer
+  std::vector<std::uint32_t> generation_;      // each buffer's hand-outs to the caller
   E1000eOptions options_;
   E1000eInterruptMode mode_ = E1000eInterruptMode::polled;
   MacAddress mac_{};
@@ -218,6 +235,8 @@ class E1000eDriver {
   E1000eInterruptCounts interrupt_counts_;
   std::uint64_t resets_ = 0;
   std::optional<pcie::Error> failed_;  // a reset failed: every call returns this
+  bool rx_discarding_ = false;         // inside a frame spread over descriptors: dropping to its EOP
+  std::uint32_t idle_polls_ = 0;       // rx_batch calls in a row that found nothing
   // Last member, so destroyed first: receive and transmit off and bus mastering off before
   // the rings, buffers and interrupts above are released (pcie/quiesce.h).
   pcie::Quiescer quiesce_;

@@ -114,6 +114,7 @@ Result<LoopbackResult> loopback_copy(E1000eDriver& nic, std::span<const std::byt
   while (received < total) {
     // Send what the receive side has room for: a batch at most ahead.
     std::size_t made = 0;
+    std::size_t posted = 0;  // progress is a frame posted or received, not one only made
     while (made < batch && sent + made < total && sent + made < received + batch) {
       auto packet = nic.allocate_packet();
       if (!packet) break;  // buffers still in flight: receive first
@@ -133,6 +134,7 @@ Result<LoopbackResult> loopback_copy(E1000eDriver& nic, std::span<const std::byt
       }
       release_all(nic, std::span(packets).subspan(*taken, made - *taken));
       sent += *taken;
+      posted = *taken;
     }
     auto got = nic.rx_batch(packets);
     if (!got) return std::unexpected(got.error());
@@ -155,7 +157,7 @@ Result<LoopbackResult> loopback_copy(E1000eDriver& nic, std::span<const std::byt
       (void)nic.release(packets[i]);
       ++received;
     }
-    if (*got > 0 || made > 0) {
+    if (*got > 0 || posted > 0) {
       last_progress = std::chrono::steady_clock::now();
     } else if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(1)) {
       return std::unexpected(make_error(Errc::io_error, "loopback copy", name,

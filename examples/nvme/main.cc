@@ -1,5 +1,7 @@
-// nvme-driver [--interrupts] [--queue-depth N] BDF COMMAND: the example NVMe driver on a
-// controller bound to vfio-pci.
+// nvme-driver [--backend vfio|vfio-noiommu|uio] [--interrupts] [--queue-depth N] BDF COMMAND:
+// the example NVMe driver on a controller bound to vfio-pci (the default; with an IOMMU, or
+// in no-IOMMU mode) or uio_pci_generic (examples/common/open_device.h). The two without an
+// IOMMU let the controller reach all of memory: naming them accepts that.
 //   identify                 model, serial, firmware, version, active namespaces, the first one's size
 //                            and block size (a controller without namespaces is identified too)
 //   read LBA BLOCKS          the blocks of the first active namespace, raw, on standard output
@@ -16,8 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "examples/common/open_device.h"
 #include "examples/nvme/nvme_driver.h"
-#include "pcie/vfio.h"
 
 namespace {
 
@@ -28,8 +30,9 @@ int fail(const pcie::Error& error) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: nvme-driver [--interrupts] [--queue-depth N] BDF identify | [nsid N] read LBA BLOCKS | "
-               "[nsid N] write LBA < data | bench [QD [COUNT]]\n");
+               "usage: nvme-driver [--backend %s] [--interrupts] [--queue-depth N] BDF identify | [nsid N] read LBA BLOCKS | "
+               "[nsid N] write LBA < data | bench [QD [COUNT]]\n",
+               examples::kBackendNames);
   return 2;
 }
 
@@ -44,11 +47,14 @@ bool number(const char* text, std::uint64_t& value) {
 
 int main(int argc, char** argv) {
   examples::NvmeOptions options;
+  std::string_view backend = "vfio";
   std::vector<std::string_view> args(argv + 1, argv + argc);
   std::size_t next = 0;
   for (; next < args.size() && args[next].starts_with("--"); ++next) {
     std::uint64_t depth = 0;
-    if (args[next] == "--interrupts") {
+    if (args[next] == "--backend" && next + 1 < args.size() && examples::known_backend(args[next + 1])) {
+      backend = args[++next];
+    } else if (args[next] == "--interrupts") {
       options.interrupts = true;
     } else if (args[next] == "--queue-depth" && next + 1 < args.size() && number(argv[next + 2], depth) &&
                depth >= 2 && depth <= 4096) {
@@ -69,11 +75,9 @@ int main(int argc, char** argv) {
   }
   const std::string_view command = rest[0];
 
-  auto container = pcie::VfioContainer::open();
-  if (!container) return fail(container.error());
-  auto device = container->open_device(*bdf);
+  auto device = examples::open_device(backend, *bdf);
   if (!device) return fail(device.error());
-  auto driver = examples::NvmeDriver::open(std::make_unique<pcie::VfioDevice>(std::move(*device)), options);
+  auto driver = examples::NvmeDriver::open(std::move(*device), options);
   if (!driver) return fail(driver.error());
   const auto nsid = static_cast<std::uint32_t>(namespace_id);
 

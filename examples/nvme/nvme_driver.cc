@@ -457,6 +457,7 @@ pcie::Error NvmeDriver::recover(pcie::Error cause) {
   if (recovering_) return cause;  // a command of the recovery itself failed: recover() reports it
   recovering_ = true;
   ++controller_resets_;
+  other_namespaces_.clear();  // identified again at their next use: a reset may follow a format
   Result<void> back = enable_controller();
   if (back && io_queues_ > 0) back = create_io_queues();
   recovering_ = false;
@@ -610,39 +611,40 @@ Result<void> NvmeDriver::flush(std::uint32_t namespace_id) {
   return {};
 }
 
+Result<void> NvmeDriver::submit_read(const NamespaceFormat& space, std::uint64_t lba, std::uint32_t blocks) {
+  nvme::Command command{.opcode = nvme::kRead, .namespace_id = space.id};
+  command.cdw10 = static_cast<std::uint32_t>(lba);
+  command.cdw11 = static_cast<std::uint32_t>(lba >> 32);
+  command.cdw12 = blocks - 1;
+  const std::size_t bytes = std::size_t{blocks} * space.block_size;
+  auto id = submit(*io_, command, DataRange{0, bytes}, bytes);
+  if (!id) return std::unexpected(io_->requests.outstanding() > 0 ? recover(id.error()) : id.error());
+  return {};
+}
+
 Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, unsigned count, std::uint64_t seed) {
   auto space = namespace_for(0, "NVMe bench");
   if (!space) return std::unexpected(space.error());
   // 4 KiB per read (or one block, where blocks are larger), at 4 KiB-aligned offsets: what
   // fio's bs=4k reads through the kernel. Each command reads into the data area's slot of
   // its own identifier, so no two outstanding commands share a buffer.
-  const std::uint32_t block = std::max<std::uint32_t>(identity_.block_size, 4096);
-  const std::uint32_t blocks_per_read = block / identity_.block_size;
+  const std::uint32_t block = std::max<std::uint32_t>(space->block_size, 4096);
+  const std::uint32_t blocks_per_read = block / space->block_size;
   const unsigned depth = std::clamp<unsigned>(queue_depth, 1, io_->requests.capacity());
-  if (std::size_t{io_->requests.capacity()} * block > data_.count() * nvme::kPage ||
-      identity_.namespace_blocks < blocks_per_read) {
+  if (std::size_t{io_->requests.capacity()} * block > data_.count() * nvme::kPage || space->blocks < blocks_per_read) {
     return std::unexpected(make_error(Errc::invalid_argument, "NVMe bench", device_->bdf().to_string(),
                                       "queue too deep for the data area, or namespace too small"));
   }
   std::mt19937_64 random(seed);
-  std::uniform_int_distribution<std::uint64_t> reads(0, identity_.namespace_blocks / blocks_per_read - 1);
+  std::uniform_int_distribution<std::uint64_t> reads(0, space->blocks / blocks_per_read - 1);
   unsigned submitted = 0;
-  unsigned completed = 0;
   const auto start = std::chrono::steady_clock::now();
-  while (completed < count) {
-    unsigned batch = 0;
-    while (submitted < count && submitted - completed < depth) {
-      const std::uint64_t lba = reads(random) * blocks_per_read;
-      nvme::Command command{.opcode = nvme::kRead, .namespace_id = space->id};
-      command.cdw10 = static_cast<std::uint32_t>(lba);
-      command.cdw11 = static_cast<std::uint32_t>(lba >> 32);
-      command.cdw12 = blocks_per_read - 1;
-      auto id = submit(*io_, command, DataRange{0, block}, block);
-      if (!id) return std::unexpected(io_->requests.outstanding() > 0 ? recover(id.error()) : id.error());
-      ++submitted;
-      ++batch;
+  for (unsigned completed = 0; completed < count; ++completed) {
+    const unsigned before = submitted;
+    for (; submitted < count && submitted - completed < depth; ++submitted) {
+      if (auto sent = submit_read(*space, reads(random) * blocks_per_read, blocks_per_read); !sent) return std::unexpected(sent.error());
     }
-    if (batch > 0) io_->sq.ring();
+    if (submitted != before) io_->sq.ring();
     auto completion = reap(*io_);
     if (!completion) return std::unexpected(completion.error());  // reap reset the controller
     if ((completion->status >> 1) != 0) {
@@ -650,7 +652,6 @@ Result<std::chrono::nanoseconds> NvmeDriver::random_reads(unsigned queue_depth, 
       return std::unexpected(recover(make_error(Errc::io_error, "NVMe bench read", device_->bdf().to_string(),
                                                 nvme::describe_status(completion->status))));
     }
-    ++completed;
   }
   return std::chrono::steady_clock::now() - start;
 }

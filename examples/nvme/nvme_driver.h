@@ -212,6 +212,9 @@ class NvmeDriver {
   // the controller to refuse.
   pcie::Result<NamespaceFormat> namespace_for(std::uint32_t namespace_id, const char* operation);
   pcie::Result<void> transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, const NamespaceFormat& space);
+  // Queues (without ringing) one read of `blocks` at `lba` into its identifier's slot of the
+  // data area; a failure with reads outstanding resets the controller (recover()).
+  pcie::Result<void> submit_read(const NamespaceFormat& space, std::uint64_t lba, std::uint32_t blocks);
   pcie::Result<void> wait_ready(bool ready, std::chrono::milliseconds timeout);
   // device_removed when CSTS reads all ones, io_error on CSTS.CFS (the controller failed).
   pcie::Result<void> controller_alive(const std::string& operation) const;

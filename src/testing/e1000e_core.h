@@ -108,6 +108,7 @@ inline constexpr std::string_view kCiteReceiveRing = "82574 datasheet, 7.1.8";
 inline constexpr std::string_view kCiteNullDescriptor = "82574 datasheet, 7.1.7.2";
 inline constexpr std::string_view kCiteTransmit = "82574 datasheet, 7.2";
 inline constexpr std::string_view kCiteBusMaster = "PCI Local Bus 3.0, 6.2.2";
+inline constexpr std::string_view kCiteReset = "82574 datasheet, 5.2.3.3 and 10.2.2.1 (GIO Master Disable)";
 
 // One descriptor queue's registers.
 struct RingRegisters {

@@ -200,6 +200,13 @@ std::uint32_t E1000eModel::Core::status() const {
 
 void E1000eModel::Core::write_control(std::uint32_t value) {
   if (value & kCtrlRst) {
+    // A reset cuts off whatever DMA is in flight: with bus mastering on, master requests
+    // must have been disabled (and STATUS polled for none pending) before it.
+    if (device.bus_master() && !(reg(kCtrl) & kCtrlGioMasterDisable)) {
+      violation(e1000e_rule::kResetWithoutMasterDisable,
+                "CTRL.RST written with bus mastering on and CTRL.GIO Master Disable clear: DMA in flight may be cut off",
+                kCiteReset);
+    }
     reset();
     return;
   }

@@ -9,10 +9,10 @@ namespace pcie::vm {
 // The guest NIC's address, given to QEMU (-device e1000e,mac=...).
 inline constexpr const char* kE1000eMac = "52:54:00:12:34:56";
 inline constexpr const char* kE1000eBdf = "0000:00:07.0";
-// EtherTypes of the test's frames (IEEE 802 local experimental range): data to echo, and
-// the frame that tells the guest to stop echoing.
-inline constexpr std::uint16_t kEchoEtherType = 0x88B6;
-inline constexpr std::uint16_t kStopEtherType = 0x88B7;
+// EtherTypes of the test's frames, IEEE 802's two Local Experimental EtherTypes (0x88B5,
+// 0x88B6): data to echo, and the frame that tells the guest to stop echoing.
+inline constexpr std::uint16_t kEchoEtherType = 0x88B5;
+inline constexpr std::uint16_t kStopEtherType = 0x88B6;
 // Frames the host sends to be echoed, and the sequence number of the host's probes (sent
 // until the guest's driver answers; their echoes are ignored).
 inline constexpr std::uint32_t kEchoFrames = 10000;

@@ -4,7 +4,7 @@
 // payloads, each with a sequence number, and checks every echo byte for byte and in order;
 // a filter-dump pcap of the wire is checked against them afterwards. In the guest,
 // guest_e1000e_test echoes them with the example driver, then runs its loopback,
-// interrupt, fault and shutdown cases.
+// interrupt (a link change through QMP set_link too), fault and shutdown cases.
 //
 // Flags: --pcie-vm=PATH --guest=PATH (Bazel passes them), --backend=vfio (Debian's kernel,
 // VFIO type1), iommufd (our kernel: VFIO through iommufd), vfio-noiommu (our kernel, no
@@ -99,6 +99,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   if (iommu) options.expected_dmar_fault_addresses = {pcie::vm::kUnmappedIovaText};
   if (own_kernel) options.vm_arguments.push_back("--own-kernel");
   if (!iommu) options.vm_arguments.push_back("--no-iommu");
+  options.vm_arguments.push_back("--hotplug");  // the guest sets the wire's link through QMP
   if (g_backend == "vfio-noiommu") options.vm_arguments.insert(options.vm_arguments.end(), {"--append", "vfio.enable_unsafe_noiommu_mode=1"});
   const std::string netdev = g_peer.wire.netdev("wire");
   options.vm_arguments.insert(options.vm_arguments.end(),

@@ -30,7 +30,8 @@ struct Options {
   std::vector<std::string> guest_command;
   int timeout_seconds = 150;
   // DMAR faults in the guest's kernel log are failures, except faults at these addresses
-  // ("0xf000000", as the kernel prints them), which a test provokes on purpose.
+  // ("0xf000000", as the kernel prints them), which a test provokes on purpose: each of
+  // them must appear (Vm.ExpectedDmarFaultsHappened).
   std::vector<std::string> expected_dmar_fault_addresses;
 };
 

@@ -111,6 +111,16 @@ void register_run_checks(const Options& options) {
     ASSERT_FALSE(log.empty()) << "no kernel log came back";
     for (const std::string& line : kernel_log_problems(log, expected)) ADD_FAILURE() << "guest kernel: " << line;
   });
+  if (!options.expected_dmar_fault_addresses.empty()) {
+    // A fault a test provokes on purpose must show: else that test cannot fail on it.
+    register_test("Vm", "ExpectedDmarFaultsHappened", [expected = options.expected_dmar_fault_addresses] {
+      const std::string& log = g_run.dmesg.empty() ? g_run.console : g_run.dmesg;
+      for (const std::string& address : expected) {
+        EXPECT_NE(log.find("fault addr " + address), std::string::npos)
+            << "no DMAR fault at " << address << " in the guest's kernel log";
+      }
+    });
+  }
   for (const GuestCase& guest_case : cases) {
     register_test(guest_case.suite, guest_case.name, [guest_case] {
       for (const std::string& failure : guest_case.failures) ADD_FAILURE() << "in the guest:\n" << failure;

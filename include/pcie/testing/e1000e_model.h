@@ -81,7 +81,11 @@
 //    every register back to its default, rings and queued work dropped, statistics zero,
 //    RAL0/RAH0 reloaded from the EEPROM, link down until CTRL.SLU is set again. The link
 //    comes up (STATUS.LU, FD, 1000 Mb/s; ICR.LSC) at the write that sets CTRL.SLU while the
-//    cable is in (set_link()).
+//    cable is in (set_link()). A reset written while bus mastering is on and CTRL.GIO
+//    Master Disable is clear is a violation: on the 82574 it cuts off DMA in flight
+//    (5.2.3.3; the kernel's driver disables mastering and polls STATUS first). The model
+//    itself completes every DMA at once, so STATUS.GIO Master Enable clears at the write
+//    of GIO Master Disable.
 //  - After a DMA fault (an unmapped bus address, bus mastering off) the queue stops, as a
 //    device that got an Unsupported Request for its DMA would, until CTRL.RST.
 //
@@ -127,6 +131,7 @@ inline constexpr std::string_view kRxBufferNull = "RX buffer address 0";
 inline constexpr std::string_view kUnsupportedRxFormat = "unsupported receive descriptor format";
 inline constexpr std::string_view kLiveMemoryUnmapped = "live memory unmapped";
 inline constexpr std::string_view kMsixUnrouted = "MSI-X cause without a valid IVAR entry";
+inline constexpr std::string_view kResetWithoutMasterDisable = "reset without GIO Master Disable";
 }  // namespace e1000e_rule
 
 struct E1000eModelOptions {

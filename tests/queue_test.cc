@@ -108,6 +108,31 @@ TEST(Rings, CreationRefusesBadMemoryAndDepth) {
   EXPECT_FALSE(CompletionRing<Completion>().valid());
 }
 
+// Default-constructed rings (a queue struct built step by step) fail or find nothing, as
+// every other empty handle does, instead of writing or reading through a null pointer.
+TEST(Rings, EmptyRingsFailOrFindNothing) {
+  SubmissionRing<Command> submissions;
+  EXPECT_FALSE(submissions.valid());
+  EXPECT_EQ(submissions.free_slots(), 0u);
+  EXPECT_EQ(submissions.in_flight(), 0u);
+  auto pushed = submissions.push(Command{});
+  ASSERT_FALSE(pushed);
+  EXPECT_EQ(pushed.error().code, Errc::invalid_argument);
+  EXPECT_EQ(submissions.consumed_up_to(0).error().code, Errc::out_of_range);
+  EXPECT_EQ(submissions.slot(0), nullptr);
+  submissions.ring();  // no doorbell: nothing happens
+
+  CompletionRing<Completion> completions;
+  EXPECT_FALSE(completions.valid());
+  EXPECT_FALSE(completions.peek());
+  completions.pop();  // nothing to consume: nothing happens
+  EXPECT_EQ(completions.head(), 0u);
+  completions.ring();
+  auto waited = completions.wait({.timeout = 0ms});
+  ASSERT_TRUE(waited);
+  EXPECT_FALSE(waited->has_value());
+}
+
 TEST(Rings, FullRingIsBusyAndHostileHeadsChangeNothing) {
   Memory memory;
   FakeRegisters registers(0x2000);

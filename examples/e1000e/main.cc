@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "examples/common/cli.h"
 #include "examples/common/open_device.h"
 #include "examples/e1000e/e1000e_driver.h"
 #include "examples/e1000e/frames.h"
@@ -29,13 +30,13 @@ int fail(const pcie::Error& error) {
   return 1;
 }
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: e1000e-driver [--backend %s] [--interrupts] BDF\n"
-               "         echo [--count N] [--idle SECONDS] [--batch 1..256] | loopback [--bytes N] | bench [--frames N]\n",
-               examples::kBackendNames);
-  return 2;
+std::string usage_text() {
+  return std::string("e1000e-driver [--backend ") + examples::kBackendNames +
+         "] [--interrupts] BDF\n"
+         "         echo [--count N] [--idle SECONDS] [--batch 1..256] | loopback [--bytes N] | bench [--frames N]\n";
 }
+
+int usage() { return examples::usage_error(usage_text()); }
 
 bool number(std::string_view text, std::uint64_t& value, std::uint64_t max) {
   if (text.empty() || text[0] == '-') return false;
@@ -63,6 +64,7 @@ void print_stats(examples::E1000eDriver& nic) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (auto answered = examples::answer_help_or_version(argc, argv, "e1000e-driver", usage_text())) return *answered;
   std::vector<std::string_view> args(argv + 1, argv + argc);
   std::string_view backend = "vfio";
   examples::E1000eOptions options;

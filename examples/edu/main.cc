@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <string_view>
 
+#include "examples/common/cli.h"
 #include "examples/common/open_device.h"
 #include "examples/edu/edu_driver.h"
 
@@ -23,9 +25,15 @@ int fail(const pcie::Error& error) {
   return 1;
 }
 
+std::string usage_text() {
+  return std::string("edu-driver [--backend ") + examples::kBackendNames +
+         "] [--dma-mask 12..64] BDF   (a QEMU edu device)\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (auto answered = examples::answer_help_or_version(argc, argv, "edu-driver", usage_text())) return *answered;
   std::string_view backend = "vfio";
   examples::EduOptions options;
   int next = 1;
@@ -44,11 +52,7 @@ int main(int argc, char** argv) {
     }
     next += 2;
   }
-  if (usage_error || argc != next + 1 || !examples::known_backend(backend)) {
-    std::fprintf(stderr,
-                 "usage: edu-driver [--backend vfio|vfio-noiommu|uio] [--dma-mask 12..64] BDF   (a QEMU edu device)\n");
-    return 2;
-  }
+  if (usage_error || argc != next + 1 || !examples::known_backend(backend)) return examples::usage_error(usage_text());
   auto bdf = pcie::Bdf::parse(argv[next]);
   if (!bdf) return std::fprintf(stderr, "edu-driver: %s\n", bdf.error().message().c_str()), 2;
   auto device = examples::open_device(backend, *bdf);

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "examples/common/cli.h"
 #include "examples/common/open_device.h"
 #include "examples/nvme/nvme_driver.h"
 
@@ -28,13 +29,13 @@ int fail(const pcie::Error& error) {
   return 1;
 }
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: nvme-driver [--backend %s] [--interrupts] [--queue-depth N] BDF identify | [nsid N] read LBA BLOCKS | "
-               "[nsid N] write LBA < data | bench [QD [COUNT]]\n",
-               examples::kBackendNames);
-  return 2;
+std::string usage_text() {
+  return std::string("nvme-driver [--backend ") + examples::kBackendNames +
+         "] [--interrupts] [--queue-depth N] BDF identify | [nsid N] read LBA BLOCKS | "
+         "[nsid N] write LBA < data | bench [QD [COUNT]]\n";
 }
+
+int usage() { return examples::usage_error(usage_text()); }
 
 bool number(const char* text, std::uint64_t& value) {
   char* end = nullptr;
@@ -46,6 +47,7 @@ bool number(const char* text, std::uint64_t& value) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (auto answered = examples::answer_help_or_version(argc, argv, "nvme-driver", usage_text())) return *answered;
   examples::NvmeOptions options;
   std::string_view backend = "vfio";
   std::vector<std::string_view> args(argv + 1, argv + argc);

@@ -117,15 +117,16 @@ class SubmissionRing {
   std::uint32_t depth() const { return depth_; }
   std::uint32_t head() const { return head_; }  // the oldest entry the device may not have read
   std::uint32_t tail() const { return tail_; }  // where the next entry goes
-  // Entries that can be pushed now.
-  std::uint32_t free_slots() const { return depth_ - 1 - in_flight(); }
+  // Entries that can be pushed now; 0 on an empty ring.
+  std::uint32_t free_slots() const { return depth_ == 0 ? 0 : depth_ - 1 - in_flight(); }
   // Entries pushed and not yet consumed by the device.
   std::uint32_t in_flight() const { return tail_ >= head_ ? tail_ - head_ : depth_ - head_ + tail_; }
 
   // Copies `entry` into the tail slot and advances the tail; the device learns of it at
   // the next ring(). Returns the slot's index. busy when the ring is full (free_slots()
-  // is 0: consume completions first).
+  // is 0: consume completions first); invalid_argument on an empty (default-constructed) ring.
   Result<std::uint32_t> push(const Entry& entry) {
+    if (!valid()) return std::unexpected(empty_object_error("push", "SubmissionRing", "use create()"));
     if (free_slots() == 0) {
       return std::unexpected(make_error(Errc::busy, "push", "submission ring",
                                         "the ring is full (depth - 1 entries in flight)",
@@ -157,8 +158,9 @@ class SubmissionRing {
     return {};
   }
 
-  // The slot's entry, for drivers that fill it in place (index below depth()).
-  Entry* slot(std::uint32_t index) const { return entries_ + index; }
+  // The slot's entry, for drivers that fill it in place; nullptr for an index not below
+  // depth() (an empty ring's every index).
+  Entry* slot(std::uint32_t index) const { return index < depth_ ? entries_ + index : nullptr; }
 
  private:
   Entry* entries_ = nullptr;
@@ -216,8 +218,9 @@ class CompletionRing {
   // The phase bit value that marks a new entry at the head now (phase rings; starts true).
   bool phase() const { return phase_; }
 
-  // The entry at the head, if the device has posted it; nullopt if not. Its tag is read
-  // with acquire ordering first, so the copy returned is what the device wrote before it.
+  // The entry at the head, if the device has posted it; nullopt if not (always on an empty
+  // ring). Its tag is read with acquire ordering first, so the copy returned is what the
+  // device wrote before it.
   std::optional<Entry> peek() const {
     if (!posted()) return std::nullopt;
     Entry entry;
@@ -226,8 +229,10 @@ class CompletionRing {
   }
 
   // Consumes the head entry (the one peek() returned): clears its done bit (done rings),
-  // advances the head and, at the wrap, flips the phase expected next.
+  // advances the head and, at the wrap, flips the phase expected next. Nothing on an
+  // empty ring.
   void pop() noexcept {
+    if (!valid()) return;
     if (tag_.kind == CompletionTag::Kind::done) {
       std::byte* tag = entries_ + std::size_t{head_} * sizeof(Entry) + tag_.byte_offset;
       *tag &= ~std::byte{tag_.mask};
@@ -245,8 +250,8 @@ class CompletionRing {
   }
 
   // Waits for the head entry on `options`' schedule (pcie/wait.h) and returns it (not
-  // consumed: pop() does that), or nullopt when the timeout passed first. Fails only with
-  // options.stop_if's error.
+  // consumed: pop() does that), or nullopt when the timeout passed first (an empty ring
+  // posts nothing). Fails only with options.stop_if's error.
   Result<std::optional<Entry>> wait(const WaitOptions& options) const {
     auto waited = wait_until([this] { return posted(); }, [](bool ready) { return ready; }, options);
     if (!waited) return std::unexpected(waited.error());
@@ -256,6 +261,7 @@ class CompletionRing {
 
  private:
   bool posted() const {
+    if (entries_ == nullptr) return false;  // an empty ring
     const auto* tag = reinterpret_cast<const std::uint8_t*>(entries_ + std::size_t{head_} * sizeof(Entry) +
                                                             tag_.byte_offset);
     const bool set = (load_acquire(tag) & tag_.mask) != 0;

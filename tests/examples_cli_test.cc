@@ -1,0 +1,75 @@
+// The example programs' command lines behave like the rest of our CLIs: --help prints the
+// usage on standard output and exits 0 (wherever it stands), --version prints the program's
+// and the library's version, and a usage error prints the usage on standard error and
+// exits 2, touching no device (none is named that exists here).
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "pcie/version.h"
+#include "tests/cli_helpers.h"
+
+namespace {
+
+std::map<std::string, std::string> g_programs;  // name -> path, from --NAME=PATH
+
+using pcie::cli::CommandResult;
+
+CommandResult run(const std::string& program, const std::string& arguments) {
+  static const std::string scratch = pcie::cli::make_scratch_dir("examples-cli");
+  return pcie::cli::run_command(g_programs.at(program) + " " + arguments, scratch);
+}
+
+class ExampleCli : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ExampleCli, HelpPrintsTheUsageOnStandardOutputAndExitsZero) {
+  const std::string program = GetParam();
+  for (const std::string arguments : {"--help", "-h", "0000:00:00.0 --help", "--interrupts --help"}) {
+    const CommandResult result = run(program, arguments);
+    EXPECT_EQ(result.exit_code, 0) << program << " " << arguments << ": " << result.err;
+    EXPECT_TRUE(result.out.starts_with("usage: " + program + " [--backend vfio|vfio-noiommu|uio]")) << result.out;
+    EXPECT_TRUE(result.err.empty()) << result.err;
+  }
+}
+
+TEST_P(ExampleCli, VersionNamesTheProgramAndTheLibrary) {
+  const std::string program = GetParam();
+  const CommandResult result = run(program, "--version");
+  EXPECT_EQ(result.exit_code, 0);
+  EXPECT_EQ(result.out, program + " " + PCIE_VERSION + " (libpcie " + PCIE_VERSION + ")\n");
+  EXPECT_TRUE(result.err.empty()) << result.err;
+}
+
+TEST_P(ExampleCli, AUsageErrorPrintsTheUsageOnStandardErrorAndExitsTwo) {
+  const std::string program = GetParam();
+  for (const std::string arguments : {"", "--no-such-option 0000:00:00.0", "--backend bogus 0000:00:00.0"}) {
+    const CommandResult result = run(program, arguments);
+    EXPECT_EQ(result.exit_code, 2) << program << " '" << arguments << "': " << result.err;
+    EXPECT_TRUE(result.err.starts_with("usage: " + program)) << program << " '" << arguments << "': " << result.err;
+    EXPECT_TRUE(result.out.empty()) << result.out;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Examples, ExampleCli, ::testing::Values("edu-driver", "nvme-driver", "e1000e-driver"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::erase(name, '-');
+                           return name;
+                         });
+
+}  // namespace
+
+// GoogleTest's main, plus --edu-driver=PATH, --nvme-driver=PATH, --e1000e-driver=PATH.
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    const std::size_t equals = argument.find('=');
+    if (argument.starts_with("--") && equals != std::string_view::npos) {
+      g_programs[std::string(argument.substr(2, equals - 2))] = std::string(argument.substr(equals + 1));
+    }
+  }
+  return RUN_ALL_TESTS();
+}

@@ -81,14 +81,22 @@ TEST(StandardWalk, LongLoopStops) {
   EXPECT_EQ(walk.capabilities.size(), 3u);
 }
 
-TEST(StandardWalk, EveryPossibleSlotIsBoundedAt48) {
+// Every slot in use: 48 capabilities, each found once, the last pointing back (a loop), or
+// ending the list (a full, valid list).
+TEST(StandardWalk, EveryPossibleSlotIsWalkedOnce) {
   auto config = header(256, 0x40);
   for (std::size_t at = 0x40; at < 0x100; at += 4) {
     put_cap(config, at, cap::kVendorSpecific, static_cast<std::uint8_t>(at + 4 < 0x100 ? at + 4 : 0x40));
   }
-  const auto walk = walk_standard_capabilities(config);
+  auto walk = walk_standard_capabilities(config);
   ASSERT_TRUE(walk.problem);
-  EXPECT_EQ(walk.capabilities.size(), 48u);
+  EXPECT_NE(walk.problem->reason.find("loops back to 0x40"), std::string::npos) << walk.problem->message();
+  ASSERT_EQ(walk.capabilities.size(), std::size_t(kMaxStandardCapabilities));
+  for (std::size_t i = 0; i < walk.capabilities.size(); ++i) EXPECT_EQ(walk.capabilities[i].offset, 0x40 + 4 * i);
+  put_cap(config, 0xfc, cap::kVendorSpecific, 0);
+  walk = walk_standard_capabilities(config);
+  EXPECT_FALSE(walk.problem) << walk.problem->message();
+  EXPECT_EQ(walk.capabilities.size(), std::size_t(kMaxStandardCapabilities)) << "a full list is not corrupt";
 }
 
 TEST(StandardWalk, PointerIntoHeaderRejected) {
@@ -256,6 +264,24 @@ TEST(ExtendedWalk, LastSlotIsReachable) {
   EXPECT_FALSE(walk.problem);
   ASSERT_EQ(walk.capabilities.size(), 2u);
   EXPECT_EQ(walk.capabilities[1].offset, 0xffc);
+}
+
+// Every extended slot in use: 960 capabilities, each found once; the last pointing back is
+// a loop, the last ending the list a full, valid one.
+TEST(ExtendedWalk, EveryPossibleSlotIsWalkedOnce) {
+  auto config = header(4096, 0);
+  for (std::size_t at = 0x100; at < 0x1000; at += 4) {
+    put_ext(config, at, ext_cap::kDeviceSerialNumber, 1, static_cast<std::uint16_t>(at + 4 < 0x1000 ? at + 4 : 0x100));
+  }
+  auto walk = walk_extended_capabilities(config);
+  ASSERT_TRUE(walk.problem);
+  EXPECT_NE(walk.problem->reason.find("loops back to 0x100"), std::string::npos) << walk.problem->message();
+  ASSERT_EQ(walk.capabilities.size(), std::size_t(kMaxExtendedCapabilities));
+  EXPECT_EQ(walk.capabilities.back().offset, 0xffc);
+  put_ext(config, 0xffc, ext_cap::kDeviceSerialNumber, 1, 0);
+  walk = walk_extended_capabilities(config);
+  EXPECT_FALSE(walk.problem) << walk.problem->message();
+  EXPECT_EQ(walk.capabilities.size(), std::size_t(kMaxExtendedCapabilities));
 }
 
 TEST(CapabilityNames, KnownAndUnknown) {

@@ -105,6 +105,28 @@ TEST(IovaAllocator, RestrictToNarrowerRangesCutsEveryFreeBlock) {
   EXPECT_FALSE(allocator.allocate(kPage, kPage, dma_mask_limit(64)));
 }
 
+// A buffer handed out before another group reserved part of its range (its MSI window):
+// when its map fails and the IOVA is given back, the reserved part must not come back into
+// the free space, where the next allocation would land on it.
+TEST(IovaAllocator, AReleaseAfterARestrictGivesBackOnlyWhatIsStillUsable) {
+  IovaAllocator allocator({{0, 64 * kPage - 1}}, 0);
+  auto spanning = allocator.allocate(16 * kPage, kPage, dma_mask_limit(64));  // pages 0-15
+  ASSERT_TRUE(spanning);
+  allocator.restrict_to({{0, 7 * kPage}, {12 * kPage, 64 * kPage - 1}});  // pages 8-11 reserved (page 7 partly)
+  allocator.release(*spanning, 16 * kPage);
+  EXPECT_EQ(allocator.free_bytes(), (7 + 52) * kPage + 1) << "pages 0-6, page 7's first byte, pages 12-63";
+  std::vector<Iova> pages;
+  while (auto page = allocator.allocate(kPage, kPage, dma_mask_limit(64))) pages.push_back(*page);
+  for (const Iova& page : pages) {
+    const std::uint64_t index = page.value / kPage;
+    EXPECT_FALSE(index >= 7 && index < 12) << "page " << index << " lies in the reserved range";
+  }
+  EXPECT_EQ(pages.size(), 64u - 5) << "pages 0-6 and 12-63";
+  // Releasing a span that is wholly reserved now gives back nothing.
+  allocator.release(Iova{8 * kPage}, 4 * kPage);
+  EXPECT_FALSE(allocator.allocate(kPage, kPage, dma_mask_limit(64)));
+}
+
 TEST(IovaAllocator, RandomisedNoOverlapNoLeak) {
   constexpr std::uint64_t kPages = 1024;
   IovaAllocator allocator({{0, kPages * kPage - 1}}, 0);

@@ -27,6 +27,7 @@
 #include "pcie/testing/fake_sysfs.h"
 #include "pcie/uio.h"
 #include "src/dma/pagemap.h"
+#include "tests/cli_helpers.h"
 #include "tests/empty_handles.h"
 
 namespace pcie {
@@ -224,7 +225,9 @@ class RecordingBackend final : public DmaBackend {
     return {};
   }
   std::uint64_t mapped_bytes() const override { return mapped; }
+  unsigned memory_attempts() const override { return attempts != 0 ? attempts : DmaBackend::memory_attempts(); }
 
+  unsigned attempts = 0;  // 0: the interface's default
   std::vector<std::uint64_t> page_sizes;
   std::vector<std::uint64_t> bus_alignments;
   std::uint64_t mapped = 0;
@@ -247,6 +250,61 @@ TEST(DmaAllocatorOverBackends, PhysicalTriesOtherPagesThenGivesUpWithTheBackends
   EXPECT_EQ(buffer.error().code, Errc::out_of_range);
   EXPECT_EQ(backend->page_sizes, std::vector<std::uint64_t>(8, 4096)) << "eight tries of other ordinary pages";
   EXPECT_EQ(backend->mapped, 0u);
+}
+
+TEST(DmaAllocatorOverBackends, TriesAsManyPiecesAsTheBackendSays) {
+  for (const unsigned attempts : {1u, 3u, 20u}) {
+    auto backend = std::make_shared<RecordingBackend>(true, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+      return std::unexpected(make_error(Errc::not_supported, "map", "", "not physically contiguous"));
+    });
+    backend->attempts = attempts;
+    auto buffer = DmaAllocator::create(backend).allocate(8192, {.prefer = DmaBacking::pages});
+    ASSERT_FALSE(buffer);
+    EXPECT_EQ(buffer.error().code, Errc::not_supported);
+    EXPECT_EQ(backend->page_sizes, std::vector<std::uint64_t>(attempts, 4096)) << attempts << " attempts";
+  }
+}
+
+TEST(PhysicalBackend, AttemptsComeFromTheOptionsWithinOneTo64) {
+  const std::pair<unsigned, unsigned> cases[] = {{0, 1}, {1, 1}, {5, 5}, {8, 8}, {64, 64}, {1000, 64}};
+  for (auto [asked, used] : cases) {
+    auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged, {.attempts = asked});
+    EXPECT_EQ(backend->memory_attempts(), used) << asked;
+  }
+  EXPECT_EQ(make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged)->memory_attempts(), 8u) << "the default";
+}
+
+// The locked memory of this process, from /proc/self/status (VmLck, in kB).
+std::uint64_t locked_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.starts_with("VmLck:")) return std::strtoull(line.c_str() + 6, nullptr, 10);
+  }
+  return ~std::uint64_t{0};
+}
+
+// Refused pages are held by the allocator while it tries others: they must not stay
+// locked, or a few tries use up RLIMIT_MEMLOCK and "not contiguous" turns into "raise the
+// limit".
+TEST(PhysicalBackend, ARefusedMapLeavesThePagesUnlocked) {
+  FakePagemap fake(4);
+  ASSERT_TRUE(fake.memory.valid());
+  auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged, {.pagemap_path = fake.path, .lock = true});
+  const std::uint64_t before = locked_kib();
+  ASSERT_NE(before, ~std::uint64_t{0}) << "no VmLck in /proc/self/status";
+  fake.write_entries({kPresent | 5, kPresent | 9, kPresent | 10, kPresent | 11});
+  auto scattered = backend->map(fake.memory, {});
+  ASSERT_FALSE(scattered);
+  EXPECT_EQ(scattered.error().code, Errc::not_supported);
+  EXPECT_EQ(locked_kib(), before) << "refused pages left locked";
+  auto above = backend->map(fake.memory, {.dma_limit = 0xfff});
+  ASSERT_FALSE(above);
+  EXPECT_EQ(locked_kib(), before) << "refused pages left locked";
+  fake.write_entries({kPresent | 8, kPresent | 9, kPresent | 10, kPresent | 11});
+  auto mapped = backend->map(fake.memory, {});  // 16 KiB: within any RLIMIT_MEMLOCK
+  ASSERT_TRUE(mapped) << mapped.error().message();
+  EXPECT_EQ(locked_kib(), before + 16) << "a mapped buffer is locked";
+  EXPECT_TRUE(backend->unmap(*mapped, fake.memory));
 }
 
 TEST(DmaAllocatorOverBackends, PhysicalWithALimitEndsOnAHugePageWhereOneIsReserved) {
@@ -593,6 +651,32 @@ TEST(Uio, RefusalsSayWhatToDo) {
   auto gone = UioDevice::open(no_node.bdf, {}, no_node.paths());
   ASSERT_FALSE(gone);
   EXPECT_EQ(gone.error().code, Errc::not_found);
+}
+
+// A second UioDevice of the same device would clear Bus Master Enable under the first when
+// it closes (uio_pci_generic does so on every release) and its interrupt handle would mask
+// the first's INTx: refused with busy, as VFIO refuses a second open, until the first goes.
+TEST(Uio, ASecondOpenOfTheSameDeviceIsBusyUntilTheFirstCloses) {
+  FakeUio fake;
+  auto first = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_TRUE(first) << first.error().message();
+  ASSERT_TRUE(first->enable_bus_master());
+  auto second = UioDevice::open(fake.bdf, {}, fake.paths());
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::busy) << second.error().message();
+  EXPECT_NE(second.error().message().find("another UioDevice"), std::string::npos) << second.error().message();
+  // In another process too (the lock is the node's, not this process's).
+  const int status = pcie::cli::run_in_child([&] {
+    auto elsewhere = UioDevice::open(fake.bdf, {}, fake.paths());
+    return !elsewhere && elsewhere.error().code == Errc::busy ? 0 : 1;
+  });
+  EXPECT_EQ(status, 0) << "another process opened the held device";
+  EXPECT_NE(fake.command() & cfg::kCommandBusMaster, 0) << "the refused opens left bus mastering alone";
+  UioDevice moved = std::move(*first);  // the lock moves with the device
+  EXPECT_EQ(UioDevice::open(fake.bdf, {}, fake.paths()).error().code, Errc::busy);
+  moved = UioDevice();
+  auto again = UioDevice::open(fake.bdf, {}, fake.paths());
+  EXPECT_TRUE(again) << "free once the first is gone: " << again.error().message();
 }
 
 TEST(Uio, NoPinNoInterruptsAndNoMsiEver) {

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
@@ -1181,15 +1182,29 @@ TEST_F(PciectlTest, SriovListsAndRefuses) {
   EXPECT_EQ(json["total_vfs"], 4);
   EXPECT_EQ(json["vfs"][1]["bdf"], "0000:02:00.2");
 
+  // Every refusal below comes before any write: sriov_numvfs keeps its content and its
+  // modification time (set to a known past one here; any write, of any value, moves it).
+  const std::string numvfs = tree_->device_dir(pf) + "/sriov_numvfs";
+  const auto long_ago = std::filesystem::file_time_type(std::chrono::hours(24 * 365));
+  std::filesystem::last_write_time(numvfs, long_ago);
+  auto untouched = [&](const char* after) {
+    EXPECT_EQ(cli::slurp(numvfs), "2\n") << after;
+    EXPECT_EQ(std::filesystem::last_write_time(numvfs), long_ago) << "sriov_numvfs was written by: " << after;
+  };
   expect_error(pciectl("sriov 02:00.0 --numvfs 5"), 2, "5 VFs asked, the device offers 4");
+  untouched("--numvfs 5");
   expect_error(pciectl("sriov 02:00.0 --numvfs 0"), 5, "0000:02:00.2 (bound to vfio-pci)");
+  untouched("--numvfs 0");
   expect_error(pciectl("sriov 02:00.0 --numvfs 1"), 5, "its VFs are in use");
+  untouched("--numvfs 1");
   expect_error(pciectl("sriov 02:00.1"), 2, "it is a virtual function of 0000:02:00.0");
   expect_error(pciectl("sriov 00:03.0"), 2, "not an SR-IOV physical function");
   expect_error(pciectl("sriov 09:00.0"), 3, "no such device");
   EXPECT_EQ(pciectl("sriov 02:00.0 --autoprobe maybe").exit_code, 2);
+  untouched("--autoprobe maybe");
   // The same count is no change: nothing is written, nothing refused.
   EXPECT_EQ(pciectl("sriov 02:00.0 --numvfs 2").exit_code, 0);
+  untouched("--numvfs 2 (the same count)");
 }
 
 TEST_F(PciectlTest, HelpAndUsage) {

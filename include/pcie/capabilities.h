@@ -33,7 +33,8 @@ inline constexpr std::uint16_t kResizableBar = 0x0015;
 }  // namespace ext_cap
 
 // Upper bounds on list length: 48 dword-aligned slots exist between 0x40 and 0x100, and
-// 960 between 0x100 and 0x1000 (PCIe Base Spec 6.0, 7.6.2). A longer walk means a loop.
+// 960 between 0x100 and 0x1000 (PCIe Base Spec 6.0, 7.6.2). A walk visits each slot at
+// most once, so it finds at most this many; a list that goes on is reported as a loop.
 inline constexpr int kMaxStandardCapabilities = (256 - 64) / 4;
 inline constexpr int kMaxExtendedCapabilities = (4096 - 256) / 4;
 

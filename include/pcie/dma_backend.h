@@ -51,6 +51,14 @@ class DmaBackend {
   // Whether a map() error is about these particular pages (above the DMA limit, not
   // contiguous), so that the allocator may try again with other memory.
   virtual bool retry_with_other_memory(const Error& error) const = 0;
+  // How many pieces of memory the allocator tries for one buffer of one page size when the
+  // backend refuses the pages themselves (retry_with_other_memory): 1 where another piece
+  // would land at the same bus address anyway (behind an IOMMU), 8 by default where the bus
+  // address is the physical one (PhysicalDmaOptions::attempts for the physical backend).
+  // Never 0.
+  virtual unsigned memory_attempts() const { return bus_addresses_are_physical() ? 8 : 1; }
+  // A map() that fails leaves `memory` as it found it (unlocked, unmapped): the allocator
+  // holds refused memory while it tries other pages, and it must not count against limits.
   // Undoes map() for `memory` at `address`; the memory is still mapped in the process. On
   // an error the device may still reach it: the caller must not reuse the bus address.
   virtual Result<void> unmap(BusAddress address, const Mapping& memory) = 0;
@@ -67,9 +75,10 @@ struct PhysicalDmaOptions {
   // Where the physical address of each page is read (proc(5), Documentation/admin-guide/
   // mm/pagemap.rst); tests point it at a file of their own.
   std::string pagemap_path = "/proc/self/pagemap";
-  // How many times to try other memory when pages lie above the device's DMA limit or are
-  // not contiguous; the rejected memory is held while trying, so the kernel hands out
-  // different pages, and freed afterwards.
+  // How many pieces of memory to try, per page size, when pages lie above the device's DMA
+  // limit or are not contiguous (1 to 64; 0 counts as 1, more as 64). The rejected memory
+  // is held while trying, so that the kernel hands out different pages, unlocked (it does
+  // not count against RLIMIT_MEMLOCK), and freed afterwards.
   unsigned attempts = 8;
   // Lock the pages (mlock(2)) so that they are never swapped out from under the device.
   // Hugetlbfs pages are never swapped, and moved only by memory offlining or contiguous

@@ -45,20 +45,25 @@ class IovaAllocator {
   // a zero size or a bad alignment, and out_of_range when no space is left below `limit`.
   Result<Iova> allocate(std::uint64_t size, std::uint64_t alignment, std::uint64_t limit);
 
-  // Gives back [iova, iova + size), which must be exactly what allocate() returned.
+  // Gives back [iova, iova + size), which must be exactly what allocate() returned; the
+  // part of it that restrict_to() has since taken out of the usable ranges stays out.
   void release(Iova iova, std::uint64_t size);
 
   // Narrows the free space to what lies inside `ranges` (sorted, disjoint): when another
   // device attached to the same IOMMU context reserves IOVAs of its own (its MSI window,
   // RMRRs), the kernel reports fewer usable ranges. Addresses handed out stay handed out:
-  // the kernel refuses such an attach when a mapping lies in the newly reserved space.
+  // the kernel refuses such an attach when a mapping lies in the newly reserved space, but
+  // one released later (a failed map undone) does not come back into the free space.
   void restrict_to(const std::vector<IovaRange>& ranges);
 
   // Free bytes in all, for bookkeeping checks.
   std::uint64_t free_bytes() const;
 
  private:
+  void add_free(std::uint64_t start, std::uint64_t last);
+
   std::map<std::uint64_t, std::uint64_t> free_;  // start -> last (inclusive), disjoint, coalesced
+  std::vector<IovaRange> usable_;                // where addresses may be handed out, sorted
 };
 
 }  // namespace pcie

@@ -88,10 +88,13 @@ class UioInterrupts final : public Interrupts {
 // A device bound to uio_pci_generic. Move-only.
 class UioDevice final : public Device {
  public:
-  // Opens `bdf`'s /dev/uioN and its config file (for writing: the command register).
-  // Errors: not_found (no such device), not_supported (not bound to a UIO driver: the hint
-  // says how to bind it), permission_denied (the node and the config file are root's: run
-  // as root or chown them).
+  // Opens `bdf`'s /dev/uioN and its config file (for writing: the command register). The
+  // device has one UioDevice at a time (a lock on the node, as VFIO allows one open of a
+  // device): busy while another holds it, in this process or another; a program that opens
+  // the node without the library is not seen. Errors: not_found (no such device),
+  // not_supported (not bound to a UIO driver: the hint says how to bind it),
+  // permission_denied (the node and the config file are root's: run as root or chown them),
+  // busy (held).
   static Result<UioDevice> open(const Bdf& bdf, const UioOptions& options = {}, const UioPaths& paths = {});
   // An empty device, for a driver struct built step by step (move an opened one in); a
   // moved-from device is the same. valid() is false, bdf() is 0000:00:00.0, uio_number()

@@ -122,7 +122,8 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
     // Memory the backend refused for where it lies (physical pages above the DMA limit)
     // is held until this backing is given up, so that the next try gets other pages.
     std::vector<Mapping> rejected;
-    for (unsigned attempt = 0; attempt < 8; ++attempt) {
+    const unsigned attempts = std::max(1u, backend_->memory_attempts());
+    for (unsigned attempt = 0; attempt < attempts; ++attempt) {
       auto mapping = allocate_memory(rounded, backing);
       if (!mapping) {
         // No (more) memory of this backing: try the next. A backend's refusal of memory
@@ -145,7 +146,6 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
         if (last_error.code == Errc::out_of_range) break;
         return std::unexpected(last_error);
       }
-      if (!backend_->bus_addresses_are_physical()) break;  // another page lands at the same IOVA
       rejected.push_back(std::move(*mapping));
     }
   }

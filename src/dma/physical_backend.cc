@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -40,6 +41,33 @@ class PhysicalDmaBackend final : public DmaBackend {
         return std::unexpected(error);
       }
     }
+    auto located = locate(memory, request, object);
+    // Refused pages are held by the allocator while it tries others: unlocked, so that
+    // they do not use up RLIMIT_MEMLOCK and turn "not contiguous" into "raise the limit".
+    if (!located && options_.lock) (void)sys::unlock_memory(memory, "DMA buffer");
+    if (located) mapped_.fetch_add(memory.size());
+    return located;
+  }
+
+  bool retry_with_other_memory(const Error& error) const override {
+    return error.code == Errc::out_of_range || error.code == Errc::not_supported;
+  }
+
+  unsigned memory_attempts() const override { return std::clamp(options_.attempts, 1u, 64u); }
+
+  Result<void> unmap(BusAddress, const Mapping& memory) override {
+    // Nothing to undo in an IOMMU; the pages are unlocked when they are unmapped.
+    mapped_.fetch_sub(memory.size());  // only ever called for memory map() counted
+    return {};
+  }
+
+  std::uint64_t mapped_bytes() const override { return mapped_.load(); }
+
+ private:
+  // The physical address of `memory` from pagemap, checked against the request's alignment
+  // and DMA limit.
+  Result<BusAddress> locate(const Mapping& memory, const DmaMapRequest& request, const std::string& object) const {
+    const auto address = reinterpret_cast<std::uint64_t>(memory.data());
     auto fd = sys::open_file(options_.pagemap_path, O_RDONLY, "open pagemap");
     if (!fd) {
       Error error = fd.error();
@@ -72,23 +100,9 @@ class PhysicalDmaBackend final : public DmaBackend {
                                         "reserve huge pages early (hugepages= on the kernel command line) so that "
                                         "low memory is still free, or use a device with a wider DMA mask"));
     }
-    mapped_.fetch_add(memory.size());
     return BusAddress{*physical};
   }
 
-  bool retry_with_other_memory(const Error& error) const override {
-    return error.code == Errc::out_of_range || error.code == Errc::not_supported;
-  }
-
-  Result<void> unmap(BusAddress, const Mapping& memory) override {
-    // Nothing to undo in an IOMMU; the pages are unlocked when they are unmapped.
-    mapped_.fetch_sub(memory.size());  // only ever called for memory map() counted
-    return {};
-  }
-
-  std::uint64_t mapped_bytes() const override { return mapped_.load(); }
-
- private:
   PhysicalDmaOptions options_;
   std::atomic<std::uint64_t> mapped_{0};
 };

@@ -48,14 +48,12 @@ CapabilityWalk walk_standard_capabilities(std::span<const std::uint8_t> config) 
     return walk;
   }
 
+  // Bounded by `visited`: every step takes a dword-aligned offset in [0x40, 0xfc] not taken
+  // before, so a walk ends within kMaxStandardCapabilities steps, a corrupt list as a loop.
   std::bitset<256> visited;
   // The two low bits of every pointer are reserved and must be masked (PCI 3.0, 6.7).
   std::uint32_t offset = config[*pointer_offset] & 0xfcu;
-  for (int steps = 0; offset != 0; ++steps) {
-    if (steps >= kMaxStandardCapabilities) {
-      walk.problem = walk_error(Errc::malformed, "more than 48 capabilities: the list is corrupt");
-      return walk;
-    }
+  while (offset != 0) {
     if (offset < cfg::kUnprivilegedSize) {
       walk.problem = walk_error(
           Errc::malformed, fmt::format("capability pointer 0x{:02x} points into the header", offset));
@@ -101,14 +99,11 @@ CapabilityWalk walk_extended_capabilities(std::span<const std::uint8_t> config) 
   // device behind a PCIe bridge), as the kernel's pci_cfg_space_size() also concludes.
   if (header == 0 || header == 0xffffffffu) return walk;
 
+  // Bounded by `visited` as the standard walk: dword-aligned offsets in [0x100, 0xffc], each
+  // taken once, so at most kMaxExtendedCapabilities steps.
   std::bitset<4096> visited;
   std::uint32_t offset = kExtendedStart;
-  for (int steps = 0;; ++steps) {
-    if (steps >= kMaxExtendedCapabilities) {
-      walk.problem = walk_error(Errc::malformed,
-                                "more than 960 extended capabilities: the list is corrupt");
-      return walk;
-    }
+  for (;;) {
     if (visited[offset]) {
       walk.problem = walk_error(
           Errc::malformed, fmt::format("extended capability list loops back to 0x{:03x}", offset));

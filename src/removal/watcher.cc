@@ -3,6 +3,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -29,6 +30,7 @@ struct RemovalWatcher::State {
   std::unique_ptr<Interrupts> request_irq;  // VFIO only; keeps the device open
   UniqueFd uevents;
   UniqueFd stop;
+  std::optional<sys::FileIdentity> node_at_start;  // the device's sysfs node when the watch began
   std::atomic<bool> fired{false};
   std::thread thread;
 
@@ -43,10 +45,14 @@ struct RemovalWatcher::State {
     on_removal(notice);
   }
 
-  // Whether the device's sysfs node is gone: a removal that happened before the socket
+  std::string node() const { return fmt::format("{}/{}", options.sysfs_devices, device.to_string()); }
+
+  // Whether the device's sysfs node is gone, or is another one now (a remove and an add at
+  // the same address between two looks): a removal that happened before the socket
   // listened, or whose uevent the kernel dropped (ENOBUFS).
   bool node_gone() const {
-    return !sys::path_exists(fmt::format("{}/{}", options.sysfs_devices, device.to_string()));
+    const std::optional<sys::FileIdentity> now = sys::identity_of(node());
+    return !now || !node_at_start || *now != *node_at_start;
   }
 
   // Whether a non-blocking eventfd was signalled (reading it takes the signal), without
@@ -147,6 +153,7 @@ Result<RemovalWatcher> RemovalWatcher::launch(std::shared_ptr<State> state) {
   auto stop = sys::make_eventfd();
   if (!stop) return std::unexpected(stop.error());
   state->stop = std::move(*stop);
+  state->node_at_start = sys::identity_of(state->node());
   RemovalWatcher watcher;
   watcher.state_ = state;
   // The thread holds the state too, so a watcher destroyed from its own callback (which

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -22,6 +23,13 @@ Result<UniqueFd> open_file(const std::string& path, int flags, std::string_view 
   const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
   if (fd < 0) return std::unexpected(make_errno_error(errno, std::string(operation), path));
   return UniqueFd(fd);
+}
+
+Result<void> lock_exclusive(int fd, const std::string& path) {
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return {};
+    if (errno != EINTR) return std::unexpected(make_errno_error(errno, "lock", path));
+  }
 }
 
 Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_t offset,
@@ -114,6 +122,13 @@ Result<void> advise(const Mapping& mapping, int advice, std::string_view what) {
 Result<void> lock_memory(const Mapping& mapping, std::string_view what) {
   if (::mlock(mapping.data(), mapping.size()) != 0) {
     return std::unexpected(make_errno_error(errno, "mlock", std::string(what)));
+  }
+  return {};
+}
+
+Result<void> unlock_memory(const Mapping& mapping, std::string_view what) {
+  if (::munlock(mapping.data(), mapping.size()) != 0) {
+    return std::unexpected(make_errno_error(errno, "munlock", std::string(what)));
   }
   return {};
 }
@@ -306,6 +321,12 @@ Result<std::vector<std::string>> list_directory(const std::string& path) {
 bool path_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
+}
+
+std::optional<FileIdentity> identity_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileIdentity{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
 }
 
 Result<void> check_read_write_access(const std::string& path, std::string_view operation) {

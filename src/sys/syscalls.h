@@ -21,6 +21,11 @@ namespace pcie::sys {
 // open(2) with O_CLOEXEC added. `operation` names what the caller is doing, for the error.
 Result<UniqueFd> open_file(const std::string& path, int flags, std::string_view operation);
 
+// flock(2) LOCK_EX | LOCK_NB on `fd`: held by this open file description until it is
+// closed; busy (EWOULDBLOCK) while another open of the same file holds it, in this process
+// or another. Retries on EINTR.
+Result<void> lock_exclusive(int fd, const std::string& path);
+
 // pread(2) until `buffer` is full or end of file; returns the bytes read (short at EOF).
 // Retries on EINTR.
 Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_t offset,
@@ -57,6 +62,9 @@ Result<void> advise(const Mapping& mapping, int advice, std::string_view what);
 // mlock(2) of a whole mapping: its pages stay in memory (never swapped out). Counted against
 // RLIMIT_MEMLOCK without CAP_IPC_LOCK.
 Result<void> lock_memory(const Mapping& mapping, std::string_view what);
+// munlock(2) of a whole mapping: what lock_memory() did is undone (the pages count against
+// RLIMIT_MEMLOCK no more).
+Result<void> unlock_memory(const Mapping& mapping, std::string_view what);
 
 // read(2) of up to `buffer.size()` bytes from the current position (character devices such
 // as /dev/uioN); returns the bytes read. Retries on EINTR.
@@ -107,6 +115,16 @@ Result<std::vector<std::string>> list_directory(const std::string& path);
 
 // True when `path` exists (stat(2) succeeds).
 bool path_exists(const std::string& path);
+
+// Which file `path` names now (stat(2)'s device and inode, links followed); nullopt when
+// it does not exist. A sysfs node removed and made again (a device unplugged and another
+// added at the same address) has a new identity.
+struct FileIdentity {
+  std::uint64_t device = 0;
+  std::uint64_t inode = 0;
+  friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
+};
+std::optional<FileIdentity> identity_of(const std::string& path);
 
 // Whether this process may open `path` for reading and writing (access(2) with R_OK | W_OK,
 // against the real uid): the errno as an error (permission_denied, not_found) when not.

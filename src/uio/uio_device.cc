@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <utility>
 
 #include "pcie/binding.h"
@@ -71,6 +72,19 @@ Result<UioDevice> UioDevice::open(const Bdf& bdf, const UioOptions& options, con
                                state->node);
     } else if (error.code == Errc::not_found) {
       error.hint = "devtmpfs (or udev) makes the node; check that /dev is devtmpfs";
+    }
+    return std::unexpected(error);
+  }
+  // One owner at a time, as VFIO allows one open of a device: uio_pci_generic clears Bus
+  // Master Enable whenever a holder of the node closes it, and a second owner's interrupt
+  // handle would mask the first's INTx. A lock on the node (flock, released with it) makes
+  // a second UioDevice, here or in another process, fail instead.
+  if (auto locked = sys::lock_exclusive(fd->get(), state->node); !locked) {
+    Error error = locked.error();
+    if (error.sys_errno == EWOULDBLOCK) {
+      error.code = Errc::busy;
+      error.reason = "another UioDevice (in this process or another) holds the device";
+      error.hint = "use the Device already open; closing a second one would clear Bus Master Enable under the first";
     }
     return std::unexpected(error);
   }

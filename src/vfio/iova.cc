@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 
 namespace pcie {
@@ -9,9 +10,10 @@ namespace pcie {
 IovaAllocator::IovaAllocator(const std::vector<IovaRange>& ranges, std::uint64_t reserved_low) {
   for (const IovaRange& range : ranges) {
     if (range.last < range.start || range.last < reserved_low) continue;
-    const std::uint64_t start = std::max(range.start, reserved_low);
-    release(Iova{start}, range.last - start + 1);
+    usable_.push_back(IovaRange{std::max(range.start, reserved_low), range.last});
   }
+  std::sort(usable_.begin(), usable_.end(), [](const IovaRange& a, const IovaRange& b) { return a.start < b.start; });
+  for (const IovaRange& range : usable_) add_free(range.start, range.last);
 }
 
 Result<Iova> IovaAllocator::allocate(std::uint64_t size, std::uint64_t alignment, std::uint64_t limit) {
@@ -39,10 +41,27 @@ Result<Iova> IovaAllocator::allocate(std::uint64_t size, std::uint64_t alignment
                                     "free DMA buffers, or raise the device's DMA mask if it can address more"));
 }
 
+namespace {
+// Calls add(first, last) for each part of [start, last] that lies inside one of `ranges`.
+template <class Add>
+void intersect(const std::vector<IovaRange>& ranges, std::uint64_t start, std::uint64_t last, Add add) {
+  for (const IovaRange& range : ranges) {
+    if (range.last < range.start || range.last < start || range.start > last) continue;
+    add(std::max(start, range.start), std::min(last, range.last));
+  }
+}
+}  // namespace
+
 void IovaAllocator::release(Iova iova, std::uint64_t size) {
   if (size == 0) return;
-  std::uint64_t start = iova.value;
-  std::uint64_t last = iova.value + (size - 1);
+  const std::uint64_t start = iova.value;
+  const std::uint64_t last = size - 1 > ~std::uint64_t{0} - start ? ~std::uint64_t{0} : start + (size - 1);
+  // Only what is still usable comes back: a range reserved since it was handed out (another
+  // group attached to the context: its MSI window, RMRRs) stays out of the free list.
+  intersect(usable_, start, last, [this](std::uint64_t a, std::uint64_t b) { add_free(a, b); });
+}
+
+void IovaAllocator::add_free(std::uint64_t start, std::uint64_t last) {
   // Merge with the free block after, then the one before.
   if (auto next = free_.upper_bound(start); next != free_.end() && last != ~std::uint64_t{0} && next->first == last + 1) {
     last = next->second;
@@ -61,12 +80,15 @@ void IovaAllocator::release(Iova iova, std::uint64_t size) {
 void IovaAllocator::restrict_to(const std::vector<IovaRange>& ranges) {
   std::map<std::uint64_t, std::uint64_t> kept;
   for (const auto& [start, last] : free_) {
-    for (const IovaRange& range : ranges) {
-      if (range.last < range.start || range.last < start || range.start > last) continue;
-      kept[std::max(start, range.start)] = std::min(last, range.last);
-    }
+    intersect(ranges, start, last, [&](std::uint64_t a, std::uint64_t b) { kept[a] = b; });
   }
   free_ = std::move(kept);
+  std::vector<IovaRange> usable;
+  for (const IovaRange& range : usable_) {
+    intersect(ranges, range.start, range.last, [&](std::uint64_t a, std::uint64_t b) { usable.push_back(IovaRange{a, b}); });
+  }
+  std::sort(usable.begin(), usable.end(), [](const IovaRange& a, const IovaRange& b) { return a.start < b.start; });
+  usable_ = std::move(usable);
 }
 
 std::uint64_t IovaAllocator::free_bytes() const {

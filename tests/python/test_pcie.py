@@ -140,8 +140,17 @@ class Arrays(FakeTree):
 
     def test_read_into_needs_a_writable_contiguous_array(self):
         bar = self.bar()
-        with self.assertRaises(pcie.Error):
+        with self.assertRaises(pcie.Error) as caught:
             bar.read_into(0, np.zeros((4, 4), dtype=np.uint32)[:, 0])
+        self.assertEqual(caught.exception.code, "invalid_argument")
+        self.assertIn("C-contiguous", str(caught.exception))
+        read_only = np.zeros(4, dtype=np.uint32)
+        read_only.flags.writeable = False
+        with self.assertRaises(pcie.Error) as caught:
+            bar.read_into(0, read_only)
+        self.assertEqual(caught.exception.code, "invalid_argument")
+        self.assertIn("writable", str(caught.exception))
+        self.assertFalse(read_only.any(), "nothing was written into the read-only array")
 
 
 class Vfio(FakeTree):

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csetjmp>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -26,6 +27,7 @@
 #include "pcie/sysfs_bar.h"
 #include "pcie/testing/device_model.h"
 #include "pcie/testing/fake_sysfs.h"
+#include "src/sys/guard_table.h"
 
 namespace pcie {
 namespace {
@@ -168,6 +170,130 @@ TEST(RemovalGuard, MovedAndReleasedMappingsLeaveTheTable) {
   }
 }
 
+// Whether an unregister can return while a replacement over the slot's range is still to
+// come (after which the owner unmaps and anyone may map that range: the MAP_FIXED would
+// land on their memory). The hook runs before every MAP_FIXED over a guarded range; for the
+// slot under test it lets another thread unregister, gives it 200 ms, and counts an
+// unregister that finished before the replacement it precedes.
+std::atomic<int> g_watched_slot{-1};
+std::atomic<bool> g_unregister_go{false};
+std::atomic<bool> g_unregister_done{false};
+std::atomic<int> g_replacements_seen{0};
+std::atomic<int> g_unregisters_too_early{0};
+
+void hold_the_replacement(int slot) noexcept {
+  if (slot != g_watched_slot.load()) return;
+  g_replacements_seen.fetch_add(1);
+  g_unregister_go.store(true);
+  timespec pause{0, 200'000'000};
+  ::nanosleep(&pause, nullptr);
+  if (g_unregister_done.load()) g_unregisters_too_early.fetch_add(1);
+}
+
+// A guarded anonymous range of 5 MiB (three all-ones chunks) in slot `slot`.
+struct GuardedRange {
+  static constexpr std::size_t kBytes = std::size_t{5} << 20;
+  std::uint8_t* data = nullptr;
+  int slot = -1;
+  explicit GuardedRange(const Bdf& device) {
+    void* addr = ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (addr == MAP_FAILED) return;
+    data = static_cast<std::uint8_t*>(addr);
+    slot = detail::guard_table_register(addr, kBytes, device).value_or(-1);
+  }
+};
+
+// Unregisters `range` once the hook says go, then does what an owner does next: unmaps, and
+// (standing for whoever maps there afterwards) maps a page of 0x5a at the same address.
+std::thread unregister_then_reuse(GuardedRange& range, std::atomic<bool>& reused_ok) {
+  g_unregister_go = false;
+  g_unregister_done = false;
+  return std::thread([&range, &reused_ok] {
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (!g_unregister_go.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    detail::guard_table_unregister(range.slot);
+    g_unregister_done.store(true);
+    ::munmap(range.data, GuardedRange::kBytes);
+    void* again = ::mmap(range.data, GuardedRange::kBytes, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (again != range.data) return;
+    std::memset(again, 0x5a, GuardedRange::kBytes);
+    reused_ok = true;
+  });
+}
+
+bool reads_as(const std::uint8_t* data, std::size_t offset, std::uint8_t byte) {
+  return *reinterpret_cast<const volatile std::uint8_t*>(data + offset) == byte;
+}
+
+TEST(RemovalGuard, AnUnregisterWaitsForEveryReplacementInFlight) {
+  ASSERT_TRUE(install_removal_guard());
+  detail::guard_table_set_replace_hook(hold_the_replacement);
+  struct Unhook {
+    ~Unhook() {
+      detail::guard_table_set_replace_hook(nullptr);
+      g_watched_slot = -1;
+    }
+  } unhook;
+  constexpr Bdf kRaced{0, 0x43, 0, 0};
+
+  // A revocation: the inaccessible replacement and the first all-ones chunk.
+  {
+    GuardedRange range(kRaced);
+    ASSERT_GE(range.slot, 0);
+    g_replacements_seen = 0;
+    g_unregisters_too_early = 0;
+    g_watched_slot = range.slot;
+    std::atomic<bool> reused_ok{false};
+    std::thread owner = unregister_then_reuse(range, reused_ok);
+    EXPECT_EQ(revoke_device_mappings(kRaced).value_or(0), 1u);
+    owner.join();
+    EXPECT_EQ(g_replacements_seen.load(), 2);
+    EXPECT_EQ(g_unregisters_too_early.load(), 0);
+    ASSERT_TRUE(reused_ok);
+    EXPECT_TRUE(reads_as(range.data, 0, 0x5a));  // the new owner's memory is its own
+    ::munmap(range.data, GuardedRange::kBytes);
+  }
+  // A fault in a chunk of a revoked mapping that nothing touched yet: the handler's
+  // replacement.
+  {
+    GuardedRange range(kRaced);
+    ASSERT_GE(range.slot, 0);
+    ASSERT_EQ(revoke_device_mappings(kRaced).value_or(0), 1u);
+    g_replacements_seen = 0;
+    g_unregisters_too_early = 0;
+    g_watched_slot = range.slot;
+    std::atomic<bool> reused_ok{false};
+    std::thread owner = unregister_then_reuse(range, reused_ok);
+    // SIGSEGV, all ones mapped, the read retried. Its value is not checked: by the retry
+    // the owner may have unmapped and the new memory be there, filled or not yet.
+    (void)*reinterpret_cast<const volatile std::uint8_t*>(range.data + (std::size_t{4} << 20));
+    owner.join();
+    EXPECT_EQ(g_replacements_seen.load(), 1);
+    EXPECT_EQ(g_unregisters_too_early.load(), 0);
+    ASSERT_TRUE(reused_ok);
+    EXPECT_TRUE(reads_as(range.data, std::size_t{4} << 20, 0x5a));
+    ::munmap(range.data, GuardedRange::kBytes);
+  }
+}
+
+TEST(RemovalGuard, AnUnregisteredRangeIsNoLongerTheGuards) {
+  ASSERT_TRUE(install_removal_guard());
+  constexpr Bdf kGone{0, 0x44, 0, 0};
+  GuardedRange range(kGone);
+  ASSERT_GE(range.slot, 0);
+  ASSERT_EQ(revoke_device_mappings(kGone).value_or(0), 1u);
+  EXPECT_TRUE(mapping_revoked(range.data));
+  detail::guard_table_unregister(range.slot);
+  EXPECT_FALSE(mapping_revoked(range.data));
+  EXPECT_FALSE(detail::guard_table_replace_at(reinterpret_cast<std::uintptr_t>(range.data), true));
+  // Unregistering twice, or a slot out of range, does nothing.
+  detail::guard_table_unregister(range.slot);
+  detail::guard_table_unregister(-1);
+  detail::guard_table_unregister(detail::kGuardSlots);
+  ::munmap(range.data, GuardedRange::kBytes);
+}
+
 // Faults the guard does not own end the process as they would have without it: killed by
 // the signal, or, under AddressSanitizer (whose handler was installed first), its report.
 #if defined(__SANITIZE_ADDRESS__)
@@ -214,6 +340,67 @@ TEST(RemovalGuardDeathTest, FaultsOutsideGuardedMappingsReachTheEarlierHandler) 
         std::_Exit(0);
       },
       ::testing::ExitedWithCode(42), "");
+}
+
+// A daemon that closes every descriptor it did not open (a sweep after fork, closefrom)
+// closes the guard's all-ones memfd, and its own files then take that number: the guard
+// must notice and never map the program's file over a revoked range.
+TEST(RemovalGuardDeathTest, ADescriptorSweepNeverHandsTheProgramsFileToTheGuard) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        if (!install_removal_guard()) std::_Exit(3);
+        ::close_range(3, ~0U, 0);
+        for (int i = 0; i < 64; ++i) {  // zeros, where the guard's memory reads all ones
+          const int fd = ::memfd_create("program-file", 0);
+          if (fd < 0 || ::ftruncate(fd, std::size_t{4} << 20) != 0) std::_Exit(4);
+        }
+        ShrinkableMapping device(4096);
+        if (!device.mapping.guard_as_device_memory(kEdu)) std::_Exit(5);
+        device.remove_device();
+        std::_Exit(device.read32(0x10) == 0xffffffffu ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// A foreign fault reaches the earlier handler as the kernel would have delivered it: with
+// that handler's sa_mask and the signal blocked, and SA_RESETHAND honoured (the next
+// foreign fault takes the default action).
+sigjmp_buf g_after_fault;
+std::atomic<bool> g_mask_as_asked{false};
+
+std::atomic<int> g_previous_calls{0};
+
+void previous_bus_handler(int) {
+  if (g_previous_calls.fetch_add(1) > 0) std::_Exit(7);  // not reset: called again
+  sigset_t now;
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &now);
+  g_mask_as_asked = sigismember(&now, SIGUSR1) == 1 && sigismember(&now, SIGBUS) == 1;
+  ::siglongjmp(g_after_fault, 1);
+}
+
+TEST(RemovalGuardDeathTest, TheEarlierHandlerRunsWithItsMaskAndResetsWhenAsked) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        struct sigaction previous {};
+        previous.sa_handler = previous_bus_handler;
+        sigemptyset(&previous.sa_mask);
+        sigaddset(&previous.sa_mask, SIGUSR1);
+        previous.sa_flags = SA_RESETHAND;
+        if (::sigaction(SIGBUS, &previous, nullptr) != 0) std::_Exit(2);
+        if (!install_removal_guard()) std::_Exit(3);
+        ShrinkableMapping unguarded(4096);
+        unguarded.remove_device();
+        if (sigsetjmp(g_after_fault, 1) == 0) {
+          (void)unguarded.read32(0);
+          std::_Exit(4);  // the read must have faulted
+        }
+        if (!g_mask_as_asked) std::_Exit(5);
+        (void)unguarded.read32(0);  // reset to the default: killed
+        std::_Exit(6);
+      },
+      ::testing::KilledBySignal(SIGBUS), "");
 }
 
 TEST(RemovalWatcher, ADeviceAlreadyGoneIsReportedAndRevokedAtOnce) {

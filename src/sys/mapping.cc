@@ -4,7 +4,7 @@
 
 #include <cerrno>
 
-#include "src/removal/guard_table.h"
+#include "src/sys/guard_table.h"
 
 namespace pcie {
 

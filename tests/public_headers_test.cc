@@ -32,7 +32,7 @@ constexpr Compiler kCompilers[] = {{"gxx", "g++"}, {"clang19", "clang++-19"}};
 // Compiles a translation unit that includes `headers` in order, then all of them again;
 // returns the compiler's output.
 pcie::cli::CommandResult compile(const char* compiler, const std::vector<std::string>& headers,
-                                 const std::string& standard) {
+                                 const std::string& standard, const std::string& code = {}) {
   const std::string scratch = pcie::cli::make_scratch_dir("pcie-header");
   const std::string source = scratch + "/unit.cc";
   {
@@ -40,7 +40,7 @@ pcie::cli::CommandResult compile(const char* compiler, const std::vector<std::st
     for (int pass = 0; pass < 2; ++pass) {
       for (const std::string& header : headers) unit << "#include <" << header << ">\n";
     }
-    unit << "int main() { return 0; }\n";
+    unit << code << "\nint main() { return 0; }\n";
   }
   auto result = pcie::cli::run_command(std::string(compiler) + " -std=" + standard +
                                            " -fsyntax-only -Wall -Wextra -Werror -I'" + g_include_dir + "' '" + source + "'",
@@ -77,6 +77,28 @@ TEST(PublicHeaders, CompilerNotInCxx23ModeGetsOneClearError) {
     EXPECT_NE(result.exit_code, 0) << compiler.command;
     EXPECT_NE(result.err.find("pcie needs C++23: compile with -std=c++23"), std::string::npos) << compiler.command << ":\n"
                                                                                                << result.err;
+  }
+}
+
+// Result is must-use: a dropped error fails a -Werror build, with the attribute's advice;
+// a deliberate drop through (void) compiles.
+TEST(PublicHeaders, ADroppedResultIsAWarningAndAVoidCastIsNot) {
+  const std::string declared = "pcie::Result<int> may_fail();\npcie::Result<void> may_fail_too();\n";
+  for (const Compiler& compiler : kCompilers) {
+    for (const std::string call : {"may_fail();", "may_fail_too();"}) {
+      const auto dropped = compile(compiler.command, {"pcie/error.h"}, "c++23", declared + "void use() { " + call + " }");
+      EXPECT_NE(dropped.exit_code, 0) << compiler.command << " " << call;
+      EXPECT_NE(dropped.err.find("check it, or drop it with (void)"), std::string::npos) << compiler.command << ":\n"
+                                                                                        << dropped.err;
+      const auto cast = compile(compiler.command, {"pcie/error.h"}, "c++23", declared + "void use() { (void)" + call + " }");
+      EXPECT_EQ(cast.exit_code, 0) << compiler.command << ":\n" << cast.err;
+    }
+    // What the standard library's expected hands back still converts, both ways.
+    const auto converted = compile(compiler.command, {"pcie/error.h"}, "c++23",
+                                   "std::expected<int, pcie::Error> plain();\n"
+                                   "pcie::Result<int> wrapped() { return plain(); }\n"
+                                   "std::expected<int, pcie::Error> back() { return wrapped(); }\n");
+    EXPECT_EQ(converted.exit_code, 0) << compiler.command << ":\n" << converted.err;
   }
 }
 

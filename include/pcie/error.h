@@ -7,6 +7,7 @@
 #include <expected>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace pcie {
 
@@ -50,8 +51,18 @@ struct Error {
 // well-formed UTF-8 written as \xNN; everything else, valid UTF-8 included, unchanged.
 std::string printable(std::string_view text);
 
+// What every fallible call returns: the value, or the Error. Must-use ([[nodiscard]]): a
+// dropped error is a compile warning, an error in our own build; a deliberate drop says so
+// with (void). A std::expected<T, Error> (what and_then/transform make) converts to it.
 template <class T>
-using Result = std::expected<T, Error>;
+class [[nodiscard("an error is a value: check it, or drop it with (void) where it cannot matter")]] Result
+    : public std::expected<T, Error> {
+ public:
+  using std::expected<T, Error>::expected;
+  Result() = default;
+  Result(const std::expected<T, Error>& other) : std::expected<T, Error>(other) {}
+  Result(std::expected<T, Error>&& other) : std::expected<T, Error>(std::move(other)) {}
+};
 
 // Builds an Error without an errno.
 Error make_error(Errc code, std::string operation, std::string object, std::string reason,

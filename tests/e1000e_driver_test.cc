@@ -762,6 +762,27 @@ TEST(E1000eDriverOnModel, AStaleCopyOfAPacketIsRefusedOnceItsBufferIsHandedOutAg
 
 // ---- reset ----
 
+// A NIC whose master requests never drain (STATUS.GIO Master Enable stays set after GIO
+// Master Disable) is reset anyway after the wait, as the kernel's driver does, instead of
+// failing the reset and with it the driver for good.
+TEST(E1000eDriverOnModel, AResetWhoseMasterRequestsNeverDrainStillResets) {
+  E1000eModel model({.master_requests_drain = false});
+  auto options = small();
+  options.reset_timeout = std::chrono::milliseconds(20);
+  auto nic = E1000eDriver::open(model.open(), options);
+  ASSERT_TRUE(nic) << nic.error().message();
+  EXPECT_EQ(model.resets(), 1u);
+  EXPECT_EQ(nic->stats().resets_without_drain, 1u);
+  ASSERT_TRUE(nic->reset());
+  EXPECT_EQ(model.resets(), 2u);
+  EXPECT_EQ(nic->stats().resets_without_drain, 2u);
+  // Still a working NIC.
+  const Packet out = packet_with(*nic, make_frame(kPeer, 60, 1));
+  ASSERT_EQ(nic->tx_batch(std::span(&out, 1)).value_or(0), 1u);
+  EXPECT_EQ(model.take_transmitted(), std::vector<Frame>{make_frame(kPeer, 60, 1)});
+  EXPECT_NO_VIOLATIONS(model);
+}
+
 TEST(E1000eDriverOnModel, ResetRecoversFromADmaFault) {
   E1000eModel model;
   auto nic = E1000eDriver::open(model.open(), small(8, 8, 32));

@@ -89,6 +89,10 @@ struct E1000eStats {
   // The driver's own.
   std::uint64_t rx_dropped = 0;     // frames written back with errors or without EOP
   std::uint64_t tx_refused = 0;     // packets tx_batch could not post (ring full)
+  // Resets done although STATUS.GIO Master Enable stayed set for reset_timeout after GIO
+  // Master Disable: master requests still pending were cut off (the kernel's driver, too,
+  // resets anyway: e1000e_disable_pcie_master's failure only logs).
+  std::uint64_t resets_without_drain = 0;
 };
 
 // Interrupts seen, by cause: with MSI-X each cause has its vector; with MSI and INTx the

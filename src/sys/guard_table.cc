@@ -112,10 +112,11 @@ bool read_slot(int index, SlotView& view) noexcept {
   view.word = slot.word.load(std::memory_order_acquire);
   const auto state = state_of(view.word);
   if (state == kFree || state == kClaiming || state == kReleasing) return false;
-  view.begin = slot.begin.load(std::memory_order_relaxed);
-  view.length = slot.length.load(std::memory_order_relaxed);
-  view.device = slot.device.load(std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_acquire);
+  // Acquire loads, so that the second look at the word cannot move before them (a fence
+  // would do the same, but ThreadSanitizer builds refuse fences).
+  view.begin = slot.begin.load(std::memory_order_acquire);
+  view.length = slot.length.load(std::memory_order_acquire);
+  view.device = slot.device.load(std::memory_order_acquire);
   return slot.word.load(std::memory_order_relaxed) == view.word;
 }
 

@@ -194,7 +194,7 @@ void E1000eModel::Core::write(std::uint64_t offset, std::uint32_t value) {
 std::uint32_t E1000eModel::Core::status() const {
   std::uint32_t value = kStatusFd | kStatusSpeed1000;
   if (link) value |= kStatusLu;
-  if (!(reg(kCtrl) & kCtrlGioMasterDisable)) value |= kStatusGioMasterEnable;
+  if (!(reg(kCtrl) & kCtrlGioMasterDisable) || !options.master_requests_drain) value |= kStatusGioMasterEnable;
   return value;
 }
 

@@ -32,6 +32,7 @@
 #include "pcie/dma.h"
 #include "pcie/iomem.h"
 #include "pcie/physical_window.h"
+#include "pcie/sys/unique_fd.h"
 #include "pcie/uio.h"
 #include "pcie/vfio.h"
 #include "tests/vm/flags.h"
@@ -231,18 +232,17 @@ TEST(PhysicalDma, NonContiguousPagesAreRefusedNotHandedOut) {
     // (checked here through pagemap, independently of the allocator's own check).
     std::printf("256 KiB of ordinary pages happened to be contiguous at 0x%llx\n",
                 static_cast<unsigned long long>(buffer->bus_address().value));
-    const int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(pagemap, 0);
+    const pcie::UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));  // closed on any ASSERT
+    ASSERT_TRUE(pagemap.valid());
     for (std::size_t page = 0; page < (256u << 10) / 4096; ++page) {
       const auto virtual_address = reinterpret_cast<std::uintptr_t>(buffer->data()) + page * 4096;
       std::uint64_t entry = 0;
-      ASSERT_EQ(::pread(pagemap, &entry, sizeof entry, static_cast<off_t>(virtual_address / 4096 * 8)),
+      ASSERT_EQ(::pread(pagemap.get(), &entry, sizeof entry, static_cast<off_t>(virtual_address / 4096 * 8)),
                 static_cast<ssize_t>(sizeof entry));
       ASSERT_NE(entry >> 63, 0u) << "page " << page << " not present";
       const std::uint64_t physical = (entry & ((std::uint64_t{1} << 55) - 1)) * 4096;
       EXPECT_EQ(physical, buffer->bus_address().value + page * 4096) << "page " << page << " is not where the address says";
     }
-    ::close(pagemap);
   }
 }
 

@@ -96,7 +96,9 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   // The fault case needs an IOMMU; the hotplug case has its own target.
   options.guest_command.push_back(iommu ? "--gtest_filter=-E1000eHotplug.*"
                                         : "--gtest_filter=-E1000eHotplug.*:*TransmitFromAnUnmappedAddress*");
-  if (iommu) options.expected_dmar_fault_addresses = {pcie::vm::kUnmappedIovaText};
+  if (iommu) {
+    options.expected_dmar_faults = {{pcie::vm::kUnmappedIovaText, "E1000e.TransmitFromAnUnmappedAddressFaultsAndResetRecovers"}};
+  }
   if (own_kernel) options.vm_arguments.push_back("--own-kernel");
   if (!iommu) options.vm_arguments.push_back("--no-iommu");
   options.vm_arguments.push_back("--hotplug");  // the guest sets the wire's link through QMP

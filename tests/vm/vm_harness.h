@@ -29,10 +29,14 @@ struct Options {
   // Run in the guest. It must write GoogleTest JSON to kGuestResults.
   std::vector<std::string> guest_command;
   int timeout_seconds = 150;
-  // DMAR faults in the guest's kernel log are failures, except faults at these addresses
-  // ("0xf000000", as the kernel prints them), which a test provokes on purpose: each of
-  // them must appear (Vm.ExpectedDmarFaultsHappened).
-  std::vector<std::string> expected_dmar_fault_addresses;
+  // DMAR faults in the guest's kernel log are failures, except faults at these addresses,
+  // which a guest case provokes on purpose: each must appear where its case ran
+  // (Vm.ExpectedDmarFaultsHappened).
+  struct ExpectedDmarFault {
+    std::string address;      // as the kernel prints it: "0xf000000"
+    std::string provoked_by;  // the guest case that provokes it: "Suite.Name"
+  };
+  std::vector<ExpectedDmarFault> expected_dmar_faults;
 };
 
 // Where the guest's GoogleTest program writes its results ($PCIE_VM_OUT/results.json).

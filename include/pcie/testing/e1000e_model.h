@@ -146,6 +146,9 @@ struct E1000eModelOptions {
     on_process,  // work waits for process(): a driver's timeout and backpressure paths
   } completion = Completion::immediate;
   bool cable = true;  // the link partner is there: CTRL.SLU brings the link up
+  // false: master requests never drain, so STATUS.GIO Master Enable stays set after GIO
+  // Master Disable (a NIC whose last DMA never completes; 5.2.3.3 says to reset anyway).
+  bool master_requests_drain = true;
 };
 
 // What receive() did with a frame.

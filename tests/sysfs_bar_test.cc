@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
 
 #include "pcie/config_space.h"
 #include "pcie/testing/fake_sysfs.h"
@@ -293,6 +294,27 @@ TEST_F(SysfsBarTest, AbsentBarAndBadIndexAndMissingDevice) {
   auto missing = BarMapping::map(tree_->paths(), Bdf{0, 7, 0, 0}, 0);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, Errc::not_found);
+}
+
+// Opening a BAR reads the device's own resource file, not a libpci scan of the bus: a
+// neighbour's broken resource file (a buggy out-of-tree driver, a half-removed device) is
+// no reason to refuse, and this device's broken one is named.
+TEST_F(SysfsBarTest, OnlyTheDevicesOwnResourceFileMatters) {
+  {
+    std::ofstream broken(tree_->device_dir(kIvshmem) + "/resource", std::ios::trunc);
+    broken << "not a resource line\n";
+  }
+  auto edu = BarMapping::map(tree_->paths(), kEdu, 0, {.enable_decoding = true});
+  ASSERT_TRUE(edu) << edu.error().message();
+  EXPECT_TRUE(edu->write(Width::bits32, 0x4, 0x1234));
+  auto ivshmem = BarMapping::map(tree_->paths(), kIvshmem, 2);
+  ASSERT_FALSE(ivshmem);
+  EXPECT_EQ(ivshmem.error().code, Errc::malformed);
+  EXPECT_NE(ivshmem.error().message().find(tree_->device_dir(kIvshmem) + "/resource"), std::string::npos)
+      << ivshmem.error().message();
+  auto enabled = enable_decoding(tree_->paths(), kIvshmem);
+  ASSERT_FALSE(enabled);
+  EXPECT_EQ(enabled.error().code, Errc::malformed);
 }
 
 TEST_F(SysfsBarTest, MissingResourceFileNamesThePath) {

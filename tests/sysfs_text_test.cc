@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 
+#include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
 
 namespace pcie {
@@ -43,4 +44,70 @@ TEST(SysfsNumber, AcceptsWhatTheKernelWritesAndNothingElse) {
 }
 
 }  // namespace
+// <device>/resource as the kernel writes it, and what it must refuse: the BAR opener reads
+// it directly (no libpci), so every line is parsed strictly.
+TEST(ResourceFile, ParsesWhatTheKernelWritesAndRefusesTheRest) {
+  const std::string line = "0x00000000fea00000 0x00000000feafffff 0x0000000000040200\n";
+  auto parsed = sysfs::parse_resource_file(line + line, "resource");
+  ASSERT_TRUE(parsed) << parsed.error().message();
+  ASSERT_EQ(parsed->size(), 2u);
+  EXPECT_EQ((*parsed)[1].start, 0xfea00000u);
+  EXPECT_EQ((*parsed)[1].end, 0xfeafffffu);
+  EXPECT_EQ((*parsed)[1].flags, 0x40200u);
+  EXPECT_TRUE(sysfs::parse_resource_file("", "resource").value_or(std::vector<sysfs::ResourceLine>{1}).empty());
+  EXPECT_TRUE(sysfs::parse_resource_file("0xffffffffffffffff 0x0 0x0", "resource"));  // no newline at the end
+  const char* hostile[] = {
+      "0x1 0x2\n",                                  // a field short
+      "0x1 0x2 0x3 0x4\n",                          // one too many
+      "0x1  0x2 0x3\n",                             // two spaces
+      "1 0x2 0x3\n",                                // no prefix
+      "0x 0x2 0x3\n",                               // prefix only
+      "0x1 0x2 0x3 \n",                             // trailing space
+      "0x10000000000000000 0x0 0x0\n",              // past 64 bits
+      "0x1 0x2 0xg\n",                              // not hex
+      "0x1 0x2 0x3\n\n",                           // an empty line
+      "0x1 0x2 0x3\r\n",                           // a carriage return
+      "0x1 0x2 0x3\x1b[2J\n",                      // a terminal escape
+  };
+  for (const char* text : hostile) {
+    SCOPED_TRACE(printable(text));
+    auto refused = sysfs::parse_resource_file(text, "resource");
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::malformed);
+    EXPECT_EQ(refused.error().message().find('\x1b'), std::string::npos) << "the line is printed escaped";
+  }
+  std::string too_long;
+  for (std::size_t i = 0; i <= sysfs::kMaxResourceLines; ++i) too_long += line;
+  EXPECT_FALSE(sysfs::parse_resource_file(too_long, "resource"));
+}
+
+TEST(ResourceFile, FlagsSayTheBarsType) {
+  struct Case {
+    sysfs::ResourceLine line;
+    BarInfo::Space space;
+    bool is_64bit, prefetchable;
+    std::uint64_t size;
+  };
+  const Case cases[] = {
+      {{0xfea00000, 0xfeafffff, 0x40200}, BarInfo::Space::memory, false, false, 0x100000},
+      {{0xfe000000, 0xfe3fffff, 0x14220c}, BarInfo::Space::memory, true, true, 0x400000},
+      {{0xc000, 0xc03f, 0x40101}, BarInfo::Space::io, false, false, 0x40},
+      {{0x0, 0x0, 0x0}, BarInfo::Space::memory, false, false, 0},        // not implemented
+      {{0x1000, 0xfff, 0x200}, BarInfo::Space::memory, false, false, 0},  // end before start: none, as libpci
+      {{0x0, 0xffffffffffffffff, 0x200}, BarInfo::Space::memory, false, false, 0},  // wraps: none
+  };
+  for (const Case& c : cases) {
+    const BarInfo bar = sysfs::bar_from_resource(3, c.line);
+    SCOPED_TRACE(c.line.flags);
+    EXPECT_EQ(bar.index, 3u);
+    EXPECT_EQ(bar.space, c.space);
+    EXPECT_EQ(bar.is_64bit, c.is_64bit);
+    EXPECT_EQ(bar.prefetchable, c.prefetchable);
+    EXPECT_EQ(bar.size, c.size);
+    if (c.size != 0) {
+      EXPECT_EQ(bar.bus_address, c.line.start);
+    }
+  }
+}
+
 }  // namespace pcie

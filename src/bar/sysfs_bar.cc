@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 
@@ -13,6 +14,7 @@
 #include "pcie/discovery.h"
 #include "pcie/memory_type.h"
 #include "src/bar/register_file.h"
+#include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 
@@ -32,19 +34,18 @@ Result<BarLookup> look_up_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned 
     return std::unexpected(make_error(Errc::invalid_argument, "open", bar_name(bdf, index),
                                       "BAR index must be 0 to 5"));
   }
-  DiscoveryOptions options;
-  options.paths = paths;
-  options.resolve_names = false;
-  options.read_capabilities = false;  // the driver (a binding) is kept, to explain refusals
-  auto device = describe(bdf, options);
-  if (!device) return std::unexpected(device.error());
-  const BarInfo* bar = device->find_bar(index);
-  if (bar == nullptr) {
+  // The resource file and the driver link, not describe(): a libpci session and config
+  // reads for one line of text.
+  auto bars = sysfs::read_bars(paths, bdf);
+  if (!bars) return std::unexpected(bars.error());
+  const auto bar = std::find_if(bars->begin(), bars->end(), [index](const BarInfo& b) { return b.index == index; });
+  if (bar == bars->end()) {
     return std::unexpected(make_error(Errc::not_found, "open", bar_name(bdf, index),
                                       "the device does not implement this BAR (size 0)",
                                       "see the BARs it has with 'pciectl info " + bdf.to_string() + "'"));
   }
-  return BarLookup{*bar, device->driver};
+  auto driver = sysfs::device_driver(paths, bdf);  // only to explain refusals: unknown is none
+  return BarLookup{*bar, driver ? *driver : std::nullopt};
 }
 
 // `address`: the CPU physical address of the mapping asked for (0 for I/O BARs).
@@ -134,15 +135,10 @@ Result<void> check_decoding(const SysfsPaths& paths, const Bdf& bdf, const BarIn
 }  // namespace
 
 Result<void> enable_decoding(const SysfsPaths& paths, const Bdf& bdf) {
-  DiscoveryOptions options;
-  options.paths = paths;
-  options.resolve_names = false;
-  options.read_capabilities = false;
-  options.read_bindings = false;
-  auto device = describe(bdf, options);
-  if (!device) return std::unexpected(device.error());
+  auto bars = sysfs::read_bars(paths, bdf);
+  if (!bars) return std::unexpected(bars.error());
   std::uint16_t wanted = 0;
-  for (const BarInfo& bar : device->bars) wanted |= decode_bit(bar.space);
+  for (const BarInfo& bar : *bars) wanted |= decode_bit(bar.space);
   const std::string name = bdf.to_string();
   if (auto written = sys::write_text_file(paths.device_dir(bdf) + "/enable", "1", "enable decoding of"); !written) {
     return std::unexpected(written.error());

@@ -1,5 +1,6 @@
 // Fuzz target: text the kernel exports in sysfs and /proc that the library parses: link
-// speeds ("8.0 GT/s PCIe"), numbers in attributes ("0x8086\n", "-1"), and error messages
+// speeds ("8.0 GT/s PCIe"), numbers in attributes ("0x8086\n", "-1"), <device>/resource
+// files (what the BAR opener reads), and error messages
 // built from any of it (printable()).
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +10,7 @@
 
 #include "pcie/error.h"
 #include "pcie/link.h"
+#include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -17,6 +19,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // A number that parses prints back (in decimal) to one that parses to the same value.
   if (auto number = pcie::sysfs::parse_number(text)) {
     if (pcie::sysfs::parse_number(std::to_string(*number)) != *number) std::abort();
+  }
+  // A resource file that parses has at most the bound of lines, and each BAR from it has
+  // a size that fits its line.
+  if (auto lines = pcie::sysfs::parse_resource_file(text, "resource")) {
+    if (lines->size() > pcie::sysfs::kMaxResourceLines) std::abort();
+    for (const auto& line : *lines) {
+      const auto bar = pcie::sysfs::bar_from_resource(0, line);
+      if (bar.size != 0 && (line.end < line.start || bar.size - 1 != line.end - line.start)) std::abort();
+    }
   }
   const std::string shown = pcie::printable(text);
   for (const char c : shown) {

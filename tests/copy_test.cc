@@ -4,7 +4,9 @@
 #include "pcie/copy.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 
 #include <algorithm>
 #include <array>
@@ -236,6 +238,107 @@ TEST_P(CopyKernelTest, ThirtyTwoBitWindowTakesAlignedSpansOnly) {
   ASSERT_FALSE(ragged);
   EXPECT_EQ(ragged.error().code, Errc::misaligned);
 }
+
+#if defined(__x86_64__)
+// Records where each instruction touches a window, to check access widths on real memory
+// whatever instructions a kernel uses: the window is made inaccessible, so every access
+// faults; the SIGSEGV handler logs the address, opens the window and sets the trap flag
+// (x86 EFLAGS.TF); after that one instruction SIGTRAP closes the window again. Accesses
+// in a row of one width w then lie exactly w bytes apart.
+struct AccessRecorder {
+  static constexpr std::size_t kMaxAccesses = 8192;
+  static inline std::byte* base = nullptr;
+  static inline std::size_t size = 0;
+  static inline std::uint64_t offsets[kMaxAccesses];
+  static inline std::size_t count = 0;
+  static inline bool overflowed = false;
+  static constexpr long long kTrapFlag = 0x100;
+
+  static void on_segv(int, siginfo_t* info, void* context) {
+    const auto address = reinterpret_cast<std::uintptr_t>(info->si_addr);
+    const auto begin = reinterpret_cast<std::uintptr_t>(base);
+    if (address < begin || address >= begin + size) {
+      ::signal(SIGSEGV, SIG_DFL);  // not ours: fault again and die
+      return;
+    }
+    if (count < kMaxAccesses) {
+      offsets[count++] = address - begin;
+    } else {
+      overflowed = true;
+    }
+    ::mprotect(base, size, PROT_READ | PROT_WRITE);
+    static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_EFL] |= kTrapFlag;
+  }
+  static void on_trap(int, siginfo_t*, void* context) {
+    ::mprotect(base, size, PROT_NONE);
+    static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_EFL] &= ~kTrapFlag;
+  }
+
+  struct sigaction previous_segv {}, previous_trap {};
+  AccessRecorder(std::byte* window, std::size_t bytes) {
+    base = window;
+    size = bytes;
+    count = 0;
+    overflowed = false;
+    struct sigaction action {};
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    action.sa_sigaction = on_segv;
+    ::sigaction(SIGSEGV, &action, &previous_segv);
+    action.sa_sigaction = on_trap;
+    ::sigaction(SIGTRAP, &action, &previous_trap);
+    ::mprotect(base, size, PROT_NONE);
+  }
+  ~AccessRecorder() {
+    ::mprotect(base, size, PROT_READ | PROT_WRITE);
+    ::sigaction(SIGSEGV, &previous_segv, nullptr);
+    ::sigaction(SIGTRAP, &previous_trap, nullptr);
+  }
+  // "" when the accesses were exactly `width`-byte steps covering [offset, offset + length).
+  static std::string steps_of(std::size_t width, std::uint64_t offset, std::uint64_t length) {
+    if (overflowed) return "more accesses than recorded";
+    if (count != length / width) {
+      return std::to_string(count) + " accesses for " + std::to_string(length) + " bytes";
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      if (offsets[i] != offset + i * width) {
+        return "access " + std::to_string(i) + " at offset " + std::to_string(offsets[i]) + ", expected " +
+               std::to_string(offset + i * width);
+      }
+    }
+    return "";
+  }
+};
+
+// The same window, on real memory: every access the kernel makes is 4 bytes, in order,
+// both ways (a wider one would fault an FPGA register file, or split into two writes).
+TEST_P(CopyKernelTest, ThirtyTwoBitWindowIsAccessedFourBytesAtATime) {
+  const KernelCase& param = GetParam();
+  Pages window(8192), host(8192);
+  ASSERT_NE(window.data, nullptr);
+  fill_pattern(host.data, 8192, 5);
+  const MmioView view(window.data, 8192, WidthSet::only(Width::bits32), "fpga regs", param.memory_type);
+  const std::pair<std::uint64_t, std::uint64_t> spans[] = {{0, 4}, {4, 4088}, {64, 256}, {8188, 4}, {12, 1020}};
+  for (const auto& [offset, length] : spans) {
+    SCOPED_TRACE(::testing::Message() << "offset " << offset << " length " << length);
+    std::string to_device, from_device;
+    {
+      AccessRecorder recorder(window.data, 8192);
+      const bool copied = copy_to_device(view, offset, host.data + 3, length, {.kernel = param.kernel}).has_value();
+      to_device = copied ? AccessRecorder::steps_of(4, offset, length) : "refused";
+    }
+    EXPECT_EQ(to_device, "");
+    EXPECT_EQ(first_difference(window.data + offset, host.data + 3, length), "");
+    {
+      AccessRecorder recorder(window.data, 8192);
+      const bool copied = copy_from_device(host.data + 4096 + 1, view, offset, length, {.kernel = param.kernel}).has_value();
+      from_device = copied ? AccessRecorder::steps_of(4, offset, length) : "refused";
+    }
+    EXPECT_EQ(from_device, "");
+    EXPECT_EQ(first_difference(host.data + 4096 + 1, window.data + offset, length), "");
+  }
+}
+#endif  // the trap flag is x86's; on arm64 the recording Ops test covers the access pattern
 
 std::vector<KernelCase> kernel_cases() {
   std::vector<KernelCase> cases;

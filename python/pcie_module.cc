@@ -36,7 +36,7 @@ namespace py = pybind11;
 
 namespace {
 
-py::object g_error_type;  // pcie.Error, made in PYBIND11_MODULE
+py::object g_error_type;  // pcie.Error, made by bind_error
 
 [[noreturn]] void raise(const pcie::Error& error) {
   py::object exception = g_error_type(error.message());
@@ -394,18 +394,30 @@ py::dict device_info(const pcie::DeviceInfo& device) {
   return info;
 }
 
-}  // namespace
+// Opens a BAR the way pcie.open_bar's `via` asks: any path that works, or only one.
+Bar open_bar(const std::string& bdf, unsigned bar, bool writable, const std::string& via, bool enable,
+             const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
+  pcie::BarOpenOptions options;
+  options.writable = writable;
+  options.enable_decoding = enable;
+  options.paths = vfio_paths(sysfs, dev_vfio);
+  if (via == "sysfs") options.preference = pcie::BarPathPreference::sysfs_only;
+  else if (via == "vfio") options.preference = pcie::BarPathPreference::vfio_only;
+  else if (via != "auto") raise(pcie::make_error(pcie::Errc::invalid_argument, "open_bar", via, "expected auto, sysfs or vfio"));
+  auto opened = value_or_raise(pcie::open_bar(parse_bdf(bdf), bar, options));
+  return Bar(std::move(opened.region), pcie::to_string(opened.path));
+}
 
-PYBIND11_MODULE(pcie, m) {
-  m.doc() = "PCIe devices from user space: discovery, BARs, VFIO, DMA buffers, interrupts (the pcie C++ library)";
-  m.attr("__version__") = pcie::library_version();
+void bind_error(py::module_& m) {
   g_error_type = py::reinterpret_steal<py::object>(
       PyErr_NewExceptionWithDoc("pcie.Error",
                                 "A pcie library error: str() is the message; .code, .operation, .object, .reason, "
                                 ".hint and .errno carry its parts.",
                                 PyExc_RuntimeError, nullptr));
   m.attr("Error") = g_error_type;
+}
 
+void bind_discovery(py::module_& m) {
   m.def(
       "devices",
       [](const std::string& slot, const std::string& id, const std::string& driver, const std::optional<std::string>& sysfs) {
@@ -428,7 +440,9 @@ PYBIND11_MODULE(pcie, m) {
         return device_info(value_or_raise(pcie::describe(parse_bdf(bdf), options)));
       },
       py::arg("bdf"), py::arg("sysfs") = py::none(), "One device as a dict.");
+}
 
+void bind_regions(py::module_& m) {
   py::class_<Bar>(m, "Bar", "A BAR (or another region): checked accesses of an explicit width.")
       .def("read", &Bar::read, py::arg("offset"), py::arg("width") = 32, "Reads `width` bits (8/16/32/64) at `offset`.")
       .def("write", &Bar::write, py::arg("offset"), py::arg("value"), py::arg("width"),
@@ -450,24 +464,12 @@ PYBIND11_MODULE(pcie, m) {
       .def_property_readonly("widths", &Bar::widths)
       .def_property_readonly("memory_type", &Bar::memory_type);
 
-  m.def(
-      "open_bar",
-      [](const std::string& bdf, unsigned bar, bool writable, const std::string& via, bool enable,
-         const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
-        pcie::BarOpenOptions options;
-        options.writable = writable;
-        options.enable_decoding = enable;
-        options.paths = vfio_paths(sysfs, dev_vfio);
-        if (via == "sysfs") options.preference = pcie::BarPathPreference::sysfs_only;
-        else if (via == "vfio") options.preference = pcie::BarPathPreference::vfio_only;
-        else if (via != "auto") raise(pcie::make_error(pcie::Errc::invalid_argument, "open_bar", via, "expected auto, sysfs or vfio"));
-        auto opened = value_or_raise(pcie::open_bar(parse_bdf(bdf), bar, options));
-        return Bar(std::move(opened.region), pcie::to_string(opened.path));
-      },
-      py::arg("bdf"), py::arg("bar"), py::arg("writable") = false, py::arg("via") = "auto", py::arg("enable") = false,
-      py::arg("sysfs") = py::none(), py::arg("dev_vfio") = py::none(),
-      "Opens BAR `bar` through sysfs or VFIO, whichever works (pcie/bar_opener.h).");
+  m.def("open_bar", &open_bar, py::arg("bdf"), py::arg("bar"), py::arg("writable") = false, py::arg("via") = "auto",
+        py::arg("enable") = false, py::arg("sysfs") = py::none(), py::arg("dev_vfio") = py::none(),
+        "Opens BAR `bar` through sysfs or VFIO, whichever works (pcie/bar_opener.h).");
+}
 
+void bind_dma_and_interrupts(py::module_& m) {
   py::class_<DmaBuffer>(m, "DmaBuffer", "Pinned memory the device reaches at bus_address.")
       .def("array", &DmaBuffer::array, py::arg("dtype") = py::dtype::of<std::uint8_t>(),
            "The buffer as a numpy array (keeps the buffer alive).")
@@ -485,7 +487,9 @@ PYBIND11_MODULE(pcie, m) {
       .def("fd", &Interrupts::fd, py::arg("vector") = 0)
       .def_property_readonly("count", &Interrupts::count)
       .def_property_readonly("name", &Interrupts::name);
+}
 
+void bind_devices(py::module_& m) {
   py::class_<Device>(m, "Device",
                      "A device a driver owns, whichever backend opened it (VfioDevice.open, UioDevice.open).")
       .def("bar", &Device::bar, py::arg("index"))
@@ -515,4 +519,16 @@ PYBIND11_MODULE(pcie, m) {
                   "Opens `bdf`'s /dev/uioN; DMA buffers (physical addresses) need "
                   "device_may_reach_all_memory=True.")
       .def_property_readonly("uio_number", &UioDevice::uio_number);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(pcie, m) {
+  m.doc() = "PCIe devices from user space: discovery, BARs, VFIO, DMA buffers, interrupts (the pcie C++ library)";
+  m.attr("__version__") = pcie::library_version();
+  bind_error(m);
+  bind_discovery(m);
+  bind_regions(m);
+  bind_dma_and_interrupts(m);
+  bind_devices(m);
 }

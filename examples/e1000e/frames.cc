@@ -43,6 +43,84 @@ void release_all(E1000eDriver& nic, std::span<const Packet> packets) {
   for (const Packet& packet : packets) (void)nic.release(packet);
 }
 
+// One loopback copy under way: frame n carries bytes [n * kMaxPayload, ...) of `in`, which
+// land at the same place in `out` when the frame comes back.
+struct LoopbackCopy {
+  E1000eDriver& nic;
+  std::span<const std::byte> in;
+  std::span<std::byte> out;
+  const std::string& name;
+  std::uint64_t total = 0;
+  std::vector<Packet> packets;  // a batch
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+
+  std::size_t payload_of(std::uint64_t frame) const { return std::min(kMaxPayload, in.size() - frame * kMaxPayload); }
+};
+
+// Send what the receive side has room for: a batch at most ahead.
+std::size_t make_frames(LoopbackCopy& copy) {
+  const std::size_t batch = copy.packets.size();
+  std::size_t made = 0;
+  while (made < batch && copy.sent + made < copy.total && copy.sent + made < copy.received + batch) {
+    auto packet = copy.nic.allocate_packet();
+    if (!packet) break;  // buffers still in flight: receive first
+    const std::uint64_t frame = copy.sent + made;
+    const std::size_t payload = copy.payload_of(frame);
+    std::span<std::byte> bytes = copy.nic.buffer(*packet);
+    write_header(bytes, copy.nic.mac(), static_cast<std::uint32_t>(frame));
+    std::memcpy(bytes.data() + kHeader + kSequence, copy.in.data() + frame * kMaxPayload, payload);
+    packet->length = static_cast<std::uint16_t>(kHeader + kSequence + payload);
+    copy.packets[made++] = *packet;
+  }
+  return made;
+}
+
+// The frames posted: progress is a frame posted or received, not one only made.
+Result<std::size_t> send_frames(LoopbackCopy& copy) {
+  const std::size_t made = make_frames(copy);
+  if (made == 0) return 0;
+  auto taken = copy.nic.tx_batch(std::span(copy.packets).first(made));
+  if (!taken) {
+    release_all(copy.nic, std::span(copy.packets).first(made));
+    return std::unexpected(taken.error());
+  }
+  release_all(copy.nic, std::span(copy.packets).subspan(*taken, made - *taken));
+  copy.sent += *taken;
+  return *taken;
+}
+
+pcie::Error unexpected_frame(const LoopbackCopy& copy, std::span<const std::byte> frame, std::size_t length) {
+  const std::string what = !ours(frame) ? "a frame that is not ours"
+                                        : "frame " + std::to_string(sequence_of(frame)) + " of " +
+                                              std::to_string(frame.size()) + " bytes";
+  return make_error(Errc::malformed, "loopback copy", copy.name,
+                    what + " came back where frame " + std::to_string(copy.received) + " of " +
+                        std::to_string(length) + " bytes was expected");
+}
+
+// The frames that came back, in order, copied out; any other frame is an error.
+Result<std::size_t> receive_frames(LoopbackCopy& copy) {
+  auto got = copy.nic.rx_batch(copy.packets);
+  if (!got) return std::unexpected(got.error());
+  for (std::size_t i = 0; i < *got; ++i) {
+    const std::span<const std::byte> frame = copy.nic.frame(copy.packets[i]);
+    const bool expected = ours(frame) && sequence_of(frame) == copy.received;
+    const std::size_t payload = expected ? copy.payload_of(copy.received) : 0;
+    // Frames under 60 bytes come back padded to 60 (TCTL.PSP).
+    const std::size_t length = kHeader + kSequence + payload;
+    if (!expected || frame.size() != std::max<std::size_t>(length, 60)) {
+      const pcie::Error error = unexpected_frame(copy, frame, length);  // before the frame goes back
+      release_all(copy.nic, std::span(copy.packets).subspan(i, *got - i));
+      return std::unexpected(error);
+    }
+    std::memcpy(copy.out.data() + copy.received * kMaxPayload, frame.data() + kHeader + kSequence, payload);
+    (void)copy.nic.release(copy.packets[i]);
+    ++copy.received;
+  }
+  return *got;
+}
+
 }  // namespace
 
 void swap_macs(std::span<std::byte> frame) {
@@ -104,69 +182,25 @@ Result<LoopbackResult> loopback_copy(E1000eDriver& nic, std::span<const std::byt
     return std::unexpected(make_error(Errc::invalid_argument, "loopback copy", name,
                                       "the input and output differ in size, or the batch is 0"));
   }
-  const std::uint64_t total = (in.size() + kMaxPayload - 1) / kMaxPayload;
-  auto payload_of = [&](std::uint64_t frame) { return std::min(kMaxPayload, in.size() - frame * kMaxPayload); };
-  std::vector<Packet> packets(batch);
-  std::uint64_t sent = 0;
-  std::uint64_t received = 0;
+  LoopbackCopy copy{.nic = nic, .in = in, .out = out, .name = name,
+                    .total = (in.size() + kMaxPayload - 1) / kMaxPayload, .packets = std::vector<Packet>(batch)};
   auto last_progress = std::chrono::steady_clock::now();
   const auto start = last_progress;
-  while (received < total) {
-    // Send what the receive side has room for: a batch at most ahead.
-    std::size_t made = 0;
-    std::size_t posted = 0;  // progress is a frame posted or received, not one only made
-    while (made < batch && sent + made < total && sent + made < received + batch) {
-      auto packet = nic.allocate_packet();
-      if (!packet) break;  // buffers still in flight: receive first
-      const std::uint64_t frame = sent + made;
-      const std::size_t payload = payload_of(frame);
-      std::span<std::byte> bytes = nic.buffer(*packet);
-      write_header(bytes, nic.mac(), static_cast<std::uint32_t>(frame));
-      std::memcpy(bytes.data() + kHeader + kSequence, in.data() + frame * kMaxPayload, payload);
-      packet->length = static_cast<std::uint16_t>(kHeader + kSequence + payload);
-      packets[made++] = *packet;
-    }
-    if (made > 0) {
-      auto taken = nic.tx_batch(std::span(packets).first(made));
-      if (!taken) {
-        release_all(nic, std::span(packets).first(made));
-        return std::unexpected(taken.error());
-      }
-      release_all(nic, std::span(packets).subspan(*taken, made - *taken));
-      sent += *taken;
-      posted = *taken;
-    }
-    auto got = nic.rx_batch(packets);
+  while (copy.received < copy.total) {
+    auto posted = send_frames(copy);
+    if (!posted) return std::unexpected(posted.error());
+    auto got = receive_frames(copy);
     if (!got) return std::unexpected(got.error());
-    for (std::size_t i = 0; i < *got; ++i) {
-      const std::span<const std::byte> frame = nic.frame(packets[i]);
-      const bool expected = ours(frame) && sequence_of(frame) == received;
-      const std::size_t payload = expected ? payload_of(received) : 0;
-      // Frames under 60 bytes come back padded to 60 (TCTL.PSP).
-      const std::size_t length = kHeader + kSequence + payload;
-      if (!expected || frame.size() != std::max<std::size_t>(length, 60)) {
-        const std::string what = !ours(frame) ? "a frame that is not ours"
-                                              : "frame " + std::to_string(sequence_of(frame)) + " of " +
-                                                    std::to_string(frame.size()) + " bytes";
-        release_all(nic, std::span(packets).subspan(i, *got - i));
-        return std::unexpected(make_error(Errc::malformed, "loopback copy", name,
-                                          what + " came back where frame " + std::to_string(received) + " of " +
-                                              std::to_string(length) + " bytes was expected"));
-      }
-      std::memcpy(out.data() + received * kMaxPayload, frame.data() + kHeader + kSequence, payload);
-      (void)nic.release(packets[i]);
-      ++received;
-    }
-    if (*got > 0 || posted > 0) {
+    if (*got > 0 || *posted > 0) {
       last_progress = std::chrono::steady_clock::now();
     } else if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(1)) {
       return std::unexpected(make_error(Errc::io_error, "loopback copy", name,
-                                        std::to_string(received) + " of " + std::to_string(total) +
+                                        std::to_string(copy.received) + " of " + std::to_string(copy.total) +
                                             " frames came back; none for 1 s",
                                         "was the driver opened with E1000eOptions::loopback?"));
     }
   }
-  return LoopbackResult{.frames = total,
+  return LoopbackResult{.frames = copy.total,
                         .elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)};
 }
 

@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <expected>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -61,77 +63,120 @@ void print_stats(examples::E1000eDriver& nic) {
   }
 }
 
+// The command line, parsed.
+struct Invocation {
+  std::string_view backend = "vfio";
+  examples::E1000eOptions options;
+  pcie::Bdf bdf;
+  std::string_view command;
+  std::uint64_t count = 0, idle = 10, batch = 32, bytes = 1 << 20, frames = 100000;
+};
+
+// The index of the first argument after the options; nullopt for a usage error.
+std::optional<std::size_t> parse_options(const std::vector<std::string_view>& args, Invocation& invocation) {
+  std::size_t next = 0;
+  for (; next < args.size() && args[next].starts_with("--"); ++next) {
+    if (args[next] == "--backend" && next + 1 < args.size()) {
+      invocation.backend = args[++next];
+    } else if (args[next] == "--interrupts") {
+      invocation.options.interrupts = true;
+    } else {
+      return std::nullopt;
+    }
+  }
+  return next;
+}
+
+// The command's own options, from args[first]; false for a usage error.
+bool parse_command_options(const std::vector<std::string_view>& args, std::size_t first, Invocation& in) {
+  const std::string_view command = in.command;
+  for (std::size_t i = first; i < args.size(); i += 2) {
+    if (i + 1 >= args.size()) return false;
+    const bool ok = (command == "echo" && args[i] == "--count" && number(args[i + 1], in.count, ~0ull)) ||
+                    (command == "echo" && args[i] == "--idle" && number(args[i + 1], in.idle, 86400)) ||
+                    (command == "echo" && args[i] == "--batch" && number(args[i + 1], in.batch, 256) && in.batch > 0) ||
+                    (command == "loopback" && args[i] == "--bytes" && number(args[i + 1], in.bytes, 1ull << 32)) ||
+                    (command == "bench" && args[i] == "--frames" && number(args[i + 1], in.frames, 1ull << 32));
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// The invocation, or the exit status of a command line that is wrong (said on stderr).
+std::expected<Invocation, int> parse_invocation(int argc, char** argv) {
+  Invocation invocation;
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  const auto next = parse_options(args, invocation);
+  if (!next || *next + 2 > args.size() || !examples::known_backend(invocation.backend)) return std::unexpected(usage());
+  auto bdf = pcie::Bdf::parse(args[*next]);
+  if (!bdf) return std::unexpected(fail(bdf.error()));
+  invocation.bdf = *bdf;
+  invocation.command = args[*next + 1];
+  if (!parse_command_options(args, *next + 2, invocation)) return std::unexpected(usage());
+  const std::string_view command = invocation.command;
+  if (command != "echo" && command != "loopback" && command != "bench") return std::unexpected(usage());
+  invocation.options.loopback = command != "echo";
+  return invocation;
+}
+
+// The commands: an exit status where the program ends at once, nullopt where the driver
+// is then shut down as usual.
+std::optional<int> run_echo(examples::E1000eDriver& nic, const Invocation& invocation) {
+  examples::EchoOptions echo_options;
+  echo_options.count = invocation.count;
+  echo_options.idle = std::chrono::seconds(invocation.idle);
+  echo_options.batch = invocation.batch;
+  auto echoed = examples::echo(nic, echo_options);
+  if (!echoed) return fail(echoed.error());
+  std::printf("echoed %llu frames (%llu dropped: transmit ring full)%s\n", static_cast<unsigned long long>(echoed->echoed),
+              static_cast<unsigned long long>(echoed->dropped), echoed->idle_timeout ? ", stopped when idle" : "");
+  return std::nullopt;
+}
+
+std::optional<int> run_loopback(examples::E1000eDriver& nic, std::uint64_t bytes) {
+  std::vector<std::byte> in(bytes), out(bytes);
+  std::mt19937_64 random(42);
+  for (std::byte& byte : in) byte = std::byte(random() & 0xff);
+  auto copied = examples::loopback_copy(nic, in, out);
+  if (!copied) return fail(copied.error());
+  const bool same = in == out;
+  const double seconds = std::chrono::duration<double>(copied->elapsed).count();
+  std::printf("loopback: %llu bytes in %llu frames, %.3f s (%.1f MB/s), %s\n", static_cast<unsigned long long>(bytes),
+              static_cast<unsigned long long>(copied->frames), seconds, seconds > 0 ? bytes / seconds / 1e6 : 0.0,
+              same ? "identical" : "DIFFERENT");
+  if (!same) return 1;
+  return std::nullopt;
+}
+
+std::optional<int> run_bench(examples::E1000eDriver& nic, std::uint64_t frames) {
+  std::printf("%-6s %12s %10s\n", "batch", "frames/s", "seconds");
+  for (std::size_t batch : {1, 4, 16, 32, 64, 128}) {
+    auto rate = examples::loopback_rate(nic, batch, frames);
+    if (!rate) return fail(rate.error());
+    std::printf("%-6zu %12.0f %10.3f\n", batch, rate->frames_per_second(),
+                std::chrono::duration<double>(rate->elapsed).count());
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (auto answered = examples::answer_help_or_version(argc, argv, "e1000e-driver", usage_text())) return *answered;
-  std::vector<std::string_view> args(argv + 1, argv + argc);
-  std::string_view backend = "vfio";
-  examples::E1000eOptions options;
-  std::size_t next = 0;
-  for (; next < args.size() && args[next].starts_with("--"); ++next) {
-    if (args[next] == "--backend" && next + 1 < args.size()) {
-      backend = args[++next];
-    } else if (args[next] == "--interrupts") {
-      options.interrupts = true;
-    } else {
-      return usage();
-    }
-  }
-  if (next + 2 > args.size() || !examples::known_backend(backend)) return usage();
-  auto bdf = pcie::Bdf::parse(args[next]);
-  if (!bdf) return fail(bdf.error());
-  const std::string_view command = args[next + 1];
-  std::uint64_t count = 0, idle = 10, batch = 32, bytes = 1 << 20, frames = 100000;
-  for (std::size_t i = next + 2; i < args.size(); i += 2) {
-    if (i + 1 >= args.size()) return usage();
-    const bool ok = (command == "echo" && args[i] == "--count" && number(args[i + 1], count, ~0ull)) ||
-                    (command == "echo" && args[i] == "--idle" && number(args[i + 1], idle, 86400)) ||
-                    (command == "echo" && args[i] == "--batch" && number(args[i + 1], batch, 256) && batch > 0) ||
-                    (command == "loopback" && args[i] == "--bytes" && number(args[i + 1], bytes, 1ull << 32)) ||
-                    (command == "bench" && args[i] == "--frames" && number(args[i + 1], frames, 1ull << 32));
-    if (!ok) return usage();
-  }
-  if (command != "echo" && command != "loopback" && command != "bench") return usage();
-  options.loopback = command != "echo";
-
-  auto device = examples::open_device(backend, *bdf);
+  auto invocation = parse_invocation(argc, argv);
+  if (!invocation) return invocation.error();
+  auto device = examples::open_device(invocation->backend, invocation->bdf);
   if (!device) return fail(device.error());
-  auto nic = examples::E1000eDriver::open(std::move(*device), options);
+  auto nic = examples::E1000eDriver::open(std::move(*device), invocation->options);
   if (!nic) return fail(nic.error());
-  std::printf("%s: MAC %s, %s, link %s, interrupts %s\n", bdf->to_string().c_str(), examples::to_string(nic->mac()).c_str(),
-              nic->device().backend_name().c_str(), nic->link_up() ? "up" : "down", examples::to_string(nic->interrupt_mode()));
-
-  if (command == "echo") {
-    examples::EchoOptions echo_options;
-    echo_options.count = count;
-    echo_options.idle = std::chrono::seconds(idle);
-    echo_options.batch = batch;
-    auto echoed = examples::echo(*nic, echo_options);
-    if (!echoed) return fail(echoed.error());
-    std::printf("echoed %llu frames (%llu dropped: transmit ring full)%s\n", static_cast<unsigned long long>(echoed->echoed),
-                static_cast<unsigned long long>(echoed->dropped), echoed->idle_timeout ? ", stopped when idle" : "");
-  } else if (command == "loopback") {
-    std::vector<std::byte> in(bytes), out(bytes);
-    std::mt19937_64 random(42);
-    for (std::byte& byte : in) byte = std::byte(random() & 0xff);
-    auto copied = examples::loopback_copy(*nic, in, out);
-    if (!copied) return fail(copied.error());
-    const bool same = in == out;
-    const double seconds = std::chrono::duration<double>(copied->elapsed).count();
-    std::printf("loopback: %llu bytes in %llu frames, %.3f s (%.1f MB/s), %s\n", static_cast<unsigned long long>(bytes),
-                static_cast<unsigned long long>(copied->frames), seconds, seconds > 0 ? bytes / seconds / 1e6 : 0.0,
-                same ? "identical" : "DIFFERENT");
-    if (!same) return 1;
-  } else {
-    std::printf("%-6s %12s %10s\n", "batch", "frames/s", "seconds");
-    for (std::size_t batch : {1, 4, 16, 32, 64, 128}) {
-      auto rate = examples::loopback_rate(*nic, batch, frames);
-      if (!rate) return fail(rate.error());
-      std::printf("%-6zu %12.0f %10.3f\n", batch, rate->frames_per_second(),
-                  std::chrono::duration<double>(rate->elapsed).count());
-    }
-  }
+  std::printf("%s: MAC %s, %s, link %s, interrupts %s\n", invocation->bdf.to_string().c_str(),
+              examples::to_string(nic->mac()).c_str(), nic->device().backend_name().c_str(),
+              nic->link_up() ? "up" : "down", examples::to_string(nic->interrupt_mode()));
+  const std::string_view command = invocation->command;
+  const auto ended = command == "echo"       ? run_echo(*nic, *invocation)
+                     : command == "loopback" ? run_loopback(*nic, invocation->bytes)
+                                             : run_bench(*nic, invocation->frames);
+  if (ended) return *ended;
   print_stats(*nic);
   if (auto done = nic->shutdown(); !done) return fail(done.error());
   return 0;

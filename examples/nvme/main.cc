@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <expected>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,91 +46,132 @@ bool number(const char* text, std::uint64_t& value) {
   return end != text && *end == '\0' && errno == 0 && text[0] != '-';
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (auto answered = examples::answer_help_or_version(argc, argv, "nvme-driver", usage_text())) return *answered;
-  examples::NvmeOptions options;
+// The command line, parsed.
+struct Invocation {
   std::string_view backend = "vfio";
-  std::vector<std::string_view> args(argv + 1, argv + argc);
+  examples::NvmeOptions options;
+  pcie::Bdf bdf;
+  std::uint32_t nsid = 0;    // 0: the first active namespace
+  std::vector<char*> rest;  // the command and its arguments
+};
+
+// The index of the first argument after the options; nullopt for a usage error.
+std::optional<std::size_t> parse_options(const std::vector<std::string_view>& args, Invocation& invocation) {
   std::size_t next = 0;
   for (; next < args.size() && args[next].starts_with("--"); ++next) {
     std::uint64_t depth = 0;
     if (args[next] == "--backend" && next + 1 < args.size() && examples::known_backend(args[next + 1])) {
-      backend = args[++next];
+      invocation.backend = args[++next];
     } else if (args[next] == "--interrupts") {
-      options.interrupts = true;
-    } else if (args[next] == "--queue-depth" && next + 1 < args.size() && number(argv[next + 2], depth) &&
+      invocation.options.interrupts = true;
+    } else if (args[next] == "--queue-depth" && next + 1 < args.size() && number(args[next + 1].data(), depth) &&
                depth >= 2 && depth <= 4096) {
-      options.io_queue_depth = static_cast<std::uint16_t>(depth);
+      invocation.options.io_queue_depth = static_cast<std::uint16_t>(depth);
       ++next;
     } else {
-      return usage();
+      return std::nullopt;
     }
   }
-  if (next + 2 > args.size()) return usage();
-  auto bdf = pcie::Bdf::parse(args[next]);
-  if (!bdf) return fail(bdf.error());
-  std::vector<char*> rest(argv + 1 + next + 1, argv + argc);
-  std::uint64_t namespace_id = 0;  // the first active namespace
-  if (rest.size() >= 3 && std::string_view(rest[0]) == "nsid") {
-    if (!number(rest[1], namespace_id) || namespace_id > 0xffffffffu) return usage();
-    rest.erase(rest.begin(), rest.begin() + 2);
+  return next;
+}
+
+// The invocation, or the exit status of a command line that is wrong (said on stderr).
+std::expected<Invocation, int> parse_invocation(int argc, char** argv) {
+  Invocation invocation;
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  const auto next = parse_options(args, invocation);
+  if (!next || *next + 2 > args.size()) return std::unexpected(usage());
+  auto bdf = pcie::Bdf::parse(args[*next]);
+  if (!bdf) return std::unexpected(fail(bdf.error()));
+  invocation.bdf = *bdf;
+  invocation.rest.assign(argv + 1 + *next + 1, argv + argc);
+  std::uint64_t namespace_id = 0;
+  if (invocation.rest.size() >= 3 && std::string_view(invocation.rest[0]) == "nsid") {
+    if (!number(invocation.rest[1], namespace_id) || namespace_id > 0xffffffffu) return std::unexpected(usage());
+    invocation.rest.erase(invocation.rest.begin(), invocation.rest.begin() + 2);
   }
-  const std::string_view command = rest[0];
+  invocation.nsid = static_cast<std::uint32_t>(namespace_id);
+  return invocation;
+}
 
-  auto device = examples::open_device(backend, *bdf);
-  if (!device) return fail(device.error());
-  auto driver = examples::NvmeDriver::open(std::move(*device), options);
-  if (!driver) return fail(driver.error());
-  const auto nsid = static_cast<std::uint32_t>(namespace_id);
+void identify(const examples::NvmeIdentity& id) {
+  std::printf("model: %s\nserial: %s\nfirmware: %s\nversion: %u.%u.%u\n", id.model.c_str(), id.serial.c_str(),
+              id.firmware.c_str(), id.version >> 16, (id.version >> 8) & 0xff, id.version & 0xff);
+  std::printf("active namespaces:");
+  for (const std::uint32_t active : id.active_namespaces) std::printf(" %u", active);
+  std::printf("%s\n", id.active_namespaces.empty() ? " none" : "");
+  if (id.namespace_id != 0) {
+    std::printf("namespace %u: %llu blocks of %u bytes\n", id.namespace_id,
+                static_cast<unsigned long long>(id.namespace_blocks), id.block_size);
+  }
+  std::printf("max transfer: %llu bytes\n", static_cast<unsigned long long>(id.max_transfer_bytes));
+}
 
-  if (command == "identify") {
-    const examples::NvmeIdentity& id = driver->identity();
-    std::printf("model: %s\nserial: %s\nfirmware: %s\nversion: %u.%u.%u\n", id.model.c_str(), id.serial.c_str(),
-                id.firmware.c_str(), id.version >> 16, (id.version >> 8) & 0xff, id.version & 0xff);
-    std::printf("active namespaces:");
-    for (const std::uint32_t active : id.active_namespaces) std::printf(" %u", active);
-    std::printf("%s\n", id.active_namespaces.empty() ? " none" : "");
-    if (id.namespace_id != 0) {
-      std::printf("namespace %u: %llu blocks of %u bytes\n", id.namespace_id,
-                  static_cast<unsigned long long>(id.namespace_blocks), id.block_size);
-    }
-    std::printf("max transfer: %llu bytes\n", static_cast<unsigned long long>(id.max_transfer_bytes));
-  } else if (command == "read" && rest.size() == 3) {
-    std::uint64_t lba = 0, blocks = 0;
-    if (!number(rest[1], lba) || !number(rest[2], blocks) || blocks > 0xffffffffu) return usage();
-    auto data = driver->read(lba, static_cast<std::uint32_t>(blocks), nsid);
-    if (!data) return fail(data.error());
-    if (std::fwrite(data->data(), 1, data->size(), stdout) != data->size()) return 1;
-  } else if (command == "write" && rest.size() == 2) {
-    std::uint64_t lba = 0;
-    if (!number(rest[1], lba)) return usage();
-    std::vector<std::byte> data;
-    std::byte chunk[65536];
-    // Never more than one transfer's worth plus a byte: write() refuses anything larger.
-    for (ssize_t got; data.size() <= (1u << 20) && (got = ::read(STDIN_FILENO, chunk, sizeof chunk)) > 0;) {
-      data.insert(data.end(), chunk, chunk + got);
-    }
-    if (auto written = driver->write(lba, data, nsid); !written) return fail(written.error());
-    if (auto flushed = driver->flush(nsid); !flushed) return fail(flushed.error());
-    std::fprintf(stderr, "wrote %zu bytes at LBA %llu\n", data.size(), static_cast<unsigned long long>(lba));
-  } else if (command == "bench" && rest.size() <= 3) {
-    std::uint64_t depth = 1, count = 20000;
-    if ((rest.size() > 1 && !number(rest[1], depth)) || (rest.size() > 2 && !number(rest[2], count)) || depth == 0 ||
-        count == 0 || depth > 4096 || count > 100000000) {
-      return usage();
-    }
-    auto elapsed = driver->random_reads(static_cast<unsigned>(depth), static_cast<unsigned>(count), 42);
-    if (!elapsed) return fail(elapsed.error());
-    const double seconds = std::chrono::duration<double>(*elapsed).count();
-    std::printf("random %u-byte reads, queue depth %llu: %llu in %.3f s, %.0f IOPS\n",
-                std::max(driver->identity().block_size, 4096u),
-                static_cast<unsigned long long>(depth), static_cast<unsigned long long>(count), seconds,
-                static_cast<double>(count) / seconds);
-  } else {
+std::optional<int> read_blocks(examples::NvmeDriver& driver, const std::vector<char*>& rest, std::uint32_t nsid) {
+  std::uint64_t lba = 0, blocks = 0;
+  if (!number(rest[1], lba) || !number(rest[2], blocks) || blocks > 0xffffffffu) return usage();
+  auto data = driver.read(lba, static_cast<std::uint32_t>(blocks), nsid);
+  if (!data) return fail(data.error());
+  if (std::fwrite(data->data(), 1, data->size(), stdout) != data->size()) return 1;
+  return std::nullopt;
+}
+
+std::optional<int> write_blocks(examples::NvmeDriver& driver, const std::vector<char*>& rest, std::uint32_t nsid) {
+  std::uint64_t lba = 0;
+  if (!number(rest[1], lba)) return usage();
+  std::vector<std::byte> data;
+  std::byte chunk[65536];
+  // Never more than one transfer's worth plus a byte: write() refuses anything larger.
+  for (ssize_t got; data.size() <= (1u << 20) && (got = ::read(STDIN_FILENO, chunk, sizeof chunk)) > 0;) {
+    data.insert(data.end(), chunk, chunk + got);
+  }
+  if (auto written = driver.write(lba, data, nsid); !written) return fail(written.error());
+  if (auto flushed = driver.flush(nsid); !flushed) return fail(flushed.error());
+  std::fprintf(stderr, "wrote %zu bytes at LBA %llu\n", data.size(), static_cast<unsigned long long>(lba));
+  return std::nullopt;
+}
+
+std::optional<int> bench(examples::NvmeDriver& driver, const std::vector<char*>& rest) {
+  std::uint64_t depth = 1, count = 20000;
+  if ((rest.size() > 1 && !number(rest[1], depth)) || (rest.size() > 2 && !number(rest[2], count)) || depth == 0 ||
+      count == 0 || depth > 4096 || count > 100000000) {
     return usage();
   }
+  auto elapsed = driver.random_reads(static_cast<unsigned>(depth), static_cast<unsigned>(count), 42);
+  if (!elapsed) return fail(elapsed.error());
+  const double seconds = std::chrono::duration<double>(*elapsed).count();
+  std::printf("random %u-byte reads, queue depth %llu: %llu in %.3f s, %.0f IOPS\n",
+              std::max(driver.identity().block_size, 4096u),
+              static_cast<unsigned long long>(depth), static_cast<unsigned long long>(count), seconds,
+              static_cast<double>(count) / seconds);
+  return std::nullopt;
+}
+
+// An exit status where the program ends at once (a usage error, a failure); nullopt where
+// the driver is then shut down as usual.
+std::optional<int> run_command(examples::NvmeDriver& driver, const std::vector<char*>& rest, std::uint32_t nsid) {
+  const std::string_view command = rest[0];
+  if (command == "identify") {
+    identify(driver.identity());
+    return std::nullopt;
+  }
+  if (command == "read" && rest.size() == 3) return read_blocks(driver, rest, nsid);
+  if (command == "write" && rest.size() == 2) return write_blocks(driver, rest, nsid);
+  if (command == "bench" && rest.size() <= 3) return bench(driver, rest);
+  return usage();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (auto answered = examples::answer_help_or_version(argc, argv, "nvme-driver", usage_text())) return *answered;
+  auto invocation = parse_invocation(argc, argv);
+  if (!invocation) return invocation.error();
+  auto device = examples::open_device(invocation->backend, invocation->bdf);
+  if (!device) return fail(device.error());
+  auto driver = examples::NvmeDriver::open(std::move(*device), invocation->options);
+  if (!driver) return fail(driver.error());
+  if (auto ended = run_command(*driver, invocation->rest, invocation->nsid)) return *ended;
   if (auto done = driver->shutdown(); !done) return fail(done.error());
   return 0;
 }

@@ -60,6 +60,91 @@ Result<Mapping> allocate_memory(std::size_t rounded, DmaBacking backing) {
   return sys::map_memfd(rounded, flags, "pcie-dma");
 }
 
+Result<void> check_request(std::size_t size, std::uint64_t alignment) {
+  if (size == 0) {
+    return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer", "0 bytes", "the size is zero"));
+  }
+  constexpr std::uint64_t kMaxBusAlignment = 1ull << 30;
+  if (alignment != 0 && ((alignment & (alignment - 1)) != 0 || alignment > kMaxBusAlignment)) {
+    return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer",
+                                      fmt::format("{} bytes aligned to {:#x}", size, alignment),
+                                      "the bus alignment must be a power of two up to 1 GiB (or 0)"));
+  }
+  return {};
+}
+
+// backings_for()'s order, except where a physical bus address must be aligned beyond a page.
+Result<std::vector<DmaBacking>> backings_to_try(std::size_t size, const DmaBufferOptions& options, bool physical) {
+  const std::uint64_t alignment = options.bus_alignment;
+  if (!physical || alignment <= page_size_of(DmaBacking::pages)) {
+    return backings_for(size, options.prefer, physical, options.dma_limit != ~std::uint64_t{0});
+  }
+  // A physical address is aligned beyond its page only by chance: take pages at least as
+  // large as the alignment, among those the caller allows.
+  std::vector<DmaBacking> backings;
+  for (DmaBacking backing : {DmaBacking::huge_2m, DmaBacking::huge_1g}) {
+    if (page_size_of(backing) >= alignment && static_cast<int>(backing) <= static_cast<int>(options.prefer)) {
+      backings.push_back(backing);
+    }
+  }
+  if (backings.empty()) {
+    return std::unexpected(make_error(
+        Errc::not_supported, "allocate DMA buffer", fmt::format("{} bytes aligned to {:#x}", size, alignment),
+        fmt::format("without an IOMMU the bus address is the physical one, which only pages of {:#x} bytes or "
+                    "more align so, and {} are not allowed (DmaBufferOptions::prefer)",
+                    alignment, alignment > page_size_of(DmaBacking::huge_2m) ? "1 GiB pages" : "huge pages"),
+        "prefer huge pages (DmaBacking::huge_2m or huge_1g) and reserve them"));
+  }
+  return backings;
+}
+
+struct MappedMemory {
+  Mapping memory;
+  BusAddress address;
+};
+
+// The error to report when no backing works. A backend's refusal of memory found earlier
+// says more than the lack of memory of a fallback, so once the backend has refused, a
+// lack of memory does not replace its error.
+struct BackingSearch {
+  Error last_error;
+  bool refused_by_backend = false;
+};
+
+// Memory of one backing that the backend could map; nullopt when the next backing should
+// be tried (why is in `search`), an error when the allocation must give up.
+Result<std::optional<MappedMemory>> map_with_backing(DmaBackend& backend, std::size_t rounded, DmaBacking backing,
+                                                     const DmaMapRequest& request, BackingSearch& search) {
+  // Memory the backend refused for where it lies (physical pages above the DMA limit)
+  // is held until this backing is given up, so that the next try gets other pages.
+  std::vector<Mapping> rejected;
+  const unsigned attempts = std::max(1u, backend.memory_attempts());
+  for (unsigned attempt = 0; attempt < attempts; ++attempt) {
+    auto mapping = allocate_memory(rounded, backing);
+    if (!mapping) {
+      if (!search.refused_by_backend) search.last_error = mapping.error();
+      break;  // no (more) memory of this backing: try the next
+    }
+    // A child process must not share pages the device writes into (after fork they would
+    // be copy-on-write, and the parent could end up with a copy the device never sees).
+    if (auto advised = sys::advise(*mapping, MADV_DONTFORK, "DMA buffer"); !advised) {
+      return std::unexpected(advised.error());
+    }
+    auto address = backend.map(*mapping, request);
+    if (address) return std::optional<MappedMemory>(MappedMemory{std::move(*mapping), *address});
+    search.last_error = address.error();
+    search.refused_by_backend = true;
+    if (!backend.retry_with_other_memory(search.last_error)) {
+      // The backend refused for a reason other memory does not change (limits, rights),
+      // except that a smaller backing needs less IOVA alignment.
+      if (search.last_error.code == Errc::out_of_range) break;
+      return std::unexpected(search.last_error);
+    }
+    rejected.push_back(std::move(*mapping));
+  }
+  return std::optional<MappedMemory>{};
+}
+
 }  // namespace
 
 std::string_view dma_backing_name(DmaBacking backing) {
@@ -78,39 +163,11 @@ DmaAllocator DmaAllocator::create_physical(DeviceMayReachAllMemory acknowledgeme
 std::uint64_t DmaAllocator::mapped_bytes() const { return backend_->mapped_bytes(); }
 
 Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOptions& options) const {
-  if (size == 0) {
-    return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer", "0 bytes", "the size is zero"));
-  }
-  constexpr std::uint64_t kMaxBusAlignment = 1ull << 30;
-  const std::uint64_t alignment = options.bus_alignment;
-  if (alignment != 0 && ((alignment & (alignment - 1)) != 0 || alignment > kMaxBusAlignment)) {
-    return std::unexpected(make_error(Errc::invalid_argument, "allocate DMA buffer",
-                                      fmt::format("{} bytes aligned to {:#x}", size, alignment),
-                                      "the bus alignment must be a power of two up to 1 GiB (or 0)"));
-  }
-  const bool physical = backend_->bus_addresses_are_physical();
-  std::vector<DmaBacking> backings = backings_for(size, options.prefer, physical, options.dma_limit != ~std::uint64_t{0});
-  if (physical && alignment > page_size_of(DmaBacking::pages)) {
-    // A physical address is aligned beyond its page only by chance: take pages at least as
-    // large as the alignment, among those the caller allows.
-    backings.clear();
-    for (DmaBacking backing : {DmaBacking::huge_2m, DmaBacking::huge_1g}) {
-      if (page_size_of(backing) >= alignment && static_cast<int>(backing) <= static_cast<int>(options.prefer)) {
-        backings.push_back(backing);
-      }
-    }
-    if (backings.empty()) {
-      return std::unexpected(make_error(
-          Errc::not_supported, "allocate DMA buffer", fmt::format("{} bytes aligned to {:#x}", size, alignment),
-          fmt::format("without an IOMMU the bus address is the physical one, which only pages of {:#x} bytes or "
-                      "more align so, and {} are not allowed (DmaBufferOptions::prefer)",
-                      alignment, alignment > page_size_of(DmaBacking::huge_2m) ? "1 GiB pages" : "huge pages"),
-          "prefer huge pages (DmaBacking::huge_2m or huge_1g) and reserve them"));
-    }
-  }
-  Error last_error = make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing");
-  bool refused_by_backend = false;
-  for (DmaBacking backing : backings) {
+  if (auto valid = check_request(size, options.bus_alignment); !valid) return std::unexpected(valid.error());
+  auto backings = backings_to_try(size, options, backend_->bus_addresses_are_physical());
+  if (!backings) return std::unexpected(backings.error());
+  BackingSearch search{make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing")};
+  for (DmaBacking backing : *backings) {
     const std::uint64_t page = page_size_of(backing);
     if (size > ~std::uint64_t{0} - page) break;
     const std::size_t rounded = (size + page - 1) / page * page;
@@ -118,38 +175,12 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
                                 .dma_limit = options.dma_limit,
                                 .device_reads = options.device_reads,
                                 .device_writes = options.device_writes,
-                                .bus_alignment = alignment};
-    // Memory the backend refused for where it lies (physical pages above the DMA limit)
-    // is held until this backing is given up, so that the next try gets other pages.
-    std::vector<Mapping> rejected;
-    const unsigned attempts = std::max(1u, backend_->memory_attempts());
-    for (unsigned attempt = 0; attempt < attempts; ++attempt) {
-      auto mapping = allocate_memory(rounded, backing);
-      if (!mapping) {
-        // No (more) memory of this backing: try the next. A backend's refusal of memory
-        // found earlier says more than the lack of memory of a fallback, so it is kept.
-        if (!refused_by_backend) last_error = mapping.error();
-        break;
-      }
-      // A child process must not share pages the device writes into (after fork they would
-      // be copy-on-write, and the parent could end up with a copy the device never sees).
-      if (auto advised = sys::advise(*mapping, MADV_DONTFORK, "DMA buffer"); !advised) {
-        return std::unexpected(advised.error());
-      }
-      auto address = backend_->map(*mapping, request);
-      if (address) return DmaBuffer(backend_, std::move(*mapping), size, *address, backing);
-      last_error = address.error();
-      refused_by_backend = true;
-      if (!backend_->retry_with_other_memory(last_error)) {
-        // The backend refused for a reason other memory does not change (limits, rights),
-        // except that a smaller backing needs less IOVA alignment.
-        if (last_error.code == Errc::out_of_range) break;
-        return std::unexpected(last_error);
-      }
-      rejected.push_back(std::move(*mapping));
-    }
+                                .bus_alignment = options.bus_alignment};
+    auto mapped = map_with_backing(*backend_, rounded, backing, request, search);
+    if (!mapped) return std::unexpected(mapped.error());
+    if (*mapped) return DmaBuffer(backend_, std::move((*mapped)->memory), size, (*mapped)->address, backing);
   }
-  return std::unexpected(last_error);
+  return std::unexpected(search.last_error);
 }
 
 DmaBuffer& DmaBuffer::operator=(DmaBuffer&& other) noexcept {

@@ -77,6 +77,54 @@ Result<std::optional<LinkInfo>> own_link(const SysfsPaths& paths, const Bdf& bdf
   return std::optional<LinkInfo>{};
 }
 
+void read_bridge_buses(std::span<const std::uint8_t> bytes, DeviceInfo& info) {
+  if ((info.header_type == cfg::kHeaderTypeBridge || info.header_type == cfg::kHeaderTypeCardbus) &&
+      bytes.size() > cfg::kSubordinateBus) {
+    info.bridge_buses = BridgeBuses{bytes[cfg::kPrimaryBus], bytes[cfg::kSecondaryBus], bytes[cfg::kSubordinateBus]};
+  }
+}
+
+void read_capabilities(const ConfigSpace& config, std::span<const std::uint8_t> bytes, DeviceInfo& info) {
+  for (auto walk : {walk_standard_capabilities(bytes), walk_extended_capabilities(bytes)}) {
+    info.capabilities.insert(info.capabilities.end(), walk.capabilities.begin(), walk.capabilities.end());
+    if (walk.problem) {
+      walk.problem->object = info.bdf.to_string();
+      // Unprivileged readers see 64 bytes by design; that is not a device problem. A list
+      // that runs past a config file root reads whole is one.
+      if (walk.problem->code != Errc::out_of_range || !config.limited_by_privilege()) {
+        info.warnings.push_back(walk.problem->message());
+      }
+    }
+  }
+}
+
+void read_link(const SysfsPaths& paths, std::span<const std::uint8_t> bytes, DeviceInfo& info) {
+  auto link = decode_link(bytes, info.capabilities);
+  if (link && *link) info.link = **link;
+  if (!link) info.warnings.push_back(link.error().message());
+  if (!info.link && bytes.size() < cfg::kConventionalSize) {
+    auto sysfs_link = read_sysfs_link(paths.device_dir(info.bdf));
+    if (sysfs_link) {
+      info.link = *sysfs_link;
+    } else {
+      info.warnings.push_back("cannot read the link from sysfs: " + sysfs_link.error().message());
+    }
+  }
+}
+
+// A VF's Link registers are reserved (SR-IOV 1.1, 3.5): it is reached over its PF's link.
+void read_physical_function_link(const SysfsPaths& paths, DeviceInfo& info) {
+  if (!info.physical_function || (info.link && info.link->current_width != 0)) return;
+  auto pf_link = own_link(paths, *info.physical_function);
+  if (!pf_link) {
+    info.warnings.push_back("the link of its physical function " + info.physical_function->to_string() +
+                            " cannot be read: " + pf_link.error().message());
+  } else if (*pf_link) {
+    info.link = **pf_link;
+    info.link->source = LinkInfo::Source::physical_function;
+  }
+}
+
 void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
   auto config = ConfigSpace::open(paths, info.bdf);
   if (!config) {
@@ -91,49 +139,14 @@ void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
   info.config_bytes_readable = bytes->size();
   info.config_file_bytes = config->file_size();
   info.header_type = (*bytes)[cfg::kHeaderType] & cfg::kHeaderTypeMask;
-  if ((info.header_type == cfg::kHeaderTypeBridge || info.header_type == cfg::kHeaderTypeCardbus) &&
-      bytes->size() > cfg::kSubordinateBus) {
-    info.bridge_buses = BridgeBuses{(*bytes)[cfg::kPrimaryBus], (*bytes)[cfg::kSecondaryBus], (*bytes)[cfg::kSubordinateBus]};
-  }
-  for (auto walk : {walk_standard_capabilities(*bytes), walk_extended_capabilities(*bytes)}) {
-    info.capabilities.insert(info.capabilities.end(), walk.capabilities.begin(), walk.capabilities.end());
-    if (walk.problem) {
-      walk.problem->object = info.bdf.to_string();
-      // Unprivileged readers see 64 bytes by design; that is not a device problem. A list
-      // that runs past a config file root reads whole is one.
-      if (walk.problem->code != Errc::out_of_range || !config->limited_by_privilege()) {
-        info.warnings.push_back(walk.problem->message());
-      }
-    }
-  }
-  auto link = decode_link(*bytes, info.capabilities);
-  if (link && *link) info.link = **link;
-  if (!link) info.warnings.push_back(link.error().message());
-  if (!info.link && bytes->size() < cfg::kConventionalSize) {
-    auto sysfs_link = read_sysfs_link(paths.device_dir(info.bdf));
-    if (sysfs_link) {
-      info.link = *sysfs_link;
-    } else {
-      info.warnings.push_back("cannot read the link from sysfs: " + sysfs_link.error().message());
-    }
-  }
-  // A VF's Link registers are reserved (SR-IOV 1.1, 3.5): it is reached over its PF's link.
-  if (info.physical_function && (!info.link || info.link->current_width == 0)) {
-    auto pf_link = own_link(paths, *info.physical_function);
-    if (!pf_link) {
-      info.warnings.push_back("the link of its physical function " + info.physical_function->to_string() +
-                              " cannot be read: " + pf_link.error().message());
-    } else if (*pf_link) {
-      info.link = **pf_link;
-      info.link->source = LinkInfo::Source::physical_function;
-    }
-  }
+  read_bridge_buses(*bytes, info);
+  read_capabilities(*config, *bytes, info);
+  read_link(paths, *bytes, info);
+  read_physical_function_link(paths, info);
 }
 
-Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* device,
-                                     const DiscoveryOptions& options) {
-  auto filled = session.fill(device, kFillFlags);
-  if (!filled) return std::unexpected(filled.error());
+// What libpci read: IDs, class, slot, BARs and ROM.
+DeviceInfo info_from_libpci(const pci_dev* device) {
   DeviceInfo info;
   info.bdf = Bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
   info.vendor_id = device->vendor_id;
@@ -148,87 +161,104 @@ Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* de
   if ((device->known_fields & PCI_FILL_PHYS_SLOT) != 0 && device->phy_slot != nullptr) {
     info.physical_slot = std::string(device->phy_slot);
   }
+  for (unsigned index = 0; index < kBarCount; ++index) {
+    if (device->size[index] != 0) info.bars.push_back(decode_bar(device, index));
+  }
+  if (device->rom_size != 0) info.rom = RomInfo{device->rom_base_addr & PCI_ADDR_MEM_MASK, device->rom_size};
+  return info;
+}
+
+std::optional<std::uint16_t> as_id(const std::optional<std::int64_t>& value) {
+  if (!value || *value < 0 || *value > 0xffff) return std::nullopt;
+  return static_cast<std::uint16_t>(*value);
+}
+
+// A VF's config-space IDs read 0xffff by specification (SR-IOV 1.1, 3.4.1.1); the
+// kernel's vendor and device attributes hold the real ones (libpci reads those when it
+// scans, but config space when asked for one device).
+void read_virtual_function_ids(const std::string& dir, DeviceInfo& info) {
+  if (info.vendor_id != 0xffff && info.device_id != 0xffff) return;
+  if (auto vendor = as_id(read_optional_number(dir + "/vendor", info.warnings))) info.vendor_id = *vendor;
+  if (auto id = as_id(read_optional_number(dir + "/device", info.warnings))) info.device_id = *id;
+}
+
+// libpci takes an unreadable subsystem attribute for a value (and says nothing): read
+// them here, where a failure becomes a warning. Absent ones (conventional PCI bridges,
+// partial trees) leave libpci's values from config space.
+void read_subsystem_ids(const std::string& dir, DeviceInfo& info) {
+  std::vector<std::string> problems;
+  auto subsystem_vendor = as_id(read_optional_number(dir + "/subsystem_vendor", problems));
+  auto subsystem = as_id(read_optional_number(dir + "/subsystem_device", problems));
+  if (subsystem_vendor) info.subsystem_vendor_id = *subsystem_vendor;
+  if (subsystem) info.subsystem_id = *subsystem;
+  for (std::string& problem : problems) info.warnings.push_back("subsystem IDs: " + std::move(problem));
+}
+
+void read_sriov(const SysfsPaths& paths, const std::string& dir, DeviceInfo& info) {
+  if (auto vfs = sysfs::virtual_functions(paths, info.bdf)) {
+    info.virtual_functions = std::move(*vfs);
+  } else {
+    info.warnings.push_back("cannot list its SR-IOV virtual functions: " + vfs.error().message());
+  }
+  auto total = read_optional_number(dir + "/sriov_totalvfs", info.warnings);
+  auto enabled = read_optional_number(dir + "/sriov_numvfs", info.warnings);
+  if (total && enabled && *total >= 0 && *enabled >= 0) {
+    info.sriov = SriovInfo{static_cast<unsigned>(*total), static_cast<unsigned>(*enabled)};
+  }
+}
+
+void read_bindings(const SysfsPaths& paths, const std::string& dir, DeviceInfo& info) {
+  read_sriov(paths, dir, info);
+  if (auto driver = sysfs::read_link_name(dir + "/driver")) {
+    info.driver = *driver;
+  } else {
+    info.warnings.push_back("cannot tell the driver: " + driver.error().message());
+  }
+  if (auto group = sysfs::read_link_name(dir + "/iommu_group"); !group) {
+    info.warnings.push_back("cannot tell the IOMMU group: " + group.error().message());
+  } else if (*group) {
+    info.iommu_group = sysfs::parse_group_number(**group);
+    if (!info.iommu_group) info.warnings.push_back("the iommu_group link names no group: '" + **group + "'");
+  }
+  // Read here rather than by libpci, which takes an unreadable file for "no node".
+  if (auto node = read_optional_number(dir + "/numa_node", info.warnings); node && *node >= 0 && *node < 1 << 16) {
+    info.numa_node = static_cast<int>(*node);
+  }
+}
+
+void resolve_names(detail::LibpciSession& session, DeviceInfo& info) {
+  info.vendor_name = session.lookup_name(PCI_LOOKUP_VENDOR, info.vendor_id);
+  info.device_name = session.lookup_name(PCI_LOOKUP_DEVICE, info.vendor_id, info.device_id);
+  info.class_name = session.lookup_name(PCI_LOOKUP_CLASS, info.class_id());
+  // When only the base class is known, libpci formats "Name [ccss]"; keep just the name.
+  const std::string numeric_suffix = fmt::format(" [{:04x}]", info.class_id());
+  if (info.class_name.ends_with(numeric_suffix)) info.class_name.resize(info.class_name.size() - numeric_suffix.size());
+  if (info.subsystem_vendor_id != 0 && info.subsystem_vendor_id != 0xffff) {
+    info.subsystem_name = session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE,
+                                              info.vendor_id, info.device_id,
+                                              info.subsystem_vendor_id, info.subsystem_id);
+    info.subsystem_vendor_name =
+        session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_VENDOR, info.subsystem_vendor_id);
+  }
+  if (auto unavailable = session.names_unavailable()) info.warnings.push_back(*unavailable);
+  if (auto hwdb = session.hwdb_unavailable()) info.warnings.push_back(*hwdb);
+}
+
+Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* device,
+                                     const DiscoveryOptions& options) {
+  auto filled = session.fill(device, kFillFlags);
+  if (!filled) return std::unexpected(filled.error());
+  DeviceInfo info = info_from_libpci(device);
   const std::string dir = options.paths.device_dir(info.bdf);
   if (auto pf = sysfs::physical_function(options.paths, info.bdf)) {
     info.physical_function = *pf;
   } else {
     info.warnings.push_back("cannot tell whether it is an SR-IOV virtual function: " + pf.error().message());
   }
-  // A VF's config-space IDs read 0xffff by specification (SR-IOV 1.1, 3.4.1.1); the
-  // kernel's vendor and device attributes hold the real ones (libpci reads those when it
-  // scans, but config space when asked for one device).
-  if (info.vendor_id == 0xffff || info.device_id == 0xffff) {
-    if (auto vendor = read_optional_number(dir + "/vendor", info.warnings); vendor && *vendor >= 0 && *vendor <= 0xffff) {
-      info.vendor_id = static_cast<std::uint16_t>(*vendor);
-    }
-    if (auto id = read_optional_number(dir + "/device", info.warnings); id && *id >= 0 && *id <= 0xffff) {
-      info.device_id = static_cast<std::uint16_t>(*id);
-    }
-  }
-  // libpci takes an unreadable subsystem attribute for a value (and says nothing): read
-  // them here, where a failure becomes a warning. Absent ones (conventional PCI bridges,
-  // partial trees) leave libpci's values from config space.
-  {
-    std::vector<std::string> problems;
-    auto subsystem_vendor = read_optional_number(dir + "/subsystem_vendor", problems);
-    auto subsystem = read_optional_number(dir + "/subsystem_device", problems);
-    if (subsystem_vendor && *subsystem_vendor >= 0 && *subsystem_vendor <= 0xffff) {
-      info.subsystem_vendor_id = static_cast<std::uint16_t>(*subsystem_vendor);
-    }
-    if (subsystem && *subsystem >= 0 && *subsystem <= 0xffff) info.subsystem_id = static_cast<std::uint16_t>(*subsystem);
-    for (std::string& problem : problems) info.warnings.push_back("subsystem IDs: " + std::move(problem));
-  }
-  for (unsigned index = 0; index < kBarCount; ++index) {
-    if (device->size[index] != 0) info.bars.push_back(decode_bar(device, index));
-  }
-  if (device->rom_size != 0) info.rom = RomInfo{device->rom_base_addr & PCI_ADDR_MEM_MASK, device->rom_size};
-  if (options.read_bindings) {
-    if (auto vfs = sysfs::virtual_functions(options.paths, info.bdf)) {
-      info.virtual_functions = std::move(*vfs);
-    } else {
-      info.warnings.push_back("cannot list its SR-IOV virtual functions: " + vfs.error().message());
-    }
-    auto total = read_optional_number(dir + "/sriov_totalvfs", info.warnings);
-    auto enabled = read_optional_number(dir + "/sriov_numvfs", info.warnings);
-    if (total && enabled && *total >= 0 && *enabled >= 0) {
-      info.sriov = SriovInfo{static_cast<unsigned>(*total), static_cast<unsigned>(*enabled)};
-    }
-    if (auto driver = sysfs::read_link_name(dir + "/driver")) {
-      info.driver = *driver;
-    } else {
-      info.warnings.push_back("cannot tell the driver: " + driver.error().message());
-    }
-    if (auto group = sysfs::read_link_name(dir + "/iommu_group"); !group) {
-      info.warnings.push_back("cannot tell the IOMMU group: " + group.error().message());
-    } else if (*group) {
-      info.iommu_group = sysfs::parse_group_number(**group);
-      if (!info.iommu_group) info.warnings.push_back("the iommu_group link names no group: '" + **group + "'");
-    }
-    // Read here rather than by libpci, which takes an unreadable file for "no node".
-    if (auto node = read_optional_number(dir + "/numa_node", info.warnings); node && *node >= 0 && *node < 1 << 16) {
-      info.numa_node = static_cast<int>(*node);
-    }
-  }
-
-  if (options.resolve_names) {
-    info.vendor_name = session.lookup_name(PCI_LOOKUP_VENDOR, info.vendor_id);
-    info.device_name = session.lookup_name(PCI_LOOKUP_DEVICE, info.vendor_id, info.device_id);
-    info.class_name = session.lookup_name(PCI_LOOKUP_CLASS, info.class_id());
-    // When only the base class is known, libpci formats "Name [ccss]"; keep just the name.
-    const std::string numeric_suffix = fmt::format(" [{:04x}]", info.class_id());
-    if (info.class_name.ends_with(numeric_suffix)) info.class_name.resize(info.class_name.size() - numeric_suffix.size());
-    if (info.subsystem_vendor_id != 0 && info.subsystem_vendor_id != 0xffff) {
-      info.subsystem_name = session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE,
-                                                info.vendor_id, info.device_id,
-                                                info.subsystem_vendor_id, info.subsystem_id);
-      info.subsystem_vendor_name =
-          session.lookup_name(PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_VENDOR, info.subsystem_vendor_id);
-    }
-  }
-  if (options.resolve_names) {
-    if (auto unavailable = session.names_unavailable()) info.warnings.push_back(*unavailable);
-    if (auto hwdb = session.hwdb_unavailable()) info.warnings.push_back(*hwdb);
-  }
+  read_virtual_function_ids(dir, info);
+  read_subsystem_ids(dir, info);
+  if (options.read_bindings) read_bindings(options.paths, dir, info);
+  if (options.resolve_names) resolve_names(session, info);
   if (options.read_capabilities) read_config_details(options.paths, info);
   return info;
 }

@@ -165,6 +165,46 @@ Result<void> lay_out_capabilities(const FakeDevice& device, std::vector<std::uin
   return {};
 }
 
+Result<std::size_t> config_size_of(const FakeDevice& device) {
+  std::size_t size = device.config_size;
+  if (size == 0) {
+    size = (device.link || !device.extended_capabilities.empty() || device.sriov) ? cfg::kExtendedSize
+                                                                                  : cfg::kConventionalSize;
+  }
+  if (size != cfg::kConventionalSize && size != cfg::kExtendedSize) {
+    return std::unexpected(fake_error("build config", device.bdf.to_string(), "config_size must be 256 or 4096"));
+  }
+  return size;
+}
+
+std::uint16_t command_of(const FakeDevice& device) {
+  if (device.physical_function) return 0;
+  std::uint16_t command = 0;
+  for (const FakeBar& bar : device.bars) {
+    command |= bar.kind == FakeBar::Kind::io ? cfg::kCommandIoSpace : cfg::kCommandMemorySpace;
+  }
+  return command;
+}
+
+// A VF's IDs read all ones, its Memory Space Enable and its BARs are read-only zero:
+// the PF's SR-IOV capability decides and holds the VF BARs (SR-IOV 1.1, 3.4.1).
+void store_header(const FakeDevice& device, std::vector<std::uint8_t>& config) {
+  const bool virtual_function = device.physical_function.has_value();
+  store16(config, cfg::kVendorId, virtual_function ? 0xffff : device.vendor_id);
+  store16(config, cfg::kDeviceId, virtual_function ? 0xffff : device.device_id);
+  store16(config, cfg::kCommand, command_of(device));
+  config[cfg::kRevisionId] = device.revision;
+  config[cfg::kClassCode] = static_cast<std::uint8_t>(device.class_code);
+  config[cfg::kClassCode + 1] = static_cast<std::uint8_t>(device.class_code >> 8);
+  config[cfg::kClassCode + 2] = static_cast<std::uint8_t>(device.class_code >> 16);
+  config[cfg::kHeaderType] = device.header_type;
+  if (device.bridge_buses) {
+    config[cfg::kPrimaryBus] = device.bridge_buses->primary;
+    config[cfg::kSecondaryBus] = device.bridge_buses->secondary;
+    config[cfg::kSubordinateBus] = device.bridge_buses->subordinate;
+  }
+}
+
 std::string resource_table(const FakeDevice& device) {
   std::vector<std::string> lines(kResourceLines, fmt::format("0x{:016x} 0x{:016x} 0x{:016x}\n", 0, 0, 0));
   for (const FakeBar& bar : device.bars) {
@@ -313,40 +353,117 @@ Result<void> FakeSysfs::set_swaps(const std::string& contents) { return write_fi
 
 std::string FakeSysfs::device_dir(const Bdf& bdf) const { return paths().device_dir(bdf); }
 
-Result<std::vector<std::uint8_t>> FakeSysfs::build_config(const FakeDevice& device) {
-  std::size_t size = device.config_size;
-  if (size == 0) {
-    size = (device.link || !device.extended_capabilities.empty() || device.sriov) ? cfg::kExtendedSize
-                                                                                  : cfg::kConventionalSize;
+namespace {
+
+using FileContents = std::vector<std::pair<std::string, std::string>>;
+
+Result<void> write_files(const fs::path& dir, const FileContents& files) {
+  for (const auto& [name, contents] : files) {
+    if (auto ok = write_file(dir / name, contents); !ok) return ok;
   }
-  if (size != cfg::kConventionalSize && size != cfg::kExtendedSize) {
-    return std::unexpected(fake_error("build config", device.bdf.to_string(), "config_size must be 256 or 4096"));
-  }
-  std::vector<std::uint8_t> config(size, 0);
-  store16(config, cfg::kVendorId, device.vendor_id);
-  store16(config, cfg::kDeviceId, device.device_id);
-  std::uint16_t command = 0;
+  return {};
+}
+
+FileContents attribute_files(const FakeDevice& device, const std::vector<std::uint8_t>& config) {
+  return {
+      {"config", std::string(config.begin(), config.end())},
+      {"resource", resource_table(device)},
+      {"vendor", fmt::format("0x{:04x}\n", device.vendor_id)},
+      {"device", fmt::format("0x{:04x}\n", device.device_id)},
+      {"subsystem_vendor", fmt::format("0x{:04x}\n", device.subsystem_vendor_id)},
+      {"subsystem_device", fmt::format("0x{:04x}\n", device.subsystem_id)},
+      {"class", fmt::format("0x{:06x}\n", device.class_code)},
+      {"revision", fmt::format("0x{:02x}\n", device.revision)},
+      {"irq", device.interrupt_pin != 0 ? "11\n" : "0\n"},
+      {"numa_node", fmt::format("{}\n", device.numa_node)},
+      {"enable", "1\n"},
+      {"driver_override", "(null)\n"},
+      {"modalias", fmt::format("pci:v{:08X}d{:08X}sv{:08X}sd{:08X}bc{:02X}sc{:02X}i{:02X}\n", device.vendor_id,
+                               device.device_id, device.subsystem_vendor_id, device.subsystem_id,
+                               device.class_code >> 16, (device.class_code >> 8) & 0xff, device.class_code & 0xff)},
+  };
+}
+
+Result<void> add_bar_files(const fs::path& dir, const FakeDevice& device) {
+  std::error_code ec;
   for (const FakeBar& bar : device.bars) {
-    command |= bar.kind == FakeBar::Kind::io ? cfg::kCommandIoSpace : cfg::kCommandMemorySpace;
+    std::vector<std::string> names = {fmt::format("resource{}", bar.index)};
+    if (bar.prefetchable && bar.kind != FakeBar::Kind::io) names.push_back(fmt::format("resource{}_wc", bar.index));
+    for (const std::string& name : names) {
+      if (auto ok = write_file(dir / name, ""); !ok) return ok;
+      fs::resize_file(dir / name, bar.size, ec);  // sparse: an 8 GiB BAR costs nothing
+      if (auto ok = check_fs(ec, "size", dir / name); !ok) return ok;
+    }
   }
-  if (device.physical_function) {
-    // A VF's IDs read all ones, its Memory Space Enable and its BARs are read-only zero:
-    // the PF's SR-IOV capability decides and holds the VF BARs (SR-IOV 1.1, 3.4.1).
-    store16(config, cfg::kVendorId, 0xffff);
-    store16(config, cfg::kDeviceId, 0xffff);
-    command = 0;
+  return {};
+}
+
+FileContents link_files(const FakeLink& link) {
+  return {
+      {"current_link_speed", link_speed_text(link.current_speed)},
+      {"current_link_width", fmt::format("{}\n", link.current_width)},
+      {"max_link_speed", link_speed_text(link.max_speed)},
+      {"max_link_width", fmt::format("{}\n", link.max_width)},
+  };
+}
+
+FileContents sriov_files(const FakeSriov& sriov) {
+  return {{"sriov_totalvfs", fmt::format("{}\n", sriov.total_vfs)},
+          {"sriov_numvfs", fmt::format("{}\n", sriov.num_vfs)}};
+}
+
+Result<void> add_driver_link(const FakeSysfs& tree, const fs::path& dir, const std::string& driver) {
+  const fs::path driver_dir = fs::path(tree.pci_root()) / "drivers" / driver;
+  std::error_code ec;
+  fs::create_directories(driver_dir, ec);
+  for (const char* attribute : {"bind", "unbind"}) {
+    if (auto ok = write_file(driver_dir / attribute, ""); !ok) return ok;
   }
-  store16(config, cfg::kCommand, command);
-  config[cfg::kRevisionId] = device.revision;
-  config[cfg::kClassCode] = static_cast<std::uint8_t>(device.class_code);
-  config[cfg::kClassCode + 1] = static_cast<std::uint8_t>(device.class_code >> 8);
-  config[cfg::kClassCode + 2] = static_cast<std::uint8_t>(device.class_code >> 16);
-  config[cfg::kHeaderType] = device.header_type;
-  if (device.bridge_buses) {
-    config[cfg::kPrimaryBus] = device.bridge_buses->primary;
-    config[cfg::kSecondaryBus] = device.bridge_buses->secondary;
-    config[cfg::kSubordinateBus] = device.bridge_buses->subordinate;
+  // Relative links, as the kernel makes them: libpci resolves them against the device
+  // directory.
+  fs::create_directory_symlink(fs::relative(driver_dir, dir, ec), dir / "driver", ec);
+  return check_fs(ec, "link driver of", dir);
+}
+
+// The kernel's pci_slot: <name>/address holds "domain:bus:device" (drivers/pci/slot.c).
+Result<void> add_physical_slot(const FakeSysfs& tree, const Bdf& bdf, const std::string& slot) {
+  const fs::path slot_dir = fs::path(tree.pci_root()) / "slots" / slot;
+  std::error_code ec;
+  fs::create_directories(slot_dir, ec);
+  if (auto ok = check_fs(ec, "create", slot_dir.string()); !ok) return ok;
+  const std::string address = fmt::format("{:04x}:{:02x}:{:02x}\n", bdf.domain, bdf.bus, bdf.device);
+  return write_file(slot_dir / "address", address);
+}
+
+Result<void> link_physical_function(const FakeSysfs& tree, const fs::path& dir, const FakeDevice& device) {
+  const fs::path pf_dir = tree.device_dir(*device.physical_function);
+  std::error_code ec;
+  if (!fs::is_directory(pf_dir, ec)) {
+    return std::unexpected(fake_error("add device", device.bdf.to_string(), "its physical function does not exist"));
   }
+  unsigned index = 0;
+  while (fs::exists(pf_dir / fmt::format("virtfn{}", index), ec)) ++index;
+  fs::create_directory_symlink(fs::relative(dir, pf_dir, ec), pf_dir / fmt::format("virtfn{}", index), ec);
+  fs::create_directory_symlink(fs::relative(pf_dir, dir, ec), dir / "physfn", ec);
+  return check_fs(ec, "link physical function of", dir);
+}
+
+Result<void> link_iommu_group(const FakeSysfs& tree, const fs::path& dir, const Bdf& bdf, int group) {
+  const fs::path group_dir = fs::path(tree.directory()) / "sys/kernel/iommu_groups" / std::to_string(group);
+  std::error_code ec;
+  fs::create_directories(group_dir / "devices", ec);
+  fs::create_directory_symlink(fs::relative(dir, group_dir / "devices", ec), group_dir / "devices" / bdf.to_string(), ec);
+  fs::create_directory_symlink(fs::relative(group_dir, dir, ec), dir / "iommu_group", ec);
+  return check_fs(ec, "link IOMMU group of", dir);
+}
+
+}  // namespace
+
+Result<std::vector<std::uint8_t>> FakeSysfs::build_config(const FakeDevice& device) {
+  auto size = config_size_of(device);
+  if (!size) return std::unexpected(size.error());
+  std::vector<std::uint8_t> config(*size, 0);
+  store_header(device, config);
   if (auto ok = lay_out_bars(device, config); !ok) return std::unexpected(ok.error());
   if (device.physical_function) {
     for (std::size_t reg = cfg::kBar0; reg < cfg::kBar0 + 4 * kBarCount; reg += 4) store32(config, reg, 0);
@@ -366,97 +483,28 @@ Result<void> FakeSysfs::add_device(const FakeDevice& device) {
   auto config = build_config(device);
   if (!config) return std::unexpected(config.error());
   fs::create_directories(dir, ec);
-  if (auto ok = check_fs(ec, "create", dir); !ok) return std::unexpected(ok.error());
-
-  const std::string config_text(config->begin(), config->end());
-  const std::vector<std::pair<std::string, std::string>> files = {
-      {"config", config_text},
-      {"resource", resource_table(device)},
-      {"vendor", fmt::format("0x{:04x}\n", device.vendor_id)},
-      {"device", fmt::format("0x{:04x}\n", device.device_id)},
-      {"subsystem_vendor", fmt::format("0x{:04x}\n", device.subsystem_vendor_id)},
-      {"subsystem_device", fmt::format("0x{:04x}\n", device.subsystem_id)},
-      {"class", fmt::format("0x{:06x}\n", device.class_code)},
-      {"revision", fmt::format("0x{:02x}\n", device.revision)},
-      {"irq", device.interrupt_pin != 0 ? "11\n" : "0\n"},
-      {"numa_node", fmt::format("{}\n", device.numa_node)},
-      {"enable", "1\n"},
-      {"driver_override", "(null)\n"},
-      {"modalias", fmt::format("pci:v{:08X}d{:08X}sv{:08X}sd{:08X}bc{:02X}sc{:02X}i{:02X}\n", device.vendor_id,
-                               device.device_id, device.subsystem_vendor_id, device.subsystem_id,
-                               device.class_code >> 16, (device.class_code >> 8) & 0xff, device.class_code & 0xff)},
-  };
-  for (const auto& [name, contents] : files) {
-    if (auto ok = write_file(dir / name, contents); !ok) return std::unexpected(ok.error());
-  }
-  for (const FakeBar& bar : device.bars) {
-    std::vector<std::string> names = {fmt::format("resource{}", bar.index)};
-    if (bar.prefetchable && bar.kind != FakeBar::Kind::io) names.push_back(fmt::format("resource{}_wc", bar.index));
-    for (const std::string& name : names) {
-      if (auto ok = write_file(dir / name, ""); !ok) return std::unexpected(ok.error());
-      fs::resize_file(dir / name, bar.size, ec);  // sparse: an 8 GiB BAR costs nothing
-      if (auto ok = check_fs(ec, "size", dir / name); !ok) return std::unexpected(ok.error());
-    }
-  }
+  if (auto ok = check_fs(ec, "create", dir); !ok) return ok;
+  if (auto ok = write_files(dir, attribute_files(device, *config)); !ok) return ok;
+  if (auto ok = add_bar_files(dir, device); !ok) return ok;
   if (device.rom_size) {
-    if (auto ok = write_file(dir / "rom", ""); !ok) return std::unexpected(ok.error());
+    if (auto ok = write_file(dir / "rom", ""); !ok) return ok;
   }
   if (device.link) {
-    const FakeLink& link = *device.link;
-    const std::vector<std::pair<std::string, std::string>> link_files = {
-        {"current_link_speed", link_speed_text(link.current_speed)},
-        {"current_link_width", fmt::format("{}\n", link.current_width)},
-        {"max_link_speed", link_speed_text(link.max_speed)},
-        {"max_link_width", fmt::format("{}\n", link.max_width)},
-    };
-    for (const auto& [name, contents] : link_files) {
-      if (auto ok = write_file(dir / name, contents); !ok) return std::unexpected(ok.error());
-    }
+    if (auto ok = write_files(dir, link_files(*device.link)); !ok) return ok;
   }
   if (device.driver) {
-    const fs::path driver_dir = fs::path(pci_root()) / "drivers" / *device.driver;
-    fs::create_directories(driver_dir, ec);
-    for (const char* attribute : {"bind", "unbind"}) {
-      if (auto ok = write_file(driver_dir / attribute, ""); !ok) return std::unexpected(ok.error());
-    }
-    // Relative links, as the kernel makes them: libpci resolves them against the device
-    // directory.
-    fs::create_directory_symlink(fs::relative(driver_dir, dir, ec), dir / "driver", ec);
-    if (auto ok = check_fs(ec, "link driver of", dir); !ok) return std::unexpected(ok.error());
+    if (auto ok = add_driver_link(*this, dir, *device.driver); !ok) return ok;
   }
   if (device.physical_slot) {
-    // The kernel's pci_slot: <name>/address holds "domain:bus:device" (drivers/pci/slot.c).
-    const fs::path slot_dir = fs::path(pci_root()) / "slots" / *device.physical_slot;
-    fs::create_directories(slot_dir, ec);
-    if (auto ok = check_fs(ec, "create", slot_dir.string()); !ok) return std::unexpected(ok.error());
-    const std::string address = fmt::format("{:04x}:{:02x}:{:02x}\n", device.bdf.domain, device.bdf.bus, device.bdf.device);
-    if (auto ok = write_file(slot_dir / "address", address); !ok) return std::unexpected(ok.error());
+    if (auto ok = add_physical_slot(*this, device.bdf, *device.physical_slot); !ok) return ok;
   }
   if (device.sriov) {
-    for (const auto& [name, value] : {std::pair{"sriov_totalvfs", device.sriov->total_vfs},
-                                      std::pair{"sriov_numvfs", device.sriov->num_vfs}}) {
-      if (auto ok = write_file(dir / name, fmt::format("{}\n", value)); !ok) return std::unexpected(ok.error());
-    }
+    if (auto ok = write_files(dir, sriov_files(*device.sriov)); !ok) return ok;
   }
   if (device.physical_function) {
-    const fs::path pf_dir = device_dir(*device.physical_function);
-    if (!fs::is_directory(pf_dir, ec)) {
-      return std::unexpected(fake_error("add device", device.bdf.to_string(), "its physical function does not exist"));
-    }
-    unsigned index = 0;
-    while (fs::exists(pf_dir / fmt::format("virtfn{}", index), ec)) ++index;
-    fs::create_directory_symlink(fs::relative(dir, pf_dir, ec), pf_dir / fmt::format("virtfn{}", index), ec);
-    fs::create_directory_symlink(fs::relative(pf_dir, dir, ec), dir / "physfn", ec);
-    if (auto ok = check_fs(ec, "link physical function of", dir); !ok) return std::unexpected(ok.error());
+    if (auto ok = link_physical_function(*this, dir, device); !ok) return ok;
   }
-  if (device.iommu_group) {
-    const fs::path group_dir = fs::path(directory_) / "sys/kernel/iommu_groups" / std::to_string(*device.iommu_group);
-    fs::create_directories(group_dir / "devices", ec);
-    fs::create_directory_symlink(fs::relative(dir, group_dir / "devices", ec),
-                                 group_dir / "devices" / device.bdf.to_string(), ec);
-    fs::create_directory_symlink(fs::relative(group_dir, dir, ec), dir / "iommu_group", ec);
-    if (auto ok = check_fs(ec, "link IOMMU group of", dir); !ok) return std::unexpected(ok.error());
-  }
+  if (device.iommu_group) return link_iommu_group(*this, dir, device.bdf, *device.iommu_group);
   return {};
 }
 

@@ -46,51 +46,93 @@ struct AttachedGroup {
   int fd = -1;  // owned by the container state
 };
 
+// The device's IOMMU group number; the error tells a missing device from one without a group.
+Result<int> group_of(const detail::VfioContainerState& state, const Bdf& bdf) {
+  const auto group = sysfs::device_iommu_group(state.paths.sysfs, bdf);
+  if (group) return *group;
+  if (!sys::path_exists(state.paths.sysfs.device_dir(bdf))) {
+    return std::unexpected(make_error(Errc::not_found, "open through VFIO", bdf.to_string(), "no such device"));
+  }
+  return std::unexpected(explain_vfio_failure(make_error(Errc::not_supported, "open through VFIO", bdf.to_string(), ""),
+                                              "group", vfio_detail::failure_context(state.paths, bdf)));
+}
+
+// No-IOMMU groups have nodes of their own (drivers/vfio/group.c: "noiommu-N"), so that
+// no program opens one by mistake.
+std::string group_node(const VfioPaths& paths, int group, bool without_iommu) {
+  return paths.dev_vfio + "/" + (without_iommu ? "noiommu-" : "") + std::to_string(group);
+}
+
+// A group node that would not open: the node of the other kind existing means the user
+// picked the wrong container kind, which the hint says how to fix.
+Error group_open_error(const detail::VfioContainerState& state, const Bdf& bdf, int group, Error error) {
+  const bool without_iommu = state.physical_backend != nullptr;
+  const std::string other = group_node(state.paths, group, !without_iommu);
+  if (error.code == Errc::not_found && sys::path_exists(other)) {
+    error.code = Errc::not_supported;
+    error.reason = without_iommu ? "the device is behind an IOMMU (its group is " + other + ")"
+                                 : "the device has no IOMMU: its group is the no-IOMMU group " + other;
+    error.hint = without_iommu ? "open it with VfioContainer::open(), which keeps the IOMMU between it and memory"
+                               : "open it with VfioContainer::open_without_iommu(), accepting that the device "
+                                 "can reach all of memory, or boot with the IOMMU on (intel_iommu=on)";
+    return error;
+  }
+  if (error.code == Errc::permission_denied && without_iommu) {
+    error.hint = "no-IOMMU groups are root's, and using one needs CAP_SYS_RAWIO: run as root";
+    return error;
+  }
+  if (error.code == Errc::not_found && without_iommu) {
+    error.hint = "bind the device to vfio-pci after enabling no-IOMMU mode "
+                 "(echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode)";
+    return error;
+  }
+  return explain_vfio_failure(error, "group", vfio_detail::failure_context(state.paths, bdf));
+}
+
+// Read again for each group: a later one may reserve more (its own MSI window, RMRRs).
+Result<void> refresh_iova_ranges(detail::VfioContainerState& state) {
+  auto ranges = read_iova_ranges(state.fd.get());
+  if (!ranges) return std::unexpected(ranges.error());
+  state.iova_ranges = std::move(*ranges);
+  if (state.iovas) {
+    state.iovas->restrict_to(state.iova_ranges);
+  } else if (!state.iova_ranges.empty()) {
+    state.iovas.emplace(state.iova_ranges);
+  }
+  return {};
+}
+
+// The IOMMU model is chosen once, after the first group is attached (vfio.rst). Called
+// before the new group joins state.groups.
+Result<void> set_iommu_model(detail::VfioContainerState& state) {
+  if (state.physical_backend != nullptr) {
+    if (!state.groups.empty()) return {};
+    if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_NOIOMMU_IOMMU); !set) {
+      Error error = set.error();
+      if (error.code == Errc::permission_denied) {
+        error.hint = "no-IOMMU mode needs CAP_SYS_RAWIO (run as root)";
+      }
+      return std::unexpected(error);
+    }
+    return {};
+  }
+  if (state.groups.empty()) {
+    if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
+  }
+  return refresh_iova_ranges(state);
+}
+
 // The device's group, attached to the container (opened now or earlier). Called with the
 // state's mutex held.
 Result<AttachedGroup> attach_group(detail::VfioContainerState& state, const Bdf& bdf) {
-  const auto group = sysfs::device_iommu_group(state.paths.sysfs, bdf);
-  if (!group) {
-    if (!sys::path_exists(state.paths.sysfs.device_dir(bdf))) {
-      return std::unexpected(make_error(Errc::not_found, "open through VFIO", bdf.to_string(), "no such device"));
-    }
-    return std::unexpected(explain_vfio_failure(make_error(Errc::not_supported, "open through VFIO", bdf.to_string(), ""),
-                                                "group", vfio_detail::failure_context(state.paths, bdf)));
-  }
+  const auto group = group_of(state, bdf);
+  if (!group) return std::unexpected(group.error());
   for (const auto& attached : state.groups) {
     if (attached.number == *group) return AttachedGroup{attached.number, attached.fd.get()};
   }
-  // No-IOMMU groups have nodes of their own (drivers/vfio/group.c: "noiommu-N"), so that
-  // no program opens one by mistake.
-  const bool without_iommu = state.physical_backend != nullptr;
-  const std::string node =
-      state.paths.dev_vfio + "/" + (without_iommu ? "noiommu-" : "") + std::to_string(*group);
+  const std::string node = group_node(state.paths, *group, state.physical_backend != nullptr);
   auto fd = sys::open_file(node, O_RDWR, "open VFIO group");
-  if (!fd) {
-    const std::string other = state.paths.dev_vfio + "/" + (without_iommu ? "" : "noiommu-") + std::to_string(*group);
-    if (fd.error().code == Errc::not_found && sys::path_exists(other)) {
-      Error error = fd.error();
-      error.code = Errc::not_supported;
-      error.reason = without_iommu ? "the device is behind an IOMMU (its group is " + other + ")"
-                                   : "the device has no IOMMU: its group is the no-IOMMU group " + other;
-      error.hint = without_iommu ? "open it with VfioContainer::open(), which keeps the IOMMU between it and memory"
-                                 : "open it with VfioContainer::open_without_iommu(), accepting that the device "
-                                   "can reach all of memory, or boot with the IOMMU on (intel_iommu=on)";
-      return std::unexpected(error);
-    }
-    if (fd.error().code == Errc::permission_denied && without_iommu) {
-      Error error = fd.error();
-      error.hint = "no-IOMMU groups are root's, and using one needs CAP_SYS_RAWIO: run as root";
-      return std::unexpected(error);
-    }
-    if (fd.error().code == Errc::not_found && without_iommu) {
-      Error error = fd.error();
-      error.hint = "bind the device to vfio-pci after enabling no-IOMMU mode "
-                   "(echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode)";
-      return std::unexpected(error);
-    }
-    return std::unexpected(explain_vfio_failure(fd.error(), "group", vfio_detail::failure_context(state.paths, bdf)));
-  }
+  if (!fd) return std::unexpected(group_open_error(state, bdf, *group, fd.error()));
 
   auto flags = sys::vfio::group_status(fd->get(), node);
   if (!flags) return std::unexpected(flags.error());
@@ -101,29 +143,7 @@ Result<AttachedGroup> attach_group(detail::VfioContainerState& state, const Bdf&
   if (auto attached = sys::vfio::group_set_container(fd->get(), state.fd.get(), node); !attached) {
     return std::unexpected(attached.error());
   }
-  if (state.groups.empty() && without_iommu) {
-    if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_NOIOMMU_IOMMU); !set) {
-      Error error = set.error();
-      if (error.code == Errc::permission_denied) {
-        error.hint = "no-IOMMU mode needs CAP_SYS_RAWIO (run as root)";
-      }
-      return std::unexpected(error);
-    }
-  } else if (!without_iommu) {
-    // The IOMMU model is chosen once, after the first group is attached (vfio.rst).
-    if (state.groups.empty()) {
-      if (auto set = sys::vfio::set_iommu(state.fd.get(), VFIO_TYPE1v2_IOMMU); !set) return std::unexpected(set.error());
-    }
-    // Read again for each group: a later one may reserve more (its own MSI window, RMRRs).
-    auto ranges = read_iova_ranges(state.fd.get());
-    if (!ranges) return std::unexpected(ranges.error());
-    state.iova_ranges = std::move(*ranges);
-    if (state.iovas) {
-      state.iovas->restrict_to(state.iova_ranges);
-    } else if (!state.iova_ranges.empty()) {
-      state.iovas.emplace(state.iova_ranges);
-    }
-  }
+  if (auto model = set_iommu_model(state); !model) return std::unexpected(model.error());
   state.groups.push_back({*group, std::move(*fd)});
   return AttachedGroup{*group, state.groups.back().fd.get()};
 }
@@ -292,6 +312,60 @@ Result<bool> open_through_iommufd(detail::VfioContainerState& state, detail::Vfi
   return true;
 }
 
+// type1: the device through its group, attached to the container first. Called with the
+// state's mutex held.
+Result<void> open_through_group(detail::VfioContainerState& state, detail::VfioDeviceState& device) {
+  auto group = attach_group(state, device.bdf);
+  if (!group) return std::unexpected(group.error());
+  auto fd = sys::vfio::group_get_device_fd(group->fd, device.bdf.to_string());
+  if (!fd) {
+    return std::unexpected(explain_vfio_failure(fd.error(), "device", vfio_detail::failure_context(state.paths, device.bdf)));
+  }
+  device.group = group->number;
+  device.fd = std::move(*fd);
+  return {};
+}
+
+// Opens the device in the container and records it as open there.
+Result<void> open_and_register(detail::VfioContainerState& state, detail::VfioDeviceState& device) {
+  // One thread at a time attaches groups and sets the IOMMU model.
+  std::lock_guard lock(state.mutex);
+  if (state.open_devices.contains(device.bdf)) {
+    return std::unexpected(make_error(Errc::busy, "open through VFIO", device.bdf.to_string(),
+                                      "the device is already open in this container",
+                                      "use the VfioDevice that is open (it may be shared between threads), or "
+                                      "destroy it and everything opened from it first"));
+  }
+  bool opened_through_iommufd = false;
+  if (state.choice.backend == VfioIommuBackend::iommufd) {
+    auto opened = open_through_iommufd(state, device);
+    if (!opened) return std::unexpected(opened.error());
+    opened_through_iommufd = *opened;
+  }
+  if (!opened_through_iommufd) {
+    if (auto opened = open_through_group(state, device); !opened) return opened;
+  }
+  state.backend_fixed = true;
+  state.open_devices.insert(device.bdf);
+  device.registered = true;
+  return {};
+}
+
+// A new owner must not inherit a device still doing what a previous (perhaps killed)
+// owner started: reset it when it can be, and leave bus mastering off until the driver
+// has set the device up (DPDK resets on setup too).
+Result<void> quiesce_for_new_owner(VfioDevice& opened, const VfioDeviceOptions& options) {
+  if (options.reset_on_open && opened.reset_supported()) {
+    if (auto reset = opened.reset(); !reset) {
+      Error error = reset.error();
+      error.operation = "reset on open: " + error.operation;
+      error.hint = "the device may still be busy with a previous owner's work; retry, or check dmesg";
+      return std::unexpected(error);
+    }
+  }
+  return opened.enable_bus_master(false);
+}
+
 }  // namespace
 
 Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf, const VfioDeviceOptions& options) {
@@ -304,56 +378,15 @@ Result<VfioDevice> VfioContainer::open_device(const Bdf& bdf, const VfioDeviceOp
   auto device = std::make_shared<detail::VfioDeviceState>();
   device->container = state_;
   device->bdf = bdf;
-  vfio_device_info info{};
-  {
-    // One thread at a time attaches groups and sets the IOMMU model.
-    std::lock_guard lock(state_->mutex);
-    if (state_->open_devices.contains(bdf)) {
-      return std::unexpected(make_error(Errc::busy, "open through VFIO", name,
-                                        "the device is already open in this container",
-                                        "use the VfioDevice that is open (it may be shared between threads), or "
-                                        "destroy it and everything opened from it first"));
-    }
-    bool opened_through_iommufd = false;
-    if (state_->choice.backend == VfioIommuBackend::iommufd) {
-      auto opened = open_through_iommufd(*state_, *device);
-      if (!opened) return std::unexpected(opened.error());
-      opened_through_iommufd = *opened;
-    }
-    if (!opened_through_iommufd) {
-      auto group = attach_group(*state_, bdf);
-      if (!group) return std::unexpected(group.error());
-      auto fd = sys::vfio::group_get_device_fd(group->fd, name);
-      if (!fd) {
-        return std::unexpected(
-            explain_vfio_failure(fd.error(), "device", vfio_detail::failure_context(state_->paths, bdf)));
-      }
-      device->group = group->number;
-      device->fd = std::move(*fd);
-    }
-    state_->backend_fixed = true;
-    state_->open_devices.insert(bdf);
-    device->registered = true;
-  }
+  if (auto registered = open_and_register(*state_, *device); !registered) return std::unexpected(registered.error());
   auto queried = sys::vfio::device_info(device->fd.get(), name);
   if (!queried) return std::unexpected(queried.error());
-  info = *queried;
+  const vfio_device_info info = *queried;
   if (!(info.flags & VFIO_DEVICE_FLAGS_PCI)) {
     return std::unexpected(make_error(Errc::not_supported, "open through VFIO", name, "not a vfio-pci device"));
   }
   VfioDevice opened(std::move(device), info.num_regions, info.num_irqs, (info.flags & VFIO_DEVICE_FLAGS_RESET) != 0);
-  // A new owner must not inherit a device still doing what a previous (perhaps killed)
-  // owner started: reset it when it can be, and leave bus mastering off until the driver
-  // has set the device up (DPDK resets on setup too).
-  if (options.reset_on_open && opened.reset_supported()) {
-    if (auto reset = opened.reset(); !reset) {
-      Error error = reset.error();
-      error.operation = "reset on open: " + error.operation;
-      error.hint = "the device may still be busy with a previous owner's work; retry, or check dmesg";
-      return std::unexpected(error);
-    }
-  }
-  if (auto off = opened.enable_bus_master(false); !off) return std::unexpected(off.error());
+  if (auto quiet = quiesce_for_new_owner(opened, options); !quiet) return std::unexpected(quiet.error());
   return opened;
 }
 

@@ -62,4 +62,26 @@ TEST(Error, EnodevOnAnOpenDescriptorIsRemoval) {
 }
 
 }  // namespace
+// A Result converts to a Result of another value type as std::expected does: an error
+// stays an error (with the same fields) and a value is converted, even to bool, where a
+// constructor from "any U" would read the whole Result<int> as the value true.
+TEST(Result, ConvertingKeepsAnErrorAnError) {
+  const auto failing = []() -> Result<int> {
+    return std::unexpected(make_error(Errc::busy, "open", "0000:00:04.0", "held"));
+  };
+  const auto as_bool = [&]() -> Result<bool> { return failing(); };
+  const Result<bool> converted = as_bool();
+  ASSERT_FALSE(converted.has_value());
+  EXPECT_EQ(converted.error().code, Errc::busy);
+  EXPECT_EQ(converted.error().object, "0000:00:04.0");
+  const Result<int> zero = 0;
+  const Result<bool> from_copy = zero;
+  ASSERT_TRUE(from_copy.has_value());
+  EXPECT_FALSE(*from_copy);
+  const Result<long> widened = Result<int>(7);
+  EXPECT_EQ(widened.value_or(0), 7);
+  const Result<long> failed_copy = failing();
+  EXPECT_EQ(failed_copy.error().code, Errc::busy);
+}
+
 }  // namespace pcie

@@ -6,6 +6,7 @@
 // the VM (tests/vm/guest_noiommu_test.cc).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/inotify.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -661,8 +662,15 @@ TEST(Uio, ASecondOpenOfTheSameDeviceIsBusyUntilTheFirstCloses) {
   auto first = UioDevice::open(fake.bdf, {}, fake.paths());
   ASSERT_TRUE(first) << first.error().message();
   ASSERT_TRUE(first->enable_bus_master());
+  // uio_pci_generic clears Bus Master Enable on every close of the node: a refused open
+  // must never have opened it (watched through inotify).
+  const UniqueFd watch(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  ASSERT_TRUE(watch.valid());
+  ASSERT_GE(::inotify_add_watch(watch.get(), (fake.dev + "/uio0").c_str(), IN_OPEN), 0);
   auto second = UioDevice::open(fake.bdf, {}, fake.paths());
   ASSERT_FALSE(second);
+  char events[256];
+  EXPECT_LT(::read(watch.get(), events, sizeof events), 0) << "the refused open opened /dev/uio0";
   EXPECT_EQ(second.error().code, Errc::busy) << second.error().message();
   EXPECT_NE(second.error().message().find("another UioDevice"), std::string::npos) << second.error().message();
   // In another process too (the lock is the node's, not this process's).

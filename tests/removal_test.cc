@@ -203,8 +203,9 @@ struct GuardedRange {
   }
 };
 
-// Unregisters `range` once the hook says go, then does what an owner does next: unmaps, and
-// (standing for whoever maps there afterwards) maps a page of 0x5a at the same address.
+// Unregisters `range` once the hook says go, then does what an owner does next: gives the
+// range up, and (standing for whoever maps there afterwards) maps 0x5a memory over it, in
+// one MAP_FIXED, so that a reader still retrying finds memory there, never a hole.
 std::thread unregister_then_reuse(GuardedRange& range, std::atomic<bool>& reused_ok) {
   g_unregister_go = false;
   g_unregister_done = false;
@@ -213,9 +214,8 @@ std::thread unregister_then_reuse(GuardedRange& range, std::atomic<bool>& reused
     while (!g_unregister_go.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
     detail::guard_table_unregister(range.slot);
     g_unregister_done.store(true);
-    ::munmap(range.data, GuardedRange::kBytes);
     void* again = ::mmap(range.data, GuardedRange::kBytes, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     if (again != range.data) return;
     std::memset(again, 0x5a, GuardedRange::kBytes);
     reused_ok = true;

@@ -7,6 +7,7 @@
 #include <expected>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 namespace pcie {
@@ -62,6 +63,19 @@ class [[nodiscard("an error is a value: check it, or drop it with (void) where i
   Result() = default;
   Result(const std::expected<T, Error>& other) : std::expected<T, Error>(other) {}
   Result(std::expected<T, Error>&& other) : std::expected<T, Error>(std::move(other)) {}
+  // From a Result of another value type: the value converted, an error kept an error.
+  // Spelt out, because the base's constructor from any U would take a Result<int> holding
+  // an error as the value `true` of a Result<bool> (libstdc++ 12 lacks LWG 3836's fix).
+  template <class U>
+    requires(!std::is_same_v<U, T> && !std::is_void_v<U> && !std::is_void_v<T> && std::is_constructible_v<T, const U&>)
+  Result(const Result<U>& other)
+      : std::expected<T, Error>(other.has_value() ? std::expected<T, Error>(std::in_place, *other)
+                                                  : std::expected<T, Error>(std::unexpect, other.error())) {}
+  template <class U>
+    requires(!std::is_same_v<U, T> && !std::is_void_v<U> && !std::is_void_v<T> && std::is_constructible_v<T, U &&>)
+  Result(Result<U>&& other)
+      : std::expected<T, Error>(other.has_value() ? std::expected<T, Error>(std::in_place, std::move(*other))
+                                                  : std::expected<T, Error>(std::unexpect, std::move(other.error()))) {}
 };
 
 // Builds an Error without an errno.

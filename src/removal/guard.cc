@@ -2,6 +2,7 @@
 // device mappings it acts on is src/sys/guard_table.
 #include <pthread.h>
 #include <signal.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <cerrno>
@@ -53,9 +54,9 @@ bool handle_fault(int signal_number, const siginfo_t* info) noexcept {
   return guard_table_replace_at(reinterpret_cast<std::uintptr_t>(info->si_addr), signal_number == SIGBUS);
 }
 
-// Calls the earlier handler as the kernel would have: with its sa_mask (and the signal
-// itself, unless SA_NODEFER) blocked, and reset to the default first where SA_RESETHAND
-// asked for that.
+// Calls the earlier handler as the kernel would have: with the mask the thread had at the
+// fault (ours blocks everything) plus its sa_mask and, unless SA_NODEFER, the signal; and
+// reset to the default first where SA_RESETHAND asked for that.
 void call_previous(const struct sigaction& previous, int signal_number, siginfo_t* info, void* context) noexcept {
   if ((previous.sa_flags & SA_RESETHAND) != 0) {
     struct sigaction reset {};
@@ -63,9 +64,9 @@ void call_previous(const struct sigaction& previous, int signal_number, siginfo_
     sigemptyset(&reset.sa_mask);
     previous_of(signal_number).publish(reset);
   }
-  sigset_t during;
-  pthread_sigmask(SIG_SETMASK, nullptr, &during);
-  sigset_t before = during;
+  sigset_t before;
+  pthread_sigmask(SIG_SETMASK, nullptr, &before);
+  sigset_t during = context != nullptr ? static_cast<const ucontext_t*>(context)->uc_sigmask : before;
   for (int other = 1; other < NSIG; ++other) {
     if (sigismember(&previous.sa_mask, other) == 1) sigaddset(&during, other);
   }

@@ -58,7 +58,7 @@ Result<struct sigaction> install_fault_handler(int signal_number, void (*handler
   struct sigaction action {};
   action.sa_sigaction = handler;
   action.sa_flags = SA_SIGINFO | SA_ONSTACK;
-  sigemptyset(&action.sa_mask);
+  sigfillset(&action.sa_mask);
   struct sigaction replaced {};
   if (::sigaction(signal_number, &action, &replaced) != 0) {
     return std::unexpected(make_errno_error(errno, "sigaction", ::strsignal(signal_number)));

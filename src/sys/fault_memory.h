@@ -33,7 +33,9 @@ int map_private_fixed(int memfd, void* address, std::size_t length) noexcept;
 // The action now set for `signal_number` (sigaction(2) reading only). Fails with the errno.
 Result<struct sigaction> current_action(int signal_number);
 
-// Sets `handler` (SA_SIGINFO | SA_ONSTACK, nothing masked) for `signal_number` and returns
+// Sets `handler` (SA_SIGINFO | SA_ONSTACK, every signal blocked while it runs, so that a
+// handler of an asynchronous signal cannot run in the middle of it on the same thread) for
+// `signal_number` and returns
 // the action it replaced. Fails with the errno of sigaction(2).
 Result<struct sigaction> install_fault_handler(int signal_number, void (*handler)(int, siginfo_t*, void*));
 

@@ -2,7 +2,10 @@
 // rule that keeps a MAP_FIXED off memory that its owner has already unmapped.
 #include "src/sys/guard_table.h"
 
+#include <sched.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <atomic>
@@ -36,6 +39,9 @@ struct SlotView {
   std::uint64_t device = 0;
 };
 
+// The fault handler relies on these being plain instructions, never a hidden lock.
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
+
 Slot g_slots[kGuardSlots];
 // One past the highest slot ever claimed: scans stop there.
 std::atomic<int> g_slots_used{0};
@@ -47,9 +53,18 @@ std::atomic<void (*)(int) noexcept> g_replace_hook{nullptr};
 // descriptor it does not know (a daemon's sweep) may reuse the number for its own file,
 // which the guard must then never map; it makes a new memfd instead.
 constexpr std::size_t kChunk = std::size_t{2} << 20;
-std::atomic<int> g_ones_fd{-1};
-std::atomic<std::uint64_t> g_ones_device{0};
-std::atomic<std::uint64_t> g_ones_inode{0};
+struct OnesMemory {
+  int fd = -1;
+  std::uint64_t device = 0;
+  std::uint64_t inode = 0;
+};
+// Each record is written once, before it is published through g_ones_current, so that a
+// reader never sees one descriptor with another's identity. A few renewals are plenty: each
+// takes a program closing the guard's descriptor.
+constexpr int kOnesRecords = 64;
+OnesMemory g_ones[kOnesRecords];
+std::atomic<int> g_ones_claimed{0};
+std::atomic<int> g_ones_current{-1};
 
 void cpu_pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -59,46 +74,58 @@ void cpu_pause() noexcept {
 #endif
 }
 
+// A step of a wait on another thread (a revocation, a replacement in flight, both a few
+// system calls long): a pause at first, then the CPU given up, so that a waiter of higher
+// priority on the same CPU cannot keep the thread it waits for from running.
+void wait_step(unsigned& spins) noexcept {
+  if (++spins < 1000) {
+    cpu_pause();
+  } else {
+    ::sched_yield();
+  }
+}
+
 std::uint64_t key_of(const Bdf& bdf) {
   return (std::uint64_t{bdf.domain} << 16) | (std::uint64_t{bdf.bus} << 8) |
          (std::uint64_t{bdf.device} << 3) | bdf.function;
 }
 constexpr std::uint64_t kAnyDevice = ~std::uint64_t{0};
 
-// Makes a new all-ones memfd and publishes it in place of `stale`: the descriptor in use
-// afterwards, or minus an errno. Signal-safe.
-int renew_ones_fd(int stale) noexcept {
+// Makes a new all-ones memfd and publishes it in place of record `stale` (-1: none yet):
+// the record in use afterwards, or minus an errno. Signal-safe.
+int renew_ones(int stale) noexcept {
+  const int record = g_ones_claimed.fetch_add(1, std::memory_order_relaxed);
+  if (record >= kOnesRecords) return -EMFILE;
   const int fd = sys::make_all_ones_memfd(kChunk);
   if (fd < 0) return fd;
-  std::uint64_t device = 0;
-  std::uint64_t inode = 0;
-  if (const int error = sys::identity_of_fd(fd, &device, &inode); error != 0) {
+  OnesMemory& ones = g_ones[record];
+  if (const int error = sys::identity_of_fd(fd, &ones.device, &ones.inode); error != 0) {
     ::close(fd);
     return -error;
   }
-  g_ones_device.store(device, std::memory_order_relaxed);
-  g_ones_inode.store(inode, std::memory_order_relaxed);
+  ones.fd = fd;
   int expected = stale;
-  if (!g_ones_fd.compare_exchange_strong(expected, fd, std::memory_order_acq_rel)) {
+  if (!g_ones_current.compare_exchange_strong(expected, record, std::memory_order_acq_rel)) {
     ::close(fd);  // another thread renewed it first: use theirs
     return expected;
   }
-  return fd;
+  return record;
 }
 
-// The all-ones memfd, made again where its descriptor was closed or now names another
-// file; -1 when none can be had. Signal-safe.
+// The all-ones memfd's descriptor, made again where it was closed or its number now names
+// another file; -1 when none can be had. Signal-safe. (A sweep between this check and the
+// caller's mmap can still swap the file; the check closes all but that instant.)
 int ones_fd() noexcept {
-  const int fd = g_ones_fd.load(std::memory_order_acquire);
-  if (fd < 0) return -1;  // guard_table_prepare() never succeeded
+  const int record = g_ones_current.load(std::memory_order_acquire);
+  if (record < 0) return -1;  // guard_table_prepare() never succeeded
+  const OnesMemory& ones = g_ones[record];
   std::uint64_t device = 0;
   std::uint64_t inode = 0;
-  if (sys::identity_of_fd(fd, &device, &inode) == 0 && device == g_ones_device.load(std::memory_order_relaxed) &&
-      inode == g_ones_inode.load(std::memory_order_relaxed)) {
-    return fd;
+  if (sys::identity_of_fd(ones.fd, &device, &inode) == 0 && device == ones.device && inode == ones.inode) {
+    return ones.fd;
   }
-  const int renewed = renew_ones_fd(fd);
-  return renewed < 0 ? -1 : renewed;
+  const int renewed = renew_ones(record);
+  return renewed < 0 ? -1 : g_ones[renewed].fd;
 }
 
 void before_replace(int index) noexcept {
@@ -150,7 +177,8 @@ int map_ones_at(int index, const SlotView& view, std::uintptr_t address) noexcep
 
 // Waits while another thread revokes the registration `view` names.
 void wait_out_revocation(int index, const SlotView& view) noexcept {
-  while (g_slots[index].word.load(std::memory_order_acquire) == with_state(view.word, kRevoking)) cpu_pause();
+  unsigned spins = 0;
+  while (g_slots[index].word.load(std::memory_order_acquire) == with_state(view.word, kRevoking)) wait_step(spins);
 }
 
 // Revokes the live registration `view` of slot `index` (for `device`, or kAnyDevice): the
@@ -197,9 +225,9 @@ void unpin(int index) noexcept { g_slots[index].pins.fetch_sub(1, std::memory_or
 }  // namespace
 
 Result<void> guard_table_prepare() {
-  if (g_ones_fd.load(std::memory_order_acquire) >= 0) return {};
-  if (const int fd = renew_ones_fd(-1); fd < 0) {
-    return std::unexpected(make_errno_error(-fd, "make all-ones memory", "removal guard"));
+  if (g_ones_current.load(std::memory_order_acquire) >= 0) return {};
+  if (const int record = renew_ones(-1); record < 0) {
+    return std::unexpected(make_errno_error(-record, "make all-ones memory", "removal guard"));
   }
   return {};
 }
@@ -213,9 +241,11 @@ Result<int> guard_table_register(void* address, std::size_t length, const Bdf& d
     // its compare-exchange or pin.
     const std::uint64_t claimed = with_state(word + kStateMask + 1, kClaiming);
     if (!slot.word.compare_exchange_strong(word, claimed, std::memory_order_acq_rel)) continue;
-    slot.begin.store(reinterpret_cast<std::uintptr_t>(address), std::memory_order_relaxed);
-    slot.length.store(length, std::memory_order_relaxed);
-    slot.device.store(key_of(device), std::memory_order_relaxed);
+    // Release stores: a reader whose acquire load sees one of them also sees the word that
+    // came before it, so its second look at the word notices the change (read_slot).
+    slot.begin.store(reinterpret_cast<std::uintptr_t>(address), std::memory_order_release);
+    slot.length.store(length, std::memory_order_release);
+    slot.device.store(key_of(device), std::memory_order_release);
     int used = g_slots_used.load(std::memory_order_relaxed);
     while (used < i + 1 && !g_slots_used.compare_exchange_weak(used, i + 1, std::memory_order_acq_rel)) {
     }
@@ -231,21 +261,22 @@ void guard_table_unregister(int index) noexcept {
   if (index < 0 || index >= kGuardSlots) return;
   Slot& slot = g_slots[index];
   std::uint64_t word = slot.word.load(std::memory_order_acquire);
+  unsigned spins = 0;
   for (;;) {
     const auto state = state_of(word);
     if (state == kRevoking) {  // the revoker maps over the range until it publishes
-      cpu_pause();
+      wait_step(spins);
       word = slot.word.load(std::memory_order_acquire);
       continue;
     }
     if (state != kActive && state != kRevoked) return;
     if (slot.word.compare_exchange_weak(word, with_state(word, kReleasing), std::memory_order_seq_cst)) break;
   }
-  while (slot.pins.load(std::memory_order_seq_cst) != 0) cpu_pause();
+  while (slot.pins.load(std::memory_order_seq_cst) != 0) wait_step(spins);
   // Cleared, so that no stale range is matched by a later look.
-  slot.begin.store(0, std::memory_order_relaxed);
-  slot.length.store(0, std::memory_order_relaxed);
-  slot.device.store(0, std::memory_order_relaxed);
+  slot.begin.store(0, std::memory_order_release);
+  slot.length.store(0, std::memory_order_release);
+  slot.device.store(0, std::memory_order_release);
   slot.word.store(with_state(word, kFree), std::memory_order_release);
 }
 

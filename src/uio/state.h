@@ -22,6 +22,9 @@ struct UioDeviceState {
   int number = -1;
   std::string node;      // /dev/uioN
   std::string uio_dir;   // <device>/uio/uioN in sysfs
+  // uio_dir, open only to hold the one-owner lock (flock). Declared before fd, so that it is
+  // released after the node is closed: the close clears Bus Master Enable still ours.
+  UniqueFd owner_lock;
   UniqueFd fd;           // /dev/uioN, read/write, non-blocking
   // The config file, open for writing: INTx is re-enabled through the command register's
   // Interrupt Disable bit (uio_pci_generic has no irqcontrol: a write to /dev/uioN fails).

@@ -63,6 +63,23 @@ Result<UioDevice> UioDevice::open(const Bdf& bdf, const UioOptions& options, con
   state->number = *number;
   state->node = paths.dev + "/uio" + std::to_string(*number);
   state->uio_dir = paths.sysfs.device_dir(bdf) + "/uio/uio" + std::to_string(*number);
+  // One owner at a time, as VFIO allows one open of a device: uio_pci_generic clears Bus
+  // Master Enable whenever a holder of the node closes it, and a second owner's interrupt
+  // handle would mask the first's INTx. So the lock is taken first, on the sysfs directory
+  // (whose close does nothing to the device), and the node opened only by its holder: a
+  // refused second UioDevice, here or in another process, never opens (or closes) the node.
+  auto lock = sys::open_file(state->uio_dir, O_RDONLY | O_DIRECTORY, "open UIO device directory");
+  if (!lock) return std::unexpected(lock.error());
+  if (auto locked = sys::lock_exclusive(lock->get(), state->uio_dir); !locked) {
+    Error error = locked.error();
+    if (error.sys_errno == EWOULDBLOCK) {
+      error.code = Errc::busy;
+      error.reason = "another UioDevice (in this process or another) holds the device";
+      error.hint = "use the Device already open; closing a second one would clear Bus Master Enable under the first";
+    }
+    return std::unexpected(error);
+  }
+  state->owner_lock = std::move(*lock);
   auto fd = sys::open_file(state->node, O_RDWR | O_NONBLOCK, "open UIO device");
   if (!fd) {
     Error error = fd.error();
@@ -72,19 +89,6 @@ Result<UioDevice> UioDevice::open(const Bdf& bdf, const UioOptions& options, con
                                state->node);
     } else if (error.code == Errc::not_found) {
       error.hint = "devtmpfs (or udev) makes the node; check that /dev is devtmpfs";
-    }
-    return std::unexpected(error);
-  }
-  // One owner at a time, as VFIO allows one open of a device: uio_pci_generic clears Bus
-  // Master Enable whenever a holder of the node closes it, and a second owner's interrupt
-  // handle would mask the first's INTx. A lock on the node (flock, released with it) makes
-  // a second UioDevice, here or in another process, fail instead.
-  if (auto locked = sys::lock_exclusive(fd->get(), state->node); !locked) {
-    Error error = locked.error();
-    if (error.sys_errno == EWOULDBLOCK) {
-      error.code = Errc::busy;
-      error.reason = "another UioDevice (in this process or another) holds the device";
-      error.hint = "use the Device already open; closing a second one would clear Bus Master Enable under the first";
     }
     return std::unexpected(error);
   }

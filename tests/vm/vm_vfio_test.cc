@@ -39,7 +39,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
       "--module-option", "vfio_iommu_type1=dma_entry_limit=64", "--bind", "0000:00:04.0=vfio-pci",
       "--bind", "0000:02:01.0=vfio-pci", "--bind", "0000:02:02.0=uio_pci_generic"};
   if (backend == "iommufd") options.vm_arguments.push_back("--own-kernel");
-  // GuestDma.DmaToAnUnmappedIovaFaults writes to IOVA 0xf000000 on purpose.
+  // GuestDma.DmaToAnUnmappedIovaFaultsWithoutHarm writes to IOVA 0xf000000 on purpose.
   options.expected_dmar_faults = {{"0xf000000", "GuestDma.DmaToAnUnmappedIovaFaultsWithoutHarm"}};
   return options;
 }

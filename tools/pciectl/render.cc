@@ -129,60 +129,86 @@ BarMemoryTypes read_bar_memory_types(const pcie::SysfsPaths& paths, const pcie::
   return types;
 }
 
-std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
-  std::string out = render_line(d, true) + "\n";
-  auto field = [&out](std::string_view name, const std::string& value) {
-    out += fmt::format("  {:<14}{}\n", std::string(name) + ":", value);
-  };
-  field("Vendor", fmt::format("{} [{:04x}]", or_default(d.vendor_name, "unknown"), d.vendor_id));
-  field("Device", fmt::format("{} [{:04x}]", or_default(d.device_name, "unknown"), d.device_id));
-  field("Subsystem", fmt::format("{} [{:04x}:{:04x}]", or_default(d.subsystem_name, "unknown"),
-                                 d.subsystem_vendor_id, d.subsystem_id));
-  field("Class", fmt::format("{} [{:02x}:{:02x}.{:02x}]", or_default(d.class_name, "unknown"), d.base_class,
-                             d.subclass, d.prog_if));
-  field("Revision", fmt::format("{:02x}", d.revision));
-  field("Driver", d.driver.value_or("none"));
-  field("IOMMU group", d.iommu_group ? std::to_string(*d.iommu_group) : "none");
-  if (vfio != nullptr) {
-    field("VFIO group", vfio->group_node);
-    field("VFIO cdev", vfio->cdev);
-    field("VFIO backend", vfio->reason);
+namespace {
+
+// render_details' "  Name:         value" lines.
+class DetailLines {
+ public:
+  explicit DetailLines(std::string first_line) : out_(std::move(first_line)) {}
+  void field(std::string_view name, const std::string& value) {
+    out_ += fmt::format("  {:<14}{}\n", std::string(name) + ":", value);
   }
-  field("NUMA node", d.numa_node ? std::to_string(*d.numa_node) : "unknown");
-  if (d.physical_slot) field("Physical slot", *d.physical_slot);
+  void raw(const std::string& text) { out_ += text; }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// Names and IDs, the driver, the IOMMU group and VFIO, the NUMA node and slot.
+void add_identity(DetailLines& lines, const pcie::DeviceInfo& d, const VfioNodes* vfio) {
+  lines.field("Vendor", fmt::format("{} [{:04x}]", or_default(d.vendor_name, "unknown"), d.vendor_id));
+  lines.field("Device", fmt::format("{} [{:04x}]", or_default(d.device_name, "unknown"), d.device_id));
+  lines.field("Subsystem", fmt::format("{} [{:04x}:{:04x}]", or_default(d.subsystem_name, "unknown"),
+                                       d.subsystem_vendor_id, d.subsystem_id));
+  lines.field("Class", fmt::format("{} [{:02x}:{:02x}.{:02x}]", or_default(d.class_name, "unknown"), d.base_class,
+                                   d.subclass, d.prog_if));
+  lines.field("Revision", fmt::format("{:02x}", d.revision));
+  lines.field("Driver", d.driver.value_or("none"));
+  lines.field("IOMMU group", d.iommu_group ? std::to_string(*d.iommu_group) : "none");
+  if (vfio != nullptr) {
+    lines.field("VFIO group", vfio->group_node);
+    lines.field("VFIO cdev", vfio->cdev);
+    lines.field("VFIO backend", vfio->reason);
+  }
+  lines.field("NUMA node", d.numa_node ? std::to_string(*d.numa_node) : "unknown");
+  if (d.physical_slot) lines.field("Physical slot", *d.physical_slot);
+}
+
+// Bridge bus numbers, the link, SR-IOV.
+void add_topology(DetailLines& lines, const pcie::DeviceInfo& d) {
   if (d.bridge_buses) {
-    field("Bridge buses", fmt::format("primary {:02x}, secondary {:02x}, subordinate {:02x}", d.bridge_buses->primary,
-                                      d.bridge_buses->secondary, d.bridge_buses->subordinate));
+    lines.field("Bridge buses", fmt::format("primary {:02x}, secondary {:02x}, subordinate {:02x}",
+                                            d.bridge_buses->primary, d.bridge_buses->secondary,
+                                            d.bridge_buses->subordinate));
   }
   if (d.link) {
     const bool downgraded = d.link->current_speed_gts < d.link->max_speed_gts || d.link->current_width < d.link->max_width;
     const char* source = d.link->source == pcie::LinkInfo::Source::sysfs               ? " [from sysfs]"
                          : d.link->source == pcie::LinkInfo::Source::physical_function ? " [of its PF]"
                                                                                         : "";
-    field("Link", fmt::format("{} x{} (max {} x{}){}{}", speed_text(d.link->current_speed_gts), d.link->current_width,
-                              speed_text(d.link->max_speed_gts), d.link->max_width, downgraded ? ", downgraded" : "",
-                              source));
+    lines.field("Link", fmt::format("{} x{} (max {} x{}){}{}", speed_text(d.link->current_speed_gts),
+                                    d.link->current_width, speed_text(d.link->max_speed_gts), d.link->max_width,
+                                    downgraded ? ", downgraded" : "", source));
   } else {
-    field("Link", "none");
+    lines.field("Link", "none");
   }
-  if (d.physical_function) field("SR-IOV", "virtual function of " + d.physical_function->to_string());
+  if (d.physical_function) lines.field("SR-IOV", "virtual function of " + d.physical_function->to_string());
   if (d.sriov) {
     std::string vfs;
     for (const pcie::Bdf& vf : d.virtual_functions) vfs += (vfs.empty() ? ": " : ", ") + vf.to_string();
-    field("SR-IOV", fmt::format("{} of {} VFs enabled{}", d.sriov->num_vfs, d.sriov->total_vfs, vfs));
+    lines.field("SR-IOV", fmt::format("{} of {} VFs enabled{}", d.sriov->num_vfs, d.sriov->total_vfs, vfs));
   }
+}
+
+// The BARs (with the memory types mapped now, when known) and the ROM.
+void add_bars(DetailLines& lines, const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
   for (const pcie::BarInfo& bar : d.bars) {
     std::string mapped;
     if (memory_types != nullptr && memory_types->by_bar.contains(bar.index)) {
       mapped = fmt::format(" [mapped now: {}]", fmt::join(memory_types->by_bar.at(bar.index), ", "));
     }
-    field(fmt::format("BAR{}", bar.index),
-          fmt::format("{} at 0x{:x}, size {}{}", bar_kind(bar), bar.bus_address, human_size(bar.size), mapped));
+    lines.field(fmt::format("BAR{}", bar.index),
+                fmt::format("{} at 0x{:x}, size {}{}", bar_kind(bar), bar.bus_address, human_size(bar.size), mapped));
   }
   if (memory_types != nullptr) {
-    field("Memory types", memory_types->verified ? "verified against the kernel's PAT table" : memory_types->note);
+    lines.field("Memory types", memory_types->verified ? "verified against the kernel's PAT table" : memory_types->note);
   }
-  if (d.rom) field("ROM", fmt::format("at 0x{:x}, size {}", d.rom->bus_address, human_size(d.rom->size)));
+  if (d.rom) lines.field("ROM", fmt::format("at 0x{:x}, size {}", d.rom->bus_address, human_size(d.rom->size)));
+}
+
+// How much config space was readable, and the capabilities found in it.
+void add_config_space(DetailLines& lines, const pcie::DeviceInfo& d) {
   const bool privilege_limited = d.config_bytes_readable < d.config_file_bytes;
   std::string config_note;
   if (privilege_limited) {
@@ -190,28 +216,46 @@ std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memo
   } else if (d.config_bytes_readable < 256) {
     config_note = fmt::format(" (the config file holds only {})", d.config_bytes_readable);
   }
-  field("Config space", fmt::format("{} bytes readable{}", d.config_bytes_readable, config_note));
+  lines.field("Config space", fmt::format("{} bytes readable{}", d.config_bytes_readable, config_note));
   if (d.capabilities.empty() && privilege_limited && d.config_bytes_readable < 256) {
-    field("Capabilities", "not readable: only the 64-byte header is visible to non-root users");
-  } else if (d.capabilities.empty()) {
-    field("Capabilities", "none");
-  } else {
-    out += "  Capabilities:\n";
-    for (const pcie::Capability& capability : d.capabilities) {
-      if (capability.space == pcie::Capability::Space::standard) {
-        out += fmt::format("    [{:02x}] {} ({:02x})\n", capability.offset, capability.name(), capability.id);
-      } else {
-        out += fmt::format("    [{:03x} v{}] {} ({:04x})\n", capability.offset, capability.version, capability.name(),
-                           capability.id);
-      }
+    lines.field("Capabilities", "not readable: only the 64-byte header is visible to non-root users");
+    return;
+  }
+  if (d.capabilities.empty()) {
+    lines.field("Capabilities", "none");
+    return;
+  }
+  lines.raw("  Capabilities:\n");
+  for (const pcie::Capability& capability : d.capabilities) {
+    if (capability.space == pcie::Capability::Space::standard) {
+      lines.raw(fmt::format("    [{:02x}] {} ({:02x})\n", capability.offset, capability.name(), capability.id));
+    } else {
+      lines.raw(fmt::format("    [{:03x} v{}] {} ({:04x})\n", capability.offset, capability.version, capability.name(),
+                            capability.id));
     }
   }
-  for (const std::string& warning : d.warnings) out += "  Warning:      " + warning + "\n";
-  return out;
 }
 
-nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
-  nlohmann::ordered_json json;
+}  // namespace
+
+std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
+  DetailLines lines(render_line(d, true) + "\n");
+  add_identity(lines, d, vfio);
+  add_topology(lines, d);
+  add_bars(lines, d, memory_types);
+  add_config_space(lines, d);
+  for (const std::string& warning : d.warnings) lines.raw("  Warning:      " + warning + "\n");
+  return lines.take();
+}
+
+namespace {
+
+nlohmann::ordered_json optional_json(const auto& value) {
+  return value ? nlohmann::ordered_json(*value) : nlohmann::ordered_json();
+}
+
+// IDs, names, driver, IOMMU group, VFIO, NUMA node, slot and bridge buses, in that order.
+void add_identity_json(nlohmann::ordered_json& json, const pcie::DeviceInfo& d, const VfioNodes* vfio) {
   json["bdf"] = d.bdf.to_string();
   json["vendor_id"] = fmt::format("{:04x}", d.vendor_id);
   json["device_id"] = fmt::format("{:04x}", d.device_id);
@@ -224,16 +268,20 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* 
   json["class_name"] = d.class_name;
   json["subsystem_name"] = d.subsystem_name;
   json["subsystem_vendor_name"] = d.subsystem_vendor_name;
-  json["driver"] = d.driver ? nlohmann::ordered_json(*d.driver) : nlohmann::ordered_json();
-  json["iommu_group"] = d.iommu_group ? nlohmann::ordered_json(*d.iommu_group) : nlohmann::ordered_json();
+  json["driver"] = optional_json(d.driver);
+  json["iommu_group"] = optional_json(d.iommu_group);
   json["vfio"] = vfio != nullptr ? to_json(*vfio) : nlohmann::ordered_json();
-  json["numa_node"] = d.numa_node ? nlohmann::ordered_json(*d.numa_node) : nlohmann::ordered_json();
-  json["physical_slot"] = d.physical_slot ? nlohmann::ordered_json(*d.physical_slot) : nlohmann::ordered_json();
+  json["numa_node"] = optional_json(d.numa_node);
+  json["physical_slot"] = optional_json(d.physical_slot);
   if (d.bridge_buses) {
     json["bridge_buses"] = {{"primary", d.bridge_buses->primary},
                             {"secondary", d.bridge_buses->secondary},
                             {"subordinate", d.bridge_buses->subordinate}};
   }
+}
+
+// "bars" (with the mapped memory types when known), the memory-type note and "rom".
+void add_bars_json(nlohmann::ordered_json& json, const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
   json["bars"] = nlohmann::ordered_json::array();
   for (const pcie::BarInfo& bar : d.bars) {
     json["bars"].push_back({{"index", bar.index},
@@ -256,24 +304,31 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* 
   }
   json["rom"] = d.rom ? nlohmann::ordered_json{{"bus_address", d.rom->bus_address}, {"size", d.rom->size}}
                       : nlohmann::ordered_json();
-  if (d.link) {
-    json["link"] = {{"current_speed_gts", d.link->current_speed_gts},
-                    {"current_width", d.link->current_width},
-                    {"max_speed_gts", d.link->max_speed_gts},
-                    {"max_width", d.link->max_width},
-                    {"source", d.link->source == pcie::LinkInfo::Source::sysfs               ? "sysfs"
-                               : d.link->source == pcie::LinkInfo::Source::physical_function ? "physical_function"
-                                                                                              : "config_space"}};
-  } else {
-    json["link"] = nullptr;
-  }
+}
+
+nlohmann::ordered_json link_json(const pcie::DeviceInfo& d) {
+  if (!d.link) return nullptr;
+  return {{"current_speed_gts", d.link->current_speed_gts},
+          {"current_width", d.link->current_width},
+          {"max_speed_gts", d.link->max_speed_gts},
+          {"max_width", d.link->max_width},
+          {"source", d.link->source == pcie::LinkInfo::Source::sysfs               ? "sysfs"
+                     : d.link->source == pcie::LinkInfo::Source::physical_function ? "physical_function"
+                                                                                    : "config_space"}};
+}
+
+// The physical function, the virtual functions and the SR-IOV counts.
+void add_sriov_json(nlohmann::ordered_json& json, const pcie::DeviceInfo& d) {
   json["physical_function"] =
       d.physical_function ? nlohmann::ordered_json(d.physical_function->to_string()) : nlohmann::ordered_json();
   json["virtual_functions"] = nlohmann::ordered_json::array();
   for (const pcie::Bdf& vf : d.virtual_functions) json["virtual_functions"].push_back(vf.to_string());
   json["sriov"] = d.sriov ? nlohmann::ordered_json{{"total_vfs", d.sriov->total_vfs}, {"num_vfs", d.sriov->num_vfs}}
                           : nlohmann::ordered_json();
-  json["capabilities"] = nlohmann::ordered_json::array();
+}
+
+nlohmann::ordered_json capabilities_json(const pcie::DeviceInfo& d) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const pcie::Capability& capability : d.capabilities) {
     nlohmann::ordered_json entry = {
         {"space", capability.space == pcie::Capability::Space::standard ? "standard" : "extended"},
@@ -281,8 +336,20 @@ nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* 
         {"offset", capability.offset},
         {"name", capability.name()}};
     if (capability.space == pcie::Capability::Space::extended) entry["version"] = capability.version;
-    json["capabilities"].push_back(entry);
+    list.push_back(entry);
   }
+  return list;
+}
+
+}  // namespace
+
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
+  nlohmann::ordered_json json;
+  add_identity_json(json, d, vfio);
+  add_bars_json(json, d, memory_types);
+  json["link"] = link_json(d);
+  add_sriov_json(json, d);
+  json["capabilities"] = capabilities_json(d);
   json["config_bytes_readable"] = d.config_bytes_readable;
   json["config_file_bytes"] = d.config_file_bytes;
   json["warnings"] = d.warnings;

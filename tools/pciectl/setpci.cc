@@ -89,19 +89,24 @@ pcie::Result<std::uint32_t> parse_hex32(std::string_view text, std::string_view 
   return value;
 }
 
-pcie::Result<RegisterExpression> parse_register_expression(std::string_view text) {
-  RegisterExpression expression;
-  expression.text = std::string(text);
-  std::string_view rest = text;
+namespace {
 
-  // Split off "=VALUE[:MASK]".
-  std::string_view assignment;
+// The parts of "BASE[+OFFSET][.b|.w|.l][=VALUE[:MASK]]", split but not yet parsed.
+struct ExpressionParts {
+  std::string_view base;
+  std::optional<std::uint32_t> added;  // +OFFSET
+  std::string_view assignment;         // VALUE[:MASK]; empty without '='
+};
+
+// Splits off "=VALUE[:MASK]", ".b/.w/.l" (into `expression`) and "+OFFSET", in that order.
+pcie::Result<ExpressionParts> split_expression(std::string_view text, RegisterExpression& expression) {
+  ExpressionParts parts;
+  std::string_view rest = text;
   if (const auto equals = rest.find('='); equals != std::string_view::npos) {
-    assignment = rest.substr(equals + 1);
+    parts.assignment = rest.substr(equals + 1);
     rest = rest.substr(0, equals);
-    if (assignment.empty()) return std::unexpected(bad(text, "'=' without a value"));
+    if (parts.assignment.empty()) return std::unexpected(bad(text, "'=' without a value"));
   }
-  // Split off ".b/.w/.l".
   if (const auto dot = rest.rfind('.'); dot != std::string_view::npos) {
     const std::string_view suffix = rest.substr(dot + 1);
     if (equal_ignoring_case(suffix, "b")) expression.width_bytes = 1;
@@ -111,94 +116,139 @@ pcie::Result<RegisterExpression> parse_register_expression(std::string_view text
     expression.width_from_suffix = true;
     rest = rest.substr(0, dot);
   }
-  // Split off "+OFFSET".
-  std::optional<std::uint32_t> added;
   if (const auto plus = rest.find('+'); plus != std::string_view::npos) {
     auto offset = parse_hex32(rest.substr(plus + 1), "register offset");
     if (!offset) return std::unexpected(bad(text, "the offset after '+' is not a hex number"));
-    added = *offset;
+    parts.added = *offset;
     rest = rest.substr(0, plus);
   }
   if (rest.empty()) return std::unexpected(bad(text, "no register"));
+  parts.base = rest;
+  return parts;
+}
 
-  // The base: a capability, a named header register, or a number.
-  auto capability_base = [&](std::string_view prefix, std::span<const NamedCapability> table,
-                             RegisterExpression::Base base, std::uint32_t max_id) -> std::optional<pcie::Result<void>> {
-    if (rest.size() <= prefix.size() || !equal_ignoring_case(rest.substr(0, prefix.size()), prefix)) return std::nullopt;
-    std::string_view name = rest.substr(prefix.size());
-    expression.base = base;
-    if (name.front() == '_') {
-      name.remove_prefix(1);
-      for (const auto& capability : table) {
-        if (equal_ignoring_case(name, capability.name)) {
-          expression.capability_id = capability.id;
-          return pcie::Result<void>{};
-        }
+// A capability base: PREFIX_NAME (from `table`) or PREFIXhh (setpci's numeric form, CAP10,
+// ECAP0001). Nullopt when `base` does not start with `prefix`; else the result of setting
+// the expression's base and capability id.
+std::optional<pcie::Result<void>> capability_base(std::string_view text, std::string_view base,
+                                                  std::string_view prefix, std::span<const NamedCapability> table,
+                                                  RegisterExpression::Base kind, std::uint32_t max_id,
+                                                  RegisterExpression& expression) {
+  if (base.size() <= prefix.size() || !equal_ignoring_case(base.substr(0, prefix.size()), prefix)) return std::nullopt;
+  std::string_view name = base.substr(prefix.size());
+  expression.base = kind;
+  if (name.front() == '_') {
+    name.remove_prefix(1);
+    for (const auto& capability : table) {
+      if (equal_ignoring_case(name, capability.name)) {
+        expression.capability_id = capability.id;
+        return pcie::Result<void>{};
       }
-      return std::unexpected(bad(text, fmt::format("unknown capability '{}'", rest)));
     }
-    auto id = parse_hex32(name, "capability id");  // CAP10, ECAP0001: setpci's numeric form
-    if (!id || *id > max_id) return std::unexpected(bad(text, fmt::format("unknown capability '{}'", rest)));
-    expression.capability_id = static_cast<std::uint16_t>(*id);
-    return pcie::Result<void>{};
-  };
+    return std::unexpected(bad(text, fmt::format("unknown capability '{}'", base)));
+  }
+  auto id = parse_hex32(name, "capability id");
+  if (!id || *id > max_id) return std::unexpected(bad(text, fmt::format("unknown capability '{}'", base)));
+  expression.capability_id = static_cast<std::uint16_t>(*id);
+  return pcie::Result<void>{};
+}
+
+const NamedRegister* find_header_register(std::string_view name) {
   const NamedRegister* named = nullptr;
   for (const auto& reg : kHeaderRegisters) {
-    if (equal_ignoring_case(rest, reg.name)) named = &reg;
+    if (equal_ignoring_case(name, reg.name)) named = &reg;
   }
+  return named;
+}
+
+// A base that is a hex offset; too wide a hex number keeps parse_hex32's own error.
+pcie::Result<std::uint32_t> numeric_base(std::string_view text, std::string_view base) {
+  auto number = parse_hex32(base, "register offset");
+  if (number) return *number;
+  const std::string_view digits = base.starts_with("0x") || base.starts_with("0X") ? base.substr(2) : base;
+  if (!digits.empty() && digits.find_first_not_of("0123456789abcdefABCDEF") == std::string_view::npos) {
+    return std::unexpected(number.error());  // hex, but too wide
+  }
+  return std::unexpected(bad(text, fmt::format("'{}' is neither a hex offset nor a register name", base),
+                             "a hex offset (0x optional), one of setpci's names (COMMAND, STATUS, BASE_ADDRESS_0, "
+                             "...), CAP_name[+OFF] or ECAP_name[+OFF], e.g. CAP_EXP+0x10.w"));
+}
+
+// A header base (named register or hex offset) plus +OFFSET, into the expression's offset.
+pcie::Result<void> resolve_header_base(std::string_view text, const ExpressionParts& parts,
+                                       const NamedRegister* named, RegisterExpression& expression) {
+  if (named != nullptr) {
+    expression.offset = named->offset;
+    if (expression.width_bytes == 0) expression.width_bytes = named->width_bytes;
+  } else {
+    auto number = numeric_base(text, parts.base);
+    if (!number) return std::unexpected(number.error());
+    expression.offset = *number;
+  }
+  if (parts.added) {
+    if (*parts.added > 0xffffffffu - expression.offset) return std::unexpected(bad(text, "offset overflows"));
+    expression.offset += *parts.added;
+  }
+  return {};
+}
+
+// The base: a capability, a named header register, or a number.
+pcie::Result<void> resolve_base(std::string_view text, const ExpressionParts& parts, RegisterExpression& expression) {
+  const NamedRegister* named = find_header_register(parts.base);
   std::optional<pcie::Result<void>> capability;
   if (named == nullptr) {
-    capability = capability_base("ECAP", kExtendedCapabilities, RegisterExpression::Base::extended_capability, 0xffff);
-    if (!capability) capability = capability_base("CAP", kCapabilities, RegisterExpression::Base::capability, 0xff);
-  }
-  if (capability) {
-    if (!*capability) return std::unexpected(capability->error());
-    expression.offset = added.value_or(0);
-  } else {
-    if (named != nullptr) {
-      expression.offset = named->offset;
-      if (expression.width_bytes == 0) expression.width_bytes = named->width_bytes;
-    } else {
-      auto number = parse_hex32(rest, "register offset");
-      if (!number) {
-        const std::string_view digits = rest.starts_with("0x") || rest.starts_with("0X") ? rest.substr(2) : rest;
-        if (!digits.empty() && digits.find_first_not_of("0123456789abcdefABCDEF") == std::string_view::npos) {
-          return std::unexpected(number.error());  // hex, but too wide
-        }
-        return std::unexpected(bad(text, fmt::format("'{}' is neither a hex offset nor a register name", rest),
-                                   "a hex offset (0x optional), one of setpci's names (COMMAND, STATUS, BASE_ADDRESS_0, "
-                                   "...), CAP_name[+OFF] or ECAP_name[+OFF], e.g. CAP_EXP+0x10.w"));
-      }
-      expression.offset = *number;
-    }
-    if (added) {
-      if (*added > 0xffffffffu - expression.offset) return std::unexpected(bad(text, "offset overflows"));
-      expression.offset += *added;
+    capability = capability_base(text, parts.base, "ECAP", kExtendedCapabilities,
+                                 RegisterExpression::Base::extended_capability, 0xffff, expression);
+    if (!capability) {
+      capability = capability_base(text, parts.base, "CAP", kCapabilities, RegisterExpression::Base::capability, 0xff,
+                                   expression);
     }
   }
+  if (!capability) return resolve_header_base(text, parts, named, expression);
+  if (!*capability) return std::unexpected(capability->error());
+  expression.offset = parts.added.value_or(0);
+  return {};
+}
 
-  if (!assignment.empty()) {
-    std::string_view value_text = assignment;
-    std::optional<std::string_view> mask_text;
-    if (const auto colon = assignment.find(':'); colon != std::string_view::npos) {
-      value_text = assignment.substr(0, colon);
-      mask_text = assignment.substr(colon + 1);
-    }
-    if (value_text.find(',') != std::string_view::npos) {
-      return std::unexpected(bad(text, "several values (setpci's VALUE,VALUE) are not supported",
-                                 "write one register per expression: REG.w=1 REG+2.w=2"));
-    }
-    auto value = parse_hex32(value_text, "value");
-    if (!value) return std::unexpected(bad(text, fmt::format("value '{}' is not a hex number", value_text)));
-    expression.value = *value;
-    if (mask_text) {
-      auto mask = parse_hex32(*mask_text, "mask");
-      if (!mask) return std::unexpected(bad(text, fmt::format("mask '{}' is not a hex number", *mask_text)));
-      expression.mask = *mask;
-    }
-    expression.has_mask = mask_text.has_value();
+// "VALUE[:MASK]" into the expression's value and mask.
+pcie::Result<void> parse_assignment(std::string_view text, std::string_view assignment,
+                                    RegisterExpression& expression) {
+  std::string_view value_text = assignment;
+  std::optional<std::string_view> mask_text;
+  if (const auto colon = assignment.find(':'); colon != std::string_view::npos) {
+    value_text = assignment.substr(0, colon);
+    mask_text = assignment.substr(colon + 1);
   }
-  if (expression.width_bytes != 0) {  // else main() settles it once -w is known
+  if (value_text.find(',') != std::string_view::npos) {
+    return std::unexpected(bad(text, "several values (setpci's VALUE,VALUE) are not supported",
+                               "write one register per expression: REG.w=1 REG+2.w=2"));
+  }
+  auto value = parse_hex32(value_text, "value");
+  if (!value) return std::unexpected(bad(text, fmt::format("value '{}' is not a hex number", value_text)));
+  expression.value = *value;
+  if (mask_text) {
+    auto mask = parse_hex32(*mask_text, "mask");
+    if (!mask) return std::unexpected(bad(text, fmt::format("mask '{}' is not a hex number", *mask_text)));
+    expression.mask = *mask;
+  }
+  expression.has_mask = mask_text.has_value();
+  return {};
+}
+
+}  // namespace
+
+pcie::Result<RegisterExpression> parse_register_expression(std::string_view text) {
+  RegisterExpression expression;
+  expression.text = std::string(text);
+  auto parts = split_expression(text, expression);
+  if (!parts) return std::unexpected(parts.error());
+  if (auto based = resolve_base(text, *parts, expression); !based) return std::unexpected(based.error());
+  if (!parts->assignment.empty()) {
+    if (auto assigned = parse_assignment(text, parts->assignment, expression); !assigned) {
+      return std::unexpected(assigned.error());
+    }
+  }
+  if (expression.width_bytes != 0) {  // else the caller settles it once -w is known
     if (auto checked = settle_width(expression, 0); !checked) return std::unexpected(checked.error());
   }
   return expression;

@@ -84,6 +84,93 @@ std::string limit_text(rlim_t value) {
   return fmt::format("{} KiB", value / 1024);
 }
 
+int run_release(const pcie::Bdf& bdf, const pcie::VfioGrantOptions& options, bool json) {
+  auto driver = pcie::release_vfio_access(bdf, options);
+  if (!driver) return fail(driver.error());
+  if (json) {
+    fmt::print("{}\n", nlohmann::ordered_json{{"bdf", bdf.to_string()}, {"action", "released"},
+                                              {"driver", driver->value_or("none")}}
+                           .dump(2));
+  } else {
+    fmt::print("{}: released; driver now {}\n", bdf.to_string(), driver->value_or("none"));
+  }
+  return kSuccess;
+}
+
+// What a first run then trips over: a group that is not viable, and no memlock limit for the
+// user (DMA buffers are pinned memory, counted against RLIMIT_MEMLOCK; VFIO type1 accounts
+// it per process).
+std::vector<std::string> grant_warnings(const pcie::VfioGrant& grant, const User& user,
+                                        const std::vector<std::string>& configured, const std::string& limits_conf) {
+  struct rlimit own {};
+  ::getrlimit(RLIMIT_MEMLOCK, &own);
+  std::vector<std::string> warnings;
+  for (const auto& spoiler : grant.spoilers) {
+    warnings.push_back(fmt::format("IOMMU group {} is not viable: {} is bound to {}; bind it to vfio-pci too "
+                                   "(pciectl bind {} vfio-pci) or the user's open fails",
+                                   grant.group, spoiler.bdf.to_string(), spoiler.driver.value_or("?"),
+                                   spoiler.bdf.to_string()));
+  }
+  if (configured.empty()) {
+    warnings.push_back(fmt::format(
+        "no memlock limit is configured for {} in {} or limits.d: its processes get the default ({} here); a driver "
+        "pinning more DMA memory fails with ENOMEM: add '{} hard memlock <KiB>' and '{} soft memlock <KiB>'",
+        user.name, limits_conf, limit_text(own.rlim_cur), user.name, user.name));
+  }
+  return warnings;
+}
+
+// What a grant did and what to check next.
+struct GrantReport {
+  const pcie::Bdf& bdf;
+  const User& user;
+  const pcie::VfioGrant& grant;
+  std::vector<std::string> configured;  // memlock lines for the user
+  std::vector<std::string> warnings;
+};
+
+void print_grant_json(const GrantReport& report) {
+  nlohmann::ordered_json out = {{"bdf", report.bdf.to_string()},
+                                {"action", "granted"},
+                                {"user", report.user.name},
+                                {"uid", report.user.uid},
+                                {"gid", report.user.gid},
+                                {"previous_driver", report.grant.previous_driver.value_or("none")},
+                                {"group", report.grant.group},
+                                {"group_node", report.grant.group_node},
+                                {"memlock_configured", report.configured},
+                                {"warnings", report.warnings}};
+  fmt::print("{}\n", out.dump(2));
+}
+
+void print_grant_text(const GrantReport& report) {
+  fmt::print("{}: bound to vfio-pci (was: {}); {} now owned by {} (uid {}, gid {}, mode 0600)\n",
+             report.bdf.to_string(), report.grant.previous_driver.value_or("none"), report.grant.group_node,
+             report.user.name, report.user.uid, report.user.gid);
+  for (const std::string& line : report.configured) fmt::print("  memlock: {}\n", line);
+  for (const std::string& warning : report.warnings) fmt::print("  warning: {}\n", pcie::printable(warning));
+  fmt::print("  undo with: pciectl vfio release {}\n", report.bdf.to_string());
+}
+
+int run_grant(const pcie::Bdf& bdf, const pcie::VfioGrantOptions& options, const GrantCommand& command) {
+  if (command.user.empty()) {
+    return fail(pcie::make_error(pcie::Errc::invalid_argument, "vfio grant", bdf.to_string(), "no user given",
+                                 "pciectl vfio grant BDF USER"));
+  }
+  auto user = resolve_user(command.user);
+  if (!user) return fail(user.error());
+  auto grant = pcie::grant_vfio_access(bdf, user->uid, user->gid, options);
+  if (!grant) return fail(grant.error());
+  GrantReport report{bdf, *user, *grant, memlock_lines_for(command.limits_conf, *user), {}};
+  report.warnings = grant_warnings(*grant, *user, report.configured, command.limits_conf);
+  if (command.json) {
+    print_grant_json(report);
+  } else {
+    print_grant_text(report);
+  }
+  return kSuccess;
+}
+
 }  // namespace
 
 int run_vfio_grant(const pcie::VfioPaths& paths, const GrantCommand& command) {
@@ -93,67 +180,8 @@ int run_vfio_grant(const pcie::VfioPaths& paths, const GrantCommand& command) {
   options.paths = paths;
   options.state_dir = command.state_dir;
   options.bind.force = command.force;
-
-  if (command.action == "release") {
-    auto driver = pcie::release_vfio_access(*bdf, options);
-    if (!driver) return fail(driver.error());
-    if (command.json) {
-      fmt::print("{}\n", nlohmann::ordered_json{{"bdf", bdf->to_string()}, {"action", "released"},
-                                                {"driver", driver->value_or("none")}}
-                             .dump(2));
-    } else {
-      fmt::print("{}: released; driver now {}\n", bdf->to_string(), driver->value_or("none"));
-    }
-    return kSuccess;
-  }
-
-  if (command.user.empty()) {
-    return fail(pcie::make_error(pcie::Errc::invalid_argument, "vfio grant", bdf->to_string(), "no user given",
-                                 "pciectl vfio grant BDF USER"));
-  }
-  auto user = resolve_user(command.user);
-  if (!user) return fail(user.error());
-  auto grant = pcie::grant_vfio_access(*bdf, user->uid, user->gid, options);
-  if (!grant) return fail(grant.error());
-
-  // What a first run then trips over: DMA buffers are pinned memory, counted against
-  // RLIMIT_MEMLOCK (VFIO type1 accounts it per process).
-  struct rlimit own {};
-  ::getrlimit(RLIMIT_MEMLOCK, &own);
-  const std::vector<std::string> configured = memlock_lines_for(command.limits_conf, *user);
-  std::vector<std::string> warnings;
-  for (const auto& spoiler : grant->spoilers) {
-    warnings.push_back(fmt::format("IOMMU group {} is not viable: {} is bound to {}; bind it to vfio-pci too "
-                                   "(pciectl bind {} vfio-pci) or the user's open fails",
-                                   grant->group, spoiler.bdf.to_string(), spoiler.driver.value_or("?"),
-                                   spoiler.bdf.to_string()));
-  }
-  if (configured.empty()) {
-    warnings.push_back(fmt::format(
-        "no memlock limit is configured for {} in {} or limits.d: its processes get the default ({} here); a driver "
-        "pinning more DMA memory fails with ENOMEM: add '{} hard memlock <KiB>' and '{} soft memlock <KiB>'",
-        user->name, command.limits_conf, limit_text(own.rlim_cur), user->name, user->name));
-  }
-  if (command.json) {
-    nlohmann::ordered_json out = {{"bdf", bdf->to_string()},
-                                  {"action", "granted"},
-                                  {"user", user->name},
-                                  {"uid", user->uid},
-                                  {"gid", user->gid},
-                                  {"previous_driver", grant->previous_driver.value_or("none")},
-                                  {"group", grant->group},
-                                  {"group_node", grant->group_node},
-                                  {"memlock_configured", configured},
-                                  {"warnings", warnings}};
-    fmt::print("{}\n", out.dump(2));
-    return kSuccess;
-  }
-  fmt::print("{}: bound to vfio-pci (was: {}); {} now owned by {} (uid {}, gid {}, mode 0600)\n", bdf->to_string(),
-             grant->previous_driver.value_or("none"), grant->group_node, user->name, user->uid, user->gid);
-  for (const std::string& line : configured) fmt::print("  memlock: {}\n", line);
-  for (const std::string& warning : warnings) fmt::print("  warning: {}\n", pcie::printable(warning));
-  fmt::print("  undo with: pciectl vfio release {}\n", bdf->to_string());
-  return kSuccess;
+  if (command.action == "release") return run_release(*bdf, options, command.json);
+  return run_grant(*bdf, options, command);
 }
 
 }  // namespace pciectl

@@ -40,6 +40,30 @@ int weight(BarPath path, const Error& error, bool bound_to_vfio) {
   }
 }
 
+// The paths to try, in order.
+std::vector<BarPath> paths_to_try(BarPathPreference preference, bool bound_to_vfio) {
+  switch (preference) {
+    case BarPathPreference::sysfs_only: return {BarPath::sysfs};
+    case BarPathPreference::vfio_only: return {BarPath::vfio};
+    case BarPathPreference::automatic: break;
+  }
+  // Only a device bound to vfio-pci can be opened through VFIO, so only then is it tried.
+  return bound_to_vfio ? std::vector{BarPath::vfio, BarPath::sysfs} : std::vector{BarPath::sysfs};
+}
+
+// The most telling error, with what the other path said where that differs.
+Error with_other_refusals(Error error, const std::vector<BarPath>& order, const std::vector<std::string>& refused) {
+  if (order.size() > 1) {
+    const std::string first = error.message();
+    std::string others;
+    for (const std::string& refusal : refused) {
+      if (refusal.find(first) == std::string::npos) others += "; " + refusal;
+    }
+    error.reason += fmt::format(" (tried {} and {}{})", to_string(order[0]), to_string(order[1]), others);
+  }
+  return error;
+}
+
 }  // namespace
 
 const char* to_string(BarPath path) { return path == BarPath::vfio ? "VFIO" : "sysfs"; }
@@ -53,17 +77,7 @@ Result<OpenedBar> open_bar(const Bdf& bdf, unsigned bar, const BarOpenOptions& o
   // (a removed device, say, fails below with its own error).
   auto driver = bound_driver(options.paths.sysfs, bdf);
   const bool bound_to_vfio = driver && driver->has_value() && **driver == "vfio-pci";
-
-  std::vector<BarPath> order;
-  switch (options.preference) {
-    case BarPathPreference::sysfs_only: order = {BarPath::sysfs}; break;
-    case BarPathPreference::vfio_only: order = {BarPath::vfio}; break;
-    case BarPathPreference::automatic:
-      // Only a device bound to vfio-pci can be opened through VFIO, so only then is it tried.
-      order = bound_to_vfio ? std::vector{BarPath::vfio, BarPath::sysfs} : std::vector{BarPath::sysfs};
-      break;
-  }
-
+  const std::vector<BarPath> order = paths_to_try(options.preference, bound_to_vfio);
   OpenedBar opened;
   std::optional<Error> best;
   int best_weight = -1;
@@ -81,16 +95,7 @@ Result<OpenedBar> open_bar(const Bdf& bdf, unsigned bar, const BarOpenOptions& o
       best_weight = w;
     }
   }
-  Error error = *best;
-  if (order.size() > 1) {
-    const std::string first = error.message();
-    std::string others;
-    for (const std::string& refusal : opened.refused) {
-      if (refusal.find(first) == std::string::npos) others += "; " + refusal;
-    }
-    error.reason += fmt::format(" (tried {} and {}{})", to_string(order[0]), to_string(order[1]), others);
-  }
-  return std::unexpected(error);
+  return std::unexpected(with_other_refusals(*best, order, opened.refused));
 }
 
 }  // namespace pcie

@@ -221,10 +221,11 @@ Result<BarMapping> BarMapping::map(const SysfsPaths& paths, const Bdf& bdf, unsi
   return map_bar(paths, bdf, lookup->bar, lookup->driver, options);
 }
 
-Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& info,
-                                       const std::optional<std::string>& driver, const BarMapOptions& options) {
-  const unsigned bar = info.index;
-  const std::string name = bar_name(bdf, bar);
+namespace {
+
+// What map_bar() can refuse before touching anything: the BAR's kind, the memory type, the
+// window's alignment and bounds. Returns the window's length.
+Result<std::uint64_t> check_map_request(const BarInfo& info, const BarMapOptions& options, const std::string& name) {
   if (info.space == BarInfo::Space::io) {
     return std::unexpected(make_error(Errc::not_supported, "map", name,
                                       "an I/O-port BAR cannot be memory-mapped",
@@ -236,8 +237,7 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
                                       "reads from its cache and write back lines the device never saw",
                                       "map it uncached or write-combined"));
   }
-  const bool write_combined = options.memory_type == MemoryType::write_combined;
-  if (write_combined && !info.prefetchable) {
+  if (options.memory_type == MemoryType::write_combined && !info.prefetchable) {
     return std::unexpected(make_error(Errc::not_supported, "map write-combined", name,
                                       "the BAR is not prefetchable, so the kernel offers no resource_wc file",
                                       "map it uncached"));
@@ -247,51 +247,80 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
     return std::unexpected(make_error(Errc::misaligned, "map", fmt::format("{} offset 0x{:x}", name, options.offset),
                                       fmt::format("the window offset must be a multiple of the page size (0x{:x})", page)));
   }
-  const std::uint64_t bar_size = info.size;
   const std::uint64_t length = options.length != 0 ? options.length
-                               : (options.offset < bar_size ? bar_size - options.offset : 0);
-  auto in_bar = check_span("map", name, bar_size, options.offset, length);
+                               : (options.offset < info.size ? info.size - options.offset : 0);
+  auto in_bar = check_span("map", name, info.size, options.offset, length);
   if (!in_bar) return std::unexpected(in_bar.error());
-  if (length == 0) {
-    return std::unexpected(make_error(Errc::out_of_range, "map", name, "empty window"));
-  }
+  if (length == 0) return std::unexpected(make_error(Errc::out_of_range, "map", name, "empty window"));
+  return length;
+}
 
+// The kernel makes resourceN_wc for prefetchable BARs only when PAT works (pci_create_attr,
+// arch_can_pci_mmap_wc): its absence beside resourceN says so.
+Error write_combining_unavailable(const SysfsPaths& paths, const std::string& name, const std::string& path) {
+  const auto cmdline = sys::read_text_file(paths.kernel_cmdline, 64 * 1024);
+  const bool nopat = cmdline && (" " + *cmdline).find(" nopat") != std::string::npos;
+  return make_error(
+      Errc::not_supported, "map write-combined", name,
+      fmt::format("the kernel offers no write-combined mapping of this BAR (no {}): PAT is off ({})",
+                  path.substr(path.rfind('/') + 1), nopat ? "the kernel was booted with nopat" : "booted with nopat, "
+                                                                "or the CPU has no PAT"),
+      "map it uncached, or boot without nopat");
+}
+
+// Opens resourceN (or resourceN_wc) at `path`, explaining a refusal.
+Result<UniqueFd> open_resource_file(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& info,
+                                    const std::optional<std::string>& driver, const BarMapOptions& options,
+                                    const std::string& path) {
+  auto fd = sys::open_file(path, options.writable ? O_RDWR : O_RDONLY, "open");
+  if (!fd && options.memory_type == MemoryType::write_combined && fd.error().sys_errno == ENOENT &&
+      sys::path_exists(fmt::format("{}/resource{}", paths.device_dir(bdf), info.index))) {
+    return std::unexpected(write_combining_unavailable(paths, bar_name(bdf, info.index), path));
+  }
+  if (!fd) {
+    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, info.index, path, driver)));
+  }
+  return std::move(*fd);
+}
+
+// The kernel's resource files are exactly as long as the BAR. A shorter one (a fake or
+// hand-made tree) would fault with SIGBUS on the first access past its end.
+Result<void> check_file_covers(int fd, const std::string& path, const std::string& name, std::uint64_t offset,
+                               std::uint64_t length) {
+  auto file_bytes = sys::file_size(fd, path);
+  if (!file_bytes) return std::unexpected(file_bytes.error());
+  if (*file_bytes < offset || length > *file_bytes - offset) {
+    return std::unexpected(make_error(
+        Errc::malformed, "map", fmt::format("{} ({})", name, path),
+        fmt::format("the file holds {} bytes, fewer than the window [0x{:x}, 0x{:x}) needs", *file_bytes, offset,
+                    offset + length),
+        "a kernel's resource file is as long as the BAR: is this a complete sysfs tree?"));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, const BarInfo& info,
+                                       const std::optional<std::string>& driver, const BarMapOptions& options) {
+  const unsigned bar = info.index;
+  const std::string name = bar_name(bdf, bar);
+  auto length = check_map_request(info, options, name);
+  if (!length) return std::unexpected(length.error());
   if (auto decoding = check_decoding(paths, bdf, info, options.enable_decoding); !decoding) {
     return std::unexpected(decoding.error());
   }
-  const std::string path = fmt::format("{}/resource{}{}", paths.device_dir(bdf), bar,
-                                       write_combined ? "_wc" : "");
-  auto fd = sys::open_file(path, options.writable ? O_RDWR : O_RDONLY, "open");
-  if (!fd && write_combined && fd.error().sys_errno == ENOENT &&
-      sys::path_exists(fmt::format("{}/resource{}", paths.device_dir(bdf), bar))) {
-    // The kernel makes resourceN_wc for prefetchable BARs only when PAT works
-    // (pci_create_attr, arch_can_pci_mmap_wc).
-    const auto cmdline = sys::read_text_file(paths.kernel_cmdline, 64 * 1024);
-    const bool nopat = cmdline && (" " + *cmdline).find(" nopat") != std::string::npos;
-    return std::unexpected(make_error(
-        Errc::not_supported, "map write-combined", name,
-        fmt::format("the kernel offers no write-combined mapping of this BAR (no {}): PAT is off ({})",
-                    path.substr(path.rfind('/') + 1), nopat ? "the kernel was booted with nopat" : "booted with nopat, "
-                                                                  "or the CPU has no PAT"),
-        "map it uncached, or boot without nopat"));
-  }
-  if (!fd) {
-    return std::unexpected(explain_bar_failure(fd.error(), failure_context(paths, bdf, bar, path, driver)));
-  }
-  // The kernel's resource files are exactly as long as the BAR. A shorter one (a fake or
-  // hand-made tree) would fault with SIGBUS on the first access past its end.
-  auto file_bytes = sys::file_size(fd->get(), path);
-  if (!file_bytes) return std::unexpected(file_bytes.error());
-  if (*file_bytes < options.offset || length > *file_bytes - options.offset) {
-    return std::unexpected(make_error(
-        Errc::malformed, "map", fmt::format("{} ({})", name, path),
-        fmt::format("the file holds {} bytes, fewer than the window [0x{:x}, 0x{:x}) needs", *file_bytes,
-                    options.offset, options.offset + length),
-        "a kernel's resource file is as long as the BAR: is this a complete sysfs tree?"));
+  const bool write_combined = options.memory_type == MemoryType::write_combined;
+  const std::string path = fmt::format("{}/resource{}{}", paths.device_dir(bdf), bar, write_combined ? "_wc" : "");
+  auto fd = open_resource_file(paths, bdf, info, driver, options, path);
+  if (!fd) return std::unexpected(fd.error());
+  if (auto covered = check_file_covers(fd->get(), path, name, options.offset, *length); !covered) {
+    return std::unexpected(covered.error());
   }
   // The kernel maps whole pages; a BAR smaller than a page still maps one page
   // (drivers/pci/pci-sysfs.c, pci_mmap_fits), but accesses stay bounded by `length`.
-  const std::uint64_t mapped = (length + page - 1) / page * page;
+  const std::uint64_t page = sys::page_size();
+  const std::uint64_t mapped = (*length + page - 1) / page * page;
   const int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
   auto mapping = sys::map_shared(fd->get(), mapped, options.offset, prot, path);
   if (!mapping) {
@@ -301,14 +330,14 @@ Result<BarMapping> BarMapping::map_bar(const SysfsPaths& paths, const Bdf& bdf, 
   // Registered with the removal guard (pcie/removal.h); a full table leaves it unguarded.
   (void)mapping->guard_as_device_memory(bdf);
   // What the kernel really granted: a second mapping of the range gets the first one's type.
-  MemoryTypeReport report = check_memory_type(paths, options.memory_type, info.bus_address + options.offset, length);
+  MemoryTypeReport report = check_memory_type(paths, options.memory_type, info.bus_address + options.offset, *length);
   if (!report.matches() && options.on_mismatch == MemoryTypeMismatch::fail) {
     return std::unexpected(make_error(Errc::busy, "map " + std::string(to_string(options.memory_type)), name,
                                       report.note,
                                       "unmap the other mapping of this BAR first (in this process or another), or "
                                       "accept the granted type (MemoryTypeMismatch::use_granted)"));
   }
-  return BarMapping(name, std::move(*fd), std::move(*mapping), options.offset, length, std::move(report),
+  return BarMapping(name, std::move(*fd), std::move(*mapping), options.offset, *length, std::move(report),
                     options.writable);
 }
 

@@ -52,6 +52,41 @@ Result<int> find_uio_number(const UioPaths& paths, const Bdf& bdf) {
   return numbers[0];
 }
 
+// One owner at a time, as VFIO allows one open of a device: uio_pci_generic clears Bus
+// Master Enable whenever a holder of the node closes it, and a second owner's interrupt
+// handle would mask the first's INTx. So the lock is taken first, on the sysfs directory
+// (whose close does nothing to the device), and the node opened only by its holder: a
+// refused second UioDevice, here or in another process, never opens (or closes) the node.
+Result<UniqueFd> take_owner_lock(const std::string& uio_dir) {
+  auto lock = sys::open_file(uio_dir, O_RDONLY | O_DIRECTORY, "open UIO device directory");
+  if (!lock) return std::unexpected(lock.error());
+  if (auto locked = sys::lock_exclusive(lock->get(), uio_dir); !locked) {
+    Error error = locked.error();
+    if (error.sys_errno == EWOULDBLOCK) {
+      error.code = Errc::busy;
+      error.reason = "another UioDevice (in this process or another) holds the device";
+      error.hint = "use the Device already open; closing a second one would clear Bus Master Enable under the first";
+    }
+    return std::unexpected(error);
+  }
+  return std::move(*lock);
+}
+
+// /dev/uioN, read/write and non-blocking, with a hint where it cannot be opened.
+Result<UniqueFd> open_node(const std::string& node) {
+  auto fd = sys::open_file(node, O_RDWR | O_NONBLOCK, "open UIO device");
+  if (fd) return std::move(*fd);
+  Error error = fd.error();
+  if (error.code == Errc::permission_denied) {
+    error.hint = fmt::format("{} is root's by default: run as root, or give the user the node "
+                             "(chown, or a udev rule) and the device's resource and config files",
+                             node);
+  } else if (error.code == Errc::not_found) {
+    error.hint = "devtmpfs (or udev) makes the node; check that /dev is devtmpfs";
+  }
+  return std::unexpected(error);
+}
+
 }  // namespace
 
 Result<UioDevice> UioDevice::open(const Bdf& bdf, const UioOptions& options, const UioPaths& paths) {
@@ -63,35 +98,11 @@ Result<UioDevice> UioDevice::open(const Bdf& bdf, const UioOptions& options, con
   state->number = *number;
   state->node = paths.dev + "/uio" + std::to_string(*number);
   state->uio_dir = paths.sysfs.device_dir(bdf) + "/uio/uio" + std::to_string(*number);
-  // One owner at a time, as VFIO allows one open of a device: uio_pci_generic clears Bus
-  // Master Enable whenever a holder of the node closes it, and a second owner's interrupt
-  // handle would mask the first's INTx. So the lock is taken first, on the sysfs directory
-  // (whose close does nothing to the device), and the node opened only by its holder: a
-  // refused second UioDevice, here or in another process, never opens (or closes) the node.
-  auto lock = sys::open_file(state->uio_dir, O_RDONLY | O_DIRECTORY, "open UIO device directory");
+  auto lock = take_owner_lock(state->uio_dir);
   if (!lock) return std::unexpected(lock.error());
-  if (auto locked = sys::lock_exclusive(lock->get(), state->uio_dir); !locked) {
-    Error error = locked.error();
-    if (error.sys_errno == EWOULDBLOCK) {
-      error.code = Errc::busy;
-      error.reason = "another UioDevice (in this process or another) holds the device";
-      error.hint = "use the Device already open; closing a second one would clear Bus Master Enable under the first";
-    }
-    return std::unexpected(error);
-  }
   state->owner_lock = std::move(*lock);
-  auto fd = sys::open_file(state->node, O_RDWR | O_NONBLOCK, "open UIO device");
-  if (!fd) {
-    Error error = fd.error();
-    if (error.code == Errc::permission_denied) {
-      error.hint = fmt::format("{} is root's by default: run as root, or give the user the node "
-                               "(chown, or a udev rule) and the device's resource and config files",
-                               state->node);
-    } else if (error.code == Errc::not_found) {
-      error.hint = "devtmpfs (or udev) makes the node; check that /dev is devtmpfs";
-    }
-    return std::unexpected(error);
-  }
+  auto fd = open_node(state->node);
+  if (!fd) return std::unexpected(fd.error());
   state->fd = std::move(*fd);
   auto config = ConfigSpace::open(paths.sysfs, bdf, ConfigSpace::Mode::read_write);
   if (!config) return std::unexpected(config.error());

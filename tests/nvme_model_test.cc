@@ -28,33 +28,10 @@ using pcie::testing::NvmeModel;
 using pcie::testing::NvmeModelOptions;
 namespace rule = pcie::testing::nvme_rule;
 
-constexpr std::uint64_t kPage = 4096;
-constexpr std::uint64_t kCap = 0x00, kVersion = 0x08, kCc = 0x14, kCsts = 0x1c, kAqa = 0x24, kAsq = 0x28,
-                        kAcq = 0x30, kDoorbells = 0x1000;
-constexpr std::uint32_t kCcEnabled = (4u << 20) | (6u << 16) | 1u;  // IOCQES 16 B, IOSQES 64 B, EN
-constexpr std::uint8_t kDeleteSq = 0x00, kCreateSq = 0x01, kDeleteCq = 0x04, kCreateCq = 0x05, kIdentify = 0x06,
-                       kAbort = 0x08;
-constexpr std::uint8_t kFlush = 0x00, kWrite = 0x01, kRead = 0x02;
+// The register offsets, opcodes, Sqe and Cqe: the model's own layouts (pcie/testing/nvme_model.h).
+using namespace pcie::testing::nvme;
 
-struct Sqe {
-  std::uint8_t opcode = 0;
-  std::uint8_t flags = 0;
-  std::uint16_t cid = 0;
-  std::uint32_t nsid = 0;
-  std::uint32_t cdw2 = 0, cdw3 = 0;
-  std::uint64_t metadata = 0;
-  std::uint64_t prp1 = 0, prp2 = 0;
-  std::uint32_t cdw10 = 0, cdw11 = 0, cdw12 = 0, cdw13 = 0, cdw14 = 0, cdw15 = 0;
-};
-struct Cqe {
-  std::uint32_t result = 0;
-  std::uint32_t reserved = 0;
-  std::uint16_t sq_head = 0;
-  std::uint16_t sq_id = 0;
-  std::uint16_t cid = 0;
-  std::uint16_t status = 0;
-};
-static_assert(sizeof(Sqe) == 64 && sizeof(Cqe) == 16);
+constexpr std::uint32_t kCcEnabled = (4u << 20) | (6u << 16) | 1u;  // IOCQES 16 B, IOSQES 64 B, EN
 
 unsigned code(const Cqe& entry) { return (entry.status >> 1) & 0xff; }
 unsigned type(const Cqe& entry) { return (entry.status >> 9) & 0x7; }

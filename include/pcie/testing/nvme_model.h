@@ -76,6 +76,44 @@ inline constexpr std::string_view kInvalidEnable = "invalid admin queue or confi
 inline constexpr std::string_view kConfigurationWhileEnabled = "CC changed while enabled";
 }  // namespace nvme_rule
 
+// The layouts the model implements, for tests that play the host by hand: the same
+// definitions the model decodes with (NVMe 2.0 sections cited).
+namespace nvme {
+inline constexpr std::uint64_t kPage = 4096;  // CAP.MPSMIN = MPSMAX = 0: the memory page is 4 KiB
+
+// Controller registers (3.1.4); the doorbells from kDoorbells, stride 4 (CAP.DSTRD 0): SQ y's
+// tail at kDoorbells + 8y, CQ y's head 4 bytes after (3.1.4.21).
+inline constexpr std::uint64_t kCap = 0x00, kVersion = 0x08, kCc = 0x14, kCsts = 0x1c, kNssr = 0x20, kAqa = 0x24,
+                               kAsq = 0x28, kAcq = 0x30, kDoorbells = 0x1000;
+
+// Admin opcodes (5), and the NVM command set's I/O opcodes.
+inline constexpr std::uint8_t kDeleteSq = 0x00, kCreateSq = 0x01, kDeleteCq = 0x04, kCreateCq = 0x05,
+                              kIdentify = 0x06, kAbort = 0x08, kSetFeatures = 0x09, kGetFeatures = 0x0a,
+                              kAsyncEvent = 0x0c;
+inline constexpr std::uint8_t kFlush = 0x00, kWrite = 0x01, kRead = 0x02;
+
+// A submission queue entry (4.2) and a completion queue entry (4.2.4), as they lie in memory.
+struct Sqe {
+  std::uint8_t opcode = 0;
+  std::uint8_t flags = 0;  // FUSE in bits 1:0, PSDT in 7:6
+  std::uint16_t cid = 0;
+  std::uint32_t nsid = 0;
+  std::uint32_t cdw2 = 0, cdw3 = 0;
+  std::uint64_t metadata = 0;
+  std::uint64_t prp1 = 0, prp2 = 0;
+  std::uint32_t cdw10 = 0, cdw11 = 0, cdw12 = 0, cdw13 = 0, cdw14 = 0, cdw15 = 0;
+};
+struct Cqe {
+  std::uint32_t result = 0;
+  std::uint32_t reserved = 0;
+  std::uint16_t sq_head = 0;
+  std::uint16_t sq_id = 0;
+  std::uint16_t cid = 0;
+  std::uint16_t status = 0;  // phase tag in bit 0, then SC in bits 8:1, SCT in 11:9, DNR in 15
+};
+static_assert(sizeof(Sqe) == 64 && sizeof(Cqe) == 16);
+}  // namespace nvme
+
 // A namespace kept in memory: `blocks` blocks of 1 << block_shift bytes (LBADS 9..16), all
 // zero at first. Its id must be 1 or more, and unique.
 struct NvmeNamespace {

@@ -70,10 +70,13 @@ class ConfigSpace {
 
   // Opens the config file of `bdf` under `paths`. The readable size is probed once at open:
   // 64 bytes for unprivileged users, 256 or 4096 for root. Fails with not_found when the
-  // device does not exist and malformed when fewer than 64 bytes can be read.
+  // device does not exist, permission_denied when the file cannot be opened in `mode`
+  // (read_write needs root), malformed when fewer than 64 bytes can be read, or the stat
+  // or read error.
   static Result<ConfigSpace> open(const SysfsPaths& paths, const Bdf& bdf,
                                   Mode mode = Mode::read_only);
 
+  // The device this config space belongs to.
   const Bdf& bdf() const { return bdf_; }
   // Bytes that reads may touch (64, 128, 256 or 4096).
   std::size_t readable_size() const { return readable_size_; }
@@ -84,24 +87,30 @@ class ConfigSpace {
   // short (a fake tree, a device exposing less) is not limited by privilege.
   bool limited_by_privilege() const { return readable_size_ < file_size_; }
 
-  // Typed reads and writes. Each checks, in order: width is 1, 2 or 4 bytes; the offset
-  // is naturally aligned; [offset, offset + width) lies inside the readable (writable)
-  // size. Values are little-endian as the spec defines them.
+  // Typed reads and writes. Each checks, in order: width is 1, 2 or 4 bytes
+  // (width_not_allowed); the offset is naturally aligned (misaligned); [offset, offset +
+  // width) lies inside the readable (writable) size (out_of_range, with a hint when only
+  // privilege limits it). Then the read error: device_removed when the device's file is
+  // gone, io_error on a short read. Values are little-endian as the spec defines them; a
+  // removed device's all-ones value is returned as read (see check_present()).
   Result<std::uint8_t> read8(std::uint32_t offset) const;
   Result<std::uint16_t> read16(std::uint32_t offset) const;
   Result<std::uint32_t> read32(std::uint32_t offset) const;
   // Width in bytes (1, 2 or 4), for callers that pick the width at run time.
   Result<std::uint32_t> read(std::uint32_t offset, std::size_t width) const;
+  // After the checks above: permission_denied when opened read-only, invalid_argument
+  // when `value` does not fit in `width`; then the write error (device_removed, io_error).
   Result<void> write8(std::uint32_t offset, std::uint8_t value) const;
   Result<void> write16(std::uint32_t offset, std::uint16_t value) const;
   Result<void> write32(std::uint32_t offset, std::uint32_t value) const;
   Result<void> write(std::uint32_t offset, std::size_t width, std::uint32_t value) const;
 
-  // All readable bytes, for capability walks and dumps.
+  // All readable bytes, for capability walks and dumps (fewer where the file ends
+  // sooner). Fails with the read error (device_removed when the device's file is gone).
   Result<std::vector<std::uint8_t>> snapshot() const;
 
   // Fails with device_removed when the header reads all ones (config_reads_all_ones): the
-  // device is gone or in reset (PCIe Base Spec 6.0, 2.3.2).
+  // device is gone or in reset (PCIe Base Spec 6.0, 2.3.2); or with read32()'s error.
   Result<void> check_present() const;
 
  private:

@@ -78,13 +78,24 @@ CopyKernel choose_copy_kernel(CopyDirection direction, MemoryType memory_type, W
 // Copies `length` bytes from `source` to the window at `offset`. Checks, before any
 // access: the span lies inside the window, the window is writable, and offset and length
 // are multiples of the narrowest width the window allows (else no access pattern can
-// cover them). Fails with not_supported for a kernel this CPU lacks.
+// cover them). Fails, before any access, with invalid_argument (an empty Region, a null
+// `source` with a nonzero length, max_access_bytes not a power of two in 1..64,
+// CopyKernel::libc), permission_denied (a read-only Region), out_of_range (the span),
+// not_supported (a kernel this CPU lacks), width_not_allowed (no width the window, the
+// kernel and max_access_bytes all allow) or misaligned (the ends). A Region without a
+// mapping is copied by Region::write (the registers kernel, whatever options.kernel),
+// stopping at its first error (device_removed, the backend's I/O error) with the bytes
+// before it written; a mapped one is not checked for removal (revoked()) and never fails
+// once the copy has begun.
 Result<void> copy_to_device(Region& region, std::uint64_t offset, const void* source, std::uint64_t length,
                             const CopyOptions& options = {});
 Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const void* source,
                             std::uint64_t length, const CopyOptions& options = {});
 
-// Copies `length` bytes of the window at `offset` to `destination`, with the same checks.
+// Copies `length` bytes of the window at `offset` to `destination`, with the same checks
+// and failures but permission_denied (invalid_argument: a null `destination`), through
+// Region::read where the Region has no mapping, stopping at its first error. A revoked
+// mapping is read as all ones, with no error.
 Result<void> copy_from_device(void* destination, const Region& region, std::uint64_t offset,
                               std::uint64_t length, const CopyOptions& options = {});
 Result<void> copy_from_device(void* destination, const MmioView& view, std::uint64_t offset,

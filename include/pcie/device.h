@@ -25,30 +25,40 @@
 
 namespace pcie {
 
+// Each call's comment here is its contract for every backend; an override's comment says
+// only what is specific to it.
 class Device {
  public:
   virtual ~Device() = default;
   // False for an empty device handle (a default-constructed or moved-from VfioDevice or
-  // UioDevice): its calls fail with invalid_argument.
+  // UioDevice): every Result call below then fails with invalid_argument, saying so.
   virtual bool valid() const { return true; }
+  // The device's address; 0000:00:00.0 for an empty handle.
   virtual const Bdf& bdf() const = 0;
   // "VFIO (IOMMU)", "VFIO (no IOMMU)" or "UIO (uio_pci_generic)", for messages and reports.
   virtual std::string backend_name() const = 0;
-  // BAR `bar` (0-5), memory BARs mapped uncached, as the backend allows. Errors: not_found
-  // for a BAR the device does not implement, and the backend's own (see its header).
+  // BAR `bar` (0-5), memory BARs mapped uncached, as the backend allows; the Region is the
+  // caller's. Fails with not_found for a BAR the device does not implement (and for `bar`
+  // above 5, except UIO: invalid_argument), or the backend's own: VFIO the kernel's (region
+  // info, mmap); UIO BarMapping::map's and IoPortBar::open's (pcie/sysfs_bar.h).
   virtual Result<std::unique_ptr<Region>> open_bar(unsigned bar) const = 0;
   // Sets (with Memory Space Enable) or clears Bus Master Enable: the device does no DMA and
-  // sends no MSI until it is set (PCI Local Bus 3.0, 6.2.2).
+  // sends no MSI until it is set (PCI Local Bus 3.0, 6.2.2). Fails with the backend's
+  // config space error (device_removed when the device is gone; UIO also when the header
+  // reads all ones); VFIO also the kernel's error opening its config region.
   virtual Result<void> enable_bus_master(bool enable = true) const = 0;
-  // Vectors the device offers for `kind` through this backend (0 when it offers none: UIO
-  // has only INTx).
+  // Vectors the device offers for `kind` through this backend, without enabling any (0
+  // when it offers none: UIO has only INTx). Fails with the backend's error: VFIO: the
+  // kernel's (VFIO_DEVICE_GET_IRQ_INFO); UIO: the config space open or read error.
   virtual Result<unsigned> vector_count(IrqKind kind) const = 0;
-  // Enables `count` vectors of `kind`. out_of_range when the backend offers fewer; busy when
-  // the kind (or another of INTx/MSI/MSI-X) is already enabled.
+  // Enables `count` vectors of `kind`; the Interrupts are the caller's. Fails with
+  // out_of_range when `count` is 0 or more than the backend offers; busy when the kind (or
+  // another of INTx/MSI/MSI-X) is already enabled; UIO: not_supported for any kind but
+  // INTx; or the kernel's error (eventfd, VFIO_DEVICE_SET_IRQS; UIO: the config write).
   virtual Result<std::unique_ptr<Interrupts>> enable_interrupts(IrqKind kind, unsigned count = 1) const = 0;
   // An allocator whose buffers this device can reach: IOVAs behind the IOMMU, physical
   // addresses without one (where the user acknowledged it at open; not_supported otherwise,
-  // saying how).
+  // saying how). VFIO: not_supported also when the kernel reports no IOVA ranges (< 5.4).
   virtual Result<DmaAllocator> dma_allocator() const = 0;
 };
 

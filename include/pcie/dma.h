@@ -187,13 +187,18 @@ class DmaSlice {
 // are gone. Thread-safe: allocate() and a slice's destruction take the pool's lock.
 class DmaPool {
  public:
+  // A pool whose chunks `allocator` maps with `options`; maps nothing yet. Fails with
+  // invalid_argument when chunk_size is not a nonzero multiple of 4096.
   static Result<DmaPool> create(const DmaAllocator& allocator, const DmaBufferOptions& options = {},
                                 std::size_t chunk_size = 64 * 1024);
 
-  // `size` bytes aligned to `alignment` (a power of two, at most the chunk's page), zeroed.
-  // Fails with invalid_argument for a size of 0 or larger than a chunk.
+  // `size` bytes aligned to `alignment` (a power of two up to 4096, in CPU and bus
+  // addresses), zeroed. Fails with invalid_argument for a size of 0 or larger than a chunk,
+  // or another alignment; or, when no chunk has room, with DmaAllocator::allocate's error
+  // for a new chunk.
   Result<DmaSlice> allocate(std::size_t size, std::size_t alignment = 64);
 
+  // Chunks mapped so far.
   std::size_t chunk_count() const;
 
  private:

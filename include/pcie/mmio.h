@@ -107,6 +107,9 @@ class MmioView {
     *reinterpret_cast<volatile T*>(base_ + offset) = value;
   }
 
+  // read<T> after the checks: fails with width_not_allowed, misaligned or out_of_range
+  // (in that order, before any access), or with device_removed when the value is all ones
+  // and the removal guard revoked the mapping (pcie/removal.h).
   template <MmioWord T>
   Result<T> checked_read(std::uint64_t offset) const {
     if (!access_allowed(size_, allowed_, width_of<T>(), offset)) [[unlikely]] {
@@ -120,6 +123,9 @@ class MmioView {
     return value;
   }
 
+  // write<T> after the checks: fails with width_not_allowed, misaligned or out_of_range (in
+  // that order), writing nothing. A write to a revoked mapping is not reported (it reaches
+  // no device: pcie/removal.h); Region::write reports it.
   template <MmioWord T>
   Result<void> checked_write(std::uint64_t offset, T value) const {
     if (!access_allowed(size_, allowed_, width_of<T>(), offset)) [[unlikely]] {
@@ -155,8 +161,9 @@ class MmioView {
     return (std::uint64_t{high} << 32) | low;
   }
 
-  // Checked first: both halves inside the view, 4-byte aligned, 32-bit accesses allowed;
-  // nothing is written when a check fails (out_of_range, misaligned, width_not_allowed).
+  // Checked first: both halves inside the view, 4-byte aligned, 32-bit accesses allowed.
+  // Fails only with out_of_range, misaligned or width_not_allowed, accessing nothing; a
+  // read of all ones is not checked for removal (unlike checked_read).
   Result<void> checked_write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order) const {
     auto ok = check_halves("write", offset);
     if (!ok) return ok;
@@ -172,8 +179,9 @@ class MmioView {
   // Reads the register at `offset` until (value & mask) == expected, on the schedule of
   // `options` (pcie/wait.h: spin, then sleep with backoff; stop_if ends it early; with
   // all_ones_means_removed, a read of all ones ends it with device_removed). Returns the
-  // last value read and whether it matched. The access is checked once, up front
-  // (out_of_range, misaligned, width_not_allowed).
+  // last value read and whether it matched (false: the timeout passed). Fails with
+  // width_not_allowed, misaligned or out_of_range (checked once, up front), device_removed
+  // as said, or stop_if's error.
   template <MmioWord T>
   Result<PollResult<T>> poll(std::uint64_t offset, T mask, T expected, const WaitOptions& options) const {
     auto ok = check_access("poll", name_, size_, allowed_, width_of<T>(), offset);
@@ -192,7 +200,8 @@ class MmioView {
   }
 
   // Spins on the register for up to `timeout` (no sleeping, no early stop): for waits of
-  // microseconds. Never waits longer than `timeout` plus one read.
+  // microseconds. Never waits longer than `timeout` plus one read. Fails only with the
+  // access checks above (no stop_if, all ones not taken as removal).
   template <MmioWord T>
   Result<PollResult<T>> poll(std::uint64_t offset, T mask, T expected, std::chrono::nanoseconds timeout) const {
     WaitOptions spin_only;

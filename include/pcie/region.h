@@ -127,6 +127,9 @@ enum class HalfOrder {
   high_first,  // bytes 4-7, then 0-3 (hi_lo_writeq)
 };
 
+// The contract of each call is its comment here, whichever implementation (BarMapping,
+// IoPortBar, VfioRegion, PhysicalWindow, the testing kit's): an override's comment says only
+// what is specific to it.
 class Region {
  public:
   virtual ~Region() = default;
@@ -136,6 +139,7 @@ class Region {
   // "0000:03:00.0 BAR2", used in every error about this region.
   virtual const std::string& name() const = 0;
 
+  // The access widths the checked accessors and copies accept.
   WidthSet allowed_widths() const { return allowed_; }
   // Narrows the accepted widths (never widens: the result is the intersection).
   void restrict_widths(WidthSet widths) { allowed_ = allowed_ & widths; }
@@ -144,9 +148,11 @@ class Region {
   // width_not_allowed, misaligned or out_of_range (checked in that order), invalid_argument
   // on an empty region, device_removed (see revoked()), or the backend's I/O error.
   Result<std::uint64_t> read(Width width, std::uint64_t offset) const;
-  // Checked, ordered write; `value` must fit in `width` (invalid_argument otherwise), and
-  // the region must have been opened writable (permission_denied otherwise).
+  // Checked, ordered write. Fails as read() does (device_removed for any write to a
+  // revoked mapping), and, after the access checks, with permission_denied for a region
+  // opened read-only, then invalid_argument when `value` does not fit in `width`.
   Result<void> write(Width width, std::uint64_t offset, std::uint64_t value);
+  // Whether the region was opened for writing.
   bool writable() const { return writable_; }
   // The error of any access to an empty region (valid() false).
   Error empty_error(std::string_view operation) const;
@@ -156,7 +162,9 @@ class Region {
   // accesses (a VFIO region file, a BAR that takes 32 bits only) and for devices that want
   // the halves in a given order. Both halves are checked before the first access, so a
   // refused write writes nothing: out_of_range, misaligned (offset not 4-byte aligned),
-  // width_not_allowed, permission_denied (read-only); then the errors of each access.
+  // width_not_allowed, invalid_argument (empty region), permission_denied (read-only);
+  // then the errors of each access (device_removed, the backend's I/O error), a write's
+  // first half done when its second fails.
   Result<void> write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order);
   Result<std::uint64_t> read64_halves(std::uint64_t offset, HalfOrder order) const;
 
@@ -186,7 +194,9 @@ class Region {
   Region(WidthSet allowed, bool writable) : allowed_(allowed), writable_(writable) {}
   Region(const Region&) = default;
   Region& operator=(const Region&) = default;
-  // Called only after the checks above passed.
+  // Called only after the checks above passed (and, for writes, the value fits): the one
+  // access, failing only with device_removed (a revoked mapping) or the backend's I/O
+  // error (pread/pwrite on a region file).
   virtual Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const = 0;
   virtual Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) = 0;
 

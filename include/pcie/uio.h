@@ -113,12 +113,14 @@ class UioDevice final : public Device {
   Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override;
   // Through the config file (root).
   Result<void> enable_bus_master(bool enable = true) const override;
-  // INTx: 1 when the device has an interrupt pin and the kernel gave it an IRQ; MSI and
-  // MSI-X: 0 (uio_pci_generic offers neither).
+  // INTx: 1 when the device has an interrupt pin and the kernel gave it an IRQ; every
+  // other kind: 0 (uio_pci_generic offers none).
   Result<unsigned> vector_count(IrqKind kind) const override;
-  // INTx only (not_supported for the others, saying to use VFIO); busy when an interrupt
-  // set is already enabled.
+  // INTx only, through enable_intx() (not_supported for the others, saying to use VFIO).
   Result<std::unique_ptr<Interrupts>> enable_interrupts(IrqKind kind, unsigned count = 1) const override;
+  // INTx as a UioInterrupts, Interrupt Disable cleared, counting interrupts from now. Fails
+  // with out_of_range (no interrupt pin, or no IRQ routed), busy (already enabled), or the
+  // config space error.
   Result<UioInterrupts> enable_intx() const;
   // Physical-address buffers when UioOptions::dma acknowledged them; not_supported
   // otherwise.

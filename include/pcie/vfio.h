@@ -220,8 +220,8 @@ class VfioDevice final : public Device {
   // valid while it (or a region or interrupt set of it) lives.
   int fd() const;
 
-  // How many vectors the device has for `kind` (VFIO_DEVICE_GET_IRQ_INFO), without
-  // enabling any: 0 when it does not implement it. io_error when the kernel refuses.
+  // See Device::vector_count: VFIO_DEVICE_GET_IRQ_INFO's count, 0 for a kind the device
+  // does not implement.
   Result<unsigned> vector_count(IrqKind kind) const override;
 
   // What the kernel says of region `index`. Fails with not_found past the last region.
@@ -229,17 +229,17 @@ class VfioDevice final : public Device {
   // Opens region `index`. Fails with not_found for an unimplemented region (size 0) and
   // permission_denied for a writable open of a read-only region.
   Result<VfioRegion> open_region(std::uint32_t index, const VfioRegionOptions& options = {}) const;
-  // open_region(kVfioBar0Region + bar) for the Device interface; not_found past BAR5.
+  // open_region(kVfioBar0Region + bar) for the Device interface (see Device::open_bar);
+  // not_found past BAR5.
   Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override;
   // VfioInterrupts::enable behind the Device interface.
   Result<std::unique_ptr<Interrupts>> enable_interrupts(IrqKind kind, unsigned count = 1) const override;
   // DmaAllocator::create of the device's container.
   Result<DmaAllocator> dma_allocator() const override;
 
-  // Sets (or clears) Bus Master Enable in the command register, with Memory Space Enable
-  // when setting it (PCI Local Bus 3.0, 6.2.2). A device does no DMA until Bus Master
-  // Enable is set, and VFIO does not set it for you. A device without a reset must be
-  // quiesced before this (see the top of this header).
+  // See Device::enable_bus_master: through the config region (VFIO does not set Bus
+  // Master Enable for you). A device without a reset must be quiesced before this (see the
+  // top of this header).
   Result<void> enable_bus_master(bool enable = true) const override;
 
   // Resets the device (FLR or another method vfio-pci picked); not_supported when it has
@@ -264,10 +264,11 @@ class VfioDevice final : public Device {
 // disables the interrupts, then closes the eventfds. Keeps its device open.
 class VfioInterrupts final : public Interrupts {
  public:
-  // Enables `count` vectors of `kind`. Fails with out_of_range when the device has fewer;
-  // with busy when this kind is already enabled through another VfioInterrupts of the
-  // device (two owners of one kind would take each other's vectors away), or when another
-  // of INTx, MSI and MSI-X is (a device uses one at a time; disable it first).
+  // Enables `count` vectors of `kind`. Fails with out_of_range when the device has fewer
+  // (or `count` is 0); with busy when this kind is already enabled through another
+  // VfioInterrupts of the device (two owners of one kind would take each other's vectors
+  // away), or when another of INTx, MSI and MSI-X is (a device uses one at a time; disable
+  // it first); with invalid_argument for an empty device; or with the kernel's error.
   static Result<VfioInterrupts> enable(const VfioDevice& device, IrqKind kind, unsigned count = 1);
   // An empty set (valid() false), for a struct built step by step.
   VfioInterrupts() = default;
@@ -284,19 +285,20 @@ class VfioInterrupts final : public Interrupts {
   Result<int> eventfd(unsigned vector) const;
   Result<int> fd(unsigned vector) const override { return eventfd(vector); }
   Result<std::uint64_t> consume(unsigned vector) const override;
-  // Waits up to `timeout` for `vector`; returns how many interrupts arrived since the last
-  // wait, 0 when the timeout passed. INTx stays masked until unmask_intx() (rearm()).
+  // See Interrupts::wait. INTx stays masked until unmask_intx() (rearm()).
   Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const override;
-  // Unmasks INTx after the device's interrupt has been acknowledged.
+  // Unmasks INTx after the device's interrupt has been acknowledged; does nothing for the
+  // other kinds. Fails with invalid_argument when empty, or the kernel's error.
   Result<void> unmask_intx() const;
+  // unmask_intx(), whatever the vector (see Interrupts::rearm).
   Result<void> rearm(unsigned) const override { return unmask_intx(); }
   // Per-vector control (pcie/interrupts.h): INTx through VFIO's mask and unmask actions,
   // one MSI/MSI-X vector by detaching its eventfd and attaching it again.
   Result<void> mask(unsigned vector) const override;
   Result<void> unmask(unsigned vector) const override;
   Result<unsigned> add_vectors(unsigned more) override;
-  // Disables the vectors now and reports what the kernel said; the kind is free for
-  // another VfioInterrupts afterwards.
+  // See Interrupts::disable. The kind is free for another VfioInterrupts afterwards; this
+  // set stays valid() with count() 0.
   Result<void> disable() override;
 
  private:

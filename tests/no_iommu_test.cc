@@ -253,6 +253,38 @@ TEST(DmaAllocatorOverBackends, PhysicalTriesOtherPagesThenGivesUpWithTheBackends
   EXPECT_EQ(backend->mapped, 0u);
 }
 
+// A pool carves one mapped chunk into aligned slices with matching bus addresses, maps a
+// new chunk only when the first is full, and a moved-from pool fails instead of crashing.
+TEST(DmaPoolOverABackend, SlicesAreAlignedAndAMovedFromPoolFailsCleanly) {
+  auto backend = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    static std::uint64_t next = 0x10000000;
+    next += 0x100000;
+    return BusAddress{next};
+  });
+  const DmaAllocator allocator = DmaAllocator::create(backend);
+  auto pool = DmaPool::create(allocator, {}, 8192);
+  ASSERT_TRUE(pool) << pool.error().message();
+  auto a = pool->allocate(100);
+  auto b = pool->allocate(200, 256);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(pool->chunk_count(), 1u);
+  EXPECT_EQ(b->bus_address().value % 256, 0u);
+  EXPECT_EQ(b->bus_address().value - a->bus_address().value,
+            static_cast<std::uint64_t>(b->data() - a->data())) << "CPU and bus offsets agree";
+  auto big = pool->allocate(8000);
+  ASSERT_TRUE(big);
+  EXPECT_EQ(pool->chunk_count(), 2u) << "no room left in the first chunk";
+  EXPECT_FALSE(pool->allocate(0));
+  EXPECT_FALSE(pool->allocate(8193));
+  EXPECT_FALSE(pool->allocate(64, 3));
+  DmaPool moved = std::move(*pool);
+  EXPECT_EQ(pool->chunk_count(), 0u);
+  auto from_empty = pool->allocate(64);
+  ASSERT_FALSE(from_empty);
+  EXPECT_EQ(from_empty.error().code, Errc::invalid_argument);
+  EXPECT_TRUE(moved.allocate(64));
+}
+
 TEST(DmaAllocatorOverBackends, TriesAsManyPiecesAsTheBackendSays) {
   for (const unsigned attempts : {1u, 3u, 20u}) {
     auto backend = std::make_shared<RecordingBackend>(true, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {

@@ -196,9 +196,10 @@ class DmaPool {
   // addresses), zeroed. Fails with invalid_argument for a size of 0 or larger than a chunk,
   // or another alignment; or, when no chunk has room, with DmaAllocator::allocate's error
   // for a new chunk.
+  // A moved-from pool fails with invalid_argument.
   Result<DmaSlice> allocate(std::size_t size, std::size_t alignment = 64);
 
-  // Chunks mapped so far.
+  // Chunks mapped so far; 0 for a moved-from pool.
   std::size_t chunk_count() const;
 
  private:

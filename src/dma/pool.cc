@@ -42,11 +42,13 @@ Result<DmaPool> DmaPool::create(const DmaAllocator& allocator, const DmaBufferOp
 }
 
 std::size_t DmaPool::chunk_count() const {
+  if (!state_) return 0;
   std::lock_guard lock(state_->mutex);
   return state_->chunks.size();
 }
 
 Result<DmaSlice> DmaPool::allocate(std::size_t size, std::size_t alignment) {
+  if (!state_) return std::unexpected(empty_object_error("allocate from DMA pool", "DmaPool", "use DmaPool::create"));
   if (size == 0 || size > state_->chunk_size || alignment == 0 || alignment > kPage || (alignment & (alignment - 1))) {
     return std::unexpected(make_error(Errc::invalid_argument, "allocate from DMA pool",
                                       fmt::format("{} bytes aligned to {}", size, alignment),

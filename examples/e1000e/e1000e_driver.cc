@@ -3,6 +3,7 @@
 #include "examples/e1000e/e1000e_driver.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -26,6 +27,34 @@ constexpr std::uint16_t kMinFrame = 14;  // an Ethernet header; the NIC pads to 
 // to vectors of their own (10.2.4.9, 7.4.2); MSI and INTx have one vector for all.
 constexpr std::uint32_t kMsixCauses = reg::kCauseRxQueue0 | reg::kCauseTxQueue0 | reg::kCauseOther;
 constexpr std::uint32_t kLegacyCauses = reg::kCauseRxTimer | reg::kCauseTxWriteback | reg::kCauseLinkChange;
+
+// Signals per MSI-X vector (receive, transmit, other) since the last look.
+using VectorSignals = std::array<std::uint64_t, 3>;
+
+// Waits up to `timeout` for any of the three vectors, then takes what the others have
+// pending too; nullopt when none fired.
+Result<std::optional<VectorSignals>> wait_msix_vectors(pcie::Interrupts& interrupts, std::chrono::milliseconds timeout) {
+  const pcie::InterruptVector vectors[] = {{&interrupts, 0}, {&interrupts, 1}, {&interrupts, 2}};
+  auto which = pcie::wait_any(vectors, timeout);
+  if (!which) return std::unexpected(which.error());
+  if (!*which) return std::nullopt;
+  VectorSignals fired = {0, 0, 0};
+  fired[**which] = 1;  // wait_any consumed it
+  for (unsigned vector = 0; vector < 3; ++vector) fired[vector] += interrupts.consume(vector).value_or(0);
+  return fired;
+}
+
+void count_vectors(E1000eInterruptCounts& counts, const VectorSignals& fired) {
+  counts.rx += fired[0];
+  counts.tx += fired[1];
+  counts.other += fired[2];
+}
+
+// The IMS bits of the causes whose vectors fired.
+std::uint32_t causes_to_reenable(const VectorSignals& fired) {
+  return (fired[0] ? reg::kCauseRxQueue0 : 0) | (fired[1] ? reg::kCauseTxQueue0 : 0) |
+         (fired[2] ? reg::kCauseOther | reg::kCauseLinkChange : 0);
+}
 
 }  // namespace
 
@@ -318,17 +347,11 @@ Result<bool> E1000eDriver::wait_for_interrupt(std::chrono::milliseconds timeout)
     if (mode_ == E1000eInterruptMode::intx) (void)interrupts_->rearm(0);
     return true;
   }
-  const pcie::InterruptVector vectors[] = {{interrupts_.get(), 0}, {interrupts_.get(), 1}, {interrupts_.get(), 2}};
-  auto which = pcie::wait_any(vectors, timeout);
-  if (!which) return std::unexpected(which.error());
-  if (!*which) return false;
-  std::uint64_t fired[3] = {0, 0, 0};
-  fired[**which] = 1;  // wait_any consumed it
-  for (unsigned vector = 0; vector < 3; ++vector) fired[vector] += interrupts_->consume(vector).value_or(0);
-  interrupt_counts_.rx += fired[0];
-  interrupt_counts_.tx += fired[1];
-  interrupt_counts_.other += fired[2];
-  if (fired[2] != 0) {
+  auto fired = wait_msix_vectors(*interrupts_, timeout);
+  if (!fired) return std::unexpected(fired.error());
+  if (!*fired) return false;
+  count_vectors(interrupt_counts_, **fired);
+  if ((**fired)[2] != 0) {
     // The causes behind OTHER (LSC) are cleared by writing them back: QEMU's model clears
     // nothing on an ICR read in MSI-X mode, and a cause left set would raise the other
     // vector again with every later cause (10.2.4.1). Where the read does clear (the
@@ -343,9 +366,7 @@ Result<bool> E1000eDriver::wait_for_interrupt(std::chrono::milliseconds timeout)
     }
   }
   // Enable the causes that fired again, as the kernel's driver does after each vector.
-  const std::uint32_t again = (fired[0] ? reg::kCauseRxQueue0 : 0) | (fired[1] ? reg::kCauseTxQueue0 : 0) |
-                              (fired[2] ? reg::kCauseOther | reg::kCauseLinkChange : 0);
-  write32(reg::kIms, again);
+  write32(reg::kIms, causes_to_reenable(**fired));
   return true;
 }
 

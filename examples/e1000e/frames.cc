@@ -43,6 +43,19 @@ void release_all(E1000eDriver& nic, std::span<const Packet> packets) {
   for (const Packet& packet : packets) (void)nic.release(packet);
 }
 
+// Posts `made` for transmission; the ones the ring does not take (all of them on an
+// error) go back to the pool. Returns how many were taken.
+Result<std::size_t> post_frames(E1000eDriver& nic, std::span<const Packet> made) {
+  if (made.empty()) return 0;
+  auto taken = nic.tx_batch(made);
+  if (!taken) {
+    release_all(nic, made);
+    return std::unexpected(taken.error());
+  }
+  release_all(nic, made.subspan(*taken));
+  return *taken;
+}
+
 // One loopback copy under way: frame n carries bytes [n * kMaxPayload, ...) of `in`, which
 // land at the same place in `out` when the frame comes back.
 struct LoopbackCopy {
@@ -79,13 +92,8 @@ std::size_t make_frames(LoopbackCopy& copy) {
 // The frames posted: progress is a frame posted or received, not one only made.
 Result<std::size_t> send_frames(LoopbackCopy& copy) {
   const std::size_t made = make_frames(copy);
-  if (made == 0) return 0;
-  auto taken = copy.nic.tx_batch(std::span(copy.packets).first(made));
-  if (!taken) {
-    release_all(copy.nic, std::span(copy.packets).first(made));
-    return std::unexpected(taken.error());
-  }
-  release_all(copy.nic, std::span(copy.packets).subspan(*taken, made - *taken));
+  auto taken = post_frames(copy.nic, std::span(copy.packets).first(made));
+  if (!taken) return std::unexpected(taken.error());
   copy.sent += *taken;
   return *taken;
 }
@@ -121,6 +129,70 @@ Result<std::size_t> receive_frames(LoopbackCopy& copy) {
   return *got;
 }
 
+// One loopback rate measurement under way: frames of frame_bytes, only their headers written.
+struct LoopbackRate {
+  E1000eDriver& nic;
+  std::uint64_t frames = 0;
+  std::uint16_t frame_bytes = 0;
+  std::vector<Packet> packets;  // a batch
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+};
+
+// Makes what the receive side has room for, a batch at most ahead, into rate.packets; how many.
+std::size_t make_rate_frames(LoopbackRate& rate) {
+  const std::size_t batch = rate.packets.size();
+  std::size_t made = 0;
+  while (made < batch && rate.sent + made < rate.frames && rate.sent + made < rate.received + batch) {
+    auto packet = rate.nic.allocate_packet();
+    if (!packet) break;
+    write_header(rate.nic.buffer(*packet), rate.nic.mac(), static_cast<std::uint32_t>(rate.sent + made));
+    packet->length = rate.frame_bytes;
+    rate.packets[made++] = *packet;
+  }
+  return made;
+}
+
+// The frames that came back, straight back to the pool; how many.
+Result<std::size_t> receive_and_release(E1000eDriver& nic, std::span<Packet> packets) {
+  auto got = nic.rx_batch(packets);
+  if (!got) return std::unexpected(got.error());
+  release_all(nic, packets.first(*got));
+  return *got;
+}
+
+// Swaps the addresses of the `received` frames to echo them, up to the first one
+// options.keep_going refuses (the ones after it go to `left`). Returns how many to echo.
+std::size_t turn_around(E1000eDriver& nic, std::span<const Packet> received, const EchoOptions& options,
+                        std::vector<Packet>& left) {
+  for (std::size_t i = 0; i < received.size(); ++i) {
+    if (options.keep_going && !options.keep_going(nic.frame(received[i]))) {
+      // This frame goes back to the pool; the ones after it stay the caller's.
+      (void)nic.release(received[i]);
+      left.assign(received.begin() + static_cast<std::ptrdiff_t>(i) + 1, received.end());
+      return i;
+    }
+    swap_macs(nic.frame(received[i]));
+  }
+  return received.size();
+}
+
+// Sends `frames` back; what the ring does not take is dropped, back to the pool.
+Result<void> send_echoes(E1000eDriver& nic, std::span<const Packet> frames, EchoResult& result) {
+  auto sent = nic.tx_batch(frames);
+  if (!sent) return std::unexpected(sent.error());
+  result.echoed += *sent;
+  result.dropped += frames.size() - *sent;
+  release_all(nic, frames.subspan(*sent));
+  return {};
+}
+
+// Lets the last echoes leave (up to 1 s) before the caller tears the NIC down.
+void drain_transmits(E1000eDriver& nic) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (nic.tx_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) nic.reap_transmitted();
+}
+
 }  // namespace
 
 void swap_macs(std::span<std::byte> frame) {
@@ -150,28 +222,13 @@ Result<EchoResult> echo(E1000eDriver& nic, const EchoOptions& options) {
       continue;
     }
     last_frame = std::chrono::steady_clock::now();
-    std::size_t to_send = *received;
-    for (std::size_t i = 0; i < *received; ++i) {
-      if (options.keep_going && !options.keep_going(nic.frame(batch[i]))) {
-        // This frame goes back to the pool; the ones after it stay the caller's.
-        (void)nic.release(batch[i]);
-        result.left.assign(batch.begin() + static_cast<std::ptrdiff_t>(i) + 1,
-                           batch.begin() + static_cast<std::ptrdiff_t>(*received));
-        to_send = i;
-        stop = true;
-        break;
-      }
-      swap_macs(nic.frame(batch[i]));
+    const std::size_t to_send = turn_around(nic, std::span(batch).first(*received), options, result.left);
+    stop = to_send < *received;  // keep_going refused a frame
+    if (auto sent = send_echoes(nic, std::span(batch).first(to_send), result); !sent) {
+      return std::unexpected(sent.error());
     }
-    auto sent = nic.tx_batch(std::span(batch).first(to_send));
-    if (!sent) return std::unexpected(sent.error());
-    result.echoed += *sent;
-    result.dropped += to_send - *sent;
-    release_all(nic, std::span(batch).subspan(*sent, to_send - *sent));
   }
-  // Let the last echoes leave before the caller tears the NIC down.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-  while (nic.tx_in_flight() > 0 && std::chrono::steady_clock::now() < deadline) nic.reap_transmitted();
+  drain_transmits(nic);
   return result;
 }
 
@@ -210,42 +267,26 @@ Result<RateResult> loopback_rate(E1000eDriver& nic, std::size_t batch, std::uint
     return std::unexpected(make_error(Errc::invalid_argument, "loopback rate", name,
                                       "the batch is 0 or the frame size is outside 60..1514"));
   }
-  std::vector<Packet> packets(batch);
-  std::uint64_t sent = 0;
-  std::uint64_t received = 0;
+  LoopbackRate rate{.nic = nic, .frames = frames, .frame_bytes = frame_bytes, .packets = std::vector<Packet>(batch)};
   auto last_progress = std::chrono::steady_clock::now();
   const auto start = last_progress;
-  while (received < frames) {
-    std::size_t made = 0;
-    while (made < batch && sent + made < frames && sent + made < received + batch) {
-      auto packet = nic.allocate_packet();
-      if (!packet) break;
-      write_header(nic.buffer(*packet), nic.mac(), static_cast<std::uint32_t>(sent + made));
-      packet->length = frame_bytes;
-      packets[made++] = *packet;
-    }
-    if (made > 0) {
-      auto taken = nic.tx_batch(std::span(packets).first(made));
-      if (!taken) {
-        release_all(nic, std::span(packets).first(made));
-        return std::unexpected(taken.error());
-      }
-      release_all(nic, std::span(packets).subspan(*taken, made - *taken));
-      sent += *taken;
-    }
-    auto got = nic.rx_batch(packets);
+  while (rate.received < frames) {
+    const std::size_t made = make_rate_frames(rate);
+    auto posted = post_frames(nic, std::span(rate.packets).first(made));
+    if (!posted) return std::unexpected(posted.error());
+    rate.sent += *posted;
+    auto got = receive_and_release(nic, rate.packets);
     if (!got) return std::unexpected(got.error());
-    release_all(nic, std::span(packets).first(*got));
-    received += *got;
+    rate.received += *got;
     if (*got > 0) {
       last_progress = std::chrono::steady_clock::now();
     } else if (std::chrono::steady_clock::now() - last_progress > std::chrono::seconds(1)) {
       return std::unexpected(make_error(Errc::io_error, "loopback rate", name,
-                                        std::to_string(received) + " of " + std::to_string(frames) +
+                                        std::to_string(rate.received) + " of " + std::to_string(frames) +
                                             " frames came back; none for 1 s"));
     }
   }
-  return RateResult{.frames = received,
+  return RateResult{.frames = rate.received,
                     .elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)};
 }
 

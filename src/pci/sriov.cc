@@ -48,6 +48,62 @@ Result<void> write_numvfs(const SysfsPaths& paths, const Bdf& pf, unsigned count
   return std::unexpected(error);
 }
 
+// Removing VFs: refuse while any is bound (fail closed on what cannot be read).
+Result<void> refuse_bound_vfs(const SriovState& state, const Bdf& pf) {
+  std::vector<std::string> in_use;
+  for (const VirtualFunction& vf : state.vfs) {
+    if (vf.driver) in_use.push_back(fmt::format("{} (bound to {})", vf.bdf.to_string(), *vf.driver));
+  }
+  if (in_use.empty()) return {};
+  return std::unexpected(make_error(Errc::busy, "set VF count", pf.to_string(),
+                                    fmt::format("its VFs are in use: {}", fmt::join(in_use, ", ")),
+                                    "unbind them first (pciectl unbind BDF), or force"));
+}
+
+Result<void> write_drivers_autoprobe(const std::string& dir, bool autoprobe) {
+  return sys::write_text_file(dir + "/sriov_drivers_autoprobe", autoprobe ? "1" : "0", "set sriov_drivers_autoprobe");
+}
+
+// Polls the PF's state until `count` VFs appear or `settle` has passed: the VFs'
+// directories appear as the kernel adds them.
+Result<SriovState> wait_for_vfs(const SysfsPaths& paths, const Bdf& pf, unsigned count,
+                                std::chrono::milliseconds settle) {
+  const auto deadline = std::chrono::steady_clock::now() + settle;
+  for (;;) {
+    auto state = sriov_state(paths, pf);
+    if (!state) return std::unexpected(state.error());
+    if (state->vfs.size() == count) return state;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return std::unexpected(make_error(Errc::io_error, "set VF count", pf.to_string(),
+                                        fmt::format("sriov_numvfs took {}, but {} VFs appear after {} ms", count,
+                                                    state->vfs.size(), settle.count())));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+// Goes from `current` VFs to `count` (through 0: the kernel changes a nonzero count only
+// to 0), then waits for them to appear.
+Result<SriovState> change_vf_count(const SysfsPaths& paths, const Bdf& pf, unsigned current, unsigned count,
+                                   std::chrono::milliseconds settle) {
+  if (current != 0 && count != 0) {
+    if (auto cleared = write_numvfs(paths, pf, 0); !cleared) return std::unexpected(cleared.error());
+  }
+  if (auto set = write_numvfs(paths, pf, count); !set) return std::unexpected(set.error());
+  return wait_for_vfs(paths, pf, count, settle);
+}
+
+// Binds every VF not yet bound to options.bind_driver to it, in order.
+Result<void> bind_vfs(const SysfsPaths& paths, const SriovState& state, const SetVfCountOptions& options) {
+  for (const VirtualFunction& vf : state.vfs) {
+    if (vf.driver == options.bind_driver) continue;
+    if (auto bound = bind_driver(paths, vf.bdf, options.bind_driver, BindOptions{.force = options.force}); !bound) {
+      return std::unexpected(bound.error());
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<SriovState> sriov_state(const SysfsPaths& paths, const Bdf& pf) {
@@ -93,54 +149,21 @@ Result<SriovState> set_vf_count(const SysfsPaths& paths, const Bdf& pf, unsigned
     return std::unexpected(make_error(Errc::out_of_range, "set VF count", pf.to_string(),
                                       fmt::format("{} VFs asked, the device offers {}", count, state->total_vfs)));
   }
-  if (count != state->num_vfs && state->num_vfs != 0) {
-    // Removing VFs: refuse while any is bound (fail closed on what cannot be read).
-    std::vector<std::string> in_use;
-    for (const VirtualFunction& vf : state->vfs) {
-      if (vf.driver) in_use.push_back(fmt::format("{} (bound to {})", vf.bdf.to_string(), *vf.driver));
-    }
-    if (!in_use.empty() && !options.force) {
-      return std::unexpected(make_error(Errc::busy, "set VF count", pf.to_string(),
-                                        fmt::format("its VFs are in use: {}", fmt::join(in_use, ", ")),
-                                        "unbind them first (pciectl unbind BDF), or force"));
-    }
+  if (count != state->num_vfs && state->num_vfs != 0 && !options.force) {
+    if (auto unbound = refuse_bound_vfs(*state, pf); !unbound) return std::unexpected(unbound.error());
   }
-  const std::string dir = paths.device_dir(pf);
   if (options.drivers_autoprobe) {
-    if (auto set = sys::write_text_file(dir + "/sriov_drivers_autoprobe", *options.drivers_autoprobe ? "1" : "0",
-                                        "set sriov_drivers_autoprobe");
-        !set) {
+    if (auto set = write_drivers_autoprobe(paths.device_dir(pf), *options.drivers_autoprobe); !set) {
       return std::unexpected(set.error());
     }
   }
   if (count != state->num_vfs) {
-    if (state->num_vfs != 0 && count != 0) {
-      if (auto cleared = write_numvfs(paths, pf, 0); !cleared) return std::unexpected(cleared.error());
-    }
-    if (auto set = write_numvfs(paths, pf, count); !set) return std::unexpected(set.error());
-    // The VFs' directories appear as the kernel adds them.
-    const auto deadline = std::chrono::steady_clock::now() + options.settle;
-    for (;;) {
-      state = sriov_state(paths, pf);
-      if (!state) return std::unexpected(state.error());
-      if (state->vfs.size() == count || std::chrono::steady_clock::now() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    if (state->vfs.size() != count) {
-      return std::unexpected(make_error(Errc::io_error, "set VF count", pf.to_string(),
-                                        fmt::format("sriov_numvfs took {}, but {} VFs appear after {} ms", count,
-                                                    state->vfs.size(), options.settle.count())));
-    }
+    state = change_vf_count(paths, pf, state->num_vfs, count, options.settle);
+    if (!state) return std::unexpected(state.error());
   }
   if (!options.bind_driver.empty()) {
-    for (const VirtualFunction& vf : state->vfs) {
-      if (vf.driver == options.bind_driver) continue;
-      if (auto bound = bind_driver(paths, vf.bdf, options.bind_driver, BindOptions{.force = options.force}); !bound) {
-        return std::unexpected(bound.error());
-      }
-    }
-    state = sriov_state(paths, pf);
-    if (!state) return std::unexpected(state.error());
+    if (auto bound = bind_vfs(paths, *state, options); !bound) return std::unexpected(bound.error());
+    return sriov_state(paths, pf);
   }
   return state;
 }

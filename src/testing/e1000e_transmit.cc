@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "src/testing/e1000e_core.h"
@@ -11,6 +14,40 @@
 namespace pcie::testing {
 
 using namespace e1000e;
+
+namespace {
+
+// Why a transmit descriptor's frame is dropped, or nullopt for a legacy descriptor the
+// model takes.
+std::optional<std::string> descriptor_problem(std::uint32_t index, std::uint8_t command, std::uint32_t length) {
+  if (command & kTxDext) {
+    return fmt::format("TX descriptor {} has DEXT set (a context or data descriptor); the model takes legacy "
+                       "descriptors only: its frame is dropped",
+                       index);
+  }
+  if (length == 0 || length > kMaxTxBuffer) {
+    return fmt::format("TX descriptor {} has length {}; a legacy descriptor's buffer is 1 to {} bytes: its "
+                       "frame is dropped",
+                       index, length, kMaxTxBuffer);
+  }
+  return std::nullopt;
+}
+
+std::string too_many_descriptors(std::uint32_t index, unsigned descriptors) {
+  return fmt::format("TX descriptor {} is the {}th of a frame without EOP; a frame spans at most {} "
+                     "descriptors: it is dropped",
+                     index, descriptors, kMaxTxDescriptorsPerFrame);
+}
+
+// The upper 4 bytes (status, CSS, special) with DD, as QEMU writes them back.
+std::array<std::byte, 4> done_status(const Descriptor& descriptor) {
+  std::array<std::byte, 4> upper;
+  std::copy(descriptor.begin() + 12, descriptor.begin() + 16, upper.begin());
+  upper[0] |= std::byte{kTxDd};
+  return upper;
+}
+
+}  // namespace
 
 std::size_t E1000eModel::Core::transmit() {
   std::size_t sent = 0;
@@ -41,19 +78,8 @@ std::optional<bool> E1000eModel::Core::transmit_one(std::uint32_t& causes) {
   const std::uint64_t buffer = load(*descriptor, 0, 8);
   const auto length = static_cast<std::uint32_t>(load(*descriptor, 8, 2));
   const auto command = static_cast<std::uint8_t>(load(*descriptor, 11, 1));
-  if (command & kTxDext) {
-    violation(e1000e_rule::kTxDescriptor,
-              fmt::format("TX descriptor {} has DEXT set (a context or data descriptor); the model takes legacy "
-                          "descriptors only: its frame is dropped",
-                          index),
-              kCiteTransmit);
-    tx_frame.dropped = true;
-  } else if (length == 0 || length > kMaxTxBuffer) {
-    violation(e1000e_rule::kTxDescriptor,
-              fmt::format("TX descriptor {} has length {}; a legacy descriptor's buffer is 1 to {} bytes: its "
-                          "frame is dropped",
-                          index, length, kMaxTxBuffer),
-              kCiteTransmit);
+  if (const std::optional<std::string> problem = descriptor_problem(index, command, length)) {
+    violation(e1000e_rule::kTxDescriptor, *problem, kCiteTransmit);
     tx_frame.dropped = true;
   } else if (!tx_frame.dropped) {
     const std::size_t at = tx_frame.bytes.size();
@@ -66,20 +92,12 @@ std::optional<bool> E1000eModel::Core::transmit_one(std::uint32_t& causes) {
   }
   ++tx_frame.descriptors;
   if (!(command & kTxEop) && tx_frame.descriptors == kMaxTxDescriptorsPerFrame + 1) {
-    violation(e1000e_rule::kTxNoEop,
-              fmt::format("TX descriptor {} is the {}th of a frame without EOP; a frame spans at most {} "
-                          "descriptors: it is dropped",
-                          index, tx_frame.descriptors, kMaxTxDescriptorsPerFrame),
-              kCiteTransmit);
+    violation(e1000e_rule::kTxNoEop, too_many_descriptors(index, tx_frame.descriptors), kCiteTransmit);
     tx_frame.dropped = true;
   }
   const bool sent = (command & kTxEop) ? finish_frame() : false;
   if ((command & kTxRs) || (reg(kIvar) & kIvarTxEveryWriteback)) {
-    // The upper 4 bytes (status, CSS, special) with DD, as QEMU writes them back.
-    Descriptor done = *descriptor;
-    done[12] |= std::byte{kTxDd};
-    const std::span<const std::byte> upper(done.data() + 12, 4);
-    if (!dma_write(address + 12, upper, fmt::format("TX descriptor {}'s status", index))) {
+    if (!dma_write(address + 12, done_status(*descriptor), fmt::format("TX descriptor {}'s status", index))) {
       tx.halted = true;
       return std::nullopt;
     }

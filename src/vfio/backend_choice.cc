@@ -86,52 +86,71 @@ bool may_fall_back_to_type1(const VfioPaths& paths, const Bdf& bdf, const Error&
   return cdev_unusable && sysfs::device_driver(paths.sysfs, bdf).value_or(std::nullopt) == "vfio-pci";
 }
 
-Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainerOptions& options) {
-  ChosenBackend chosen;
-  chosen.requested = options.backend;
-  std::string asked_by = "VfioContainerOptions::backend";
-  if (chosen.requested == VfioIommuBackend::automatic) {
-    if (const char* value = std::getenv(kVfioBackendVariable); value != nullptr && *value != '\0') {
-      auto parsed = parse_vfio_iommu_backend(value);
-      if (!parsed) {
-        Error error = parsed.error();
-        error.object = fmt::format("{}={}", kVfioBackendVariable, value);
-        return std::unexpected(error);
-      }
-      chosen.requested = *parsed;
-      asked_by = fmt::format("{}={}", kVfioBackendVariable, value);
-    }
+namespace {
+
+struct BackendRequest {
+  VfioIommuBackend backend;
+  std::string asked_by;  // who asked: the option, or the environment variable with its value
+};
+
+// options.backend, or where that is automatic, PCIE_VFIO_BACKEND when set and not empty.
+Result<BackendRequest> requested_backend(const VfioContainerOptions& options) {
+  BackendRequest request{options.backend, "VfioContainerOptions::backend"};
+  if (request.backend != VfioIommuBackend::automatic) return request;
+  const char* value = std::getenv(kVfioBackendVariable);
+  if (value == nullptr || *value == '\0') return request;
+  auto parsed = parse_vfio_iommu_backend(value);
+  if (!parsed) {
+    Error error = parsed.error();
+    error.object = fmt::format("{}={}", kVfioBackendVariable, value);
+    return std::unexpected(error);
   }
+  return BackendRequest{*parsed, fmt::format("{}={}", kVfioBackendVariable, value)};
+}
+
+// Nothing asked for: iommufd where the kernel gives VFIO devices cdevs and /dev/iommu
+// opens, type1 otherwise (saying why).
+void choose_automatically(const VfioPaths& paths, ChosenBackend& chosen) {
+  if (!kernel_has_device_cdevs(paths)) {
+    chosen.choice = {VfioIommuBackend::type1,
+                     fmt::format("type1: the kernel gives VFIO devices no cdevs (none in {}), which iommufd needs",
+                                 paths.vfio_dev_class)};
+    return;
+  }
+  auto context = open_iommufd(paths);
+  if (!context) {
+    chosen.choice = {VfioIommuBackend::type1, fmt::format("type1: iommufd unusable ({}: {})", context.error().object,
+                                                              context.error().reason)};
+    return;
+  }
+  chosen.iommufd = std::move(*context);
+  chosen.choice = {VfioIommuBackend::iommufd,
+                   fmt::format("iommufd: {} opens and the kernel gives VFIO devices cdevs", paths.dev_iommu)};
+}
+
+}  // namespace
+
+Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainerOptions& options) {
+  auto request = requested_backend(options);
+  if (!request) return std::unexpected(request.error());
+  ChosenBackend chosen;
+  chosen.requested = request->backend;
   switch (chosen.requested) {
     case VfioIommuBackend::type1:
-      chosen.choice = {VfioIommuBackend::type1, fmt::format("type1: asked for ({})", asked_by)};
+      chosen.choice = {VfioIommuBackend::type1, fmt::format("type1: asked for ({})", request->asked_by)};
       return chosen;
     case VfioIommuBackend::iommufd: {
       auto context = open_iommufd(paths);
       if (!context) return std::unexpected(context.error());
       if (!kernel_has_device_cdevs(paths)) return std::unexpected(no_device_cdevs(paths));
       chosen.iommufd = std::move(*context);
-      chosen.choice = {VfioIommuBackend::iommufd, fmt::format("iommufd: asked for ({})", asked_by)};
+      chosen.choice = {VfioIommuBackend::iommufd, fmt::format("iommufd: asked for ({})", request->asked_by)};
       return chosen;
     }
     case VfioIommuBackend::automatic:
       break;
   }
-  if (!kernel_has_device_cdevs(paths)) {
-    chosen.choice = {VfioIommuBackend::type1,
-                     fmt::format("type1: the kernel gives VFIO devices no cdevs (none in {}), which iommufd needs",
-                                 paths.vfio_dev_class)};
-    return chosen;
-  }
-  auto context = open_iommufd(paths);
-  if (!context) {
-    chosen.choice = {VfioIommuBackend::type1, fmt::format("type1: iommufd unusable ({}: {})", context.error().object,
-                                                              context.error().reason)};
-    return chosen;
-  }
-  chosen.iommufd = std::move(*context);
-  chosen.choice = {VfioIommuBackend::iommufd,
-                   fmt::format("iommufd: {} opens and the kernel gives VFIO devices cdevs", paths.dev_iommu)};
+  choose_automatically(paths, chosen);
   return chosen;
 }
 

@@ -23,6 +23,54 @@ std::string group_node(const VfioContainerState& state, int group) {
   return state.paths.dev_vfio + "/" + std::to_string(group);
 }
 
+// Why IOMMUFD_DEVICE_BIND refused the device: a group that is not viable, or an owner already.
+Error explain_bind_failure(const VfioContainerState& state, const Bdf& bdf, const Error& raw) {
+  const int code = raw.sys_errno;
+  const VfioFailureContext context = vfio_detail::failure_context(state.paths, bdf);
+  const bool viable = std::all_of(context.members.begin(), context.members.end(), vfio_member_allows_viability);
+  if (!viable) {
+    // iommufd claims DMA ownership of the whole group (iommu_device_claim_dma_owner),
+    // which a device bound to a kernel driver in the same group forbids (EPERM on 6.12).
+    return explain_vfio_failure(raw, "viable", context);
+  }
+  if (code == EBUSY || code == EINVAL) {
+    // EINVAL: the device is open through another cdev (vfio_df_open allows one opener
+    // there); EBUSY: its group node is open (vfio_device_block_group).
+    Error error = raw;
+    error.code = Errc::busy;
+    error.reason = fmt::format("{} is already open (another process, or another container in this one, holds it "
+                               "through its cdev or its group)",
+                               bdf.to_string());
+    error.hint = fmt::format("a device has one owner; find the holder with `fuser {}/devices/* {}`",
+                             state.paths.dev_vfio,
+                             context.group ? group_node(state, *context.group) : state.paths.dev_vfio + "/*");
+    return error;
+  }
+  return raw;
+}
+
+Error explain_attach_failure(Error error) {
+  if (error.sys_errno == EADDRINUSE) {
+    error.reason = "the device reserves IOVAs that buffers mapped in this container already use";
+    error.hint = "open every device of the container before allocating DMA buffers";
+  }
+  return error;
+}
+
+// Reads the IOAS's usable IOVA ranges into `state`, and keeps its IOVA allocator within them.
+Result<void> take_iova_ranges(VfioContainerState& state) {
+  auto ranges = sys::iommufd::ioas_iova_ranges(state.fd.get(), state.ioas);
+  if (!ranges) return std::unexpected(ranges.error());
+  state.iova_ranges = ranges->ranges;
+  state.iova_alignment = ranges->alignment;
+  if (state.iovas) {
+    state.iovas->restrict_to(state.iova_ranges);
+  } else if (!state.iova_ranges.empty()) {
+    state.iovas.emplace(state.iova_ranges);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::string> find_device_cdev(const VfioPaths& paths, const Bdf& bdf) {
@@ -91,48 +139,10 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
 Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf) {
   const std::string name = bdf.to_string();
   auto device_id = sys::iommufd::device_bind(device_fd, state.fd.get(), name);
-  if (!device_id) {
-    const int code = device_id.error().sys_errno;
-    const VfioFailureContext context = vfio_detail::failure_context(state.paths, bdf);
-    const bool viable = std::all_of(context.members.begin(), context.members.end(), vfio_member_allows_viability);
-    if (!viable) {
-      // iommufd claims DMA ownership of the whole group (iommu_device_claim_dma_owner),
-      // which a device bound to a kernel driver in the same group forbids (EPERM on 6.12).
-      return std::unexpected(explain_vfio_failure(device_id.error(), "viable", context));
-    }
-    if (code == EBUSY || code == EINVAL) {
-      // EINVAL: the device is open through another cdev (vfio_df_open allows one opener
-      // there); EBUSY: its group node is open (vfio_device_block_group).
-      Error error = device_id.error();
-      error.code = Errc::busy;
-      error.reason = fmt::format("{} is already open (another process, or another container in this one, holds it "
-                                 "through its cdev or its group)",
-                                 name);
-      error.hint = fmt::format("a device has one owner; find the holder with `fuser {}/devices/* {}`",
-                               state.paths.dev_vfio,
-                               context.group ? group_node(state, *context.group) : state.paths.dev_vfio + "/*");
-      return std::unexpected(error);
-    }
-    return std::unexpected(device_id.error());
-  }
+  if (!device_id) return std::unexpected(explain_bind_failure(state, bdf, device_id.error()));
   auto attached = sys::iommufd::device_attach(device_fd, state.ioas, name);
-  if (!attached) {
-    Error error = attached.error();
-    if (error.sys_errno == EADDRINUSE) {
-      error.reason = "the device reserves IOVAs that buffers mapped in this container already use";
-      error.hint = "open every device of the container before allocating DMA buffers";
-    }
-    return std::unexpected(error);
-  }
-  auto ranges = sys::iommufd::ioas_iova_ranges(state.fd.get(), state.ioas);
-  if (!ranges) return std::unexpected(ranges.error());
-  state.iova_ranges = ranges->ranges;
-  state.iova_alignment = ranges->alignment;
-  if (state.iovas) {
-    state.iovas->restrict_to(state.iova_ranges);
-  } else if (!state.iova_ranges.empty()) {
-    state.iovas.emplace(state.iova_ranges);
-  }
+  if (!attached) return std::unexpected(explain_attach_failure(attached.error()));
+  if (auto ranges = take_iova_ranges(state); !ranges) return std::unexpected(ranges.error());
   return *device_id;
 }
 

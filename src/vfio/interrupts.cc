@@ -45,6 +45,50 @@ Error empty_error(std::string operation) {
                             "enable interrupts (VfioInterrupts::enable) and move them in");
 }
 
+// out_of_range when `current` enabled vectors and `more` exceed the `available` ones.
+Result<void> check_room(const std::string& name, unsigned current, unsigned more, unsigned available) {
+  if (more <= available - std::min<unsigned>(available, current)) return {};
+  return std::unexpected(make_error(Errc::out_of_range, "add interrupt vectors", name,
+                                    fmt::format("{} enabled and {} more asked; the device has {}", current, more,
+                                                available)));
+}
+
+// The enabled vectors as the kernel holds them: each one's eventfd, -1 for a masked
+// vector (which stays detached).
+std::vector<int> attached_eventfds(const std::vector<UniqueFd>& eventfds, const std::vector<bool>& masked) {
+  std::vector<int> attached;
+  for (std::size_t i = 0; i < eventfds.size(); ++i) attached.push_back(masked[i] ? -1 : eventfds[i].get());
+  return attached;
+}
+
+struct EnableLargerFailure {
+  Error error;
+  bool set_disabled = false;  // the previous set could not be enabled again either
+};
+
+// The kernel sizes the set when it is enabled: enable it again, larger, with the same
+// eventfds (`before`) followed by `added`.
+std::expected<void, EnableLargerFailure> enable_larger(int device_fd, std::uint32_t index,
+                                                       const std::vector<int>& before, const std::vector<int>& added,
+                                                       const std::string& name) {
+  std::vector<int> all = before;
+  all.insert(all.end(), added.begin(), added.end());
+  if (auto off = sys::vfio::set_irq_eventfds(device_fd, index, {}, name); !off) {
+    return std::unexpected(EnableLargerFailure{off.error()});
+  }
+  auto on = sys::vfio::set_irq_eventfds(device_fd, index, all, name);
+  if (on) return {};
+  // Put the old set back, so that a refusal leaves the vectors as they were.
+  auto restored = sys::vfio::set_irq_eventfds(device_fd, index, before, name);
+  if (restored) return std::unexpected(EnableLargerFailure{on.error()});
+  // Both refused: the kind is off now. Say so.
+  Error error = on.error();
+  error.reason += "; enabling the previous " + std::to_string(before.size()) +
+                  " vectors again failed too (" + restored.error().reason + "): the set is now disabled";
+  error.hint = "enable the interrupts again";
+  return std::unexpected(EnableLargerFailure{error, true});
+}
+
 }  // namespace
 
 Result<unsigned> VfioDevice::vector_count(IrqKind kind) const {
@@ -194,11 +238,7 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
   auto info = sys::vfio::irq_info(device_->fd.get(), index, name_);
   if (!info) return std::unexpected(info.error());
   const unsigned current = count();
-  if (more > info->count - std::min<unsigned>(info->count, current)) {
-    return std::unexpected(make_error(Errc::out_of_range, "add interrupt vectors", name_,
-                                      fmt::format("{} enabled and {} more asked; the device has {}", current, more,
-                                                  info->count)));
-  }
+  if (auto room = check_room(name_, current, more, info->count); !room) return std::unexpected(room.error());
   if (more == 0) return current;
   auto added = sys::make_eventfds(more);
   if (!added) return std::unexpected(added.error());
@@ -208,29 +248,15 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
     // Linux 6.5+ allocates MSI-X vectors on demand: the new ones join the enabled set.
     auto grown = sys::vfio::set_irq_eventfds_from(device_fd, index, current, added->raw, name_);
     if (!grown) return std::unexpected(grown.error());
-  } else {
-    // The kernel sizes the set when it is enabled: enable it again, larger, with the same
-    // eventfds (a masked vector stays detached).
-    std::vector<int> all;
-    for (unsigned i = 0; i < current; ++i) all.push_back(masked_[i] ? -1 : eventfds_[i].get());
-    const std::vector<int> before = all;
-    all.insert(all.end(), added->raw.begin(), added->raw.end());
-    if (auto off = sys::vfio::set_irq_eventfds(device_fd, index, {}, name_); !off) return std::unexpected(off.error());
-    if (auto on = sys::vfio::set_irq_eventfds(device_fd, index, all, name_); !on) {
-      // Put the old set back, so that a refusal leaves the vectors as they were.
-      if (auto restored = sys::vfio::set_irq_eventfds(device_fd, index, before, name_); !restored) {
-        // Both refused: the kind is off now. Say so, and hold nothing that claims otherwise.
-        device_->irq_indexes_in_use &= ~bit_of(index);
-        eventfds_.clear();
-        masked_.clear();
-        Error error = on.error();
-        error.reason += "; enabling the previous " + std::to_string(before.size()) +
-                        " vectors again failed too (" + restored.error().reason + "): the set is now disabled";
-        error.hint = "enable the interrupts again";
-        return std::unexpected(error);
-      }
-      return std::unexpected(on.error());
+  } else if (auto larger = enable_larger(device_fd, index, attached_eventfds(eventfds_, masked_), added->raw, name_);
+             !larger) {
+    if (larger.error().set_disabled) {
+      // The kind is off now: hold nothing that claims otherwise.
+      device_->irq_indexes_in_use &= ~bit_of(index);
+      eventfds_.clear();
+      masked_.clear();
     }
+    return std::unexpected(larger.error().error);
   }
   for (UniqueFd& fd : added->owned) eventfds_.push_back(std::move(fd));
   masked_.resize(eventfds_.size(), false);

@@ -182,8 +182,9 @@ void E1000eDriver::read_mac() {
   write32(reg::kRah0, (high & 0xffffu) | (1u << 31));
 }
 
-Result<std::uint32_t> E1000eDriver::poll(std::uint64_t offset, bool (*done)(std::uint32_t), std::chrono::milliseconds timeout,
-                                         const char* operation, const std::string& awaited) const {
+Result<pcie::WaitResult<std::uint32_t>> E1000eDriver::wait_register(std::uint64_t offset, bool (*done)(std::uint32_t),
+                                                                   std::chrono::milliseconds timeout,
+                                                                   const char* operation) const {
   auto waited = pcie::wait_until([this, offset] { return read32(offset); },
                                  [done](std::uint32_t value) { return value == ~0u || done(value); },
                                  {.timeout = timeout, .spin = std::chrono::microseconds(10)});
@@ -192,6 +193,13 @@ Result<std::uint32_t> E1000eDriver::poll(std::uint64_t offset, bool (*done)(std:
     return std::unexpected(make_error(Errc::device_removed, operation, device_->bdf().to_string(),
                                       "the NIC's registers read all ones: it is gone"));
   }
+  return *waited;
+}
+
+Result<std::uint32_t> E1000eDriver::poll(std::uint64_t offset, bool (*done)(std::uint32_t), std::chrono::milliseconds timeout,
+                                         const char* operation, const std::string& awaited) const {
+  auto waited = wait_register(offset, done, timeout, operation);
+  if (!waited) return std::unexpected(waited.error());
   if (!waited->matched) {
     return std::unexpected(make_error(Errc::io_error, operation, device_->bdf().to_string(),
                                       awaited + " not within " + std::to_string(timeout.count()) + " ms"));
@@ -206,12 +214,12 @@ Result<void> E1000eDriver::reset_nic() {
   // has been loaded again (EECD.AUTO_RD, as the kernel's e1000e_get_auto_rd_done).
   const auto timeout = options_.reset_timeout;
   if (auto stopped = stop_nic(*bar0_); !stopped) return stopped;
-  auto idle = poll(reg::kStatus, [](std::uint32_t status) { return (status & reg::kStatusMasterEnabled) == 0; }, timeout,
-                   "reset e1000e", "STATUS.GIO Master Enable clear after GIO Master Disable");
+  auto idle = wait_register(reg::kStatus, [](std::uint32_t status) { return (status & reg::kStatusMasterEnabled) == 0; },
+                            timeout, "reset e1000e");
   // Requests that never drain are no reason to leave the NIC unreset (5.2.3.3: software
-  // resets after the wait either way); a NIC that is gone is.
-  if (!idle && idle.error().code != Errc::io_error) return std::unexpected(idle.error());
-  if (!idle) ++stats_.resets_without_drain;
+  // resets after the wait either way); a NIC that is gone, or a failed wait, is.
+  if (!idle) return std::unexpected(idle.error());
+  if (!idle->matched) ++stats_.resets_without_drain;
   write32(reg::kCtrl, read32(reg::kCtrl) | reg::kCtrlReset);
   auto reset = poll(reg::kCtrl, [](std::uint32_t control) { return (control & reg::kCtrlReset) == 0; }, timeout,
                     "reset e1000e", "CTRL.RST clear");

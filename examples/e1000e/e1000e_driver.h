@@ -195,8 +195,12 @@ class E1000eDriver {
   // the first of a reset); whether no master request is pending (its idle step).
   static pcie::Result<void> stop_nic(pcie::Region& regs);
   static pcie::Result<bool> nic_idle(pcie::Region& regs);
-  // Polls `offset` until `done` holds (its value), device_removed when it reads all ones,
-  // io_error naming `awaited` after `timeout`.
+  // Polls `offset` until `done` holds or `timeout` passes: the last value and whether it
+  // matched; device_removed when it reads all ones, or the wait's own error.
+  pcie::Result<pcie::WaitResult<std::uint32_t>> wait_register(std::uint64_t offset, bool (*done)(std::uint32_t),
+                                                              std::chrono::milliseconds timeout,
+                                                              const char* operation) const;
+  // wait_register(), with io_error naming `awaited` when `done` never held.
   pcie::Result<std::uint32_t> poll(std::uint64_t offset, bool (*done)(std::uint32_t), std::chrono::milliseconds timeout,
                                    const char* operation, const std::string& awaited) const;
   pcie::Result<void> reset_nic();

@@ -832,8 +832,10 @@ TEST(E1000eDriverOnModel, ShutdownStopsTheNicAndRefusesFurtherWork) {
   Packet held = packet_with(*nic, make_frame(kPeer, 60, 2));
   ASSERT_EQ(model.receive(make_frame(nic->mac(), 60, 3)), E1000eRxOutcome::queued);
 
+  const auto resets_before = model.resets();
   ASSERT_TRUE(nic->shutdown());
   EXPECT_FALSE(model.device().bus_master());
+  EXPECT_EQ(model.resets(), resets_before + 1) << "reset once idle, before the interrupts go (as e1000e_down)";
   EXPECT_EQ(model.register_value(e1000e::kRctl) & kRctlEnable, 0u);
   EXPECT_EQ(model.register_value(e1000e::kTctl) & kTctlEnable, 0u);
   std::array<Packet, 4> batch;

@@ -195,6 +195,8 @@ class E1000eDriver {
   // the first of a reset); whether no master request is pending (its idle step).
   static pcie::Result<void> stop_nic(pcie::Region& regs);
   static pcie::Result<bool> nic_idle(pcie::Region& regs);
+  // nic_idle(), and once idle the NIC reset (the quiesce step: nothing armed outlives us).
+  static pcie::Result<bool> idle_then_reset(pcie::Region& regs);
   // Polls `offset` until `done` holds or `timeout` passes: the last value and whether it
   // matched; device_removed when it reads all ones, or the wait's own error.
   pcie::Result<pcie::WaitResult<std::uint32_t>> wait_register(std::uint64_t offset, bool (*done)(std::uint32_t),

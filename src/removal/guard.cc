@@ -86,9 +86,9 @@ void call_previous(const struct sigaction& previous, int signal_number, siginfo_
 
 void forward(int signal_number, siginfo_t* info, void* context) noexcept {
   const struct sigaction previous = previous_of(signal_number).get();
-  const bool has_handler = (previous.sa_flags & SA_SIGINFO) != 0
-                               ? previous.sa_sigaction != nullptr
-                               : previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN;
+  // sa_handler and sa_sigaction share storage: SIG_DFL and SIG_IGN read the same through
+  // either, SA_SIGINFO or not (an SA_SIGINFO action of SIG_IGN is no handler at address 1).
+  const bool has_handler = previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN;
   if (has_handler) {
     call_previous(previous, signal_number, info, context);
     return;

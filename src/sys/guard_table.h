@@ -30,6 +30,8 @@ Result<void> guard_table_prepare();
 Result<int> guard_table_register(void* address, std::size_t length, const Bdf& device);
 // Frees `slot`: waits out a revocation or replacement in flight over its range, so that
 // none lands after this returns. Does nothing for a slot out of range or not registered.
+// The slot number carries no generation: call it once per registration (Mapping does, by
+// exchanging its slot for -1), or it frees whoever registered the slot since.
 void guard_table_unregister(int slot) noexcept;
 // Whether registered `slot` has been (or is being) revoked.
 bool guard_table_revoked(int slot) noexcept;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cstdint>
 
 namespace pcie {
 namespace {
@@ -82,6 +83,19 @@ TEST(Result, ConvertingKeepsAnErrorAnError) {
   EXPECT_EQ(widened.value_or(0), 7);
   const Result<long> failed_copy = failing();
   EXPECT_EQ(failed_copy.error().code, Errc::busy);
+}
+
+// `result == value` is true only for a held value equal to it, in either order (and the
+// fuzzers, built with clang, compile it without -Wambiguous-reversed-operator).
+TEST(Result, ComparesEqualOnlyToAnEqualHeldValue) {
+  const Result<std::uint64_t> five = std::uint64_t{5};
+  const Result<std::uint64_t> failed = std::unexpected(make_error(Errc::busy, "read", "x", "held"));
+  EXPECT_TRUE(five == 5u);
+  EXPECT_TRUE(5u == five);
+  EXPECT_FALSE(five != 5u);
+  EXPECT_TRUE(five != 6u);
+  EXPECT_FALSE(failed == 0u);
+  EXPECT_TRUE(failed != 0u);
 }
 
 }  // namespace pcie

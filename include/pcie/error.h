@@ -76,6 +76,16 @@ class [[nodiscard("an error is a value: check it, or drop it with (void) where i
   Result(Result<U>&& other)
       : std::expected<T, Error>(other.has_value() ? std::expected<T, Error>(std::in_place, std::move(*other))
                                                   : std::expected<T, Error>(std::unexpect, std::move(other.error()))) {}
+
+  // `result == value`: holds a value equal to `value`. Declared for Result itself, so that
+  // clang does not find the base's comparison ambiguous with its reversed form
+  // (-Wambiguous-reversed-operator, C++20 [over.match.oper]).
+  template <class U>
+    requires(!std::is_void_v<T> && !std::is_base_of_v<std::expected<T, Error>, U> &&
+             requires(const T& held, const U& other) { static_cast<bool>(held == other); })
+  friend bool operator==(const Result& result, const U& value) {
+    return result.has_value() && static_cast<bool>(*result == value);
+  }
 };
 
 // Builds an Error without an errno.

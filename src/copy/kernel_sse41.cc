@@ -7,9 +7,16 @@
 #include "src/copy/kernels.h"
 
 #if defined(__x86_64__)
+#include <immintrin.h>
+
+// The code below is compiled for the instruction set named (g++ and clang++ each have
+// their own pragma for it; clang ignores GCC's).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("sse4.1"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("sse4.1")
-#include <immintrin.h>
+#endif
 
 #include "src/copy/span_walk.h"
 #include "src/copy/vector_ops.h"
@@ -20,5 +27,9 @@ constinit const KernelFunctions kSse41Kernel = vector_kernel<16, true>();
 
 }  // namespace pcie::copy_detail
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif

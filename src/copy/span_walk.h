@@ -4,7 +4,7 @@
 // that runs it with a recording Ops (tests/copy_test.cc) checks what every kernel does.
 //
 // Everything here has internal linkage on purpose: each kernel file includes this header
-// after `#pragma GCC target(...)` for its own instruction set, and shared (COMDAT) copies
+// after the pragma that compiles it for its own instruction set, and shared (COMDAT) copies
 // would let the linker run one kernel's AVX-512 code in another's place on CPUs without it.
 // Include only after <cstddef> and <cstdint>, which this header needs and does not include.
 #pragma once

@@ -1,5 +1,5 @@
 // The vector instructions behind the SSE2 / SSE4.1 / AVX2 / AVX-512 / MOVDIR64B kernels.
-// Each kernel file includes this after `#pragma GCC target(...)` and instantiates only the
+// Each kernel file includes this after its target pragma and instantiates only the
 // widths its instruction set has (vector_kernel<Widest, ...>): a template that is never
 // instantiated is never compiled for a target that lacks its instructions, so one text
 // serves every instruction set. (g++ does not define __AVX2__ & co. under the pragma.)

@@ -26,7 +26,9 @@ struct Trap {
 thread_local Trap* current_trap = nullptr;
 thread_local std::vector<std::string>* current_warnings = nullptr;
 
-[[noreturn]] void on_libpci_error(char* format, ...) {
+// GNU's attribute, not [[noreturn]]: libpci declares the callback's type with it (PCI_NONRET),
+// and clang counts it as part of the function's type.
+__attribute__((noreturn)) void on_libpci_error(char* format, ...) {
   const int error_number = errno;  // before anything below can change it
   Trap* trap = current_trap;
   // Reaching libpci outside a guard is a bug in this library, not a runtime error.

@@ -64,30 +64,17 @@ pcie::Bdf parse_bdf(const std::string& text) { return value_or_raise(pcie::Bdf::
 
 pcie::Width width_of(unsigned bits) { return value_or_raise(pcie::width_from_bits(bits)); }
 
+// The paths below a sysfs mount the caller names (a fake tree's <dir>/sys); procfs stays
+// the machine's /proc, which the module has no option for.
 pcie::SysfsPaths sysfs_paths(const std::optional<std::string>& sysfs) {
-  pcie::SysfsPaths paths;
-  if (sysfs) {
-    paths.pci_root = *sysfs + "/bus/pci";
-    paths.lockdown_file = *sysfs + "/kernel/security/lockdown";
-    paths.class_block = *sysfs + "/class/block";
-    paths.class_net = *sysfs + "/class/net";
-    paths.pat_memtype_list = *sysfs + "/kernel/debug/x86/pat_memtype_list";
-  }
-  return paths;
+  return sysfs ? pcie::SysfsPaths::under(*sysfs, "/proc") : pcie::SysfsPaths();
 }
 
 pcie::VfioPaths vfio_paths(const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
-  pcie::VfioPaths paths;
-  paths.sysfs = sysfs_paths(sysfs);
-  if (sysfs) {
-    paths.iommu_groups = *sysfs + "/kernel/iommu_groups";
-    paths.vfio_dev_class = *sysfs + "/class/vfio-dev";
-  }
-  if (dev_vfio) {
-    paths.dev_vfio = *dev_vfio;
-    // iommufd's node beside VFIO's: <dir>/dev/iommu for a fake tree's <dir>/dev/vfio.
-    paths.dev_iommu = std::filesystem::path(*dev_vfio).parent_path().string() + "/iommu";
-  }
+  // iommufd's node beside VFIO's: <dir>/dev/iommu for a fake tree's <dir>/dev/vfio.
+  const std::string dev = dev_vfio ? std::filesystem::path(*dev_vfio).parent_path().string() : "/dev";
+  pcie::VfioPaths paths = pcie::VfioPaths::under(sysfs.value_or("/sys"), "/proc", dev);
+  if (dev_vfio) paths.dev_vfio = *dev_vfio;
   return paths;
 }
 

@@ -5,7 +5,12 @@
 
 #include <limits>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "pcie/sysfs_paths.h"
+#include "pcie/vfio.h"
 #include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
 
@@ -110,4 +115,53 @@ TEST(ResourceFile, FlagsSayTheBarsType) {
   }
 }
 
+}  // namespace pcie
+
+namespace pcie {
+namespace {
+
+// Every path of SysfsPaths and VfioPaths lies below the mounts named, and only the one
+// place builds them: a field added later and left out of under() keeps its /sys, /proc or
+// /dev default and fails here (the list below names every field).
+TEST(PathsUnderMounts, EveryPathLiesBelowTheMountItBelongsTo) {
+  const VfioPaths vfio = VfioPaths::under("/t/sys", "/t/proc", "/t/dev");
+  const SysfsPaths& sysfs = vfio.sysfs;
+  const std::vector<std::pair<std::string, std::string>> paths = {
+      {sysfs.pci_root, "/t/sys/bus/pci"},
+      {sysfs.lockdown_file, "/t/sys/kernel/security/lockdown"},
+      {sysfs.class_block, "/t/sys/class/block"},
+      {sysfs.class_net, "/t/sys/class/net"},
+      {sysfs.mountinfo_file, "/t/proc/self/mountinfo"},
+      {sysfs.swaps_file, "/t/proc/swaps"},
+      {sysfs.pat_memtype_list, "/t/sys/kernel/debug/x86/pat_memtype_list"},
+      {sysfs.kernel_cmdline, "/t/proc/cmdline"},
+      {sysfs.iomem_file, "/t/proc/iomem"},
+      {vfio.dev_vfio, "/t/dev/vfio"},
+      {vfio.iommu_groups, "/t/sys/kernel/iommu_groups"},
+      {vfio.dev_iommu, "/t/dev/iommu"},
+      {vfio.vfio_dev_class, "/t/sys/class/vfio-dev"},
+  };
+  for (const auto& [built, expected] : paths) EXPECT_EQ(built, expected);
+  // The defaults are the same paths below the machine's own mounts.
+  const VfioPaths machine = VfioPaths::under("/sys", "/proc", "/dev");
+  const VfioPaths defaults;
+  EXPECT_EQ(machine.sysfs.pci_root, defaults.sysfs.pci_root);
+  EXPECT_EQ(machine.sysfs.lockdown_file, defaults.sysfs.lockdown_file);
+  EXPECT_EQ(machine.sysfs.class_block, defaults.sysfs.class_block);
+  EXPECT_EQ(machine.sysfs.class_net, defaults.sysfs.class_net);
+  EXPECT_EQ(machine.sysfs.mountinfo_file, defaults.sysfs.mountinfo_file);
+  EXPECT_EQ(machine.sysfs.swaps_file, defaults.sysfs.swaps_file);
+  EXPECT_EQ(machine.sysfs.pat_memtype_list, defaults.sysfs.pat_memtype_list);
+  EXPECT_EQ(machine.sysfs.kernel_cmdline, defaults.sysfs.kernel_cmdline);
+  EXPECT_EQ(machine.sysfs.iomem_file, defaults.sysfs.iomem_file);
+  EXPECT_EQ(machine.dev_vfio, defaults.dev_vfio);
+  EXPECT_EQ(machine.iommu_groups, defaults.iommu_groups);
+  EXPECT_EQ(machine.dev_iommu, defaults.dev_iommu);
+  EXPECT_EQ(machine.vfio_dev_class, defaults.vfio_dev_class);
+  // The struct has exactly the fields listed (a new one must join the lists above).
+  EXPECT_EQ(sizeof(SysfsPaths), 9 * sizeof(std::string));
+  EXPECT_EQ(sizeof(VfioPaths), sizeof(SysfsPaths) + 4 * sizeof(std::string));
+}
+
+}  // namespace
 }  // namespace pcie

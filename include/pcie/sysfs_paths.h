@@ -31,6 +31,12 @@ struct SysfsPaths {
 
   // <pci_root>/devices/<bdf>
   std::string device_dir(const Bdf& bdf) const;
+
+  // Every path above below a sysfs mount `sys` ("/sys" on a machine, "<dir>/sys" in a fake
+  // tree) and a procfs mount `proc` ("/proc", "<dir>/proc"). The one place that knows where
+  // each file lies under the mounts: pciectl's --sysfs/--proc, the Python module and
+  // FakeSysfs::paths() all build their paths here. Never fails.
+  static SysfsPaths under(const std::string& sys, const std::string& proc);
 };
 
 }  // namespace pcie

@@ -60,6 +60,11 @@ struct VfioPaths {
   std::string dev_iommu = "/dev/iommu";                   // iommufd
   // Present when the kernel gives devices cdevs (CONFIG_VFIO_DEVICE_CDEV).
   std::string vfio_dev_class = "/sys/class/vfio-dev";
+
+  // Every path below the mounts `sys`, `proc` and `dev` ("/sys", "/proc", "/dev" on a
+  // machine; "<dir>/sys" and so on in a fake tree): SysfsPaths::under(sys, proc), and
+  // <dev>/vfio, <dev>/iommu. Never fails.
+  static VfioPaths under(const std::string& sys, const std::string& proc, const std::string& dev);
 };
 
 // The kernel interface a VfioContainer drives the IOMMU through.

@@ -275,19 +275,7 @@ FakeSysfs::~FakeSysfs() {
 
 std::string FakeSysfs::pci_root() const { return directory_ + "/sys/bus/pci"; }
 
-SysfsPaths FakeSysfs::paths() const {
-  SysfsPaths paths;
-  paths.pci_root = pci_root();
-  paths.lockdown_file = directory_ + "/sys/kernel/security/lockdown";
-  paths.class_block = directory_ + "/sys/class/block";
-  paths.class_net = directory_ + "/sys/class/net";
-  paths.mountinfo_file = directory_ + "/proc/self/mountinfo";
-  paths.swaps_file = directory_ + "/proc/swaps";
-  paths.pat_memtype_list = directory_ + "/sys/kernel/debug/x86/pat_memtype_list";
-  paths.kernel_cmdline = directory_ + "/proc/cmdline";
-  paths.iomem_file = directory_ + "/proc/iomem";
-  return paths;
-}
+SysfsPaths FakeSysfs::paths() const { return SysfsPaths::under(directory_ + "/sys", directory_ + "/proc"); }
 
 Result<void> FakeSysfs::set_pat_memtypes(const std::string& contents) {
   std::error_code ec;

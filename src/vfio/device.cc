@@ -38,7 +38,7 @@ int VfioDevice::fd() const { return state_ ? state_->fd.get() : -1; }
 
 std::string VfioDevice::backend_name() const {
   if (!state_) return "VFIO (empty)";
-  return state_->container && state_->container->physical_backend ? "VFIO (no IOMMU)" : "VFIO (IOMMU)";
+  return state_->container && state_->container->mode->without_iommu() ? "VFIO (no IOMMU)" : "VFIO (IOMMU)";
 }
 
 Result<std::unique_ptr<Region>> VfioDevice::open_bar(unsigned bar) const {

@@ -14,6 +14,7 @@
 #include "pcie/iova.h"
 #include "pcie/sys/unique_fd.h"
 #include "pcie/vfio.h"
+#include "src/vfio/iommu_mode.h"
 
 namespace pcie::detail {
 
@@ -28,9 +29,10 @@ struct VfioContainerState {
   VfioIommuBackend requested = VfioIommuBackend::automatic;
   VfioBackendChoice choice;
   bool backend_fixed = false;
-  // Set for a container opened without an IOMMU (VfioContainer::open_without_iommu): its
-  // devices' DMA uses physical addresses, which the user acknowledged.
-  std::shared_ptr<DmaBackend> physical_backend;
+  // How devices are attached and opened, and whose DMA backend they use: type1, iommufd, or
+  // none for a container opened without an IOMMU (its buffers have physical addresses,
+  // which the user acknowledged). Never null in a container that was opened.
+  std::unique_ptr<IommuMode> mode;
   UniqueFd fd;  // /dev/vfio/vfio or /dev/iommu; declared before `groups`, so closed after them
   std::uint32_t ioas = 0;  // iommufd: the IOAS every device is attached to
   // Guards everything below: groups attached by open_device, and the IOVA space shared by

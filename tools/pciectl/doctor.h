@@ -15,14 +15,12 @@ namespace pciectl {
 
 struct DoctorOptions {
   std::string bdf;                // empty: the machine only
-  pcie::SysfsPaths paths;
+  pcie::SysfsPaths paths;         // every sysfs and procfs file: SysfsPaths::under(sysfs, proc)
   std::string sysfs = "/sys";
   std::string proc = "/proc";
-  std::string pci_root = "/sys/bus/pci";
   std::string dev_vfio = "/dev/vfio";
   std::string dev_root = "/dev";  // for /dev/iommu
   std::string boot_dir = "/boot";
-  std::string lockdown_file = "/sys/kernel/security/lockdown";
   bool json = false;
 };
 

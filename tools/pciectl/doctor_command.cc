@@ -16,10 +16,8 @@ int run_doctor_command(const GlobalOptions& global, DoctorOptions& doctor) {
   doctor.paths = paths_of(global);
   doctor.sysfs = global.sysfs;
   doctor.proc = global.proc;
-  doctor.pci_root = global.sysfs + "/bus/pci";
   doctor.dev_vfio = global.dev_vfio;
   doctor.dev_root = std::filesystem::path(global.dev_vfio).parent_path().string();
-  doctor.lockdown_file = global.sysfs + "/kernel/security/lockdown";
   if (const char* boot = std::getenv("PCIE_BOOT")) doctor.boot_dir = boot;
   return run_doctor(doctor);
 }

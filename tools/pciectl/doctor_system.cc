@@ -115,7 +115,7 @@ std::optional<Check> check_iommu(const Machine& machine) {
 
 std::optional<Check> check_vfio_modules(const Machine& machine) {
   const DoctorOptions& options = machine.options;
-  const bool vfio_pci = exists(options.pci_root + "/drivers/vfio-pci");
+  const bool vfio_pci = exists(options.paths.pci_root + "/drivers/vfio-pci");
   const bool type1 = exists(options.sysfs + "/module/vfio_iommu_type1");
   const bool container = exists(options.dev_vfio + "/vfio");
   if (vfio_pci && (type1 || machine.groups.empty()) && container) {
@@ -154,12 +154,9 @@ std::optional<Check> check_iommufd(const Machine& machine) {
 // Which IOMMU backend a VfioContainer would take for this user now, and why.
 std::optional<Check> check_vfio_backend(const Machine& machine) {
   const DoctorOptions& options = machine.options;
-  pcie::VfioPaths vfio;
+  pcie::VfioPaths vfio = pcie::VfioPaths::under(options.sysfs, options.proc, options.dev_root);
   vfio.sysfs = options.paths;
   vfio.dev_vfio = options.dev_vfio;
-  vfio.iommu_groups = options.sysfs + "/kernel/iommu_groups";
-  vfio.dev_iommu = options.dev_root + "/iommu";
-  vfio.vfio_dev_class = options.sysfs + "/class/vfio-dev";
   auto choice = pcie::choose_vfio_backend(vfio);
   if (!choice) {
     return Check{.status = Status::fail, .detail = choice.error().message(), .fix = choice.error().hint};
@@ -168,7 +165,7 @@ std::optional<Check> check_vfio_backend(const Machine& machine) {
 }
 
 std::optional<Check> check_uio(const Machine& machine) {
-  if (exists(machine.options.pci_root + "/drivers/uio_pci_generic")) {
+  if (exists(machine.options.paths.pci_root + "/drivers/uio_pci_generic")) {
     return Check{.status = Status::ok, .detail = "uio_pci_generic loaded"};
   }
   return Check{.status = Status::info,
@@ -258,7 +255,7 @@ std::string secure_boot(const std::string& sysfs) {
 
 // Lockdown and Secure Boot.
 std::optional<Check> check_lockdown(const Machine& machine) {
-  const std::string lockdown = trimmed(slurp(machine.options.lockdown_file));
+  const std::string lockdown = trimmed(slurp(machine.options.paths.lockdown_file));
   const std::string secure = secure_boot(machine.options.sysfs);
   const bool locked = lockdown.find("[integrity]") != std::string::npos ||
                       lockdown.find("[confidentiality]") != std::string::npos;

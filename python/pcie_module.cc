@@ -339,6 +339,7 @@ py::dict bar_info(const pcie::BarInfo& bar) {
   info["space"] = bar.space == pcie::BarInfo::Space::io ? "io" : "memory";
   info["is_64bit"] = bar.is_64bit;
   info["prefetchable"] = bar.prefetchable;
+  info["assigned"] = bar.assigned;
   return info;
 }
 

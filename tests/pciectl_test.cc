@@ -422,6 +422,7 @@ TEST_F(PciectlTest, LsJson) {
   EXPECT_EQ(json[1]["bars"][1]["index"], 2);
   EXPECT_EQ(json[1]["bars"][1]["is_64bit"], true);
   EXPECT_EQ(json[1]["bars"][1]["prefetchable"], true);
+  EXPECT_EQ(json[1]["bars"][1]["assigned"], true);
   EXPECT_EQ(json[1]["bars"][1]["size"], 4u << 20);
 }
 

@@ -17,11 +17,13 @@
 #include <csetjmp>
 #include <chrono>
 #include <cstring>
+#include <array>
 #include <filesystem>
 #include <mutex>
 #include <optional>
 #include <thread>
 
+#include "pcie/copy.h"
 #include "pcie/mmio.h"
 #include "pcie/sys/mapping.h"
 #include "pcie/sysfs_bar.h"
@@ -115,6 +117,36 @@ TEST(RemovalGuard, RegionAccessorsReportTheRemoval) {
   auto polled = view.poll<std::uint32_t>(0x20, 0x1, 0, WaitOptions{.timeout = 1s, .all_ones_means_removed = true});
   ASSERT_FALSE(polled);
   EXPECT_EQ(polled.error().code, Errc::device_removed);
+  // The bulk copies too, through the Region and through a view, in both directions.
+  std::array<std::byte, 256> data{};
+  for (CopyKernel kernel : {CopyKernel::registers, CopyKernel::automatic}) {
+    SCOPED_TRACE(static_cast<int>(kernel));
+    const CopyOptions options{.kernel = kernel};
+    EXPECT_EQ(copy_to_device(*bar, 0x40, data.data(), data.size(), options).error().code, Errc::device_removed);
+    EXPECT_EQ(copy_to_device(view, 0x40, data.data(), data.size(), options).error().code, Errc::device_removed);
+    EXPECT_EQ(copy_from_device(data.data(), *bar, 0x40, data.size(), options).error().code, Errc::device_removed);
+    EXPECT_EQ(copy_from_device(data.data(), view, 0x40, data.size(), options).error().code, Errc::device_removed);
+  }
+}
+
+// A device that goes away during a bulk copy: the copy's own accesses fault, the guard
+// replaces the mapping, and the copy reports device_removed instead of handing back the
+// guard's all ones as the device's data.
+TEST(RemovalGuard, ACopyDuringWhichTheDeviceGoesAwayReportsIt) {
+  ASSERT_TRUE(install_removal_guard());
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  auto bar = BarMapping::map(tree->paths(), kEdu, 0);
+  ASSERT_TRUE(bar) << bar.error().message();
+  std::array<std::byte, 4096> data{};
+  ASSERT_TRUE(copy_from_device(data.data(), *bar, 0, data.size()));
+  std::filesystem::resize_file(tree->device_dir(kEdu) + "/resource0", 0);
+  EXPECT_FALSE(bar->revoked()) << "nothing has touched the mapping since";
+  auto copied = copy_from_device(data.data(), *bar, 0, data.size());
+  ASSERT_FALSE(copied);
+  EXPECT_EQ(copied.error().code, Errc::device_removed) << copied.error().message();
+  EXPECT_TRUE(bar->revoked());
+  EXPECT_EQ(data[0], std::byte{0xff}) << "the guard's all ones";
 }
 
 // What the watcher does on a removal: the old mapping is cut off from whatever answers at

@@ -317,6 +317,21 @@ TEST_F(SysfsBarTest, OnlyTheDevicesOwnResourceFileMatters) {
   EXPECT_EQ(enabled.error().code, Errc::malformed);
 }
 
+// A BAR the kernel left without an address (UNSET) keeps a stale start in the resource file:
+// mapping resourceN would reach whatever lies there, so it is refused before any mapping.
+TEST_F(SysfsBarTest, ABarTheKernelGaveNoAddressIsRefused) {
+  {
+    std::ofstream resource(tree_->device_dir(kEdu) + "/resource", std::ios::trunc);
+    resource << "0x00000000fea00000 0x00000000feafffff 0x0000000020040200\n";
+    for (int i = 1; i < 13; ++i) resource << "0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
+  }
+  auto bar = BarMapping::map(tree_->paths(), kEdu, 0);
+  ASSERT_FALSE(bar);
+  EXPECT_EQ(bar.error().code, Errc::not_supported) << bar.error().message();
+  EXPECT_NE(bar.error().message().find("no address"), std::string::npos) << bar.error().message();
+  EXPECT_NE(bar.error().hint.find("pci=realloc"), std::string::npos) << bar.error().hint;
+}
+
 TEST_F(SysfsBarTest, MissingResourceFileNamesThePath) {
   ASSERT_EQ(::unlink((tree_->device_dir(kEdu) + "/resource0").c_str()), 0);
   auto bar = BarMapping::map(tree_->paths(), kEdu, 0);

@@ -86,6 +86,20 @@ TEST(ResourceFile, ParsesWhatTheKernelWritesAndRefusesTheRest) {
   EXPECT_FALSE(sysfs::parse_resource_file(too_long, "resource"));
 }
 
+// IORESOURCE_UNSET and IORESOURCE_DISABLED (include/linux/ioport.h) mark a BAR the kernel
+// gave no address; every other flag leaves it assigned.
+TEST(ResourceFile, UnsetOrDisabledFlagsMeanNoAddress) {
+  const std::pair<std::uint64_t, bool> cases[] = {
+      {0x40200, true},       {0x14220c, true},     {0x40101, true},     {0x80040200, true},
+      {0x20040200, false},   {0x10040200, false},  {0x30040200, false}, {0x2014220c, false},
+  };
+  for (const auto& [flags, assigned] : cases) {
+    SCOPED_TRACE(flags);
+    EXPECT_EQ(sysfs::resource_assigned(flags), assigned);
+    EXPECT_EQ(sysfs::bar_from_resource(0, {0xfea00000, 0xfeafffff, flags}).assigned, assigned);
+  }
+}
+
 TEST(ResourceFile, FlagsSayTheBarsType) {
   struct Case {
     sysfs::ResourceLine line;

@@ -139,6 +139,7 @@ TEST(DeviceModel, InterruptsFireOnlyWhereEnabled) {
   EXPECT_FALSE(fake.fire(IrqKind::msi, 0));
   EXPECT_TRUE(device->enable_interrupts(IrqKind::intx, 1)) << "free again";
   EXPECT_EQ(device->open_bar(1).error().code, Errc::not_found);
+  EXPECT_EQ(device->open_bar(6).error().code, Errc::invalid_argument) << "beyond BAR5 is the caller's error";
 }
 
 // Per-vector control as on the real backends: a masked vector holds what fires as pending

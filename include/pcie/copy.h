@@ -85,8 +85,9 @@ CopyKernel choose_copy_kernel(CopyDirection direction, MemoryType memory_type, W
 // kernel and max_access_bytes all allow) or misaligned (the ends). A Region without a
 // mapping is copied by Region::write (the registers kernel, whatever options.kernel),
 // stopping at its first error (device_removed, the backend's I/O error) with the bytes
-// before it written; a mapped one is not checked for removal (revoked()) and never fails
-// once the copy has begun.
+// before it written. A mapped window that the removal guard revoked (pcie/removal.h) fails
+// with device_removed: before the copy, with nothing written, or after it, when the
+// revocation came during the copy and some bytes went to the guard's memory.
 Result<void> copy_to_device(Region& region, std::uint64_t offset, const void* source, std::uint64_t length,
                             const CopyOptions& options = {});
 Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const void* source,
@@ -94,8 +95,9 @@ Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const vo
 
 // Copies `length` bytes of the window at `offset` to `destination`, with the same checks
 // and failures but permission_denied (invalid_argument: a null `destination`), through
-// Region::read where the Region has no mapping, stopping at its first error. A revoked
-// mapping is read as all ones, with no error.
+// Region::read where the Region has no mapping, stopping at its first error. A mapped
+// window revoked before or during the copy fails with device_removed after it (the
+// destination then holds the guard's all ones where the device's bytes would be).
 Result<void> copy_from_device(void* destination, const Region& region, std::uint64_t offset,
                               std::uint64_t length, const CopyOptions& options = {});
 Result<void> copy_from_device(void* destination, const MmioView& view, std::uint64_t offset,

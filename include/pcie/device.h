@@ -38,9 +38,9 @@ class Device {
   // "VFIO (IOMMU)", "VFIO (no IOMMU)" or "UIO (uio_pci_generic)", for messages and reports.
   virtual std::string backend_name() const = 0;
   // BAR `bar` (0-5), memory BARs mapped uncached, as the backend allows; the Region is the
-  // caller's. Fails with not_found for a BAR the device does not implement (and for `bar`
-  // above 5, except UIO: invalid_argument), or the backend's own: VFIO the kernel's (region
-  // info, mmap); UIO BarMapping::map's and IoPortBar::open's (pcie/sysfs_bar.h).
+  // caller's. Fails with invalid_argument for `bar` above 5 (on every backend), not_found
+  // for a BAR the device does not implement, or the backend's own: VFIO the kernel's
+  // (region info, mmap); UIO BarMapping::map's and IoPortBar::open's (pcie/sysfs_bar.h).
   virtual Result<std::unique_ptr<Region>> open_bar(unsigned bar) const = 0;
   // Sets (with Memory Space Enable) or clears Bus Master Enable: the device does no DMA and
   // sends no MSI until it is set (PCI Local Bus 3.0, 6.2.2). Fails with the backend's

@@ -24,6 +24,10 @@ struct BarInfo {
   Space space = Space::memory;
   bool is_64bit = false;
   bool prefetchable = false;
+  // False where the kernel gave the BAR no address (IORESOURCE_UNSET or IORESOURCE_DISABLED
+  // in <device>/resource; dmesg then says "BAR n: no space" or "failed to assign"): the
+  // address above is stale, and opening the BAR is refused.
+  bool assigned = true;
   friend bool operator==(const BarInfo&, const BarInfo&) = default;
 };
 

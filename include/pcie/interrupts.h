@@ -58,7 +58,7 @@ class Interrupts {
   virtual Result<std::uint64_t> wait(unsigned vector, std::chrono::milliseconds timeout) const = 0;
   // Lets `vector` fire again once the device's interrupt is acknowledged (see the top).
   // Fails as above, or with the backend's error (VFIO: the kernel's INTx unmask; UIO: the
-  // config write). VFIO does not check `vector` (rearm(n) is unmask_intx()).
+  // config write).
   virtual Result<void> rearm(unsigned vector) const = 0;
   // Stops delivering `vector` until unmask(): for INTx the kernel masks the line (VFIO's
   // mask action; UIO's Interrupt Disable bit). VFIO has no mask for one MSI or MSI-X

@@ -295,8 +295,9 @@ class VfioInterrupts final : public Interrupts {
   // Unmasks INTx after the device's interrupt has been acknowledged; does nothing for the
   // other kinds. Fails with invalid_argument when empty, or the kernel's error.
   Result<void> unmask_intx() const;
-  // unmask_intx(), whatever the vector (see Interrupts::rearm).
-  Result<void> rearm(unsigned) const override { return unmask_intx(); }
+  // unmask_intx() for a vector that is enabled (see Interrupts::rearm); out_of_range for
+  // one that is not, as wait() and fd().
+  Result<void> rearm(unsigned vector) const override;
   // Per-vector control (pcie/interrupts.h): INTx through VFIO's mask and unmask actions,
   // one MSI/MSI-X vector by detaching its eventfd and attaching it again.
   Result<void> mask(unsigned vector) const override;

@@ -44,6 +44,16 @@ Result<BarLookup> look_up_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned 
                                       "the device does not implement this BAR (size 0)",
                                       "see the BARs it has with 'pciectl info " + bdf.to_string() + "'"));
   }
+  if (!bar->assigned) {
+    // Its resourceN would map the stale address: another device's BAR, or nothing.
+    return std::unexpected(make_error(
+        Errc::not_supported, "open", bar_name(bdf, index),
+        fmt::format("the kernel gave this BAR no address (IORESOURCE_UNSET or DISABLED in {}/resource)",
+                    paths.device_dir(bdf)),
+        "dmesg says why ('BAR " + std::to_string(index) +
+            ": no space' or 'failed to assign'): boot with pci=realloc, or enable Above 4G Decoding for "
+            "large 64-bit BARs"));
+  }
   auto driver = sysfs::device_driver(paths, bdf);  // only to explain refusals: unknown is none
   return BarLookup{*bar, driver ? *driver : std::nullopt};
 }

@@ -9,6 +9,8 @@
 
 #include "pcie/barriers.h"
 #include "pcie/copy.h"
+#include "pcie/region.h"
+#include "pcie/removal.h"
 #include "src/copy/kernel_choice.h"
 #include "src/copy/kernels.h"
 #include "src/copy/parallel.h"
@@ -143,8 +145,12 @@ Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const vo
                           view.memory_type(), CopyDirection::to_device, offset, length, source, options);
   if (!prepared) return std::unexpected(prepared.error());
   if (length == 0) return {};
+  // A window the removal guard revoked is no longer the device's: nothing is written.
+  if (mapping_revoked(view.base())) [[unlikely]] return std::unexpected(removed_error("copy to device", view.name(), offset));
   const SpanJob job{base + offset, static_cast<std::byte*>(const_cast<void*>(source)), length, prepared->widths};
   run_job(functions_of(prepared->kernel).to_device, job, options);
+  // Revoked while copying: some of the data went to the guard's private memory.
+  if (mapping_revoked(view.base())) [[unlikely]] return std::unexpected(removed_error("copy to device", view.name(), offset));
   // Write-combined stores and MOVDIR64B are weakly ordered: fence once, so that whatever
   // the caller writes next (a doorbell) reaches the device after all of the data.
   if (view.memory_type() != MemoryType::uncached || prepared->kernel == CopyKernel::movdir64b) {
@@ -172,6 +178,8 @@ Result<void> copy_from_device(void* destination, const MmioView& view, std::uint
   } else {
     run_job(functions.from_device, job, options);
   }
+  // Revoked before or while copying: what was read is the guard's all ones, not the device's.
+  if (mapping_revoked(view.base())) [[unlikely]] return std::unexpected(removed_error("copy from device", view.name(), offset));
   return {};
 }
 

@@ -9,6 +9,7 @@
 
 #include "pcie/config_space.h"
 #include "src/pci/libpci_session.h"
+#include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 
@@ -31,6 +32,7 @@ BarInfo decode_bar(const pci_dev* device, unsigned index) {
     bar.space = (flags & PCI_IORESOURCE_IO) ? BarInfo::Space::io : BarInfo::Space::memory;
     bar.is_64bit = (flags & PCI_IORESOURCE_MEM_64) != 0;
     bar.prefetchable = (flags & PCI_IORESOURCE_PREFETCH) != 0;
+    bar.assigned = sysfs::resource_assigned(flags);
   } else {
     bar.space = (raw & PCI_BASE_ADDRESS_SPACE_IO) ? BarInfo::Space::io : BarInfo::Space::memory;
     bar.is_64bit = bar.space == BarInfo::Space::memory &&

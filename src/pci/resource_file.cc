@@ -54,6 +54,12 @@ Result<std::vector<ResourceLine>> parse_resource_file(std::string_view text, con
   return lines;
 }
 
+bool resource_assigned(std::uint64_t flags) {
+  constexpr std::uint64_t kIoresourceDisabled = 0x10000000;
+  constexpr std::uint64_t kIoresourceUnset = 0x20000000;
+  return (flags & (kIoresourceDisabled | kIoresourceUnset)) == 0;
+}
+
 BarInfo bar_from_resource(unsigned index, const ResourceLine& line) {
   BarInfo bar;
   bar.index = index;
@@ -62,6 +68,7 @@ BarInfo bar_from_resource(unsigned index, const ResourceLine& line) {
   bar.is_64bit = bar.space == BarInfo::Space::memory && (line.flags & kIoresourceMem64) != 0;
   bar.prefetchable = bar.space == BarInfo::Space::memory && (line.flags & kIoresourcePrefetch) != 0;
   bar.bus_address = line.start;
+  bar.assigned = resource_assigned(line.flags);
   return bar;
 }
 

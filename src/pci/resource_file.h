@@ -28,6 +28,11 @@ struct ResourceLine {
 inline constexpr std::size_t kMaxResourceLines = 64;
 Result<std::vector<ResourceLine>> parse_resource_file(std::string_view text, const std::string& path);
 
+// Whether the kernel gave the resource an address: neither IORESOURCE_DISABLED (0x10000000)
+// nor IORESOURCE_UNSET (0x20000000, "no address assigned yet") is set
+// (include/linux/ioport.h).
+bool resource_assigned(std::uint64_t flags);
+
 // BAR `index` (0..5) as a resource line describes it: memory or I/O, 64-bit and
 // prefetchable from the IORESOURCE flags; size 0 (not implemented) when end <= start, as
 // libpci reads it.

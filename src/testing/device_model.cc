@@ -238,7 +238,11 @@ class DeviceModelView final : public Device {
   std::string backend_name() const override { return "fake"; }
   Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override {
     const std::lock_guard lock(state_->mutex);
-    if (bar > 5 || !state_->bars[bar]) {
+    if (bar > 5) {
+      return std::unexpected(make_error(Errc::invalid_argument, "open BAR",
+                                        fmt::format("{} BAR{}", state_->name(), bar), "a device has BARs 0 to 5"));
+    }
+    if (!state_->bars[bar]) {
       return std::unexpected(make_error(Errc::not_found, "open BAR", fmt::format("{} BAR{}", state_->name(), bar),
                                         "the fake device has no such BAR (DeviceModel::add_bar)"));
     }

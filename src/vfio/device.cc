@@ -43,8 +43,8 @@ std::string VfioDevice::backend_name() const {
 
 Result<std::unique_ptr<Region>> VfioDevice::open_bar(unsigned bar) const {
   if (bar > 5) {
-    return std::unexpected(make_error(Errc::not_found, "open BAR", fmt::format("{} BAR{}", bdf().to_string(), bar),
-                                      "a device has BARs 0 to 5"));
+    return std::unexpected(make_error(Errc::invalid_argument, "open BAR",
+                                      fmt::format("{} BAR{}", bdf().to_string(), bar), "a device has BARs 0 to 5"));
   }
   auto region = open_region(kVfioBar0Region + bar);
   if (!region) return std::unexpected(region.error());

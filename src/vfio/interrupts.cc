@@ -263,6 +263,11 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
   return count();
 }
 
+Result<void> VfioInterrupts::rearm(unsigned vector) const {
+  if (auto fd = eventfd(vector); !fd) return std::unexpected(fd.error());
+  return unmask_intx();
+}
+
 Result<void> VfioInterrupts::unmask_intx() const {
   if (!device_) return std::unexpected(empty_error("unmask INTx of"));
   if (kind_ != IrqKind::intx) return {};

@@ -305,6 +305,10 @@ TEST(GuestVfioDevice, UnimplementedBarAndMissingRegion) {
   auto bar1 = device->open_region(kVfioBar0Region + 1);
   ASSERT_FALSE(bar1);
   EXPECT_EQ(bar1.error().code, Errc::not_found) << bar1.error().message();
+  // Beyond BAR5 is the caller's error on every backend (pcie/device.h), not a missing BAR.
+  auto bar6 = device->open_bar(6);
+  ASSERT_FALSE(bar6);
+  EXPECT_EQ(bar6.error().code, Errc::invalid_argument) << bar6.error().message();
   auto beyond = device->region_info(device->region_count());
   ASSERT_FALSE(beyond);
   EXPECT_EQ(beyond.error().code, Errc::not_found);
@@ -1234,6 +1238,10 @@ TEST(GuestInterrupts, MsiFiresOnRaiseAndOnFactorialCompletion) {
   EXPECT_GE(irqs->wait(0, std::chrono::seconds(5)).value_or(0), 1u);
   EXPECT_EQ(regs.read<std::uint32_t>(kEduIrqStatus), 0x100u);
   regs.write<std::uint32_t>(kEduIrqAck, 0x100);
+  // rearm is a no-op for MSI, but only for a vector that is enabled, as wait and fd.
+  EXPECT_TRUE(irqs->rearm(0));
+  ASSERT_FALSE(irqs->rearm(1));
+  EXPECT_EQ(irqs->rearm(1).error().code, Errc::out_of_range);
 
   regs.write<std::uint32_t>(kEduStatus, kEduIrqOnFactorial);
   regs.write<std::uint32_t>(kEduFactorial, 6);

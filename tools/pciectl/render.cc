@@ -16,8 +16,9 @@ std::string or_default(const std::string& text, const char* fallback) { return t
 
 std::string bar_kind(const pcie::BarInfo& bar) {
   if (bar.space == pcie::BarInfo::Space::io) return "I/O ports";
-  return fmt::format("memory {} {}", bar.is_64bit ? "64-bit" : "32-bit",
-                     bar.prefetchable ? "prefetchable" : "non-prefetchable");
+  return fmt::format("memory {} {}{}", bar.is_64bit ? "64-bit" : "32-bit",
+                     bar.prefetchable ? "prefetchable" : "non-prefetchable",
+                     bar.assigned ? "" : " [no address assigned]");
 }
 
 std::string speed_text(double gts) { return gts > 0 ? fmt::format("{:g} GT/s", gts) : "unknown speed"; }
@@ -289,7 +290,8 @@ void add_bars_json(nlohmann::ordered_json& json, const pcie::DeviceInfo& d, cons
                             {"bus_address", bar.bus_address},
                             {"size", bar.size},
                             {"is_64bit", bar.is_64bit},
-                            {"prefetchable", bar.prefetchable}});
+                            {"prefetchable", bar.prefetchable},
+                            {"assigned", bar.assigned}});
     if (memory_types != nullptr) {
       json["bars"].back()["mapped_memory_types"] =
           memory_types->verified ? nlohmann::ordered_json(memory_types->by_bar.contains(bar.index)

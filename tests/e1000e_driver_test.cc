@@ -855,6 +855,30 @@ TEST(E1000eDriverOnModel, ShutdownStopsTheNicAndRefusesFurtherWork) {
   EXPECT_NO_VIOLATIONS(model);
 }
 
+// QEMU 7.2's e1000e aborts when an interrupt-throttling timer fires after MSI-X was disabled,
+// and its CTRL.RST stops none: the shutdown waits out the longest interval programmed, with
+// every cause masked, before the interrupts can go.
+TEST(E1000eDriverOnModel, ShutdownWaitsOutTheLongestThrottlingIntervalWithCausesMasked) {
+  {
+    E1000eModel model;
+    EXPECT_FALSE(model.set_stored_register(e1000e::kIms, 1)) << "IMS has effects: not a stored register";
+    EXPECT_FALSE(model.set_stored_register(e1000e::kItr + 2, 1)) << "unaligned";
+    EXPECT_EQ(model.register_value(e1000e::kIms), 0u);
+  }
+  for (const std::uint64_t offset : {e1000e::kItr, e1000e::kEitr0 + 4 * 2}) {
+    SCOPED_TRACE(offset);
+    E1000eModel throttled;
+    auto driver = E1000eDriver::open(throttled.open(), small());
+    ASSERT_TRUE(driver) << driver.error().message();
+    ASSERT_TRUE(throttled.set_stored_register(offset, 0x10000 | 40000));  // bits 15:0: 40,000 x 256 ns = 10.24 ms
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(driver->shutdown());
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 2 * 10240us + E1000eDriver::kThrottleMargin);
+    EXPECT_EQ(throttled.register_value(e1000e::kIms), 0u) << "a cause enabled while the timers ran out";
+    EXPECT_NO_VIOLATIONS(throttled);
+  }
+}
+
 TEST(E1000eDriverOnModel, DestroyingTheDriverWithFramesPostedStopsTheNicBeforeFreeingItsMemory) {
   E1000eModel model({.completion = E1000eModel::Completion::on_process});
   {

@@ -155,15 +155,34 @@ Result<bool> E1000eDriver::nic_idle(pcie::Region& regs) {
 Result<bool> E1000eDriver::idle_then_reset(pcie::Region& regs) {
   auto idle = nic_idle(regs);
   if (!idle || !*idle) return idle;
-  // Idle: reset it, as the kernel's e1000e_down does before its interrupts are freed, so
-  // that nothing the NIC has armed outlives the driver. (QEMU 7.2's e1000e aborts when an
-  // interrupt-throttling timer fires after MSI-X was disabled; its reset stops the timers.)
+  // Idle, with every cause masked since stop_nic: wait out the interrupt-throttling timers
+  // before the caller releases the interrupts. QEMU 7.2's e1000e arms one per MSI-X vector
+  // with each message (EITR, at least 500 x 256 ns however it is written) and asserts that
+  // MSI-X is still enabled when it fires (e1000e_intrmgr_on_msix_throttling_timer): one
+  // running when MSI-X is disabled aborts the VM. Its CTRL.RST stops no timer (e1000e_set_ctrl
+  // resets only the MAC address), so the reset below does not help there.
+  auto interval = throttle_interval(regs);
+  if (!interval) return std::unexpected(interval.error());
+  std::this_thread::sleep_for(2 * *interval + kThrottleMargin);
+  // Then reset it, as the kernel's e1000e_down does before its interrupts are freed, so that
+  // nothing the NIC has armed outlives the driver on real hardware.
   auto control = regs.read(pcie::Width::bits32, reg::kCtrl);
   if (!control) return std::unexpected(control.error());
   if (auto reset = regs.write(pcie::Width::bits32, reg::kCtrl, *control | reg::kCtrlReset); !reset) {
     return std::unexpected(reset.error());
   }
   return true;
+}
+
+Result<std::chrono::nanoseconds> E1000eDriver::throttle_interval(pcie::Region& regs) {
+  std::uint64_t longest = 0;
+  for (unsigned i = 0; i <= reg::kEitrCount; ++i) {
+    const std::uint64_t offset = i == reg::kEitrCount ? reg::kItr : reg::kEitr0 + 4 * i;
+    auto value = regs.read(pcie::Width::bits32, offset);
+    if (!value) return std::unexpected(value.error());
+    longest = std::max<std::uint64_t>(longest, *value & 0xffff);
+  }
+  return std::chrono::nanoseconds(longest * reg::kThrottleUnitNs);
 }
 
 Result<void> E1000eDriver::allocate_memory() {

@@ -184,6 +184,11 @@ class E1000eDriver {
   E1000eDriver& operator=(E1000eDriver&&) = delete;
   ~E1000eDriver() = default;
 
+  // Shutting down waits twice the longest interrupt-throttling interval plus this, with every
+  // cause masked, before the interrupts can be released (time for an emulator's main loop to
+  // run a throttling timer that expired: see idle_then_reset).
+  static constexpr std::chrono::milliseconds kThrottleMargin{10};
+
  private:
   enum class Holder : std::uint8_t { pool, rx_ring, tx_ring, caller };
 
@@ -195,8 +200,11 @@ class E1000eDriver {
   // the first of a reset); whether no master request is pending (its idle step).
   static pcie::Result<void> stop_nic(pcie::Region& regs);
   static pcie::Result<bool> nic_idle(pcie::Region& regs);
-  // nic_idle(), and once idle the NIC reset (the quiesce step: nothing armed outlives us).
+  // nic_idle(), and once idle the throttling timers waited out and the NIC reset (the
+  // quiesce step: nothing armed outlives us).
   static pcie::Result<bool> idle_then_reset(pcie::Region& regs);
+  // The longest interval ITR and EITR 0-4 hold (bits 15:0, 256 ns each); a failed read's error.
+  static pcie::Result<std::chrono::nanoseconds> throttle_interval(pcie::Region& regs);
   // Polls `offset` until `done` holds or `timeout` passes: the last value and whether it
   // matched; device_removed when it reads all ones, or the wait's own error.
   pcie::Result<pcie::WaitResult<std::uint32_t>> wait_register(std::uint64_t offset, bool (*done)(std::uint32_t),

@@ -149,6 +149,8 @@ struct E1000eModel::Core {
   std::uint32_t read(std::uint64_t offset);
   void write(std::uint64_t offset, std::uint32_t value);
   std::uint32_t peek(std::uint64_t offset) const;
+  // Whether `offset` holds a register that only stores what is written (no effect).
+  static bool stores_only(std::uint64_t offset);
   std::uint32_t status() const;
   void write_control(std::uint32_t value);
   void power_on();

@@ -166,6 +166,13 @@ std::uint32_t E1000eModel::register_value(std::uint64_t offset) const {
   return core_->peek(offset);
 }
 
+bool E1000eModel::set_stored_register(std::uint64_t offset, std::uint32_t value) {
+  const std::lock_guard lock(core_->mutex);
+  if (!Core::stores_only(offset)) return false;
+  core_->reg(offset) = value;
+  return true;
+}
+
 std::uint64_t E1000eModel::resets() const {
   const std::lock_guard lock(core_->mutex);
   return core_->resets;

@@ -42,6 +42,12 @@ bool active_register(std::uint64_t offset) {
   }
 }
 
+}  // namespace
+
+bool E1000eModel::Core::stores_only(std::uint64_t offset) { return offset % 4 == 0 && stored_register(offset); }
+
+namespace {
+
 bool statistic(std::uint64_t offset) { return offset >= kStatsBegin && offset < kStatsEnd; }
 
 bool is_register(std::uint64_t offset) {

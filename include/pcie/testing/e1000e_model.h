@@ -224,6 +224,10 @@ class E1000eModel {
   // A register's value as the model holds it, without the side effects of a driver's read
   // (no clear on read); 0 for offsets that hold no register.
   std::uint32_t register_value(std::uint64_t offset) const;
+  // Sets a register that only stores its value (ITR, EITR, IVAR and the like: no effect on
+  // the model) as something other than the driver under test left it: firmware, an earlier
+  // driver. Returns false, changing nothing, for an offset that is no such register.
+  bool set_stored_register(std::uint64_t offset, std::uint32_t value);
   // CTRL.RST resets so far, and whether STATUS.LU is set.
   std::uint64_t resets() const;
   bool link_up() const;

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "pcie/iova.h"
+#include "pcie/bus_address.h"
 
 namespace examples::xdma {
 

@@ -161,9 +161,9 @@ Result<bool> E1000eDriver::idle_then_reset(pcie::Region& regs) {
   // MSI-X is still enabled when it fires (e1000e_intrmgr_on_msix_throttling_timer): one
   // running when MSI-X is disabled aborts the VM. Its CTRL.RST stops no timer (e1000e_set_ctrl
   // resets only the MAC address), so the reset below does not help there.
-  auto interval = throttle_interval(regs);
-  if (!interval) return std::unexpected(interval.error());
-  std::this_thread::sleep_for(2 * *interval + kThrottleMargin);
+  // A register that cannot be read (the NIC going away) means the longest interval there is.
+  const auto interval = throttle_interval(regs).value_or(std::chrono::nanoseconds(0xffff * reg::kThrottleUnitNs));
+  std::this_thread::sleep_for(2 * interval + kThrottleMargin);
   // Then reset it, as the kernel's e1000e_down does before its interrupts are freed, so that
   // nothing the NIC has armed outlives the driver on real hardware.
   auto control = regs.read(pcie::Width::bits32, reg::kCtrl);

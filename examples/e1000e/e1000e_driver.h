@@ -187,7 +187,9 @@ class E1000eDriver {
   // Shutting down waits twice the longest interrupt-throttling interval plus this, with every
   // cause masked, before the interrupts can be released (time for an emulator's main loop to
   // run a throttling timer that expired: see idle_then_reset).
-  static constexpr std::chrono::milliseconds kThrottleMargin{10};
+  // 50 ms: a main loop stalled that long on a loaded 2-core host is rare; a teardown 50 ms
+  // slower costs nothing that matters.
+  static constexpr std::chrono::milliseconds kThrottleMargin{50};
 
  private:
   enum class Holder : std::uint8_t { pool, rx_ring, tx_ring, caller };

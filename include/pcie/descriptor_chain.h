@@ -40,8 +40,8 @@
 #include <type_traits>
 
 #include "pcie/dma.h"
+#include "pcie/bus_address.h"
 #include "pcie/error.h"
-#include "pcie/iova.h"
 
 namespace pcie {
 

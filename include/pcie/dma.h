@@ -27,8 +27,8 @@
 #include <string_view>
 
 #include "pcie/dma_backend.h"
+#include "pcie/bus_address.h"
 #include "pcie/error.h"
-#include "pcie/iova.h"
 #include "pcie/sys/mapping.h"
 
 namespace pcie {

@@ -16,8 +16,8 @@
 #include <string>
 #include <string_view>
 
+#include "pcie/bus_address.h"
 #include "pcie/error.h"
-#include "pcie/iova.h"
 #include "pcie/sys/mapping.h"
 
 namespace pcie {

@@ -1,37 +1,16 @@
-// I/O virtual addresses: the bus addresses a device uses behind an IOMMU, handed out from
-// the ranges the IOMMU translates (VfioContainer::iova_ranges()), below the device's DMA
-// mask, aligned, never overlapping.
+// The IOVA allocator: I/O virtual addresses (pcie/bus_address.h) handed out from the ranges
+// the IOMMU translates (VfioContainer::iova_ranges()), below the device's DMA mask, aligned,
+// never overlapping.
 #pragma once
 
-#include <compare>
 #include <cstdint>
 #include <map>
 #include <vector>
 
+#include "pcie/bus_address.h"
 #include "pcie/error.h"
 
 namespace pcie {
-
-// An address a device uses on the bus: an I/O virtual address behind an IOMMU, the CPU
-// physical address without one (pcie/dma_backend.h). A type of its own, distinct from a
-// CPU pointer, so that one is never handed to a device by mistake.
-struct Iova {
-  std::uint64_t value = 0;
-  friend auto operator<=>(const Iova&, const Iova&) = default;
-};
-using BusAddress = Iova;
-
-// An inclusive range of I/O virtual addresses the IOMMU can translate.
-struct IovaRange {
-  std::uint64_t start = 0;
-  std::uint64_t last = 0;
-  friend bool operator==(const IovaRange&, const IovaRange&) = default;
-};
-
-// The last address a device with an `bits`-bit DMA mask can reach (2^bits - 1; 64 → all).
-constexpr std::uint64_t dma_mask_limit(unsigned bits) {
-  return bits >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << bits) - 1;
-}
 
 // First-fit allocator over the usable IOVA ranges. Not thread-safe; one per container.
 class IovaAllocator {

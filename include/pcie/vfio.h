@@ -39,11 +39,11 @@
 #include <vector>
 
 #include "pcie/bdf.h"
+#include "pcie/bus_address.h"
 #include "pcie/device.h"
 #include "pcie/dma_backend.h"
 #include "pcie/error.h"
 #include "pcie/interrupts.h"
-#include "pcie/iova.h"
 #include "pcie/mmio.h"
 #include "pcie/region.h"
 #include "pcie/sys/mapping.h"

@@ -42,7 +42,10 @@ Result<BarLookup> look_up_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned 
   if (bar == bars->end()) {
     return std::unexpected(make_error(Errc::not_found, "open", bar_name(bdf, index),
                                       "the device does not implement this BAR (size 0)",
-                                      "see the BARs it has with 'pciectl info " + bdf.to_string() + "'"));
+                                      "see the BARs it has with 'pciectl info " + bdf.to_string() +
+                                          "'; a BAR the kernel failed to assign also reads as size 0 (dmesg: "
+                                          "'BAR " + std::to_string(index) +
+                                          ": failed to assign'): boot with pci=realloc then"));
   }
   if (!bar->assigned) {
     // Its resourceN would map the stale address: another device's BAR, or nothing.

@@ -9,6 +9,7 @@
 
 #include "pcie/barriers.h"
 #include "pcie/dma.h"
+#include "pcie/iova.h"
 
 namespace pcie {
 

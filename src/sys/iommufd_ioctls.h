@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "pcie/bus_address.h"
 #include "pcie/error.h"
-#include "pcie/iova.h"
 
 namespace pcie::sys::iommufd {
 

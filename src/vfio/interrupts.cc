@@ -264,7 +264,11 @@ Result<unsigned> VfioInterrupts::add_vectors(unsigned more) {
 }
 
 Result<void> VfioInterrupts::rearm(unsigned vector) const {
-  if (auto fd = eventfd(vector); !fd) return std::unexpected(fd.error());
+  if (auto fd = eventfd(vector); !fd) {
+    Error error = fd.error();
+    error.operation = "rearm interrupt";
+    return std::unexpected(error);
+  }
   return unmask_intx();
 }
 

@@ -52,6 +52,17 @@ examples::E1000eOptions loopback_options(bool interrupts = false) {
   return options;
 }
 
+// Posts one 100-byte frame addressed to the NIC itself (it comes back through the loopback).
+void send_to_itself(examples::E1000eDriver& nic) {
+  auto packet = nic.allocate_packet();
+  ASSERT_TRUE(packet);
+  std::span<std::byte> bytes = nic.buffer(*packet);
+  std::memcpy(bytes.data(), nic.mac().data(), 6);
+  std::memcpy(bytes.data() + 6, nic.mac().data(), 6);
+  packet->length = 100;
+  ASSERT_EQ(nic.tx_batch(std::span(&*packet, 1)).value_or(0), 1u);
+}
+
 std::vector<std::byte> random_bytes(std::size_t size, std::uint64_t seed) {
   std::vector<std::byte> bytes(size);
   std::mt19937_64 random(seed);
@@ -165,13 +176,7 @@ TEST(E1000e, InterruptsArriveOnTheirCausesVectors) {
   const examples::E1000eInterruptCounts before = nic->interrupt_counts();
   constexpr int kFrames = 20;
   for (int i = 0; i < kFrames; ++i) {
-    auto packet = nic->allocate_packet();
-    ASSERT_TRUE(packet);
-    std::span<std::byte> bytes = nic->buffer(*packet);
-    std::memcpy(bytes.data(), nic->mac().data(), 6);
-    std::memcpy(bytes.data() + 6, nic->mac().data(), 6);
-    packet->length = 100;
-    ASSERT_EQ(nic->tx_batch(std::span(&*packet, 1)).value_or(0), 1u);
+    ASSERT_NO_FATAL_FAILURE(send_to_itself(*nic));
     // Each frame raises a transmit and a receive cause; take interrupts until both came.
     const examples::E1000eInterruptCounts at = nic->interrupt_counts();
     for (int waits = 0; waits < 10; ++waits) {
@@ -293,13 +298,7 @@ TEST(E1000e, ClosingRightAfterAnInterruptLeavesTheEmulatorRunning) {
   for (int round = 0; round < 25; ++round) {
     auto nic = open_nic(loopback_options(true));
     ASSERT_TRUE(nic) << nic.error().message();
-    auto packet = nic->allocate_packet();
-    ASSERT_TRUE(packet);
-    std::span<std::byte> bytes = nic->buffer(*packet);
-    std::memcpy(bytes.data(), nic->mac().data(), 6);
-    std::memcpy(bytes.data() + 6, nic->mac().data(), 6);
-    packet->length = 100;
-    ASSERT_EQ(nic->tx_batch(std::span(&*packet, 1)).value_or(0), 1u);
+    ASSERT_NO_FATAL_FAILURE(send_to_itself(*nic));
     auto came = nic->wait_for_interrupt(std::chrono::milliseconds(1000));
     ASSERT_TRUE(came) << came.error().message();
     ASSERT_TRUE(*came) << "no interrupt in round " << round;

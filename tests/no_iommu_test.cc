@@ -226,9 +226,16 @@ class RecordingBackend final : public DmaBackend {
     return {};
   }
   std::uint64_t mapped_bytes() const override { return mapped; }
-  unsigned memory_attempts() const override { return attempts != 0 ? attempts : DmaBackend::memory_attempts(); }
+  // Behind an IOMMU the interface's plan; with physical addresses the physical backend's
+  // own, so that the allocator runs that policy over this double's map().
+  Result<std::vector<DmaMemoryStep>> memory_plan(std::size_t size, DmaBacking prefer,
+                                                 const DmaMapRequest& request) const override {
+    if (!physical_) return DmaBackend::memory_plan(size, prefer, request);
+    const PhysicalDmaOptions options{.attempts = attempts != 0 ? attempts : PhysicalDmaOptions{}.attempts};
+    return make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged, options)->memory_plan(size, prefer, request);
+  }
 
-  unsigned attempts = 0;  // 0: the interface's default
+  unsigned attempts = 0;  // 0: PhysicalDmaOptions' default
   std::vector<std::uint64_t> page_sizes;
   std::vector<std::uint64_t> bus_alignments;
   std::uint64_t mapped = 0;
@@ -301,10 +308,75 @@ TEST(DmaAllocatorOverBackends, TriesAsManyPiecesAsTheBackendSays) {
 TEST(PhysicalBackend, AttemptsComeFromTheOptionsWithinOneTo64) {
   const std::pair<unsigned, unsigned> cases[] = {{0, 1}, {1, 1}, {5, 5}, {8, 8}, {64, 64}, {1000, 64}};
   for (auto [asked, used] : cases) {
-    auto backend = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged, {.attempts = asked});
-    EXPECT_EQ(backend->memory_attempts(), used) << asked;
+    auto plan = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged, {.attempts = asked})
+                    ->memory_plan(4096, DmaBacking::pages, {});
+    ASSERT_TRUE(plan) << plan.error().message();
+    ASSERT_EQ(plan->size(), 1u) << asked;
+    EXPECT_EQ(plan->front().pieces, used) << asked;
   }
-  EXPECT_EQ(make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged)->memory_attempts(), 8u) << "the default";
+  auto plan = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged)->memory_plan(4096, DmaBacking::pages, {});
+  ASSERT_TRUE(plan);
+  EXPECT_EQ(plan->front().pieces, 8u) << "the default";
+}
+
+// Where each backend looks for a buffer's memory: a table of sizes, preferences, DMA
+// limits and bus alignments against the steps of each plan.
+struct PlanCase {
+  const char* name;
+  std::size_t size;
+  DmaBacking prefer;
+  std::uint64_t dma_limit;
+  std::uint64_t bus_alignment;
+  std::vector<DmaBacking> iommu;     // the interface's plan (behind an IOMMU)
+  std::vector<DmaBacking> physical;  // the physical backend's; empty: not_supported
+};
+
+TEST(DmaMemoryPlan, EachBackendLooksWhereItsAddressesCanBeMet) {
+  using enum DmaBacking;
+  constexpr std::uint64_t kNoLimit = ~std::uint64_t{0};
+  constexpr std::size_t kMiB = 1 << 20;
+  const std::vector<PlanCase> cases = {
+      {"a page, pages asked", 4096, pages, kNoLimit, 0, {pages}, {pages}},
+      {"a page, 2 MiB preferred: too small for huge pages", 4096, huge_2m, kNoLimit, 0, {pages}, {pages}},
+      {"1 MiB fills half a 2 MiB page", 1 * kMiB, huge_2m, kNoLimit, 0, {huge_2m, pages}, {huge_2m}},
+      {"3 MiB: no 2 MiB page holds it", 3 * kMiB, huge_2m, kNoLimit, 0, {huge_2m, pages}, {huge_2m}},
+      {"64 MiB preferring pages", 64 * kMiB, pages, kNoLimit, 0, {pages}, {pages}},
+      {"512 MiB preferring 1 GiB", 512 * kMiB, huge_1g, kNoLimit, 0, {huge_1g, huge_2m, pages}, {huge_1g}},
+      {"1 MiB preferring 1 GiB", 1 * kMiB, huge_1g, kNoLimit, 0, {huge_2m, pages}, {huge_2m}},
+      {"a page below a limit: 2 MiB last", 4096, pages, dma_mask_limit(32), 0, {pages}, {pages, huge_2m}},
+      {"1 MiB below a limit", 1 * kMiB, huge_2m, dma_mask_limit(32), 0, {huge_2m, pages}, {huge_2m}},
+      {"4 MiB below a limit: no 2 MiB page holds it", 4 * kMiB, pages, dma_mask_limit(32), 0, {pages}, {pages}},
+      {"4 KiB alignment is any page's", 4096, pages, kNoLimit, 4096, {pages}, {pages}},
+      {"64 KiB alignment, pages only", 4096, pages, kNoLimit, 64 << 10, {pages}, {}},
+      {"64 KiB alignment, 2 MiB allowed", 4096, huge_2m, kNoLimit, 64 << 10, {pages}, {huge_2m}},
+      {"64 KiB alignment, 1 GiB allowed", 4096, huge_1g, kNoLimit, 64 << 10, {pages}, {huge_2m, huge_1g}},
+      {"4 MiB alignment, 2 MiB allowed", 4096, huge_2m, kNoLimit, 4 << 20, {pages}, {}},
+      {"4 MiB alignment, 1 GiB allowed", 4096, huge_1g, kNoLimit, 4 << 20, {pages}, {huge_1g}},
+  };
+  const RecordingBackend iommu(false, refuse_above_limit);
+  auto physical = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged);
+  const auto backings = [](const std::vector<DmaMemoryStep>& steps) {
+    std::vector<DmaBacking> out;
+    for (const DmaMemoryStep& step : steps) out.push_back(step.backing);
+    return out;
+  };
+  for (const PlanCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const DmaMapRequest request{.dma_limit = c.dma_limit, .bus_alignment = c.bus_alignment};
+    auto behind_iommu = iommu.memory_plan(c.size, c.prefer, request);
+    ASSERT_TRUE(behind_iommu) << behind_iommu.error().message();
+    EXPECT_EQ(backings(*behind_iommu), c.iommu);
+    for (const DmaMemoryStep& step : *behind_iommu) EXPECT_EQ(step.pieces, 1u) << "other memory lands at the same IOVA";
+    auto without_iommu = physical->memory_plan(c.size, c.prefer, request);
+    if (c.physical.empty()) {
+      ASSERT_FALSE(without_iommu);
+      EXPECT_EQ(without_iommu.error().code, Errc::not_supported);
+      EXPECT_NE(without_iommu.error().hint.find("huge"), std::string::npos) << without_iommu.error().message();
+    } else {
+      ASSERT_TRUE(without_iommu) << without_iommu.error().message();
+      EXPECT_EQ(backings(*without_iommu), c.physical);
+    }
+  }
 }
 
 // The locked memory of this process, from /proc/self/status (VmLck, in kB).

@@ -35,17 +35,11 @@ namespace pcie {
 
 class VfioContainer;  // pcie/vfio.h
 
-enum class DmaBacking {
-  pages,     // ordinary 4 KiB pages
-  huge_2m,   // 2 MiB huge pages
-  huge_1g,   // 1 GiB huge pages
-};
-std::string_view dma_backing_name(DmaBacking backing);
-
 struct DmaBufferOptions {
   // The last bus address the device can reach: dma_mask_limit(bits) of its DMA mask.
   std::uint64_t dma_limit = ~std::uint64_t{0};
-  // Backing to try first; smaller ones are tried after it. `pages` never tries huge pages.
+  // Backing to try first; smaller ones are tried after it (which ones, and how often, is
+  // the backend's DmaBackend::memory_plan). `pages` never tries huge pages.
   DmaBacking prefer = DmaBacking::huge_2m;
   bool device_reads = true;   // the device may read the buffer (host-to-device)
   bool device_writes = true;  // the device may write it (device-to-host)

@@ -15,12 +15,33 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pcie/bus_address.h"
 #include "pcie/error.h"
 #include "pcie/sys/mapping.h"
 
 namespace pcie {
+
+// The pages a DMA buffer's memory is made of.
+enum class DmaBacking {
+  pages,     // ordinary 4 KiB pages
+  huge_2m,   // 2 MiB huge pages
+  huge_1g,   // 1 GiB huge pages
+};
+// "4 KiB pages", "2 MiB huge pages", "1 GiB huge pages".
+std::string_view dma_backing_name(DmaBacking backing);
+// 4096, 2 MiB or 1 GiB.
+std::uint64_t dma_backing_page_size(DmaBacking backing);
+
+// One step of the allocator's search for memory a backend can map: up to `pieces` pieces
+// of memory of `backing`, one after the other while the backend refuses the pages
+// themselves (retry_with_other_memory). Refused pieces are held until the step ends, so
+// that the kernel hands out other pages for the next piece.
+struct DmaMemoryStep {
+  DmaBacking backing = DmaBacking::pages;
+  unsigned pieces = 1;
+};
 
 // What a device may do with a buffer, and below which bus address it must lie.
 struct DmaMapRequest {
@@ -51,12 +72,16 @@ class DmaBackend {
   // Whether a map() error is about these particular pages (above the DMA limit, not
   // contiguous), so that the allocator may try again with other memory.
   virtual bool retry_with_other_memory(const Error& error) const = 0;
-  // How many pieces of memory the allocator tries for one buffer of one page size when the
-  // backend refuses the pages themselves (retry_with_other_memory): 1 where another piece
-  // would land at the same bus address anyway (behind an IOMMU), 8 by default where the bus
-  // address is the physical one (PhysicalDmaOptions::attempts for the physical backend).
-  // Never 0.
-  virtual unsigned memory_attempts() const { return bus_addresses_are_physical() ? 8 : 1; }
+  // Where the allocator looks for memory for a buffer of `size` bytes (nonzero) that
+  // prefers `prefer` and must meet `request` (its page_size is not read: each step's
+  // backing sets it): the steps in order, none with 0 pieces. Where memory must lie is the
+  // backend's policy. The default, for an IOMMU that makes any pages contiguous and
+  // aligned: from `prefer` down, huge pages only for a buffer that fills at least half of
+  // one (a 4 KiB ring does not cost 2 MiB), one piece each. Fails with not_supported when
+  // no backing the caller allows can meet the request (the error says which to allow);
+  // the allocator then takes no memory at all.
+  virtual Result<std::vector<DmaMemoryStep>> memory_plan(std::size_t size, DmaBacking prefer,
+                                                         const DmaMapRequest& request) const;
   // A map() that fails leaves `memory` as it found it (unlocked, unmapped): the allocator
   // holds refused memory while it tries other pages, and it must not count against limits.
   // Undoes map() for `memory` at `address`; the memory is still mapped in the process. On
@@ -71,6 +96,13 @@ class DmaBackend {
 // the kernel's included. There is deliberately no default and no environment variable.
 enum class DeviceMayReachAllMemory { acknowledged };
 
+// The physical-address backend's memory_plan: a buffer must lie in one page of its backing
+// to be physically contiguous (ordinary pages are contiguous only by luck), so smaller
+// backings are tried only when one page holds the buffer or the caller asked for them; a
+// bus alignment beyond 4 KiB takes pages at least that large (not_supported when the
+// caller allows none); below a DMA limit a 2 MiB page is the last resort for a small
+// buffer (pages reserved at boot lie low); each step tries PhysicalDmaOptions::attempts
+// pieces.
 struct PhysicalDmaOptions {
   // Where the physical address of each page is read (proc(5), Documentation/admin-guide/
   // mm/pagemap.rst); tests point it at a file of their own.

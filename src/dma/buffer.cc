@@ -1,5 +1,6 @@
-// DmaAllocator and DmaBuffer over any DmaBackend: memory first (huge pages when the size
-// warrants and they are reserved), then the backend makes it reachable.
+// DmaAllocator and DmaBuffer over any DmaBackend: memory first, of the backings the
+// backend's plan names (huge pages when the size warrants and they are reserved), then the
+// backend makes it reachable.
 #include <linux/memfd.h>
 #include <sys/mman.h>
 
@@ -17,42 +18,6 @@
 namespace pcie {
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
-
-std::uint64_t page_size_of(DmaBacking backing) {
-  switch (backing) {
-    case DmaBacking::huge_1g: return 1ull << 30;
-    case DmaBacking::huge_2m: return 2ull << 20;
-    case DmaBacking::pages: break;
-  }
-  return kPage;
-}
-
-// The backings to try for a buffer of `size`, from `prefer` down. Huge pages only when the
-// buffer fills at least half a page of that size, so a 4 KiB descriptor ring does not cost
-// 2 MiB. With physical addresses (no IOMMU to stitch pages together) a buffer must fit in
-// one page of the backing to be contiguous: smaller backings are tried only when they can
-// hold it, or when the caller asked for that backing, rather than populating (say) a
-// gigabyte of ordinary pages that are contiguous only by luck.
-std::vector<DmaBacking> backings_for(std::size_t size, DmaBacking prefer, bool physical, bool limited) {
-  std::vector<DmaBacking> order;
-  for (DmaBacking backing : {DmaBacking::huge_1g, DmaBacking::huge_2m, DmaBacking::pages}) {
-    if (static_cast<int>(backing) > static_cast<int>(prefer)) continue;
-    if (backing != DmaBacking::pages && size < page_size_of(backing) / 2) continue;
-    if (physical && backing != prefer && size > page_size_of(backing)) continue;
-    order.push_back(backing);
-  }
-  // Physical addresses below a DMA limit: ordinary pages come from wherever the kernel's
-  // allocator has them (high memory first, usually), while huge pages reserved at boot lie
-  // low. A 2 MiB page is the last resort for a small buffer that no ordinary page could
-  // hold below the limit (a pool carves it up for many small buffers).
-  if (physical && limited && size <= page_size_of(DmaBacking::huge_2m) &&
-      std::find(order.begin(), order.end(), DmaBacking::huge_2m) == order.end()) {
-    order.push_back(DmaBacking::huge_2m);
-  }
-  return order;
-}
 
 Result<Mapping> allocate_memory(std::size_t rounded, DmaBacking backing) {
   if (backing == DmaBacking::pages) return sys::map_anonymous(rounded);
@@ -73,31 +38,6 @@ Result<void> check_request(std::size_t size, std::uint64_t alignment) {
   return {};
 }
 
-// backings_for()'s order, except where a physical bus address must be aligned beyond a page.
-Result<std::vector<DmaBacking>> backings_to_try(std::size_t size, const DmaBufferOptions& options, bool physical) {
-  const std::uint64_t alignment = options.bus_alignment;
-  if (!physical || alignment <= page_size_of(DmaBacking::pages)) {
-    return backings_for(size, options.prefer, physical, options.dma_limit != ~std::uint64_t{0});
-  }
-  // A physical address is aligned beyond its page only by chance: take pages at least as
-  // large as the alignment, among those the caller allows.
-  std::vector<DmaBacking> backings;
-  for (DmaBacking backing : {DmaBacking::huge_2m, DmaBacking::huge_1g}) {
-    if (page_size_of(backing) >= alignment && static_cast<int>(backing) <= static_cast<int>(options.prefer)) {
-      backings.push_back(backing);
-    }
-  }
-  if (backings.empty()) {
-    return std::unexpected(make_error(
-        Errc::not_supported, "allocate DMA buffer", fmt::format("{} bytes aligned to {:#x}", size, alignment),
-        fmt::format("without an IOMMU the bus address is the physical one, which only pages of {:#x} bytes or "
-                    "more align so, and {} are not allowed (DmaBufferOptions::prefer)",
-                    alignment, alignment > page_size_of(DmaBacking::huge_2m) ? "1 GiB pages" : "huge pages"),
-        "prefer huge pages (DmaBacking::huge_2m or huge_1g) and reserve them"));
-  }
-  return backings;
-}
-
 struct MappedMemory {
   Mapping memory;
   BusAddress address;
@@ -111,16 +51,16 @@ struct BackingSearch {
   bool refused_by_backend = false;
 };
 
-// Memory of one backing that the backend could map; nullopt when the next backing should
-// be tried (why is in `search`), an error when the allocation must give up.
-Result<std::optional<MappedMemory>> map_with_backing(DmaBackend& backend, std::size_t rounded, DmaBacking backing,
-                                                     const DmaMapRequest& request, BackingSearch& search) {
+// Memory of one step of the backend's plan that the backend could map; nullopt when the
+// next step should be tried (why is in `search`), an error when the allocation must give up.
+Result<std::optional<MappedMemory>> map_step(DmaBackend& backend, std::size_t rounded, DmaMemoryStep step,
+                                             const DmaMapRequest& request, BackingSearch& search) {
   // Memory the backend refused for where it lies (physical pages above the DMA limit)
-  // is held until this backing is given up, so that the next try gets other pages.
+  // is held until this step is given up, so that the next piece is other pages.
   std::vector<Mapping> rejected;
-  const unsigned attempts = std::max(1u, backend.memory_attempts());
-  for (unsigned attempt = 0; attempt < attempts; ++attempt) {
-    auto mapping = allocate_memory(rounded, backing);
+  const unsigned pieces = std::max(1u, step.pieces);
+  for (unsigned piece = 0; piece < pieces; ++piece) {
+    auto mapping = allocate_memory(rounded, step.backing);
     if (!mapping) {
       if (!search.refused_by_backend) search.last_error = mapping.error();
       break;  // no (more) memory of this backing: try the next
@@ -147,15 +87,6 @@ Result<std::optional<MappedMemory>> map_with_backing(DmaBackend& backend, std::s
 
 }  // namespace
 
-std::string_view dma_backing_name(DmaBacking backing) {
-  switch (backing) {
-    case DmaBacking::pages: return "4 KiB pages";
-    case DmaBacking::huge_2m: return "2 MiB huge pages";
-    case DmaBacking::huge_1g: return "1 GiB huge pages";
-  }
-  return "?";
-}
-
 DmaAllocator DmaAllocator::create_physical(DeviceMayReachAllMemory acknowledgement, const PhysicalDmaOptions& options) {
   return DmaAllocator(make_physical_dma_backend(acknowledgement, options));
 }
@@ -164,21 +95,22 @@ std::uint64_t DmaAllocator::mapped_bytes() const { return backend_->mapped_bytes
 
 Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOptions& options) const {
   if (auto valid = check_request(size, options.bus_alignment); !valid) return std::unexpected(valid.error());
-  auto backings = backings_to_try(size, options, backend_->bus_addresses_are_physical());
-  if (!backings) return std::unexpected(backings.error());
+  DmaMapRequest request{.dma_limit = options.dma_limit,
+                        .device_reads = options.device_reads,
+                        .device_writes = options.device_writes,
+                        .bus_alignment = options.bus_alignment};
+  // Which memory, and how many pieces of it, is the backend's to say (DmaBackend::memory_plan).
+  auto plan = backend_->memory_plan(size, options.prefer, request);
+  if (!plan) return std::unexpected(plan.error());
   BackingSearch search{make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing")};
-  for (DmaBacking backing : *backings) {
-    const std::uint64_t page = page_size_of(backing);
+  for (const DmaMemoryStep& step : *plan) {
+    const std::uint64_t page = dma_backing_page_size(step.backing);
     if (size > ~std::uint64_t{0} - page) break;
     const std::size_t rounded = (size + page - 1) / page * page;
-    const DmaMapRequest request{.page_size = page,
-                                .dma_limit = options.dma_limit,
-                                .device_reads = options.device_reads,
-                                .device_writes = options.device_writes,
-                                .bus_alignment = options.bus_alignment};
-    auto mapped = map_with_backing(*backend_, rounded, backing, request, search);
+    request.page_size = page;
+    auto mapped = map_step(*backend_, rounded, step, request, search);
     if (!mapped) return std::unexpected(mapped.error());
-    if (*mapped) return DmaBuffer(backend_, std::move((*mapped)->memory), size, (*mapped)->address, backing);
+    if (*mapped) return DmaBuffer(backend_, std::move((*mapped)->memory), size, (*mapped)->address, step.backing);
   }
   return std::unexpected(search.last_error);
 }

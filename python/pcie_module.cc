@@ -31,6 +31,7 @@
 #include "pcie/uio.h"
 #include "pcie/version.h"
 #include "pcie/vfio.h"
+#include "tools/device_record/device_record.h"
 
 namespace py = pybind11;
 
@@ -331,55 +332,32 @@ class UioDevice : public Device {
   std::shared_ptr<pcie::UioDevice> uio_;
 };
 
-py::dict bar_info(const pcie::BarInfo& bar) {
-  py::dict info;
-  info["index"] = bar.index;
-  info["bus_address"] = bar.bus_address;
-  info["size"] = bar.size;
-  info["space"] = bar.space == pcie::BarInfo::Space::io ? "io" : "memory";
-  info["is_64bit"] = bar.is_64bit;
-  info["prefetchable"] = bar.prefetchable;
-  info["assigned"] = bar.assigned;
-  return info;
+// A record (tools/device_record: the fields pciectl's JSON has) as Python objects: objects
+// become dicts in the record's order, arrays lists, numbers ints (bools stay bools),
+// null None.
+py::object to_python(const nlohmann::ordered_json& value) {
+  switch (value.type()) {
+    case nlohmann::ordered_json::value_t::object: {
+      py::dict dict;
+      for (const auto& [key, item] : value.items()) dict[py::str(key)] = to_python(item);
+      return dict;
+    }
+    case nlohmann::ordered_json::value_t::array: {
+      py::list list;
+      for (const auto& item : value) list.append(to_python(item));
+      return list;
+    }
+    case nlohmann::ordered_json::value_t::string: return py::str(value.get<std::string>());
+    case nlohmann::ordered_json::value_t::boolean: return py::bool_(value.get<bool>());
+    case nlohmann::ordered_json::value_t::number_unsigned: return py::int_(value.get<std::uint64_t>());
+    case nlohmann::ordered_json::value_t::number_integer: return py::int_(value.get<std::int64_t>());
+    case nlohmann::ordered_json::value_t::number_float: return py::float_(value.get<double>());
+    default: return py::none();
+  }
 }
 
-py::dict device_info(const pcie::DeviceInfo& device) {
-  py::dict info;
-  info["bdf"] = device.bdf.to_string();
-  info["vendor_id"] = device.vendor_id;
-  info["device_id"] = device.device_id;
-  info["subsystem_vendor_id"] = device.subsystem_vendor_id;
-  info["subsystem_id"] = device.subsystem_id;
-  info["revision"] = device.revision;
-  info["class_id"] = device.class_id();
-  info["prog_if"] = device.prog_if;
-  info["vendor_name"] = device.vendor_name;
-  info["device_name"] = device.device_name;
-  info["class_name"] = device.class_name;
-  info["driver"] = device.driver;
-  info["iommu_group"] = device.iommu_group;
-  info["numa_node"] = device.numa_node;
-  info["subsystem_name"] = device.subsystem_name;
-  info["subsystem_vendor_name"] = device.subsystem_vendor_name;
-  info["physical_slot"] = device.physical_slot;
-  if (device.bridge_buses) {
-    py::dict buses;
-    buses["primary"] = device.bridge_buses->primary;
-    buses["secondary"] = device.bridge_buses->secondary;
-    buses["subordinate"] = device.bridge_buses->subordinate;
-    info["bridge_buses"] = buses;
-  } else {
-    info["bridge_buses"] = py::none();
-  }
-  py::list bars;
-  for (const auto& bar : device.bars) bars.append(bar_info(bar));
-  info["bars"] = bars;
-  info["physical_function"] =
-      device.physical_function ? py::object(py::str(device.physical_function->to_string())) : py::none();
-  py::list vfs;
-  for (const auto& vf : device.virtual_functions) vfs.append(vf.to_string());
-  info["virtual_functions"] = vfs;
-  return info;
+py::object device_info(const pcie::DeviceInfo& device) {
+  return to_python(pcie_records::device_record(device, pcie_records::IdStyle::integers));
 }
 
 // Opens a BAR the way pcie.open_bar's `via` asks: any path that works, or only one.
@@ -419,7 +397,8 @@ void bind_discovery(py::module_& m) {
         return list;
       },
       py::arg("slot") = "", py::arg("id") = "", py::arg("driver") = "", py::arg("sysfs") = py::none(),
-      "Devices as dicts; slot and id filter in lspci's -s and -d syntax (id='::0108' for NVMe).");
+      "Devices as dicts (the fields of pciectl info --json, IDs as integers); slot and id filter in "
+      "lspci's -s and -d syntax (id='::0108' for NVMe).");
   m.def(
       "describe",
       [](const std::string& bdf, const std::optional<std::string>& sysfs) {
@@ -427,7 +406,7 @@ void bind_discovery(py::module_& m) {
         options.paths = sysfs_paths(sysfs);
         return device_info(value_or_raise(pcie::describe(parse_bdf(bdf), options)));
       },
-      py::arg("bdf"), py::arg("sysfs") = py::none(), "One device as a dict.");
+      py::arg("bdf"), py::arg("sysfs") = py::none(), "One device as a dict (the fields of pciectl info --json, IDs as integers).");
 }
 
 void bind_regions(py::module_& m) {

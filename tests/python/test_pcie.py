@@ -5,6 +5,7 @@ from a fake /dev/uio0). DMA needs a real device: the VM runs that (vm_python_tes
 vm_python_noiommu_* on uio_pci_generic and VFIO's no-IOMMU mode).
 """
 import gc
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import pcie
 
 FAKE_TREE_TOOL = os.environ["PCIE_FAKE_TREE"]
 VERSION_HEADER = os.environ["PCIE_VERSION_HEADER"]
+PCIECTL = os.environ["PCIE_PCIECTL"]
 
 
 class FakeTree(unittest.TestCase):
@@ -51,7 +53,26 @@ class Discovery(FakeTree):
         edu = pcie.describe("00:03.0", sysfs=self.sysfs)
         self.assertEqual((edu["vendor_id"], edu["device_id"]), (0x1234, 0x11E8))
         self.assertEqual(edu["bars"][0]["size"], 1 << 20)
-        self.assertEqual(edu["bars"][0]["space"], "memory")
+        self.assertEqual(edu["bars"][0]["type"], "memory")
+        self.assertEqual((edu["class"], edu["class_id"], edu["prog_if"]), (0x00FF00, 0x00FF, 0))
+
+    def test_dicts_are_pciectls_json_with_integer_ids(self):
+        # One record for both front ends: every field of `pciectl info --json` but its own
+        # probes (VFIO nodes, granted memory types), the same values, IDs as integers.
+        pciectl_only = {"vfio", "memory_types_verified", "memory_types_note"}
+        ids = {"vendor_id", "device_id", "subsystem_vendor_id", "subsystem_id", "class", "class_id", "prog_if"}
+        for device in pcie.devices(sysfs=self.sysfs):
+            with self.subTest(device["bdf"]):
+                out = subprocess.run([PCIECTL, "--sysfs", self.sysfs, "info", device["bdf"], "--json"], check=True,
+                                     capture_output=True, text=True).stdout
+                expected = {k: v for k, v in json.loads(out).items() if k not in pciectl_only}
+                for bar in expected["bars"]:
+                    bar.pop("mapped_memory_types", None)
+                for key in ids:
+                    self.assertIsInstance(expected[key], str, key)
+                    expected[key] = int(expected[key], 16)
+                self.assertEqual(list(device.keys()), list(expected.keys()))
+                self.assertEqual(device, expected)
 
     def test_unknown_device_is_a_pcie_error(self):
         with self.assertRaises(pcie.Error) as caught:

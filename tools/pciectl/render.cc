@@ -1,5 +1,6 @@
 #include "tools/pciectl/render.h"
 
+#include "tools/device_record/device_record.h"
 #include "tools/pciectl/device_names.h"
 
 #include "pcie/memory_type.h"
@@ -249,112 +250,23 @@ std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memo
   return lines.take();
 }
 
-namespace {
-
-nlohmann::ordered_json optional_json(const auto& value) {
-  return value ? nlohmann::ordered_json(*value) : nlohmann::ordered_json();
-}
-
-// IDs, names, driver, IOMMU group, VFIO, NUMA node, slot and bridge buses, in that order.
-void add_identity_json(nlohmann::ordered_json& json, const pcie::DeviceInfo& d, const VfioNodes* vfio) {
-  json["bdf"] = d.bdf.to_string();
-  json["vendor_id"] = fmt::format("{:04x}", d.vendor_id);
-  json["device_id"] = fmt::format("{:04x}", d.device_id);
-  json["subsystem_vendor_id"] = fmt::format("{:04x}", d.subsystem_vendor_id);
-  json["subsystem_id"] = fmt::format("{:04x}", d.subsystem_id);
-  json["revision"] = d.revision;
-  json["class"] = fmt::format("{:02x}{:02x}{:02x}", d.base_class, d.subclass, d.prog_if);
-  json["vendor_name"] = d.vendor_name;
-  json["device_name"] = d.device_name;
-  json["class_name"] = d.class_name;
-  json["subsystem_name"] = d.subsystem_name;
-  json["subsystem_vendor_name"] = d.subsystem_vendor_name;
-  json["driver"] = optional_json(d.driver);
-  json["iommu_group"] = optional_json(d.iommu_group);
+nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
+  // The record the Python module also gives (one place for the fields), then what only
+  // pciectl finds out: the VFIO nodes and the BARs' granted memory types.
+  nlohmann::ordered_json json = pcie_records::device_record(d, pcie_records::IdStyle::hex_strings);
   json["vfio"] = vfio != nullptr ? to_json(*vfio) : nlohmann::ordered_json();
-  json["numa_node"] = optional_json(d.numa_node);
-  json["physical_slot"] = optional_json(d.physical_slot);
-  if (d.bridge_buses) {
-    json["bridge_buses"] = {{"primary", d.bridge_buses->primary},
-                            {"secondary", d.bridge_buses->secondary},
-                            {"subordinate", d.bridge_buses->subordinate}};
-  }
-}
-
-// "bars" (with the mapped memory types when known), the memory-type note and "rom".
-void add_bars_json(nlohmann::ordered_json& json, const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types) {
-  json["bars"] = nlohmann::ordered_json::array();
-  for (const pcie::BarInfo& bar : d.bars) {
-    json["bars"].push_back({{"index", bar.index},
-                            {"type", bar.space == pcie::BarInfo::Space::io ? "io" : "memory"},
-                            {"bus_address", bar.bus_address},
-                            {"size", bar.size},
-                            {"is_64bit", bar.is_64bit},
-                            {"prefetchable", bar.prefetchable},
-                            {"assigned", bar.assigned}});
-    if (memory_types != nullptr) {
-      json["bars"].back()["mapped_memory_types"] =
-          memory_types->verified ? nlohmann::ordered_json(memory_types->by_bar.contains(bar.index)
-                                                               ? memory_types->by_bar.at(bar.index)
-                                                               : std::vector<std::string>{})
-                                 : nlohmann::ordered_json();
-    }
-  }
   if (memory_types != nullptr) {
+    for (nlohmann::ordered_json& bar : json["bars"]) {
+      const unsigned index = bar["index"].get<unsigned>();
+      bar["mapped_memory_types"] = memory_types->verified
+                                       ? nlohmann::ordered_json(memory_types->by_bar.contains(index)
+                                                                    ? memory_types->by_bar.at(index)
+                                                                    : std::vector<std::string>{})
+                                       : nlohmann::ordered_json();
+    }
     json["memory_types_verified"] = memory_types->verified;
     if (!memory_types->verified) json["memory_types_note"] = memory_types->note;
   }
-  json["rom"] = d.rom ? nlohmann::ordered_json{{"bus_address", d.rom->bus_address}, {"size", d.rom->size}}
-                      : nlohmann::ordered_json();
-}
-
-nlohmann::ordered_json link_json(const pcie::DeviceInfo& d) {
-  if (!d.link) return nullptr;
-  return {{"current_speed_gts", d.link->current_speed_gts},
-          {"current_width", d.link->current_width},
-          {"max_speed_gts", d.link->max_speed_gts},
-          {"max_width", d.link->max_width},
-          {"source", d.link->source == pcie::LinkInfo::Source::sysfs               ? "sysfs"
-                     : d.link->source == pcie::LinkInfo::Source::physical_function ? "physical_function"
-                                                                                    : "config_space"}};
-}
-
-// The physical function, the virtual functions and the SR-IOV counts.
-void add_sriov_json(nlohmann::ordered_json& json, const pcie::DeviceInfo& d) {
-  json["physical_function"] =
-      d.physical_function ? nlohmann::ordered_json(d.physical_function->to_string()) : nlohmann::ordered_json();
-  json["virtual_functions"] = nlohmann::ordered_json::array();
-  for (const pcie::Bdf& vf : d.virtual_functions) json["virtual_functions"].push_back(vf.to_string());
-  json["sriov"] = d.sriov ? nlohmann::ordered_json{{"total_vfs", d.sriov->total_vfs}, {"num_vfs", d.sriov->num_vfs}}
-                          : nlohmann::ordered_json();
-}
-
-nlohmann::ordered_json capabilities_json(const pcie::DeviceInfo& d) {
-  nlohmann::ordered_json list = nlohmann::ordered_json::array();
-  for (const pcie::Capability& capability : d.capabilities) {
-    nlohmann::ordered_json entry = {
-        {"space", capability.space == pcie::Capability::Space::standard ? "standard" : "extended"},
-        {"id", capability.id},
-        {"offset", capability.offset},
-        {"name", capability.name()}};
-    if (capability.space == pcie::Capability::Space::extended) entry["version"] = capability.version;
-    list.push_back(entry);
-  }
-  return list;
-}
-
-}  // namespace
-
-nlohmann::ordered_json to_json(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
-  nlohmann::ordered_json json;
-  add_identity_json(json, d, vfio);
-  add_bars_json(json, d, memory_types);
-  json["link"] = link_json(d);
-  add_sriov_json(json, d);
-  json["capabilities"] = capabilities_json(d);
-  json["config_bytes_readable"] = d.config_bytes_readable;
-  json["config_file_bytes"] = d.config_file_bytes;
-  json["warnings"] = d.warnings;
   return json;
 }
 

@@ -65,18 +65,16 @@ pcie::Bdf parse_bdf(const std::string& text) { return value_or_raise(pcie::Bdf::
 
 pcie::Width width_of(unsigned bits) { return value_or_raise(pcie::width_from_bits(bits)); }
 
-// The paths below the sysfs and procfs mounts the caller names (a fake tree's <dir>/sys and
-// <dir>/proc), as pciectl's --sysfs and --proc; None: the machine's /sys and /proc.
-pcie::SysfsPaths sysfs_paths(const std::optional<std::string>& sysfs, const std::optional<std::string>& proc) {
-  if (!sysfs && !proc) return pcie::SysfsPaths();
-  return pcie::SysfsPaths::under(sysfs.value_or("/sys"), proc.value_or("/proc"));
+// The paths below a sysfs mount the caller names (a fake tree's <dir>/sys); procfs stays
+// the machine's /proc, which the module has no option for.
+pcie::SysfsPaths sysfs_paths(const std::optional<std::string>& sysfs) {
+  return sysfs ? pcie::SysfsPaths::under(*sysfs, "/proc") : pcie::SysfsPaths();
 }
 
-pcie::VfioPaths vfio_paths(const std::optional<std::string>& sysfs, const std::optional<std::string>& proc,
-                           const std::optional<std::string>& dev_vfio) {
+pcie::VfioPaths vfio_paths(const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
   // iommufd's node beside VFIO's: <dir>/dev/iommu for a fake tree's <dir>/dev/vfio.
   const std::string dev = dev_vfio ? std::filesystem::path(*dev_vfio).parent_path().string() : "/dev";
-  pcie::VfioPaths paths = pcie::VfioPaths::under(sysfs.value_or("/sys"), proc.value_or("/proc"), dev);
+  pcie::VfioPaths paths = pcie::VfioPaths::under(sysfs.value_or("/sys"), "/proc", dev);
   if (dev_vfio) paths.dev_vfio = *dev_vfio;
   return paths;
 }
@@ -287,8 +285,7 @@ std::optional<pcie::DeviceMayReachAllMemory> acknowledgement(bool device_may_rea
 class VfioDevice : public Device {
  public:
   static VfioDevice open(const std::string& bdf, bool reset, bool no_iommu, bool device_may_reach_all_memory,
-                         const std::optional<std::string>& sysfs, const std::optional<std::string>& proc,
-                         const std::optional<std::string>& dev_vfio) {
+                         const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
     const pcie::Bdf address = parse_bdf(bdf);
     const auto acknowledged = acknowledgement(device_may_reach_all_memory);
     if (no_iommu && !acknowledged) {
@@ -296,9 +293,8 @@ class VfioDevice : public Device {
                              "without an IOMMU the device can read and write all of memory",
                              "pass device_may_reach_all_memory=True to accept that"));
     }
-    const pcie::VfioPaths paths = vfio_paths(sysfs, proc, dev_vfio);
-    auto container = value_or_raise(no_iommu ? pcie::VfioContainer::open_without_iommu(*acknowledged, paths)
-                                             : pcie::VfioContainer::open(paths));
+    auto container = value_or_raise(no_iommu ? pcie::VfioContainer::open_without_iommu(*acknowledged, vfio_paths(sysfs, dev_vfio))
+                                             : pcie::VfioContainer::open(vfio_paths(sysfs, dev_vfio)));
     auto device = value_or_raise(container.open_device(address, pcie::VfioDeviceOptions{.reset_on_open = reset}));
     return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), no_iommu);
   }
@@ -315,11 +311,11 @@ class VfioDevice : public Device {
 class UioDevice : public Device {
  public:
   static UioDevice open(const std::string& bdf, bool device_may_reach_all_memory, const std::optional<std::string>& sysfs,
-                        const std::optional<std::string>& proc, const std::optional<std::string>& dev) {
+                        const std::optional<std::string>& dev) {
     pcie::UioOptions options;
     options.dma = acknowledgement(device_may_reach_all_memory);
     pcie::UioPaths paths;
-    paths.sysfs = sysfs_paths(sysfs, proc);
+    paths.sysfs = sysfs_paths(sysfs);
     if (dev) paths.dev = *dev;
     auto device = value_or_raise(pcie::UioDevice::open(parse_bdf(bdf), options, paths));
     UioDevice opened(std::make_shared<pcie::UioDevice>(std::move(device)));
@@ -366,12 +362,11 @@ py::object device_info(const pcie::DeviceInfo& device) {
 
 // Opens a BAR the way pcie.open_bar's `via` asks: any path that works, or only one.
 Bar open_bar(const std::string& bdf, unsigned bar, bool writable, const std::string& via, bool enable,
-             const std::optional<std::string>& sysfs, const std::optional<std::string>& proc,
-             const std::optional<std::string>& dev_vfio) {
+             const std::optional<std::string>& sysfs, const std::optional<std::string>& dev_vfio) {
   pcie::BarOpenOptions options;
   options.writable = writable;
   options.enable_decoding = enable;
-  options.paths = vfio_paths(sysfs, proc, dev_vfio);
+  options.paths = vfio_paths(sysfs, dev_vfio);
   if (via == "sysfs") options.preference = pcie::BarPathPreference::sysfs_only;
   else if (via == "vfio") options.preference = pcie::BarPathPreference::vfio_only;
   else if (via != "auto") raise(pcie::make_error(pcie::Errc::invalid_argument, "open_bar", via, "expected auto, sysfs or vfio"));
@@ -391,10 +386,9 @@ void bind_error(py::module_& m) {
 void bind_discovery(py::module_& m) {
   m.def(
       "devices",
-      [](const std::string& slot, const std::string& id, const std::string& driver, const std::optional<std::string>& sysfs,
-         const std::optional<std::string>& proc) {
+      [](const std::string& slot, const std::string& id, const std::string& driver, const std::optional<std::string>& sysfs) {
         pcie::DiscoveryOptions options;
-        options.paths = sysfs_paths(sysfs, proc);
+        options.paths = sysfs_paths(sysfs);
         options.slot_filter = slot;
         options.id_filter = id;
         options.driver_filter = driver;
@@ -403,17 +397,16 @@ void bind_discovery(py::module_& m) {
         return list;
       },
       py::arg("slot") = "", py::arg("id") = "", py::arg("driver") = "", py::arg("sysfs") = py::none(),
-      py::arg("proc") = py::none(),
       "Devices as dicts (the fields of pciectl info --json, IDs as integers); slot and id filter in "
       "lspci's -s and -d syntax (id='::0108' for NVMe).");
   m.def(
       "describe",
-      [](const std::string& bdf, const std::optional<std::string>& sysfs, const std::optional<std::string>& proc) {
+      [](const std::string& bdf, const std::optional<std::string>& sysfs) {
         pcie::DiscoveryOptions options;
-        options.paths = sysfs_paths(sysfs, proc);
+        options.paths = sysfs_paths(sysfs);
         return device_info(value_or_raise(pcie::describe(parse_bdf(bdf), options)));
       },
-      py::arg("bdf"), py::arg("sysfs") = py::none(), py::arg("proc") = py::none(), "One device as a dict (the fields of pciectl info --json, IDs as integers).");
+      py::arg("bdf"), py::arg("sysfs") = py::none(), "One device as a dict (the fields of pciectl info --json, IDs as integers).");
 }
 
 void bind_regions(py::module_& m) {
@@ -439,8 +432,7 @@ void bind_regions(py::module_& m) {
       .def_property_readonly("memory_type", &Bar::memory_type);
 
   m.def("open_bar", &open_bar, py::arg("bdf"), py::arg("bar"), py::arg("writable") = false, py::arg("via") = "auto",
-        py::arg("enable") = false, py::arg("sysfs") = py::none(), py::arg("proc") = py::none(),
-        py::arg("dev_vfio") = py::none(),
+        py::arg("enable") = false, py::arg("sysfs") = py::none(), py::arg("dev_vfio") = py::none(),
         "Opens BAR `bar` through sysfs or VFIO, whichever works (pcie/bar_opener.h).");
 }
 
@@ -483,14 +475,14 @@ void bind_devices(py::module_& m) {
   py::class_<VfioDevice, Device>(m, "VfioDevice", "A device owned through VFIO (bound to vfio-pci).")
       .def_static("open", &VfioDevice::open, py::arg("bdf"), py::arg("reset") = true, py::arg("no_iommu") = false,
                   py::arg("device_may_reach_all_memory") = false, py::arg("sysfs") = py::none(),
-                  py::arg("proc") = py::none(), py::arg("dev_vfio") = py::none(),
+                  py::arg("dev_vfio") = py::none(),
                   "Opens `bdf` through its IOMMU group; no_iommu=True opens it in VFIO's no-IOMMU mode "
                   "(/dev/vfio/noiommu-N), which needs device_may_reach_all_memory=True.")
       .def("reset", &VfioDevice::reset);
 
   py::class_<UioDevice, Device>(m, "UioDevice", "A device bound to uio_pci_generic (no IOMMU, INTx only).")
       .def_static("open", &UioDevice::open, py::arg("bdf"), py::arg("device_may_reach_all_memory") = false,
-                  py::arg("sysfs") = py::none(), py::arg("proc") = py::none(), py::arg("dev") = py::none(),
+                  py::arg("sysfs") = py::none(), py::arg("dev") = py::none(),
                   "Opens `bdf`'s /dev/uioN; DMA buffers (physical addresses) need "
                   "device_may_reach_all_memory=True.")
       .def_property_readonly("uio_number", &UioDevice::uio_number);

@@ -74,16 +74,6 @@ class Discovery(FakeTree):
                 self.assertEqual(list(device.keys()), list(expected.keys()))
                 self.assertEqual(device, expected)
 
-    def test_procfs_is_named_like_sysfs(self):
-        # Every call that takes sysfs= takes proc= too (pciectl's --proc): the fake tree's own.
-        proc = self.tree + "/proc"
-        self.assertEqual(pcie.devices(sysfs=self.sysfs, proc=proc), pcie.devices(sysfs=self.sysfs))
-        self.assertEqual(pcie.describe("00:03.0", sysfs=self.sysfs, proc=proc)["bdf"], "0000:00:03.0")
-        bar = pcie.open_bar("0000:00:03.0", 0, sysfs=self.sysfs, proc=proc, dev_vfio=self.tree + "/dev/vfio")
-        self.assertEqual(bar.read(0), 0x010000ED)
-        with self.assertRaises(pcie.Error):
-            pcie.VfioDevice.open("0000:00:03.0", sysfs=self.sysfs, proc=proc, dev_vfio=self.tree + "/dev/vfio")
-
     def test_unknown_device_is_a_pcie_error(self):
         with self.assertRaises(pcie.Error) as caught:
             pcie.describe("0000:09:00.0", sysfs=self.sysfs)

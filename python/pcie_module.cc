@@ -397,7 +397,8 @@ void bind_discovery(py::module_& m) {
         return list;
       },
       py::arg("slot") = "", py::arg("id") = "", py::arg("driver") = "", py::arg("sysfs") = py::none(),
-      "Devices as dicts (the fields of pciectl info --json, IDs as integers); slot and id filter in "
+      "Devices as dicts (pciectl info --json's record without its VFIO and memory-type probes, IDs as "
+      "integers); slot and id filter in "
       "lspci's -s and -d syntax (id='::0108' for NVMe).");
   m.def(
       "describe",
@@ -406,7 +407,7 @@ void bind_discovery(py::module_& m) {
         options.paths = sysfs_paths(sysfs);
         return device_info(value_or_raise(pcie::describe(parse_bdf(bdf), options)));
       },
-      py::arg("bdf"), py::arg("sysfs") = py::none(), "One device as a dict (the fields of pciectl info --json, IDs as integers).");
+      py::arg("bdf"), py::arg("sysfs") = py::none(), "One device as a dict (as devices() gives).");
 }
 
 void bind_regions(py::module_& m) {

@@ -1,6 +1,8 @@
-// The removal guard's installation against faults that arrive while it is being installed
-// (issue 23, defect 2). The guard forwards every fault that is not its own to the handler
-// the program had before; it must know that handler before its own can run, and it must
+// The removal guard's installation against faults that arrive while it is being installed.
+// The guard forwards every fault that is not its own to the handler the program had before
+// (a JVM's, Go's, a GC's). It once learned that handler from the very sigaction() call that
+// installed its own, so a fault on another thread in between was forwarded to a zeroed
+// action and killed the process. It must know the handler before its own can run, and
 // forward to the one it actually replaced if the program changed it meanwhile.
 //
 // The window is a few instructions wide, so this binary widens it deterministically: it
@@ -16,7 +18,7 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstring>
+#include <cstdint>
 
 #include "pcie/removal.h"
 
@@ -79,7 +81,7 @@ void fault_now(int signal) {
   info.si_code = BUS_ADRERR;
   info.si_addr = g_fault_page;
   // rt_tgsigqueueinfo lets a process send itself a siginfo with a positive si_code.
-  syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, &info);
+  if (syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, &info) != 0) _exit(12);
 }
 
 }  // namespace
@@ -106,7 +108,10 @@ struct WindowCase {
 };
 
 // Installs the program's first handler, arms the window, installs the guard, then faults
-// once more outside the window; exits 0 when each handler saw what the case expects.
+// once more outside the window. Exits 0 when each handler saw what the case expects; 10 when
+// the guard failed to install, 11 when the interposer never saw it install, 12 when the
+// SIGBUS could not be sent; 20 + 1 (first handler's count wrong) + 2 (second's wrong).
+// A fault forwarded to no handler kills the child with that signal instead.
 [[noreturn]] void run_case(const WindowCase& c) {
   install_program_handler(c.signal, first_handler);
   g_window_signal.store(c.signal);

@@ -226,16 +226,17 @@ class RecordingBackend final : public DmaBackend {
     return {};
   }
   std::uint64_t mapped_bytes() const override { return mapped; }
-  // Behind an IOMMU the interface's plan; with physical addresses the physical backend's
-  // own, so that the allocator runs that policy over this double's map().
+  // The interface's default plan, as any backend of a user's own gets (the physical policy
+  // where bus addresses are physical), or that policy with `attempts` pieces a step.
   Result<std::vector<DmaMemoryStep>> memory_plan(std::size_t size, DmaBacking prefer,
                                                  const DmaMapRequest& request) const override {
-    if (!physical_) return DmaBackend::memory_plan(size, prefer, request);
-    const PhysicalDmaOptions options{.attempts = attempts != 0 ? attempts : PhysicalDmaOptions{}.attempts};
-    return make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged, options)->memory_plan(size, prefer, request);
+    if (empty_plan) return std::vector<DmaMemoryStep>{};
+    if (physical_ && attempts != 0) return physical_memory_plan(size, prefer, request, attempts);
+    return DmaBackend::memory_plan(size, prefer, request);
   }
 
-  unsigned attempts = 0;  // 0: PhysicalDmaOptions' default
+  unsigned attempts = 0;  // 0: the interface's default
+  bool empty_plan = false;
   std::vector<std::uint64_t> page_sizes;
   std::vector<std::uint64_t> bus_alignments;
   std::uint64_t mapped = 0;
@@ -338,6 +339,10 @@ TEST(DmaMemoryPlan, EachBackendLooksWhereItsAddressesCanBeMet) {
   const std::vector<PlanCase> cases = {
       {"a page, pages asked", 4096, pages, kNoLimit, 0, {pages}, {pages}},
       {"a page, 2 MiB preferred: too small for huge pages", 4096, huge_2m, kNoLimit, 0, {pages}, {pages}},
+      {"64 KiB preferring 2 MiB: one huge page holds it", 64 << 10, huge_2m, kNoLimit, 0, {pages}, {huge_2m}},
+      {"64 KiB preferring 1 GiB: the smallest that holds it", 64 << 10, huge_1g, kNoLimit, 0, {pages}, {huge_2m}},
+      {"64 KiB preferring pages: as asked", 64 << 10, pages, kNoLimit, 0, {pages}, {pages}},
+      {"4 MiB preferring 1 GiB: only 1 GiB holds it", 4 * kMiB, huge_1g, kNoLimit, 0, {huge_2m, pages}, {huge_1g}},
       {"1 MiB fills half a 2 MiB page", 1 * kMiB, huge_2m, kNoLimit, 0, {huge_2m, pages}, {huge_2m}},
       {"3 MiB: no 2 MiB page holds it", 3 * kMiB, huge_2m, kNoLimit, 0, {huge_2m, pages}, {huge_2m}},
       {"64 MiB preferring pages", 64 * kMiB, pages, kNoLimit, 0, {pages}, {pages}},
@@ -355,6 +360,8 @@ TEST(DmaMemoryPlan, EachBackendLooksWhereItsAddressesCanBeMet) {
   };
   const RecordingBackend iommu(false, refuse_above_limit);
   auto physical = make_physical_dma_backend(DeviceMayReachAllMemory::acknowledged);
+  // A backend of a user's own whose bus addresses are physical gets the physical policy.
+  const RecordingBackend own_physical(true, refuse_above_limit);
   const auto backings = [](const std::vector<DmaMemoryStep>& steps) {
     std::vector<DmaBacking> out;
     for (const DmaMemoryStep& step : steps) out.push_back(step.backing);
@@ -368,6 +375,11 @@ TEST(DmaMemoryPlan, EachBackendLooksWhereItsAddressesCanBeMet) {
     EXPECT_EQ(backings(*behind_iommu), c.iommu);
     for (const DmaMemoryStep& step : *behind_iommu) EXPECT_EQ(step.pieces, 1u) << "other memory lands at the same IOVA";
     auto without_iommu = physical->memory_plan(c.size, c.prefer, request);
+    auto own = own_physical.memory_plan(c.size, c.prefer, request);
+    ASSERT_EQ(own.has_value(), without_iommu.has_value());
+    if (own) {
+      EXPECT_EQ(backings(*own), backings(*without_iommu)) << "a user's physical backend plans alike";
+    }
     if (c.physical.empty()) {
       ASSERT_FALSE(without_iommu);
       EXPECT_EQ(without_iommu.error().code, Errc::not_supported);
@@ -375,8 +387,19 @@ TEST(DmaMemoryPlan, EachBackendLooksWhereItsAddressesCanBeMet) {
     } else {
       ASSERT_TRUE(without_iommu) << without_iommu.error().message();
       EXPECT_EQ(backings(*without_iommu), c.physical);
+      for (const DmaMemoryStep& step : *without_iommu) EXPECT_EQ(step.pieces, 8u) << "the default attempts";
     }
   }
+}
+
+// A plan that names nothing fails the allocation with not_supported, taking no memory.
+TEST(DmaAllocatorOverBackends, AnEmptyPlanIsNotSupported) {
+  auto backend = std::make_shared<RecordingBackend>(false, refuse_above_limit);
+  backend->empty_plan = true;
+  auto buffer = DmaAllocator::create(backend).allocate(4096);
+  ASSERT_FALSE(buffer);
+  EXPECT_EQ(buffer.error().code, Errc::not_supported) << buffer.error().message();
+  EXPECT_TRUE(backend->page_sizes.empty());
 }
 
 // The locked memory of this process, from /proc/self/status (VmLck, in kB).

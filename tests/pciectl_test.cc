@@ -709,6 +709,32 @@ TEST_F(PciectlTest, InfoJson) {
   EXPECT_TRUE(json["driver"].is_null());
   EXPECT_EQ(json["bars"][0]["size"], 1u << 20);
   EXPECT_EQ(json["capabilities"][0]["name"], "MSI");
+  // The record's fields, in order, pinned: scripts read them, and the Python module's
+  // dicts are the same record (a change here is a change of both outputs).
+  const auto keys = [](const nlohmann::json& object) {
+    std::vector<std::string> names;
+    for (const auto& [key, value] : object.items()) names.push_back(key);
+    return names;
+  };
+  const auto ordered = nlohmann::ordered_json::parse(run.out);
+  std::vector<std::string> top;
+  for (const auto& [key, value] : ordered.items()) top.push_back(key);
+  EXPECT_EQ(top, (std::vector<std::string>{
+                     "bdf", "vendor_id", "device_id", "subsystem_vendor_id", "subsystem_id", "revision", "class",
+                     "class_id", "prog_if", "vendor_name", "device_name", "class_name", "subsystem_name",
+                     "subsystem_vendor_name", "driver", "iommu_group", "numa_node", "physical_slot", "bridge_buses",
+                     "bars", "rom", "link", "physical_function", "virtual_functions", "sriov", "capabilities",
+                     "config_bytes_readable", "config_file_bytes", "warnings", "vfio", "memory_types_verified",
+                     "memory_types_note"}));
+  std::vector<std::string> bar;
+  for (const auto& [key, value] : ordered["bars"][0].items()) bar.push_back(key);
+  EXPECT_EQ(bar, (std::vector<std::string>{"index", "type", "bus_address", "size", "is_64bit", "prefetchable",
+                                           "assigned", "mapped_memory_types"}));
+  EXPECT_EQ(keys(json["capabilities"][0]), (std::vector<std::string>{"id", "name", "offset", "space"}));
+  EXPECT_EQ(json["class"], "00ff00");
+  EXPECT_EQ(json["class_id"], "00ff");
+  EXPECT_EQ(json["prog_if"], "00");
+  EXPECT_TRUE(json["bridge_buses"].is_null()) << "not a bridge: null, never missing";
 }
 
 // A device on vfio-pci: its group node, its cdev and the backend a container would take,

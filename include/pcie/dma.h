@@ -38,8 +38,11 @@ class VfioContainer;  // pcie/vfio.h
 struct DmaBufferOptions {
   // The last bus address the device can reach: dma_mask_limit(bits) of its DMA mask.
   std::uint64_t dma_limit = ~std::uint64_t{0};
-  // Backing to try first; smaller ones are tried after it (which ones, and how often, is
-  // the backend's DmaBackend::memory_plan). `pages` never tries huge pages.
+  // The largest backing to use, tried first. Which others are tried, and how often, is the
+  // backend's DmaBackend::memory_plan: behind an IOMMU every smaller one (huge pages only
+  // for a buffer that fills half of one); with physical addresses only pages that can hold
+  // the buffer contiguously, and below a DMA limit a 2 MiB page as the last resort even
+  // after `pages` (physical_memory_plan in pcie/dma_backend.h).
   DmaBacking prefer = DmaBacking::huge_2m;
   bool device_reads = true;   // the device may read the buffer (host-to-device)
   bool device_writes = true;  // the device may write it (device-to-host)
@@ -120,11 +123,15 @@ class DmaAllocator {
   static DmaAllocator create(std::shared_ptr<DmaBackend> backend) { return DmaAllocator(std::move(backend)); }
 
   // A buffer of `size` bytes (rounded up to its page size), zeroed. Errors: invalid_argument
-  // (size 0), out_of_range (no IOVA space, or no memory, below options.dma_limit),
-  // permission_denied with how much RLIMIT_MEMLOCK it needs (counting what the whole
-  // process has locked already) or why physical addresses are hidden, busy when the
-  // kernel's mapping limit is reached, not_supported when no backing gives physically
-  // contiguous memory (physical backend: use huge pages above 4 KiB).
+  // (size 0, a bus alignment that is not a power of two up to 1 GiB), out_of_range (no
+  // IOVA space, or no memory, below options.dma_limit), permission_denied with how much
+  // RLIMIT_MEMLOCK it needs (counting what the whole process has locked already) or why
+  // physical addresses are hidden, busy when the kernel's mapping limit is reached,
+  // not_supported when no backing gives physically contiguous memory, or before any memory
+  // is taken when the backend's plan cannot meet the request (physical addresses aligned
+  // beyond 4 KiB without huge pages allowed) or names no memory, and the memory's own
+  // error (io_error with the errno, ENOMEM when none is free) when no page of any planned
+  // backing could be had.
   Result<DmaBuffer> allocate(std::size_t size, const DmaBufferOptions& options = {}) const;
 
   // Bytes currently mapped through the backend, by every allocator of it.

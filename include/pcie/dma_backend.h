@@ -11,6 +11,7 @@
 // Implementations are thread-safe: allocators made from one backend share it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -74,12 +75,12 @@ class DmaBackend {
   virtual bool retry_with_other_memory(const Error& error) const = 0;
   // Where the allocator looks for memory for a buffer of `size` bytes (nonzero) that
   // prefers `prefer` and must meet `request` (its page_size is not read: each step's
-  // backing sets it): the steps in order, none with 0 pieces. Where memory must lie is the
-  // backend's policy. The default, for an IOMMU that makes any pages contiguous and
-  // aligned: from `prefer` down, huge pages only for a buffer that fills at least half of
-  // one (a 4 KiB ring does not cost 2 MiB), one piece each. Fails with not_supported when
-  // no backing the caller allows can meet the request (the error says which to allow);
-  // the allocator then takes no memory at all.
+  // backing sets it): the steps in order. Where memory must lie is the backend's policy.
+  // The default: physical_memory_plan() with 8 pieces a step where bus addresses are
+  // physical; else iommu_memory_plan(). An override may fail, with not_supported when no
+  // backing the caller allows can meet the request (the error saying which to allow):
+  // DmaAllocator::allocate then fails with that error and takes no memory. An empty plan
+  // fails the allocation with not_supported; the allocator tries at most 64 pieces a step.
   virtual Result<std::vector<DmaMemoryStep>> memory_plan(std::size_t size, DmaBacking prefer,
                                                          const DmaMapRequest& request) const;
   // A map() that fails leaves `memory` as it found it (unlocked, unmapped): the allocator
@@ -96,13 +97,29 @@ class DmaBackend {
 // the kernel's included. There is deliberately no default and no environment variable.
 enum class DeviceMayReachAllMemory { acknowledged };
 
-// The physical-address backend's memory_plan: a buffer must lie in one page of its backing
-// to be physically contiguous (ordinary pages are contiguous only by luck), so smaller
-// backings are tried only when one page holds the buffer or the caller asked for them; a
-// bus alignment beyond 4 KiB takes pages at least that large (not_supported when the
-// caller allows none); below a DMA limit a 2 MiB page is the last resort for a small
-// buffer (pages reserved at boot lie low); each step tries PhysicalDmaOptions::attempts
-// pieces.
+// Where memory for a buffer lies behind an IOMMU, which makes any pages contiguous and
+// aligned for the device: every backing from `prefer` down, huge pages only for a buffer
+// that fills at least half of one (a 4 KiB ring does not cost 2 MiB), one piece each.
+// Never fails, never empty.
+std::vector<DmaMemoryStep> iommu_memory_plan(std::size_t size, DmaBacking prefer);
+
+// Where memory for a buffer lies when its bus address is its physical address (no IOMMU):
+// `pieces` pieces a step (clamped to 1..64), since other memory may lie elsewhere.
+//  - A buffer is physically contiguous only inside one page of its backing (ordinary pages
+//    are contiguous by luck), so a backing other than `prefer` is tried only when one of
+//    its pages holds the buffer, and huge pages only for a buffer that fills at least half
+//    of one; when that leaves no backing whose page holds the buffer, the smallest huge
+//    page `prefer` allows that does is added (a 64 KiB buffer preferring 2 MiB pages gets
+//    one 2 MiB page, not 16 ordinary pages).
+//  - A bus alignment above 4 KiB takes pages at least that large, among those `prefer`
+//    allows; not_supported (saying to allow huge pages) when there are none.
+//  - Below a DMA limit, a buffer of at most 2 MiB ends with a 2 MiB page, even preferring
+//    ordinary pages: those come from wherever the kernel has them (high memory first),
+//    huge pages reserved at boot lie low.
+// Never empty when it succeeds.
+Result<std::vector<DmaMemoryStep>> physical_memory_plan(std::size_t size, DmaBacking prefer,
+                                                        const DmaMapRequest& request, unsigned pieces);
+
 struct PhysicalDmaOptions {
   // Where the physical address of each page is read (proc(5), Documentation/admin-guide/
   // mm/pagemap.rst); tests point it at a file of their own.
@@ -120,7 +137,8 @@ struct PhysicalDmaOptions {
   bool lock = true;
 };
 
-// The physical-address backend. Errors of map(): permission_denied when pagemap shows a
+// The physical-address backend; its memory_plan is physical_memory_plan() with
+// options.attempts pieces a step. Errors of map(): permission_denied when pagemap shows a
 // PFN of 0 (it hides PFNs from processes without CAP_SYS_ADMIN) or mlock is refused,
 // not_supported for pages that are not physically contiguous (use huge pages),
 // out_of_range above the DMA limit, malformed for a pagemap entry of a page not present.

@@ -1,5 +1,6 @@
-// The pages DMA memory is made of, and the search for memory that suits a backend behind
-// an IOMMU (the default DmaBackend::memory_plan; the physical backend has its own).
+// The pages DMA memory is made of, the search for memory that suits a backend behind an
+// IOMMU, and DmaBackend::memory_plan's default (physical_memory_plan is the physical
+// backend's, src/dma/physical_backend.cc).
 #include <string_view>
 #include <vector>
 
@@ -25,10 +26,9 @@ std::uint64_t dma_backing_page_size(DmaBacking backing) {
   return 4096;
 }
 
-// An IOMMU maps any pages contiguous and at any IOVA alignment, so every backing can serve
-// every request: the only question is what the buffer is worth in memory.
-Result<std::vector<DmaMemoryStep>> DmaBackend::memory_plan(std::size_t size, DmaBacking prefer,
-                                                           const DmaMapRequest&) const {
+std::vector<DmaMemoryStep> iommu_memory_plan(std::size_t size, DmaBacking prefer) {
+  // An IOMMU maps any pages contiguous and at any IOVA alignment, so every backing can
+  // serve every request: the only question is what the buffer is worth in memory.
   std::vector<DmaMemoryStep> steps;
   for (DmaBacking backing : {DmaBacking::huge_1g, DmaBacking::huge_2m, DmaBacking::pages}) {
     if (static_cast<int>(backing) > static_cast<int>(prefer)) continue;
@@ -36,6 +36,12 @@ Result<std::vector<DmaMemoryStep>> DmaBackend::memory_plan(std::size_t size, Dma
     steps.push_back({.backing = backing, .pieces = 1});
   }
   return steps;
+}
+
+Result<std::vector<DmaMemoryStep>> DmaBackend::memory_plan(std::size_t size, DmaBacking prefer,
+                                                           const DmaMapRequest& request) const {
+  if (bus_addresses_are_physical()) return physical_memory_plan(size, prefer, request, 8);
+  return iommu_memory_plan(size, prefer);
 }
 
 }  // namespace pcie

@@ -58,7 +58,7 @@ Result<std::optional<MappedMemory>> map_step(DmaBackend& backend, std::size_t ro
   // Memory the backend refused for where it lies (physical pages above the DMA limit)
   // is held until this step is given up, so that the next piece is other pages.
   std::vector<Mapping> rejected;
-  const unsigned pieces = std::max(1u, step.pieces);
+  const unsigned pieces = std::clamp(step.pieces, 1u, 64u);
   for (unsigned piece = 0; piece < pieces; ++piece) {
     auto mapping = allocate_memory(rounded, step.backing);
     if (!mapping) {
@@ -102,6 +102,13 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
   // Which memory, and how many pieces of it, is the backend's to say (DmaBackend::memory_plan).
   auto plan = backend_->memory_plan(size, options.prefer, request);
   if (!plan) return std::unexpected(plan.error());
+  if (plan->empty()) {
+    return std::unexpected(make_error(Errc::not_supported, "allocate DMA buffer",
+                                      fmt::format("{} bytes ({})", size, backend_->name()),
+                                      fmt::format("the backend names no memory to try for {} or smaller pages",
+                                                  dma_backing_name(options.prefer)),
+                                      "allow larger pages (DmaBufferOptions::prefer)"));
+  }
   BackingSearch search{make_error(Errc::io_error, "allocate DMA buffer", fmt::format("{} bytes", size), "no backing")};
   for (const DmaMemoryStep& step : *plan) {
     const std::uint64_t page = dma_backing_page_size(step.backing);

@@ -16,6 +16,59 @@ namespace {
 
 constexpr std::uint64_t kPage = 4096;
 
+bool allowed(DmaBacking backing, DmaBacking prefer) { return static_cast<int>(backing) <= static_cast<int>(prefer); }
+
+// Without an IOMMU to stitch pages together a buffer must fit in one page of its backing
+// to be contiguous (physical_memory_plan in pcie/dma_backend.h says what is tried).
+std::vector<DmaBacking> backings_for_contiguity(std::size_t size, DmaBacking prefer, std::uint64_t dma_limit) {
+  std::vector<DmaBacking> order;
+  for (DmaBacking backing : {DmaBacking::huge_1g, DmaBacking::huge_2m, DmaBacking::pages}) {
+    const std::uint64_t page = dma_backing_page_size(backing);
+    if (!allowed(backing, prefer)) continue;
+    if (backing != DmaBacking::pages && size < page / 2) continue;  // not worth the memory
+    if (backing != prefer && size > page) continue;                  // contiguous only by luck
+    order.push_back(backing);
+  }
+  // Where nothing above holds the buffer in one page, the smallest allowed huge page that
+  // does: one 2 MiB page for a 64 KiB buffer rather than sixteen ordinary pages by luck.
+  const bool one_page_holds_it = std::any_of(order.begin(), order.end(), [&](DmaBacking backing) {
+    return size <= dma_backing_page_size(backing);
+  });
+  if (!one_page_holds_it) {
+    for (DmaBacking backing : {DmaBacking::huge_2m, DmaBacking::huge_1g}) {
+      if (allowed(backing, prefer) && size <= dma_backing_page_size(backing)) {
+        order.push_back(backing);
+        break;
+      }
+    }
+  }
+  // Below a DMA limit ordinary pages come from wherever the kernel's allocator has them
+  // (high memory first, usually), while huge pages reserved at boot lie low: a 2 MiB page
+  // is the last resort for a small buffer (a pool carves it up for many small buffers).
+  const bool limited = dma_limit != ~std::uint64_t{0};
+  if (limited && size <= dma_backing_page_size(DmaBacking::huge_2m) &&
+      std::find(order.begin(), order.end(), DmaBacking::huge_2m) == order.end()) {
+    order.push_back(DmaBacking::huge_2m);
+  }
+  return order;
+}
+
+// A physical address is aligned beyond its page only by chance: pages at least as large as
+// the alignment, among those the caller allows.
+Result<std::vector<DmaBacking>> backings_for_alignment(std::size_t size, DmaBacking prefer, std::uint64_t alignment) {
+  std::vector<DmaBacking> order;
+  for (DmaBacking backing : {DmaBacking::huge_2m, DmaBacking::huge_1g}) {
+    if (dma_backing_page_size(backing) >= alignment && allowed(backing, prefer)) order.push_back(backing);
+  }
+  if (!order.empty()) return order;
+  return std::unexpected(make_error(
+      Errc::not_supported, "allocate DMA buffer", fmt::format("{} bytes aligned to {:#x}", size, alignment),
+      fmt::format("without an IOMMU the bus address is the physical one, which only pages of {:#x} bytes or "
+                  "more align so, and {} are not allowed (DmaBufferOptions::prefer)",
+                  alignment, alignment > dma_backing_page_size(DmaBacking::huge_2m) ? "1 GiB pages" : "huge pages"),
+      "prefer huge pages (DmaBacking::huge_2m or huge_1g) and reserve them"));
+}
+
 class PhysicalDmaBackend final : public DmaBackend {
  public:
   explicit PhysicalDmaBackend(PhysicalDmaOptions options) : options_(std::move(options)) {}
@@ -55,14 +108,7 @@ class PhysicalDmaBackend final : public DmaBackend {
 
   Result<std::vector<DmaMemoryStep>> memory_plan(std::size_t size, DmaBacking prefer,
                                                  const DmaMapRequest& request) const override {
-    auto backings = request.bus_alignment > kPage ? backings_for_alignment(size, prefer, request.bus_alignment)
-                                                  : backings_for_contiguity(size, prefer, request.dma_limit);
-    if (!backings) return std::unexpected(backings.error());
-    // Another piece of memory may lie elsewhere: try several, as the options say.
-    const unsigned pieces = std::clamp(options_.attempts, 1u, 64u);
-    std::vector<DmaMemoryStep> steps;
-    for (DmaBacking backing : *backings) steps.push_back({.backing = backing, .pieces = pieces});
-    return steps;
+    return physical_memory_plan(size, prefer, request, options_.attempts);
   }
 
   Result<void> unmap(BusAddress, const Mapping& memory) override {
@@ -113,57 +159,21 @@ class PhysicalDmaBackend final : public DmaBackend {
     return BusAddress{*physical};
   }
 
-  // Without an IOMMU to stitch pages together a buffer must fit in one page of its backing
-  // to be contiguous: smaller backings are tried only when they can hold it, or when the
-  // caller asked for that backing, rather than populating (say) a gigabyte of ordinary
-  // pages that are contiguous only by luck. Huge pages only for a buffer that fills at
-  // least half of one, as behind an IOMMU.
-  static Result<std::vector<DmaBacking>> backings_for_contiguity(std::size_t size, DmaBacking prefer,
-                                                                  std::uint64_t dma_limit) {
-    std::vector<DmaBacking> order;
-    for (DmaBacking backing : {DmaBacking::huge_1g, DmaBacking::huge_2m, DmaBacking::pages}) {
-      const std::uint64_t page = dma_backing_page_size(backing);
-      if (static_cast<int>(backing) > static_cast<int>(prefer)) continue;
-      if (backing != DmaBacking::pages && size < page / 2) continue;
-      if (backing != prefer && size > page) continue;
-      order.push_back(backing);
-    }
-    // Below a DMA limit: ordinary pages come from wherever the kernel's allocator has them
-    // (high memory first, usually), while huge pages reserved at boot lie low. A 2 MiB page
-    // is the last resort for a small buffer that no ordinary page could hold below the
-    // limit (a pool carves it up for many small buffers).
-    const bool limited = dma_limit != ~std::uint64_t{0};
-    if (limited && size <= dma_backing_page_size(DmaBacking::huge_2m) &&
-        std::find(order.begin(), order.end(), DmaBacking::huge_2m) == order.end()) {
-      order.push_back(DmaBacking::huge_2m);
-    }
-    return order;
-  }
-
-  // A physical address is aligned beyond its page only by chance: take pages at least as
-  // large as the alignment, among those the caller allows.
-  static Result<std::vector<DmaBacking>> backings_for_alignment(std::size_t size, DmaBacking prefer,
-                                                                 std::uint64_t alignment) {
-    std::vector<DmaBacking> order;
-    for (DmaBacking backing : {DmaBacking::huge_2m, DmaBacking::huge_1g}) {
-      if (dma_backing_page_size(backing) >= alignment && static_cast<int>(backing) <= static_cast<int>(prefer)) {
-        order.push_back(backing);
-      }
-    }
-    if (!order.empty()) return order;
-    return std::unexpected(make_error(
-        Errc::not_supported, "allocate DMA buffer", fmt::format("{} bytes aligned to {:#x}", size, alignment),
-        fmt::format("without an IOMMU the bus address is the physical one, which only pages of {:#x} bytes or "
-                    "more align so, and {} are not allowed (DmaBufferOptions::prefer)",
-                    alignment, alignment > dma_backing_page_size(DmaBacking::huge_2m) ? "1 GiB pages" : "huge pages"),
-        "prefer huge pages (DmaBacking::huge_2m or huge_1g) and reserve them"));
-  }
-
   PhysicalDmaOptions options_;
   std::atomic<std::uint64_t> mapped_{0};
 };
 
 }  // namespace
+
+Result<std::vector<DmaMemoryStep>> physical_memory_plan(std::size_t size, DmaBacking prefer,
+                                                        const DmaMapRequest& request, unsigned pieces) {
+  auto backings = request.bus_alignment > kPage ? backings_for_alignment(size, prefer, request.bus_alignment)
+                                                : backings_for_contiguity(size, prefer, request.dma_limit);
+  if (!backings) return std::unexpected(backings.error());
+  std::vector<DmaMemoryStep> steps;
+  for (DmaBacking backing : *backings) steps.push_back({.backing = backing, .pieces = std::clamp(pieces, 1u, 64u)});
+  return steps;
+}
 
 std::shared_ptr<DmaBackend> make_physical_dma_backend(DeviceMayReachAllMemory, const PhysicalDmaOptions& options) {
   return std::make_shared<PhysicalDmaBackend>(options);

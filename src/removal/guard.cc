@@ -109,7 +109,9 @@ void on_fault(int signal_number, siginfo_t* info, void* context) {
 
 // Records the action `signal_number` has, then installs on_fault: a fault on another thread
 // between the two finds the earlier handler already recorded. Should the program have
-// changed the action in between, the one actually replaced is recorded.
+// changed the action in between, the one actually replaced is recorded once the install
+// returns; a foreign fault in that last instant still goes to the handler recorded first
+// (closing it would need the program to take our lock for its own sigaction calls).
 Result<void> install_for(int signal_number) {
   auto before = sys::current_action(signal_number);
   if (!before) return std::unexpected(before.error());

@@ -1,7 +1,9 @@
 // A device's description as one record for every front end: `pciectl info/ls --json` and
 // the Python module's dicts (pcie.devices(), pcie.describe()) are both built from it, so
 // their fields never drift apart. Everything discovery knows, with what could not be read
-// as "warnings"; a field discovery could not learn is null, never missing.
+// as "warnings". Every field below is always there: null where discovery could not learn
+// it or it does not apply (bridge_buses of a device that is not a bridge, link without a
+// PCIe capability); only a standard capability has no "version".
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -287,6 +287,7 @@ TEST(VfioEmptyHandles, FailCleanlyAndSayWhy) {
       VfioInterrupts::enable(device, IrqKind::request, 1).error(),
       as_device.dma_allocator().error(),
       as_device.enable_bus_master(true).error(),
+      map_peer_bar(device, device, 2, 0, 4096).error(),
   };
   for (const Error& error : errors) {
     EXPECT_EQ(error.code, Errc::invalid_argument) << error.message();
@@ -320,6 +321,27 @@ TEST(VfioEmptyHandles, FailCleanlyAndSayWhy) {
   buffer.sync_for_device();
   buffer.sync_for_cpu();
   EXPECT_TRUE(buffer.release());
+}
+
+
+// An empty peer window (default-constructed, moved from, released): no address, and every
+// call that needs one fails instead of handing out address 0.
+TEST(PeerDmaEmptyHandles, FailCleanlyAndSayWhy) {
+  PeerDmaWindow window;
+  EXPECT_FALSE(window.valid());
+  EXPECT_EQ(window.bus_address().value, 0u);
+  EXPECT_EQ(window.size(), 0u);
+  EXPECT_EQ(window.name(), "");
+  auto translated = window.bus_address_of(0);
+  ASSERT_FALSE(translated);
+  EXPECT_EQ(translated.error().code, Errc::invalid_argument);
+  EXPECT_NE(translated.error().message().find("empty"), std::string::npos) << translated.error().message();
+  EXPECT_TRUE(window.release()) << "releasing nothing is harmless";
+  PeerDmaWindow moved = std::move(window);
+  EXPECT_FALSE(moved.valid());
+  for (PeerDmaPath path : {PeerDmaPath::iommu_bar_mapping, PeerDmaPath::iommufd_dma_buf, PeerDmaPath::bus_address}) {
+    EXPECT_NE(to_string(path), "?");
+  }
 }
 
 }  // namespace

@@ -45,6 +45,7 @@
 #include "pcie/error.h"
 #include "pcie/interrupts.h"
 #include "pcie/mmio.h"
+#include "pcie/peer_dma.h"
 #include "pcie/region.h"
 #include "pcie/sys/mapping.h"
 #include "pcie/sys/unique_fd.h"
@@ -257,6 +258,8 @@ class VfioDevice final : public Device {
  private:
   friend class VfioContainer;
   friend class VfioInterrupts;
+  friend Result<PeerDmaWindow> map_peer_bar(const VfioDevice&, const VfioDevice&, unsigned, std::uint64_t,
+                                            std::uint64_t, const PeerDmaOptions&);
   VfioDevice(std::shared_ptr<detail::VfioDeviceState> state, std::uint32_t regions, std::uint32_t irq_indexes,
              bool reset);
   std::shared_ptr<detail::VfioDeviceState> state_;

@@ -130,6 +130,25 @@ Result<void> ioas_map_fixed(int iommufd, std::uint32_t ioas, std::uint64_t vaddr
   return {};
 }
 
+Result<void> ioas_map_file_fixed(int iommufd, std::uint32_t ioas, int fd, std::uint64_t start, std::uint64_t iova,
+                                 std::uint64_t length, bool device_reads, bool device_writes) {
+  iommu_ioas_map_file argument{};
+  argument.size = sizeof argument;
+  std::uint32_t flags = IOMMU_IOAS_MAP_FIXED_IOVA;
+  if (device_reads) flags |= IOMMU_IOAS_MAP_READABLE;
+  if (device_writes) flags |= IOMMU_IOAS_MAP_WRITEABLE;
+  argument.flags = flags;
+  argument.ioas_id = ioas;
+  argument.fd = fd;
+  argument.start = start;
+  argument.length = length;
+  argument.iova = iova;
+  if (const int result = checked_ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &argument); result < 0) {
+    return std::unexpected(ioctl_error(result, "IOMMU_IOAS_MAP_FILE", iova_name(ioas, iova, length)));
+  }
+  return {};
+}
+
 Result<std::uint64_t> ioas_unmap(int iommufd, std::uint32_t ioas, std::uint64_t iova, std::uint64_t length) {
   iommu_ioas_unmap argument{};
   argument.size = sizeof argument;

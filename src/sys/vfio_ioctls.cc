@@ -2,7 +2,10 @@
 
 #include "src/sys/ioctl.h"
 
+#include <fcntl.h>
+
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 
@@ -177,6 +180,39 @@ Result<void> reset_device(int device_fd, const std::string& bdf) {
     return std::unexpected(ioctl_error(result, "VFIO_DEVICE_RESET", bdf));
   }
   return {};
+}
+
+Result<UniqueFd> export_dma_buf(int device_fd, std::uint32_t region_index, std::uint64_t offset,
+                                std::uint64_t length, const std::string& name) {
+  // vfio_device_feature, then vfio_device_feature_dma_buf with one range, in one buffer
+  // (both end in flexible arrays, so they are laid out by hand).
+  constexpr std::size_t kHeader = sizeof(vfio_device_feature);
+  constexpr std::size_t kRequest = sizeof(vfio_device_feature_dma_buf);
+  constexpr std::size_t kBytes = kHeader + kRequest + sizeof(vfio_region_dma_range);
+  alignas(8) std::byte argument[kBytes] = {};
+  vfio_device_feature feature{};
+  feature.argsz = kBytes;
+  feature.flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
+  vfio_device_feature_dma_buf request{};
+  request.region_index = region_index;
+  request.open_flags = O_RDWR | O_CLOEXEC;
+  request.nr_ranges = 1;
+  const vfio_region_dma_range range{.offset = offset, .length = length};
+  std::memcpy(argument, &feature, kHeader);
+  std::memcpy(argument + kHeader, &request, kRequest);
+  std::memcpy(argument + kHeader + kRequest, &range, sizeof range);
+  const int result = checked_ioctl(device_fd, VFIO_DEVICE_FEATURE, static_cast<void*>(argument));
+  if (result < 0) {
+    Error error = ioctl_error(result, "VFIO_DEVICE_FEATURE_DMA_BUF", name);
+    if (result == -ENOTTY || result == -EOPNOTSUPP) {
+      error.code = Errc::not_supported;
+      error.hint = "the kernel cannot export a BAR as a dma-buf (Linux 6.19 and later, built with "
+                   "CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER): use a newer kernel, or the type1 "
+                   "backend (PCIE_VFIO_BACKEND=type1), which maps the BAR's mapping itself";
+    }
+    return std::unexpected(error);
+  }
+  return UniqueFd(result);
 }
 
 Result<void> map_dma(int container_fd, std::uint64_t vaddr, std::uint64_t iova, std::uint64_t size, bool device_reads,

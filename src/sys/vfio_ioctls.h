@@ -68,6 +68,13 @@ Result<void> mask_irq(int device_fd, std::uint32_t index, const std::string& bdf
 // VFIO_DEVICE_RESET.
 Result<void> reset_device(int device_fd, const std::string& bdf);
 
+// VFIO_DEVICE_FEATURE_GET of VFIO_DEVICE_FEATURE_DMA_BUF (Linux 6.19): bytes [offset,
+// offset + length) of region `region_index` as a dma-buf, opened read-write and close-on-
+// exec. ENOTTY (not_supported) from kernels without the feature, or built without
+// CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER.
+Result<UniqueFd> export_dma_buf(int device_fd, std::uint32_t region_index, std::uint64_t offset,
+                                std::uint64_t length, const std::string& name);
+
 // VFIO_IOMMU_MAP_DMA: maps [vaddr, vaddr + size) at `iova`, readable and/or writable by
 // the device. The kernel pins the pages (counted against RLIMIT_MEMLOCK).
 Result<void> map_dma(int container_fd, std::uint64_t vaddr, std::uint64_t iova, std::uint64_t size, bool device_reads,

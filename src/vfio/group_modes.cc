@@ -13,6 +13,7 @@
 #include "src/vfio/capability_chain.h"
 #include "src/vfio/diagnosis.h"
 #include "src/vfio/iommu_mode.h"
+#include "src/vfio/peer_mapping.h"
 #include "src/vfio/state.h"
 #include "src/vfio/type1_backend.h"
 
@@ -159,6 +160,16 @@ class Type1Mode final : public GroupMode {
     return make_vfio_type1_backend(state);
   }
 
+  Result<std::unique_ptr<PeerMapping>> map_peer_window(const std::shared_ptr<VfioContainerState>& state,
+                                                       const PeerWindowRequest& request) override {
+    auto backend = [&] {
+      const std::lock_guard lock(state->mutex);
+      return dma_backend(state);
+    }();
+    if (!backend) return std::unexpected(backend.error());
+    return map_bar_through_iommu(std::move(*backend), request);
+  }
+
  private:
   Result<void> set_iommu_model(VfioContainerState& state) override {
     if (state.groups.empty()) {
@@ -176,6 +187,11 @@ class NoIommuMode final : public GroupMode {
 
   Result<std::shared_ptr<DmaBackend>> dma_backend(const std::shared_ptr<VfioContainerState>&) override {
     return physical_;
+  }
+
+  Result<std::unique_ptr<PeerMapping>> map_peer_window(const std::shared_ptr<VfioContainerState>& state,
+                                                       const PeerWindowRequest& request) override {
+    return map_bar_by_bus_address(*state, request);
   }
 
  private:

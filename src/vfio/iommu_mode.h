@@ -14,6 +14,8 @@ namespace pcie::detail {
 
 struct VfioContainerState;
 struct VfioDeviceState;
+struct PeerWindowRequest;  // src/vfio/peer_mapping.h
+class PeerMapping;
 
 class IommuMode {
  public:
@@ -30,6 +32,11 @@ class IommuMode {
   // Errors: not_supported when an IOMMU mode knows no IOVA ranges yet (no device open, or a
   // kernel before 5.4). Called with state.mutex held.
   virtual Result<std::shared_ptr<DmaBackend>> dma_backend(const std::shared_ptr<VfioContainerState>& state) = 0;
+  // Makes a window of a peer device's BAR reachable by the container's devices
+  // (pcie/peer_dma.h says how each mode does it and how it fails). Called without
+  // state.mutex held.
+  virtual Result<std::unique_ptr<PeerMapping>> map_peer_window(const std::shared_ptr<VfioContainerState>& state,
+                                                               const PeerWindowRequest& request) = 0;
 };
 
 // VFIO type1v2 (/dev/vfio/vfio): each device's group attached to the container.

@@ -8,6 +8,7 @@
 #include "src/vfio/backend_choice.h"
 #include "src/vfio/cdev_device.h"
 #include "src/vfio/iommu_mode.h"
+#include "src/vfio/peer_mapping.h"
 #include "src/vfio/iommufd_backend.h"
 #include "src/vfio/state.h"
 
@@ -42,6 +43,12 @@ class IommufdMode final : public IommuMode {
     if (type1_) return type1_->dma_backend(state);
     if (!state->iovas) return std::unexpected(no_iova_ranges_error());
     return make_iommufd_backend(state);
+  }
+
+  Result<std::unique_ptr<PeerMapping>> map_peer_window(const std::shared_ptr<VfioContainerState>& state,
+                                                       const PeerWindowRequest& request) override {
+    if (type1_) return type1_->map_peer_window(state, request);
+    return map_bar_as_dma_buf(state, request);
   }
 
  private:

@@ -33,11 +33,14 @@
 #include "pcie/device.h"
 #include "pcie/dma.h"
 #include "pcie/iomem.h"
+#include "pcie/discovery.h"
+#include "pcie/peer_dma.h"
 #include "pcie/physical_window.h"
 #include "pcie/sys/unique_fd.h"
 #include "pcie/uio.h"
 #include "pcie/vfio.h"
 #include "tests/vm/flags.h"
+#include "tests/vm/ivshmem_pattern.h"
 
 namespace pcie {
 namespace {
@@ -47,6 +50,7 @@ std::string g_backend = "uio";
 const Bdf kEdu{0, 0, 3, 0};        // 64-bit DMA mask; bound to the backend's driver
 const Bdf kMaskedEdu{0, 0, 6, 0};  // 28-bit DMA mask; no driver
 const Bdf kNvme{0, 1, 0, 0};       // the nvme driver claims its BAR
+const Bdf kIvshmem{0, 0, 4, 0};    // vfio-pci on the vfio-noiommu backend (peer-to-peer target)
 constexpr auto kAccepted = DeviceMayReachAllMemory::acknowledged;
 
 namespace edu = examples::edu;
@@ -451,6 +455,63 @@ TEST(VfioNoiommu, RegionsAndGroupNode) {
   ASSERT_TRUE(bar0->mmio());
   EXPECT_EQ(bar0->mmio()->read<std::uint32_t>(edu::kIdentification), 0x010000edu);
   EXPECT_TRUE(container->iova_ranges().empty()) << "no IOMMU, no IOVA ranges";
+}
+
+// Peer-to-peer without an IOMMU: edu DMAs pattern bytes from a physical buffer into a window
+// of ivshmem's BAR2 at the BAR's own bus address (both devices below the one host bridge)
+// and back into another; the CPU sees them through its mapping of the BAR, and the host
+// checks the BAR's backing file afterwards (vm_noiommu_test).
+TEST(VfioNoiommu, EduWritesIntoIvshmemsBarAtItsBusAddress) {
+  auto container = VfioContainer::open_without_iommu(kAccepted);
+  ASSERT_TRUE(container) << container.error().message();
+  auto edu_device = container->open_device(kEdu);
+  ASSERT_TRUE(edu_device) << edu_device.error().message();
+  ASSERT_TRUE(edu_device->enable_bus_master());
+  auto ivshmem = container->open_device(kIvshmem);
+  ASSERT_TRUE(ivshmem) << ivshmem.error().message();
+  auto described = describe(kIvshmem);
+  ASSERT_TRUE(described) << described.error().message();
+  std::uint64_t bar2_address = 0;
+  for (const BarInfo& bar : described->bars) {
+    if (bar.index == 2) bar2_address = bar.bus_address;
+  }
+  ASSERT_NE(bar2_address, 0u);
+  // Out of reach of a device with a 32-bit mask: the BAR lies above 4 GiB.
+  auto too_high = map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096,
+                               {.dma_limit = dma_mask_limit(32)});
+  if (bar2_address + vm::kPeerDmaWindowOffset + 4095 > dma_mask_limit(32)) {
+    ASSERT_FALSE(too_high);
+    EXPECT_EQ(too_high.error().code, Errc::out_of_range) << too_high.error().message();
+  }
+  auto window = map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096);
+  ASSERT_TRUE(window) << window.error().message();
+  EXPECT_EQ(window->path(), PeerDmaPath::bus_address);
+  EXPECT_EQ(window->bus_address().value, bar2_address + vm::kPeerDmaWindowOffset);
+
+  auto allocator = DmaAllocator::create(*container);
+  ASSERT_TRUE(allocator) << allocator.error().message();
+  auto out = allocator->allocate(4096, {.prefer = DmaBacking::pages});
+  auto in = allocator->allocate(4096, {.prefer = DmaBacking::pages});
+  ASSERT_TRUE(out && in);
+  const vm::PatternSpan span = vm::kPeerDmaSpan;
+  for (std::uint64_t i = 0; i < span.length; ++i) out->data()[i] = std::byte{vm::pattern_byte(span.offset + i)};
+  auto bar0 = edu_device->open_region(kVfioBar0Region);
+  ASSERT_TRUE(bar0) << bar0.error().message();
+  const MmioView regs = *bar0->mmio();
+  auto bus = window->bus_address_of(span.offset - vm::kPeerDmaWindowOffset, span.length);
+  ASSERT_TRUE(bus) << bus.error().message();
+  out->sync_for_device();
+  ASSERT_TRUE(edu_dma(regs, out->bus_address().value, edu::kInternalBuffer, span.length, false));
+  ASSERT_TRUE(edu_dma(regs, edu::kInternalBuffer, bus->value, span.length, true));
+  auto bar2 = ivshmem->open_region(kVfioBar0Region + 2);
+  ASSERT_TRUE(bar2) << bar2.error().message();
+  for (std::uint64_t i = 0; i < span.length; ++i) {
+    ASSERT_EQ(bar2->mmio()->read<std::uint8_t>(span.offset + i), vm::pattern_byte(span.offset + i)) << i;
+  }
+  ASSERT_TRUE(edu_dma(regs, bus->value, edu::kInternalBuffer, span.length, false));
+  ASSERT_TRUE(edu_dma(regs, edu::kInternalBuffer, in->bus_address().value, span.length, true));
+  in->sync_for_cpu();
+  EXPECT_EQ(std::memcmp(in->data(), out->data(), span.length), 0);
 }
 
 // NVMe on this backend (UIO or VFIO no-IOMMU). This VM's nvme has no drive, so no

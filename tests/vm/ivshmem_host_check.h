@@ -12,11 +12,12 @@
 
 namespace pcie::vm {
 
-inline void expect_file_holds_ivshmem_pattern(const std::filesystem::path& file, std::uint64_t bar_size) {
+inline void expect_file_holds_ivshmem_pattern(const std::filesystem::path& file, std::uint64_t bar_size,
+                                              bool with_peer_dma = false) {
   std::ifstream in(file, std::ios::binary);
   ASSERT_TRUE(in) << "cannot open " << file;
   const std::vector<std::uint8_t> actual{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  const std::vector<std::uint8_t> expected = expected_ivshmem_image(bar_size);
+  const std::vector<std::uint8_t> expected = expected_ivshmem_image(bar_size, with_peer_dma);
   ASSERT_EQ(actual.size(), expected.size());
   std::size_t mismatches = 0;
   for (std::size_t offset = 0; offset < expected.size(); ++offset) {

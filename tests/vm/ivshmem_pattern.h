@@ -44,10 +44,19 @@ inline std::uint64_t pattern_value(std::uint64_t offset, unsigned width_bytes) {
   return value;
 }
 
-// The whole BAR as it must look afterwards, starting from zeros.
-inline std::vector<std::uint8_t> expected_ivshmem_image(std::uint64_t bar_size) {
+// What a device writes into the BAR by peer-to-peer DMA (the guests' PeerDma tests): pattern
+// bytes, from a host buffer through edu into a window of the BAR mapped for it, in a page
+// no span above touches, at an odd offset and length (edu moves at most 4095 bytes).
+inline constexpr std::uint64_t kPeerDmaWindowOffset = 0x80000;  // the window: one page here
+inline constexpr PatternSpan kPeerDmaSpan{kPeerDmaWindowOffset + 0x11, 3001, 1};
+
+// The whole BAR as it must look afterwards, starting from zeros; with_peer_dma: where the
+// guest's peer-to-peer DMA ran, its bytes too.
+inline std::vector<std::uint8_t> expected_ivshmem_image(std::uint64_t bar_size, bool with_peer_dma = false) {
   std::vector<std::uint8_t> image(bar_size, 0);
-  for (const PatternSpan& span : ivshmem_pattern_spans(bar_size)) {
+  std::vector<PatternSpan> spans = ivshmem_pattern_spans(bar_size);
+  if (with_peer_dma) spans.push_back(kPeerDmaSpan);
+  for (const PatternSpan& span : spans) {
     for (std::uint64_t i = 0; i < span.length; ++i) image[span.offset + i] = pattern_byte(span.offset + i);
   }
   return image;

@@ -1,0 +1,109 @@
+// Peer-to-peer DMA: a window of one device's BAR made a DMA target for another device, as a
+// DmaBuffer is for host memory but with no host memory behind it. An NVMe drive reading
+// straight into an FPGA card's memory BAR, a DMA engine writing into a GPU's BAR, a
+// controller using its own memory buffer (NVMe CMB).
+//
+// How the window gets its bus address depends on the container's IOMMU mode:
+//  - VFIO type1: the peer BAR's mapping (an mmap of its VFIO region) is mapped into the IOMMU
+//    like any memory, at an IOVA from the container's IOVA space.
+//  - iommufd: the BAR is exported as a dma-buf (VFIO_DEVICE_FEATURE_DMA_BUF, Linux 6.19) and
+//    imported into the IOAS (IOMMU_IOAS_MAP_FILE); iommufd refuses a plain mmap of a BAR
+//    (VM_PFNMAP). The kernel revokes the import when the peer is reset, stops decoding its
+//    memory or is closed: the device's DMA to it then faults in the IOMMU, never reaching a
+//    stale address.
+//  - no IOMMU (a container opened without one): the bus address of the BAR itself. Both
+//    devices must sit below one host bridge, and the BAR's bus address must equal its CPU
+//    address (no translation by the host bridge), or the window is refused.
+//
+// Whether the peer-to-peer transaction then reaches the BAR is the fabric's business: below
+// one PCIe switch it is routed there; through a root complex only where the root complex
+// forwards peer traffic (many do not), and ACS may redirect it to the IOMMU. The IOMMU
+// mapping is made either way.
+//
+// Lifetimes: a window keeps the peer device (and its container) open; destroying it unmaps
+// the window from the IOMMU (or forgets the address) before the BAR's mapping goes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "pcie/bus_address.h"
+#include "pcie/error.h"
+
+namespace pcie {
+
+class VfioDevice;  // pcie/vfio.h
+
+namespace detail {
+struct PeerWindowState;
+}
+
+// How a window got its bus address.
+enum class PeerDmaPath {
+  iommu_bar_mapping,  // VFIO type1: the BAR's mmap mapped into the IOMMU
+  iommufd_dma_buf,    // iommufd: the BAR exported as a dma-buf and imported into the IOAS
+  bus_address,        // no IOMMU: the BAR's own bus address
+};
+// "type1 (the BAR's mapping)", "iommufd (dma-buf)", "no IOMMU (the BAR's bus address)".
+std::string_view to_string(PeerDmaPath path);
+
+struct PeerDmaOptions {
+  // The last bus address the initiating device can reach: dma_mask_limit(bits) of its mask.
+  std::uint64_t dma_limit = ~std::uint64_t{0};
+  bool device_reads = true;   // the initiator may read the window
+  bool device_writes = true;  // the initiator may write it
+};
+
+// A window of a peer's BAR that the devices of a VFIO container can reach by DMA.
+// Move-only; destruction unmaps it.
+class PeerDmaWindow {
+ public:
+  // An empty window (valid() false; bus address 0, size 0).
+  PeerDmaWindow() = default;
+  PeerDmaWindow(PeerDmaWindow&&) noexcept = default;
+  PeerDmaWindow& operator=(PeerDmaWindow&& other) noexcept;
+  ~PeerDmaWindow();
+
+  bool valid() const { return state_ != nullptr; }
+  // The address the initiating device must use for the window's first byte.
+  BusAddress bus_address() const;
+  std::uint64_t size() const;
+  PeerDmaPath path() const;
+  // "0000:00:04.0 BAR2 [0x0, 0x1000)".
+  const std::string& name() const;
+  // The bus address of byte `offset` of the window: out_of_range unless offset + length
+  // stays inside it (overflow-safe); invalid_argument for an empty window.
+  Result<BusAddress> bus_address_of(std::uint64_t offset, std::uint64_t length = 1) const;
+
+  // Unmaps now and reports what the kernel said (the destructor ignores it).
+  Result<void> release();
+
+ private:
+  friend Result<PeerDmaWindow> map_peer_bar(const VfioDevice&, const VfioDevice&, unsigned, std::uint64_t,
+                                            std::uint64_t, const PeerDmaOptions&);
+  explicit PeerDmaWindow(std::shared_ptr<detail::PeerWindowState> state) : state_(std::move(state)) {}
+  std::shared_ptr<detail::PeerWindowState> state_;
+};
+
+// Makes bytes [offset, offset + length) of BAR `bar` of `peer` a DMA target for
+// `initiator` (and every device of its container). Both must be open in one VfioContainer.
+// offset and length must be multiples of 4096 (an IOMMU maps pages), length nonzero.
+// Errors:
+//  - invalid_argument: an empty device, a BAR index above 5, an offset or length not a
+//    multiple of 4096, or the two devices in different containers (open both through one
+//    VfioContainer);
+//  - out_of_range: the window is not inside the BAR (overflow-safe), or no bus address
+//    below options.dma_limit is free (IOVA space) or the BAR lies above it (no IOMMU);
+//  - not_found: the BAR is not implemented (size 0);
+//  - not_supported: the BAR is I/O space; the window is not inside one mmap-able part of
+//    the BAR (type1: around an MSI-X table); the kernel cannot export the BAR as a dma-buf
+//    (iommufd before Linux 6.19, or without CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER:
+//    the hint says to use type1 or a newer kernel); no IOMMU and the devices below
+//    different host bridges, or a BAR whose bus address differs from its CPU address;
+//  - the kernel's error otherwise (mmap of the region, the IOMMU mapping, the dma-buf).
+Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice& peer, unsigned bar,
+                                   std::uint64_t offset, std::uint64_t length, const PeerDmaOptions& options = {});
+
+}  // namespace pcie

@@ -1,0 +1,56 @@
+// A window of a peer device's BAR mapped by one IOMMU mode (private; pcie/peer_dma.h is
+// the public side): what the mode needs to know, and the object that undoes its mapping.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "pcie/discovery.h"
+#include "pcie/dma_backend.h"
+#include "pcie/peer_dma.h"
+#include "pcie/vfio.h"
+
+namespace pcie::detail {
+
+struct VfioContainerState;
+struct VfioDeviceState;
+
+// Bytes [offset, offset + length) of BAR `bar` of `peer`, checked by map_peer_bar(): page
+// multiples, nonzero, inside the BAR, a memory BAR, the peer open in the container.
+struct PeerWindowRequest {
+  const VfioDeviceState* peer = nullptr;
+  const VfioDeviceState* initiator = nullptr;
+  unsigned bar = 0;
+  BarInfo bar_info;       // sysfs's view: bar_info.bus_address is the CPU address
+  VfioRegionInfo region;  // the BAR's VFIO region
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  DmaMapRequest dma;  // dma_limit and directions; page_size 4096
+  std::string name;   // "0000:00:04.0 BAR2 [0x0, 0x1000)"
+};
+
+// A window one mode mapped. Destruction undoes what unmap() has not.
+class PeerMapping {
+ public:
+  virtual ~PeerMapping() = default;
+  virtual BusAddress address() const = 0;
+  virtual PeerDmaPath path() const = 0;
+  // Undoes the mapping now (once; later calls succeed doing nothing). On an error the
+  // initiator may still reach the window: its bus address is not handed out again.
+  virtual Result<void> unmap() = 0;
+};
+
+// type1: maps the BAR window (an mmap of the peer's region) through `backend` (the
+// container's type1 DMA backend), which takes an IOVA and maps it into the IOMMU.
+Result<std::unique_ptr<PeerMapping>> map_bar_through_iommu(std::shared_ptr<DmaBackend> backend,
+                                                           const PeerWindowRequest& request);
+// iommufd: exports the window as a dma-buf and imports it into the container's IOAS.
+Result<std::unique_ptr<PeerMapping>> map_bar_as_dma_buf(const std::shared_ptr<VfioContainerState>& state,
+                                                        const PeerWindowRequest& request);
+// No IOMMU: the BAR's own bus address, checked (one host bridge, no translation, below
+// the DMA limit).
+Result<std::unique_ptr<PeerMapping>> map_bar_by_bus_address(const VfioContainerState& state,
+                                                            const PeerWindowRequest& request);
+
+}  // namespace pcie::detail

@@ -1,0 +1,228 @@
+// The three ways a window of a peer's BAR gets a bus address (pcie/peer_dma.h): through the
+// IOMMU as the BAR's mapping (type1), as a dma-buf imported into the IOAS (iommufd), or as
+// the BAR's own bus address (no IOMMU).
+#include <sys/mman.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+#include "src/pci/sysfs_links.h"
+#include "src/sys/iommufd_ioctls.h"
+#include "src/sys/syscalls.h"
+#include "src/sys/vfio_ioctls.h"
+#include "src/vfio/iommu_mode.h"
+#include "src/vfio/peer_mapping.h"
+#include "src/vfio/state.h"
+
+namespace pcie::detail {
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+
+// type1: the window's mmap, mapped into the IOMMU by the container's DMA backend. The IOMMU
+// mapping goes first, then the mmap.
+class BarMappingInIommu final : public PeerMapping {
+ public:
+  BarMappingInIommu(std::shared_ptr<DmaBackend> backend, Mapping window, BusAddress address)
+      : backend_(std::move(backend)), window_(std::move(window)), address_(address) {}
+  ~BarMappingInIommu() override { (void)unmap(); }
+  BusAddress address() const override { return address_; }
+  PeerDmaPath path() const override { return PeerDmaPath::iommu_bar_mapping; }
+  Result<void> unmap() override {
+    if (!mapped_) return {};
+    mapped_ = false;
+    return backend_->unmap(address_, window_);
+  }
+
+ private:
+  std::shared_ptr<DmaBackend> backend_;  // declared first: outlives the window's mmap
+  Mapping window_;
+  BusAddress address_;
+  bool mapped_ = true;
+};
+
+// iommufd: the dma-buf stays open while the IOAS maps it; unmapped, then the IOVA given
+// back, then the dma-buf closed.
+class DmaBufInIoas final : public PeerMapping {
+ public:
+  DmaBufInIoas(std::shared_ptr<VfioContainerState> state, UniqueFd dma_buf, Iova iova, std::uint64_t length)
+      : state_(std::move(state)), dma_buf_(std::move(dma_buf)), iova_(iova), length_(length) {}
+  ~DmaBufInIoas() override { (void)unmap(); }
+  BusAddress address() const override { return iova_; }
+  PeerDmaPath path() const override { return PeerDmaPath::iommufd_dma_buf; }
+  Result<void> unmap() override {
+    if (!mapped_) return {};
+    mapped_ = false;
+    auto unmapped = sys::iommufd::ioas_unmap(state_->fd.get(), state_->ioas, iova_.value, length_);
+    if (!unmapped) return std::unexpected(unmapped.error());  // the IOVA stays taken
+    {
+      const std::lock_guard lock(state_->mutex);
+      state_->iovas->release(iova_, length_);
+    }
+    // A revoked import (the peer reset or closed) is unmapped by the kernel already: 0 bytes.
+    return {};
+  }
+
+ private:
+  std::shared_ptr<VfioContainerState> state_;  // declared first: /dev/iommu outlives the dma-buf
+  UniqueFd dma_buf_;
+  Iova iova_;
+  std::uint64_t length_ = 0;
+  bool mapped_ = true;
+};
+
+// No IOMMU: nothing to map or undo.
+class BusAddressWindow final : public PeerMapping {
+ public:
+  explicit BusAddressWindow(BusAddress address) : address_(address) {}
+  BusAddress address() const override { return address_; }
+  PeerDmaPath path() const override { return PeerDmaPath::bus_address; }
+  Result<void> unmap() override { return {}; }
+
+ private:
+  BusAddress address_;
+};
+
+// The mmap-able part of the region that holds the whole window, if any.
+bool inside_one_mappable_area(const PeerWindowRequest& request) {
+  if (!request.region.mappable) return false;
+  return std::any_of(request.region.mmap_areas.begin(), request.region.mmap_areas.end(),
+                     [&](const VfioRegionInfo::Area& area) {
+                       return request.offset >= area.offset && request.offset - area.offset <= area.size &&
+                              request.length <= area.size - (request.offset - area.offset);
+                     });
+}
+
+// The host bridge a device sits below, from its sysfs link (…/devices/pci0000:00/…):
+// "pci0000:00"; an error when the link cannot be read or names none.
+Result<std::string> host_bridge_of(const SysfsPaths& paths, const Bdf& bdf) {
+  auto target = sys::read_link(paths.device_dir(bdf));
+  if (!target) return std::unexpected(target.error());
+  std::string_view rest = *target;
+  while (!rest.empty()) {
+    const std::size_t slash = rest.find('/');
+    const std::string_view component = rest.substr(0, slash);
+    if (component.starts_with("pci") && component.size() > 3) return std::string(component);
+    if (slash == std::string_view::npos) break;
+    rest.remove_prefix(slash + 1);
+  }
+  return std::unexpected(make_error(Errc::malformed, "find host bridge", bdf.to_string(),
+                                    fmt::format("its sysfs link ({}) names no pciDDDD:BB directory", *target)));
+}
+
+// The BAR's address as the device decodes it, from its config space through VFIO (PCI
+// Local Bus 3.0, 6.2.5.1: bits 3:0 are flags; a 64-bit BAR's next register holds the upper
+// half).
+Result<std::uint64_t> bar_bus_address(const VfioDeviceState& peer, unsigned bar) {
+  const std::string name = peer.bdf.to_string();
+  auto raw = sys::vfio::region_info(peer.fd.get(), kVfioConfigRegion, name);
+  if (!raw) return std::unexpected(raw.error());
+  vfio_region_info config;
+  std::memcpy(&config, raw->data(), sizeof config);
+  std::uint32_t words[2] = {};
+  const std::uint64_t register_offset = 0x10 + 4ull * bar;
+  const std::size_t bytes = bar < 5 ? 8 : 4;
+  if (auto read = sys::pread_exact(peer.fd.get(), std::as_writable_bytes(std::span(words)).first(bytes),
+                                   config.offset + register_offset, name + " config");
+      !read) {
+    return std::unexpected(read.error());
+  }
+  if (words[0] == ~0u) {
+    return std::unexpected(make_error(Errc::device_removed, "read BAR", name, "config space reads all ones"));
+  }
+  const bool is_64bit = (words[0] & 0x6u) == 0x4u;
+  return (static_cast<std::uint64_t>(is_64bit ? words[1] : 0) << 32) | (words[0] & ~0xfull);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<PeerMapping>> map_bar_through_iommu(std::shared_ptr<DmaBackend> backend,
+                                                           const PeerWindowRequest& request) {
+  if (!inside_one_mappable_area(request)) {
+    return std::unexpected(make_error(Errc::not_supported, "map peer BAR", request.name,
+                                      "vfio-pci does not let this part of the BAR be mapped (an MSI-X table, or a "
+                                      "BAR it never maps)",
+                                      "choose a window outside the BAR's MSI-X table"));
+  }
+  if (request.dma.device_writes && !request.region.writable) {
+    return std::unexpected(make_error(Errc::permission_denied, "map peer BAR", request.name,
+                                      "the region is read-only", "map it with device_writes = false"));
+  }
+  // The IOMMU mapping needs the access the device is given in the CPU mapping too.
+  const int prot = PROT_READ | (request.dma.device_writes ? PROT_WRITE : 0);
+  auto window = sys::map_shared(request.peer->fd.get(), request.length, request.region.file_offset + request.offset,
+                                prot, request.name);
+  if (!window) return std::unexpected(window.error());
+  auto address = backend->map(*window, request.dma);
+  if (!address) return std::unexpected(address.error());
+  return std::make_unique<BarMappingInIommu>(std::move(backend), std::move(*window), *address);
+}
+
+Result<std::unique_ptr<PeerMapping>> map_bar_as_dma_buf(const std::shared_ptr<VfioContainerState>& state,
+                                                        const PeerWindowRequest& request) {
+  auto dma_buf = sys::vfio::export_dma_buf(request.peer->fd.get(), request.region.index, request.offset,
+                                           request.length, request.name);
+  if (!dma_buf) return std::unexpected(dma_buf.error());
+  auto iova = [&]() -> Result<Iova> {
+    const std::lock_guard lock(state->mutex);
+    if (!state->iovas) return std::unexpected(no_iova_ranges_error());
+    return state->iovas->allocate(request.length, std::max(kPage, state->iova_alignment), request.dma.dma_limit);
+  }();
+  if (!iova) return std::unexpected(iova.error());
+  auto mapped = sys::iommufd::ioas_map_file_fixed(state->fd.get(), state->ioas, dma_buf->get(), 0, iova->value,
+                                                  request.length, request.dma.device_reads, request.dma.device_writes);
+  if (!mapped) {
+    {
+      const std::lock_guard lock(state->mutex);
+      state->iovas->release(*iova, request.length);
+    }
+    Error error = mapped.error();
+    if (error.sys_errno == EOPNOTSUPP || error.sys_errno == EBADF || error.sys_errno == EINVAL) {
+      error.hint = "this kernel's iommufd does not import VFIO dma-bufs (Linux 6.19 and later): use a newer kernel "
+                   "or the type1 backend (PCIE_VFIO_BACKEND=type1)";
+    }
+    return std::unexpected(error);
+  }
+  return std::make_unique<DmaBufInIoas>(state, std::move(*dma_buf), *iova, request.length);
+}
+
+Result<std::unique_ptr<PeerMapping>> map_bar_by_bus_address(const VfioContainerState& state,
+                                                            const PeerWindowRequest& request) {
+  // Without an IOMMU the transaction is routed by address alone: only below one host
+  // bridge is the BAR's bus address the one the initiator's bus decodes to it. Unknown is
+  // refused, not assumed.
+  auto initiator_bridge = host_bridge_of(state.paths.sysfs, request.initiator->bdf);
+  if (!initiator_bridge) return std::unexpected(initiator_bridge.error());
+  auto peer_bridge = host_bridge_of(state.paths.sysfs, request.peer->bdf);
+  if (!peer_bridge) return std::unexpected(peer_bridge.error());
+  if (*initiator_bridge != *peer_bridge) {
+    return std::unexpected(make_error(
+        Errc::not_supported, "map peer BAR", request.name,
+        fmt::format("without an IOMMU, {} (below {}) reaches no BAR below another host bridge ({})",
+                    request.initiator->bdf.to_string(), *initiator_bridge, *peer_bridge),
+        "put both devices below one host bridge, or use an IOMMU"));
+  }
+  auto bus = bar_bus_address(*request.peer, request.bar);
+  if (!bus) return std::unexpected(bus.error());
+  if (*bus != request.bar_info.bus_address) {
+    return std::unexpected(make_error(
+        Errc::not_supported, "map peer BAR", request.name,
+        fmt::format("the host bridge translates: the device decodes the BAR at {:#x}, the CPU sees it at {:#x}",
+                    *bus, request.bar_info.bus_address),
+        "use an IOMMU"));
+  }
+  const std::uint64_t first = *bus + request.offset;
+  const std::uint64_t last = first + (request.length - 1);
+  if (first < *bus || last < first || last > request.dma.dma_limit) {
+    return std::unexpected(make_error(Errc::out_of_range, "map peer BAR", request.name,
+                                      fmt::format("the window lies at {:#x}-{:#x}, above the device's DMA limit {:#x}",
+                                                  first, last, request.dma.dma_limit)));
+  }
+  return std::make_unique<BusAddressWindow>(BusAddress{first});
+}
+
+}  // namespace pcie::detail

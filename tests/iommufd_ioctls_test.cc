@@ -1,17 +1,20 @@
 // The iommufd wrappers (src/sys/iommufd_ioctls.h) where the kernel answers with
 // variable-length data: IOMMU_IOAS_IOVA_RANGES grows its array on EMSGSIZE, retries a bounded
 // number of times when the count keeps changing, and refuses answers that make no sense;
-// every wrapper's error names the ioctl and the object.
+// every wrapper's error names the ioctl and the object; the peer-window pair (VFIO's dma-buf
+// export and IOMMU_IOAS_MAP_FILE) builds the arguments the kernel reads.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/iommufd.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <functional>
 #include <vector>
 
 #include "src/sys/iommufd_ioctls.h"
+#include "src/sys/vfio_ioctls.h"
 
 namespace pcie::sys::iommufd {
 namespace {
@@ -138,6 +141,81 @@ TEST(IommufdWrappers, EachFailsCleanlyOnAFileThatIsNotAnIommufd) {
   expect(device_attach(fd, 2, "0000:00:06.0").error(), "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "0000:00:06.0");
   expect(device_detach(fd, "0000:00:06.0").error(), "VFIO_DEVICE_DETACH_IOMMUFD_PT", "0000:00:06.0");
   ::close(fd);
+}
+
+// The peer-window pair: VFIO_DEVICE_FEATURE_DMA_BUF's argument laid out as the kernel reads
+// it (vfio_pci_core_feature_dma_buf: the feature header, the request, then nr_ranges
+// ranges), the fd it returns taken as ours, each refusal told apart; IOMMU_IOAS_MAP_FILE's
+// flags and fields.
+TEST(PeerWindowIoctls, DmaBufExportLaysOutOneRangeAndTakesTheFd) {
+  std::vector<std::byte> seen;
+  unsigned long seen_request = 0;
+  const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto exported = vfio::export_dma_buf_with(
+      [&](unsigned long request, void* argument) {
+        seen_request = request;
+        vfio_device_feature header;
+        std::memcpy(&header, argument, sizeof header);
+        seen.assign(static_cast<std::byte*>(argument), static_cast<std::byte*>(argument) + header.argsz);
+        return fd;
+      },
+      2, 0x80000, 0x3000, "peer");
+  ASSERT_TRUE(exported) << exported.error().message();
+  EXPECT_EQ(exported->get(), fd) << "the dma-buf is ours to close";
+  EXPECT_EQ(seen_request, static_cast<unsigned long>(VFIO_DEVICE_FEATURE));
+  ASSERT_EQ(seen.size(), sizeof(vfio_device_feature) + sizeof(vfio_device_feature_dma_buf) + sizeof(vfio_region_dma_range));
+  vfio_device_feature header;
+  vfio_device_feature_dma_buf request;
+  vfio_region_dma_range range;
+  std::memcpy(&header, seen.data(), sizeof header);
+  std::memcpy(&request, seen.data() + sizeof header, sizeof request);
+  std::memcpy(&range, seen.data() + sizeof header + sizeof request, sizeof range);
+  EXPECT_EQ(header.flags, static_cast<std::uint32_t>(VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF));
+  EXPECT_EQ(request.region_index, 2u);
+  EXPECT_EQ(request.open_flags, static_cast<std::uint32_t>(O_RDWR | O_CLOEXEC));
+  EXPECT_EQ(request.flags, 0u);
+  EXPECT_EQ(request.nr_ranges, 1u);
+  EXPECT_EQ(range.offset, 0x80000u);
+  EXPECT_EQ(range.length, 0x3000u);
+
+  const std::pair<int, Errc> refusals[] = {
+      {ENOTTY, Errc::not_supported}, {EOPNOTSUPP, Errc::not_supported}, {ENODEV, Errc::device_disabled}};
+  for (const auto& [errno_value, code] : refusals) {
+    auto refused = vfio::export_dma_buf_with([errno_value](unsigned long, void*) { return -errno_value; }, 2, 0,
+                                             0x1000, "peer");
+    ASSERT_FALSE(refused) << errno_value;
+    EXPECT_EQ(refused.error().code, code) << refused.error().message();
+    EXPECT_FALSE(refused.error().hint.empty()) << errno_value;
+    EXPECT_NE(refused.error().message().find("VFIO_DEVICE_FEATURE_DMA_BUF"), std::string::npos);
+  }
+  EXPECT_NE(vfio::export_dma_buf_with([](unsigned long, void*) { return -ENOTTY; }, 2, 0, 0x1000, "peer")
+                .error()
+                .hint.find("6.19"),
+            std::string::npos);
+}
+
+TEST(PeerWindowIoctls, MapFileTakesTheFdAtAFixedIovaWithTheDirectionsAsked) {
+  iommu_ioas_map_file seen{};
+  const auto call = [&](unsigned long request, void* argument) {
+    if (request != IOMMU_IOAS_MAP_FILE) return -ENOTTY;
+    std::memcpy(&seen, argument, sizeof seen);
+    return 0;
+  };
+  ASSERT_TRUE(ioas_map_file_fixed_with(call, 3, 42, 0, 0x8000000, 0x1000, true, false));
+  EXPECT_EQ(seen.size, sizeof seen);
+  EXPECT_EQ(seen.flags, static_cast<std::uint32_t>(IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE));
+  EXPECT_EQ(seen.ioas_id, 3u);
+  EXPECT_EQ(seen.fd, 42);
+  EXPECT_EQ(seen.start, 0u);
+  EXPECT_EQ(seen.iova, 0x8000000u);
+  EXPECT_EQ(seen.length, 0x1000u);
+  ASSERT_TRUE(ioas_map_file_fixed_with(call, 3, 42, 0, 0x8000000, 0x1000, false, true));
+  EXPECT_EQ(seen.flags, static_cast<std::uint32_t>(IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE));
+  auto refused = ioas_map_file_fixed_with([](unsigned long, void*) { return -EINVAL; }, 3, 42, 0, 0x8000000, 0x1000,
+                                          true, true);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("IOMMU_IOAS_MAP_FILE"), std::string::npos) << refused.error().message();
 }
 
 }  // namespace

@@ -12,8 +12,10 @@
 #include <type_traits>
 #include <fstream>
 
+#include "pcie/peer_dma.h"
 #include "pcie/removal.h"
 #include "pcie/testing/fake_sysfs.h"
+#include "src/vfio/peer_mapping.h"
 #include "tests/empty_handles.h"
 
 namespace pcie {
@@ -341,6 +343,91 @@ TEST(PeerDmaEmptyHandles, FailCleanlyAndSayWhy) {
   EXPECT_FALSE(moved.valid());
   for (PeerDmaPath path : {PeerDmaPath::iommu_bar_mapping, PeerDmaPath::iommufd_dma_buf, PeerDmaPath::bus_address}) {
     EXPECT_NE(to_string(path), "?");
+  }
+}
+
+// The MSI-X check over config snapshots of every shape: a type 0 header whose capability
+// list leads to MSI-X at 0x40 (table of `entries` entries at `table` in BAR `table_bar`, PBA
+// at `pba` in BAR `pba_bar`), or something worse.
+std::vector<std::uint8_t> msix_config(unsigned entries, unsigned table_bar, std::uint32_t table, unsigned pba_bar,
+                                      std::uint32_t pba) {
+  std::vector<std::uint8_t> config(256, 0);
+  const auto put32 = [&](std::size_t at, std::uint32_t value) {
+    for (unsigned i = 0; i < 4; ++i) config[at + i] = static_cast<std::uint8_t>(value >> (8 * i));
+  };
+  put32(0x00, 0x11111af4);  // IDs
+  config[0x06] = 0x10;       // status: capability list
+  config[0x34] = 0x40;
+  config[0x40] = cap::kMsiX;
+  config[0x41] = 0;
+  put32(0x40, 0x11 | ((entries - 1) << 16));
+  put32(0x44, table | table_bar);
+  put32(0x48, pba | pba_bar);
+  return config;
+}
+
+TEST(PeerDmaChecks, WindowsOverAnMsixTableOrPbaAreRefused) {
+  // 64 entries: a 1 KiB table at BAR1 0x2000, an 8-byte PBA at BAR1 0x3000.
+  const std::vector<std::uint8_t> config = msix_config(64, 1, 0x2000, 1, 0x3000);
+  struct Case {
+    const char* name;
+    unsigned bar;
+    std::uint64_t offset, length;
+    bool refused;
+    const char* names;
+  };
+  const Case cases[] = {
+      {"the page of the table", 1, 0x2000, 0x1000, true, "MSI-X table"},
+      {"a window that ends on the table's first byte", 1, 0x1000, 0x1001, true, "MSI-X table"},
+      {"a window that ends before it", 1, 0x1000, 0x1000, false, ""},
+      {"the page of the PBA", 1, 0x3000, 0x1000, true, "pending-bit array"},
+      {"a large window over both", 1, 0, 0x100000, true, "MSI-X table"},
+      {"after both", 1, 0x4000, 0x1000, false, ""},
+      {"the same offsets in another BAR", 2, 0x2000, 0x2000, false, ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto checked = detail::check_window_avoids_msix(config, c.bar, c.offset, c.length, "window");
+    if (!c.refused) {
+      EXPECT_TRUE(checked) << checked.error().message();
+      continue;
+    }
+    ASSERT_FALSE(checked);
+    EXPECT_EQ(checked.error().code, Errc::invalid_argument);
+    EXPECT_NE(checked.error().reason.find(c.names), std::string::npos) << checked.error().message();
+  }
+  // 2048 entries (32 KiB of table) in BAR0: the table's size comes from Message Control.
+  EXPECT_FALSE(detail::check_window_avoids_msix(msix_config(2048, 0, 0, 4, 0), 0, 0x7000, 0x1000, "w"));
+  EXPECT_TRUE(detail::check_window_avoids_msix(msix_config(2048, 0, 0, 4, 0), 0, 0x8000, 0x1000, "w"));
+
+  // No MSI-X, no capability list: nothing to avoid.
+  std::vector<std::uint8_t> plain = config;
+  plain[0x06] = 0;
+  EXPECT_TRUE(detail::check_window_avoids_msix(plain, 1, 0x2000, 0x1000, "w"));
+  // A list that loops, a pointer into the header, a snapshot cut short, all ones: refused.
+  std::vector<std::uint8_t> looping = config;
+  looping[0x41] = 0x40;
+  std::vector<std::uint8_t> into_header = config;
+  into_header[0x34] = 0x20;
+  const std::vector<std::uint8_t> short_snapshot(config.begin(), config.begin() + 0x42);
+  const std::vector<std::uint8_t> all_ones(256, 0xff);
+  const std::pair<const std::vector<std::uint8_t>*, Errc> broken[] = {
+      {&looping, Errc::malformed}, {&into_header, Errc::malformed}, {&short_snapshot, Errc::malformed},
+      {&all_ones, Errc::device_removed}};
+  for (const auto& [snapshot, code] : broken) {
+    auto checked = detail::check_window_avoids_msix(*snapshot, 3, 0, 0x1000, "w");
+    ASSERT_FALSE(checked) << "a list that cannot be read must not pass";
+    EXPECT_EQ(checked.error().code, code) << checked.error().message();
+  }
+}
+
+TEST(PeerDmaChecks, HostBridgeDirectoriesAsSysfsNamesThem) {
+  for (const char* bridge : {"pci0000:00", "pci0001:3a", "pci10000:e0", "pciffff:ff"}) {
+    EXPECT_TRUE(detail::is_host_bridge_directory(bridge)) << bridge;
+  }
+  for (const char* other : {"pci", "pci0000", "pci000:00", "pci0000:0", "pci0000:000", "pcie@1000", "pci-host",
+                            "pci0000:0g", "PCI0000:00", "0000:00:1c.0", "devices", ""}) {
+    EXPECT_FALSE(detail::is_host_bridge_directory(other)) << other;
   }
 }
 

@@ -19,7 +19,9 @@ inline constexpr unsigned kBarCount = 6;
 struct BarInfo {
   enum class Space { memory, io };
   unsigned index = 0;            // 0..5; a 64-bit BAR takes its index and the next
-  std::uint64_t bus_address = 0; // as the device decodes it (flag bits removed)
+  // The BAR's address as the kernel's resource holds it (flag bits removed): the CPU's view,
+  // which on x86 is also the bus address the device decodes (a host bridge may translate).
+  std::uint64_t bus_address = 0;
   std::uint64_t size = 0;
   Space space = Space::memory;
   bool is_64bit = false;

@@ -8,12 +8,17 @@
 //    like any memory, at an IOVA from the container's IOVA space.
 //  - iommufd: the BAR is exported as a dma-buf (VFIO_DEVICE_FEATURE_DMA_BUF, Linux 6.19) and
 //    imported into the IOAS (IOMMU_IOAS_MAP_FILE); iommufd refuses a plain mmap of a BAR
-//    (VM_PFNMAP). The kernel revokes the import when the peer is reset, stops decoding its
-//    memory or is closed: the device's DMA to it then faults in the IOMMU, never reaching a
-//    stale address.
-//  - no IOMMU (a container opened without one): the bus address of the BAR itself. Both
-//    devices must sit below one host bridge, and the BAR's bus address must equal its CPU
-//    address (no translation by the host bridge), or the window is refused.
+//    (VM_PFNMAP). The kernel revokes the import for good when the peer is reset, stops
+//    decoding its memory or changes power state: the initiator's DMA to the window then
+//    faults in the IOMMU, never reaching a stale address, and the window stays dead until
+//    it is released and mapped again (nothing here tells that it was revoked).
+//  - type1: nothing is revoked; the IOMMU keeps translating to the BAR's physical pages,
+//    which hold whatever the peer decodes there after a reset.
+//  - no IOMMU (a container opened without one): the bus address of the BAR itself, read from
+//    the device's config space. Both devices must sit below one host bridge, and the BAR's
+//    bus address must equal its CPU address (no translation by the host bridge), or the
+//    window is refused. Nothing enforces the directions or the window's bounds there: the
+//    device can reach everything, as with host memory.
 //
 // Whether the peer-to-peer transaction then reaches the BAR is the fabric's business: below
 // one PCIe switch it is routed there; through a root complex only where the root complex
@@ -52,8 +57,10 @@ std::string_view to_string(PeerDmaPath path);
 struct PeerDmaOptions {
   // The last bus address the initiating device can reach: dma_mask_limit(bits) of its mask.
   std::uint64_t dma_limit = ~std::uint64_t{0};
-  bool device_reads = true;   // the initiator may read the window
-  bool device_writes = true;  // the initiator may write it
+  // What the IOMMU lets the initiator do with the window (at least one); without an IOMMU,
+  // advisory.
+  bool device_reads = true;
+  bool device_writes = true;
 };
 
 // A window of a peer's BAR that the devices of a VFIO container can reach by DMA.
@@ -67,9 +74,10 @@ class PeerDmaWindow {
   ~PeerDmaWindow();
 
   bool valid() const { return state_ != nullptr; }
-  // The address the initiating device must use for the window's first byte.
+  // The address the initiating device must use for the window's first byte (0 when empty).
   BusAddress bus_address() const;
   std::uint64_t size() const;
+  // How it was mapped (bus_address for an empty window).
   PeerDmaPath path() const;
   // "0000:00:04.0 BAR2 [0x0, 0x1000)".
   const std::string& name() const;
@@ -77,7 +85,9 @@ class PeerDmaWindow {
   // stays inside it (overflow-safe); invalid_argument for an empty window.
   Result<BusAddress> bus_address_of(std::uint64_t offset, std::uint64_t length = 1) const;
 
-  // Unmaps now and reports what the kernel said (the destructor ignores it).
+  // Unmaps now and reports what the kernel said (the destructor ignores it). The window is
+  // empty afterwards either way; on an error its bus address stays taken, since the device
+  // may still reach the BAR there.
   Result<void> release();
 
  private:
@@ -92,17 +102,23 @@ class PeerDmaWindow {
 // offset and length must be multiples of 4096 (an IOMMU maps pages), length nonzero.
 // Errors:
 //  - invalid_argument: an empty device, a BAR index above 5, an offset or length not a
-//    multiple of 4096, or the two devices in different containers (open both through one
-//    VfioContainer);
+//    multiple of 4096, neither direction allowed, the initiator and the peer one device,
+//    the two in different containers (open both through one VfioContainer), or a window
+//    that covers the peer's MSI-X table or pending-bit array;
 //  - out_of_range: the window is not inside the BAR (overflow-safe), or no bus address
 //    below options.dma_limit is free (IOVA space) or the BAR lies above it (no IOMMU);
-//  - not_found: the BAR is not implemented (size 0);
-//  - not_supported: the BAR is I/O space; the window is not inside one mmap-able part of
-//    the BAR (type1: around an MSI-X table); the kernel cannot export the BAR as a dma-buf
-//    (iommufd before Linux 6.19, or without CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER:
-//    the hint says to use type1 or a newer kernel); no IOMMU and the devices below
-//    different host bridges, or a BAR whose bus address differs from its CPU address;
-//  - the kernel's error otherwise (mmap of the region, the IOMMU mapping, the dma-buf).
+//  - not_found: the BAR is not implemented;
+//  - not_supported: the BAR is I/O space or has no address; type1: vfio-pci maps no part
+//    of the BAR that holds the window; iommufd: the kernel cannot export the BAR as a
+//    dma-buf (before Linux 6.19, or without CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER;
+//    the hint says to use type1 or a newer kernel) or the device's driver cannot; no IOMMU:
+//    the devices below different (or unknown) host bridges, or a BAR whose bus address
+//    differs from its CPU address;
+//  - permission_denied: type1 and a read-only region with device_writes;
+//  - device_disabled: iommufd and the peer not decoding memory (Memory Space Enable off);
+//  - device_removed: the peer's config space reads all ones (no IOMMU);
+//  - malformed: the peer's capability list cannot be walked (the MSI-X check fails closed);
+//  - the kernel's error otherwise (mmap of the region, the IOMMU mapping, the import).
 Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice& peer, unsigned bar,
                                    std::uint64_t offset, std::uint64_t length, const PeerDmaOptions& options = {});
 

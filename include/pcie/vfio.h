@@ -45,7 +45,6 @@
 #include "pcie/error.h"
 #include "pcie/interrupts.h"
 #include "pcie/mmio.h"
-#include "pcie/peer_dma.h"
 #include "pcie/region.h"
 #include "pcie/sys/mapping.h"
 #include "pcie/sys/unique_fd.h"
@@ -142,6 +141,9 @@ struct VfioRegionOptions {
   bool map = true;        // map the areas the kernel allows; false: pread/pwrite only
   bool writable = true;   // false opens read-only (and maps PROT_READ)
 };
+
+class PeerDmaWindow;    // pcie/peer_dma.h
+struct PeerDmaOptions;
 
 namespace detail {
 struct VfioContainerState;  // the container, its groups and its IOVA space (src/vfio/state.h)
@@ -252,7 +254,8 @@ class VfioDevice final : public Device {
   // none. The kernel saves config space and restores it afterwards (pci_reset_function),
   // so BAR addresses and the command register survive; the device's own registers behind
   // the BARs are back to their reset values, so a driver sets the device up again. BAR
-  // mappings stay valid, but values read before the reset are stale.
+  // mappings stay valid, but values read before the reset are stale. A peer window of one
+  // of its BARs mapped through iommufd is revoked for good (pcie/peer_dma.h).
   Result<void> reset() const;
 
  private:

@@ -132,6 +132,13 @@ Result<void> ioas_map_fixed(int iommufd, std::uint32_t ioas, std::uint64_t vaddr
 
 Result<void> ioas_map_file_fixed(int iommufd, std::uint32_t ioas, int fd, std::uint64_t start, std::uint64_t iova,
                                  std::uint64_t length, bool device_reads, bool device_writes) {
+  return ioas_map_file_fixed_with(
+      [iommufd](unsigned long request, void* argument) { return checked_ioctl(iommufd, request, argument); }, ioas, fd,
+      start, iova, length, device_reads, device_writes);
+}
+
+Result<void> ioas_map_file_fixed_with(const IoctlCall& call, std::uint32_t ioas, int fd, std::uint64_t start,
+                                      std::uint64_t iova, std::uint64_t length, bool device_reads, bool device_writes) {
   iommu_ioas_map_file argument{};
   argument.size = sizeof argument;
   std::uint32_t flags = IOMMU_IOAS_MAP_FIXED_IOVA;
@@ -143,7 +150,7 @@ Result<void> ioas_map_file_fixed(int iommufd, std::uint32_t ioas, int fd, std::u
   argument.start = start;
   argument.length = length;
   argument.iova = iova;
-  if (const int result = checked_ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &argument); result < 0) {
+  if (const int result = call(IOMMU_IOAS_MAP_FILE, &argument); result < 0) {
     return std::unexpected(ioctl_error(result, "IOMMU_IOAS_MAP_FILE", iova_name(ioas, iova, length)));
   }
   return {};

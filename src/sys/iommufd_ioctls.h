@@ -50,6 +50,8 @@ Result<void> ioas_map_fixed(int iommufd, std::uint32_t ioas, std::uint64_t vaddr
 // file `fd` (a memfd, or a VFIO dma-buf on Linux 6.19 and later) at `iova`.
 Result<void> ioas_map_file_fixed(int iommufd, std::uint32_t ioas, int fd, std::uint64_t start, std::uint64_t iova,
                                  std::uint64_t length, bool device_reads, bool device_writes);
+Result<void> ioas_map_file_fixed_with(const IoctlCall& call, std::uint32_t ioas, int fd, std::uint64_t start,
+                                      std::uint64_t iova, std::uint64_t length, bool device_reads, bool device_writes);
 
 // IOMMU_IOAS_UNMAP: returns how many bytes the kernel unmapped (ENOENT, nothing mapped
 // there, is returned as 0, as VFIO's type1 answers): callers must check it.

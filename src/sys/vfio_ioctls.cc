@@ -184,6 +184,13 @@ Result<void> reset_device(int device_fd, const std::string& bdf) {
 
 Result<UniqueFd> export_dma_buf(int device_fd, std::uint32_t region_index, std::uint64_t offset,
                                 std::uint64_t length, const std::string& name) {
+  return export_dma_buf_with(
+      [device_fd](unsigned long request, void* argument) { return checked_ioctl(device_fd, request, argument); },
+      region_index, offset, length, name);
+}
+
+Result<UniqueFd> export_dma_buf_with(const IoctlCall& call, std::uint32_t region_index, std::uint64_t offset,
+                                     std::uint64_t length, const std::string& name) {
   // vfio_device_feature, then vfio_device_feature_dma_buf with one range, in one buffer
   // (both end in flexible arrays, so they are laid out by hand).
   constexpr std::size_t kHeader = sizeof(vfio_device_feature);
@@ -201,14 +208,24 @@ Result<UniqueFd> export_dma_buf(int device_fd, std::uint32_t region_index, std::
   std::memcpy(argument, &feature, kHeader);
   std::memcpy(argument + kHeader, &request, kRequest);
   std::memcpy(argument + kHeader + kRequest, &range, sizeof range);
-  const int result = checked_ioctl(device_fd, VFIO_DEVICE_FEATURE, static_cast<void*>(argument));
+  const int result = call(VFIO_DEVICE_FEATURE, static_cast<void*>(argument));
   if (result < 0) {
     Error error = ioctl_error(result, "VFIO_DEVICE_FEATURE_DMA_BUF", name);
-    if (result == -ENOTTY || result == -EOPNOTSUPP) {
+    if (result == -ENOTTY) {
       error.code = Errc::not_supported;
       error.hint = "the kernel cannot export a BAR as a dma-buf (Linux 6.19 and later, built with "
                    "CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER): use a newer kernel, or the type1 "
                    "backend (PCIE_VFIO_BACKEND=type1), which maps the BAR's mapping itself";
+    } else if (result == -EOPNOTSUPP) {
+      error.code = Errc::not_supported;
+      error.hint = "the device's VFIO driver (a vendor variant of vfio-pci) does not export its BARs: use the "
+                   "type1 backend (PCIE_VFIO_BACKEND=type1)";
+    } else if (result == -ENODEV) {
+      // vfio-pci answers ENODEV while the device does not decode memory (Memory Space
+      // Enable off) or the BAR has no resource: not a removal.
+      error.code = Errc::device_disabled;
+      error.hint = "turn on the device's memory decoding (Memory Space Enable in its command register), or check "
+                   "that the BAR was given an address";
     }
     return std::unexpected(error);
   }

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,11 @@ Result<void> reset_device(int device_fd, const std::string& bdf);
 // CONFIG_PCI_P2PDMA and CONFIG_DMA_SHARED_BUFFER.
 Result<UniqueFd> export_dma_buf(int device_fd, std::uint32_t region_index, std::uint64_t offset,
                                 std::uint64_t length, const std::string& name);
+// export_dma_buf() with the ioctl call replaceable, for tests of the argument it builds and
+// of each answer: takes the request and the argument, returns the fd or -errno.
+using IoctlCall = std::function<int(unsigned long request, void* argument)>;
+Result<UniqueFd> export_dma_buf_with(const IoctlCall& call, std::uint32_t region_index, std::uint64_t offset,
+                                     std::uint64_t length, const std::string& name);
 
 // VFIO_IOMMU_MAP_DMA: maps [vaddr, vaddr + size) at `iova`, readable and/or writable by
 // the device. The kernel pins the pages (counted against RLIMIT_MEMLOCK).

@@ -4,10 +4,15 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <span>
 #include <utility>
+#include <vector>
 
+#include "pcie/capabilities.h"
 #include "pcie/vfio.h"
 #include "src/pci/resource_file.h"
+#include "src/sys/syscalls.h"
 #include "src/vfio/peer_mapping.h"
 #include "src/vfio/state.h"
 
@@ -96,42 +101,129 @@ Result<void> PeerDmaWindow::release() {
   return result;
 }
 
+namespace detail {
+
+Result<void> check_window_avoids_msix(std::span<const std::uint8_t> config, unsigned bar, std::uint64_t offset,
+                                     std::uint64_t length, const std::string& name) {
+  const CapabilityWalk walk = walk_standard_capabilities(config);
+  if (walk.problem) {
+    if (walk.problem->code == Errc::device_removed) return std::unexpected(*walk.problem);
+    return std::unexpected(make_error(Errc::malformed, "map peer BAR", name,
+                                      "the peer's capability list cannot be walked: " + walk.problem->reason));
+  }
+  const auto msix = find_capability(walk.capabilities, Capability::Space::standard, cap::kMsiX);
+  if (!msix) return {};
+  const std::size_t at = msix->offset;
+  if (at + 12 > config.size()) {
+    return std::unexpected(make_error(Errc::malformed, "map peer BAR", name, "the MSI-X capability is cut short"));
+  }
+  const auto dword = [&](std::size_t from) {
+    std::uint32_t value = 0;
+    for (unsigned i = 0; i < 4; ++i) value |= std::uint32_t{config[from + i]} << (8 * i);
+    return value;
+  };
+  // PCIe 6.0, 7.7.2: Message Control bits 10:0 are the table size minus one; the Table and
+  // PBA registers hold a BAR indicator in bits 2:0 and a QWORD-aligned offset above.
+  const std::uint64_t entries = (dword(at) >> 16 & 0x7ff) + 1;
+  const struct {
+    const char* what;
+    std::uint32_t word;
+    std::uint64_t bytes;
+  } structures[] = {{"MSI-X table", dword(at + 4), entries * 16},
+                    {"MSI-X pending-bit array", dword(at + 8), (entries + 63) / 64 * 8}};
+  for (const auto& structure : structures) {
+    const std::uint64_t start = structure.word & ~0x7u;
+    if ((structure.word & 0x7u) != bar || start >= offset + length || offset >= start + structure.bytes) continue;
+    return std::unexpected(make_error(Errc::invalid_argument, "map peer BAR", name,
+                                      fmt::format("the window covers the peer's {} ({:#x}-{:#x}): a device writing "
+                                                  "there rewrites its interrupt messages",
+                                                  structure.what, start, start + structure.bytes - 1),
+                                      "choose a window outside it"));
+  }
+  return {};
+}
+
+}  // namespace detail
+
+namespace {
+
+Error refusal(Errc code, const std::string& object, std::string reason, std::string hint = "") {
+  return make_error(code, "map peer BAR", object, std::move(reason), std::move(hint));
+}
+
+// The checks that need neither device's files: BAR index, directions, one container.
+Result<void> check_request(const VfioDevice& initiator, const VfioDevice& peer, unsigned bar,
+                           const PeerDmaOptions& options, const std::string& bar_name) {
+  if (bar > 5) return std::unexpected(refusal(Errc::invalid_argument, bar_name, "BARs are numbered 0 to 5"));
+  if (!options.device_reads && !options.device_writes) {
+    return std::unexpected(refusal(Errc::invalid_argument, bar_name, "the initiator may neither read nor write it",
+                                   "set device_reads, device_writes or both"));
+  }
+  if (initiator.bdf() == peer.bdf()) {
+    return std::unexpected(refusal(Errc::invalid_argument, bar_name, "the initiator and the peer are one device",
+                                   "a controller's own memory (an NVMe CMB) is addressed by its BAR's bus address, "
+                                   "not through the IOMMU"));
+  }
+  return {};
+}
+
+// BAR `bar` as sysfs describes it: an implemented, assigned memory BAR.
+Result<BarInfo> memory_bar(const SysfsPaths& paths, const Bdf& bdf, unsigned bar, const std::string& bar_name) {
+  auto bars = sysfs::read_bars(paths, bdf);
+  if (!bars) return std::unexpected(bars.error());
+  const auto found = std::find_if(bars->begin(), bars->end(), [&](const BarInfo& info) { return info.index == bar; });
+  if (found == bars->end()) {
+    return std::unexpected(refusal(Errc::not_found, bar_name, "the device does not implement it"));
+  }
+  if (found->space == BarInfo::Space::io) {
+    return std::unexpected(refusal(Errc::not_supported, bar_name, "an I/O-space BAR cannot be a DMA target"));
+  }
+  if (!found->assigned) {
+    return std::unexpected(refusal(Errc::not_supported, bar_name, "the kernel gave the BAR no address",
+                                   "dmesg says why ('BAR n: no space'): boot with pci=realloc"));
+  }
+  return *found;
+}
+
+// The window must not cover the peer's MSI-X table or pending-bit array: a device writing
+// there rewrites the peer's interrupt messages. The capability is read through VFIO
+// (readable wherever the device could be opened, unlike sysfs beyond 64 bytes).
+Result<void> check_msix_overlap(const VfioDevice& peer, unsigned bar, std::uint64_t offset, std::uint64_t length,
+                                const std::string& name) {
+  auto config_region = peer.region_info(kVfioConfigRegion);
+  if (!config_region) return std::unexpected(config_region.error());
+  std::vector<std::uint8_t> config(std::min<std::uint64_t>(config_region->size, 256));
+  if (auto read = sys::pread_exact(peer.fd(), std::as_writable_bytes(std::span(config)), config_region->file_offset,
+                                   peer.bdf().to_string() + " config");
+      !read) {
+    return std::unexpected(read.error());
+  }
+  return detail::check_window_avoids_msix(config, bar, offset, length, name);
+}
+
+}  // namespace
+
 Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice& peer, unsigned bar,
                                    std::uint64_t offset, std::uint64_t length, const PeerDmaOptions& options) {
   if (!initiator.state_ || !peer.state_) return std::unexpected(detail::empty_device_error("map a peer BAR for"));
   const std::string bar_name = fmt::format("{} BAR{}", peer.bdf().to_string(), bar);
-  if (bar > 5) {
-    return std::unexpected(make_error(Errc::invalid_argument, "map peer BAR", bar_name, "BARs are numbered 0 to 5"));
-  }
+  if (auto valid = check_request(initiator, peer, bar, options, bar_name); !valid) return std::unexpected(valid.error());
   const auto& container = peer.state_->container;
   if (initiator.state_->container != container) {
-    return std::unexpected(make_error(Errc::invalid_argument, "map peer BAR", bar_name,
-                                      fmt::format("{} and {} are open in different VFIO containers, so they share "
-                                                  "no DMA address space",
-                                                  initiator.bdf().to_string(), peer.bdf().to_string()),
-                                      "open both devices through one VfioContainer"));
+    return std::unexpected(refusal(Errc::invalid_argument, bar_name,
+                                   fmt::format("{} and {} are open in different VFIO containers, so they share no "
+                                               "DMA address space",
+                                               initiator.bdf().to_string(), peer.bdf().to_string()),
+                                   "open both devices through one VfioContainer"));
   }
-  // The BAR's kind and size from sysfs (an I/O BAR cannot be a DMA target); its region
-  // from VFIO.
-  auto bars = sysfs::read_bars(container->paths.sysfs, peer.bdf());
-  if (!bars) return std::unexpected(bars.error());
-  const BarInfo* info = nullptr;
-  for (const BarInfo& candidate : *bars) {
-    if (candidate.index == bar) info = &candidate;
-  }
-  if (info == nullptr) {
-    return std::unexpected(make_error(Errc::not_found, "map peer BAR", bar_name, "the device does not implement it"));
-  }
-  if (info->space == BarInfo::Space::io) {
-    return std::unexpected(make_error(Errc::not_supported, "map peer BAR", bar_name,
-                                      "an I/O-space BAR cannot be a DMA target"));
-  }
+  auto info = memory_bar(container->paths.sysfs, peer.bdf(), bar, bar_name);
+  if (!info) return std::unexpected(info.error());
   auto region = peer.region_info(kVfioBar0Region + bar);
   if (!region) return std::unexpected(region.error());
-  if (auto inside = check_window(bar_name, region->size, offset, length); !inside) {
-    return std::unexpected(inside.error());
-  }
-  detail::PeerWindowRequest request{
+  if (auto inside = check_window(bar_name, region->size, offset, length); !inside) return std::unexpected(inside.error());
+  const std::string name = fmt::format("{} [{:#x}, {:#x})", bar_name, offset, offset + length);
+  if (auto clear = check_msix_overlap(peer, bar, offset, length, name); !clear) return std::unexpected(clear.error());
+  const detail::PeerWindowRequest request{
       .peer = peer.state_.get(),
       .initiator = initiator.state_.get(),
       .bar = bar,
@@ -143,14 +235,14 @@ Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice
               .dma_limit = options.dma_limit,
               .device_reads = options.device_reads,
               .device_writes = options.device_writes},
-      .name = fmt::format("{} [{:#x}, {:#x})", bar_name, offset, offset + length)};
+      .name = name};
   auto mapping = container->mode->map_peer_window(container, request);
   if (!mapping) return std::unexpected(mapping.error());
   auto state = std::make_shared<detail::PeerWindowState>();
   state->peer = peer.state_;
   state->mapping = std::move(*mapping);
   state->size = length;
-  state->name = std::move(request.name);
+  state->name = name;
   return PeerDmaWindow(std::move(state));
 }
 

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "pcie/discovery.h"
 #include "pcie/dma_backend.h"
@@ -40,6 +42,19 @@ class PeerMapping {
   // initiator may still reach the window: its bus address is not handed out again.
   virtual Result<void> unmap() = 0;
 };
+
+// Whether bytes [offset, offset + length) of BAR `bar` avoid the MSI-X table and pending-bit
+// array that `config` (the peer's config space, at least its first 64 bytes) places there:
+// invalid_argument naming the structure when not; malformed when the capability list
+// cannot be walked or the capability is cut short (the check fails closed); device_removed
+// for an all-ones header. `name` is the window's, for the errors.
+Result<void> check_window_avoids_msix(std::span<const std::uint8_t> config, unsigned bar, std::uint64_t offset,
+                                     std::uint64_t length, const std::string& name);
+
+// Whether a sysfs path component names a host bridge's directory: "pci", a domain of at
+// least four hex digits, a colon, a two-digit bus ("pci0000:00", a VMD domain's
+// "pci10000:e0"); device-tree names such as "pcie@1000" do not.
+bool is_host_bridge_directory(std::string_view component);
 
 // type1: maps the BAR window (an mmap of the peer's region) through `backend` (the
 // container's type1 DMA backend), which takes an IOVA and maps it into the IOMMU.

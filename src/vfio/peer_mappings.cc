@@ -10,6 +10,7 @@
 #include <optional>
 #include <utility>
 
+#include "pcie/config_space.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/iommufd_ioctls.h"
 #include "src/sys/syscalls.h"
@@ -59,11 +60,16 @@ class DmaBufInIoas final : public PeerMapping {
     mapped_ = false;
     auto unmapped = sys::iommufd::ioas_unmap(state_->fd.get(), state_->ioas, iova_.value, length_);
     if (!unmapped) return std::unexpected(unmapped.error());  // the IOVA stays taken
-    {
-      const std::lock_guard lock(state_->mutex);
-      state_->iovas->release(iova_, length_);
+    // A revoked import keeps its IOAS area (the kernel only drops the translation), so the
+    // whole length is unmapped either way; anything else means the books disagree.
+    if (*unmapped != length_) {
+      return std::unexpected(make_error(Errc::io_error, "unmap peer window",
+                                        fmt::format("IOVA {:#x} (iommufd)", iova_.value),
+                                        fmt::format("the kernel unmapped {} of {} bytes", *unmapped, length_)));
     }
-    // A revoked import (the peer reset or closed) is unmapped by the kernel already: 0 bytes.
+    const std::lock_guard lock(state_->mutex);
+    state_->iovas->release(iova_, length_);
+    state_->mapped_bytes -= std::min(state_->mapped_bytes, length_);
     return {};
   }
 
@@ -89,7 +95,7 @@ class BusAddressWindow final : public PeerMapping {
 
 // The mmap-able part of the region that holds the whole window, if any.
 bool inside_one_mappable_area(const PeerWindowRequest& request) {
-  if (!request.region.mappable) return false;
+  if (!request.region.mappable) return false;  // vfio-pci maps no BAR smaller than a page
   return std::any_of(request.region.mmap_areas.begin(), request.region.mmap_areas.end(),
                      [&](const VfioRegionInfo::Area& area) {
                        return request.offset >= area.offset && request.offset - area.offset <= area.size &&
@@ -97,56 +103,71 @@ bool inside_one_mappable_area(const PeerWindowRequest& request) {
                      });
 }
 
-// The host bridge a device sits below, from its sysfs link (…/devices/pci0000:00/…):
-// "pci0000:00"; an error when the link cannot be read or names none.
+// The host bridge a device sits below, from its sysfs link (…/devices/pci0000:00/…): the
+// innermost such directory (a VMD domain inside a root bus is a bridge of its own).
+// Unknown is refused, not assumed: not_supported when the link names none.
 Result<std::string> host_bridge_of(const SysfsPaths& paths, const Bdf& bdf) {
   auto target = sys::read_link(paths.device_dir(bdf));
   if (!target) return std::unexpected(target.error());
+  std::optional<std::string> bridge;
   std::string_view rest = *target;
   while (!rest.empty()) {
     const std::size_t slash = rest.find('/');
     const std::string_view component = rest.substr(0, slash);
-    if (component.starts_with("pci") && component.size() > 3) return std::string(component);
+    if (is_host_bridge_directory(component)) bridge = std::string(component);
     if (slash == std::string_view::npos) break;
     rest.remove_prefix(slash + 1);
   }
-  return std::unexpected(make_error(Errc::malformed, "find host bridge", bdf.to_string(),
-                                    fmt::format("its sysfs link ({}) names no pciDDDD:BB directory", *target)));
+  if (bridge) return *bridge;
+  return std::unexpected(make_error(Errc::not_supported, "find host bridge", bdf.to_string(),
+                                    fmt::format("its sysfs link ({}) names no pciDDDD:BB directory", *target),
+                                    "without an IOMMU a peer window needs both devices below one known host bridge"));
 }
 
-// The BAR's address as the device decodes it, from its config space through VFIO (PCI
-// Local Bus 3.0, 6.2.5.1: bits 3:0 are flags; a 64-bit BAR's next register holds the upper
-// half).
-Result<std::uint64_t> bar_bus_address(const VfioDeviceState& peer, unsigned bar) {
-  const std::string name = peer.bdf.to_string();
-  auto raw = sys::vfio::region_info(peer.fd.get(), kVfioConfigRegion, name);
-  if (!raw) return std::unexpected(raw.error());
-  vfio_region_info config;
-  std::memcpy(&config, raw->data(), sizeof config);
-  std::uint32_t words[2] = {};
-  const std::uint64_t register_offset = 0x10 + 4ull * bar;
-  const std::size_t bytes = bar < 5 ? 8 : 4;
-  if (auto read = sys::pread_exact(peer.fd.get(), std::as_writable_bytes(std::span(words)).first(bytes),
-                                   config.offset + register_offset, name + " config");
-      !read) {
-    return std::unexpected(read.error());
+// The BAR's address as the device decodes it, from the device's own config space (sysfs
+// <device>/config reads the hardware; VFIO's config region holds vfio-pci's emulated
+// copy, which writes change): PCI Local Bus 3.0, 6.2.5.1, bits 3:0 are flags, and a 64-bit
+// BAR's next register holds the upper half. device_removed when the header reads all ones.
+Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, unsigned bar) {
+  auto config = ConfigSpace::open(paths, bdf);
+  if (!config) return std::unexpected(config.error());
+  auto ids = config->read32(0x00);
+  auto command = config->read32(0x04);
+  if (!ids || !command) return std::unexpected(!ids ? ids.error() : command.error());
+  if (*ids == ~0u && *command == ~0u) {
+    return std::unexpected(make_error(Errc::device_removed, "read BAR", bdf.to_string(),
+                                      "its config space reads all ones: removed, or in reset"));
   }
-  if (words[0] == ~0u) {
-    return std::unexpected(make_error(Errc::device_removed, "read BAR", name, "config space reads all ones"));
+  auto low = config->read32(0x10 + 4 * bar);
+  if (!low) return std::unexpected(low.error());
+  const bool is_64bit = (*low & 0x6u) == 0x4u;
+  std::uint64_t high = 0;
+  if (is_64bit && bar < 5) {
+    auto upper = config->read32(0x10 + 4 * (bar + 1));
+    if (!upper) return std::unexpected(upper.error());
+    high = *upper;
   }
-  const bool is_64bit = (words[0] & 0x6u) == 0x4u;
-  return (static_cast<std::uint64_t>(is_64bit ? words[1] : 0) << 32) | (words[0] & ~0xfull);
+  return (high << 32) | (*low & ~0xfull);
 }
 
 }  // namespace
+
+bool is_host_bridge_directory(std::string_view component) {
+  if (!component.starts_with("pci")) return false;
+  component.remove_prefix(3);
+  const std::size_t colon = component.find(':');
+  if (colon == std::string_view::npos || colon < 4 || component.size() != colon + 3) return false;
+  return std::all_of(component.begin(), component.end(),
+                     [](char c) { return c == ':' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
 
 Result<std::unique_ptr<PeerMapping>> map_bar_through_iommu(std::shared_ptr<DmaBackend> backend,
                                                            const PeerWindowRequest& request) {
   if (!inside_one_mappable_area(request)) {
     return std::unexpected(make_error(Errc::not_supported, "map peer BAR", request.name,
-                                      "vfio-pci does not let this part of the BAR be mapped (an MSI-X table, or a "
-                                      "BAR it never maps)",
-                                      "choose a window outside the BAR's MSI-X table"));
+                                      "vfio-pci does not let this part of the BAR be mapped (it offers no mapping of "
+                                      "the BAR, or only of other parts of it)",
+                                      "choose a window inside the parts VfioRegionInfo::mmap_areas lists"));
   }
   if (request.dma.device_writes && !request.region.writable) {
     return std::unexpected(make_error(Errc::permission_denied, "map peer BAR", request.name,
@@ -175,18 +196,12 @@ Result<std::unique_ptr<PeerMapping>> map_bar_as_dma_buf(const std::shared_ptr<Vf
   if (!iova) return std::unexpected(iova.error());
   auto mapped = sys::iommufd::ioas_map_file_fixed(state->fd.get(), state->ioas, dma_buf->get(), 0, iova->value,
                                                   request.length, request.dma.device_reads, request.dma.device_writes);
+  const std::lock_guard lock(state->mutex);
   if (!mapped) {
-    {
-      const std::lock_guard lock(state->mutex);
-      state->iovas->release(*iova, request.length);
-    }
-    Error error = mapped.error();
-    if (error.sys_errno == EOPNOTSUPP || error.sys_errno == EBADF || error.sys_errno == EINVAL) {
-      error.hint = "this kernel's iommufd does not import VFIO dma-bufs (Linux 6.19 and later): use a newer kernel "
-                   "or the type1 backend (PCIE_VFIO_BACKEND=type1)";
-    }
-    return std::unexpected(error);
+    state->iovas->release(*iova, request.length);
+    return std::unexpected(mapped.error());
   }
+  state->mapped_bytes += request.length;  // as the type1 backend counts a window
   return std::make_unique<DmaBufInIoas>(state, std::move(*dma_buf), *iova, request.length);
 }
 
@@ -206,7 +221,7 @@ Result<std::unique_ptr<PeerMapping>> map_bar_by_bus_address(const VfioContainerS
                     request.initiator->bdf.to_string(), *initiator_bridge, *peer_bridge),
         "put both devices below one host bridge, or use an IOMMU"));
   }
-  auto bus = bar_bus_address(*request.peer, request.bar);
+  auto bus = bar_bus_address(state.paths.sysfs, request.peer->bdf, request.bar);
   if (!bus) return std::unexpected(bus.error());
   if (*bus != request.bar_info.bus_address) {
     return std::unexpected(make_error(

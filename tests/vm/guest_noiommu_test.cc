@@ -476,13 +476,12 @@ TEST(VfioNoiommu, EduWritesIntoIvshmemsBarAtItsBusAddress) {
     if (bar.index == 2) bar2_address = bar.bus_address;
   }
   ASSERT_NE(bar2_address, 0u);
-  // Out of reach of a device with a 32-bit mask: the BAR lies above 4 GiB.
-  auto too_high = map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096,
-                               {.dma_limit = dma_mask_limit(32)});
-  if (bar2_address + vm::kPeerDmaWindowOffset + 4095 > dma_mask_limit(32)) {
-    ASSERT_FALSE(too_high);
-    EXPECT_EQ(too_high.error().code, Errc::out_of_range) << too_high.error().message();
-  }
+  // Out of reach of a device whose limit falls one byte short of the window's end.
+  const std::uint64_t window_last = bar2_address + vm::kPeerDmaWindowOffset + 4095;
+  auto too_high = map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096, {.dma_limit = window_last - 1});
+  ASSERT_FALSE(too_high);
+  EXPECT_EQ(too_high.error().code, Errc::out_of_range) << too_high.error().message();
+  EXPECT_TRUE(map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096, {.dma_limit = window_last}));
   auto window = map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096);
   ASSERT_TRUE(window) << window.error().message();
   EXPECT_EQ(window->path(), PeerDmaPath::bus_address);

@@ -112,14 +112,23 @@ Result<IovaRanges> ioas_iova_ranges(int iommufd, std::uint32_t ioas) {
       [iommufd](unsigned long request, void* argument) { return checked_ioctl(iommufd, request, argument); }, ioas);
 }
 
+namespace {
+
+// IOMMU_IOAS_MAP(_FILE) flags for a mapping at the IOVA given, with the access asked.
+std::uint32_t fixed_map_flags(bool device_reads, bool device_writes) {
+  std::uint32_t flags = IOMMU_IOAS_MAP_FIXED_IOVA;
+  if (device_reads) flags |= IOMMU_IOAS_MAP_READABLE;
+  if (device_writes) flags |= IOMMU_IOAS_MAP_WRITEABLE;
+  return flags;
+}
+
+}  // namespace
+
 Result<void> ioas_map_fixed(int iommufd, std::uint32_t ioas, std::uint64_t vaddr, std::uint64_t iova,
                             std::uint64_t length, bool device_reads, bool device_writes) {
   iommu_ioas_map argument{};
   argument.size = sizeof argument;
-  std::uint32_t flags = IOMMU_IOAS_MAP_FIXED_IOVA;
-  if (device_reads) flags |= IOMMU_IOAS_MAP_READABLE;
-  if (device_writes) flags |= IOMMU_IOAS_MAP_WRITEABLE;
-  argument.flags = flags;
+  argument.flags = fixed_map_flags(device_reads, device_writes);
   argument.ioas_id = ioas;
   argument.user_va = vaddr;
   argument.length = length;
@@ -141,10 +150,7 @@ Result<void> ioas_map_file_fixed_with(const IoctlCall& call, std::uint32_t ioas,
                                       std::uint64_t iova, std::uint64_t length, bool device_reads, bool device_writes) {
   iommu_ioas_map_file argument{};
   argument.size = sizeof argument;
-  std::uint32_t flags = IOMMU_IOAS_MAP_FIXED_IOVA;
-  if (device_reads) flags |= IOMMU_IOAS_MAP_READABLE;
-  if (device_writes) flags |= IOMMU_IOAS_MAP_WRITEABLE;
-  argument.flags = flags;
+  argument.flags = fixed_map_flags(device_reads, device_writes);
   argument.ioas_id = ioas;
   argument.fd = fd;
   argument.start = start;

@@ -39,13 +39,16 @@ namespace {
 
 py::object g_error_type;  // pcie.Error, made by bind_error
 
+// Raises pcie.Error. Its parts quote paths, sysfs names and user input, which may hold any
+// bytes: each goes through pcie::printable, as message() does, so every part is a str
+// (never a UnicodeDecodeError in place of the error) and holds no terminal escape.
 [[noreturn]] void raise(const pcie::Error& error) {
   py::object exception = g_error_type(error.message());
   exception.attr("code") = std::string(pcie::errc_name(error.code));
-  exception.attr("operation") = error.operation;
-  exception.attr("object") = error.object;
-  exception.attr("reason") = error.reason;
-  exception.attr("hint") = error.hint;
+  exception.attr("operation") = pcie::printable(error.operation);
+  exception.attr("object") = pcie::printable(error.object);
+  exception.attr("reason") = pcie::printable(error.reason);
+  exception.attr("hint") = pcie::printable(error.hint);
   exception.attr("errno") = error.sys_errno;
   PyErr_SetObject(g_error_type.ptr(), exception.ptr());
   throw py::error_already_set();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "pcie/config_space.h"
 #include "pcie/testing/fake_sysfs.h"
@@ -234,6 +235,45 @@ TEST_F(DiscoveryTest, DescribeOneDevice) {
   EXPECT_EQ(nvme->driver, "nvme");
   ASSERT_TRUE(nvme->link);
   EXPECT_EQ(nvme->link->max_width, 4u);
+}
+
+// The physical slot, from <pci_root>/slots/<name>/address: describe() finds it as a full
+// listing does (libpci fills it only for scanned devices), over slot directories of every
+// shape: another device's slot, a slot with no device ("domain:bus"), a malformed address,
+// one with no address file, another domain, and two slots naming one device (the smaller
+// name wins: libpci takes whichever readdir gives first).
+TEST_F(DiscoveryTest, DescribeFindsThePhysicalSlotAsTheListingDoes) {
+  const std::string slots = tree_->pci_root() + "/slots";
+  const auto add_slot = [&](const std::string& name, const std::optional<std::string>& address) {
+    std::filesystem::create_directories(slots + "/" + name);
+    if (address) std::ofstream(slots + "/" + name + "/address") << *address;
+  };
+  auto before = describe(kNvme, options_);
+  ASSERT_TRUE(before) << before.error().message();
+  EXPECT_FALSE(before->physical_slot) << "no slots directory: no slot, no warning";
+  EXPECT_TRUE(before->warnings.empty());
+  add_slot("9", "0000:01\n");             // a slot with no device in it
+  add_slot("8", "0000:01:zz\n");          // malformed
+  add_slot("7", std::nullopt);            // no address
+  add_slot("6", "0000:00:03\n");          // edu's
+  add_slot("5", "0001:01:00\n");          // another domain
+  add_slot("4-2", "0000:01:00\n");        // the NVMe controller's
+  auto nvme = describe(kNvme, options_);
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  EXPECT_EQ(nvme->physical_slot, "4-2");
+  auto listed = discover(options_);
+  ASSERT_TRUE(listed) << listed.error().message();
+  EXPECT_EQ(find(*listed, kNvme).physical_slot, "4-2") << "what libpci's scan says";
+  add_slot("4-1", "0000:01:00");          // the same device, no newline: the smaller name wins
+  nvme = describe(kNvme, options_);
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  EXPECT_EQ(nvme->physical_slot, "4-1");
+  auto edu = describe(testing::kVmEdu, options_);
+  ASSERT_TRUE(edu);
+  EXPECT_EQ(edu->physical_slot, "6");
+  auto ivshmem = describe(Bdf{0, 0, 4, 0}, options_);
+  ASSERT_TRUE(ivshmem);
+  EXPECT_FALSE(ivshmem->physical_slot);
 }
 
 TEST_F(DiscoveryTest, DescribeMissingDeviceIsNotFound) {

@@ -737,6 +737,36 @@ TEST_F(PciectlTest, InfoJson) {
   EXPECT_TRUE(json["bridge_buses"].is_null()) << "not a bridge: null, never missing";
 }
 
+// Strings from sysfs are untrusted: a driver or slot name that is not UTF-8, or that holds a
+// terminal escape, is written as \xNN in every output (JSON stays valid JSON, a terminal
+// gets no control sequence), and no command fails on it.
+TEST_F(PciectlTest, HostileSysfsNamesAreEscapedInEveryOutput) {
+  testing::FakeDevice hostile = testing::qemu_edu(Bdf{0, 0, 6, 0});
+  hostile.driver = "bad\xff\xfe";
+  hostile.physical_slot = "\x1b[2Jslot\xc3";
+  ASSERT_TRUE(tree_->add_device(hostile));
+  // (command, whether its output names the driver)
+  for (const auto& [command, names_driver] : std::vector<std::pair<std::string, bool>>{
+           {"info 00:06.0 --json", true}, {"ls --json", true}, {"ls -t --json", false}, {"doctor 00:06.0 --json", true}}) {
+    const CommandResult run = pciectl(command);
+    ASSERT_TRUE(run.exit_code == 0 || command.starts_with("doctor")) << command << ": " << run.err;
+    nlohmann::json json;
+    ASSERT_NO_THROW(json = nlohmann::json::parse(run.out)) << command << ": not JSON:\n" << run.out;
+    if (names_driver) {
+      EXPECT_NE(run.out.find(R"(bad\\xff\\xfe)"), std::string::npos) << command << ":\n" << run.out;
+    }
+  }
+  const auto info = nlohmann::json::parse(pciectl("info 00:06.0 --json").out);
+  EXPECT_EQ(info["driver"], "bad\\xff\\xfe");
+  EXPECT_EQ(info["physical_slot"], "\\x1b[2Jslot\\xc3");
+  for (const std::string command : {"info 00:06.0", "ls -k", "ls -v", "ls -vmm -k", "doctor 00:06.0"}) {
+    const CommandResult run = pciectl(command);
+    EXPECT_EQ(run.out.find('\x1b'), std::string::npos) << command << ": a raw escape reached the terminal";
+    EXPECT_EQ(run.out.find('\xff'), std::string::npos) << command << ": a byte that is not UTF-8 was printed";
+    EXPECT_EQ(run.err.find('\x1b'), std::string::npos) << command << ": " << run.err;
+  }
+}
+
 // A device on vfio-pci: its group node, its cdev and the backend a container would take,
 // on a kernel without device cdevs (Linux 6.1), then with one whose /dev/iommu is no
 // iommufd; devices on other drivers have no VFIO lines.

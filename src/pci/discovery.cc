@@ -393,7 +393,13 @@ Result<DeviceInfo> describe(const Bdf& bdf, const DiscoveryOptions& options) {
   session->set_names_from_hwdb(options.names_from_hwdb);
   auto device = session->get_device(bdf);
   if (!device) return std::unexpected(device.error());
-  return build_device_info(*session, *device, options);
+  auto info = build_device_info(*session, *device, options);
+  // libpci names slots only for the devices of a scan, and this one was not scanned.
+  if (info && !info->physical_slot) {
+    if (auto slot = sysfs::physical_slot(options.paths, bdf)) info->physical_slot = *slot;
+    else info->warnings.push_back(slot.error().message());
+  }
+  return info;
 }
 
 }  // namespace pcie

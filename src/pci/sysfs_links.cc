@@ -1,6 +1,7 @@
 #include "src/pci/sysfs_links.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 
@@ -76,7 +77,43 @@ Result<std::optional<Bdf>> linked_device(const std::string& link) {
   return std::optional<Bdf>(*parsed);
 }
 
+// A slot's "address" text: "dddd:bb:dd" (a newline allowed) as three numbers.
+std::optional<std::array<std::uint32_t, 3>> parse_slot_address(std::string_view text) {
+  if (text.ends_with('\n')) text.remove_suffix(1);
+  std::array<std::uint32_t, 3> fields{};
+  const char* at = text.data();
+  const char* const end = text.data() + text.size();
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    if (i > 0 && (at == end || *at++ != ':')) return std::nullopt;
+    const auto [next, ec] = std::from_chars(at, end, fields[i], 16);
+    if (ec != std::errc() || next == at) return std::nullopt;
+    at = next;
+  }
+  if (at != end) return std::nullopt;
+  return fields;
+}
+
 }  // namespace
+
+Result<std::optional<std::string>> physical_slot(const SysfsPaths& paths, const Bdf& bdf) {
+  const std::string slots = paths.pci_root + "/slots";
+  auto names = sys::list_directory(slots);
+  if (!names) {
+    if (names.error().sys_errno == ENOENT) return std::optional<std::string>{};
+    return std::unexpected(names.error());
+  }
+  std::optional<std::string> found;
+  const std::size_t count = std::min(names->size(), kMaxSlots);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string& name = (*names)[i];
+    auto text = sys::read_text_file(slots + "/" + name + "/address", 64);
+    if (!text) continue;  // a slot without an address names no device
+    const auto address = parse_slot_address(*text);
+    if (!address || (*address)[0] != bdf.domain || (*address)[1] != bdf.bus || (*address)[2] != bdf.device) continue;
+    if (!found || name < *found) found = name;
+  }
+  return found;
+}
 
 Result<std::optional<Bdf>> physical_function(const SysfsPaths& paths, const Bdf& bdf) {
   return linked_device(paths.device_dir(bdf) + "/physfn");

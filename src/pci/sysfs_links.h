@@ -42,4 +42,13 @@ Result<std::optional<Bdf>> physical_function(const SysfsPaths& paths, const Bdf&
 // the device directory or one of the links cannot be read.
 Result<std::vector<Bdf>> virtual_functions(const SysfsPaths& paths, const Bdf& bdf);
 
+// The physical slot holding the device: the <pci_root>/slots/<name> whose "address" holds
+// the device's "domain:bus:device" (drivers/pci/slot.c; "domain:bus" alone is a slot with
+// no device), the smallest name where several do. libpci fills this only for the devices
+// of a bus scan, not for one pci_get_dev() device. nullopt when no slot names the device
+// or there is no slots directory; an error when the directory cannot be read. Reads at
+// most kMaxSlots entries.
+Result<std::optional<std::string>> physical_slot(const SysfsPaths& paths, const Bdf& bdf);
+inline constexpr std::size_t kMaxSlots = 4096;
+
 }  // namespace pcie::sysfs

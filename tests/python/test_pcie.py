@@ -74,6 +74,29 @@ class Discovery(FakeTree):
                 self.assertEqual(list(device.keys()), list(expected.keys()))
                 self.assertEqual(device, expected)
 
+    def test_hostile_sysfs_names_are_escaped_text(self):
+        # A driver link and a slot whose names are not UTF-8 or hold a terminal escape: the
+        # dict holds them as \\xNN text (as pciectl's JSON does), and an error that quotes
+        # them is still a pcie.Error whose every part is a str.
+        device_dir = f"{self.sysfs}/bus/pci/devices/0000:00:03.0".encode()
+        driver_dir = f"{self.sysfs}/bus/pci/drivers/".encode() + b"bad\xff\x1b[2J"
+        os.makedirs(driver_dir)
+        os.symlink(os.path.relpath(driver_dir, device_dir), device_dir + b"/driver")
+        os.makedirs(f"{self.sysfs}/bus/pci/slots/".encode() + b"slot\xc3")
+        with open(f"{self.sysfs}/bus/pci/slots/".encode() + b"slot\xc3/address", "w") as address:
+            address.write("0000:00:03\n")
+        for edu in (pcie.describe("00:03.0", sysfs=self.sysfs),
+                    [d for d in pcie.devices(sysfs=self.sysfs) if d["bdf"] == "0000:00:03.0"][0]):
+            self.assertEqual(edu["driver"], "bad\\xff\\x1b[2J")
+            self.assertEqual(edu["physical_slot"], "slot\\xc3")
+        with self.assertRaises(pcie.Error) as caught:
+            pcie.UioDevice.open("0000:00:03.0", sysfs=self.sysfs, dev=self.tree)
+        self.assertEqual(caught.exception.code, "not_supported")
+        self.assertIn("bad\\xff\\x1b[2J", caught.exception.reason)
+        self.assertIn("bad\\xff\\x1b[2J", str(caught.exception))
+        for part in ("operation", "object", "reason", "hint"):
+            self.assertNotIn("\x1b", getattr(caught.exception, part), part)
+
     def test_unknown_device_is_a_pcie_error(self):
         with self.assertRaises(pcie.Error) as caught:
             pcie.describe("0000:09:00.0", sysfs=self.sysfs)

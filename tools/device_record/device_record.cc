@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "pcie/error.h"
+
 namespace pcie_records {
 namespace {
 
@@ -93,7 +95,20 @@ Json capabilities_json(const pcie::DeviceInfo& d) {
 
 }  // namespace
 
-Json device_record(const pcie::DeviceInfo& device, IdStyle ids) {
+pcie::DeviceInfo displayable(const pcie::DeviceInfo& device) {
+  pcie::DeviceInfo shown = device;
+  for (std::string* text : {&shown.vendor_name, &shown.device_name, &shown.class_name, &shown.subsystem_name,
+                            &shown.subsystem_vendor_name}) {
+    *text = pcie::printable(*text);
+  }
+  if (shown.driver) shown.driver = pcie::printable(*shown.driver);
+  if (shown.physical_slot) shown.physical_slot = pcie::printable(*shown.physical_slot);
+  for (std::string& warning : shown.warnings) warning = pcie::printable(warning);
+  return shown;
+}
+
+Json device_record(const pcie::DeviceInfo& raw, IdStyle ids) {
+  const pcie::DeviceInfo device = displayable(raw);
   Json json;
   add_identity(json, device, ids);
   add_bars(json, device);

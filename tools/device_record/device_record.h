@@ -22,8 +22,15 @@ enum class IdStyle { hex_strings, integers };
 // the five names; driver, iommu_group, numa_node, physical_slot, bridge_buses; bars (index,
 // type "memory"/"io", bus_address, size, is_64bit, prefetchable, assigned) and rom; link;
 // physical_function, virtual_functions, sriov; capabilities (space, id, offset, name, and
-// version for extended ones); config_bytes_readable, config_file_bytes; warnings. Cannot
-// fail.
+// version for extended ones); config_bytes_readable, config_file_bytes; warnings. Every
+// text field is as displayable() gives it. Cannot fail.
 nlohmann::ordered_json device_record(const pcie::DeviceInfo& device, IdStyle ids);
+
+// `device` with every text that came from outside (pci.ids names, the driver and slot
+// names from sysfs, warnings that quote paths) passed through pcie::printable: bytes that
+// are not UTF-8 and control characters become \xNN, so JSON stays valid, Python gets a
+// str, and a terminal gets no escape sequence. For output only: the driver name it gives
+// may differ from the kernel's. Cannot fail.
+pcie::DeviceInfo displayable(const pcie::DeviceInfo& device);
 
 }  // namespace pcie_records

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "tools/pciectl/parse.h"
 #include "tools/pciectl/render.h"
 
 namespace pciectl::bench {
@@ -123,7 +124,7 @@ void print_json(const Plan& plan, const BenchOptions& options, const Results& re
   out["repetitions"] = options.repetitions;
   out["throughput"] = json_throughput(results);
   out["latency"] = json_latency(options, results);
-  fmt::print("{}\n", out.dump(2));
+  print_json_document(out);
 }
 
 }  // namespace pciectl::bench

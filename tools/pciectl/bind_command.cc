@@ -24,10 +24,13 @@ struct BindCommand {
 constexpr const char* kForceHelp =
     "unbind even if this machine uses the device (mounted, swap, held, up) or that cannot be told";
 
-void print_binding(const pcie::Bdf& bdf, const std::string& now, const std::string& before, const char* action) {
+// Driver names come from sysfs links: printed through pcie::printable.
+void print_binding(const pcie::Bdf& bdf, const std::string& now_raw, const std::string& before_raw, const char* action) {
+  const std::string now = pcie::printable(now_raw);
+  const std::string before = pcie::printable(before_raw);
   if (json_errors()) {
     nlohmann::ordered_json out = {{"bdf", bdf.to_string()}, {"action", action}, {"driver", now}, {"was", before}};
-    fmt::print("{}\n", out.dump(2));
+    print_json_document(out);
   } else if (std::string_view(action) == "unbound") {
     fmt::print("{}: unbound (was: {})\n", bdf.to_string(), before);
   } else {

@@ -187,7 +187,7 @@ int run_config(const GlobalOptions& global, const ConfigOptions& options) {
   for (const pcie::Bdf& bdf : devices) {
     if (auto done = run_on_device(global, options, bdf, *expressions, out); !done) return fail(done.error());
   }
-  if (out.json) fmt::print("{}\n", out.results.dump(2));
+  if (out.json) print_json_document(out.results);
   return kSuccess;
 }
 

@@ -49,9 +49,10 @@ void print_json(const std::vector<Check>& checks, const std::optional<pcie::Bdf>
   out["checks"] = nlohmann::ordered_json::array();
   for (const Check& check : checks) {
     out["checks"].push_back(
-        {{"name", check.name}, {"status", status_name(check.status)}, {"detail", check.detail}, {"fix", check.fix}});
+        {{"name", check.name}, {"status", status_name(check.status)}, {"detail", pcie::printable(check.detail)},
+         {"fix", pcie::printable(check.fix)}});
   }
-  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  print_json_document(out);
 }
 
 void print_text(const std::vector<Check>& checks, const std::optional<pcie::Bdf>& bdf, bool ready) {

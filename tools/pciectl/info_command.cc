@@ -28,7 +28,7 @@ int run_info(const GlobalOptions& global, const std::string& bdf_text, bool json
   const std::optional<VfioNodes> vfio = read_vfio_nodes(vfio_paths_of(global), *device);
   const VfioNodes* vfio_or_null = vfio ? &*vfio : nullptr;
   if (json) {
-    fmt::print("{}\n", to_json(*device, &memory_types, vfio_or_null).dump(2));
+    print_json_document(to_json(*device, &memory_types, vfio_or_null));
   } else {
     fmt::print("{}", render_details(*device, &memory_types, vfio_or_null));
   }

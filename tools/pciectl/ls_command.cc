@@ -8,6 +8,7 @@
 
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
+#include "pcie/error.h"
 #include "tools/pciectl/command.h"
 #include "tools/pciectl/exit_codes.h"
 #include "tools/pciectl/parse.h"
@@ -58,7 +59,7 @@ int print_tree(const std::vector<pcie::DeviceInfo>& devices, const std::vector<b
                        "itself below it (see 'pciectl info' of the bridges)\n", stranded.to_string());
   }
   if (ls.json) {
-    fmt::print("{}\n", tree_to_json(devices, selected).dump(2));
+    print_json_document(tree_to_json(devices, selected));
   } else {
     fmt::print("{}", render_tree(devices, selected, ls.verbose));
   }
@@ -135,7 +136,7 @@ void print_machine_listing(const std::vector<pcie::DeviceInfo>& devices, const L
 void print_json_listing(const std::vector<pcie::DeviceInfo>& devices) {
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const auto& device : devices) list.push_back(to_json(device));
-  fmt::print("{}\n", list.dump(2));
+  print_json_document(list);
 }
 
 // One line per device (with -x its config space, with -k its driver), or with -v the details.
@@ -154,7 +155,7 @@ void print_listing(const GlobalOptions& global, const std::vector<pcie::DeviceIn
       continue;
     }
     if (ls.show_driver) {
-      line += fmt::format("  driver={} iommu_group={}", device.driver.value_or("none"),
+      line += fmt::format("  driver={} iommu_group={}", pcie::printable(device.driver.value_or("none")),
                           device.iommu_group ? std::to_string(*device.iommu_group) : "none");
     }
     fmt::print("{}\n", line);

@@ -33,8 +33,11 @@ void print_json_error(const std::string& code, int exit_code, const pcie::Error&
                   {"reason", error.reason},
                   {"hint", error.hint},
                   {"errno", error.sys_errno}};
-  // Command-line text and sysfs strings may hold any bytes: replace what is not UTF-8.
-  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  print_json_document(out);
+}
+
+void print_json_document(const nlohmann::ordered_json& document) {
+  fmt::print("{}\n", document.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
 }
 
 pcie::Result<std::uint64_t> parse_number(const std::string& text, std::string_view what) {

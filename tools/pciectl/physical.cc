@@ -22,7 +22,7 @@ pcie::Result<std::uint64_t> dump_length(std::uint64_t size, std::uint64_t start,
 }
 
 void print_json(const nlohmann::ordered_json& out) {
-  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  print_json_document(out);
 }
 
 // --json: every register read, by address.

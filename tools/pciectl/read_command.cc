@@ -21,7 +21,7 @@ int run_read(const GlobalOptions& global, const AccessOptions& options) {
     nlohmann::ordered_json out = {{"bdf", options.bdf}, {"bar", options.bar}, {"offset", access->offset},
                                   {"width", pcie::byte_count(access->width) * 8}, {"value", *value},
                                   {"path", pcie::to_string(access->path)}};
-    fmt::print("{}\n", out.dump(2));
+    print_json_document(out);
     return kSuccess;
   }
   fmt::print("0x{:0{}x}\n", *value, pcie::byte_count(access->width) * 2);

@@ -42,7 +42,8 @@ std::string human_size(std::uint64_t bytes) {
   return fmt::format("{} {}", bytes, kUnits[unit]);
 }
 
-std::string render_line(const pcie::DeviceInfo& device, bool with_prog_if) {
+std::string render_line(const pcie::DeviceInfo& raw, bool with_prog_if) {
+  const pcie::DeviceInfo device = pcie_records::displayable(raw);
   std::string line = fmt::format("{} {} [{:04x}]: ", device.bdf.to_string(), or_default(device.class_name, "Class"),
                                  device.class_id());
   line += render_vendor_and_device(device);
@@ -89,7 +90,8 @@ MachineNames machine_names(const pcie::DeviceInfo& d) {
 
 }  // namespace
 
-std::string render_machine_line(const pcie::DeviceInfo& d) {
+std::string render_machine_line(const pcie::DeviceInfo& raw) {
+  const pcie::DeviceInfo d = pcie_records::displayable(raw);
   const MachineNames names = machine_names(d);
   std::string line = fmt::format("{} {} {} {}", d.bdf.to_string(), shell_quoted(names.class_name), shell_quoted(names.vendor),
                                  shell_quoted(names.device));
@@ -99,7 +101,8 @@ std::string render_machine_line(const pcie::DeviceInfo& d) {
   return line;
 }
 
-std::string render_machine_record(const pcie::DeviceInfo& d, bool with_driver) {
+std::string render_machine_record(const pcie::DeviceInfo& raw, bool with_driver) {
+  const pcie::DeviceInfo d = pcie_records::displayable(raw);
   const MachineNames names = machine_names(d);
   std::string record = fmt::format("Slot:\t{}\nClass:\t{}\nVendor:\t{}\nDevice:\t{}\n", d.bdf.to_string(),
                                    names.class_name, names.vendor, names.device);
@@ -240,7 +243,8 @@ void add_config_space(DetailLines& lines, const pcie::DeviceInfo& d) {
 
 }  // namespace
 
-std::string render_details(const pcie::DeviceInfo& d, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
+std::string render_details(const pcie::DeviceInfo& raw, const BarMemoryTypes* memory_types, const VfioNodes* vfio) {
+  const pcie::DeviceInfo d = pcie_records::displayable(raw);
   DetailLines lines(render_line(d, true) + "\n");
   add_identity(lines, d, vfio);
   add_topology(lines, d);

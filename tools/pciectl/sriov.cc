@@ -44,7 +44,7 @@ void print_state_json(const pcie::Bdf& pf, const pcie::SriovState& state) {
   for (const auto& vf : state.vfs) {
     out["vfs"].push_back({{"index", vf.index}, {"bdf", vf.bdf.to_string()}, {"driver", vf.driver.value_or("none")}});
   }
-  fmt::print("{}\n", out.dump(2));
+  print_json_document(out);
 }
 
 void print_state_text(const pcie::Bdf& pf, const pcie::SriovState& state) {

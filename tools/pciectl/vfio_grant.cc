@@ -88,11 +88,10 @@ int run_release(const pcie::Bdf& bdf, const pcie::VfioGrantOptions& options, boo
   auto driver = pcie::release_vfio_access(bdf, options);
   if (!driver) return fail(driver.error());
   if (json) {
-    fmt::print("{}\n", nlohmann::ordered_json{{"bdf", bdf.to_string()}, {"action", "released"},
-                                              {"driver", driver->value_or("none")}}
-                           .dump(2));
+    print_json_document(nlohmann::ordered_json{
+        {"bdf", bdf.to_string()}, {"action", "released"}, {"driver", pcie::printable(driver->value_or("none"))}});
   } else {
-    fmt::print("{}: released; driver now {}\n", bdf.to_string(), driver->value_or("none"));
+    fmt::print("{}: released; driver now {}\n", bdf.to_string(), pcie::printable(driver->value_or("none")));
   }
   return kSuccess;
 }
@@ -135,17 +134,18 @@ void print_grant_json(const GrantReport& report) {
                                 {"user", report.user.name},
                                 {"uid", report.user.uid},
                                 {"gid", report.user.gid},
-                                {"previous_driver", report.grant.previous_driver.value_or("none")},
+                                {"previous_driver", pcie::printable(report.grant.previous_driver.value_or("none"))},
                                 {"group", report.grant.group},
                                 {"group_node", report.grant.group_node},
                                 {"memlock_configured", report.configured},
-                                {"warnings", report.warnings}};
-  fmt::print("{}\n", out.dump(2));
+                                {"warnings", nlohmann::ordered_json::array()}};
+  for (const std::string& warning : report.warnings) out["warnings"].push_back(pcie::printable(warning));
+  print_json_document(out);
 }
 
 void print_grant_text(const GrantReport& report) {
   fmt::print("{}: bound to vfio-pci (was: {}); {} now owned by {} (uid {}, gid {}, mode 0600)\n",
-             report.bdf.to_string(), report.grant.previous_driver.value_or("none"), report.grant.group_node,
+             report.bdf.to_string(), pcie::printable(report.grant.previous_driver.value_or("none")), report.grant.group_node,
              report.user.name, report.user.uid, report.user.gid);
   for (const std::string& line : report.configured) fmt::print("  memlock: {}\n", line);
   for (const std::string& warning : report.warnings) fmt::print("  warning: {}\n", pcie::printable(warning));

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <type_traits>
@@ -16,6 +18,7 @@
 #include "pcie/removal.h"
 #include "pcie/testing/fake_sysfs.h"
 #include "src/vfio/peer_mapping.h"
+#include "src/vfio/state.h"
 #include "tests/empty_handles.h"
 
 namespace pcie {
@@ -418,6 +421,76 @@ TEST(PeerDmaChecks, WindowsOverAnMsixTableOrPbaAreRefused) {
     auto checked = detail::check_window_avoids_msix(*snapshot, 3, 0, 0x1000, "w");
     ASSERT_FALSE(checked) << "a list that cannot be read must not pass";
     EXPECT_EQ(checked.error().code, code) << checked.error().message();
+  }
+}
+
+// type1 maps a window as it maps a buffer (the container's DMA backend), but its failures
+// are the window's: the error names the window, not a DMA buffer or a bare IOVA, and gives
+// no RLIMIT_MEMLOCK hint (BAR pages are not pinned or counted, vfio_iommu_type1 skips
+// reserved PFNs). EFAULT is the peer's BAR not reachable through its mapping (memory
+// decoding off, or a reset in progress: vfio-pci's fault handler refuses): device_disabled.
+class FailingType1Backend final : public DmaBackend {
+ public:
+  explicit FailingType1Backend(int err) : errno_(err) {}
+  std::string_view name() const override { return "VFIO type1 IOMMU"; }
+  bool bus_addresses_are_physical() const override { return false; }
+  Result<BusAddress> map(const Mapping&, const DmaMapRequest&) override {
+    // What the type1 backend answers: its buffer wording, its memlock hint on ENOMEM.
+    Error error = make_errno_error(errno_, "map DMA buffer", "IOVA 0x100000 (VFIO type1 IOMMU)");
+    if (errno_ == ENOMEM) {
+      error.code = Errc::permission_denied;
+      error.hint = "raise it to at least 8192 bytes (ulimit -l 8, or LimitMEMLOCK= for a service), or run with "
+                   "CAP_IPC_LOCK";
+    }
+    if (errno_ == ENOSPC) {
+      error.code = Errc::busy;
+      error.hint = "use fewer, larger buffers (or pool small ones), or raise vfio_iommu_type1's dma_entry_limit";
+    }
+    return std::unexpected(error);
+  }
+  bool retry_with_other_memory(const Error&) const override { return false; }
+  Result<void> unmap(BusAddress, const Mapping&) override { return {}; }
+  std::uint64_t mapped_bytes() const override { return 0; }
+
+ private:
+  int errno_;
+};
+
+TEST(PeerDmaChecks, Type1WindowFailuresNameTheWindow) {
+  detail::VfioDeviceState peer;
+  const int memfd = ::memfd_create("peer-bar", MFD_CLOEXEC);
+  ASSERT_GE(memfd, 0);
+  peer.fd = UniqueFd(memfd);
+  ASSERT_EQ(::ftruncate(memfd, 2 * 4096), 0);
+  detail::PeerWindowRequest request;
+  request.peer = &peer;
+  request.bar = 2;
+  request.region = VfioRegionInfo{.index = 2, .size = 8192, .file_offset = 0, .readable = true, .writable = true,
+                                  .mappable = true, .mmap_areas = {{0, 8192}}};
+  request.length = 4096;
+  request.dma.device_reads = request.dma.device_writes = true;
+  request.name = "0000:00:04.0 BAR2 [0x0, 0x1000)";
+  struct Case {
+    int err;
+    Errc code;
+    const char* hint_says;  // nullptr: no hint
+  };
+  for (const Case& c : {Case{EFAULT, Errc::device_disabled, "memory decoding"}, Case{ENOMEM, Errc::io_error, nullptr},
+                        Case{ENOSPC, Errc::busy, "dma_entry_limit"}, Case{EINVAL, Errc::io_error, nullptr}}) {
+    SCOPED_TRACE(c.err);
+    auto mapped = detail::map_bar_through_iommu(std::make_shared<FailingType1Backend>(c.err), request);
+    ASSERT_FALSE(mapped);
+    const Error& error = mapped.error();
+    EXPECT_EQ(error.code, c.code) << error.message();
+    EXPECT_EQ(error.operation, "map peer BAR");
+    EXPECT_EQ(error.object, request.name);
+    EXPECT_EQ(error.sys_errno, c.err);
+    EXPECT_EQ(error.message().find("RLIMIT_MEMLOCK"), std::string::npos) << error.message();
+    EXPECT_EQ(error.message().find("ulimit"), std::string::npos) << error.message();
+    EXPECT_EQ(error.message().find("DMA buffer"), std::string::npos) << error.message();
+    if (c.hint_says != nullptr) {
+      EXPECT_NE(error.hint.find(c.hint_says), std::string::npos) << error.message();
+    }
   }
 }
 

@@ -93,6 +93,39 @@ class BusAddressWindow final : public PeerMapping {
   BusAddress address_;
 };
 
+// The DMA backend explains its failures as a buffer's; a window's differ. vfio_iommu_type1
+// resolves a BAR's pages through its VM_PFNMAP mapping and neither pins nor counts them
+// (reserved PFNs), so RLIMIT_MEMLOCK is never the reason; EFAULT is the peer's BAR not
+// reachable through that mapping: vfio-pci's fault handler refuses while the peer's memory
+// decoding is off or it is being reset.
+Error explain_window_map_failure(const Error& raw, const PeerWindowRequest& request) {
+  Error error = make_errno_error(raw.sys_errno, "map peer BAR", request.name);
+  if (raw.sys_errno == 0) error = raw;
+  error.operation = "map peer BAR";
+  error.object = request.name;
+  switch (raw.sys_errno) {
+    case EFAULT:
+      error.code = Errc::device_disabled;
+      error.reason = "the kernel could not reach the peer's BAR through its mapping (EFAULT): its memory decoding "
+                     "is off, or it is being reset";
+      error.hint = "turn the peer's memory decoding on (Memory Space Enable in its command register), then map the "
+                   "window again";
+      break;
+    case ENOMEM:
+      error.code = Errc::io_error;
+      error.reason = "the kernel had no memory for the IOMMU mapping (ENOMEM; a BAR's pages are not pinned, so no "
+                     "locked-memory limit applies)";
+      break;
+    case ENOSPC:
+      error.code = Errc::busy;
+      error.reason = "the kernel's limit on DMA mappings per container is reached";
+      error.hint = "unmap other windows or buffers, or raise vfio_iommu_type1's dma_entry_limit";
+      break;
+    default: error.hint.clear(); break;
+  }
+  return error;
+}
+
 // The mmap-able part of the region that holds the whole window, if any.
 bool inside_one_mappable_area(const PeerWindowRequest& request) {
   if (!request.region.mappable) return false;  // vfio-pci maps no BAR smaller than a page
@@ -138,6 +171,14 @@ Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, u
     return std::unexpected(make_error(Errc::device_removed, "read BAR", bdf.to_string(),
                                       "its config space reads all ones: removed, or in reset"));
   }
+  // A BAR that is not decoded answers no transaction at its address (PCIe Base 6.0,
+  // 7.5.1.1.3, Memory Space Enable); as vfio-pci refuses the other modes' windows then.
+  if ((*command & 0x2u) == 0) {
+    return std::unexpected(make_error(Errc::device_disabled, "map peer BAR", fmt::format("{} BAR{}", bdf.to_string(), bar),
+                                      "the device does not decode memory (Memory Space Enable is off in its command "
+                                      "register)",
+                                      "turn the peer's memory decoding on, then map the window again"));
+  }
   auto low = config->read32(0x10 + 4 * bar);
   if (!low) return std::unexpected(low.error());
   const bool is_64bit = (*low & 0x6u) == 0x4u;
@@ -179,7 +220,7 @@ Result<std::unique_ptr<PeerMapping>> map_bar_through_iommu(std::shared_ptr<DmaBa
                                 prot, request.name);
   if (!window) return std::unexpected(window.error());
   auto address = backend->map(*window, request.dma);
-  if (!address) return std::unexpected(address.error());
+  if (!address) return std::unexpected(explain_window_map_failure(address.error(), request));
   return std::make_unique<BarMappingInIommu>(std::move(backend), std::move(*window), *address);
 }
 

@@ -482,6 +482,20 @@ TEST(VfioNoiommu, EduWritesIntoIvshmemsBarAtItsBusAddress) {
   ASSERT_FALSE(too_high);
   EXPECT_EQ(too_high.error().code, Errc::out_of_range) << too_high.error().message();
   EXPECT_TRUE(map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096, {.dma_limit = window_last}));
+  {
+    // A BAR that is not decoded (Memory Space Enable off) answers nothing at its address:
+    // no window until it is decoded again.
+    auto config = ivshmem->open_region(kVfioConfigRegion);
+    ASSERT_TRUE(config) << config.error().message();
+    const std::uint64_t command = config->read(Width::bits16, 0x04).value_or(0);
+    ASSERT_NE(command & 0x2u, 0u);
+    ASSERT_TRUE(config->write(Width::bits16, 0x04, command & ~std::uint64_t{0x2}));
+    auto undecoded = map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096);
+    ASSERT_TRUE(config->write(Width::bits16, 0x04, command));
+    ASSERT_FALSE(undecoded);
+    EXPECT_EQ(undecoded.error().code, Errc::device_disabled) << undecoded.error().message();
+    EXPECT_NE(undecoded.error().hint.find("memory decoding"), std::string::npos) << undecoded.error().message();
+  }
   auto window = map_peer_bar(*edu_device, *ivshmem, 2, vm::kPeerDmaWindowOffset, 4096);
   ASSERT_TRUE(window) << window.error().message();
   EXPECT_EQ(window->path(), PeerDmaPath::bus_address);

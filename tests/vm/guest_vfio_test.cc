@@ -785,6 +785,40 @@ TEST(GuestPeerDma, EduWritesIntoIvshmemsBarAndReadsItBack) {
   EXPECT_FALSE(window->bus_address_of(0));
 }
 
+// A peer whose memory decoding is off (Memory Space Enable clear) cannot be a window: type1
+// cannot resolve the BAR's pages through vfio-pci's mapping (EFAULT), a dma-buf export is
+// refused (ENODEV); both are device_disabled, naming the window, with the fix. Turned back
+// on, the same window maps.
+TEST(GuestPeerDma, APeerThatDecodesNoMemoryIsRefusedUntilItDoes) {
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
+  auto ivshmem = edu.container.open_device(kIvshmem);
+  ASSERT_TRUE(ivshmem) << ivshmem.error().message();
+  auto config = ivshmem->open_region(kVfioConfigRegion);
+  ASSERT_TRUE(config) << config.error().message();
+  constexpr std::uint64_t kMemorySpace = 1 << 1;
+  const std::uint64_t command = config->read(Width::bits16, 0x04).value_or(0);
+  ASSERT_NE(command & kMemorySpace, 0u) << "ivshmem decodes memory to begin with";
+  ASSERT_TRUE(config->write(Width::bits16, 0x04, command & ~kMemorySpace));
+  auto refused = map_peer_bar(*edu.device, *ivshmem, 2, 0, 4096, {.dma_limit = kEduDmaLimit});
+  ASSERT_TRUE(config->write(Width::bits16, 0x04, command));
+  ASSERT_FALSE(refused) << "a window over a BAR that is not decoded, at " << std::hex << refused->bus_address().value;
+  if (iommufd() && !kernel_exports_bars_as_dma_bufs()) {
+    EXPECT_EQ(refused.error().code, Errc::not_supported) << refused.error().message();
+  } else {
+    EXPECT_EQ(refused.error().code, Errc::device_disabled) << refused.error().message();
+    if (!iommufd()) {
+      EXPECT_EQ(refused.error().operation, "map peer BAR") << refused.error().message();
+    }
+    EXPECT_NE(refused.error().object.find("0000:00:04.0 BAR2"), std::string::npos) << refused.error().message();
+    EXPECT_NE(refused.error().hint.find("memory decoding"), std::string::npos) << refused.error().message();
+    EXPECT_EQ(refused.error().message().find("RLIMIT_MEMLOCK"), std::string::npos) << refused.error().message();
+    std::printf("memory decoding off: %s\n", refused.error().message().c_str());
+    auto window = map_peer_bar(*edu.device, *ivshmem, 2, 0, 4096, {.dma_limit = kEduDmaLimit});
+    EXPECT_TRUE(window) << window.error().message();
+  }
+}
+
 // What map_peer_bar refuses before anything is mapped: windows that are not whole pages or
 // not inside the BAR, a BAR too small for a page, BAR indexes past 5, empty devices, and
 // devices in different containers.

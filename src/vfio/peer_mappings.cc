@@ -126,6 +126,21 @@ Error explain_window_map_failure(const Error& raw, const PeerWindowRequest& requ
   return error;
 }
 
+// IOMMU_IOAS_MAP_FILE of the window's dma-buf, failed. vfio-pci exports a BAR whose memory
+// decoding is off (Linux 7.3), but the export is revoked then, and the import answers
+// ENODEV: not a removal.
+Error explain_import_failure(const Error& raw, const PeerWindowRequest& request) {
+  Error error = raw;
+  error.object = fmt::format("{} ({})", request.name, raw.object);
+  if (raw.sys_errno == ENODEV) {
+    error.code = Errc::device_disabled;
+    error.reason = "the peer's BAR is revoked (ENODEV): its memory decoding is off, or it is being reset";
+    error.hint = "turn the peer's memory decoding on (Memory Space Enable in its command register), then map the "
+                 "window again";
+  }
+  return error;
+}
+
 // The mmap-able part of the region that holds the whole window, if any.
 bool inside_one_mappable_area(const PeerWindowRequest& request) {
   if (!request.region.mappable) return false;  // vfio-pci maps no BAR smaller than a page
@@ -240,7 +255,7 @@ Result<std::unique_ptr<PeerMapping>> map_bar_as_dma_buf(const std::shared_ptr<Vf
   const std::lock_guard lock(state->mutex);
   if (!mapped) {
     state->iovas->release(*iova, request.length);
-    return std::unexpected(mapped.error());
+    return std::unexpected(explain_import_failure(mapped.error(), request));
   }
   state->mapped_bytes += request.length;  // as the type1 backend counts a window
   return std::make_unique<DmaBufInIoas>(state, std::move(*dma_buf), *iova, request.length);

@@ -65,7 +65,7 @@ bool wait_until(Predicate done, std::chrono::milliseconds timeout) {
   return true;
 }
 
-// A kernel with the nvme driver built in (our 6.12) takes a hot-added nvme: a sysfs
+// A kernel with the nvme driver built in (our 7.3) takes a hot-added nvme: a sysfs
 // mapping needs the device driverless (CONFIG_IO_STRICT_DEVMEM).
 ::testing::AssertionResult without_driver(const pcie::Bdf& bdf) {
   if (!std::filesystem::exists(node(bdf) + "/driver")) return ::testing::AssertionSuccess();

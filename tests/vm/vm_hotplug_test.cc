@@ -3,7 +3,7 @@
 // edu at 00:03.0 bound to vfio-pci, and runs guest_hotplug_test, which unplugs and re-adds
 // nvme devices in that slot (see its header).
 //
-// Flags: --pcie-vm=PATH --guest=PATH (Bazel passes them); --own-kernel=1: our 6.12 kernel
+// Flags: --pcie-vm=PATH --guest=PATH (Bazel passes them); --own-kernel=1: our 7.3 kernel
 // (iommufd, and the root port's native hotplug through pciehp) instead of Debian's 6.1
 // (type1, QEMU's ACPI hotplug).
 #include <gtest/gtest.h>

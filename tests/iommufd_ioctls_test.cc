@@ -218,5 +218,52 @@ TEST(PeerWindowIoctls, MapFileTakesTheFdAtAFixedIovaWithTheDirectionsAsked) {
   EXPECT_NE(refused.error().message().find("IOMMU_IOAS_MAP_FILE"), std::string::npos) << refused.error().message();
 }
 
+// IOMMU_IOAS_NOIOMMU_GET_PA: the request as laid out, the kernel's answer taken as far as
+// it makes sense (a contiguous run of at least one byte, never more than asked), and its
+// refusals told apart: a kernel without it, a caller without CAP_SYS_RAWIO.
+TEST(NoiommuPhysical, AsksForOneRunAndChecksTheAnswer) {
+  iommu_ioas_noiommu_get_pa seen{};
+  std::uint64_t answer_length = 0x3000;
+  const auto call = [&](unsigned long request, void* argument) {
+    if (request != IOMMU_IOAS_NOIOMMU_GET_PA) return -ENOTTY;
+    std::memcpy(&seen, argument, sizeof seen);
+    auto* reply = static_cast<iommu_ioas_noiommu_get_pa*>(argument);
+    reply->out_phys = 0x123456000;
+    reply->length = answer_length;
+    return 0;
+  };
+  auto extent = ioas_noiommu_physical_with(call, 7, 0x200000, 0x4000);
+  ASSERT_TRUE(extent) << extent.error().message();
+  EXPECT_EQ(seen.size, sizeof seen);
+  EXPECT_EQ(seen.flags, 0u);
+  EXPECT_EQ(seen.ioas_id, 7u);
+  EXPECT_EQ(seen.__reserved, 0u);
+  EXPECT_EQ(seen.iova, 0x200000u);
+  EXPECT_EQ(seen.length, 0x4000u);
+  EXPECT_EQ(extent->physical, 0x123456000u);
+  EXPECT_EQ(extent->contiguous_bytes, 0x3000u);
+  for (const std::uint64_t nonsense : {std::uint64_t{0}, std::uint64_t{0x4001}, ~std::uint64_t{0}}) {
+    answer_length = nonsense;
+    auto refused = ioas_noiommu_physical_with(call, 7, 0x200000, 0x4000);
+    ASSERT_FALSE(refused) << nonsense;
+    EXPECT_EQ(refused.error().code, Errc::malformed) << refused.error().message();
+  }
+  struct Refusal {
+    int err;
+    Errc code;
+    const char* hint_says;
+  };
+  for (const Refusal& refusal : {Refusal{ENOTTY, Errc::not_supported, "PCIE_VFIO_BACKEND=type1"},
+                                 Refusal{EPERM, Errc::permission_denied, "CAP_SYS_RAWIO"},
+                                 Refusal{EINVAL, Errc::io_error, ""}}) {
+    auto refused = ioas_noiommu_physical_with([&](unsigned long, void*) { return -refusal.err; }, 7, 0x200000, 0x4000);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, refusal.code) << refused.error().message();
+    EXPECT_EQ(refused.error().sys_errno, refusal.err);
+    EXPECT_NE(refused.error().hint.find(refusal.hint_says), std::string::npos) << refused.error().message();
+    EXPECT_NE(refused.error().message().find("IOMMU_IOAS_NOIOMMU_GET_PA"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace pcie::sys::iommufd

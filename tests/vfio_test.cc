@@ -171,6 +171,42 @@ TEST(VfioBackend, NamesRoundTripAndStrangersAreRefused) {
   }
 }
 
+// Without an IOMMU: iommufd asked for (by the option or PCIE_VFIO_BACKEND) where it cannot
+// do is that error, never the group model in its place; automatic, and type1, go to the
+// group model (whose /dev/vfio/vfio this fake tree lacks: its error).
+TEST(VfioBackend, NoIommuContainersPickTheirInterfaceAsAsked) {
+  constexpr auto kAccepted = DeviceMayReachAllMemory::acknowledged;
+  struct Case {
+    const char* variable;
+    VfioIommuBackend option;
+    bool iommu_node;
+    std::string_view error_names;  // the node whose failure is reported
+    Errc code;
+  };
+  const Case cases[] = {
+      {nullptr, VfioIommuBackend::iommufd, false, "/dev/iommu", Errc::not_found},
+      {"iommufd", VfioIommuBackend::automatic, false, "/dev/iommu", Errc::not_found},
+      {nullptr, VfioIommuBackend::iommufd, true, "/dev/iommu", Errc::io_error},  // a file, not an iommufd
+      {nullptr, VfioIommuBackend::automatic, false, "/dev/vfio/vfio", Errc::not_found},
+      {nullptr, VfioIommuBackend::automatic, true, "/dev/vfio/vfio", Errc::not_found},
+      {"type1", VfioIommuBackend::automatic, true, "/dev/vfio/vfio", Errc::not_found},
+      {"iommufd", VfioIommuBackend::type1, true, "/dev/vfio/vfio", Errc::not_found},  // the option wins
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(c.variable ? c.variable : "unset") + ", option " + std::string(to_string(c.option)) +
+                 (c.iommu_node ? ", /dev/iommu a file" : ", no /dev/iommu"));
+    BackendVariable variable(c.variable);
+    BackendTree tree = backend_tree(true, c.iommu_node);
+    auto container = VfioContainer::open_without_iommu(kAccepted, tree.paths, {}, {.backend = c.option});
+    ASSERT_FALSE(container);
+    EXPECT_EQ(container.error().code, c.code) << container.error().message();
+    EXPECT_NE(container.error().message().find(c.error_names), std::string::npos) << container.error().message();
+  }
+  BackendVariable wrong("vfio");
+  EXPECT_EQ(VfioContainer::open_without_iommu(kAccepted, backend_tree(true, true).paths).error().code,
+            Errc::invalid_argument);
+}
+
 // Every situation the automatic choice meets, and what it must pick and say.
 TEST(VfioBackend, AutomaticChoiceInEverySituation) {
   BackendVariable unset(nullptr);

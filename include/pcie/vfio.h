@@ -355,18 +355,34 @@ class VfioContainer {
   // not_supported (an API version or IOMMU model this library does not know),
   // invalid_argument (a PCIE_VFIO_BACKEND that is none of auto, type1, iommufd).
   static Result<VfioContainer> open(const VfioPaths& paths = {}, const VfioContainerOptions& options = {});
-  // Opens /dev/vfio/vfio in no-IOMMU mode (VFIO_NOIOMMU_IOMMU; Documentation/driver-api/
-  // vfio.rst): devices' groups are /dev/vfio/noiommu-N, regions and interrupts work as
-  // with an IOMMU, and DMA buffers (DmaAllocator::create) carry physical addresses, so the
-  // device can reach all of memory: hence the acknowledgement. Needs a kernel with
+  // Opens a container for devices in VFIO's no-IOMMU mode (Documentation/driver-api/
+  // vfio.rst, "VFIO NOIOMMU mode"): regions and interrupts work as with an IOMMU, and DMA
+  // buffers (DmaAllocator::create) carry physical addresses, so the device can reach all of
+  // memory: hence the acknowledgement. Two interfaces, picked as options.backend (or
+  // PCIE_VFIO_BACKEND) says; automatic takes iommufd where it works, else type1:
+  //  - iommufd: /dev/iommu, each device through its noiommu-vfioN cdev. The IOAS pins each
+  //    buffer (its pages cannot move or be swapped) and the kernel tells its physical
+  //    address (IOMMU_IOAS_NOIOMMU_GET_PA, newer kernels with CONFIG_IOMMUFD_NOIOMMU, 7.3
+  //    among them); pinned pages count against RLIMIT_MEMLOCK as iommufd counts them.
+  //    `dma.lock` and `dma.pagemap_path` are not used.
+  //  - type1: /dev/vfio/vfio in the group no-IOMMU model (VFIO_NOIOMMU_IOMMU, groups named
+  //    /dev/vfio/noiommu-N): buffers are locked with mlock() and their addresses read from
+  //    pagemap (which needs CAP_SYS_ADMIN).
+  // backend() and backend_choice() say which, and why. Needs a kernel with
   // CONFIG_VFIO_NOIOMMU and vfio's enable_unsafe_noiommu_mode set (not_supported says so
-  // otherwise), and CAP_SYS_RAWIO (permission_denied when a device is opened).
+  // otherwise), and CAP_SYS_RAWIO (permission_denied when a device is opened). Errors also:
+  // invalid_argument (a PCIE_VFIO_BACKEND that is none of auto, type1, iommufd), iommufd
+  // asked for where /dev/iommu does not open or the kernel cannot tell physical addresses
+  // through it (not_supported, saying to use type1); a device behind an IOMMU is refused
+  // at open_device (invalid_argument).
   static Result<VfioContainer> open_without_iommu(DeviceMayReachAllMemory acknowledgement, const VfioPaths& paths = {},
-                                                  const PhysicalDmaOptions& dma = {});
+                                                  const PhysicalDmaOptions& dma = {},
+                                                  const VfioContainerOptions& options = {});
   // True for a container opened with open_without_iommu().
   bool without_iommu() const;
-  // The backend in use: type1 or iommufd (a no-IOMMU container is type1's). An automatic
-  // choice may still turn from iommufd to type1 at the first open_device (see open()).
+  // The backend in use: type1 or iommufd (for a no-IOMMU container, the interface its
+  // devices are opened through). An automatic choice may still turn from iommufd to type1
+  // at the first open_device (see open()).
   VfioIommuBackend backend() const;
   VfioBackendChoice backend_choice() const;
   VfioContainer(VfioContainer&&) noexcept;

@@ -174,6 +174,40 @@ Result<std::uint64_t> ioas_unmap(int iommufd, std::uint32_t ioas, std::uint64_t 
   return argument.length;
 }
 
+Result<PhysicalExtent> ioas_noiommu_physical(int iommufd, std::uint32_t ioas, std::uint64_t iova,
+                                             std::uint64_t length) {
+  return ioas_noiommu_physical_with(
+      [iommufd](unsigned long request, void* argument) { return checked_ioctl(iommufd, request, argument); }, ioas,
+      iova, length);
+}
+
+Result<PhysicalExtent> ioas_noiommu_physical_with(const IoctlCall& call, std::uint32_t ioas, std::uint64_t iova,
+                                                  std::uint64_t length) {
+  iommu_ioas_noiommu_get_pa argument{};
+  argument.size = sizeof argument;
+  argument.ioas_id = ioas;
+  argument.iova = iova;
+  argument.length = length;
+  if (const int result = call(IOMMU_IOAS_NOIOMMU_GET_PA, &argument); result < 0) {
+    Error error = ioctl_error(result, "IOMMU_IOAS_NOIOMMU_GET_PA", iova_name(ioas, iova, length));
+    if (result == -ENOTTY) {
+      error.code = Errc::not_supported;
+      error.hint = "the kernel cannot tell physical addresses through iommufd (newer kernels, 7.3 among them, built with "
+                   "CONFIG_IOMMUFD_NOIOMMU): use VFIO's group no-IOMMU mode (PCIE_VFIO_BACKEND=type1)";
+    } else if (result == -EPERM) {
+      error.code = Errc::permission_denied;
+      error.hint = "physical addresses need CAP_SYS_RAWIO: run as root";
+    }
+    return std::unexpected(error);
+  }
+  if (argument.length == 0 || argument.length > length) {
+    return std::unexpected(make_error(Errc::malformed, "IOMMU_IOAS_NOIOMMU_GET_PA", iova_name(ioas, iova, length),
+                                      fmt::format("the kernel answered {} contiguous bytes of {} asked", argument.length,
+                                                  length)));
+  }
+  return PhysicalExtent{argument.out_phys, argument.length};
+}
+
 Result<RlimitMode> rlimit_mode(int iommufd) {
   iommu_option argument{};
   argument.size = sizeof argument;

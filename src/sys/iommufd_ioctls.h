@@ -53,6 +53,19 @@ Result<void> ioas_map_file_fixed(int iommufd, std::uint32_t ioas, int fd, std::u
 Result<void> ioas_map_file_fixed_with(const IoctlCall& call, std::uint32_t ioas, int fd, std::uint64_t start,
                                       std::uint64_t iova, std::uint64_t length, bool device_reads, bool device_writes);
 
+// IOMMU_IOAS_NOIOMMU_GET_PA (newer kernels, 7.3 among them, with CONFIG_IOMMUFD_NOIOMMU; for a device in
+// VFIO's no-IOMMU mode, opened through its noiommu-vfioN cdev): the physical address of
+// mapped `iova`, and how many bytes from there are physically contiguous, at most `length`
+// (nonzero). Errors: not_supported for ENOTTY (a kernel without it), permission_denied
+// (CAP_SYS_RAWIO), malformed when the kernel answers a length of 0 or more than asked.
+struct PhysicalExtent {
+  std::uint64_t physical = 0;
+  std::uint64_t contiguous_bytes = 0;
+};
+Result<PhysicalExtent> ioas_noiommu_physical(int iommufd, std::uint32_t ioas, std::uint64_t iova, std::uint64_t length);
+Result<PhysicalExtent> ioas_noiommu_physical_with(const IoctlCall& call, std::uint32_t ioas, std::uint64_t iova,
+                                                  std::uint64_t length);
+
 // IOMMU_IOAS_UNMAP: returns how many bytes the kernel unmapped (ENOENT, nothing mapped
 // there, is returned as 0, as VFIO's type1 answers): callers must check it.
 Result<std::uint64_t> ioas_unmap(int iommufd, std::uint32_t ioas, std::uint64_t iova, std::uint64_t length);

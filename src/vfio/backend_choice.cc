@@ -154,6 +154,46 @@ Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainer
   return chosen;
 }
 
+Result<ChosenBackend> choose_noiommu_backend(const VfioPaths& paths, const VfioContainerOptions& options) {
+  auto request = requested_backend(options);
+  if (!request) return std::unexpected(request.error());
+  ChosenBackend chosen;
+  chosen.requested = request->backend;
+  if (chosen.requested == VfioIommuBackend::type1) {
+    chosen.choice = {VfioIommuBackend::type1,
+                     fmt::format("type1: VFIO's group no-IOMMU mode (VFIO_NOIOMMU_IOMMU), asked for ({})",
+                                 request->asked_by)};
+    return chosen;
+  }
+  auto context = open_iommufd(paths);
+  // Asked with length 0, a kernel that knows IOMMU_IOAS_NOIOMMU_GET_PA answers EINVAL (or
+  // EPERM without CAP_SYS_RAWIO, which opening the device will report); one that does not
+  // answers ENOTTY.
+  std::optional<Error> unusable;
+  if (!context) {
+    unusable = context.error();
+  } else if (auto probe = sys::iommufd::ioas_noiommu_physical(context->fd.get(), context->ioas, 0, 0);
+             !probe && probe.error().code == Errc::not_supported) {
+    unusable = probe.error();
+  }
+  if (!unusable) {
+    chosen.iommufd = std::move(*context);
+    chosen.choice = {VfioIommuBackend::iommufd,
+                     chosen.requested == VfioIommuBackend::iommufd
+                         ? fmt::format("iommufd without an IOMMU: asked for ({})", request->asked_by)
+                         : fmt::format("iommufd without an IOMMU: {} opens and tells physical addresses "
+                                       "(IOMMU_IOAS_NOIOMMU_GET_PA), and its IOAS pins buffers",
+                                       paths.dev_iommu)};
+    return chosen;
+  }
+  if (chosen.requested == VfioIommuBackend::iommufd) return std::unexpected(*unusable);
+  chosen.choice = {VfioIommuBackend::type1,
+                   fmt::format("type1: VFIO's group no-IOMMU mode (VFIO_NOIOMMU_IOMMU); iommufd cannot do without an "
+                               "IOMMU here ({}: {})",
+                               unusable->operation, unusable->reason)};
+  return chosen;
+}
+
 }  // namespace detail
 
 Result<VfioBackendChoice> choose_vfio_backend(const VfioPaths& paths, const VfioContainerOptions& options) {

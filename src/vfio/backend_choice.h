@@ -29,6 +29,14 @@ struct ChosenBackend {
 
 Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainerOptions& options);
 
+// The same for a container without an IOMMU: type1 is VFIO's group no-IOMMU mode
+// (/dev/vfio/vfio, VFIO_NOIOMMU_IOMMU); iommufd is /dev/iommu with the devices' noiommu-vfioN
+// cdevs, for a kernel that tells physical addresses through it (IOMMU_IOAS_NOIOMMU_GET_PA);
+// automatic takes iommufd where that works, else type1. Errors: an invalid
+// PCIE_VFIO_BACKEND, and iommufd asked for where it cannot do (/dev/iommu does not open,
+// or the kernel lacks IOMMU_IOAS_NOIOMMU_GET_PA: not_supported).
+Result<ChosenBackend> choose_noiommu_backend(const VfioPaths& paths, const VfioContainerOptions& options);
+
 // Whether an automatic choice of iommufd turns to type1 after `cdev_error` on the first
 // device's cdev: the cdev is missing or not this user's (not_found, permission_denied,
 // not_supported) while the device is bound to vfio-pci, whose group node type1 may reach.

@@ -13,8 +13,12 @@
 namespace pcie::detail {
 namespace {
 
-// "vfio12": the cdev's name as <device>/vfio-dev/ lists it.
-bool is_cdev_name(const std::string& name) {
+constexpr std::string_view kNoiommuPrefix = "noiommu-";
+
+// "vfio12", or "noiommu-vfio12" for a device in VFIO's no-IOMMU mode: the cdev's name as
+// <device>/vfio-dev/ lists it (drivers/vfio/vfio_main.c names it).
+bool is_cdev_name(std::string_view name) {
+  if (name.starts_with(kNoiommuPrefix)) name.remove_prefix(kNoiommuPrefix.size());
   return name.size() > 4 && name.starts_with("vfio") &&
          std::all_of(name.begin() + 4, name.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -73,6 +77,11 @@ Result<void> take_iova_ranges(VfioContainerState& state) {
 
 }  // namespace
 
+bool is_noiommu_cdev(std::string_view node) {
+  const std::size_t slash = node.rfind('/');
+  return node.substr(slash == std::string_view::npos ? 0 : slash + 1).starts_with(kNoiommuPrefix);
+}
+
 Result<std::string> find_device_cdev(const VfioPaths& paths, const Bdf& bdf) {
   const std::string name = bdf.to_string();
   const std::string device_dir = paths.sysfs.device_dir(bdf);
@@ -111,11 +120,22 @@ Result<std::string> find_device_cdev(const VfioPaths& paths, const Bdf& bdf) {
   return paths.dev_vfio + "/devices/" + cdevs.front();
 }
 
-Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bdf) {
+Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bdf, bool without_iommu) {
   const std::string name = bdf.to_string();
   auto found = find_device_cdev(state.paths, bdf);
   if (!found) return std::unexpected(found.error());
   const std::string& node = *found;
+  if (is_noiommu_cdev(node) != without_iommu) {
+    return std::unexpected(
+        without_iommu
+            ? make_error(Errc::invalid_argument, "open through VFIO without an IOMMU", name,
+                         fmt::format("the device is behind an IOMMU ({} is not a noiommu- cdev)", node),
+                         "open it in a container with an IOMMU (VfioContainer::open)")
+            : make_error(Errc::invalid_argument, "open through VFIO (iommufd)", name,
+                         fmt::format("the device has no IOMMU: it is in VFIO's no-IOMMU mode ({})", node),
+                         "open it in a container from VfioContainer::open_without_iommu, accepting that it can "
+                         "reach all of memory"));
+  }
   auto fd = sys::open_file(node, O_RDWR, "open VFIO device cdev");
   if (fd) return std::move(*fd);
   Error error = fd.error();

@@ -39,8 +39,13 @@ Result<VfioContainer> VfioContainer::open(const VfioPaths& paths, const VfioCont
   return VfioContainer(std::move(state));
 }
 
-Result<VfioContainer> VfioContainer::open_without_iommu(DeviceMayReachAllMemory acknowledgement, const VfioPaths& paths,
-                                                       const PhysicalDmaOptions& dma) {
+namespace {
+
+// VFIO's group no-IOMMU model: /dev/vfio/vfio, buffers from the pagemap backend.
+Result<std::shared_ptr<detail::VfioContainerState>> open_group_without_iommu(DeviceMayReachAllMemory acknowledgement,
+                                                                            const VfioPaths& paths,
+                                                                            const PhysicalDmaOptions& dma,
+                                                                            detail::ChosenBackend& chosen) {
   const std::string node = paths.dev_vfio + "/vfio";
   auto fd = detail::open_container_node(paths);
   if (!fd) return std::unexpected(fd.error());
@@ -57,8 +62,31 @@ Result<VfioContainer> VfioContainer::open_without_iommu(DeviceMayReachAllMemory 
   state->paths = paths;
   state->fd = std::move(*fd);
   state->mode = detail::make_noiommu_mode(make_physical_dma_backend(acknowledgement, dma));
-  state->requested = VfioIommuBackend::type1;
-  state->choice = {VfioIommuBackend::type1, "type1: no-IOMMU mode (VFIO_NOIOMMU_IOMMU) is the container's"};
+  state->requested = chosen.requested;
+  state->choice = std::move(chosen.choice);
+  state->backend_fixed = true;
+  return state;
+}
+
+}  // namespace
+
+Result<VfioContainer> VfioContainer::open_without_iommu(DeviceMayReachAllMemory acknowledgement, const VfioPaths& paths,
+                                                       const PhysicalDmaOptions& dma,
+                                                       const VfioContainerOptions& options) {
+  auto chosen = detail::choose_noiommu_backend(paths, options);
+  if (!chosen) return std::unexpected(chosen.error());
+  if (!chosen->iommufd) {
+    auto state = open_group_without_iommu(acknowledgement, paths, dma, *chosen);
+    if (!state) return std::unexpected(state.error());
+    return VfioContainer(std::move(*state));
+  }
+  auto state = std::make_shared<detail::VfioContainerState>();
+  state->paths = paths;
+  state->fd = std::move(chosen->iommufd->fd);
+  state->ioas = chosen->iommufd->ioas;
+  state->mode = detail::make_iommufd_noiommu_mode(dma);
+  state->requested = chosen->requested;
+  state->choice = chosen->choice;
   state->backend_fixed = true;
   return VfioContainer(std::move(state));
 }

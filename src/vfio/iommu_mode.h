@@ -47,6 +47,9 @@ std::unique_ptr<IommuMode> make_noiommu_mode(std::shared_ptr<DmaBackend> physica
 // that cannot open the first device's cdev turns into type1 for good (VfioContainerState::
 // choice says so).
 std::unique_ptr<IommuMode> make_iommufd_mode();
+// iommufd without an IOMMU (/dev/iommu and one IOAS; each device through its noiommu-vfioN
+// cdev): buffers pinned by the IOAS, their physical addresses from the kernel.
+std::unique_ptr<IommuMode> make_iommufd_noiommu_mode(const PhysicalDmaOptions& options);
 
 // The error of an IOMMU mode asked for a DMA backend before it knows IOVA ranges.
 Error no_iova_ranges_error();

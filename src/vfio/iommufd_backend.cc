@@ -13,13 +13,12 @@
 #include "src/vfio/memlock.h"
 
 namespace pcie::detail {
-namespace {
 
 // iommufd accounts pinned pages against RLIMIT_MEMLOCK per user by default (user->locked_vm,
 // summed over every process of the user, and shown nowhere per process), or per process
 // when a privileged program switched the iommufd to it (IOMMU_OPTION_RLIMIT_MODE, into
 // mm->locked_vm, VmLck); either way this process's pins show in VmPin.
-Error explain_map_failure(const Error& raw, int iommufd, std::uint64_t bytes) {
+Error explain_iommufd_map_failure(const Error& raw, int iommufd, std::uint64_t bytes) {
   Error error = raw;
   error.operation = "map DMA buffer (iommufd)";
   if (raw.sys_errno != ENOMEM) return error;
@@ -52,6 +51,8 @@ Error explain_map_failure(const Error& raw, int iommufd, std::uint64_t bytes) {
   return error;
 }
 
+namespace {
+
 class IommufdBackend final : public IommuDmaBackend {
  public:
   using IommuDmaBackend::IommuDmaBackend;
@@ -62,7 +63,7 @@ class IommufdBackend final : public IommuDmaBackend {
                              const DmaMapRequest& request) override {
     auto mapped = sys::iommufd::ioas_map_fixed(container().fd.get(), container().ioas, vaddr, iova.value, length,
                                                request.device_reads, request.device_writes);
-    if (!mapped) return std::unexpected(explain_map_failure(mapped.error(), container().fd.get(), length));
+    if (!mapped) return std::unexpected(explain_iommufd_map_failure(mapped.error(), container().fd.get(), length));
     return {};
   }
   Result<std::uint64_t> unmap_in_kernel(Iova iova, std::uint64_t length) override {

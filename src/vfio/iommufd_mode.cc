@@ -22,7 +22,7 @@ class IommufdMode final : public IommuMode {
   Result<void> open_device(VfioContainerState& state, VfioDeviceState& device) override {
     if (type1_) return type1_->open_device(state, device);
     const Bdf& bdf = device.bdf;
-    auto fd = open_device_cdev(state, bdf);
+    auto fd = open_device_cdev(state, bdf, /*without_iommu=*/false);
     if (!fd) {
       if (!may_fall_back(state, bdf, fd.error())) return std::unexpected(fd.error());
       auto type1 = open_type1_container(state.paths);

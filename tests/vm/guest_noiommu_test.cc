@@ -1,6 +1,9 @@
 // Runs inside the test VM booted without an IOMMU (vm_noiommu_*_test): one backend per run,
-// chosen by --backend=uio (edu 00:03.0 bound to uio_pci_generic, Debian's stock kernel) or
-// --backend=vfio-noiommu (bound to vfio-pci in no-IOMMU mode, the kernel of our own).
+// chosen by --backend=uio (edu 00:03.0 bound to uio_pci_generic, Debian's stock kernel),
+// --backend=vfio-noiommu (bound to vfio-pci in no-IOMMU mode, the kernel of our own, through
+// VFIO's group no-IOMMU model) or --backend=iommufd-noiommu (the same devices, through their
+// noiommu-vfioN cdevs and /dev/iommu). The two VFIO ones set PCIE_VFIO_BACKEND (type1,
+// iommufd) for every program the test runs, so neither falls back to the other unseen.
 // The same checks run on each (the suites Uio.* and VfioNoiommu.* only on theirs: the host
 // side filters out the other's): edu DMA round trips through physical-address buffers on
 // 4 KiB, 2 MiB and 1 GiB pages (every byte compared, guard bytes untouched), the 28-bit DMA
@@ -376,11 +379,12 @@ std::pair<std::string, int> shell(const std::string& command) {
 
 // The example program, as a user runs it: only its --backend differs from the IOMMU demo.
 TEST(Interrupts, EduDriverProgramOnThisBackend) {
-  const auto [out, status] = shell("edu-driver --backend " + g_backend + " --dma-mask 64 0000:00:03.0");
+  const auto [out, status] =
+      shell("edu-driver --backend " + std::string(g_backend == "uio" ? "uio" : "vfio-noiommu") + " --dma-mask 64 0000:00:03.0");
   EXPECT_EQ(status, 0) << out;
   const std::string interrupt = g_backend == "uio" ? "INTx" : "MSI";
   EXPECT_NE(out.find(std::string("backend: ") + (g_backend == "uio" ? "UIO (uio_pci_generic)" : "VFIO (no IOMMU)") +
-                     "; DMA: physical addresses (no IOMMU)"),
+                     "; DMA: physical addresses (" + (g_backend == "iommufd-noiommu" ? "iommufd, " : "") + "no IOMMU)"),
             std::string::npos) << out;
   EXPECT_NE(out.find("10! by the device, completion by " + interrupt + ": 3628800"), std::string::npos) << out;
   EXPECT_NE(out.find("\"hello from host memory, by DMA\""), std::string::npos) << out;
@@ -435,12 +439,17 @@ TEST(Uio, DeviceNotBoundToUioSaysHowToBindIt) {
   EXPECT_NE(device.error().message().find("uio_pci_generic"), std::string::npos) << device.error().message();
 }
 
+// A container with an IOMMU refuses a device that has none, through either interface: an
+// IOAS would hand it IOVAs, which it would take for physical addresses.
 TEST(VfioNoiommu, ContainerWithAnIommuSaysTheDeviceHasNone) {
-  auto container = VfioContainer::open();
-  ASSERT_TRUE(container) << container.error().message();
-  auto device = container->open_device(kEdu);
-  ASSERT_FALSE(device);
-  EXPECT_NE(device.error().message().find("open_without_iommu"), std::string::npos) << device.error().message();
+  for (const VfioIommuBackend backend : {VfioIommuBackend::type1, VfioIommuBackend::iommufd}) {
+    SCOPED_TRACE(to_string(backend));
+    auto container = VfioContainer::open({}, {.backend = backend});
+    ASSERT_TRUE(container) << container.error().message();
+    auto device = container->open_device(kEdu);
+    ASSERT_FALSE(device);
+    EXPECT_NE(device.error().message().find("open_without_iommu"), std::string::npos) << device.error().message();
+  }
 }
 
 TEST(VfioNoiommu, RegionsAndGroupNode) {
@@ -454,7 +463,46 @@ TEST(VfioNoiommu, RegionsAndGroupNode) {
   ASSERT_TRUE(bar0) << bar0.error().message();
   ASSERT_TRUE(bar0->mmio());
   EXPECT_EQ(bar0->mmio()->read<std::uint32_t>(edu::kIdentification), 0x010000edu);
-  EXPECT_TRUE(container->iova_ranges().empty()) << "no IOMMU, no IOVA ranges";
+  if (g_backend == "iommufd-noiommu") {
+    // The IOAS's software page table: IOVAs only name pinned pages, the device sees none.
+    EXPECT_EQ(container->backend(), VfioIommuBackend::iommufd) << container->backend_choice().reason;
+    EXPECT_TRUE(container->ioas_id());
+  } else {
+    EXPECT_EQ(container->backend(), VfioIommuBackend::type1) << container->backend_choice().reason;
+    EXPECT_TRUE(container->iova_ranges().empty()) << "no IOMMU, no IOVA ranges";
+  }
+}
+
+// The physical address a buffer gets is where its bytes are: the kernel's pagemap agrees
+// for every page (iommufd asks the IOAS that pins them; the group model reads pagemap), on
+// an ordinary page and on huge ones (a 16 KiB buffer that allows them lies in one 2 MiB
+// page: ordinary pages are contiguous only by luck), each page where its one bus address
+// says.
+TEST(VfioNoiommu, BufferBusAddressesAreTheirPagesPhysicalAddresses) {
+  auto container = VfioContainer::open_without_iommu(kAccepted);
+  ASSERT_TRUE(container) << container.error().message();
+  auto device = container->open_device(kEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  auto allocator = DmaAllocator::create(*container);
+  ASSERT_TRUE(allocator) << allocator.error().message();
+  const int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(pagemap, 0);
+  for (const auto& [size, backing] : {std::pair<std::size_t, DmaBacking>{4096, DmaBacking::pages},
+                                      {16384, DmaBacking::huge_2m}, {1 << 20, DmaBacking::huge_2m}}) {
+    SCOPED_TRACE(size);
+    auto buffer = allocator->allocate(size, {.prefer = backing});
+    ASSERT_TRUE(buffer) << buffer.error().message();
+    for (std::size_t offset = 0; offset < size; offset += 4096) {
+      std::uint64_t entry = 0;
+      const auto page = reinterpret_cast<std::uintptr_t>(buffer->data() + offset) / 4096;
+      ASSERT_EQ(::pread(pagemap, &entry, sizeof entry, static_cast<off_t>(page * sizeof entry)),
+                static_cast<ssize_t>(sizeof entry));
+      ASSERT_TRUE(entry & (1ull << 63)) << "page not present";
+      const std::uint64_t physical = (entry & ((1ull << 55) - 1)) * 4096;
+      EXPECT_EQ(physical, buffer->bus_address().value + offset) << "offset " << offset;
+    }
+  }
+  ::close(pagemap);
 }
 
 // Peer-to-peer without an IOMMU: edu DMAs pattern bytes from a physical buffer into a window
@@ -650,5 +698,7 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   const pcie::vm::Flags flags = pcie::vm::parse_flags(argc, argv);
   if (flags.contains("backend")) pcie::g_backend = flags.at("backend");
+  if (pcie::g_backend == "vfio-noiommu") ::setenv("PCIE_VFIO_BACKEND", "type1", 1);
+  if (pcie::g_backend == "iommufd-noiommu") ::setenv("PCIE_VFIO_BACKEND", "iommufd", 1);
   return RUN_ALL_TESTS();
 }

@@ -20,20 +20,23 @@ namespace {
 
 constexpr std::uint64_t kIvshmemSize = 1 << 20;
 std::filesystem::path g_ivshmem_file;
-bool g_peer_dma = false;  // vfio-noiommu: ivshmem is on vfio-pci, edu DMAs into its BAR2
+bool g_peer_dma = false;  // VFIO's no-IOMMU mode: ivshmem is on vfio-pci, edu DMAs into its BAR2
 
 }  // namespace
 
 pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::filesystem::path& work_dir) {
   const std::string backend = flags.contains("backend") ? flags.at("backend") : "uio";
   g_ivshmem_file = work_dir / "ivshmem";
-  g_peer_dma = backend == "vfio-noiommu";
+  // vfio-noiommu: VFIO's group no-IOMMU model; iommufd-noiommu: the devices' noiommu cdevs
+  // and /dev/iommu. Both on the kernel of our own (7.3), the only one with no-IOMMU mode.
+  const bool vfio = backend != "uio";
+  g_peer_dma = vfio;
   pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"guest", "edu-driver", "pciectl"}, "guest_noiommu_test");
   options.guest_command.push_back("--backend=" + backend);
   // Each backend's own suite runs on it only.
   options.guest_command.push_back(backend == "uio" ? "--gtest_filter=-VfioNoiommu.*" : "--gtest_filter=-Uio.*");
   std::string append = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=8";
-  if (backend == "vfio-noiommu") {
+  if (vfio) {
     options.vm_arguments.push_back("--own-kernel");
     append += " vfio.enable_unsafe_noiommu_mode=1";
     options.vm_arguments.insert(options.vm_arguments.end(), {"--bind", "0000:00:04.0=vfio-pci"});
@@ -44,7 +47,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
                               {"--ivshmem-file", g_ivshmem_file.string(), "--ivshmem-size", std::to_string(kIvshmemSize),
                                "--no-iommu", "--memory", backend == "uio" ? "2304M" : "3584M", "--cpu", "max", "--edu-dma-mask", "64",
                                "--append", append, "--bind",
-                               "0000:00:03.0=" + std::string(backend == "uio" ? "uio_pci_generic" : "vfio-pci")});
+                               "0000:00:03.0=" + std::string(vfio ? "vfio-pci" : "uio_pci_generic")});
   return options;
 }
 

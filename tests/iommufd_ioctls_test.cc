@@ -254,6 +254,7 @@ TEST(NoiommuPhysical, AsksForOneRunAndChecksTheAnswer) {
     const char* hint_says;
   };
   for (const Refusal& refusal : {Refusal{ENOTTY, Errc::not_supported, "PCIE_VFIO_BACKEND=type1"},
+                                 Refusal{EOPNOTSUPP, Errc::not_supported, "CONFIG_IOMMUFD_NOIOMMU"},
                                  Refusal{EPERM, Errc::permission_denied, "CAP_SYS_RAWIO"},
                                  Refusal{EINVAL, Errc::io_error, ""}}) {
     auto refused = ioas_noiommu_physical_with([&](unsigned long, void*) { return -refusal.err; }, 7, 0x200000, 0x4000);

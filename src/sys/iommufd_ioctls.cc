@@ -190,7 +190,9 @@ Result<PhysicalExtent> ioas_noiommu_physical_with(const IoctlCall& call, std::ui
   argument.length = length;
   if (const int result = call(IOMMU_IOAS_NOIOMMU_GET_PA, &argument); result < 0) {
     Error error = ioctl_error(result, "IOMMU_IOAS_NOIOMMU_GET_PA", iova_name(ioas, iova, length));
-    if (result == -ENOTTY) {
+    if (result == -ENOTTY || result == -EOPNOTSUPP) {
+      // ENOTTY: a kernel without the ioctl; EOPNOTSUPP: one built without
+      // CONFIG_IOMMUFD_NOIOMMU (its stub), which also makes no noiommu cdevs.
       error.code = Errc::not_supported;
       error.hint = "the kernel cannot tell physical addresses through iommufd (newer kernels, 7.3 among them, built with "
                    "CONFIG_IOMMUFD_NOIOMMU): use VFIO's group no-IOMMU mode (PCIE_VFIO_BACKEND=type1)";
@@ -231,6 +233,18 @@ Result<std::uint32_t> device_bind(int device_fd, int iommufd, const std::string&
     return std::unexpected(ioctl_error(result, "VFIO_DEVICE_BIND_IOMMUFD", bdf));
   }
   return argument.out_devid;
+}
+
+Result<std::uint32_t> hwpt_alloc(int iommufd, std::uint32_t device_id, std::uint32_t ioas, const std::string& bdf) {
+  iommu_hwpt_alloc argument{};
+  argument.size = sizeof argument;
+  argument.dev_id = device_id;
+  argument.pt_id = ioas;
+  argument.data_type = IOMMU_HWPT_DATA_NONE;
+  if (const int result = checked_ioctl(iommufd, IOMMU_HWPT_ALLOC, &argument); result < 0) {
+    return std::unexpected(ioctl_error(result, "IOMMU_HWPT_ALLOC", fmt::format("{} (IOAS {})", bdf, ioas)));
+  }
+  return argument.out_hwpt_id;
 }
 
 Result<std::uint32_t> device_attach(int device_fd, std::uint32_t pt_id, const std::string& bdf) {

@@ -56,8 +56,10 @@ Result<void> ioas_map_file_fixed_with(const IoctlCall& call, std::uint32_t ioas,
 // IOMMU_IOAS_NOIOMMU_GET_PA (newer kernels, 7.3 among them, with CONFIG_IOMMUFD_NOIOMMU; for a device in
 // VFIO's no-IOMMU mode, opened through its noiommu-vfioN cdev): the physical address of
 // mapped `iova`, and how many bytes from there are physically contiguous, at most `length`
-// (nonzero). Errors: not_supported for ENOTTY (a kernel without it), permission_denied
-// (CAP_SYS_RAWIO), malformed when the kernel answers a length of 0 or more than asked.
+// (nonzero). Errors: not_supported for ENOTTY (a kernel without it) and EOPNOTSUPP (one
+// built without CONFIG_IOMMUFD_NOIOMMU), permission_denied (CAP_SYS_RAWIO), malformed when
+// the kernel answers a length of 0 or more than asked; the kernel's error otherwise
+// (ENOENT: nothing mapped at `iova`; EINVAL: a zero length).
 struct PhysicalExtent {
   std::uint64_t physical = 0;
   std::uint64_t contiguous_bytes = 0;
@@ -77,6 +79,11 @@ Result<RlimitMode> rlimit_mode(int iommufd);
 // VFIO_DEVICE_BIND_IOMMUFD on a device cdev (/dev/vfio/devices/vfioN): binds the device to
 // the iommufd and returns its device ID there. The device can do nothing before.
 Result<std::uint32_t> device_bind(int device_fd, int iommufd, const std::string& bdf);
+
+// IOMMU_HWPT_ALLOC: a paging page table for IOAS `ioas`, made for bound device
+// `device_id` and owned by the caller (it lives until IOMMU_DESTROY or the iommufd's
+// close, while the IOAS's automatic ones go with their last device); its object ID.
+Result<std::uint32_t> hwpt_alloc(int iommufd, std::uint32_t device_id, std::uint32_t ioas, const std::string& bdf);
 
 // VFIO_DEVICE_ATTACH_IOMMUFD_PT: attaches the bound device to IOAS (or hw page table)
 // `pt_id`; returns the ID of the hardware page table the kernel attached it to (for an

@@ -168,10 +168,12 @@ Result<ChosenBackend> choose_noiommu_backend(const VfioPaths& paths, const VfioC
   auto context = open_iommufd(paths);
   // Asked with length 0, a kernel that knows IOMMU_IOAS_NOIOMMU_GET_PA answers EINVAL (or
   // EPERM without CAP_SYS_RAWIO, which opening the device will report); one that does not
-  // answers ENOTTY.
+  // answers ENOTTY, or EOPNOTSUPP where it is built without iommufd's no-IOMMU mode.
   std::optional<Error> unusable;
   if (!context) {
     unusable = context.error();
+  } else if (!kernel_has_device_cdevs(paths)) {
+    unusable = no_device_cdevs(paths);
   } else if (auto probe = sys::iommufd::ioas_noiommu_physical(context->fd.get(), context->ioas, 0, 0);
              !probe && probe.error().code == Errc::not_supported) {
     unusable = probe.error();

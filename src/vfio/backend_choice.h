@@ -32,9 +32,10 @@ Result<ChosenBackend> choose_backend(const VfioPaths& paths, const VfioContainer
 // The same for a container without an IOMMU: type1 is VFIO's group no-IOMMU mode
 // (/dev/vfio/vfio, VFIO_NOIOMMU_IOMMU); iommufd is /dev/iommu with the devices' noiommu-vfioN
 // cdevs, for a kernel that tells physical addresses through it (IOMMU_IOAS_NOIOMMU_GET_PA);
-// automatic takes iommufd where that works, else type1. Errors: an invalid
-// PCIE_VFIO_BACKEND, and iommufd asked for where it cannot do (/dev/iommu does not open,
-// or the kernel lacks IOMMU_IOAS_NOIOMMU_GET_PA: not_supported).
+// automatic takes iommufd where that works (and the kernel gives device cdevs), else type1.
+// Errors: an invalid PCIE_VFIO_BACKEND, and iommufd asked for where it cannot do: the
+// error of opening /dev/iommu, or not_supported when the kernel gives no device cdevs or
+// lacks IOMMU_IOAS_NOIOMMU_GET_PA.
 Result<ChosenBackend> choose_noiommu_backend(const VfioPaths& paths, const VfioContainerOptions& options);
 
 // Whether an automatic choice of iommufd turns to type1 after `cdev_error` on the first

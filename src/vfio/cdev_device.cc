@@ -143,6 +143,9 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
   if (error.code == Errc::not_found) {
     error.hint = fmt::format("sysfs names the cdev but {} has no node for it: is /dev a devtmpfs?",
                              state.paths.dev_vfio + "/devices");
+  } else if (error.code == Errc::permission_denied && is_noiommu_cdev(node)) {
+    // vfio_device_fops_cdev_open: a device without an IOMMU is for CAP_SYS_RAWIO alone.
+    error.hint = "a device in VFIO's no-IOMMU mode can reach all of memory: only root (CAP_SYS_RAWIO) may open it";
   } else if (error.code == Errc::permission_denied) {
     error.hint = fmt::format("run as root, or have root give you both {} and {} (chown); or use the type1 backend "
                              "(PCIE_VFIO_BACKEND=type1) with the group given to you: sudo pciectl vfio grant {} $USER",
@@ -156,11 +159,18 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
   return std::unexpected(error);
 }
 
-Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf) {
+Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf,
+                                      std::uint32_t* owned_page_table) {
   const std::string name = bdf.to_string();
   auto device_id = sys::iommufd::device_bind(device_fd, state.fd.get(), name);
   if (!device_id) return std::unexpected(explain_bind_failure(state, bdf, device_id.error()));
-  auto attached = sys::iommufd::device_attach(device_fd, state.ioas, name);
+  if (owned_page_table != nullptr && *owned_page_table == 0) {
+    auto made = sys::iommufd::hwpt_alloc(state.fd.get(), *device_id, state.ioas, name);
+    if (!made) return std::unexpected(made.error());
+    *owned_page_table = *made;
+  }
+  auto attached = sys::iommufd::device_attach(device_fd, owned_page_table != nullptr ? *owned_page_table : state.ioas,
+                                              name);
   if (!attached) return std::unexpected(explain_attach_failure(attached.error()));
   if (auto ranges = take_iova_ranges(state); !ranges) return std::unexpected(ranges.error());
   return *device_id;

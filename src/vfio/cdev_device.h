@@ -30,8 +30,12 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
 
 // Binds the opened cdev to the container's iommufd and attaches it to the IOAS, then
 // reads the usable IOVA ranges again (the device may reserve more of them) into the
-// container's IOVA space. Returns the device's ID in the iommufd. Called with state.mutex
-// held.
-Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf);
+// container's IOVA space. Returns the device's ID in the iommufd. With `owned_page_table`,
+// the device is attached to that page table of the IOAS instead, made first for this
+// device when it is 0 (IOMMU_HWPT_ALLOC): one the container owns outlives its devices,
+// where the IOAS's automatic one is destroyed with its last device, unpinning every
+// buffer. Called with state.mutex held.
+Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf,
+                                      std::uint32_t* owned_page_table = nullptr);
 
 }  // namespace pcie::detail

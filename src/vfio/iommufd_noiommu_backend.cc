@@ -40,16 +40,21 @@ class IommufdNoiommuBackend final : public DmaBackend {
       return std::unexpected(explain_iommufd_map_failure(pinned.error(), state.fd.get(), length));
     }
     auto physical = locate(*iova, length, request, object);
-    if (!physical) {
-      // Refused pages are unpinned at once: the allocator holds them while it tries others.
-      (void)sys::iommufd::ioas_unmap(state.fd.get(), state.ioas, iova->value, length);
-      give_back_iova(*iova, length, false);
-      return std::unexpected(physical.error());
+    if (physical) {
+      std::lock_guard lock(state.mutex);
+      if (iova_of_.emplace(physical->value, *iova).second) {
+        state.mapped_bytes += length;
+        return *physical;
+      }
+      physical = std::unexpected(make_error(Errc::io_error, "map DMA memory", object,
+                                            fmt::format("physical {:#x} is mapped for another buffer already",
+                                                        physical->value)));
     }
-    std::lock_guard lock(state.mutex);
-    iova_of_[physical->value] = *iova;
-    state.mapped_bytes += length;
-    return *physical;
+    // Refused pages are unpinned at once: the allocator holds them while it tries others.
+    // An IOVA the kernel may still map is never handed out again.
+    auto unpinned = sys::iommufd::ioas_unmap(state.fd.get(), state.ioas, iova->value, length);
+    if (unpinned && *unpinned == length) give_back_iova(*iova, length, false);
+    return std::unexpected(physical.error());
   }
 
   bool retry_with_other_memory(const Error& error) const override {
@@ -76,14 +81,18 @@ class IommufdNoiommuBackend final : public DmaBackend {
     }
     auto unmapped = sys::iommufd::ioas_unmap(state.fd.get(), state.ioas, iova->value, length);
     if (!unmapped) return std::unexpected(unmapped.error());  // still pinned: the IOVA stays taken
-    give_back_iova(*iova, length, true);
-    std::lock_guard lock(state.mutex);
-    iova_of_.erase(address.value);
+    {
+      std::lock_guard lock(state.mutex);
+      iova_of_.erase(address.value);
+    }
     if (*unmapped != length) {
+      // The books disagree with the kernel: the IOVA stays taken rather than be reused while
+      // something may still be mapped there.
       return std::unexpected(make_error(Errc::io_error, "unmap DMA buffer",
                                         fmt::format("physical {:#x} ({})", address.value, name()),
                                         fmt::format("the kernel unpinned {} of {} bytes", *unmapped, length)));
     }
+    give_back_iova(*iova, length, true);
     return {};
   }
 

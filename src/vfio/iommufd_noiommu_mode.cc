@@ -26,7 +26,7 @@ class IommufdNoiommuMode final : public IommuMode {
     const Bdf& bdf = device.bdf;
     auto fd = open_device_cdev(state, bdf, /*without_iommu=*/true);
     if (!fd) return std::unexpected(fd.error());
-    auto device_id = bind_and_attach(state, fd->get(), bdf);
+    auto device_id = bind_and_attach(state, fd->get(), bdf, &page_table_);
     if (!device_id) return std::unexpected(device_id.error());
     device.fd = std::move(*fd);
     device.iommufd_device_id = *device_id;
@@ -50,6 +50,11 @@ class IommufdNoiommuMode final : public IommuMode {
 
  private:
   PhysicalDmaOptions options_;
+  // The IOAS's page table this container owns (0 until the first device): its software
+  // page table holds the buffers' pins, and it must outlive every device, since the
+  // IOAS's automatic one is destroyed with the last device that detaches, unpinning every
+  // buffer while the buffers keep their physical addresses. /dev/iommu's close frees it.
+  std::uint32_t page_table_ = 0;
 };
 
 }  // namespace

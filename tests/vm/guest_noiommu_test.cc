@@ -22,9 +22,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -478,6 +480,20 @@ TEST(VfioNoiommu, RegionsAndGroupNode) {
 // an ordinary page and on huge ones (a 16 KiB buffer that allows them lies in one 2 MiB
 // page: ordinary pages are contiguous only by luck), each page where its one bus address
 // says.
+// The physical address of the page holding `address`, from /proc/self/pagemap (root);
+// nullopt when it cannot be read or the page is not present.
+std::optional<std::uint64_t> physical_address_of(const void* address) {
+  const int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (pagemap < 0) return std::nullopt;
+  std::uint64_t entry = 0;
+  const auto page = reinterpret_cast<std::uintptr_t>(address) / 4096;
+  const bool read = ::pread(pagemap, &entry, sizeof entry, static_cast<off_t>(page * sizeof entry)) ==
+                    static_cast<ssize_t>(sizeof entry);
+  ::close(pagemap);
+  if (!read || (entry & (1ull << 63)) == 0) return std::nullopt;
+  return (entry & ((1ull << 55) - 1)) * 4096;
+}
+
 TEST(VfioNoiommu, BufferBusAddressesAreTheirPagesPhysicalAddresses) {
   auto container = VfioContainer::open_without_iommu(kAccepted);
   ASSERT_TRUE(container) << container.error().message();
@@ -485,24 +501,64 @@ TEST(VfioNoiommu, BufferBusAddressesAreTheirPagesPhysicalAddresses) {
   ASSERT_TRUE(device) << device.error().message();
   auto allocator = DmaAllocator::create(*container);
   ASSERT_TRUE(allocator) << allocator.error().message();
-  const int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(pagemap, 0);
   for (const auto& [size, backing] : {std::pair<std::size_t, DmaBacking>{4096, DmaBacking::pages},
                                       {16384, DmaBacking::huge_2m}, {1 << 20, DmaBacking::huge_2m}}) {
     SCOPED_TRACE(size);
     auto buffer = allocator->allocate(size, {.prefer = backing});
     ASSERT_TRUE(buffer) << buffer.error().message();
     for (std::size_t offset = 0; offset < size; offset += 4096) {
-      std::uint64_t entry = 0;
-      const auto page = reinterpret_cast<std::uintptr_t>(buffer->data() + offset) / 4096;
-      ASSERT_EQ(::pread(pagemap, &entry, sizeof entry, static_cast<off_t>(page * sizeof entry)),
-                static_cast<ssize_t>(sizeof entry));
-      ASSERT_TRUE(entry & (1ull << 63)) << "page not present";
-      const std::uint64_t physical = (entry & ((1ull << 55) - 1)) * 4096;
-      EXPECT_EQ(physical, buffer->bus_address().value + offset) << "offset " << offset;
+      EXPECT_EQ(physical_address_of(buffer->data() + offset), buffer->bus_address().value + offset) << offset;
     }
   }
-  ::close(pagemap);
+}
+
+// Left to choose (no PCIE_VFIO_BACKEND, no option), a container without an IOMMU takes
+// iommufd on this kernel (7.3 tells physical addresses through it, and gives noiommu
+// cdevs), says why, and opens the device through its noiommu cdev.
+TEST(VfioNoiommu, AutomaticChoiceTakesIommufdWhereTheKernelTellsAddresses) {
+  const std::string forced = std::getenv("PCIE_VFIO_BACKEND") ? std::getenv("PCIE_VFIO_BACKEND") : "";
+  ::unsetenv("PCIE_VFIO_BACKEND");
+  auto container = VfioContainer::open_without_iommu(kAccepted);
+  if (!forced.empty()) ::setenv("PCIE_VFIO_BACKEND", forced.c_str(), 1);
+  ASSERT_TRUE(container) << container.error().message();
+  EXPECT_EQ(container->backend(), VfioIommuBackend::iommufd) << container->backend_choice().reason;
+  EXPECT_NE(container->backend_choice().reason.find("IOMMU_IOAS_NOIOMMU_GET_PA"), std::string::npos)
+      << container->backend_choice().reason;
+  auto device = container->open_device(kEdu);
+  ASSERT_TRUE(device) << device.error().message();
+  EXPECT_TRUE(container->without_iommu());
+}
+
+// Buffers outlive the devices that used them: with the container's last device closed, a
+// buffer stays pinned where its bus address says (iommufd: the container owns the page
+// table that pins it; the IOAS's automatic one would go with the device, unpinning it),
+// another buffer can be mapped, and a device opened again DMAs between the two.
+TEST(VfioNoiommu, BuffersOutliveTheDevicesThatUsedThem) {
+  auto container = VfioContainer::open_without_iommu(kAccepted);
+  ASSERT_TRUE(container) << container.error().message();
+  auto first = container->open_device(kEdu);
+  ASSERT_TRUE(first) << first.error().message();
+  auto allocator = DmaAllocator::create(*container);
+  ASSERT_TRUE(allocator) << allocator.error().message();
+  auto out = allocator->allocate(4096, {.prefer = DmaBacking::pages});
+  ASSERT_TRUE(out) << out.error().message();
+  *first = VfioDevice();  // the container's last device closes
+  EXPECT_EQ(physical_address_of(out->data()), out->bus_address().value);
+  auto in = allocator->allocate(4096, {.prefer = DmaBacking::pages});
+  ASSERT_TRUE(in) << "with no device open: " << in.error().message();
+  auto again = container->open_device(kEdu);
+  ASSERT_TRUE(again) << again.error().message();
+  ASSERT_TRUE(again->enable_bus_master());
+  auto bar0 = again->open_region(kVfioBar0Region);
+  ASSERT_TRUE(bar0) << bar0.error().message();
+  const MmioView regs = *bar0->mmio();
+  for (std::size_t i = 0; i < 64; ++i) out->data()[i] = std::byte(static_cast<unsigned char>(0xa0 + i));
+  std::memset(in->data(), 0, in->size());
+  out->sync_for_device();
+  ASSERT_TRUE(edu_dma(regs, out->bus_address().value, edu::kInternalBuffer, 64, false));
+  ASSERT_TRUE(edu_dma(regs, edu::kInternalBuffer, in->bus_address().value, 64, true));
+  in->sync_for_cpu();
+  EXPECT_EQ(std::memcmp(in->data(), out->data(), 64), 0);
 }
 
 // Peer-to-peer without an IOMMU: edu DMAs pattern bytes from a physical buffer into a window

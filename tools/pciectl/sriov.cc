@@ -42,7 +42,7 @@ void print_state_json(const pcie::Bdf& pf, const pcie::SriovState& state) {
   out["drivers_autoprobe"] = state.drivers_autoprobe ? nlohmann::ordered_json(*state.drivers_autoprobe) : nullptr;
   out["vfs"] = nlohmann::ordered_json::array();
   for (const auto& vf : state.vfs) {
-    out["vfs"].push_back({{"index", vf.index}, {"bdf", vf.bdf.to_string()}, {"driver", vf.driver.value_or("none")}});
+    out["vfs"].push_back({{"index", vf.index}, {"bdf", vf.bdf.to_string()}, {"driver", pcie::printable(vf.driver.value_or("none"))}});
   }
   print_json_document(out);
 }
@@ -52,7 +52,7 @@ void print_state_text(const pcie::Bdf& pf, const pcie::SriovState& state) {
              state.drivers_autoprobe ? fmt::format(" (drivers autoprobe {})", *state.drivers_autoprobe ? "on" : "off")
                                      : "");
   for (const auto& vf : state.vfs) {
-    fmt::print("  VF{:<3} {}  driver {}\n", vf.index, vf.bdf.to_string(), vf.driver.value_or("none"));
+    fmt::print("  VF{:<3} {}  driver {}\n", vf.index, vf.bdf.to_string(), pcie::printable(vf.driver.value_or("none")));
   }
 }
 

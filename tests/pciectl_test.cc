@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "pcie/capabilities.h"
 #include "pcie/testing/fake_sysfs.h"
 #include "tests/cli_helpers.h"
 
@@ -745,9 +746,16 @@ TEST_F(PciectlTest, HostileSysfsNamesAreEscapedInEveryOutput) {
   hostile.driver = "bad\xff\xfe";
   hostile.physical_slot = "\x1b[2Jslot\xc3";
   ASSERT_TRUE(tree_->add_device(hostile));
+  // A VF on a hostile driver, for `sriov`'s listing.
+  const Bdf pf{0, 2, 0, 0}, vf{0, 2, 2, 0};
+  ASSERT_TRUE(tree_->add_device(testing::sriov_pf(pf, 4, 1)));
+  testing::FakeDevice hostile_vf = testing::sriov_vf(vf, pf);
+  hostile_vf.driver = "bad\xff\xfe";
+  ASSERT_TRUE(tree_->add_device(hostile_vf));
   // (command, whether its output names the driver)
   for (const auto& [command, names_driver] : std::vector<std::pair<std::string, bool>>{
-           {"info 00:06.0 --json", true}, {"ls --json", true}, {"ls -t --json", false}, {"doctor 00:06.0 --json", true}}) {
+           {"info 00:06.0 --json", true}, {"ls --json", true}, {"ls -t --json", false}, {"doctor 00:06.0 --json", true},
+           {"--json sriov 02:00.0", true}}) {
     const CommandResult run = pciectl(command);
     ASSERT_TRUE(run.exit_code == 0 || command.starts_with("doctor")) << command << ": " << run.err;
     nlohmann::json json;
@@ -759,12 +767,79 @@ TEST_F(PciectlTest, HostileSysfsNamesAreEscapedInEveryOutput) {
   const auto info = nlohmann::json::parse(pciectl("info 00:06.0 --json").out);
   EXPECT_EQ(info["driver"], "bad\\xff\\xfe");
   EXPECT_EQ(info["physical_slot"], "\\x1b[2Jslot\\xc3");
-  for (const std::string command : {"info 00:06.0", "ls -k", "ls -v", "ls -vmm -k", "doctor 00:06.0"}) {
+  for (const std::string command : {"info 00:06.0", "ls -k", "ls -v", "ls -vmm -k", "doctor 00:06.0", "sriov 02:00.0"}) {
     const CommandResult run = pciectl(command);
     EXPECT_EQ(run.out.find('\x1b'), std::string::npos) << command << ": a raw escape reached the terminal";
     EXPECT_EQ(run.out.find('\xff'), std::string::npos) << command << ": a byte that is not UTF-8 was printed";
     EXPECT_EQ(run.err.find('\x1b'), std::string::npos) << command << ": " << run.err;
   }
+}
+
+// `pciectl peer`: whether one device can reach another's BAR by DMA, and by which path,
+// in every situation the fake tree can stage: behind an IOMMU or not (<device>/iommu), with
+// /dev/iommu on a kernel before and after 6.19, BARs that can hold no window, the MSI-X
+// table to keep off, drivers still to bind; no path is exit 2, bad arguments 2 and 3.
+TEST_F(PciectlTest, PeerTellsEveryPathAndWhyNot) {
+  const std::string dir = tree_->directory();
+  testing::FakeDevice msix_card = testing::qemu_ivshmem(Bdf{0, 0, 7, 0});
+  // MSI-X: 4 entries, table at BAR2 + 0x1000, pending bits at BAR2 + 0x2000.
+  msix_card.capabilities = {{cap::kMsiX, {0x03, 0x00, 0x02, 0x10, 0x00, 0x00, 0x02, 0x20, 0x00, 0x00}}};
+  msix_card.driver = "vfio-pci";
+  ASSERT_TRUE(tree_->add_device(msix_card));
+  const auto json_of = [&](const std::string& arguments, int exit_code) {
+    const CommandResult run = pciectl("peer " + arguments + " --json");
+    EXPECT_EQ(run.exit_code, exit_code) << arguments << ": " << run.err;
+    return run.out.empty() ? nlohmann::json() : nlohmann::json::parse(run.out);
+  };
+  const auto path = [](const nlohmann::json& out, std::size_t index) {
+    return std::pair{out["paths"][index]["possible"].get<bool>(), out["paths"][index]["reason"].get<std::string>()};
+  };
+  // No IOMMU, and no host bridge the fake tree's plain directories could name: no path.
+  nlohmann::json out = json_of("00:03.0 00:07.0 2", 2);
+  EXPECT_FALSE(out["reachable"]);
+  EXPECT_EQ(out["target"], "0000:00:07.0 BAR2 (4194304 bytes, 64-bit prefetchable memory)");
+  EXPECT_EQ(out["paths"][0]["path"], "type1 (the BAR's mapping)");
+  EXPECT_NE(path(out, 0).second.find("no IOMMU translates for 0000:00:03.0"), std::string::npos) << out;
+  EXPECT_NE(path(out, 2).second.find("host bridge cannot be told"), std::string::npos) << out;
+  const std::string notes = out["notes"].dump();
+  EXPECT_NE(notes.find("bind 0000:00:03.0 to vfio-pci"), std::string::npos) << notes;
+  EXPECT_EQ(notes.find("bind 0000:00:07.0"), std::string::npos) << "already on vfio-pci: " << notes;
+  EXPECT_NE(notes.find("MSI-X table"), std::string::npos) << notes;
+  // Behind an IOMMU: type1; iommufd once /dev/iommu is there on 6.19 or later.
+  std::filesystem::create_directory_symlink(dir + "/sys", tree_->device_dir(kEdu) + "/iommu");
+  out = json_of("00:03.0 00:07.0 2", 0);
+  EXPECT_TRUE(out["reachable"]);
+  EXPECT_TRUE(path(out, 0).first) << out;
+  EXPECT_FALSE(path(out, 1).first);
+  EXPECT_NE(path(out, 1).second.find("/dev/iommu"), std::string::npos) << out;
+  EXPECT_NE(path(out, 2).second.find("behind an IOMMU"), std::string::npos) << out;
+  std::filesystem::create_directories(dir + "/dev");
+  std::ofstream(dir + "/dev/iommu") << "";
+  std::filesystem::create_directories(dir + "/proc/sys/kernel");
+  for (const auto& [release, possible] : {std::pair{"6.12.38+deb13-amd64\n", false}, std::pair{"6.19.0\n", true},
+                                          std::pair{"7.3.4\n", true}, std::pair{"garbage\n", false}}) {
+    std::ofstream(dir + "/proc/sys/kernel/osrelease") << release;
+    out = json_of("00:03.0 00:07.0 2", 0);
+    EXPECT_EQ(path(out, 1).first, possible) << release << out;
+  }
+  // BARs that hold no window, whatever the IOMMU.
+  for (const auto& [arguments, reason] :
+       {std::pair{"00:03.0 00:04.0 1", "BAR1 is not implemented"}, std::pair{"00:03.0 00:05.0 1", "I/O space"},
+        std::pair{"00:03.0 00:04.0 0", "256 bytes, less than the page"}}) {
+    out = json_of(arguments, 2);
+    for (std::size_t i = 0; i < 3; ++i) {
+      EXPECT_FALSE(path(out, i).first) << arguments;
+      EXPECT_NE(path(out, i).second.find(reason), std::string::npos) << arguments << out;
+    }
+  }
+  // Text: one line a path.
+  const CommandResult text = pciectl("peer 00:03.0 00:07.0 bar2");
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("  yes  type1 (the BAR's mapping): "), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("  note: "), std::string::npos) << text.out;
+  EXPECT_EQ(pciectl("peer 00:03.0 00:03.0 0").exit_code, 2);
+  EXPECT_EQ(pciectl("peer 00:03.0 00:07.0 7").exit_code, 2);
+  EXPECT_EQ(pciectl("peer 00:03.0 00:09.0 0").exit_code, 3);
 }
 
 // A device on vfio-pci: its group node, its cdev and the backend a container would take,

@@ -519,7 +519,7 @@ TEST(PeerDmaChecks, Type1WindowFailuresNameTheWindow) {
     const Error& error = mapped.error();
     EXPECT_EQ(error.code, c.code) << error.message();
     EXPECT_EQ(error.operation, "map peer BAR");
-    EXPECT_EQ(error.object, request.name);
+    EXPECT_TRUE(error.object.starts_with(request.name)) << error.object;
     EXPECT_EQ(error.sys_errno, c.err);
     EXPECT_EQ(error.message().find("RLIMIT_MEMLOCK"), std::string::npos) << error.message();
     EXPECT_EQ(error.message().find("ulimit"), std::string::npos) << error.message();
@@ -528,6 +528,26 @@ TEST(PeerDmaChecks, Type1WindowFailuresNameTheWindow) {
       EXPECT_NE(error.hint.find(c.hint_says), std::string::npos) << error.message();
     }
   }
+  // An error of the backend's own (no errno: the IOVA space below the limit is used up)
+  // keeps its code and hint, under the window's name.
+  class FullBackend final : public DmaBackend {
+   public:
+    std::string_view name() const override { return "VFIO type1 IOMMU"; }
+    bool bus_addresses_are_physical() const override { return false; }
+    Result<BusAddress> map(const Mapping&, const DmaMapRequest&) override {
+      return std::unexpected(make_error(Errc::out_of_range, "allocate IOVA", "4096 bytes below 0xfffffff",
+                                        "no free IOVA range", "free DMA buffers, or raise the DMA mask"));
+    }
+    bool retry_with_other_memory(const Error&) const override { return false; }
+    Result<void> unmap(BusAddress, const Mapping&) override { return {}; }
+    std::uint64_t mapped_bytes() const override { return 0; }
+  };
+  auto full = detail::map_bar_through_iommu(std::make_shared<FullBackend>(), request);
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, Errc::out_of_range);
+  EXPECT_EQ(full.error().operation, "map peer BAR");
+  EXPECT_EQ(full.error().hint, "free DMA buffers, or raise the DMA mask");
+  EXPECT_NE(full.error().object.find("below 0xfffffff"), std::string::npos) << full.error().message();
 }
 
 TEST(PeerDmaChecks, HostBridgeDirectoriesAsSysfsNamesThem) {

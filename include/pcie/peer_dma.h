@@ -14,8 +14,8 @@
 //    it is released and mapped again (nothing here tells that it was revoked).
 //  - type1: nothing is revoked; the IOMMU keeps translating to the BAR's physical pages,
 //    which hold whatever the peer decodes there after a reset.
-//  - no IOMMU (a container opened without one): the bus address of the BAR itself, read from
-//    the device's config space. Both devices must sit below one host bridge, and the BAR's
+//  - no IOMMU (a container opened without one, through VFIO's groups or through iommufd):
+//    the bus address of the BAR itself, read from the device's config space. Both devices must sit below one host bridge, and the BAR's
 //    bus address must equal its CPU address (no translation by the host bridge), or the
 //    window is refused. Nothing enforces the directions or the window's bounds there: the
 //    device can reach everything, as with host memory.
@@ -33,9 +33,12 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "pcie/bdf.h"
 #include "pcie/bus_address.h"
 #include "pcie/error.h"
+#include "pcie/vfio.h"
 
 namespace pcie {
 
@@ -115,11 +118,48 @@ class PeerDmaWindow {
 //    the devices below different (or unknown) host bridges, or a BAR whose bus address
 //    differs from its CPU address;
 //  - permission_denied: type1 and a read-only region with device_writes;
-//  - device_disabled: iommufd and the peer not decoding memory (Memory Space Enable off);
+//  - device_disabled: the peer does not decode memory (Memory Space Enable off) or is being
+//    reset, in every mode: type1's IOMMU mapping cannot reach the BAR's pages (EFAULT),
+//    iommufd's export or import is refused (ENODEV), no IOMMU reads the command register;
 //  - device_removed: the peer's config space reads all ones (no IOMMU);
 //  - malformed: the peer's capability list cannot be walked (the MSI-X check fails closed);
 //  - the kernel's error otherwise (mmap of the region, the IOMMU mapping, the import).
 Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice& peer, unsigned bar,
                                    std::uint64_t offset, std::uint64_t length, const PeerDmaOptions& options = {});
+
+// One way map_peer_bar could give the initiator a window, and whether it can here.
+struct PeerPathCheck {
+  PeerDmaPath path = PeerDmaPath::iommu_bar_mapping;
+  bool possible = false;
+  std::string reason;  // why, or why not: what to change
+};
+
+// What peer_reachability found.
+struct PeerReachability {
+  std::string target;                // "0000:00:04.0 BAR2 (1048576 bytes, 64-bit prefetchable memory)"
+  std::vector<PeerPathCheck> paths;  // iommu_bar_mapping, iommufd_dma_buf, bus_address, in that order
+  // What map_peer_bar needs besides: devices to bind to vfio-pci, and the parts of the BAR
+  // a window must avoid (the MSI-X table and pending-bit array).
+  std::vector<std::string> notes;
+  bool any_possible() const;
+};
+
+// Whether `initiator` could reach BAR `bar` of `peer` through map_peer_bar, and by which
+// path, told from sysfs, procfs and the config space alone: nothing is opened, bound or
+// written, so it can run before anyone writes a driver (`pciectl peer`). A path is
+// possible when:
+//  - type1: the initiator is behind an IOMMU (<device>/iommu) and the BAR is a memory BAR
+//    with an address and at least a page;
+//  - iommufd: the same, /dev/iommu exists, and the kernel is Linux 6.19 or later (which can
+//    export a BAR as a dma-buf, if built with CONFIG_VFIO_PCI_DMABUF: not visible from
+//    here);
+//  - the BAR's bus address: the initiator is behind no IOMMU, both devices sit below one
+//    host bridge, the BAR's bus address equals its CPU address, and the peer decodes
+//    memory.
+// Whether the fabric then routes the transaction (a switch does; many root complexes do
+// not) cannot be told from here. Errors: invalid_argument (a BAR index above 5, the
+// initiator as its own peer), not_found (no such device), and discovery's errors.
+Result<PeerReachability> peer_reachability(const Bdf& initiator, const Bdf& peer, unsigned bar,
+                                           const VfioPaths& paths = {});
 
 }  // namespace pcie

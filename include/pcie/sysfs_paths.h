@@ -26,6 +26,8 @@ struct SysfsPaths {
   // debugfs only), and the kernel command line (to tell "booted with nopat").
   std::string pat_memtype_list = "/sys/kernel/debug/x86/pat_memtype_list";
   std::string kernel_cmdline = "/proc/cmdline";
+  // The running kernel's release ("7.3.4"), read where a feature depends on it.
+  std::string kernel_release_file = "/proc/sys/kernel/osrelease";
   // The kernel's resource tree (pcie/iomem.h), read to name who claimed a range.
   std::string iomem_file = "/proc/iomem";
 

@@ -371,10 +371,13 @@ class VfioContainer {
   // backend() and backend_choice() say which, and why. Needs a kernel with
   // CONFIG_VFIO_NOIOMMU and vfio's enable_unsafe_noiommu_mode set (not_supported says so
   // otherwise), and CAP_SYS_RAWIO (permission_denied when a device is opened). Errors also:
-  // invalid_argument (a PCIE_VFIO_BACKEND that is none of auto, type1, iommufd), iommufd
-  // asked for where /dev/iommu does not open or the kernel cannot tell physical addresses
-  // through it (not_supported, saying to use type1); a device behind an IOMMU is refused
-  // at open_device (invalid_argument).
+  // invalid_argument (a PCIE_VFIO_BACKEND that is none of auto, type1, iommufd); iommufd
+  // asked for where /dev/iommu does not open (not_found, permission_denied, or the kernel's
+  // error for a node that is no iommufd) or the kernel cannot tell physical addresses
+  // through it or gives no device cdevs (not_supported, saying to use type1). A device
+  // behind an IOMMU is refused at open_device (invalid_argument). On iommufd, DMA buffers
+  // can be made once a device is open (not_supported before), and the IOVAs that
+  // iova_ranges() and the IOAS hold are bookkeeping the device never sees.
   static Result<VfioContainer> open_without_iommu(DeviceMayReachAllMemory acknowledgement, const VfioPaths& paths = {},
                                                   const PhysicalDmaOptions& dma = {},
                                                   const VfioContainerOptions& options = {});

@@ -16,6 +16,7 @@ SysfsPaths SysfsPaths::under(const std::string& sys, const std::string& proc) {
   paths.swaps_file = proc + "/swaps";
   paths.pat_memtype_list = sys + "/kernel/debug/x86/pat_memtype_list";
   paths.kernel_cmdline = proc + "/cmdline";
+  paths.kernel_release_file = proc + "/sys/kernel/osrelease";
   paths.iomem_file = proc + "/iomem";
   return paths;
 }

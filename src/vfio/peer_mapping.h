@@ -56,6 +56,19 @@ Result<void> check_window_avoids_msix(std::span<const std::uint8_t> config, unsi
 // "pci10000:e0"); device-tree names such as "pcie@1000" do not.
 bool is_host_bridge_directory(std::string_view component);
 
+// The host bridge a device sits below, from its sysfs link (…/devices/pci0000:00/…): the
+// innermost such directory (a VMD domain inside a root bus is a bridge of its own).
+// Unknown is refused, not assumed: not_supported when the link names none; the readlink's
+// error when there is no link.
+Result<std::string> host_bridge_of(const SysfsPaths& paths, const Bdf& bdf);
+
+// The BAR's address as the device decodes it, from the device's own config space (sysfs
+// <device>/config reads the hardware; VFIO's config region holds vfio-pci's emulated
+// copy, which writes change): PCI Local Bus 3.0, 6.2.5.1, bits 3:0 are flags, and a 64-bit
+// BAR's next register holds the upper half. device_removed when the header reads all ones,
+// device_disabled when the device does not decode memory (Memory Space Enable off).
+Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, unsigned bar);
+
 // type1: maps the BAR window (an mmap of the peer's region) through `backend` (the
 // container's type1 DMA backend), which takes an IOVA and maps it into the IOMMU.
 Result<std::unique_ptr<PeerMapping>> map_bar_through_iommu(std::shared_ptr<DmaBackend> backend,

@@ -99,10 +99,11 @@ class BusAddressWindow final : public PeerMapping {
 // reachable through that mapping: vfio-pci's fault handler refuses while the peer's memory
 // decoding is off or it is being reset.
 Error explain_window_map_failure(const Error& raw, const PeerWindowRequest& request) {
-  Error error = make_errno_error(raw.sys_errno, "map peer BAR", request.name);
-  if (raw.sys_errno == 0) error = raw;
+  // Everything the backend said stays (an exhausted IOVA space keeps its hint); only what is
+  // a buffer's alone is replaced.
+  Error error = raw;
   error.operation = "map peer BAR";
-  error.object = request.name;
+  error.object = fmt::format("{} ({})", request.name, raw.object);
   switch (raw.sys_errno) {
     case EFAULT:
       error.code = Errc::device_disabled;
@@ -115,13 +116,14 @@ Error explain_window_map_failure(const Error& raw, const PeerWindowRequest& requ
       error.code = Errc::io_error;
       error.reason = "the kernel had no memory for the IOMMU mapping (ENOMEM; a BAR's pages are not pinned, so no "
                      "locked-memory limit applies)";
+      error.hint.clear();
       break;
     case ENOSPC:
       error.code = Errc::busy;
       error.reason = "the kernel's limit on DMA mappings per container is reached";
       error.hint = "unmap other windows or buffers, or raise vfio_iommu_type1's dma_entry_limit";
       break;
-    default: error.hint.clear(); break;
+    default: break;
   }
   return error;
 }
@@ -151,9 +153,8 @@ bool inside_one_mappable_area(const PeerWindowRequest& request) {
                      });
 }
 
-// The host bridge a device sits below, from its sysfs link (…/devices/pci0000:00/…): the
-// innermost such directory (a VMD domain inside a root bus is a bridge of its own).
-// Unknown is refused, not assumed: not_supported when the link names none.
+}  // namespace
+
 Result<std::string> host_bridge_of(const SysfsPaths& paths, const Bdf& bdf) {
   auto target = sys::read_link(paths.device_dir(bdf));
   if (!target) return std::unexpected(target.error());
@@ -172,10 +173,6 @@ Result<std::string> host_bridge_of(const SysfsPaths& paths, const Bdf& bdf) {
                                     "without an IOMMU a peer window needs both devices below one known host bridge"));
 }
 
-// The BAR's address as the device decodes it, from the device's own config space (sysfs
-// <device>/config reads the hardware; VFIO's config region holds vfio-pci's emulated
-// copy, which writes change): PCI Local Bus 3.0, 6.2.5.1, bits 3:0 are flags, and a 64-bit
-// BAR's next register holds the upper half. device_removed when the header reads all ones.
 Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, unsigned bar) {
   auto config = ConfigSpace::open(paths, bdf);
   if (!config) return std::unexpected(config.error());
@@ -205,8 +202,6 @@ Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, u
   }
   return (high << 32) | (*low & ~0xfull);
 }
-
-}  // namespace
 
 bool is_host_bridge_directory(std::string_view component) {
   if (!component.starts_with("pci")) return false;

@@ -512,6 +512,18 @@ TEST(VfioNoiommu, BufferBusAddressesAreTheirPagesPhysicalAddresses) {
   }
 }
 
+// `pciectl peer` without an IOMMU: the BAR's bus address is the path (both devices below
+// the VM's one host bridge, no translation); the IOMMU paths are not.
+TEST(VfioNoiommu, PciectlPeerTellsTheBusAddressPath) {
+  const auto [out, status] = shell("pciectl peer 0000:00:03.0 0000:00:04.0 2");
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("  yes  no IOMMU (the BAR's bus address): no IOMMU translates for 0000:00:03.0; both devices "
+                     "sit below pci0000:00; the BAR's bus address is 0x"),
+            std::string::npos) << out;
+  EXPECT_NE(out.find("  no   type1 (the BAR's mapping): no IOMMU translates for 0000:00:03.0"), std::string::npos) << out;
+  EXPECT_NE(out.find("  no   iommufd (dma-buf): "), std::string::npos) << out;
+}
+
 // Left to choose (no PCIE_VFIO_BACKEND, no option), a container without an IOMMU takes
 // iommufd on this kernel (7.3 tells physical addresses through it, and gives noiommu
 // cdevs), says why, and opens the device through its noiommu cdev.

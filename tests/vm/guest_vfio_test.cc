@@ -822,6 +822,24 @@ TEST(GuestPeerDma, APeerThatDecodesNoMemoryIsRefusedUntilItDoes) {
   }
 }
 
+// `pciectl peer` on a kernel with an IOMMU, before anything is opened: type1 can, iommufd
+// can where the kernel exports BARs as dma-bufs, the bus address cannot (edu is behind the
+// IOMMU); both devices are on vfio-pci already, so no note says to bind them.
+TEST(GuestPeerDma, PciectlPeerTellsThePathsBeforeAnythingIsOpened) {
+  const std::string scratch = cli::make_scratch_dir("peer");
+  const cli::CommandResult run = cli::run_command("pciectl peer 0000:00:06.0 0000:00:04.0 bar2", scratch);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("0000:00:04.0 BAR2 (1048576 bytes, 64-bit prefetchable memory) from 0000:00:06.0:"),
+            std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("  yes  type1 (the BAR's mapping): "), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find(std::string(kernel_exports_bars_as_dma_bufs() ? "  yes " : "  no  ") + " iommufd (dma-buf): "),
+            std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("  no   no IOMMU (the BAR's bus address): 0000:00:06.0 is behind an IOMMU"), std::string::npos)
+      << run.out;
+  EXPECT_EQ(run.out.find("bind "), std::string::npos) << run.out;
+  std::printf("%s", run.out.c_str());
+}
+
 // What map_peer_bar refuses before anything is mapped: windows that are not whole pages or
 // not inside the BAR, a BAR too small for a page, BAR indexes past 5, empty devices, and
 // devices in different containers.

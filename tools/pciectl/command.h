@@ -38,6 +38,7 @@ void register_vfio(CLI::App& app, Commands& commands);    // vfio_command.cc
 void register_doctor(CLI::App& app, Commands& commands);  // doctor_command.cc
 void register_sriov(CLI::App& app, Commands& commands);   // sriov_command.cc
 void register_bench(CLI::App& app, Commands& commands);   // bench_command.cc
+void register_peer(CLI::App& app, Commands& commands);    // peer_command.cc
 
 // Options several commands share.
 

@@ -23,7 +23,7 @@ namespace {
 constexpr RegisterCommand kCommands[] = {
     register_ls,     register_info,  register_read,  register_write, register_dump,
     register_config, register_bind,  register_unbind, register_iomem, register_mem,
-    register_vfio,   register_doctor, register_sriov, register_bench,
+    register_vfio,   register_doctor, register_sriov, register_bench, register_peer,
 };
 
 void add_global_options(CLI::App& app, GlobalOptions& global, bool& json) {

@@ -1,5 +1,6 @@
 #include "pcie/error.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -55,6 +56,17 @@ std::size_t utf8_sequence_length(std::string_view text) {
   return length;
 }
 
+// Well-formed characters that still steer a terminal or the reading order: the C1 controls
+// U+0080-U+009F (U+009B is an 8-bit CSI), and the bidirectional marks, embeddings,
+// overrides and isolates (U+200E-U+200F, U+202A-U+202E, U+2066-U+2069, Unicode UAX #9).
+bool is_control_sequence(std::string_view sequence) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(sequence[i]); };
+  if (sequence.size() == 2) return byte(0) == 0xc2 && byte(1) <= 0x9f;
+  if (sequence.size() != 3 || byte(0) != 0xe2) return false;
+  if (byte(1) == 0x80) return byte(2) == 0x8e || byte(2) == 0x8f || (byte(2) >= 0xaa && byte(2) <= 0xae);
+  return byte(1) == 0x81 && byte(2) >= 0xa6 && byte(2) <= 0xa9;
+}
+
 }  // namespace
 
 std::string printable(std::string_view text) {
@@ -68,15 +80,18 @@ std::string printable(std::string_view text) {
       ++i;
       continue;
     }
-    if (const std::size_t length = c >= 0x80 ? utf8_sequence_length(text.substr(i)) : 0; length != 0) {
+    const std::size_t length = c >= 0x80 ? utf8_sequence_length(text.substr(i)) : 0;
+    if (length != 0 && !is_control_sequence(text.substr(i, length))) {
       out.append(text.substr(i, length));
       i += length;
       continue;
     }
-    out += "\\x";
-    out += kHex[c >> 4];
-    out += kHex[c & 0xf];
-    ++i;
+    for (std::size_t end = i + std::max<std::size_t>(length, 1); i < end; ++i) {
+      const auto escaped = static_cast<unsigned char>(text[i]);
+      out += "\\x";
+      out += kHex[escaped >> 4];
+      out += kHex[escaped & 0xf];
+    }
   }
   return out;
 }

@@ -24,6 +24,13 @@ TEST(Error, ValidUtf8IsKeptInvalidBytesAreEscaped) {
   EXPECT_EQ(printable("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");
   EXPECT_EQ(printable("bad \xff end"), "bad \\xff end");
   EXPECT_EQ(printable("cut \xc3"), "cut \\xc3");
+  // Well-formed, but a terminal or the reading order obeys them: C1 controls (an 8-bit CSI)
+  // and bidirectional overrides and isolates; their neighbours stay.
+  EXPECT_EQ(printable("a\xc2\x9b" "2Jb"), "a\\xc2\\x9b" "2Jb");
+  EXPECT_EQ(printable("\xc2\x80\xc2\xa0"), "\\xc2\\x80\xc2\xa0");  // U+0080 escaped, U+00A0 kept
+  EXPECT_EQ(printable("x\xe2\x80\xae" "evil"), "x\\xe2\\x80\\xaeevil");  // RIGHT-TO-LEFT OVERRIDE
+  EXPECT_EQ(printable("\xe2\x81\xa6\xe2\x81\xa9"), "\\xe2\\x81\\xa6\\xe2\\x81\\xa9");
+  EXPECT_EQ(printable("\xe2\x80\x8f\xe2\x80\x94"), "\\xe2\\x80\\x8f\xe2\x80\x94");  // RLM escaped, em dash kept
   EXPECT_EQ(printable("\xc3\x28"), "\\xc3(");           // a lead byte without its continuation
   EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");        // overlong encoding of '/'
   EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80"); // a UTF-16 surrogate

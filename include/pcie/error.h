@@ -48,8 +48,10 @@ struct Error {
   std::string message() const;
 };
 
-// `text` with control characters (below 0x20, and 0x7f) and bytes that are not part of
-// well-formed UTF-8 written as \xNN; everything else, valid UTF-8 included, unchanged.
+// `text` with control characters (below 0x20, and 0x7f), bytes that are not part of
+// well-formed UTF-8, and the characters that steer a terminal or the reading order though
+// well-formed (C1 controls U+0080-U+009F, bidirectional marks and overrides) written as
+// \xNN, byte by byte; everything else, valid UTF-8 included, unchanged. Never fails.
 std::string printable(std::string_view text);
 
 // What every fallible call returns: the value, or the Error. Must-use ([[nodiscard]]): a

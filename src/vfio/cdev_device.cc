@@ -176,4 +176,15 @@ Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, 
   return *device_id;
 }
 
+Result<void> take_device_cdev(VfioContainerState& state, VfioDeviceState& device, UniqueFd fd,
+                              std::uint32_t* owned_page_table) {
+  auto device_id = bind_and_attach(state, fd.get(), device.bdf, owned_page_table);
+  if (!device_id) return std::unexpected(device_id.error());
+  device.fd = std::move(fd);
+  device.iommufd_device_id = *device_id;
+  device.group = sysfs::device_iommu_group(state.paths.sysfs, device.bdf).value_or(-1);
+  if (device.group >= 0) state.device_groups.insert(device.group);
+  return {};
+}
+
 }  // namespace pcie::detail

@@ -38,4 +38,10 @@ Result<UniqueFd> open_device_cdev(const VfioContainerState& state, const Bdf& bd
 Result<std::uint32_t> bind_and_attach(VfioContainerState& state, int device_fd, const Bdf& bdf,
                                       std::uint32_t* owned_page_table = nullptr);
 
+// bind_and_attach() for the opened cdev `fd`, then `device` holds it: its descriptor, its
+// ID in the iommufd and its IOMMU group (added to state.device_groups). Errors as
+// bind_and_attach's. Called with state.mutex held.
+Result<void> take_device_cdev(VfioContainerState& state, VfioDeviceState& device, UniqueFd fd,
+                              std::uint32_t* owned_page_table = nullptr);
+
 }  // namespace pcie::detail

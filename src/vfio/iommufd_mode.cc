@@ -4,7 +4,6 @@
 
 #include <utility>
 
-#include "src/pci/sysfs_links.h"
 #include "src/vfio/backend_choice.h"
 #include "src/vfio/cdev_device.h"
 #include "src/vfio/iommu_mode.h"
@@ -30,13 +29,7 @@ class IommufdMode final : public IommuMode {
       fall_back_to_type1(state, std::move(*type1), fd.error());
       return type1_->open_device(state, device);
     }
-    auto device_id = bind_and_attach(state, fd->get(), bdf);
-    if (!device_id) return std::unexpected(device_id.error());
-    device.fd = std::move(*fd);
-    device.iommufd_device_id = *device_id;
-    device.group = sysfs::device_iommu_group(state.paths.sysfs, bdf).value_or(-1);
-    if (device.group >= 0) state.device_groups.insert(device.group);
-    return {};
+    return take_device_cdev(state, device, std::move(*fd));
   }
 
   Result<std::shared_ptr<DmaBackend>> dma_backend(const std::shared_ptr<VfioContainerState>& state) override {

@@ -2,11 +2,8 @@
 // devices are in VFIO's no-IOMMU mode and opened through their noiommu-vfioN cdevs, bound
 // to /dev/iommu and attached to the container's IOAS, whose software page table pins
 // buffers and tells their physical addresses (IOMMU_IOAS_NOIOMMU_GET_PA).
-#include <fmt/format.h>
-
 #include <utility>
 
-#include "src/pci/sysfs_links.h"
 #include "src/vfio/cdev_device.h"
 #include "src/vfio/iommu_mode.h"
 #include "src/vfio/iommufd_noiommu_backend.h"
@@ -23,16 +20,9 @@ class IommufdNoiommuMode final : public IommuMode {
   bool without_iommu() const override { return true; }
 
   Result<void> open_device(VfioContainerState& state, VfioDeviceState& device) override {
-    const Bdf& bdf = device.bdf;
-    auto fd = open_device_cdev(state, bdf, /*without_iommu=*/true);
+    auto fd = open_device_cdev(state, device.bdf, /*without_iommu=*/true);
     if (!fd) return std::unexpected(fd.error());
-    auto device_id = bind_and_attach(state, fd->get(), bdf, &page_table_);
-    if (!device_id) return std::unexpected(device_id.error());
-    device.fd = std::move(*fd);
-    device.iommufd_device_id = *device_id;
-    device.group = sysfs::device_iommu_group(state.paths.sysfs, bdf).value_or(-1);
-    if (device.group >= 0) state.device_groups.insert(device.group);
-    return {};
+    return take_device_cdev(state, device, std::move(*fd), &page_table_);
   }
 
   Result<std::shared_ptr<DmaBackend>> dma_backend(const std::shared_ptr<VfioContainerState>& state) override {

@@ -207,6 +207,29 @@ TEST(VfioBackend, NoIommuContainersPickTheirInterfaceAsAsked) {
             Errc::invalid_argument);
 }
 
+// A device in VFIO's no-IOMMU mode is reported with what open_without_iommu() would choose
+// (here VFIO's group model: no /dev/iommu), never as a device an IOMMU container serves;
+// the same device with a real IOMMU group is the IOMMU choice.
+TEST(VfioBackend, ANoIommuDeviceGetsTheNoIommuChoice) {
+  BackendVariable unset(nullptr);
+  BackendTree tree = backend_tree(false, false);
+  tree.paths.iommu_groups = tree.tree->directory() + "/sys/kernel/iommu_groups";
+  testing::FakeDevice edu = testing::qemu_edu(Bdf{0, 0, 6, 0});
+  edu.driver = "vfio-pci";
+  edu.iommu_group = 30;
+  ASSERT_TRUE(tree.tree->add_device(edu));
+  auto with_iommu = choose_vfio_backend_for(edu.bdf, tree.paths);
+  ASSERT_TRUE(with_iommu) << with_iommu.error().message();
+  EXPECT_EQ(with_iommu->reason.find("no-IOMMU"), std::string::npos) << with_iommu->reason;
+  std::filesystem::create_directories(tree.paths.iommu_groups + "/30");
+  std::ofstream(tree.paths.iommu_groups + "/30/name") << "vfio-noiommu\n";
+  auto without = choose_vfio_backend_for(edu.bdf, tree.paths);
+  ASSERT_TRUE(without) << without.error().message();
+  EXPECT_EQ(without->backend, VfioIommuBackend::type1);
+  EXPECT_NE(without->reason.find("group no-IOMMU mode"), std::string::npos) << without->reason;
+  EXPECT_NE(without->reason.find("open_without_iommu"), std::string::npos) << without->reason;
+}
+
 // Every situation the automatic choice meets, and what it must pick and say.
 TEST(VfioBackend, AutomaticChoiceInEverySituation) {
   BackendVariable unset(nullptr);

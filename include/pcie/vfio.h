@@ -105,7 +105,9 @@ Result<VfioBackendChoice> choose_vfio_backend(const VfioPaths& paths = {}, const
 // The backend a container whose first device is `bdf` would take: choose_vfio_backend(),
 // and where that is an automatic choice of iommufd, the fall back to type1 that
 // VfioContainer::open_device() takes when the device's cdev is missing or not this user's
-// (the reason then names the cdev). Fails as choose_vfio_backend().
+// (the reason then names the cdev). A device in VFIO's no-IOMMU mode (a noiommu-vfioN
+// cdev, or an IOMMU group named "vfio-noiommu") gets what open_without_iommu() would
+// choose, the reason saying so. Fails as choose_vfio_backend().
 Result<VfioBackendChoice> choose_vfio_backend_for(const Bdf& bdf, const VfioPaths& paths = {},
                                                   const VfioContainerOptions& options = {});
 

@@ -204,8 +204,29 @@ Result<VfioBackendChoice> choose_vfio_backend(const VfioPaths& paths, const Vfio
   return chosen->choice;
 }
 
+namespace {
+
+// Whether vfio-pci has the device in no-IOMMU mode: its cdev is noiommu-vfioN, or its IOMMU
+// group is the one VFIO made for it (drivers/vfio/group.c names it "vfio-noiommu").
+bool in_noiommu_mode(const Bdf& bdf, const VfioPaths& paths) {
+  if (auto node = detail::find_device_cdev(paths, bdf); node && detail::is_noiommu_cdev(*node)) return true;
+  const std::optional<int> group = sysfs::device_iommu_group(paths.sysfs, bdf);
+  if (!group) return false;
+  auto name = sys::read_text_file(fmt::format("{}/{}/name", paths.iommu_groups, *group), 64);
+  return name && (*name == "vfio-noiommu\n" || *name == "vfio-noiommu");
+}
+
+}  // namespace
+
 Result<VfioBackendChoice> choose_vfio_backend_for(const Bdf& bdf, const VfioPaths& paths,
                                                   const VfioContainerOptions& options) {
+  if (in_noiommu_mode(bdf, paths)) {
+    auto chosen = detail::choose_noiommu_backend(paths, options);
+    if (!chosen) return std::unexpected(chosen.error());
+    chosen->choice.reason = fmt::format("{} (the device is in VFIO's no-IOMMU mode: VfioContainer::open_without_iommu)",
+                                        chosen->choice.reason);
+    return chosen->choice;
+  }
   auto chosen = detail::choose_backend(paths, options);
   if (!chosen) return std::unexpected(chosen.error());
   if (chosen->requested != VfioIommuBackend::automatic || chosen->choice.backend != VfioIommuBackend::iommufd) {

@@ -777,8 +777,9 @@ TEST_F(PciectlTest, HostileSysfsNamesAreEscapedInEveryOutput) {
 
 // `pciectl peer`: whether one device can reach another's BAR by DMA, and by which path,
 // in every situation the fake tree can stage: behind an IOMMU or not (<device>/iommu), with
-// /dev/iommu on a kernel before and after 6.19, BARs that can hold no window, the MSI-X
-// table to keep off, drivers still to bind; no path is exit 2, bad arguments 2 and 3.
+// /dev/iommu on a kernel before and after 6.19, one device behind an IOMMU and the other
+// not, BARs that can hold no window, the MSI-X table to keep off, drivers still to bind,
+// the backend a default container takes; no path is exit 1, bad arguments 2 and 3.
 TEST_F(PciectlTest, PeerTellsEveryPathAndWhyNot) {
   const std::string dir = tree_->directory();
   testing::FakeDevice msix_card = testing::qemu_ivshmem(Bdf{0, 0, 7, 0});
@@ -795,7 +796,7 @@ TEST_F(PciectlTest, PeerTellsEveryPathAndWhyNot) {
     return std::pair{out["paths"][index]["possible"].get<bool>(), out["paths"][index]["reason"].get<std::string>()};
   };
   // No IOMMU, and no host bridge the fake tree's plain directories could name: no path.
-  nlohmann::json out = json_of("00:03.0 00:07.0 2", 2);
+  nlohmann::json out = json_of("00:03.0 00:07.0 2", 1);
   EXPECT_FALSE(out["reachable"]);
   EXPECT_EQ(out["target"], "0000:00:07.0 BAR2 (4194304 bytes, 64-bit prefetchable memory)");
   EXPECT_EQ(out["paths"][0]["path"], "type1 (the BAR's mapping)");
@@ -805,9 +806,16 @@ TEST_F(PciectlTest, PeerTellsEveryPathAndWhyNot) {
   EXPECT_NE(notes.find("bind 0000:00:03.0 to vfio-pci"), std::string::npos) << notes;
   EXPECT_EQ(notes.find("bind 0000:00:07.0"), std::string::npos) << "already on vfio-pci: " << notes;
   EXPECT_NE(notes.find("MSI-X table"), std::string::npos) << notes;
-  // Behind an IOMMU: type1; iommufd once /dev/iommu is there on 6.19 or later.
+  // Only the initiator behind an IOMMU: no container holds both.
   std::filesystem::create_directory_symlink(dir + "/sys", tree_->device_dir(kEdu) + "/iommu");
+  out = json_of("00:03.0 00:07.0 2", 1);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_NE(path(out, i).second.find("no container holds both"), std::string::npos) << out;
+  }
+  // Both behind one: type1; iommufd once /dev/iommu is there on 6.19 or later.
+  std::filesystem::create_directory_symlink(dir + "/sys", tree_->device_dir(Bdf{0, 0, 7, 0}) + "/iommu");
   out = json_of("00:03.0 00:07.0 2", 0);
+  EXPECT_NE(out["notes"].dump().find("a container opened with the defaults takes type1"), std::string::npos) << out;
   EXPECT_TRUE(out["reachable"]);
   EXPECT_TRUE(path(out, 0).first) << out;
   EXPECT_FALSE(path(out, 1).first);
@@ -826,7 +834,7 @@ TEST_F(PciectlTest, PeerTellsEveryPathAndWhyNot) {
   for (const auto& [arguments, reason] :
        {std::pair{"00:03.0 00:04.0 1", "BAR1 is not implemented"}, std::pair{"00:03.0 00:05.0 1", "I/O space"},
         std::pair{"00:03.0 00:04.0 0", "256 bytes, less than the page"}}) {
-    out = json_of(arguments, 2);
+    out = json_of(arguments, 1);
     for (std::size_t i = 0; i < 3; ++i) {
       EXPECT_FALSE(path(out, i).first) << arguments;
       EXPECT_NE(path(out, i).second.find(reason), std::string::npos) << arguments << out;

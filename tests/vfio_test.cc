@@ -573,6 +573,23 @@ TEST(PeerDmaChecks, Type1WindowFailuresNameTheWindow) {
   EXPECT_NE(full.error().object.find("below 0xfffffff"), std::string::npos) << full.error().message();
 }
 
+// Without an IOMMU a window's address comes from the peer's own BAR registers, which an
+// SR-IOV VF does not have (they read zero; its Memory Space Enable is the PF's): refused as
+// not_supported naming the VF, never "decodes no memory" or a translation at 0x0.
+TEST(PeerDmaChecks, AVirtualFunctionsBarAddressIsNotGuessed) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree) << tree.error().message();
+  const Bdf pf{0, 2, 0, 0}, vf{0, 2, 2, 0};
+  ASSERT_TRUE(tree->add_device(testing::sriov_pf(pf, 4, 1)));
+  ASSERT_TRUE(tree->add_device(testing::sriov_vf(vf, pf)));
+  auto address = detail::bar_bus_address(tree->paths(), vf, 0);
+  ASSERT_FALSE(address);
+  EXPECT_EQ(address.error().code, Errc::not_supported) << address.error().message();
+  EXPECT_NE(address.error().reason.find("virtual function"), std::string::npos) << address.error().message();
+  EXPECT_TRUE(detail::bar_bus_address(tree->paths(), testing::kVmEdu, 0, /*require_decoding=*/false))
+      << "a function's own BAR is read";
+}
+
 TEST(PeerDmaChecks, HostBridgeDirectoriesAsSysfsNamesThem) {
   for (const char* bridge : {"pci0000:00", "pci0001:3a", "pci10000:e0", "pciffff:ff"}) {
     EXPECT_TRUE(detail::is_host_bridge_directory(bridge)) << bridge;

@@ -154,8 +154,13 @@ struct PeerReachability {
 //    export a BAR as a dma-buf, if built with CONFIG_VFIO_PCI_DMABUF: not visible from
 //    here);
 //  - the BAR's bus address: the initiator is behind no IOMMU, both devices sit below one
-//    host bridge, the BAR's bus address equals its CPU address, and the peer decodes
-//    memory.
+//    host bridge, the BAR's bus address equals its CPU address, and the peer is not an
+//    SR-IOV virtual function (whose BAR address its own config space does not hold).
+// No path is possible when one device is behind an IOMMU and the other is not (no
+// container holds both). Notes say which backend a container opened with the defaults
+// would take (choose_vfio_backend_for, which opens /dev/iommu to tell), the peer's memory
+// decoding being off (opening it through VFIO turns it on), the drivers to bind, and the
+// parts of the BAR MSI-X uses.
 // Whether the fabric then routes the transaction (a switch does; many root complexes do
 // not) cannot be told from here. Errors: invalid_argument (a BAR index above 5, the
 // initiator as its own peer), not_found (no such device), and discovery's errors.

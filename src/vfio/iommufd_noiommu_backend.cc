@@ -119,7 +119,13 @@ class IommufdNoiommuBackend final : public DmaBackend {
   Result<BusAddress> locate(Iova iova, std::uint64_t length, const DmaMapRequest& request,
                             const std::string& object) const {
     auto extent = sys::iommufd::ioas_noiommu_physical(container_->fd.get(), container_->ioas, iova.value, length);
-    if (!extent) return std::unexpected(extent.error());
+    if (!extent) {
+      // Other memory would fare no better (EOPNOTSUPP here is also an IOAS without the
+      // no-IOMMU page table): not the not_supported that sends the allocator on.
+      Error error = extent.error();
+      if (error.code == Errc::not_supported) error.code = Errc::io_error;
+      return std::unexpected(error);
+    }
     if (extent->contiguous_bytes != length) {
       return std::unexpected(make_error(Errc::not_supported, "map DMA memory", object,
                                         fmt::format("its pages are not physically contiguous (the first {} bytes are, "

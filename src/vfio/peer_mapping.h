@@ -66,8 +66,11 @@ Result<std::string> host_bridge_of(const SysfsPaths& paths, const Bdf& bdf);
 // <device>/config reads the hardware; VFIO's config region holds vfio-pci's emulated
 // copy, which writes change): PCI Local Bus 3.0, 6.2.5.1, bits 3:0 are flags, and a 64-bit
 // BAR's next register holds the upper half. device_removed when the header reads all ones,
-// device_disabled when the device does not decode memory (Memory Space Enable off).
-Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, unsigned bar);
+// device_disabled when `require_decoding` and the device does not decode memory (Memory
+// Space Enable off), not_supported for an SR-IOV virtual function (its BARs and Memory
+// Space Enable live in its physical function's SR-IOV capability, not its own registers).
+Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, unsigned bar,
+                                      bool require_decoding = true);
 
 // type1: maps the BAR window (an mmap of the peer's region) through `backend` (the
 // container's type1 DMA backend), which takes an IOVA and maps it into the IOMMU.

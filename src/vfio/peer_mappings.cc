@@ -116,7 +116,7 @@ Error explain_window_map_failure(const Error& raw, const PeerWindowRequest& requ
       error.code = Errc::io_error;
       error.reason = "the kernel had no memory for the IOMMU mapping (ENOMEM; a BAR's pages are not pinned, so no "
                      "locked-memory limit applies)";
-      error.hint.clear();
+      error.hint = "free memory, or map fewer or smaller windows";
       break;
     case ENOSPC:
       error.code = Errc::busy;
@@ -173,7 +173,15 @@ Result<std::string> host_bridge_of(const SysfsPaths& paths, const Bdf& bdf) {
                                     "without an IOMMU a peer window needs both devices below one known host bridge"));
 }
 
-Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, unsigned bar) {
+Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, unsigned bar, bool require_decoding) {
+  if (sys::path_exists(paths.device_dir(bdf) + "/physfn")) {
+    // SR-IOV 1.1, 3.3.3 and 3.4.1: a VF's BAR registers read zero and its Memory Space
+    // Enable is the PF's VF MSE; the address would have to come from the PF.
+    return std::unexpected(make_error(Errc::not_supported, "map peer BAR", fmt::format("{} BAR{}", bdf.to_string(), bar),
+                                      "it is an SR-IOV virtual function: its BAR's bus address is not in its own "
+                                      "config space, so it cannot be checked without an IOMMU",
+                                      "use an IOMMU (type1 or iommufd), or a physical function as the peer"));
+  }
   auto config = ConfigSpace::open(paths, bdf);
   if (!config) return std::unexpected(config.error());
   auto ids = config->read32(0x00);
@@ -185,7 +193,7 @@ Result<std::uint64_t> bar_bus_address(const SysfsPaths& paths, const Bdf& bdf, u
   }
   // A BAR that is not decoded answers no transaction at its address (PCIe Base 6.0,
   // 7.5.1.1.3, Memory Space Enable); as vfio-pci refuses the other modes' windows then.
-  if ((*command & 0x2u) == 0) {
+  if (require_decoding && (*command & 0x2u) == 0) {
     return std::unexpected(make_error(Errc::device_disabled, "map peer BAR", fmt::format("{} BAR{}", bdf.to_string(), bar),
                                       "the device does not decode memory (Memory Space Enable is off in its command "
                                       "register)",

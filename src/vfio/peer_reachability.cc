@@ -9,6 +9,7 @@
 #include "pcie/config_space.h"
 #include "pcie/discovery.h"
 #include "pcie/peer_dma.h"
+#include "pcie/vfio.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 #include "src/vfio/peer_mapping.h"
@@ -47,9 +48,10 @@ std::string describe_bar(const Bdf& peer, const std::optional<BarInfo>& bar, uns
                      bar->prefetchable ? "prefetchable " : "");
 }
 
-// Without an IOMMU: one host bridge, no translation, memory decoded.
+// Without an IOMMU: one host bridge, no translation. Memory decoding off is a note only:
+// opening the peer through VFIO turns it on.
 PeerPathCheck bus_address_check(const VfioPaths& paths, const Bdf& initiator, const Bdf& peer, const BarInfo& bar,
-                                unsigned index) {
+                                unsigned index, std::vector<std::string>& notes) {
   PeerPathCheck check{PeerDmaPath::bus_address, false, {}};
   auto initiator_bridge = detail::host_bridge_of(paths.sysfs, initiator);
   auto peer_bridge = detail::host_bridge_of(paths.sysfs, peer);
@@ -63,9 +65,10 @@ PeerPathCheck bus_address_check(const VfioPaths& paths, const Bdf& initiator, co
                                *initiator_bridge, *peer_bridge);
     return check;
   }
-  auto bus = detail::bar_bus_address(paths.sysfs, peer, index);
+  auto bus = detail::bar_bus_address(paths.sysfs, peer, index, /*require_decoding=*/false);
   if (!bus) {
-    check.reason = bus.error().reason;
+    check.reason = bus.error().hint.empty() ? bus.error().reason
+                                            : fmt::format("{} ({})", bus.error().reason, bus.error().hint);
     return check;
   }
   if (*bus != bar.bus_address) {
@@ -77,13 +80,24 @@ PeerPathCheck bus_address_check(const VfioPaths& paths, const Bdf& initiator, co
   check.possible = true;
   check.reason = fmt::format("no IOMMU translates for {}; both devices sit below {}; the BAR's bus address is {:#x}",
                              initiator.to_string(), *initiator_bridge, *bus);
+  notes.push_back("both devices go to vfio-pci in VFIO's no-IOMMU mode (vfio.enable_unsafe_noiommu_mode=1) and "
+                  "into one VfioContainer::open_without_iommu container");
+  auto config = ConfigSpace::open(paths.sysfs, peer);
+  auto command = config ? config->read16(0x04) : Result<std::uint16_t>(std::unexpected(config.error()));
+  if (command && (*command & 0x2u) == 0) {
+    notes.push_back(fmt::format("{} does not decode memory now (Memory Space Enable off): opening it through VFIO "
+                                "turns it on, and map_peer_bar refuses it while off",
+                                peer.to_string()));
+  }
   return check;
 }
 
-// The paths through an IOMMU: type1 always, iommufd from Linux 6.19 with /dev/iommu.
-void iommu_checks(const VfioPaths& paths, PeerReachability& found) {
+// The paths through an IOMMU: type1 always, iommufd from Linux 6.19 with /dev/iommu; and
+// which one a container opened with the defaults would take for the initiator.
+void iommu_checks(const VfioPaths& paths, const Bdf& initiator, PeerReachability& found) {
   found.paths.push_back({PeerDmaPath::iommu_bar_mapping, true,
-                         "the IOMMU maps the BAR's VFIO mapping (both devices in one type1 container)"});
+                         "the IOMMU maps the BAR's VFIO mapping (both devices in one type1 container; not through "
+                         "iommufd's /dev/vfio/vfio emulation, which cannot map a BAR)"});
   PeerPathCheck iommufd{PeerDmaPath::iommufd_dma_buf, false, {}};
   const auto version = kernel_version(paths.sysfs);
   if (!sys::path_exists(paths.dev_iommu)) {
@@ -99,7 +113,19 @@ void iommu_checks(const VfioPaths& paths, PeerReachability& found) {
                                  "CONFIG_VFIO_PCI_DMABUF)",
                                  version->first, version->second);
   }
+  const bool dma_buf = iommufd.possible;
   found.paths.push_back(std::move(iommufd));
+  auto chosen = choose_vfio_backend_for(initiator, paths);
+  if (!chosen) {
+    found.notes.push_back(fmt::format("which backend a container takes cannot be told ({})", chosen.error().reason));
+  } else if (chosen->backend == VfioIommuBackend::iommufd && !dma_buf) {
+    found.notes.push_back(fmt::format("a container opened with the defaults takes iommufd here ({}), which cannot map "
+                                      "this window: ask for type1 (PCIE_VFIO_BACKEND=type1, or "
+                                      "VfioContainerOptions::backend)",
+                                      chosen->reason));
+  } else {
+    found.notes.push_back(fmt::format("a container opened with the defaults takes {}", chosen->reason));
+  }
 }
 
 // Drivers to bind, and the BAR's MSI-X parts a window must avoid.
@@ -166,9 +192,19 @@ Result<PeerReachability> peer_reachability(const Bdf& initiator, const Bdf& peer
     return found;
   }
   // <device>/iommu links to the IOMMU translating for the device (iommu_device_link); VFIO's
-  // no-IOMMU groups have none.
-  if (sys::path_exists(paths.sysfs.device_dir(initiator) + "/iommu")) {
-    iommu_checks(paths, found);
+  // no-IOMMU groups have none. One container holds devices of one kind only.
+  const bool initiator_iommu = sys::path_exists(paths.sysfs.device_dir(initiator) + "/iommu");
+  const bool peer_iommu = sys::path_exists(paths.sysfs.device_dir(peer) + "/iommu");
+  if (initiator_iommu != peer_iommu) {
+    const std::string mixed =
+        fmt::format("{} is behind an IOMMU and {} is not: no container holds both (one with an IOMMU refuses a "
+                    "device in no-IOMMU mode, and the other way round)",
+                    (initiator_iommu ? initiator : peer).to_string(), (initiator_iommu ? peer : initiator).to_string());
+    for (PeerDmaPath path : {PeerDmaPath::iommu_bar_mapping, PeerDmaPath::iommufd_dma_buf, PeerDmaPath::bus_address}) {
+      found.paths.push_back({path, false, mixed});
+    }
+  } else if (initiator_iommu) {
+    iommu_checks(paths, initiator, found);
     found.paths.push_back({PeerDmaPath::bus_address, false,
                            fmt::format("{} is behind an IOMMU: it reaches what the IOMMU maps, by IOVA",
                                        initiator.to_string())});
@@ -176,7 +212,7 @@ Result<PeerReachability> peer_reachability(const Bdf& initiator, const Bdf& peer
     const std::string none = fmt::format("no IOMMU translates for {}", initiator.to_string());
     found.paths.push_back({PeerDmaPath::iommu_bar_mapping, false, none});
     found.paths.push_back({PeerDmaPath::iommufd_dma_buf, false, none});
-    found.paths.push_back(bus_address_check(paths, initiator, peer, *bar_info, bar));
+    found.paths.push_back(bus_address_check(paths, initiator, peer, *bar_info, bar, found.notes));
   }
   add_notes(paths, *initiator_info, *peer_info, bar, *bar_info, found);
   return found;

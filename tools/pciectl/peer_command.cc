@@ -55,8 +55,8 @@ int run_peer(const GlobalOptions& global, const PeerOptions& options, bool json)
   } else {
     print_text(*initiator, *found);
   }
-  // No path: the usage code, as map_peer_bar's not_supported would give.
-  return found->any_possible() ? kSuccess : exit_code_for(pcie::Errc::not_supported);
+  // No path: the operation's answer is no (1), not a usage error (2).
+  return found->any_possible() ? kSuccess : kFailure;
 }
 
 }  // namespace
@@ -64,7 +64,7 @@ int run_peer(const GlobalOptions& global, const PeerOptions& options, bool json)
 void register_peer(CLI::App& app, Commands& commands) {
   auto peer = std::make_shared<PeerOptions>();
   CLI::App* command = app.add_subcommand(
-      "peer", "can INITIATOR reach PEER's BAR by peer-to-peer DMA, and how (reads only; exit 2 when no path)");
+      "peer", "can INITIATOR reach PEER's BAR by peer-to-peer DMA, and how (reads only; exit 1 when no path)");
   command->add_option("initiator", peer->initiator, "the device that does the DMA, e.g. 0000:00:03.0")->required();
   command->add_option("peer", peer->peer, "the device whose BAR is the target")->required();
   command->add_option("bar", peer->bar, "the target BAR: bar2, BAR2 or 2")->required();

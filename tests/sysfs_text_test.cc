@@ -149,6 +149,7 @@ TEST(PathsUnderMounts, EveryPathLiesBelowTheMountItBelongsTo) {
       {sysfs.swaps_file, "/t/proc/swaps"},
       {sysfs.pat_memtype_list, "/t/sys/kernel/debug/x86/pat_memtype_list"},
       {sysfs.kernel_cmdline, "/t/proc/cmdline"},
+      {sysfs.kernel_release_file, "/t/proc/sys/kernel/osrelease"},
       {sysfs.iomem_file, "/t/proc/iomem"},
       {vfio.dev_vfio, "/t/dev/vfio"},
       {vfio.iommu_groups, "/t/sys/kernel/iommu_groups"},
@@ -167,13 +168,14 @@ TEST(PathsUnderMounts, EveryPathLiesBelowTheMountItBelongsTo) {
   EXPECT_EQ(machine.sysfs.swaps_file, defaults.sysfs.swaps_file);
   EXPECT_EQ(machine.sysfs.pat_memtype_list, defaults.sysfs.pat_memtype_list);
   EXPECT_EQ(machine.sysfs.kernel_cmdline, defaults.sysfs.kernel_cmdline);
+  EXPECT_EQ(machine.sysfs.kernel_release_file, defaults.sysfs.kernel_release_file);
   EXPECT_EQ(machine.sysfs.iomem_file, defaults.sysfs.iomem_file);
   EXPECT_EQ(machine.dev_vfio, defaults.dev_vfio);
   EXPECT_EQ(machine.iommu_groups, defaults.iommu_groups);
   EXPECT_EQ(machine.dev_iommu, defaults.dev_iommu);
   EXPECT_EQ(machine.vfio_dev_class, defaults.vfio_dev_class);
   // The struct has exactly the fields listed (a new one must join the lists above).
-  EXPECT_EQ(sizeof(SysfsPaths), 9 * sizeof(std::string));
+  EXPECT_EQ(sizeof(SysfsPaths), 10 * sizeof(std::string));
   EXPECT_EQ(sizeof(VfioPaths), sizeof(SysfsPaths) + 4 * sizeof(std::string));
 }
 

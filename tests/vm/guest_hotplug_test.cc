@@ -65,8 +65,26 @@ bool wait_until(Predicate done, std::chrono::milliseconds timeout) {
   return true;
 }
 
-// A kernel with the nvme driver built in (our 7.3) takes a hot-added nvme: a sysfs
-// mapping needs the device driverless (CONFIG_IO_STRICT_DEVMEM).
+// Hot-added devices get no driver while it lives (/sys/bus/pci/drivers_autoprobe = 0), and
+// the setting is put back after. A kernel with the nvme driver built in (our 7.3) would
+// otherwise probe a hot-added nvme at a moment of its own, racing a test that unbinds it
+// and then maps its BAR through sysfs, which 7.3 refuses for a claimed BAR
+// (CONFIG_IO_STRICT_DEVMEM).
+class NoAutoprobe {
+ public:
+  NoAutoprobe() {
+    std::ifstream("/sys/bus/pci/drivers_autoprobe") >> old_;
+    std::ofstream("/sys/bus/pci/drivers_autoprobe") << 0;
+  }
+  ~NoAutoprobe() { std::ofstream("/sys/bus/pci/drivers_autoprobe") << (old_.empty() ? "1" : old_); }
+  NoAutoprobe(const NoAutoprobe&) = delete;
+  NoAutoprobe& operator=(const NoAutoprobe&) = delete;
+
+ private:
+  std::string old_;
+};
+
+// A device driverless, as a sysfs mapping of its BAR needs under CONFIG_IO_STRICT_DEVMEM.
 ::testing::AssertionResult without_driver(const pcie::Bdf& bdf) {
   if (!std::filesystem::exists(node(bdf) + "/driver")) return ::testing::AssertionSuccess();
   auto unbound = pcie::unbind_driver(pcie::SysfsPaths{}, bdf);
@@ -196,6 +214,7 @@ TEST(GuestHotplug, VfioDriverMidIoIsAskedAndTheUnplugWaitsForIt) {
 
 TEST(GuestHotplug, SysfsMappingIsRevokedAndNeverReachesTheNextDeviceInTheSlot) {
   ASSERT_FALSE(std::filesystem::exists(node(kSlot))) << "the previous test left the slot occupied";
+  const NoAutoprobe no_autoprobe;
   ASSERT_EQ(channel().command("device_add driver=nvme id=nvme2 serial=second bus=root-port"), "ok");
   ASSERT_TRUE(wait_for_node(kSlot, true, 15s));
   ASSERT_TRUE(wait_until([] { return bar0_address(kSlot) != 0; }, 10s));

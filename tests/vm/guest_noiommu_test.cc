@@ -495,12 +495,9 @@ std::optional<std::uint64_t> physical_address_of(const void* address) {
 }
 
 TEST(VfioNoiommu, BufferBusAddressesAreTheirPagesPhysicalAddresses) {
-  auto container = VfioContainer::open_without_iommu(kAccepted);
-  ASSERT_TRUE(container) << container.error().message();
-  auto device = container->open_device(kEdu);
-  ASSERT_TRUE(device) << device.error().message();
-  auto allocator = DmaAllocator::create(*container);
-  ASSERT_TRUE(allocator) << allocator.error().message();
+  Opened opened;
+  ASSERT_NO_FATAL_FAILURE(open_for_dma(kEdu, opened));
+  auto& allocator = opened.allocator;
   for (const auto& [size, backing] : {std::pair<std::size_t, DmaBacking>{4096, DmaBacking::pages},
                                       {16384, DmaBacking::huge_2m}, {1 << 20, DmaBacking::huge_2m}}) {
     SCOPED_TRACE(size);
@@ -528,10 +525,18 @@ TEST(VfioNoiommu, PciectlPeerTellsTheBusAddressPath) {
 // iommufd on this kernel (7.3 tells physical addresses through it, and gives noiommu
 // cdevs), says why, and opens the device through its noiommu cdev.
 TEST(VfioNoiommu, AutomaticChoiceTakesIommufdWhereTheKernelTellsAddresses) {
-  const std::string forced = std::getenv("PCIE_VFIO_BACKEND") ? std::getenv("PCIE_VFIO_BACKEND") : "";
-  ::unsetenv("PCIE_VFIO_BACKEND");
+  // PCIE_VFIO_BACKEND unset for this test only, put back however it ends.
+  struct Unset {
+    std::optional<std::string> old;
+    Unset() {
+      if (const char* value = std::getenv("PCIE_VFIO_BACKEND")) old = value;
+      ::unsetenv("PCIE_VFIO_BACKEND");
+    }
+    ~Unset() {
+      if (old) ::setenv("PCIE_VFIO_BACKEND", old->c_str(), 1);
+    }
+  } const unset;
   auto container = VfioContainer::open_without_iommu(kAccepted);
-  if (!forced.empty()) ::setenv("PCIE_VFIO_BACKEND", forced.c_str(), 1);
   ASSERT_TRUE(container) << container.error().message();
   EXPECT_EQ(container->backend(), VfioIommuBackend::iommufd) << container->backend_choice().reason;
   EXPECT_NE(container->backend_choice().reason.find("IOMMU_IOAS_NOIOMMU_GET_PA"), std::string::npos)

@@ -52,6 +52,47 @@ TEST_P(ExampleCli, AUsageErrorPrintsTheUsageOnStandardErrorAndExitsTwo) {
   }
 }
 
+// nvme-driver's peer-to-peer forms: the target and the flag's place are checked before any
+// device is opened (none of these BDFs exists here, so reaching the device would say so).
+TEST(NvmeDriverCli, PeerTargetsAreCheckedBeforeAnyDeviceIsOpened) {
+  const std::string nvme = "0000:01:00.0 ";
+  struct Case {
+    std::string arguments;
+    std::string said;  // on standard error, exit 1
+  };
+  const Case malformed[] = {
+      {"0000:01:00.0 read 0 1 --into 00:04.0:bar6:0", "'bar6' is not bar0 .. bar5"},
+      {"0000:01:00.0 read 0 1 --into 00:04.0:BAR2:0", "'BAR2' is not bar0 .. bar5"},
+      {"0000:01:00.0 read 0 1 --into 00:04.0:bar:0", "'bar' is not bar0 .. bar5"},
+      {"0000:01:00.0 read 0 1 --into 00:04.0:bar2:", "'' is not a byte offset"},
+      {"0000:01:00.0 read 0 1 --into 00:04.0:bar2:-4", "'-4' is not a byte offset"},
+      {"0000:01:00.0 read 0 1 --into '00:04.0:bar2: 4'", "' 4' is not a byte offset"},
+      {"0000:01:00.0 read 0 1 --into 00:04.0:bar2:0x1g", "'0x1g' is not a byte offset"},
+      {"0000:01:00.0 read 0 1 --into 00:04.0:bar2:99999999999999999999999", "is not a byte offset"},
+      {"0000:01:00.0 write 0 1 --from 00:04.0:0x1000", "'04.0' is not bar0 .. bar5"},
+      {"0000:01:00.0 write 0 1 --from bar2:0x1000", "no BAR"},
+      {"0000:01:00.0 write 0 1 --from 0x1000", "no offset"},
+      {"0000:01:00.0 write 0 1 --from :0x1000", "no offset"},
+      {"0000:01:00.0 write 0 1 --from zz:04.0:bar2:0", "zz:04.0"},
+      {"--backend uio 0000:01:00.0 read 0 1 --into 00:04.0:bar2:0", "peer DMA needs both devices in one VFIO container"},
+      {"0000:01:00.0 read 0 1 --into 01:00.0:bar0:0", "one device named twice"},
+  };
+  for (const Case& c : malformed) {
+    const CommandResult result = run("nvme-driver", c.arguments);
+    EXPECT_EQ(result.exit_code, 1) << c.arguments << ": " << result.err;
+    EXPECT_NE(result.err.find(c.said), std::string::npos) << c.arguments << ": " << result.err;
+    EXPECT_TRUE(result.out.empty()) << result.out;
+  }
+  // The flag on a command it does not belong to, or without the block count: usage.
+  for (const std::string arguments : {"read 0 1 --from 00:04.0:bar2:0", "write 0 --from 00:04.0:bar2:0",
+                                      "write 0 1 --into 00:04.0:bar2:0", "identify --into 00:04.0:bar2:0",
+                                      "bench 1 --into 00:04.0:bar2:0", "read 0 1 2 --into 00:04.0:bar2:0"}) {
+    const CommandResult result = run("nvme-driver", nvme + arguments);
+    EXPECT_EQ(result.exit_code, 2) << arguments << ": " << result.err;
+    EXPECT_TRUE(result.err.starts_with("usage: nvme-driver")) << arguments << ": " << result.err;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Examples, ExampleCli, ::testing::Values("edu-driver", "nvme-driver", "e1000e-driver"),
                          [](const auto& info) {
                            std::string name = info.param;

@@ -149,6 +149,27 @@ TEST(NvmeDriverOnModel, ATransferPastTheNamespaceIsRefusedByTheController) {
   EXPECT_NO_VIOLATIONS(model);
 }
 
+// The peer-to-peer forms check their arguments before any command goes out. (Their PRPs
+// into a peer's BAR run on QEMU's nvme and ivshmem in tests/vm/guest_nvme_test.cc: a
+// window needs two VFIO devices.)
+TEST(NvmeDriverOnModel, PeerTransfersRefuseWhatCannotBeDescribed) {
+  NvmeModel model(one_namespace(9));
+  auto driver = NvmeDriver::open(model.open());
+  ASSERT_TRUE(driver) << driver.error().message();
+  const std::size_t commands = model.completions().size();
+  const pcie::PeerDmaWindow empty;
+  for (const auto& result : {driver->read_to(0, 1, empty, 0), driver->write_from(0, 1, empty, 0)}) {
+    ASSERT_FALSE(result);
+    EXPECT_EQ(result.error().code, pcie::Errc::invalid_argument);
+    EXPECT_NE(result.error().reason.find("the peer window is empty"), std::string::npos) << result.error().message();
+  }
+  EXPECT_EQ(model.completions().size(), commands) << "a refused transfer reached the controller";
+  EXPECT_EQ(driver->block_size().value(), 512u);
+  EXPECT_EQ(driver->block_size(7).value(), 512u) << "an inactive namespace: the identified one's, for the device to refuse";
+  EXPECT_TRUE(driver->read(0, 1)) << "the driver still works";
+  EXPECT_NO_VIOLATIONS(model);
+}
+
 // ---- random_reads (the bench path) with completions out of order ----
 
 class NvmeDriverRandomReads

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "pcie/device.h"
+#include "pcie/vfio.h"
 
 namespace examples {
 
@@ -22,5 +23,17 @@ bool known_backend(std::string_view backend);
 // otherwise the errors of VfioContainer::open / open_without_iommu, open_device and
 // UioDevice::open (not_found when the device is not bound to the backend's driver).
 pcie::Result<std::unique_ptr<pcie::Device>> open_device(std::string_view backend, const pcie::Bdf& bdf);
+
+// Two devices opened in one VFIO container, so that one can reach the other's BAR by DMA
+// (pcie/peer_dma.h). Both stay usable when the container object goes.
+struct DevicePair {
+  std::unique_ptr<pcie::VfioDevice> device;
+  std::unique_ptr<pcie::VfioDevice> peer;
+};
+
+// `bdf` and `peer` through `backend`, one container for both. invalid_argument for an
+// unknown backend or one device named twice; not_supported for uio (peer DMA needs VFIO:
+// bind both to vfio-pci); otherwise as open_device.
+pcie::Result<DevicePair> open_device_and_peer(std::string_view backend, const pcie::Bdf& bdf, const pcie::Bdf& peer);
 
 }  // namespace examples

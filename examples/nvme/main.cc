@@ -7,6 +7,12 @@
 //   read LBA BLOCKS          the blocks of the first active namespace, raw, on standard output
 //   write LBA                standard input (whole blocks) to the namespace from LBA, then flush
 //   nsid N read|write ...    the same on namespace N (to see the device refuse an invalid one)
+//   read LBA BLOCKS --into PEER_BDF:barN:OFFSET
+//   write LBA BLOCKS --from PEER_BDF:barN:OFFSET
+//                            peer-to-peer: the blocks go straight between the namespace and
+//                            another device's BAR (an FPGA card's memory, ivshmem), both
+//                            devices bound to vfio-pci and opened in one container; no host
+//                            memory holds the data (pcie/peer_dma.h says which paths exist)
 //   bench [QD [COUNT]]       random one-block reads at queue depth QD: IOPS
 #include <unistd.h>
 
@@ -22,6 +28,7 @@
 
 #include "examples/common/cli.h"
 #include "examples/common/open_device.h"
+#include "examples/common/peer_target.h"
 #include "examples/nvme/nvme_driver.h"
 
 namespace {
@@ -34,7 +41,8 @@ int fail(const pcie::Error& error) {
 std::string usage_text() {
   return std::string("nvme-driver [--backend ") + examples::kBackendNames +
          "] [--interrupts] [--queue-depth N] BDF identify | [nsid N] read LBA BLOCKS | "
-         "[nsid N] write LBA < data | bench [QD [COUNT]]\n";
+         "[nsid N] write LBA < data | [nsid N] read LBA BLOCKS --into PEER_BDF:barN:OFFSET | "
+         "[nsid N] write LBA BLOCKS --from PEER_BDF:barN:OFFSET | bench [QD [COUNT]]\n";
 }
 
 int usage() { return examples::usage_error(usage_text()); }
@@ -53,7 +61,25 @@ struct Invocation {
   pcie::Bdf bdf;
   std::uint32_t nsid = 0;    // 0: the first active namespace
   std::vector<char*> rest;  // the command and its arguments
+  // --into (read) or --from (write): the place in the peer's BAR.
+  std::optional<examples::PeerTarget> peer;
+  bool into_peer = false;
 };
+
+// Takes a trailing "--into|--from PEER_BDF:barN:OFFSET" off the command. False for a usage
+// error (the flag on another command); the target's parse error is said on stderr.
+std::expected<bool, int> take_peer_target(Invocation& invocation) {
+  std::vector<char*>& rest = invocation.rest;
+  if (rest.size() < 2) return true;
+  const std::string_view flag = rest[rest.size() - 2];
+  if (flag != "--into" && flag != "--from") return true;
+  auto target = examples::parse_peer_target(rest.back());
+  if (!target) return std::unexpected(fail(target.error()));
+  invocation.peer = *target;
+  invocation.into_peer = flag == "--into";
+  rest.resize(rest.size() - 2);
+  return rest.size() == 3 && std::string_view(rest[0]) == (invocation.into_peer ? "read" : "write");
+}
 
 // The index of the first argument after the options; nullopt for a usage error.
 std::optional<std::size_t> parse_options(const std::vector<std::string_view>& args, Invocation& invocation) {
@@ -91,6 +117,9 @@ std::expected<Invocation, int> parse_invocation(int argc, char** argv) {
     invocation.rest.erase(invocation.rest.begin(), invocation.rest.begin() + 2);
   }
   invocation.nsid = static_cast<std::uint32_t>(namespace_id);
+  auto peer = take_peer_target(invocation);
+  if (!peer) return std::unexpected(peer.error());
+  if (!*peer) return std::unexpected(usage());
   return invocation;
 }
 
@@ -161,12 +190,57 @@ std::optional<int> run_command(examples::NvmeDriver& driver, const std::vector<c
   return usage();
 }
 
+// read/write --into/--from: both devices in one container, a window of the peer's BAR
+// covering the pages the blocks touch, and the transfer through it.
+int run_with_peer(const Invocation& invocation) {
+  std::uint64_t lba = 0, blocks = 0;
+  if (!number(invocation.rest[1], lba) || !number(invocation.rest[2], blocks) || blocks == 0 || blocks > 0xffffffffu) {
+    return usage();
+  }
+  const examples::PeerTarget& target = *invocation.peer;
+  auto devices = examples::open_device_and_peer(invocation.backend, invocation.bdf, target.bdf);
+  if (!devices) return fail(devices.error());
+  auto driver = examples::NvmeDriver::open(std::move(devices->device), invocation.options);
+  if (!driver) return fail(driver.error());
+  auto block = driver->block_size(invocation.nsid);
+  if (!block) return fail(block.error());
+  // An IOMMU maps whole pages: the window is the pages that hold the bytes.
+  constexpr std::uint64_t kPage = 4096;
+  const std::uint64_t bytes = blocks * *block;  // at most 2^32 blocks of 2^16 bytes
+  if (target.offset > ~std::uint64_t{0} - bytes - kPage) {
+    return fail(pcie::make_error(pcie::Errc::out_of_range, "NVMe peer transfer", target.bdf.to_string(),
+                                 "the offset and length overflow"));
+  }
+  const std::uint64_t first = target.offset / kPage * kPage;
+  const std::uint64_t end = (target.offset + bytes + kPage - 1) / kPage * kPage;
+  // The driver's device is the VfioDevice opened above.
+  const auto& initiator = static_cast<const pcie::VfioDevice&>(driver->device());
+  auto window = pcie::map_peer_bar(initiator, *devices->peer, target.bar, first, end - first,
+                                   {.device_reads = !invocation.into_peer, .device_writes = invocation.into_peer});
+  if (!window) return fail(window.error());
+  const auto count = static_cast<std::uint32_t>(blocks);
+  auto moved = invocation.into_peer ? driver->read_to(lba, count, *window, target.offset - first, invocation.nsid)
+                                    : driver->write_from(lba, count, *window, target.offset - first, invocation.nsid);
+  if (!moved) return fail(moved.error());
+  if (!invocation.into_peer) {
+    if (auto flushed = driver->flush(invocation.nsid); !flushed) return fail(flushed.error());
+  }
+  std::fprintf(stderr, "%s %llu bytes %s LBA %llu %s %s BAR%u at 0x%llx, through %s\n",
+               invocation.into_peer ? "read" : "wrote", static_cast<unsigned long long>(bytes),
+               invocation.into_peer ? "from" : "to", static_cast<unsigned long long>(lba),
+               invocation.into_peer ? "into" : "from", target.bdf.to_string().c_str(), target.bar,
+               static_cast<unsigned long long>(target.offset), std::string(pcie::to_string(window->path())).c_str());
+  if (auto done = driver->shutdown(); !done) return fail(done.error());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (auto answered = examples::answer_help_or_version(argc, argv, "nvme-driver", usage_text())) return *answered;
   auto invocation = parse_invocation(argc, argv);
   if (!invocation) return invocation.error();
+  if (invocation->peer) return run_with_peer(*invocation);
   auto device = examples::open_device(invocation->backend, invocation->bdf);
   if (!device) return fail(device.error());
   auto driver = examples::NvmeDriver::open(std::move(*device), invocation->options);

@@ -279,7 +279,7 @@ Result<void> NvmeDriver::make_io_queues() {
 // namespace (CNS 00h) into the data area (5.17). No namespace is not an error.
 Result<void> NvmeDriver::identify() {
   const std::byte* data = data_.page(0);
-  const DataRange page{0, nvme::kPage};
+  const DataRange page{0, nvme::kPage, {}};
   if (auto done = execute(*admin_, {.opcode = nvme::kIdentify, .cdw10 = 1}, page); !done) {
     return std::unexpected(done.error());
   }
@@ -310,7 +310,7 @@ Result<void> NvmeDriver::identify() {
 Result<NvmeDriver::NamespaceFormat> NvmeDriver::read_namespace_format(std::uint32_t namespace_id) {
   const std::byte* data = data_.page(0);
   nvme::Command command{.opcode = nvme::kIdentify, .namespace_id = namespace_id, .cdw10 = 0};
-  if (auto done = execute(*admin_, command, DataRange{0, nvme::kPage}); !done) return std::unexpected(done.error());
+  if (auto done = execute(*admin_, command, DataRange{0, nvme::kPage, {}}); !done) return std::unexpected(done.error());
   data_.sync_page_for_cpu(0);
   const std::uint64_t blocks = little_endian_at<std::uint64_t>(data, 0);
   const unsigned format = static_cast<unsigned>(data[26]) & 0xf;                     // FLBAS
@@ -341,22 +341,27 @@ Result<void> NvmeDriver::identify_namespace(std::uint32_t namespace_id) {
 
 Result<void> NvmeDriver::fill_prps(QueuePair& queue, std::uint32_t command_id, nvme::Command& command,
                                    DataRange data) {
-  if (data.length == 0 || data.offset > data_.count() * nvme::kPage ||
-      data.length > data_.count() * nvme::kPage - data.offset) {
+  const std::size_t area = data_.count() * nvme::kPage;
+  if (data.length == 0 || (!data.bus && (data.offset > area || data.length > area - data.offset))) {
     return std::unexpected(make_error(Errc::out_of_range, "describe NVMe transfer", device_->bdf().to_string(),
                                       "outside the data area"));
   }
   // PRP1: the first byte (with its offset in its page); then every further page: in PRP2
   // when there is exactly one more, else in a PRP list that PRP2 points to (4.1.1). The
   // list page is the command identifier's own, so no other outstanding command shares it.
-  const std::size_t first = data.offset / nvme::kPage;
-  const std::size_t last = (data.offset + data.length - 1) / nvme::kPage;
-  command.prp1 = data_.bus(first).value + data.offset % nvme::kPage;
+  // Pages are the data area's, or, for a bus range (whose bounds the caller checked), the
+  // 4 KiB pages of bus space it covers.
+  const bool in_area = !data.bus;
+  const std::uint64_t start = in_area ? data.offset : *data.bus + data.offset;
+  const std::uint64_t first = start / nvme::kPage;
+  const std::uint64_t last = (start + data.length - 1) / nvme::kPage;
+  const auto page_bus = [&](std::uint64_t page) { return in_area ? data_.bus(page).value : page * nvme::kPage; };
+  command.prp1 = page_bus(first) + start % nvme::kPage;
   command.prp2 = 0;
-  if (last == first + 1) command.prp2 = data_.bus(last).value;
+  if (last == first + 1) command.prp2 = page_bus(last);
   if (last > first + 1) {
     auto* list = reinterpret_cast<std::uint64_t*>(queue.prp_lists.page(command_id));
-    for (std::size_t page = first + 1; page <= last; ++page) list[page - first - 1] = data_.bus(page).value;
+    for (std::uint64_t page = first + 1; page <= last; ++page) list[page - first - 1] = page_bus(page);
     queue.prp_lists.sync_page_for_device(command_id);
     command.prp2 = queue.prp_lists.bus(command_id).value;
   }
@@ -535,7 +540,7 @@ Result<NvmeDriver::NamespaceFormat> NvmeDriver::namespace_for(std::uint32_t name
 }
 
 Result<void> NvmeDriver::transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes,
-                                  const NamespaceFormat& space) {
+                                  const NamespaceFormat& space, std::optional<std::uint64_t> bus) {
   const std::uint32_t block = space.block_size;
   const std::uint32_t namespace_id = space.id;
   const std::size_t chunk_blocks = identity_.max_transfer_bytes / block;
@@ -546,7 +551,7 @@ Result<void> NvmeDriver::transfer(std::uint8_t opcode, std::uint64_t lba, std::s
     command.cdw10 = static_cast<std::uint32_t>(slba);
     command.cdw11 = static_cast<std::uint32_t>(slba >> 32);
     command.cdw12 = static_cast<std::uint32_t>(blocks - 1);  // NLB is 0-based
-    if (auto completed = execute(*io_, command, DataRange{done, blocks * block}); !completed) {
+    if (auto completed = execute(*io_, command, DataRange{done, blocks * block, bus}); !completed) {
       return std::unexpected(completed.error());
     }
     done += blocks * block;
@@ -603,6 +608,41 @@ Result<void> NvmeDriver::write(std::uint64_t lba, std::span<const std::byte> dat
   return transfer(nvme::kWrite, lba, data.size(), *space);
 }
 
+Result<void> NvmeDriver::peer_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba,
+                                       std::uint32_t blocks, const pcie::PeerDmaWindow& window, std::uint64_t offset,
+                                       std::uint32_t namespace_id) {
+  auto space = namespace_for(namespace_id, operation);
+  if (!space) return std::unexpected(space.error());
+  if (blocks == 0 || offset % 4 != 0 || !window.valid()) {
+    return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(),
+                                      !window.valid() ? std::string("the peer window is empty")
+                                      : blocks == 0   ? std::string("no blocks")
+                                                      : "offset " + std::to_string(offset) +
+                                                            " in the window is not a multiple of 4 (PRP entries "
+                                                            "address dwords: NVMe 2.0, 4.1.1)"));
+  }
+  const std::uint64_t bytes = std::uint64_t{blocks} * space->block_size;
+  auto bus = window.bus_address_of(offset, bytes);  // bounds, overflow-safe
+  if (!bus) return std::unexpected(bus.error());
+  return transfer(opcode, lba, bytes, *space, bus->value);
+}
+
+Result<void> NvmeDriver::read_to(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
+                                 std::uint64_t offset, std::uint32_t namespace_id) {
+  return peer_transfer(nvme::kRead, "NVMe read into a peer BAR", lba, blocks, window, offset, namespace_id);
+}
+
+Result<void> NvmeDriver::write_from(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
+                                    std::uint64_t offset, std::uint32_t namespace_id) {
+  return peer_transfer(nvme::kWrite, "NVMe write from a peer BAR", lba, blocks, window, offset, namespace_id);
+}
+
+Result<std::uint32_t> NvmeDriver::block_size(std::uint32_t namespace_id) {
+  auto space = namespace_for(namespace_id, "NVMe block size");
+  if (!space) return std::unexpected(space.error());
+  return space->block_size;
+}
+
 Result<void> NvmeDriver::flush(std::uint32_t namespace_id) {
   auto space = namespace_for(namespace_id, "NVMe flush");
   if (!space) return std::unexpected(space.error());
@@ -617,7 +657,7 @@ Result<void> NvmeDriver::submit_read(const NamespaceFormat& space, std::uint64_t
   command.cdw11 = static_cast<std::uint32_t>(lba >> 32);
   command.cdw12 = blocks - 1;
   const std::size_t bytes = std::size_t{blocks} * space.block_size;
-  auto id = submit(*io_, command, DataRange{0, bytes}, bytes);
+  auto id = submit(*io_, command, DataRange{0, bytes, {}}, bytes);
   if (!id) return std::unexpected(io_->requests.outstanding() > 0 ? recover(id.error()) : id.error());
   return {};
 }

@@ -27,6 +27,7 @@
 #include "pcie/device.h"
 #include "pcie/dma.h"
 #include "pcie/dma_pages.h"
+#include "pcie/peer_dma.h"
 #include "pcie/queue.h"
 #include "pcie/quiesce.h"
 #include "pcie/request_tracker.h"
@@ -133,6 +134,26 @@ class NvmeDriver {
   pcie::Result<void> write(std::uint64_t lba, std::span<const std::byte> data, std::uint32_t namespace_id = 0);
   pcie::Result<void> flush(std::uint32_t namespace_id = 0);
 
+  // Peer-to-peer: `blocks` blocks from `lba` straight into another device's BAR (read_to),
+  // or from it to the namespace (write_from), at byte `offset` of `window` (pcie/peer_dma.h:
+  // map_peer_bar with this driver's device as the initiator; device_writes for read_to,
+  // device_reads for write_from). No host memory holds the data: every PRP entry, PRP list
+  // entries included, is a bus address inside the window (the lists themselves stay in
+  // host memory). Transfers past the largest one are split as read()/write() split them,
+  // with no limit of the data area. Errors: invalid_argument for no blocks or an offset
+  // that is not a multiple of 4 (PRP entries address dwords: NVMe 2.0, 4.1.1) or an empty
+  // window; out_of_range when the blocks do not fit the window from `offset`
+  // (overflow-safe); then as read()/write().
+  pcie::Result<void> read_to(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
+                             std::uint64_t offset, std::uint32_t namespace_id = 0);
+  pcie::Result<void> write_from(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
+                                std::uint64_t offset, std::uint32_t namespace_id = 0);
+  // The block size of namespace `namespace_id` (0: the identified one): what read_to and
+  // write_from move per block, for sizing a window. Fails as read().
+  pcie::Result<std::uint32_t> block_size(std::uint32_t namespace_id = 0);
+  // The device the driver runs (for map_peer_bar, or the device's own queries).
+  const pcie::Device& device() const { return *device_; }
+
   // `count` random reads of 4 KiB (or one block, where blocks are larger) at 4 KiB-aligned
   // offsets of the identified namespace with `queue_depth` in flight, for nvme_bench; every
   // command has its own identifier, buffer and PRP list while outstanding, and completions
@@ -163,10 +184,13 @@ class NvmeDriver {
     // of the data area the command transfers.
     pcie::RequestTracker<std::size_t> requests;
   };
-  // A command's data: `length` bytes from byte `offset` of the data area.
+  // A command's data: `length` bytes from byte `offset` of the data area, or, where `bus`
+  // is set, from byte `offset` of a range of bus addresses that starts at `bus` and has no
+  // gaps (a peer device's BAR window).
   struct DataRange {
     std::size_t offset = 0;
     std::size_t length = 0;
+    std::optional<std::uint64_t> bus;
   };
 
   NvmeDriver() = default;
@@ -211,7 +235,12 @@ class NvmeDriver {
   // active one is identified at first use; an inactive one takes the identified one's, for
   // the controller to refuse.
   pcie::Result<NamespaceFormat> namespace_for(std::uint32_t namespace_id, const char* operation);
-  pcie::Result<void> transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, const NamespaceFormat& space);
+  // `bytes` between the namespace from `lba` and the data area, or the bus range from
+  // `bus` (DataRange::bus), split into transfers of at most max_transfer_bytes.
+  pcie::Result<void> transfer(std::uint8_t opcode, std::uint64_t lba, std::size_t bytes, const NamespaceFormat& space,
+                              std::optional<std::uint64_t> bus = std::nullopt);
+  pcie::Result<void> peer_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba, std::uint32_t blocks,
+                                   const pcie::PeerDmaWindow& window, std::uint64_t offset, std::uint32_t namespace_id);
   // Queues (without ringing) one read of `blocks` at `lba` into its identifier's slot of the
   // data area; a failure with reads outstanding resets the controller (recover()).
   pcie::Result<void> submit_read(const NamespaceFormat& space, std::uint64_t lba, std::uint32_t blocks);

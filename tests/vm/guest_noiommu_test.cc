@@ -45,6 +45,7 @@
 #include "pcie/uio.h"
 #include "pcie/vfio.h"
 #include "tests/vm/flags.h"
+#include "tests/vm/guest_shell.h"
 #include "tests/vm/ivshmem_pattern.h"
 
 namespace pcie {
@@ -367,17 +368,7 @@ TEST(Interrupts, ReferenceDriverRunsUnchanged) {
   EXPECT_TRUE(driver->buffer().physical_address());
 }
 
-// Runs a shell command; its output (stdout and stderr) and exit status.
-std::pair<std::string, int> shell(const std::string& command) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {"popen failed", -1};
-  std::string out;
-  char chunk[256];
-  while (std::fgets(chunk, sizeof chunk, pipe) != nullptr) out += chunk;
-  const int status = pclose(pipe);
-  std::printf("$ %s\n%s", command.c_str(), out.c_str());
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
+using pcie::vm::shell;
 
 // The example program, as a user runs it: only its --backend differs from the IOMMU demo.
 TEST(Interrupts, EduDriverProgramOnThisBackend) {

@@ -2,9 +2,11 @@
 // host file: the example NVMe driver (examples/nvme) identifies the controller and
 // namespace, writes the ranges of nvme_pattern.h and reads them back, is refused by the
 // device for what it must refuse (the NVMe status decoded), runs on MSI-X completions as
-// well as polled ones, and keeps 32 reads in flight. The host then checks the file.
+// well as polled ones, and keeps 32 reads in flight; then `nvme-driver` moves blocks
+// straight between the namespace and ivshmem's BAR2 (00:04.0, bound to vfio-pci). The host
+// then checks both files.
 //
-// Flags: --block-size=512|4096 (the format QEMU was given).
+// Flags: --block-size=512|4096 (the format QEMU was given), --backend=type1|iommufd.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -12,14 +14,18 @@
 #include <string>
 
 #include "examples/nvme/nvme_driver.h"
+#include "pcie/peer_dma.h"
 #include "pcie/vfio.h"
 #include "tests/vm/flags.h"
+#include "tests/vm/guest_shell.h"
 #include "tests/vm/nvme_pattern.h"
 
 namespace {
 
 const pcie::Bdf kNvme{0, 1, 0, 0};
+const pcie::Bdf kIvshmem{0, 0, 4, 0};
 std::uint32_t g_block_size = 512;
+std::string g_backend = "type1";
 
 pcie::Result<examples::NvmeDriver> open_nvme(const examples::NvmeOptions& options = {}) {
   auto container = pcie::VfioContainer::open();
@@ -178,11 +184,68 @@ TEST(GuestNvme, KeepsManyReadsInFlight) {
   }
 }
 
+// Storage to accelerator and back, as a user runs it: every transfer of nvme_pattern.h's
+// table through the example program, whose PRPs (lists included) are ivshmem BAR2's bus
+// addresses. The host checks both files afterwards.
+TEST(GuestNvmePeer, BlocksMoveStraightBetweenTheNamespaceAndIvshmemsBar) {
+  {
+    // The ranges the reads into the BAR come from hold nvme_writes()' pattern, whatever
+    // ran before.
+    auto nvme = open_nvme();
+    ASSERT_TRUE(nvme) << nvme.error().message();
+    for (const pcie::vm::NvmePeerTransfer& transfer : pcie::vm::nvme_peer_transfers(g_block_size)) {
+      if (!transfer.into_peer) continue;
+      ASSERT_TRUE(nvme->write(transfer.namespace_offset / g_block_size, pattern(transfer.namespace_offset, transfer.bytes)));
+    }
+    ASSERT_TRUE(nvme->flush());
+    ASSERT_TRUE(nvme->shutdown());
+  }
+  const std::string path = g_backend == "iommufd" ? "through iommufd (dma-buf)" : "through type1 (the BAR's mapping)";
+  for (const pcie::vm::NvmePeerTransfer& transfer : pcie::vm::nvme_peer_transfers(g_block_size)) {
+    char command[192];
+    std::snprintf(command, sizeof command, "nvme-driver 0000:01:00.0 %s %llu %llu --%s 0000:00:04.0:bar2:0x%llx",
+                  transfer.into_peer ? "read" : "write",
+                  static_cast<unsigned long long>(transfer.namespace_offset / g_block_size),
+                  static_cast<unsigned long long>(transfer.bytes / g_block_size), transfer.into_peer ? "into" : "from",
+                  static_cast<unsigned long long>(transfer.peer_offset));
+    const auto [out, status] = pcie::vm::shell(command);
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_NE(out.find(path), std::string::npos) << out;
+    EXPECT_NE(out.find(std::to_string(transfer.bytes) + " bytes"), std::string::npos) << out;
+  }
+}
+
+// The library form with a window of one page: what does not fit it, or is not
+// dword-aligned, is refused before the controller sees a command.
+TEST(GuestNvmePeer, TransfersThatLeaveTheWindowAreRefused) {
+  auto container = pcie::VfioContainer::open();
+  ASSERT_TRUE(container) << container.error().message();
+  auto device = container->open_device(kNvme);
+  ASSERT_TRUE(device) << device.error().message();
+  auto ivshmem = container->open_device(kIvshmem);
+  ASSERT_TRUE(ivshmem) << ivshmem.error().message();
+  auto nvme = examples::NvmeDriver::open(std::make_unique<pcie::VfioDevice>(std::move(*device)));
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  const auto& initiator = static_cast<const pcie::VfioDevice&>(nvme->device());
+  auto window = pcie::map_peer_bar(initiator, *ivshmem, 2, 0xff000, 4096);
+  ASSERT_TRUE(window) << window.error().message();
+  const std::uint32_t per_page = 4096 / g_block_size;
+  EXPECT_EQ(nvme->read_to(0, per_page + 1, *window, 0).error().code, pcie::Errc::out_of_range);
+  EXPECT_EQ(nvme->write_from(0, 1, *window, 4096 - g_block_size + 4).error().code, pcie::Errc::out_of_range);
+  EXPECT_EQ(nvme->read_to(0, 1, *window, 2).error().code, pcie::Errc::invalid_argument);
+  EXPECT_EQ(nvme->read_to(0, 0, *window, 0).error().code, pcie::Errc::invalid_argument);
+  EXPECT_EQ(nvme->write_from(0, 1, *window, ~std::uint64_t{0} - 3).error().code, pcie::Errc::out_of_range);
+  // Nothing reached the controller: the next command is served as usual.
+  auto first = nvme->read(0, 1);
+  ASSERT_TRUE(first) << first.error().message();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   const pcie::vm::Flags flags = pcie::vm::parse_flags(argc, argv);
   if (flags.contains("block-size")) g_block_size = static_cast<std::uint32_t>(std::stoul(flags.at("block-size")));
+  if (flags.contains("backend")) g_backend = flags.at("backend");
   return RUN_ALL_TESTS();
 }

@@ -624,6 +624,9 @@ Result<void> NvmeDriver::peer_transfer(std::uint8_t opcode, const char* operatio
   const std::uint64_t bytes = std::uint64_t{blocks} * space->block_size;
   auto bus = window.bus_address_of(offset, bytes);  // bounds, overflow-safe
   if (!bus) return std::unexpected(bus.error());
+  // A window the kernel revoked (the peer reset or its decoding off) would make the
+  // controller's DMA fault in the IOMMU, or go nowhere: refuse before it starts.
+  if (auto reachable = window.check(); !reachable) return std::unexpected(reachable.error());
   return transfer(opcode, lba, bytes, *space, bus->value);
 }
 

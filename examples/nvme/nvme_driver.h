@@ -143,7 +143,9 @@ class NvmeDriver {
   // with no limit of the data area. Errors: invalid_argument for no blocks or an offset
   // that is not a multiple of 4 (PRP entries address dwords: NVMe 2.0, 4.1.1) or an empty
   // window; out_of_range when the blocks do not fit the window from `offset`
-  // (overflow-safe); then as read()/write().
+  // (overflow-safe); PeerDmaWindow::check()'s error when the window no longer reaches the
+  // BAR (device_disabled: revoked, or the peer's decoding off; device_removed), before any
+  // command goes out; then as read()/write().
   pcie::Result<void> read_to(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
                              std::uint64_t offset, std::uint32_t namespace_id = 0);
   pcie::Result<void> write_from(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,

@@ -88,6 +88,23 @@ class PeerDmaWindow {
   // stays inside it (overflow-safe); invalid_argument for an empty window.
   Result<BusAddress> bus_address_of(std::uint64_t offset, std::uint64_t length = 1) const;
 
+  // Whether DMA through the window still reaches the BAR, checked now from the peer's
+  // config space (sysfs: the hardware's view) and what this process did to the peer. A
+  // driver calls it before each transfer it starts (the example NVMe driver's read_to and
+  // write_from do). Errors:
+  //  - device_disabled: the peer does not decode memory now (Memory Space Enable off); or,
+  //    for an iommufd window, the kernel has revoked it: the peer's decoding was seen off by
+  //    an earlier check, or the peer was reset through VfioDevice::reset() since the window
+  //    was mapped. That is for good: release() it and map it again (the hint says so);
+  //  - device_removed: the peer's config space is gone or reads all ones;
+  //  - invalid_argument: an empty window.
+  // A check, not a lock: a reset or decode switched off after it still revokes the window;
+  // a decode switched off and on again between two checks, or a reset by another process,
+  // goes unseen. The initiator's DMA into a revoked iommufd window then faults in the
+  // IOMMU: it never reaches a stale address. type1 and no-IOMMU windows are not revoked by
+  // a reset (the kernel restores the BAR's address).
+  Result<void> check() const;
+
   // Unmaps now and reports what the kernel said (the destructor ignores it). The window is
   // empty afterwards either way; on an error its bus address stays taken, since the device
   // may still reach the BAR there.

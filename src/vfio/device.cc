@@ -161,6 +161,9 @@ Result<void> VfioDevice::reset() const {
                                       "vfio-pci knows no reset method for this device (no FLR, PM or bus reset)",
                                       "quiesce it through its own registers instead"));
   }
+  // Counted before the attempt: a reset that failed half way may still have revoked the
+  // device's dma-buf exports (PeerDmaWindow::check).
+  state_->resets.fetch_add(1);
   return sys::vfio::reset_device(fd(), bdf().to_string());
 }
 

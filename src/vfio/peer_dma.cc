@@ -5,11 +5,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <span>
 #include <utility>
 #include <vector>
 
 #include "pcie/capabilities.h"
+#include "pcie/config_space.h"
 #include "pcie/vfio.h"
 #include "src/pci/resource_file.h"
 #include "src/sys/syscalls.h"
@@ -25,6 +27,9 @@ struct PeerWindowState {
   std::unique_ptr<PeerMapping> mapping;
   std::uint64_t size = 0;
   std::string name;
+  std::uint64_t peer_resets_at_map = 0;  // VfioDeviceState::resets when mapped
+  // iommufd: the kernel revoked the import (seen once, it stays so: PeerDmaWindow::check).
+  mutable std::atomic<bool> revoked{false};
 };
 
 }  // namespace detail
@@ -92,6 +97,40 @@ Result<BusAddress> PeerDmaWindow::bus_address_of(std::uint64_t offset, std::uint
                                       fmt::format("the window is {:#x} bytes", state_->size)));
   }
   return BusAddress{state_->mapping->address().value + offset};
+}
+
+Result<void> PeerDmaWindow::check() const {
+  if (!state_) return std::unexpected(empty_window_error("check peer window"));
+  const detail::PeerWindowState& window = *state_;
+  const bool dma_buf = window.mapping->path() == PeerDmaPath::iommufd_dma_buf;
+  const auto revoked = [&](const std::string& why) {
+    window.revoked = true;
+    return make_error(Errc::device_disabled, "check peer window", window.name,
+                      "the kernel revoked the window's dma-buf import: " + why,
+                      "release the window and map it again, once the peer decodes memory");
+  };
+  if (window.revoked) return std::unexpected(revoked("it was seen revoked before"));
+  if (dma_buf && window.peer->resets.load() != window.peer_resets_at_map) {
+    return std::unexpected(revoked("the peer was reset after the window was mapped"));
+  }
+  // The command register as the hardware holds it (PCIe Base 6.0, 7.5.1.1.3: Memory Space
+  // Enable is bit 1). Unreadable fails closed.
+  const SysfsPaths& sysfs = window.peer->container->paths.sysfs;
+  auto config = ConfigSpace::open(sysfs, window.peer->bdf);
+  auto command = config ? config->read32(0x04) : Result<std::uint32_t>(std::unexpected(config.error()));
+  if (!command || *command == ~0u) {
+    if (dma_buf) window.revoked = true;
+    return std::unexpected(make_error(Errc::device_removed, "check peer window", window.name,
+                                      command ? "the peer's config space reads all ones: removed, or in reset"
+                                              : "the peer's config space cannot be read: " + command.error().message()));
+  }
+  if ((*command & 0x2u) == 0) {
+    if (dma_buf) return std::unexpected(revoked("the peer does not decode memory (Memory Space Enable is off)"));
+    return std::unexpected(make_error(Errc::device_disabled, "check peer window", window.name,
+                                      "the peer does not decode memory (Memory Space Enable is off)",
+                                      "turn the peer's memory decoding back on before the next transfer"));
+  }
+  return {};
 }
 
 Result<void> PeerDmaWindow::release() {
@@ -243,6 +282,7 @@ Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice
   state->mapping = std::move(*mapping);
   state->size = length;
   state->name = name;
+  state->peer_resets_at_map = peer.state_->resets.load();
   return PeerDmaWindow(std::move(state));
 }
 

@@ -3,6 +3,7 @@
 // them, in the right order, whatever order the caller destroys its objects in.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,8 @@ struct VfioDeviceState {
   // Guards read-modify-writes of the command register and the IRQ indexes in use.
   std::mutex mutex;
   unsigned irq_indexes_in_use = 0;  // bit n: VFIO IRQ index n is enabled by a VfioInterrupts
+  // VfioDevice::reset() calls so far: a peer window through iommufd is revoked by each.
+  std::atomic<std::uint64_t> resets{0};
 };
 
 // The error of a call on an empty VfioDevice (default-constructed or moved from).

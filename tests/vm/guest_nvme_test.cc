@@ -215,8 +215,9 @@ TEST(GuestNvmePeer, BlocksMoveStraightBetweenTheNamespaceAndIvshmemsBar) {
   }
 }
 
-// The library form with a window of one page: what does not fit it, or is not
-// dword-aligned, is refused before the controller sees a command.
+// The library form with a window of one page: what does not fit it, is not dword-aligned,
+// or goes to a peer that stopped decoding memory (a revoked window) is refused before the
+// controller sees a command.
 TEST(GuestNvmePeer, TransfersThatLeaveTheWindowAreRefused) {
   auto container = pcie::VfioContainer::open();
   ASSERT_TRUE(container) << container.error().message();
@@ -235,6 +236,24 @@ TEST(GuestNvmePeer, TransfersThatLeaveTheWindowAreRefused) {
   EXPECT_EQ(nvme->read_to(0, 1, *window, 2).error().code, pcie::Errc::invalid_argument);
   EXPECT_EQ(nvme->read_to(0, 0, *window, 0).error().code, pcie::Errc::invalid_argument);
   EXPECT_EQ(nvme->write_from(0, 1, *window, ~std::uint64_t{0} - 3).error().code, pcie::Errc::out_of_range);
+  // With ivshmem's decoding off the window is refused before any command goes out; on
+  // iommufd the kernel revoked it for good, so it stays refused once decoding is back.
+  auto config = ivshmem->open_region(pcie::kVfioConfigRegion);
+  ASSERT_TRUE(config) << config.error().message();
+  const std::uint64_t command = config->read(pcie::Width::bits16, 0x04).value_or(0);
+  ASSERT_TRUE(config->write(pcie::Width::bits16, 0x04, command & ~std::uint64_t{2}));
+  auto while_off = nvme->read_to(0, 1, *window, 0);
+  ASSERT_TRUE(config->write(pcie::Width::bits16, 0x04, command));
+  ASSERT_FALSE(while_off);
+  EXPECT_EQ(while_off.error().code, pcie::Errc::device_disabled) << while_off.error().message();
+  if (g_backend == "iommufd") {
+    auto revoked = nvme->write_from(0, 1, *window, 0);
+    ASSERT_FALSE(revoked);
+    EXPECT_EQ(revoked.error().code, pcie::Errc::device_disabled) << revoked.error().message();
+    std::printf("revoked: %s\n", revoked.error().message().c_str());
+  } else {
+    EXPECT_TRUE(window->check()) << window->check().error().message();
+  }
   // Nothing reached the controller: the next command is served as usual.
   auto first = nvme->read(0, 1);
   ASSERT_TRUE(first) << first.error().message();

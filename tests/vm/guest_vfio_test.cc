@@ -822,6 +822,59 @@ TEST(GuestPeerDma, APeerThatDecodesNoMemoryIsRefusedUntilItDoes) {
   }
 }
 
+// Revocation as a driver sees it: with ivshmem's decoding off, check() says
+// device_disabled on every backend; turned back on, a type1 window works again, while an
+// iommufd window stays revoked (the kernel revoked the dma-buf import for good) until it
+// is released and mapped again. A reset through VfioDevice::reset() revokes an iommufd
+// window too, where the peer has a reset. No DMA goes to a revoked window here, so the
+// kernel logs no fault (Vm.KernelLogClean).
+TEST(GuestPeerDma, ARevokedWindowSaysSoUntilMappedAgain) {
+  EduDma edu(open_container());
+  ASSERT_NO_FATAL_FAILURE(open_edu_for_dma(edu));
+  auto ivshmem = edu.container.open_device(kIvshmem);
+  ASSERT_TRUE(ivshmem) << ivshmem.error().message();
+  if (iommufd() && !kernel_exports_bars_as_dma_bufs()) GTEST_SKIP() << "no dma-buf export before Linux 6.19";
+  auto window = map_peer_bar(*edu.device, *ivshmem, 2, 0, 4096, {.dma_limit = kEduDmaLimit});
+  ASSERT_TRUE(window) << window.error().message();
+  EXPECT_TRUE(window->check()) << window->check().error().message();
+  auto config = ivshmem->open_region(kVfioConfigRegion);
+  ASSERT_TRUE(config) << config.error().message();
+  constexpr std::uint64_t kMemorySpace = 1 << 1;
+  const std::uint64_t command = config->read(Width::bits16, 0x04).value_or(0);
+  ASSERT_TRUE(config->write(Width::bits16, 0x04, command & ~kMemorySpace));
+  auto off = window->check();
+  ASSERT_TRUE(config->write(Width::bits16, 0x04, command));
+  ASSERT_FALSE(off) << "memory decoding off, yet the window reaches the BAR";
+  EXPECT_EQ(off.error().code, Errc::device_disabled) << off.error().message();
+  EXPECT_NE(off.error().reason.find("Memory Space Enable is off"), std::string::npos) << off.error().message();
+  std::printf("decoding off: %s\n", off.error().message().c_str());
+  auto on_again = window->check();
+  if (iommufd()) {
+    ASSERT_FALSE(on_again) << "an iommufd window revoked by the kernel looks usable again";
+    EXPECT_EQ(on_again.error().code, Errc::device_disabled);
+    EXPECT_NE(on_again.error().hint.find("map it again"), std::string::npos) << on_again.error().message();
+    std::printf("decoding on again: %s\n", on_again.error().message().c_str());
+  } else {
+    EXPECT_TRUE(on_again) << on_again.error().message();
+  }
+  ASSERT_TRUE(window->release());
+  auto again = map_peer_bar(*edu.device, *ivshmem, 2, 0, 4096, {.dma_limit = kEduDmaLimit});
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_TRUE(again->check()) << again->check().error().message();
+  if (!ivshmem->reset_supported()) {
+    std::printf("ivshmem has no reset here: the reset half is not run\n");
+    return;
+  }
+  ASSERT_TRUE(ivshmem->reset());
+  auto after_reset = again->check();
+  if (iommufd()) {
+    ASSERT_FALSE(after_reset);
+    EXPECT_NE(after_reset.error().reason.find("reset"), std::string::npos) << after_reset.error().message();
+  } else {
+    EXPECT_TRUE(after_reset) << after_reset.error().message();
+  }
+}
+
 // `pciectl peer` on a kernel with an IOMMU, before anything is opened: type1 can, iommufd
 // can where the kernel exports BARs as dma-bufs, the bus address cannot (edu is behind the
 // IOMMU); both devices are on vfio-pci already, so no note says to bind them.

@@ -164,6 +164,13 @@ TEST(NvmeDriverOnModel, PeerTransfersRefuseWhatCannotBeDescribed) {
     EXPECT_NE(result.error().reason.find("the peer window is empty"), std::string::npos) << result.error().message();
   }
   EXPECT_EQ(model.completions().size(), commands) << "a refused transfer reached the controller";
+  // The model has no controller memory buffer (CAP.CMBS 0).
+  EXPECT_EQ(driver->read_to_cmb(0, 1, 0).error().code, pcie::Errc::invalid_argument);
+  auto cmb = driver->enable_cmb();
+  ASSERT_FALSE(cmb);
+  EXPECT_EQ(cmb.error().code, pcie::Errc::not_supported);
+  EXPECT_NE(cmb.error().reason.find("CAP.CMBS is 0"), std::string::npos) << cmb.error().message();
+  EXPECT_EQ(driver->cmb_region(), nullptr);
   EXPECT_EQ(driver->block_size().value(), 512u);
   EXPECT_EQ(driver->block_size(7).value(), 512u) << "an inactive namespace: the identified one's, for the device to refuse";
   EXPECT_TRUE(driver->read(0, 1)) << "the driver still works";

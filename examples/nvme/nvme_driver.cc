@@ -16,7 +16,6 @@ namespace {
 // Admin and I/O opcodes (5, 7).
 constexpr std::uint8_t kCreateIoSq = 0x01, kCreateIoCq = 0x05, kIdentify = 0x06, kDeleteIoSq = 0x00,
                        kDeleteIoCq = 0x04;
-constexpr std::uint8_t kFlush = 0x00, kWrite = 0x01, kRead = 0x02;
 constexpr std::uint64_t kPage = 4096;  // CC.MPS = 0: the memory page size is 4 KiB
 constexpr std::uint16_t kAdminDepth = 32;
 }  // namespace
@@ -33,6 +32,7 @@ std::string describe_status(std::uint16_t status) {
       case 0x04: what = "Data Transfer Error"; break;
       case 0x06: what = "Internal Error"; break;
       case 0x0b: what = "Invalid Namespace or Format"; break;
+      case 0x12: what = "Invalid Use of Controller Memory Buffer"; break;
       case 0x80: what = "LBA Out of Range"; break;
       case 0x81: what = "Capacity Exceeded"; break;
       case 0x82: what = "Namespace Not Ready"; break;
@@ -174,6 +174,9 @@ Result<void> NvmeDriver::enable_controller() {
   write32(nvme::kConfiguration, (4u << 20) | (6u << 16) | 1u);
   if (auto ready = wait_ready(true, ready_timeout_); !ready) return ready;
   enabled_ = true;
+  // After a recovery's reset: the controller memory buffer as it was (a controller may
+  // clear CMBMSC with the rest of its state).
+  if (cmb_) return write_cmb_control(cmb_->bus_address | 3);
   return {};
 }
 
@@ -608,26 +611,36 @@ Result<void> NvmeDriver::write(std::uint64_t lba, std::span<const std::byte> dat
   return transfer(nvme::kWrite, lba, data.size(), *space);
 }
 
+Result<std::pair<NvmeDriver::NamespaceFormat, std::uint64_t>> NvmeDriver::bus_range_blocks(
+    const char* operation, std::uint32_t blocks, std::uint64_t offset, std::uint32_t namespace_id) {
+  auto space = namespace_for(namespace_id, operation);
+  if (!space) return std::unexpected(space.error());
+  if (blocks == 0 || offset % 4 != 0) {
+    return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(),
+                                      blocks == 0 ? std::string("no blocks")
+                                                  : "offset " + std::to_string(offset) +
+                                                        " is not a multiple of 4 (PRP entries address dwords: "
+                                                        "NVMe 2.0, 4.1.1)"));
+  }
+  return std::pair{*space, std::uint64_t{blocks} * space->block_size};
+}
+
 Result<void> NvmeDriver::peer_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba,
                                        std::uint32_t blocks, const pcie::PeerDmaWindow& window, std::uint64_t offset,
                                        std::uint32_t namespace_id) {
-  auto space = namespace_for(namespace_id, operation);
-  if (!space) return std::unexpected(space.error());
-  if (blocks == 0 || offset % 4 != 0 || !window.valid()) {
+  if (!window.valid()) {
     return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(),
-                                      !window.valid() ? std::string("the peer window is empty")
-                                      : blocks == 0   ? std::string("no blocks")
-                                                      : "offset " + std::to_string(offset) +
-                                                            " in the window is not a multiple of 4 (PRP entries "
-                                                            "address dwords: NVMe 2.0, 4.1.1)"));
+                                      "the peer window is empty"));
   }
-  const std::uint64_t bytes = std::uint64_t{blocks} * space->block_size;
+  auto range = bus_range_blocks(operation, blocks, offset, namespace_id);
+  if (!range) return std::unexpected(range.error());
+  const auto& [space, bytes] = *range;
   auto bus = window.bus_address_of(offset, bytes);  // bounds, overflow-safe
   if (!bus) return std::unexpected(bus.error());
   // A window the kernel revoked (the peer reset or its decoding off) would make the
   // controller's DMA fault in the IOMMU, or go nowhere: refuse before it starts.
   if (auto reachable = window.check(); !reachable) return std::unexpected(reachable.error());
-  return transfer(opcode, lba, bytes, *space, bus->value);
+  return transfer(opcode, lba, bytes, space, bus->value);
 }
 
 Result<void> NvmeDriver::read_to(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,

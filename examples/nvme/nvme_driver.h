@@ -22,6 +22,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pcie/device.h"
@@ -44,6 +45,13 @@ inline constexpr std::uint64_t kAdminQueueAttributes = 0x24;
 inline constexpr std::uint64_t kAdminSubmissionQueue = 0x28;
 inline constexpr std::uint64_t kAdminCompletionQueue = 0x30;
 inline constexpr std::uint64_t kDoorbells = 0x1000;
+// NVM command set I/O opcodes (NVM Command Set 1.0, 3).
+inline constexpr std::uint8_t kFlush = 0x00, kWrite = 0x01, kRead = 0x02;
+// The controller memory buffer's registers (3.1.4.12 to 3.1.4.15; NVMe 1.4's scheme).
+inline constexpr std::uint64_t kCmbLocation = 0x38;        // CMBLOC
+inline constexpr std::uint64_t kCmbSize = 0x3c;            // CMBSZ
+inline constexpr std::uint64_t kCmbMemorySpaceControl = 0x50;  // CMBMSC (64 bits)
+inline constexpr std::uint64_t kCmbStatus = 0x58;          // CMBSTS
 
 // A submission queue entry (4.2) and a completion queue entry (4.2.4).
 struct Command {
@@ -91,6 +99,20 @@ struct NvmeOptions {
   // completion a polled driver waits for usually comes within it; sleeping first would add
   // a timer's wake-up (tens of microseconds) to every command.
   std::chrono::microseconds poll_spin{1000};
+};
+
+// A controller memory buffer (CMB): memory of the controller's own in one of its BARs, which
+// it reads and writes itself when a command's PRPs point there (3.1.4.12 to 3.1.4.15,
+// 8.2): no DMA across the fabric, no IOMMU.
+struct NvmeCmb {
+  unsigned bar = 0;               // CMBLOC.BIR
+  std::uint64_t bar_offset = 0;   // where it starts in the BAR (CMBLOC.OFST)
+  std::uint64_t size = 0;         // bytes (CMBSZ.SZ in CMBSZ.SZU units)
+  std::uint64_t bus_address = 0;  // what PRPs name for its first byte (CMBMSC.CBA)
+  // What the controller lets live there (CMBSZ): submission and completion queues, PRP
+  // lists, and the data of reads and writes.
+  bool submission_queues = false, completion_queues = false, prp_lists = false, read_data = false,
+       write_data = false;
 };
 
 struct NvmeIdentity {
@@ -150,6 +172,23 @@ class NvmeDriver {
                              std::uint64_t offset, std::uint32_t namespace_id = 0);
   pcie::Result<void> write_from(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
                                 std::uint64_t offset, std::uint32_t namespace_id = 0);
+  // Enables the controller memory buffer (CMBMSC: capability registers, then the memory
+  // space at the BAR's bus address, read from the device's config space in sysfs), once;
+  // later calls return the same. Errors: not_supported when CAP.CMBS is 0 (no CMB) or the
+  // CMB takes no read and write data; malformed for a CMB that does not fit its BAR or has
+  // an unknown size unit; io_error when the controller refuses the address (CMBSTS.CBAI);
+  // the errors of opening the BAR and reading its address.
+  pcie::Result<NvmeCmb> enable_cmb();
+  // The CMB as the CPU reaches it: BAR `cmb.bar` from `cmb.bar_offset` (nullptr before
+  // enable_cmb()). Valid while the driver lives.
+  pcie::Region* cmb_region() const { return cmb_bar_.get(); }
+  // `blocks` blocks from `lba` into the CMB at byte `offset` of it, or from it to the
+  // namespace: the data never leaves the controller. Errors as read_to/write_from, with
+  // invalid_argument before enable_cmb() and out_of_range past the CMB's end.
+  pcie::Result<void> read_to_cmb(std::uint64_t lba, std::uint32_t blocks, std::uint64_t offset,
+                                 std::uint32_t namespace_id = 0);
+  pcie::Result<void> write_from_cmb(std::uint64_t lba, std::uint32_t blocks, std::uint64_t offset,
+                                    std::uint32_t namespace_id = 0);
   // The block size of namespace `namespace_id` (0: the identified one): what read_to and
   // write_from move per block, for sizing a window. Fails as read().
   pcie::Result<std::uint32_t> block_size(std::uint32_t namespace_id = 0);
@@ -243,6 +282,15 @@ class NvmeDriver {
                               std::optional<std::uint64_t> bus = std::nullopt);
   pcie::Result<void> peer_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba, std::uint32_t blocks,
                                    const pcie::PeerDmaWindow& window, std::uint64_t offset, std::uint32_t namespace_id);
+  pcie::Result<void> cmb_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba, std::uint32_t blocks,
+                                  std::uint64_t offset, std::uint32_t namespace_id);
+  // The namespace and byte count of `blocks` blocks moved at `offset` of a bus range:
+  // invalid_argument for no blocks or an offset that is not a multiple of 4.
+  pcie::Result<std::pair<NamespaceFormat, std::uint64_t>> bus_range_blocks(const char* operation, std::uint32_t blocks,
+                                                                           std::uint64_t offset,
+                                                                           std::uint32_t namespace_id);
+  // CMBMSC written as two halves, the upper first: the lower one enables (3.1.4.14).
+  pcie::Result<void> write_cmb_control(std::uint64_t value);
   // Queues (without ringing) one read of `blocks` at `lba` into its identifier's slot of the
   // data area; a failure with reads outstanding resets the controller (recover()).
   pcie::Result<void> submit_read(const NamespaceFormat& space, std::uint64_t lba, std::uint32_t blocks);
@@ -262,6 +310,8 @@ class NvmeDriver {
   std::optional<QueuePair> admin_;
   std::optional<QueuePair> io_;
   pcie::DmaPages data_;  // the data area of read/write/random_reads
+  std::optional<NvmeCmb> cmb_;           // once enable_cmb() succeeded
+  std::unique_ptr<pcie::Region> cmb_bar_;  // the BAR that holds it
   NvmeIdentity identity_;
   std::vector<NamespaceFormat> other_namespaces_;  // active namespaces other than identity_'s, once used
   NvmeOptions options_;

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "examples/nvme/nvme_driver.h"
+#include "pcie/copy.h"
 #include "pcie/peer_dma.h"
 #include "pcie/vfio.h"
 #include "tests/vm/flags.h"
@@ -182,6 +183,51 @@ TEST(GuestNvme, KeepsManyReadsInFlight) {
     std::printf("queue depth %u: 2000 random reads in %.1f ms\n", depth,
                 std::chrono::duration<double, std::milli>(*elapsed).count());
   }
+}
+
+// The controller memory buffer (QEMU's cmb_size_mb=1, NVMe 1.4's scheme): blocks read into
+// it are what the CPU then reads through BAR2, and blocks the CPU put there are what a
+// write from it stores (the namespace's range zeroed first, so a write that moved nothing
+// shows; the host checks the file too).
+TEST(GuestNvmeCmb, BlocksGoIntoTheControllersOwnMemoryAndBack) {
+  auto nvme = open_nvme();
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  auto cmb = nvme->enable_cmb();
+  ASSERT_TRUE(cmb) << cmb.error().message();
+  EXPECT_EQ(cmb->bar, 2u);
+  EXPECT_EQ(cmb->size, 1u << 20);
+  EXPECT_TRUE(cmb->read_data && cmb->write_data && cmb->submission_queues);
+  EXPECT_EQ(nvme->enable_cmb()->bus_address, cmb->bus_address) << "a second call changes nothing";
+  std::printf("CMB: %llu bytes in BAR%u at +%#llx, bus address %#llx\n", static_cast<unsigned long long>(cmb->size),
+              cmb->bar, static_cast<unsigned long long>(cmb->bar_offset),
+              static_cast<unsigned long long>(cmb->bus_address));
+  pcie::Region* bar = nvme->cmb_region();
+  ASSERT_NE(bar, nullptr);
+
+  // Namespace -> CMB: 600 KiB from mid-page, split past the largest transfer.
+  const std::uint64_t from = 1 << 20, bytes = 600 * 1024, into = 0x10040;
+  ASSERT_TRUE(nvme->write(from / g_block_size, pattern(from, bytes)));
+  ASSERT_TRUE(nvme->read_to_cmb(from / g_block_size, static_cast<std::uint32_t>(bytes / g_block_size), into));
+  std::vector<std::byte> seen(bytes);
+  ASSERT_TRUE(pcie::copy_from_device(seen.data(), *bar, cmb->bar_offset + into, bytes));
+  EXPECT_TRUE(seen == pattern(from, bytes)) << "the CMB does not hold the blocks read into it";
+
+  // CMB -> namespace, over a range zeroed first.
+  const std::uint64_t to = 65536, length = 33 * 4096, at = 0xa0000;
+  const std::vector<std::byte> expected = pattern(to, length);
+  ASSERT_TRUE(nvme->write(to / g_block_size, std::vector<std::byte>(length)));
+  ASSERT_TRUE(pcie::copy_to_device(*bar, cmb->bar_offset + at, expected.data(), length));
+  ASSERT_TRUE(nvme->write_from_cmb(to / g_block_size, static_cast<std::uint32_t>(length / g_block_size), at));
+  ASSERT_TRUE(nvme->flush());
+  auto back = nvme->read(to / g_block_size, static_cast<std::uint32_t>(length / g_block_size));
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_TRUE(*back == expected) << "the namespace does not hold what was written from the CMB";
+
+  // Refused before the controller sees them.
+  EXPECT_EQ(nvme->read_to_cmb(0, 1, cmb->size - g_block_size + 4).error().code, pcie::Errc::out_of_range);
+  EXPECT_EQ(nvme->read_to_cmb(0, 1, 2).error().code, pcie::Errc::invalid_argument);
+  EXPECT_EQ(nvme->write_from_cmb(0, 0, 0).error().code, pcie::Errc::invalid_argument);
+  EXPECT_TRUE(nvme->shutdown());
 }
 
 // Storage to accelerator and back, as a user runs it: every transfer of nvme_pattern.h's

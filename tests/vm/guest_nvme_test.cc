@@ -6,7 +6,7 @@
 // straight between the namespace and ivshmem's BAR2 (00:04.0, bound to vfio-pci). The host
 // then checks both files.
 //
-// Flags: --block-size=512|4096 (the format QEMU was given), --backend=type1|iommufd.
+// Flags: --block-size=512|4096 (the format QEMU was given), --backend=type1|iommufd|noiommu.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -28,8 +28,15 @@ const pcie::Bdf kIvshmem{0, 0, 4, 0};
 std::uint32_t g_block_size = 512;
 std::string g_backend = "type1";
 
+// A container of the backend under test: an IOMMU's (type1, iommufd), or none (VFIO's
+// no-IOMMU mode: DMA to physical addresses, peer windows at the BAR's bus address).
+pcie::Result<pcie::VfioContainer> open_container() {
+  if (g_backend == "noiommu") return pcie::VfioContainer::open_without_iommu(pcie::DeviceMayReachAllMemory::acknowledged);
+  return pcie::VfioContainer::open();
+}
+
 pcie::Result<examples::NvmeDriver> open_nvme(const examples::NvmeOptions& options = {}) {
-  auto container = pcie::VfioContainer::open();
+  auto container = open_container();
   if (!container) return std::unexpected(container.error());
   auto device = container->open_device(kNvme);
   if (!device) return std::unexpected(device.error());
@@ -246,11 +253,14 @@ TEST(GuestNvmePeer, BlocksMoveStraightBetweenTheNamespaceAndIvshmemsBar) {
     ASSERT_TRUE(nvme->flush());
     ASSERT_TRUE(nvme->shutdown());
   }
-  const std::string path = g_backend == "iommufd" ? "through iommufd (dma-buf)" : "through type1 (the BAR's mapping)";
+  const std::string path = g_backend == "iommufd"   ? "through iommufd (dma-buf)"
+                           : g_backend == "noiommu" ? "through no IOMMU (the BAR's bus address)"
+                                                    : "through type1 (the BAR's mapping)";
+  const std::string backend = g_backend == "noiommu" ? "--backend vfio-noiommu " : "";
   for (const pcie::vm::NvmePeerTransfer& transfer : pcie::vm::nvme_peer_transfers(g_block_size)) {
     char command[192];
-    std::snprintf(command, sizeof command, "nvme-driver 0000:01:00.0 %s %llu %llu --%s 0000:00:04.0:bar2:0x%llx",
-                  transfer.into_peer ? "read" : "write",
+    std::snprintf(command, sizeof command, "nvme-driver %s0000:01:00.0 %s %llu %llu --%s 0000:00:04.0:bar2:0x%llx",
+                  backend.c_str(), transfer.into_peer ? "read" : "write",
                   static_cast<unsigned long long>(transfer.namespace_offset / g_block_size),
                   static_cast<unsigned long long>(transfer.bytes / g_block_size), transfer.into_peer ? "into" : "from",
                   static_cast<unsigned long long>(transfer.peer_offset));
@@ -265,7 +275,7 @@ TEST(GuestNvmePeer, BlocksMoveStraightBetweenTheNamespaceAndIvshmemsBar) {
 // or goes to a peer that stopped decoding memory (a revoked window) is refused before the
 // controller sees a command.
 TEST(GuestNvmePeer, TransfersThatLeaveTheWindowAreRefused) {
-  auto container = pcie::VfioContainer::open();
+  auto container = open_container();
   ASSERT_TRUE(container) << container.error().message();
   auto device = container->open_device(kNvme);
   ASSERT_TRUE(device) << device.error().message();

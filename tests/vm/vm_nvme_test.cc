@@ -6,8 +6,8 @@
 // blocks straight into the BAR.
 //
 // Flags: --pcie-vm=PATH --guest=PATH --nvme-driver=PATH (Bazel passes them),
-// --block-size=512|4096, --backend=type1|iommufd (Debian's kernel, or ours: 7.3, whose
-// iommufd takes the BAR as a dma-buf).
+// --block-size=512|4096, --backend=type1|iommufd|noiommu (Debian's kernel, or ours: 7.3,
+// whose iommufd takes the BAR as a dma-buf, and which has VFIO's no-IOMMU mode).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -62,6 +62,12 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
                           "--ivshmem-file", g_ivshmem.string(), "--ivshmem-size", std::to_string(pcie::vm::kPeerBarBytes),
                           "--bind", "0000:00:04.0=vfio-pci", "--nvme-cmb-mb", "1"};
   if (backend == "iommufd") options.vm_arguments.push_back("--own-kernel");
+  if (backend == "noiommu") {
+    // VFIO's no-IOMMU mode, on the kernel of our own (Debian's has none): the peer window
+    // is ivshmem's BAR at its bus address, every buffer a physical address.
+    options.vm_arguments.insert(options.vm_arguments.end(),
+                                {"--own-kernel", "--no-iommu", "--append", "vfio.enable_unsafe_noiommu_mode=1"});
+  }
   return options;
 }
 

@@ -27,6 +27,7 @@
 #include "pcie/discovery.h"
 #include "pcie/dma.h"
 #include "pcie/interrupts.h"
+#include "pcie/peer_dma.h"
 #include "pcie/region.h"
 #include "pcie/uio.h"
 #include "pcie/version.h"
@@ -284,6 +285,28 @@ std::optional<pcie::DeviceMayReachAllMemory> acknowledgement(bool device_may_rea
   return pcie::DeviceMayReachAllMemory::acknowledged;
 }
 
+// A window of a peer device's BAR that a VfioDevice of the same container reaches by DMA
+// (pcie/peer_dma.h). Moved behind a shared_ptr so that Python may hold it in any order
+// with the devices: it keeps the peer open itself.
+class PeerWindow {
+ public:
+  explicit PeerWindow(pcie::PeerDmaWindow window)
+      : window_(std::make_shared<pcie::PeerDmaWindow>(std::move(window))) {}
+  std::uint64_t bus_address() const { return window_->bus_address().value; }
+  std::uint64_t size() const { return window_->size(); }
+  std::string path() const { return std::string(pcie::to_string(window_->path())); }
+  std::string name() const { return pcie::printable(window_->name()); }
+  bool valid() const { return window_->valid(); }
+  std::uint64_t bus_address_of(std::uint64_t offset, std::uint64_t length) const {
+    return value_or_raise(window_->bus_address_of(offset, length)).value;
+  }
+  void check() const { ::check(window_->check()); }
+  void release() const { ::check(window_->release()); }
+
+ private:
+  std::shared_ptr<pcie::PeerDmaWindow> window_;
+};
+
 // A device owned through VFIO (bound to vfio-pci), with the IOMMU or in no-IOMMU mode.
 class VfioDevice : public Device {
  public:
@@ -299,14 +322,30 @@ class VfioDevice : public Device {
     auto container = value_or_raise(no_iommu ? pcie::VfioContainer::open_without_iommu(*acknowledged, vfio_paths(sysfs, dev_vfio))
                                              : pcie::VfioContainer::open(vfio_paths(sysfs, dev_vfio)));
     auto device = value_or_raise(container.open_device(address, pcie::VfioDeviceOptions{.reset_on_open = reset}));
-    return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), no_iommu);
+    return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), no_iommu,
+                      std::make_shared<pcie::VfioContainer>(std::move(container)));
   }
   void reset() const { check(vfio_->reset()); }
+  // Another device opened in this one's container (one IOMMU address space), as peer DMA
+  // between the two needs.
+  VfioDevice open_peer(const std::string& bdf, bool reset) const {
+    auto device = value_or_raise(container_->open_device(parse_bdf(bdf), pcie::VfioDeviceOptions{.reset_on_open = reset}));
+    return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), without_iommu(), container_);
+  }
+  // Bytes [offset, offset + length) of `peer`'s BAR `bar` made a DMA target for this device.
+  PeerWindow map_peer_bar(const VfioDevice& peer, unsigned bar, std::uint64_t offset, std::uint64_t length,
+                          unsigned dma_mask_bits, bool device_reads, bool device_writes) const {
+    const pcie::PeerDmaOptions options{.dma_limit = pcie::dma_mask_limit(dma_mask_bits),
+                                       .device_reads = device_reads,
+                                       .device_writes = device_writes};
+    return PeerWindow(value_or_raise(pcie::map_peer_bar(*vfio_, *peer.vfio_, bar, offset, length, options)));
+  }
 
  private:
-  VfioDevice(std::shared_ptr<pcie::VfioDevice> device, bool no_iommu)
-      : Device(device, "VFIO", no_iommu), vfio_(std::move(device)) {}
+  VfioDevice(std::shared_ptr<pcie::VfioDevice> device, bool no_iommu, std::shared_ptr<pcie::VfioContainer> container)
+      : Device(device, "VFIO", no_iommu), vfio_(std::move(device)), container_(std::move(container)) {}
   std::shared_ptr<pcie::VfioDevice> vfio_;
+  std::shared_ptr<pcie::VfioContainer> container_;  // for open_peer: the devices keep its state alive anyway
 };
 
 // A device bound to uio_pci_generic: BARs through sysfs, INTx through /dev/uioN, DMA
@@ -482,7 +521,30 @@ void bind_devices(py::module_& m) {
                   py::arg("dev_vfio") = py::none(),
                   "Opens `bdf` through its IOMMU group; no_iommu=True opens it in VFIO's no-IOMMU mode "
                   "(/dev/vfio/noiommu-N), which needs device_may_reach_all_memory=True.")
-      .def("reset", &VfioDevice::reset);
+      .def("reset", &VfioDevice::reset)
+      .def("open_peer", &VfioDevice::open_peer, py::arg("bdf"), py::arg("reset") = true,
+           "Opens another device (bound to vfio-pci) in this one's container, so that one can DMA into "
+           "the other's BAR (map_peer_bar).")
+      .def("map_peer_bar", &VfioDevice::map_peer_bar, py::arg("peer"), py::arg("bar"), py::arg("offset"),
+           py::arg("length"), py::arg("dma_mask_bits") = 64, py::arg("device_reads") = true,
+           py::arg("device_writes") = true,
+           "Makes [offset, offset + length) of `peer`'s BAR `bar` (multiples of 4096) a DMA target for this "
+           "device: a PeerWindow with the bus address to give it. `peer` comes from open_peer().");
+
+  py::class_<PeerWindow>(m, "PeerWindow",
+                         "A window of another device's BAR that a device reaches by DMA at bus_address "
+                         "(peer-to-peer).")
+      .def("bus_address_of", &PeerWindow::bus_address_of, py::arg("offset"), py::arg("length") = 1,
+           "The bus address of byte `offset`; pcie.Error (out_of_range) unless offset + length fits.")
+      .def("check", &PeerWindow::check,
+           "Raises pcie.Error (device_disabled, device_removed) when DMA through the window would no longer "
+           "reach the BAR: the peer stopped decoding memory, or the kernel revoked an iommufd window.")
+      .def("release", &PeerWindow::release, "Unmaps the window now (it is empty afterwards).")
+      .def_property_readonly("bus_address", &PeerWindow::bus_address)
+      .def_property_readonly("size", &PeerWindow::size)
+      .def_property_readonly("path", &PeerWindow::path, "How it was mapped: type1, iommufd (dma-buf) or no IOMMU.")
+      .def_property_readonly("name", &PeerWindow::name)
+      .def_property_readonly("valid", &PeerWindow::valid);
 
   py::class_<UioDevice, Device>(m, "UioDevice", "A device bound to uio_pci_generic (no IOMMU, INTx only).")
       .def_static("open", &UioDevice::open, py::arg("bdf"), py::arg("device_may_reach_all_memory") = false,

@@ -28,6 +28,13 @@ def _run_dma(regs, source, destination, count, command):
     wait_dma_idle(regs)
 
 
+def copy_by_dma(regs, source, destination, count):
+    """edu copies `count` bytes from bus address `source` to bus address `destination`
+    through its internal buffer (it can only DMA between that buffer and the bus)."""
+    _run_dma(regs, source, INTERNAL_BUFFER, count, DMA_START)
+    _run_dma(regs, INTERNAL_BUFFER, destination, count, DMA_START | DMA_TO_RAM)
+
+
 def dma_round_trip(regs, buffer, transfer, multiplier):
     """Fills `buffer` (4096 bytes) with a pattern, has edu copy its first `transfer` bytes in
     (QEMU 7.2's edu aborts on its whole 4096), clears the buffer, has edu copy them back,

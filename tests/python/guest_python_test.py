@@ -1,14 +1,18 @@
 """The `pcie` Python module inside the test VM (tests/vm:vm_python_test), driving QEMU's edu
 at 00:06.0 (bound to vfio-pci) the way a lab script would: discovery, registers through
 the path the opener picks, factorial by MSI with a timeout, a DMA round trip through a
-numpy-backed buffer, and lifetimes when Python drops objects in any order."""
+numpy-backed buffer, edu DMA into ivshmem's BAR through a peer window, and lifetimes when
+Python drops objects in any order."""
 import gc
 import unittest
 
 import pcie
-from edu_dma import FACTORIAL, ID, IRQ_ACK, IRQ_STATUS, LIVENESS, STATUS, dma_round_trip
+import numpy as np
+
+from edu_dma import FACTORIAL, ID, IRQ_ACK, IRQ_STATUS, LIVENESS, STATUS, copy_by_dma, dma_round_trip
 
 EDU = "0000:00:06.0"
+IVSHMEM = "0000:00:04.0"  # bound to vfio-pci too: the peer whose BAR2 edu writes into
 TRANSFER = 4000  # QEMU 7.2's edu aborts on a transfer of its whole 4096-byte buffer
 
 
@@ -58,6 +62,48 @@ class GuestPython(unittest.TestCase):
         gc.collect()
         again = pcie.VfioDevice.open(EDU)  # everything was released: the group opens again
         self.assertEqual(again.bar(0).read(ID), 0x010000ED)
+
+    def test_edu_dmas_into_ivshmems_bar_through_a_peer_window(self):
+        device = pcie.VfioDevice.open(EDU)
+        ivshmem = device.open_peer(IVSHMEM)
+        window = device.map_peer_bar(ivshmem, 2, 0x10000, 4096, dma_mask_bits=28)
+        self.assertEqual(window.path, "type1 (the BAR's mapping)")
+        self.assertEqual(window.size, 4096)
+        self.assertIn("0000:00:04.0 BAR2 [0x10000, 0x11000)", window.name)
+        self.assertLess(window.bus_address + 4095, 1 << 28)
+        window.check()  # decodes memory: no error
+        with self.assertRaises(pcie.Error) as caught:
+            window.bus_address_of(4000, 200)  # past the window's end
+        self.assertEqual(caught.exception.code, "out_of_range")
+
+        buffer = device.dma_buffer(4096, dma_mask_bits=28)
+        data = buffer.array(np.uint8)
+        data[:] = (np.arange(4096) * 13 % 251 + 1).astype(np.uint8)
+        buffer.sync_for_device()
+        device.enable_bus_master(True)
+        regs = device.bar(0)
+        copy_by_dma(regs, buffer.bus_address, window.bus_address_of(0x100, 3000), 3000)  # RAM -> edu -> BAR
+        bar2 = ivshmem.bar(2)
+        seen = np.array([bar2.read(0x10000 + i, 8) for i in range(0x100 - 4, 0x100 + 3000 + 4)], dtype=np.uint8)
+        self.assertTrue(np.array_equal(seen[4:-4], data[:3000]), "ivshmem's BAR does not hold what edu wrote")
+        self.assertTrue(np.all(seen[:4] == 0) and np.all(seen[-4:] == 0), "edu wrote outside the transfer")
+        device.enable_bus_master(False)
+
+        window.release()
+        self.assertFalse(window.valid)
+        with self.assertRaises(pcie.Error) as caught:
+            window.bus_address_of(0)
+        self.assertEqual(caught.exception.code, "invalid_argument")
+        with self.assertRaises(pcie.Error) as caught:
+            device.map_peer_bar(ivshmem, 2, 0x10001, 4096)  # not a page multiple
+        self.assertEqual(caught.exception.code, "invalid_argument")
+        # Dropped in any order: the window keeps the peer open until it goes.
+        again = device.map_peer_bar(ivshmem, 2, 0, 4096)
+        del ivshmem, device, bar2, regs
+        gc.collect()
+        self.assertTrue(again.valid)
+        del again, buffer, data
+        gc.collect()
 
     def test_errors_carry_the_library_hint(self):
         with self.assertRaises(pcie.Error) as caught:

@@ -1,5 +1,5 @@
-// The Python module on a real kernel: boots the test VM (IOMMU on, edu 00:06.0 bound to
-// vfio-pci) with Debian's python3 and numpy (pcie-vm --python), and runs
+// The Python module on a real kernel: boots the test VM (IOMMU on, edu 00:06.0 and ivshmem
+// 00:04.0 bound to vfio-pci) with Debian's python3 and numpy (pcie-vm --python), and runs
 // tests/python/guest_python_test.py there through run_tests.py, whose GoogleTest-style
 // JSON report gives one test case per Python test.
 //
@@ -17,7 +17,8 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   const std::string backend = flags.contains("backend") ? flags.at("backend") : "vfio";
   pcie::vm::Options options = pcie::vm::options_from_flags(flags, {"module", "runner", "script", "helper"}, "");
   if (backend == "vfio") {
-    options.vm_arguments = {"--python", "--memory", "1024M", "--bind", "0000:00:06.0=vfio-pci"};
+    options.vm_arguments = {"--python", "--memory", "1024M", "--bind", "0000:00:06.0=vfio-pci", "--bind",
+                            "0000:00:04.0=vfio-pci"};
   } else {
     // No IOMMU: edu 00:03.0 (64-bit DMA mask) bound to uio_pci_generic (Debian's kernel) or
     // to vfio-pci in no-IOMMU mode (the kernel of our own, tests/vm/build-kernel).

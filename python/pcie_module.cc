@@ -499,6 +499,23 @@ void bind_dma_and_interrupts(py::module_& m) {
       .def_property_readonly("name", &Interrupts::name);
 }
 
+void bind_peer_windows(py::module_& m) {
+  py::class_<PeerWindow>(m, "PeerWindow",
+                         "A window of another device's BAR that a device reaches by DMA at bus_address "
+                         "(peer-to-peer).")
+      .def("bus_address_of", &PeerWindow::bus_address_of, py::arg("offset"), py::arg("length") = 1,
+           "The bus address of byte `offset`; pcie.Error (out_of_range) unless offset + length fits.")
+      .def("check", &PeerWindow::check,
+           "Raises pcie.Error (device_disabled, device_removed) when DMA through the window would no longer "
+           "reach the BAR: the peer stopped decoding memory, or the kernel revoked an iommufd window.")
+      .def("release", &PeerWindow::release, "Unmaps the window now (it is empty afterwards).")
+      .def_property_readonly("bus_address", &PeerWindow::bus_address)
+      .def_property_readonly("size", &PeerWindow::size)
+      .def_property_readonly("path", &PeerWindow::path, "How it was mapped: type1, iommufd (dma-buf) or no IOMMU.")
+      .def_property_readonly("name", &PeerWindow::name)
+      .def_property_readonly("valid", &PeerWindow::valid);
+}
+
 void bind_devices(py::module_& m) {
   py::class_<Device>(m, "Device",
                      "A device a driver owns, whichever backend opened it (VfioDevice.open, UioDevice.open).")
@@ -531,20 +548,6 @@ void bind_devices(py::module_& m) {
            "Makes [offset, offset + length) of `peer`'s BAR `bar` (multiples of 4096) a DMA target for this "
            "device: a PeerWindow with the bus address to give it. `peer` comes from open_peer().");
 
-  py::class_<PeerWindow>(m, "PeerWindow",
-                         "A window of another device's BAR that a device reaches by DMA at bus_address "
-                         "(peer-to-peer).")
-      .def("bus_address_of", &PeerWindow::bus_address_of, py::arg("offset"), py::arg("length") = 1,
-           "The bus address of byte `offset`; pcie.Error (out_of_range) unless offset + length fits.")
-      .def("check", &PeerWindow::check,
-           "Raises pcie.Error (device_disabled, device_removed) when DMA through the window would no longer "
-           "reach the BAR: the peer stopped decoding memory, or the kernel revoked an iommufd window.")
-      .def("release", &PeerWindow::release, "Unmaps the window now (it is empty afterwards).")
-      .def_property_readonly("bus_address", &PeerWindow::bus_address)
-      .def_property_readonly("size", &PeerWindow::size)
-      .def_property_readonly("path", &PeerWindow::path, "How it was mapped: type1, iommufd (dma-buf) or no IOMMU.")
-      .def_property_readonly("name", &PeerWindow::name)
-      .def_property_readonly("valid", &PeerWindow::valid);
 
   py::class_<UioDevice, Device>(m, "UioDevice", "A device bound to uio_pci_generic (no IOMMU, INTx only).")
       .def_static("open", &UioDevice::open, py::arg("bdf"), py::arg("device_may_reach_all_memory") = false,
@@ -563,5 +566,6 @@ PYBIND11_MODULE(pcie, m) {
   bind_discovery(m);
   bind_regions(m);
   bind_dma_and_interrupts(m);
+  bind_peer_windows(m);  // before the devices, whose map_peer_bar returns a PeerWindow
   bind_devices(m);
 }

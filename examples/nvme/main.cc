@@ -190,6 +190,25 @@ std::optional<int> run_command(examples::NvmeDriver& driver, const std::vector<c
   return usage();
 }
 
+constexpr std::uint64_t kPage = 4096;
+
+// A window of the pages of the peer's BAR that hold `bytes` from the target's offset (an
+// IOMMU maps whole pages), for the controller to write into (`into_peer`) or read from.
+pcie::Result<pcie::PeerDmaWindow> map_window_for(const examples::NvmeDriver& driver, const pcie::VfioDevice& peer,
+                                                 const examples::PeerTarget& target, std::uint64_t bytes,
+                                                 bool into_peer) {
+  if (target.offset > ~std::uint64_t{0} - bytes - kPage) {
+    return std::unexpected(pcie::make_error(pcie::Errc::out_of_range, "NVMe peer transfer", target.bdf.to_string(),
+                                            "the offset and length overflow"));
+  }
+  const std::uint64_t first = target.offset / kPage * kPage;
+  const std::uint64_t end = (target.offset + bytes + kPage - 1) / kPage * kPage;
+  // The driver's device is a VfioDevice: run_with_peer opened it so.
+  const auto& initiator = static_cast<const pcie::VfioDevice&>(driver.device());
+  return pcie::map_peer_bar(initiator, peer, target.bar, first, end - first,
+                            {.device_reads = !into_peer, .device_writes = into_peer});
+}
+
 // read/write --into/--from: both devices in one container, a window of the peer's BAR
 // covering the pages the blocks touch, and the transfer through it.
 int run_with_peer(const Invocation& invocation) {
@@ -204,23 +223,13 @@ int run_with_peer(const Invocation& invocation) {
   if (!driver) return fail(driver.error());
   auto block = driver->block_size(invocation.nsid);
   if (!block) return fail(block.error());
-  // An IOMMU maps whole pages: the window is the pages that hold the bytes.
-  constexpr std::uint64_t kPage = 4096;
   const std::uint64_t bytes = blocks * *block;  // at most 2^32 blocks of 2^16 bytes
-  if (target.offset > ~std::uint64_t{0} - bytes - kPage) {
-    return fail(pcie::make_error(pcie::Errc::out_of_range, "NVMe peer transfer", target.bdf.to_string(),
-                                 "the offset and length overflow"));
-  }
-  const std::uint64_t first = target.offset / kPage * kPage;
-  const std::uint64_t end = (target.offset + bytes + kPage - 1) / kPage * kPage;
-  // The driver's device is the VfioDevice opened above.
-  const auto& initiator = static_cast<const pcie::VfioDevice&>(driver->device());
-  auto window = pcie::map_peer_bar(initiator, *devices->peer, target.bar, first, end - first,
-                                   {.device_reads = !invocation.into_peer, .device_writes = invocation.into_peer});
+  auto window = map_window_for(*driver, *devices->peer, target, bytes, invocation.into_peer);
   if (!window) return fail(window.error());
+  const std::uint64_t in_window = target.offset % kPage;  // the window starts at the offset's page
   const auto count = static_cast<std::uint32_t>(blocks);
-  auto moved = invocation.into_peer ? driver->read_to(lba, count, *window, target.offset - first, invocation.nsid)
-                                    : driver->write_from(lba, count, *window, target.offset - first, invocation.nsid);
+  auto moved = invocation.into_peer ? driver->read_to(lba, count, *window, in_window, invocation.nsid)
+                                    : driver->write_from(lba, count, *window, in_window, invocation.nsid);
   if (!moved) return fail(moved.error());
   if (!invocation.into_peer) {
     if (auto flushed = driver->flush(invocation.nsid); !flushed) return fail(flushed.error());

@@ -41,6 +41,29 @@ Result<void> NvmeDriver::write_cmb_control(std::uint64_t value) {
   return bar0_->write(pcie::Width::bits32, nvme::kCmbMemorySpaceControl, value & 0xffffffffu);
 }
 
+// CMBLOC and CMBSZ, read once CMBMSC.CRE makes them readable (3.1.4.12, 3.1.4.13): where
+// the CMB is and what it takes; malformed for a reserved size unit or BAR.
+Result<NvmeCmb> NvmeDriver::read_cmb_registers(const char* operation) {
+  // CMBLOC and CMBSZ read 0 until CMBMSC.CRE is set (3.1.4.14).
+  if (auto on = write_cmb_control(1); !on) return std::unexpected(on.error());
+  const std::uint32_t location = read32(nvme::kCmbLocation);
+  const std::uint32_t size = read32(nvme::kCmbSize);
+  const unsigned unit_code = (size >> 8) & 0xf;  // SZU: 4 KiB << 4n, up to 64 GiB (6)
+  if (unit_code > 6 || (location & 7) > 5) {
+    return std::unexpected(make_error(Errc::malformed, operation, device_->bdf().to_string(),
+                                      "CMBSZ.SZU or CMBLOC.BIR holds a reserved value"));
+  }
+  const std::uint64_t unit = std::uint64_t{4096} << (4 * unit_code);
+  return NvmeCmb{.bar = location & 7,
+                 .bar_offset = (location >> 12) * unit,
+                 .size = (size >> 12) * unit,
+                 .submission_queues = (size & 1) != 0,
+                 .completion_queues = (size & 2) != 0,
+                 .prp_lists = (size & 4) != 0,
+                 .read_data = (size & 8) != 0,
+                 .write_data = (size & 16) != 0};
+}
+
 Result<NvmeCmb> NvmeDriver::enable_cmb() {
   const char* operation = "enable NVMe controller memory buffer";
   if (auto ok = usable(operation); !ok) return std::unexpected(ok.error());
@@ -51,50 +74,34 @@ Result<NvmeCmb> NvmeDriver::enable_cmb() {
     return std::unexpected(make_error(Errc::not_supported, operation, name,
                                       "the controller has no controller memory buffer (CAP.CMBS is 0)"));
   }
-  // CMBLOC and CMBSZ read 0 until CMBMSC.CRE is set (3.1.4.14).
-  if (auto on = write_cmb_control(1); !on) return std::unexpected(on.error());
-  const std::uint32_t location = read32(nvme::kCmbLocation);
-  const std::uint32_t size = read32(nvme::kCmbSize);
-  const unsigned unit_code = (size >> 8) & 0xf;  // SZU: 4 KiB << 4n, up to 64 GiB (6)
-  if (unit_code > 6 || (location & 7) > 5) {
-    return std::unexpected(make_error(Errc::malformed, operation, name,
-                                      "CMBSZ.SZU or CMBLOC.BIR holds a reserved value"));
-  }
-  const std::uint64_t unit = std::uint64_t{4096} << (4 * unit_code);
-  NvmeCmb cmb{.bar = location & 7,
-              .bar_offset = (location >> 12) * unit,
-              .size = (size >> 12) * unit,
-              .submission_queues = (size & 1) != 0,
-              .completion_queues = (size & 2) != 0,
-              .prp_lists = (size & 4) != 0,
-              .read_data = (size & 8) != 0,
-              .write_data = (size & 16) != 0};
-  if (cmb.size == 0 || !cmb.read_data || !cmb.write_data) {
+  auto cmb = read_cmb_registers(operation);
+  if (!cmb) return std::unexpected(cmb.error());
+  if (cmb->size == 0 || !cmb->read_data || !cmb->write_data) {
     return std::unexpected(make_error(Errc::not_supported, operation, name,
                                       "the CMB takes no data for reads and writes (CMBSZ.RDS, WDS or SZ is 0)"));
   }
-  auto bar = device_->open_bar(cmb.bar);
+  auto bar = device_->open_bar(cmb->bar);
   if (!bar) return std::unexpected(bar.error());
-  if (cmb.bar_offset > (*bar)->size() || cmb.size > (*bar)->size() - cmb.bar_offset) {
+  if (cmb->bar_offset > (*bar)->size() || cmb->size > (*bar)->size() - cmb->bar_offset) {
     return std::unexpected(make_error(Errc::malformed, operation, name,
-                                      "CMBLOC and CMBSZ place the CMB past the end of BAR" + std::to_string(cmb.bar)));
+                                      "CMBLOC and CMBSZ place the CMB past the end of BAR" + std::to_string(cmb->bar)));
   }
-  auto base = bar_bus_address(device_->bdf(), cmb.bar);
+  auto base = bar_bus_address(device_->bdf(), cmb->bar);
   if (!base) return std::unexpected(base.error());
-  cmb.bus_address = *base + cmb.bar_offset;
-  // CRE, CMSE and the address the controller is to recognize (CBA is 4 KiB-aligned).
-  if (cmb.bus_address % 4096 != 0) {
+  cmb->bus_address = *base + cmb->bar_offset;
+  if (cmb->bus_address % 4096 != 0) {  // CBA holds bits 63:12
     return std::unexpected(make_error(Errc::not_supported, operation, name, "the CMB's bus address is not 4 KiB-aligned"));
   }
-  if (auto on = write_cmb_control(cmb.bus_address | 3); !on) return std::unexpected(on.error());
+  // CRE, CMSE and the address the controller is to take as its own.
+  if (auto on = write_cmb_control(cmb->bus_address | 3); !on) return std::unexpected(on.error());
   if ((read32(nvme::kCmbStatus) & 1) != 0) {  // CBAI: Controller Base Address Invalid
     (void)write_cmb_control(0);
     return std::unexpected(make_error(Errc::io_error, operation, name,
                                       "the controller refused the CMB's address (CMBSTS.CBAI)"));
   }
   cmb_bar_ = std::move(*bar);
-  cmb_ = cmb;
-  return cmb;
+  cmb_ = *cmb;
+  return *cmb;
 }
 
 Result<void> NvmeDriver::cmb_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba,

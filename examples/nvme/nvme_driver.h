@@ -289,6 +289,7 @@ class NvmeDriver {
   pcie::Result<std::pair<NamespaceFormat, std::uint64_t>> bus_range_blocks(const char* operation, std::uint32_t blocks,
                                                                            std::uint64_t offset,
                                                                            std::uint32_t namespace_id);
+  pcie::Result<NvmeCmb> read_cmb_registers(const char* operation);
   // CMBMSC written as two halves, the upper first: the lower one enables (3.1.4.14).
   pcie::Result<void> write_cmb_control(std::uint64_t value);
   // Queues (without ringing) one read of `blocks` at `lba` into its identifier's slot of the

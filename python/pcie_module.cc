@@ -508,7 +508,9 @@ void bind_peer_windows(py::module_& m) {
       .def("check", &PeerWindow::check,
            "Raises pcie.Error (device_disabled, device_removed) when DMA through the window would no longer "
            "reach the BAR: the peer stopped decoding memory, or the kernel revoked an iommufd window.")
-      .def("release", &PeerWindow::release, "Unmaps the window now (it is empty afterwards).")
+      .def("release", &PeerWindow::release,
+           "Unmaps the window now (it is empty afterwards either way); raises pcie.Error with the kernel's "
+           "error when the unmap failed (its bus address then stays taken).")
       .def_property_readonly("bus_address", &PeerWindow::bus_address)
       .def_property_readonly("size", &PeerWindow::size)
       .def_property_readonly("path", &PeerWindow::path, "How it was mapped: type1, iommufd (dma-buf) or no IOMMU.")
@@ -539,9 +541,9 @@ void bind_devices(py::module_& m) {
                   "Opens `bdf` through its IOMMU group; no_iommu=True opens it in VFIO's no-IOMMU mode "
                   "(/dev/vfio/noiommu-N), which needs device_may_reach_all_memory=True.")
       .def("reset", &VfioDevice::reset)
-      .def("open_peer", &VfioDevice::open_peer, py::arg("bdf"), py::arg("reset") = true,
+      .def("open_peer", &VfioDevice::open_peer, py::arg("bdf"), py::arg("reset") = false,
            "Opens another device (bound to vfio-pci) in this one's container, so that one can DMA into "
-           "the other's BAR (map_peer_bar).")
+           "the other's BAR (map_peer_bar); not reset unless reset=True (its BAR's contents are the point).")
       .def("map_peer_bar", &VfioDevice::map_peer_bar, py::arg("peer"), py::arg("bar"), py::arg("offset"),
            py::arg("length"), py::arg("dma_mask_bits") = 64, py::arg("device_reads") = true,
            py::arg("device_writes") = true,

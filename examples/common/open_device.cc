@@ -56,7 +56,9 @@ pcie::Result<DevicePair> open_device_and_peer(std::string_view backend, const pc
   if (!container) return std::unexpected(container.error());
   auto device = container->open_device(bdf);
   if (!device) return std::unexpected(device.error());
-  auto peer_device = container->open_device(peer);
+  // The peer is a DMA target, not driven: opening it must not reset it (an FLR could wipe
+  // the very memory its BAR holds, or undo what its owner set up).
+  auto peer_device = container->open_device(peer, {.reset_on_open = false});
   if (!peer_device) return std::unexpected(peer_device.error());
   return DevicePair{std::make_unique<pcie::VfioDevice>(std::move(*device)),
                     std::make_unique<pcie::VfioDevice>(std::move(*peer_device))};

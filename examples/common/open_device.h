@@ -25,7 +25,8 @@ bool known_backend(std::string_view backend);
 pcie::Result<std::unique_ptr<pcie::Device>> open_device(std::string_view backend, const pcie::Bdf& bdf);
 
 // Two devices opened in one VFIO container, so that one can reach the other's BAR by DMA
-// (pcie/peer_dma.h). Both stay usable when the container object goes.
+// (pcie/peer_dma.h). Both stay usable when the container object goes. The peer is opened
+// without a reset: its BAR's contents are the point.
 struct DevicePair {
   std::unique_ptr<pcie::VfioDevice> device;
   std::unique_ptr<pcie::VfioDevice> peer;

@@ -203,9 +203,12 @@ pcie::Result<pcie::PeerDmaWindow> map_window_for(const examples::NvmeDriver& dri
   }
   const std::uint64_t first = target.offset / kPage * kPage;
   const std::uint64_t end = (target.offset + bytes + kPage - 1) / kPage * kPage;
-  // The driver's device is a VfioDevice: run_with_peer opened it so.
-  const auto& initiator = static_cast<const pcie::VfioDevice&>(driver.device());
-  return pcie::map_peer_bar(initiator, peer, target.bar, first, end - first,
+  const auto* initiator = dynamic_cast<const pcie::VfioDevice*>(&driver.device());
+  if (initiator == nullptr) {
+    return std::unexpected(pcie::make_error(pcie::Errc::invalid_argument, "NVMe peer transfer",
+                                            driver.device().bdf().to_string(), "not a VFIO device"));
+  }
+  return pcie::map_peer_bar(*initiator, peer, target.bar, first, end - first,
                             {.device_reads = !into_peer, .device_writes = into_peer});
 }
 

@@ -22,6 +22,10 @@ Result<std::uint64_t> bar_bus_address(const pcie::Bdf& bdf, unsigned bar) {
   if (!config) return std::unexpected(config.error());
   auto low = config->read32(0x10 + 4 * bar);
   if (!low) return std::unexpected(low.error());
+  if (*low != ~0u && (*low & 1u) != 0) {
+    return std::unexpected(make_error(Errc::not_supported, "read BAR", bdf.to_string(),
+                                      "BAR" + std::to_string(bar) + " is I/O space: no CMB can live there"));
+  }
   std::uint64_t high = 0;
   if ((*low & 0x6u) == 0x4u && bar < 5) {
     auto upper = config->read32(0x10 + 4 * (bar + 1));
@@ -49,7 +53,8 @@ Result<NvmeCmb> NvmeDriver::read_cmb_registers(const char* operation) {
   const std::uint32_t location = read32(nvme::kCmbLocation);
   const std::uint32_t size = read32(nvme::kCmbSize);
   const unsigned unit_code = (size >> 8) & 0xf;  // SZU: 4 KiB << 4n, up to 64 GiB (6)
-  if (unit_code > 6 || (location & 7) > 5) {
+  // BIR 1 is reserved: BAR0 and BAR1 are BAR0's 64-bit register pair (3.1.4.12).
+  if (unit_code > 6 || (location & 7) > 5 || (location & 7) == 1) {
     return std::unexpected(make_error(Errc::malformed, operation, device_->bdf().to_string(),
                                       "CMBSZ.SZU or CMBLOC.BIR holds a reserved value"));
   }
@@ -75,33 +80,77 @@ Result<NvmeCmb> NvmeDriver::enable_cmb() {
                                       "the controller has no controller memory buffer (CAP.CMBS is 0)"));
   }
   auto cmb = read_cmb_registers(operation);
-  if (!cmb) return std::unexpected(cmb.error());
-  if (cmb->size == 0 || !cmb->read_data || !cmb->write_data) {
+  if (cmb) cmb = place_cmb(*cmb, operation);
+  if (!cmb) {
+    (void)write_cmb_control(0);  // CRE off again: nothing was enabled
+    return std::unexpected(cmb.error());
+  }
+  // CRE, CMSE and the address the controller is to take as its own.
+  auto on = write_cmb_control(cmb->bus_address | 3);
+  if (on && (read32(nvme::kCmbStatus) & 1) != 0) {  // CBAI: Controller Base Address Invalid
+    on = std::unexpected(make_error(Errc::io_error, operation, name,
+                                    "the controller refused the CMB's address (CMBSTS.CBAI)"));
+  }
+  if (!on) {
+    (void)write_cmb_control(0);
+    cmb_bar_.reset();
+    return std::unexpected(on.error());
+  }
+  cmb_ = *cmb;
+  return *cmb;
+}
+
+// Whether the CMB can be used where CMBLOC and CMBSZ put it, and its bus address; opens
+// its BAR (cmb_bar_).
+Result<NvmeCmb> NvmeDriver::place_cmb(NvmeCmb cmb, const char* operation) {
+  const std::string name = device_->bdf().to_string();
+  if (cmb.size == 0 || !cmb.read_data || !cmb.write_data) {
     return std::unexpected(make_error(Errc::not_supported, operation, name,
                                       "the CMB takes no data for reads and writes (CMBSZ.RDS, WDS or SZ is 0)"));
   }
-  auto bar = device_->open_bar(cmb->bar);
+  auto bar = device_->open_bar(cmb.bar);
   if (!bar) return std::unexpected(bar.error());
-  if (cmb->bar_offset > (*bar)->size() || cmb->size > (*bar)->size() - cmb->bar_offset) {
+  if (cmb.bar_offset > (*bar)->size() || cmb.size > (*bar)->size() - cmb.bar_offset) {
     return std::unexpected(make_error(Errc::malformed, operation, name,
-                                      "CMBLOC and CMBSZ place the CMB past the end of BAR" + std::to_string(cmb->bar)));
+                                      "CMBLOC and CMBSZ place the CMB past the end of BAR" + std::to_string(cmb.bar)));
   }
-  auto base = bar_bus_address(device_->bdf(), cmb->bar);
+  auto base = bar_bus_address(device_->bdf(), cmb.bar);
   if (!base) return std::unexpected(base.error());
-  cmb->bus_address = *base + cmb->bar_offset;
-  if (cmb->bus_address % 4096 != 0) {  // CBA holds bits 63:12
+  cmb.bus_address = *base + cmb.bar_offset;
+  if (cmb.bus_address % 4096 != 0) {  // CBA holds bits 63:12
     return std::unexpected(make_error(Errc::not_supported, operation, name, "the CMB's bus address is not 4 KiB-aligned"));
   }
-  // CRE, CMSE and the address the controller is to take as its own.
-  if (auto on = write_cmb_control(cmb->bus_address | 3); !on) return std::unexpected(on.error());
-  if ((read32(nvme::kCmbStatus) & 1) != 0) {  // CBAI: Controller Base Address Invalid
-    (void)write_cmb_control(0);
-    return std::unexpected(make_error(Errc::io_error, operation, name,
-                                      "the controller refused the CMB's address (CMBSTS.CBAI)"));
+  // The controller takes every address in the range for its own memory: none of the
+  // driver's buffers may have a bus address there (an IOVA can be anything the IOMMU
+  // hands out). The driver allocates nothing after open(), so this holds from here on.
+  if (const auto clash = buffer_in(cmb.bus_address, cmb.size)) {
+    return std::unexpected(make_error(Errc::not_supported, operation, name,
+                                      "the driver's " + *clash + " has a bus address inside the CMB's range",
+                                      "open the controller in a fresh container, or leave the CMB off"));
   }
   cmb_bar_ = std::move(*bar);
-  cmb_ = *cmb;
-  return *cmb;
+  return cmb;
+}
+
+std::optional<std::string> NvmeDriver::buffer_in(std::uint64_t start, std::uint64_t size) const {
+  const auto overlaps = [&](std::uint64_t bus, std::uint64_t bytes) { return bus < start + size && start < bus + bytes; };
+  const auto pages_overlap = [&](const pcie::DmaPages& pages) {
+    for (std::size_t i = 0; i < pages.count(); ++i) {
+      if (overlaps(pages.bus(i).value, 4096)) return true;  // DmaPages of 4 KiB (CC.MPS 0)
+    }
+    return false;
+  };
+  for (const std::optional<QueuePair>* queue : {&admin_, &io_}) {
+    if (!*queue) continue;
+    const QueuePair& pair = **queue;
+    if (overlaps(pair.sq_memory.bus_address().value, pair.sq_memory.size()) ||
+        overlaps(pair.cq_memory.bus_address().value, pair.cq_memory.size())) {
+      return std::string("queue ") + std::to_string(pair.id);
+    }
+    if (pages_overlap(pair.prp_lists)) return "PRP lists of queue " + std::to_string(pair.id);
+  }
+  if (pages_overlap(data_)) return std::string("data area");
+  return std::nullopt;
 }
 
 Result<void> NvmeDriver::cmb_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba,

@@ -628,15 +628,29 @@ Result<std::pair<NvmeDriver::NamespaceFormat, std::uint64_t>> NvmeDriver::bus_ra
 Result<void> NvmeDriver::peer_transfer(std::uint8_t opcode, const char* operation, std::uint64_t lba,
                                        std::uint32_t blocks, const pcie::PeerDmaWindow& window, std::uint64_t offset,
                                        std::uint32_t namespace_id) {
-  if (!window.valid()) {
-    return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(),
-                                      "the peer window is empty"));
+  const auto* vfio = dynamic_cast<const pcie::VfioDevice*>(device_.get());
+  const bool into_peer = opcode == nvme::kRead;
+  const char* refused = !window.valid()                   ? "the peer window is empty"
+                        : vfio == nullptr                  ? "peer windows serve VFIO devices; this one is not"
+                        : !window.usable_by(*vfio)         ? "the window was mapped for another VFIO container: its "
+                                                             "bus address means nothing to this controller"
+                        : into_peer && !window.device_writes() ? "the window was mapped without device_writes"
+                        : !into_peer && !window.device_reads() ? "the window was mapped without device_reads"
+                                                               : nullptr;
+  if (refused != nullptr) {
+    return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(), refused,
+                                      "map the window with pcie::map_peer_bar(this driver's device, peer, ...)"));
   }
   auto range = bus_range_blocks(operation, blocks, offset, namespace_id);
   if (!range) return std::unexpected(range.error());
   const auto& [space, bytes] = *range;
   auto bus = window.bus_address_of(offset, bytes);  // bounds, overflow-safe
   if (!bus) return std::unexpected(bus.error());
+  if (cmb_ && bus->value < cmb_->bus_address + cmb_->size && cmb_->bus_address < bus->value + bytes) {
+    // The controller would take those addresses for its own memory buffer.
+    return std::unexpected(make_error(Errc::invalid_argument, operation, window.name(),
+                                      "its bus addresses overlap the controller memory buffer's"));
+  }
   // A window the kernel revoked (the peer reset or its decoding off) would make the
   // controller's DMA fault in the IOMMU, or go nowhere: refuse before it starts.
   if (auto reachable = window.check(); !reachable) return std::unexpected(reachable.error());
@@ -722,6 +736,7 @@ Result<void> NvmeDriver::shutdown() {
   if (io_queues_ == 2) (void)execute(*admin_, {.opcode = nvme::kDeleteIoSq, .cdw10 = 1});
   if (io_queues_ >= 1) (void)execute(*admin_, {.opcode = nvme::kDeleteIoCq, .cdw10 = 1});
   recovering_ = false;
+  if (cmb_) (void)write_cmb_control(0);  // the controller's memory space off again (3.1.4.14)
   const std::uint32_t configuration = read32(nvme::kConfiguration);
   write32(nvme::kConfiguration, (configuration & ~(3u << 14)) | (1u << 14));
   pcie::WaitOptions options{.timeout = ready_timeout_};

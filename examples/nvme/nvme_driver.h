@@ -165,7 +165,9 @@ class NvmeDriver {
   // with no limit of the data area. Errors: invalid_argument for no blocks or an offset
   // that is not a multiple of 4 (PRP entries address dwords: NVMe 2.0, 4.1.1) or an empty
   // window; out_of_range when the blocks do not fit the window from `offset`
-  // (overflow-safe); PeerDmaWindow::check()'s error when the window no longer reaches the
+  // (overflow-safe); invalid_argument too for a window mapped for another container
+  // (PeerDmaWindow::usable_by) or without the direction the transfer needs, or whose bus
+  // addresses overlap an enabled CMB's; PeerDmaWindow::check()'s error when the window no longer reaches the
   // BAR (device_disabled: revoked, or the peer's decoding off; device_removed), before any
   // command goes out; then as read()/write().
   pcie::Result<void> read_to(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
@@ -174,10 +176,14 @@ class NvmeDriver {
                                 std::uint64_t offset, std::uint32_t namespace_id = 0);
   // Enables the controller memory buffer (CMBMSC: capability registers, then the memory
   // space at the BAR's bus address, read from the device's config space in sysfs), once;
-  // later calls return the same. Errors: not_supported when CAP.CMBS is 0 (no CMB) or the
-  // CMB takes no read and write data; malformed for a CMB that does not fit its BAR or has
-  // an unknown size unit; io_error when the controller refuses the address (CMBSTS.CBAI);
-  // the errors of opening the BAR and reading its address.
+  // later calls return the same; shutdown() turns it off. Errors: not_supported when
+  // CAP.CMBS is 0 (no CMB), the CMB takes no read and write data, sits in an I/O BAR or
+  // at an address not 4 KiB-aligned, or one of the driver's own buffers has a bus address
+  // inside the CMB's range (the controller would take it for its memory); malformed for a
+  // CMB that does not fit its BAR or a reserved size unit or BAR indicator;
+  // io_error when the controller refuses the address (CMBSTS.CBAI); device_removed when
+  // the BAR reads all ones; the errors of opening the BAR and reading its config space;
+  // the driver's own (a shut-down or failed driver). On an error the CMB stays off.
   pcie::Result<NvmeCmb> enable_cmb();
   // The CMB as the CPU reaches it: BAR `cmb.bar` from `cmb.bar_offset` (nullptr before
   // enable_cmb()). Valid while the driver lives.
@@ -290,6 +296,9 @@ class NvmeDriver {
                                                                            std::uint64_t offset,
                                                                            std::uint32_t namespace_id);
   pcie::Result<NvmeCmb> read_cmb_registers(const char* operation);
+  pcie::Result<NvmeCmb> place_cmb(NvmeCmb cmb, const char* operation);
+  // Which of the driver's DMA buffers has a bus address in [start, start + size), if any.
+  std::optional<std::string> buffer_in(std::uint64_t start, std::uint64_t size) const;
   // CMBMSC written as two halves, the upper first: the lower one enables (3.1.4.14).
   pcie::Result<void> write_cmb_control(std::uint64_t value);
   // Queues (without ringing) one read of `blocks` at `lba` into its identifier's slot of the

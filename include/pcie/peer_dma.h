@@ -11,7 +11,9 @@
 //    (VM_PFNMAP). The kernel revokes the import for good when the peer is reset, stops
 //    decoding its memory or changes power state: the initiator's DMA to the window then
 //    faults in the IOMMU, never reaching a stale address, and the window stays dead until
-//    it is released and mapped again (nothing here tells that it was revoked).
+//    it is released and mapped again. PeerDmaWindow::check() tells what it can see of
+//    that (decoding off, a reset through this library); a driver calls it before each
+//    transfer.
 //  - type1: nothing is revoked; the IOMMU keeps translating to the BAR's physical pages,
 //    which hold whatever the peer decodes there after a reset.
 //  - no IOMMU (a container opened without one, through VFIO's groups or through iommufd):
@@ -89,21 +91,34 @@ class PeerDmaWindow {
   Result<BusAddress> bus_address_of(std::uint64_t offset, std::uint64_t length = 1) const;
 
   // Whether DMA through the window still reaches the BAR, checked now from the peer's
-  // config space (sysfs: the hardware's view) and what this process did to the peer. A
-  // driver calls it before each transfer it starts (the example NVMe driver's read_to and
+  // command register (one 2-byte read of its sysfs config file, opened when the window
+  // was mapped: the hardware's view) and what this process did to the peer. A driver
+  // calls it before each transfer it starts (the example NVMe driver's read_to and
   // write_from do). Errors:
   //  - device_disabled: the peer does not decode memory now (Memory Space Enable off); or,
   //    for an iommufd window, the kernel has revoked it: the peer's decoding was seen off by
   //    an earlier check, or the peer was reset through VfioDevice::reset() since the window
   //    was mapped. That is for good: release() it and map it again (the hint says so);
   //  - device_removed: the peer's config space is gone or reads all ones;
+  //  - the read's own error (io_error, permission_denied) when the register cannot be
+  //    read: the window may or may not still work, and is not marked revoked;
   //  - invalid_argument: an empty window.
-  // A check, not a lock: a reset or decode switched off after it still revokes the window;
-  // a decode switched off and on again between two checks, or a reset by another process,
-  // goes unseen. The initiator's DMA into a revoked iommufd window then faults in the
-  // IOMMU: it never reaches a stale address. type1 and no-IOMMU windows are not revoked by
-  // a reset (the kernel restores the BAR's address).
+  // A check, not a lock: a reset or decode switched off after it still revokes the window.
+  // Unseen: a decode switched off and on again between two checks, a reset by another
+  // process, and a power-state change (D3hot keeps Memory Space Enable set). The
+  // initiator's DMA into a revoked iommufd window then faults in the IOMMU: it never
+  // reaches a stale address. type1 and no-IOMMU windows are not revoked by a reset (the
+  // kernel restores the BAR's address).
   Result<void> check() const;
+
+  // Whether `device` may use the window: it was opened in the container the window was
+  // mapped for (a window's bus address means nothing in another container's IOMMU
+  // domain). False for an empty window or device.
+  bool usable_by(const VfioDevice& device) const;
+  // The directions the window was mapped with (PeerDmaOptions): the initiator reads from
+  // the BAR, writes into it. False for an empty window.
+  bool device_reads() const;
+  bool device_writes() const;
 
   // Unmaps now and reports what the kernel said (the destructor ignores it). The window is
   // empty afterwards either way; on an error its bus address stays taken, since the device

@@ -263,6 +263,7 @@ class VfioDevice final : public Device {
  private:
   friend class VfioContainer;
   friend class VfioInterrupts;
+  friend class PeerDmaWindow;  // usable_by: the device's container
   friend Result<PeerDmaWindow> map_peer_bar(const VfioDevice&, const VfioDevice&, unsigned, std::uint64_t,
                                             std::uint64_t, const PeerDmaOptions&);
   VfioDevice(std::shared_ptr<detail::VfioDeviceState> state, std::uint32_t regions, std::uint32_t irq_indexes,

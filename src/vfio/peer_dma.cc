@@ -2,6 +2,8 @@
 // then the container's mode maps the window (src/vfio/peer_mappings.cc).
 #include "pcie/peer_dma.h"
 
+#include <fcntl.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -27,7 +29,12 @@ struct PeerWindowState {
   std::unique_ptr<PeerMapping> mapping;
   std::uint64_t size = 0;
   std::string name;
-  std::uint64_t peer_resets_at_map = 0;  // VfioDeviceState::resets when mapped
+  std::shared_ptr<VfioContainerState> container;  // whose devices the window serves
+  bool device_reads = false, device_writes = false;
+  std::uint64_t peer_resets_at_map = 0;  // VfioDeviceState::resets before it was mapped
+  // The peer's sysfs config file, opened at map time, for check()'s 2-byte read of the
+  // command register (ConfigSpace::open would probe the whole config space each time).
+  UniqueFd peer_config;
   // iommufd: the kernel revoked the import (seen once, it stays so: PeerDmaWindow::check).
   mutable std::atomic<bool> revoked{false};
 };
@@ -99,9 +106,18 @@ Result<BusAddress> PeerDmaWindow::bus_address_of(std::uint64_t offset, std::uint
   return BusAddress{state_->mapping->address().value + offset};
 }
 
+bool PeerDmaWindow::usable_by(const VfioDevice& device) const {
+  return state_ && device.state_ && device.state_->container == state_->container;
+}
+bool PeerDmaWindow::device_reads() const { return state_ && state_->device_reads; }
+bool PeerDmaWindow::device_writes() const { return state_ && state_->device_writes; }
+
 Result<void> PeerDmaWindow::check() const {
   if (!state_) return std::unexpected(empty_window_error("check peer window"));
   const detail::PeerWindowState& window = *state_;
+  // iommufd unmaps an import for good when its dma-buf is revoked: it zeroes the import's
+  // length and does not map it again when vfio-pci lifts the revocation (Linux 7.3,
+  // drivers/iommu/iommufd/pages.c, iopt_revoke_notify).
   const bool dma_buf = window.mapping->path() == PeerDmaPath::iommufd_dma_buf;
   const auto revoked = [&](const std::string& why) {
     window.revoked = true;
@@ -114,17 +130,17 @@ Result<void> PeerDmaWindow::check() const {
     return std::unexpected(revoked("the peer was reset after the window was mapped"));
   }
   // The command register as the hardware holds it (PCIe Base 6.0, 7.5.1.1.3: Memory Space
-  // Enable is bit 1). Unreadable fails closed.
-  const SysfsPaths& sysfs = window.peer->container->paths.sysfs;
-  auto config = ConfigSpace::open(sysfs, window.peer->bdf);
-  auto command = config ? config->read32(0x04) : Result<std::uint32_t>(std::unexpected(config.error()));
-  if (!command || *command == ~0u) {
-    if (dma_buf) window.revoked = true;
+  // Enable is bit 1). A read that fails says nothing about revocation: its own error.
+  std::uint16_t command = 0;
+  auto read = sys::pread_exact(window.peer_config.get(), std::as_writable_bytes(std::span(&command, 1)), cfg::kCommand,
+                               window.name + " config");
+  if (!read && read.error().code != Errc::device_removed) return std::unexpected(read.error());
+  if (!read || command == 0xffff) {
+    if (dma_buf) window.revoked = true;  // a removed peer's BAR is gone for good
     return std::unexpected(make_error(Errc::device_removed, "check peer window", window.name,
-                                      command ? "the peer's config space reads all ones: removed, or in reset"
-                                              : "the peer's config space cannot be read: " + command.error().message()));
+                                      "the peer's config space reads all ones or is gone: removed, or in reset"));
   }
-  if ((*command & 0x2u) == 0) {
+  if ((command & cfg::kCommandMemorySpace) == 0) {
     if (dma_buf) return std::unexpected(revoked("the peer does not decode memory (Memory Space Enable is off)"));
     return std::unexpected(make_error(Errc::device_disabled, "check peer window", window.name,
                                       "the peer does not decode memory (Memory Space Enable is off)",
@@ -275,6 +291,10 @@ Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice
               .device_reads = options.device_reads,
               .device_writes = options.device_writes},
       .name = name};
+  auto config = sys::open_file(container->paths.sysfs.device_dir(peer.bdf()) + "/config", O_RDONLY | O_CLOEXEC,
+                               "open the peer's config space");
+  if (!config) return std::unexpected(config.error());
+  const std::uint64_t resets = peer.state_->resets.load();  // before: a reset during the mapping counts
   auto mapping = container->mode->map_peer_window(container, request);
   if (!mapping) return std::unexpected(mapping.error());
   auto state = std::make_shared<detail::PeerWindowState>();
@@ -282,7 +302,11 @@ Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice
   state->mapping = std::move(*mapping);
   state->size = length;
   state->name = name;
-  state->peer_resets_at_map = peer.state_->resets.load();
+  state->container = container;
+  state->device_reads = options.device_reads;
+  state->device_writes = options.device_writes;
+  state->peer_resets_at_map = resets;
+  state->peer_config = std::move(*config);
   return PeerDmaWindow(std::move(state));
 }
 

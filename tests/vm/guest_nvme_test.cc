@@ -25,6 +25,7 @@ namespace {
 
 const pcie::Bdf kNvme{0, 1, 0, 0};
 const pcie::Bdf kIvshmem{0, 0, 4, 0};
+const pcie::Bdf kEdu{0, 0, 6, 0};  // on vfio-pci too: an initiator of another container
 std::uint32_t g_block_size = 512;
 std::string g_backend = "type1";
 
@@ -237,6 +238,81 @@ TEST(GuestNvmeCmb, BlocksGoIntoTheControllersOwnMemoryAndBack) {
   EXPECT_TRUE(nvme->shutdown());
 }
 
+// A window is only good for the devices of the container it was mapped for, and only in
+// the directions it was mapped with: the driver refuses anything else before the
+// controller sees a command (its bus address would mean something else, or fault).
+TEST(GuestNvmePeer, AWindowOfAnotherContainerOrDirectionIsRefused) {
+  {
+    auto other = open_container();  // edu and ivshmem: a DMA space of their own
+    ASSERT_TRUE(other) << other.error().message();
+    auto edu = other->open_device(kEdu);
+    ASSERT_TRUE(edu) << edu.error().message();
+    auto ivshmem = other->open_device(kIvshmem, {.reset_on_open = false});
+    ASSERT_TRUE(ivshmem) << ivshmem.error().message();
+    auto foreign = pcie::map_peer_bar(*edu, *ivshmem, 2, 0xfe000, 4096);
+    ASSERT_TRUE(foreign) << foreign.error().message();
+    auto nvme = open_nvme();
+    ASSERT_TRUE(nvme) << nvme.error().message();
+    auto refused = nvme->read_to(0, 1, *foreign, 0);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, pcie::Errc::invalid_argument);
+    EXPECT_NE(refused.error().reason.find("another VFIO container"), std::string::npos) << refused.error().message();
+    EXPECT_TRUE(nvme->read(0, 1)) << "the controller still works";
+  }
+  // One container, but a window the controller may only write into.
+  auto container = open_container();
+  ASSERT_TRUE(container) << container.error().message();
+  auto device = container->open_device(kNvme);
+  ASSERT_TRUE(device) << device.error().message();
+  auto peer = container->open_device(kIvshmem, {.reset_on_open = false});
+  ASSERT_TRUE(peer) << peer.error().message();
+  auto nvme = examples::NvmeDriver::open(std::make_unique<pcie::VfioDevice>(std::move(*device)));
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  const auto* initiator = dynamic_cast<const pcie::VfioDevice*>(&nvme->device());
+  ASSERT_NE(initiator, nullptr);
+  auto write_only = pcie::map_peer_bar(*initiator, *peer, 2, 0xfe000, 4096, {.device_reads = false});
+  ASSERT_TRUE(write_only) << write_only.error().message();
+  EXPECT_TRUE(write_only->usable_by(*initiator));
+  EXPECT_FALSE(write_only->device_reads());
+  EXPECT_TRUE(write_only->device_writes());
+  auto wrong_way = nvme->write_from(0, 1, *write_only, 0);
+  ASSERT_FALSE(wrong_way);
+  EXPECT_EQ(wrong_way.error().code, pcie::Errc::invalid_argument);
+  EXPECT_NE(wrong_way.error().reason.find("without device_reads"), std::string::npos) << wrong_way.error().message();
+  EXPECT_TRUE(nvme->read(0, 1)) << "the controller still works";
+}
+
+// A reset of the peer through the library revokes an iommufd window for good; type1 and
+// no-IOMMU windows survive it (the kernel restores the BAR's address). The peer here is
+// nvme's own BAR2 (its CMB), which QEMU's nvme can reset (FLR); edu is the initiator.
+TEST(GuestNvmePeer, AResetOfThePeerRevokesAnIommufdWindow) {
+  auto container = open_container();
+  ASSERT_TRUE(container) << container.error().message();
+  auto edu = container->open_device(kEdu);
+  ASSERT_TRUE(edu) << edu.error().message();
+  auto nvme = container->open_device(kNvme, {.reset_on_open = false});
+  ASSERT_TRUE(nvme) << nvme.error().message();
+  auto window = pcie::map_peer_bar(*edu, *nvme, 2, 0, 4096);
+  ASSERT_TRUE(window) << window.error().message();
+  EXPECT_TRUE(window->check()) << window->check().error().message();
+  ASSERT_TRUE(nvme->reset_supported()) << "QEMU's nvme has FLR";
+  ASSERT_TRUE(nvme->reset());
+  auto after = window->check();
+  if (g_backend == "iommufd") {
+    ASSERT_FALSE(after) << "an iommufd window looks usable after its peer's reset";
+    EXPECT_EQ(after.error().code, pcie::Errc::device_disabled);
+    EXPECT_NE(after.error().reason.find("reset after the window was mapped"), std::string::npos)
+        << after.error().message();
+    std::printf("after the peer's reset: %s\n", after.error().message().c_str());
+    window->release().value();
+    auto again = pcie::map_peer_bar(*edu, *nvme, 2, 0, 4096);
+    ASSERT_TRUE(again) << again.error().message();
+    EXPECT_TRUE(again->check()) << "mapped again after the reset";
+  } else {
+    EXPECT_TRUE(after) << after.error().message();
+  }
+}
+
 // Storage to accelerator and back, as a user runs it: every transfer of nvme_pattern.h's
 // table through the example program, whose PRPs (lists included) are ivshmem BAR2's bus
 // addresses. The host checks both files afterwards.
@@ -283,8 +359,9 @@ TEST(GuestNvmePeer, TransfersThatLeaveTheWindowAreRefused) {
   ASSERT_TRUE(ivshmem) << ivshmem.error().message();
   auto nvme = examples::NvmeDriver::open(std::make_unique<pcie::VfioDevice>(std::move(*device)));
   ASSERT_TRUE(nvme) << nvme.error().message();
-  const auto& initiator = static_cast<const pcie::VfioDevice&>(nvme->device());
-  auto window = pcie::map_peer_bar(initiator, *ivshmem, 2, 0xff000, 4096);
+  const auto* initiator = dynamic_cast<const pcie::VfioDevice*>(&nvme->device());
+  ASSERT_NE(initiator, nullptr);
+  auto window = pcie::map_peer_bar(*initiator, *ivshmem, 2, 0xff000, 4096);
   ASSERT_TRUE(window) << window.error().message();
   const std::uint32_t per_page = 4096 / g_block_size;
   EXPECT_EQ(nvme->read_to(0, per_page + 1, *window, 0).error().code, pcie::Errc::out_of_range);

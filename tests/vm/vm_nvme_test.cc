@@ -60,7 +60,7 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   options.vm_arguments = {"--memory", "1024M", "--nvme-image", g_image.string(),
                           "--nvme-block-size", std::to_string(g_block_size), "--bind", "0000:01:00.0=vfio-pci",
                           "--ivshmem-file", g_ivshmem.string(), "--ivshmem-size", std::to_string(pcie::vm::kPeerBarBytes),
-                          "--bind", "0000:00:04.0=vfio-pci", "--nvme-cmb-mb", "1"};
+                          "--bind", "0000:00:04.0=vfio-pci", "--bind", "0000:00:06.0=vfio-pci", "--nvme-cmb-mb", "1"};
   if (backend == "iommufd") options.vm_arguments.push_back("--own-kernel");
   if (backend == "noiommu") {
     // VFIO's no-IOMMU mode, on the kernel of our own (Debian's has none): the peer window

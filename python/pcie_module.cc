@@ -507,7 +507,8 @@ void bind_peer_windows(py::module_& m) {
            "The bus address of byte `offset`; pcie.Error (out_of_range) unless offset + length fits.")
       .def("check", &PeerWindow::check,
            "Raises pcie.Error (device_disabled, device_removed) when DMA through the window would no longer "
-           "reach the BAR: the peer stopped decoding memory, or the kernel revoked an iommufd window.")
+           "reach the BAR: the peer stopped decoding memory, or the kernel revoked an iommufd window; "
+           "io_error when the peer's command register cannot be read (the window may still work).")
       .def("release", &PeerWindow::release,
            "Unmaps the window now (it is empty afterwards either way); raises pcie.Error with the kernel's "
            "error when the unmap failed (its bus address then stays taken).")
@@ -549,7 +550,6 @@ void bind_devices(py::module_& m) {
            py::arg("device_writes") = true,
            "Makes [offset, offset + length) of `peer`'s BAR `bar` (multiples of 4096) a DMA target for this "
            "device: a PeerWindow with the bus address to give it. `peer` comes from open_peer().");
-
 
   py::class_<UioDevice, Device>(m, "UioDevice", "A device bound to uio_pci_generic (no IOMMU, INTx only).")
       .def_static("open", &UioDevice::open, py::arg("bdf"), py::arg("device_may_reach_all_memory") = false,

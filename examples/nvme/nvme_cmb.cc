@@ -82,7 +82,8 @@ Result<NvmeCmb> NvmeDriver::enable_cmb() {
   auto cmb = read_cmb_registers(operation);
   if (cmb) cmb = place_cmb(*cmb, operation);
   if (!cmb) {
-    (void)write_cmb_control(0);  // CRE off again: nothing was enabled
+    // CRE off again: nothing was enabled. Ignored: the error above is the one to report.
+    (void)write_cmb_control(0);
     return std::unexpected(cmb.error());
   }
   // CRE, CMSE and the address the controller is to take as its own.
@@ -92,7 +93,7 @@ Result<NvmeCmb> NvmeDriver::enable_cmb() {
                                     "the controller refused the CMB's address (CMBSTS.CBAI)"));
   }
   if (!on) {
-    (void)write_cmb_control(0);
+    (void)write_cmb_control(0);  // ignored, as above
     cmb_bar_.reset();
     return std::unexpected(on.error());
   }
@@ -125,15 +126,16 @@ Result<NvmeCmb> NvmeDriver::place_cmb(NvmeCmb cmb, const char* operation) {
   // hands out). The driver allocates nothing after open(), so this holds from here on.
   if (const auto clash = buffer_in(cmb.bus_address, cmb.size)) {
     return std::unexpected(make_error(Errc::not_supported, operation, name,
-                                      "the driver's " + *clash + " has a bus address inside the CMB's range",
-                                      "open the controller in a fresh container, or leave the CMB off"));
+                                      "the driver's " + *clash + " has a bus address inside the CMB's range (the "
+                                      "IOMMU handed it out; the controller would take it for its own memory)",
+                                      "leave the CMB off with this container"));
   }
   cmb_bar_ = std::move(*bar);
   return cmb;
 }
 
 std::optional<std::string> NvmeDriver::buffer_in(std::uint64_t start, std::uint64_t size) const {
-  const auto overlaps = [&](std::uint64_t bus, std::uint64_t bytes) { return bus < start + size && start < bus + bytes; };
+  const auto overlaps = [&](std::uint64_t bus, std::uint64_t bytes) { return ranges_overlap(bus, bytes, start, size); };
   const auto pages_overlap = [&](const pcie::DmaPages& pages) {
     for (std::size_t i = 0; i < pages.count(); ++i) {
       if (overlaps(pages.bus(i).value, 4096)) return true;  // DmaPages of 4 KiB (CC.MPS 0)

@@ -630,23 +630,28 @@ Result<void> NvmeDriver::peer_transfer(std::uint8_t opcode, const char* operatio
                                        std::uint32_t namespace_id) {
   const auto* vfio = dynamic_cast<const pcie::VfioDevice*>(device_.get());
   const bool into_peer = opcode == nvme::kRead;
+  const bool foreign = vfio != nullptr && window.valid() && !window.usable_by(*vfio);
   const char* refused = !window.valid()                   ? "the peer window is empty"
                         : vfio == nullptr                  ? "peer windows serve VFIO devices; this one is not"
-                        : !window.usable_by(*vfio)         ? "the window was mapped for another VFIO container: its "
+                        : foreign                          ? "the window was mapped for another VFIO container: its "
                                                              "bus address means nothing to this controller"
+                        : window.peer() == device_->bdf()  ? "the window is of this controller's own BAR"
                         : into_peer && !window.device_writes() ? "the window was mapped without device_writes"
                         : !into_peer && !window.device_reads() ? "the window was mapped without device_reads"
                                                                : nullptr;
   if (refused != nullptr) {
-    return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(), refused,
-                                      "map the window with pcie::map_peer_bar(this driver's device, peer, ...)"));
+    const std::string hint = foreign ? "map it with pcie::map_peer_bar(this driver's device, peer, ...)"
+                             : window.valid() && window.peer() == device_->bdf()
+                                 ? "use its controller memory buffer instead: enable_cmb, read_to_cmb, write_from_cmb"
+                                 : "";
+    return std::unexpected(make_error(Errc::invalid_argument, operation, device_->bdf().to_string(), refused, hint));
   }
   auto range = bus_range_blocks(operation, blocks, offset, namespace_id);
   if (!range) return std::unexpected(range.error());
   const auto& [space, bytes] = *range;
   auto bus = window.bus_address_of(offset, bytes);  // bounds, overflow-safe
   if (!bus) return std::unexpected(bus.error());
-  if (cmb_ && bus->value < cmb_->bus_address + cmb_->size && cmb_->bus_address < bus->value + bytes) {
+  if (cmb_ && ranges_overlap(bus->value, bytes, cmb_->bus_address, cmb_->size)) {
     // The controller would take those addresses for its own memory buffer.
     return std::unexpected(make_error(Errc::invalid_argument, operation, window.name(),
                                       "its bus addresses overlap the controller memory buffer's"));
@@ -755,6 +760,9 @@ Result<void> NvmeDriver::shutdown() {
 NvmeDriver::~NvmeDriver() {
   if (!device_) return;  // moved from
   (void)shutdown();
+  // A controller reset need not clear CMBMSC (3.7.2): off here too, where shutdown() did
+  // nothing (a failed driver). Ignored: the device may be gone.
+  if (cmb_) (void)write_cmb_control(0);
   // Whatever the controller did with the shutdown (or an open() that failed half way), it
   // must not reach the queues and buffers freed next: disabled, then no bus mastering.
   (void)quiesce_.run();

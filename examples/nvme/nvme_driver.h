@@ -115,6 +115,12 @@ struct NvmeCmb {
        write_data = false;
 };
 
+// Whether [a, a + a_size) and [b, b + b_size) share a byte, without computing a sum that
+// could overflow.
+inline bool ranges_overlap(std::uint64_t a, std::uint64_t a_size, std::uint64_t b, std::uint64_t b_size) {
+  return a >= b ? a - b < b_size : b - a < a_size;
+}
+
 struct NvmeIdentity {
   std::string model, serial, firmware;
   std::uint32_t version = 0;              // VS: 0x00010400 is 1.4
@@ -165,11 +171,13 @@ class NvmeDriver {
   // with no limit of the data area. Errors: invalid_argument for no blocks or an offset
   // that is not a multiple of 4 (PRP entries address dwords: NVMe 2.0, 4.1.1) or an empty
   // window; out_of_range when the blocks do not fit the window from `offset`
-  // (overflow-safe); invalid_argument too for a window mapped for another container
-  // (PeerDmaWindow::usable_by) or without the direction the transfer needs, or whose bus
-  // addresses overlap an enabled CMB's; PeerDmaWindow::check()'s error when the window no longer reaches the
-  // BAR (device_disabled: revoked, or the peer's decoding off; device_removed), before any
-  // command goes out; then as read()/write().
+  // (overflow-safe); invalid_argument too for a device that is not a VFIO device, a
+  // window mapped for another container (PeerDmaWindow::usable_by), of this controller's
+  // own BAR (use the CMB calls), without the direction the transfer needs, or whose bus
+  // addresses overlap an enabled CMB's; PeerDmaWindow::check()'s error when the window no
+  // longer reaches the BAR (device_disabled: revoked, or the peer's decoding off;
+  // device_removed; io_error when it cannot tell), before any command goes out; then as
+  // read()/write().
   pcie::Result<void> read_to(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,
                              std::uint64_t offset, std::uint32_t namespace_id = 0);
   pcie::Result<void> write_from(std::uint64_t lba, std::uint32_t blocks, const pcie::PeerDmaWindow& window,

@@ -96,19 +96,21 @@ class PeerDmaWindow {
   // calls it before each transfer it starts (the example NVMe driver's read_to and
   // write_from do). Errors:
   //  - device_disabled: the peer does not decode memory now (Memory Space Enable off); or,
-  //    for an iommufd window, the kernel has revoked it: the peer's decoding was seen off by
-  //    an earlier check, or the peer was reset through VfioDevice::reset() since the window
-  //    was mapped. That is for good: release() it and map it again (the hint says so);
+  //    for an iommufd window, the kernel has revoked it: the peer's decoding was seen off,
+  //    or the peer was reset through VfioDevice::reset() since the window was mapped;
   //  - device_removed: the peer's config space is gone or reads all ones;
-  //  - the read's own error (io_error, permission_denied) when the register cannot be
-  //    read: the window may or may not still work, and is not marked revoked;
+  //  - io_error (the read's own error) when the register cannot be read: the window may or
+  //    may not still work, and is not marked revoked;
   //  - invalid_argument: an empty window.
-  // A check, not a lock: a reset or decode switched off after it still revokes the window.
-  // Unseen: a decode switched off and on again between two checks, a reset by another
-  // process, and a power-state change (D3hot keeps Memory Space Enable set). The
-  // initiator's DMA into a revoked iommufd window then faults in the IOMMU: it never
-  // reaches a stale address. type1 and no-IOMMU windows are not revoked by a reset (the
-  // kernel restores the BAR's address).
+  // For an iommufd window the first device_disabled or device_removed is for good: every
+  // later check returns that same error; release() the window and map it again (the hint
+  // says so). A check, not a lock: a reset or decode switched off after it still revokes
+  // the window. Unseen: a decode switched off and on again between two checks, a reset by
+  // another process, a power-state change (D3hot keeps Memory Space Enable set), and the
+  // decoding of an SR-IOV VF peer (its own Memory Space Enable reads 0; its PF's VF MSE
+  // governs it). The initiator's DMA into a revoked iommufd window then faults in the
+  // IOMMU: it never reaches a stale address. type1 and no-IOMMU windows are not revoked by
+  // a reset (the kernel restores the BAR's address).
   Result<void> check() const;
 
   // Whether `device` may use the window: it was opened in the container the window was
@@ -119,6 +121,8 @@ class PeerDmaWindow {
   // the BAR, writes into it. False for an empty window.
   bool device_reads() const;
   bool device_writes() const;
+  // The device whose BAR the window is (0000:00:00.0 for an empty window).
+  const Bdf& peer() const;
 
   // Unmaps now and reports what the kernel said (the destructor ignores it). The window is
   // empty afterwards either way; on an error its bus address stays taken, since the device

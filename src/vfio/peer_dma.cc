@@ -8,10 +8,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
 
+#include "pcie/byte_order.h"
 #include "pcie/capabilities.h"
 #include "pcie/config_space.h"
 #include "pcie/vfio.h"
@@ -35,8 +38,13 @@ struct PeerWindowState {
   // The peer's sysfs config file, opened at map time, for check()'s 2-byte read of the
   // command register (ConfigSpace::open would probe the whole config space each time).
   UniqueFd peer_config;
-  // iommufd: the kernel revoked the import (seen once, it stays so: PeerDmaWindow::check).
-  mutable std::atomic<bool> revoked{false};
+  // SR-IOV VF peers: their own Memory Space Enable reads 0 (the PF's VF MSE governs them:
+  // SR-IOV 1.1, 3.4.1), so check() cannot read decoding from their command register.
+  bool peer_is_virtual_function = false;
+  // iommufd: why the kernel revoked the import, from the check that first saw it; every
+  // later check returns it again (the import stays unmapped).
+  mutable std::mutex revoked_mutex;
+  mutable std::optional<Error> revoked;
 };
 
 }  // namespace detail
@@ -117,36 +125,49 @@ Result<void> PeerDmaWindow::check() const {
   const detail::PeerWindowState& window = *state_;
   // iommufd unmaps an import for good when its dma-buf is revoked: it zeroes the import's
   // length and does not map it again when vfio-pci lifts the revocation (Linux 7.3,
-  // drivers/iommu/iommufd/pages.c, iopt_revoke_notify).
+  // drivers/iommu/iommufd/pages.c, iopt_revoke_notify). The first error that shows it
+  // stays the window's answer.
   const bool dma_buf = window.mapping->path() == PeerDmaPath::iommufd_dma_buf;
-  const auto revoked = [&](const std::string& why) {
-    window.revoked = true;
-    return make_error(Errc::device_disabled, "check peer window", window.name,
-                      "the kernel revoked the window's dma-buf import: " + why,
-                      "release the window and map it again, once the peer decodes memory");
+  std::lock_guard lock(window.revoked_mutex);
+  if (window.revoked) return std::unexpected(*window.revoked);
+  const auto fail = [&](Error error) {
+    if (dma_buf) window.revoked = error;
+    return std::unexpected(std::move(error));
   };
-  if (window.revoked) return std::unexpected(revoked("it was seen revoked before"));
+  const std::string revoked_import = "the kernel revoked the window's dma-buf import: ";
   if (dma_buf && window.peer->resets.load() != window.peer_resets_at_map) {
-    return std::unexpected(revoked("the peer was reset after the window was mapped"));
+    return fail(make_error(Errc::device_disabled, "check peer window", window.name,
+                           revoked_import + "the peer was reset after the window was mapped",
+                           "release the window and map it again"));
   }
   // The command register as the hardware holds it (PCIe Base 6.0, 7.5.1.1.3: Memory Space
-  // Enable is bit 1). A read that fails says nothing about revocation: its own error.
-  std::uint16_t command = 0;
-  auto read = sys::pread_exact(window.peer_config.get(), std::as_writable_bytes(std::span(&command, 1)), cfg::kCommand,
-                               window.name + " config");
+  // Enable is bit 1; config space is little-endian). A read that fails for another reason
+  // than the device's removal says nothing about revocation: its own error.
+  std::uint8_t bytes[2] = {};
+  auto read = sys::pread_exact(window.peer_config.get(), std::as_writable_bytes(std::span(bytes)), cfg::kCommand,
+                               window.name + ": the peer's sysfs config");
   if (!read && read.error().code != Errc::device_removed) return std::unexpected(read.error());
-  if (!read || command == 0xffff) {
-    if (dma_buf) window.revoked = true;  // a removed peer's BAR is gone for good
-    return std::unexpected(make_error(Errc::device_removed, "check peer window", window.name,
-                                      "the peer's config space reads all ones or is gone: removed, or in reset"));
+  const std::uint16_t command = read ? load_le16(bytes, 0) : 0xffff;
+  if (command == 0xffff) {
+    return fail(make_error(Errc::device_removed, "check peer window", window.name,
+                           "the peer's config space reads all ones or is gone: removed, or in reset"));
   }
-  if ((command & cfg::kCommandMemorySpace) == 0) {
-    if (dma_buf) return std::unexpected(revoked("the peer does not decode memory (Memory Space Enable is off)"));
+  if (!window.peer_is_virtual_function && (command & cfg::kCommandMemorySpace) == 0) {
+    if (dma_buf) {
+      return fail(make_error(Errc::device_disabled, "check peer window", window.name,
+                             revoked_import + "the peer does not decode memory (Memory Space Enable is off)",
+                             "release the window and map it again, once the peer decodes memory"));
+    }
     return std::unexpected(make_error(Errc::device_disabled, "check peer window", window.name,
                                       "the peer does not decode memory (Memory Space Enable is off)",
                                       "turn the peer's memory decoding back on before the next transfer"));
   }
   return {};
+}
+
+const Bdf& PeerDmaWindow::peer() const {
+  static const Bdf none{};
+  return state_ ? state_->peer->bdf : none;
 }
 
 Result<void> PeerDmaWindow::release() {
@@ -307,6 +328,7 @@ Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice
   state->device_writes = options.device_writes;
   state->peer_resets_at_map = resets;
   state->peer_config = std::move(*config);
+  state->peer_is_virtual_function = sys::path_exists(container->paths.sysfs.device_dir(peer.bdf()) + "/physfn");
   return PeerDmaWindow(std::move(state));
 }
 

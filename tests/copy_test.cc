@@ -22,6 +22,7 @@
 #include "pcie/sys/mapping.h"
 #include "pcie/sysfs_bar.h"
 #include "pcie/testing/fake_sysfs.h"
+#include "src/copy/host_plan.h"
 #include "src/copy/span_walk.h"
 
 namespace pcie {
@@ -589,7 +590,9 @@ TEST(CopyChecks, AutomaticChoiceFollowsMemoryTypeAndWidths) {
     EXPECT_EQ(choose_copy_kernel(CopyDirection::from_device, type, WidthSet::up_to(Width::bits32)),
               CopyKernel::registers);
   }
-  EXPECT_EQ(choose_copy_kernel(CopyDirection::host_to_host, MemoryType::write_back, WidthSet::all()), CopyKernel::libc);
+  // Host copies resolve per size (the host copy plan), not to one kernel.
+  EXPECT_EQ(choose_copy_kernel(CopyDirection::host_to_host, MemoryType::write_back, WidthSet::all()),
+            CopyKernel::automatic);
   // Reads from write-combined windows use streaming loads where the CPU has SSE4.1.
   const CopyKernel wc_read = choose_copy_kernel(CopyDirection::from_device, MemoryType::write_combined, WidthSet::all());
   if (copy_kernel_supported(CopyKernel::sse41)) {
@@ -689,6 +692,185 @@ TEST(CopyHost, WorkersRunEveryPartOnceAndCanBeMoved) {
     ++calls;
   });
   EXPECT_EQ(calls, 1);
+}
+
+// ---- the host copy plan: per CPU model, and its loops on this CPU ----
+
+using copy_detail::CpuFacts;
+using copy_detail::HostCopyPlan;
+using copy_detail::kNever;
+using Vendor = CpuFacts::Vendor;
+
+constexpr std::size_t kKiB = 1024;
+constexpr std::size_t kMiB = 1024 * kKiB;
+
+struct PlanCase {
+  const char* model;
+  CpuFacts facts;
+  std::size_t loop_from, loop_below, loop_vector;   // kNever, kNever, 0: no loop
+  std::size_t streaming_from, streaming_vector;     // kNever, 0: no streaming
+};
+
+// What the plan must be for CPU models we know (and for what VMs make of them): only Zen
+// (AMD from family 0x17, Hygon) with AVX2 leaves memcpy, and only where it was measured to
+// lose; nothing that needs AVX2 or AVX-512 is chosen where the OS or CPU lacks it.
+const std::vector<PlanCase> kPlanCases = {
+    {"Zen 5 EPYC in a VM (whole host L3 reported)", {Vendor::amd, 0x1a, true, true, true, true, 48 * kKiB, 508 * kMiB},
+     2 * kKiB, 24 * kKiB, 64, 16 * kMiB, 32},
+    {"Zen 4 EPYC", {Vendor::amd, 0x19, true, true, true, true, 32 * kKiB, 32 * kMiB}, 2 * kKiB, 16 * kKiB, 64,
+     8 * kMiB, 32},
+    {"Zen 3 (no AVX-512)", {Vendor::amd, 0x19, true, false, true, true, 32 * kKiB, 32 * kMiB}, 2 * kKiB, 16 * kKiB,
+     32, 8 * kMiB, 32},
+    {"Zen 2 (ERMS, no FSRM)", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 16 * kMiB}, 2 * kKiB,
+     16 * kKiB, 32, 4 * kMiB, 32},
+    {"Zen 1, 8 MiB L3", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 8 * kMiB}, 2 * kKiB, 16 * kKiB, 32,
+     4 * kMiB, 32},
+    {"Hygon Dhyana", {Vendor::hygon, 0x18, true, false, true, false, 32 * kKiB, 8 * kMiB}, 2 * kKiB, 16 * kKiB, 32,
+     4 * kMiB, 32},
+    {"Zen, caches unknown", {Vendor::amd, 0x19, true, false, true, true, 0, 0}, 2 * kKiB, 16 * kKiB, 32, 16 * kMiB,
+     32},
+    {"Zen, an L1d of 2 KiB reported", {Vendor::amd, 0x19, true, false, true, true, 2 * kKiB, 32 * kMiB}, 2 * kKiB,
+     2 * kKiB, 32, 8 * kMiB, 32},
+    {"Zen in a VM that hides ERMS", {Vendor::amd, 0x19, true, true, false, false, 32 * kKiB, 32 * kMiB}, kNever,
+     kNever, 0, 8 * kMiB, 32},
+    {"Zen in a VM that hides AVX (no XSAVE)", {Vendor::amd, 0x19, false, false, true, true, 32 * kKiB, 32 * kMiB},
+     kNever, kNever, 0, kNever, 0},
+    {"AMD Excavator (family 0x15)", {Vendor::amd, 0x15, true, false, false, false, 16 * kKiB, 0}, kNever, kNever, 0,
+     kNever, 0},
+    {"Intel Skylake-SP", {Vendor::intel, 6, true, true, true, false, 32 * kKiB, 38 * kMiB}, kNever, kNever, 0, kNever,
+     0},
+    {"Intel Ice Lake (FSRM)", {Vendor::intel, 6, true, true, true, true, 48 * kKiB, 12 * kMiB}, kNever, kNever, 0,
+     kNever, 0},
+    {"Intel Atom (no AVX)", {Vendor::intel, 6, false, false, true, false, 24 * kKiB, 0}, kNever, kNever, 0, kNever, 0},
+    {"another vendor (Zhaoxin)", {Vendor::other, 7, true, false, true, false, 32 * kKiB, 16 * kMiB}, kNever, kNever,
+     0, kNever, 0},
+};
+
+TEST(CopyHostPlan, ChosenPerCpuModelAsTheTableSays) {
+  for (const PlanCase& c : kPlanCases) {
+    SCOPED_TRACE(c.model);
+    const HostCopyPlan plan = copy_detail::plan_host_copy(c.facts);
+    EXPECT_EQ(plan.loop_from, c.loop_from);
+    EXPECT_EQ(plan.loop_below, c.loop_below);
+    EXPECT_EQ(plan.loop_vector_bytes, c.loop_vector);
+    EXPECT_EQ(plan.loop != nullptr, c.loop_vector != 0);
+    EXPECT_EQ(plan.streaming_from, c.streaming_from);
+    EXPECT_EQ(plan.streaming_vector_bytes, c.streaming_vector);
+    EXPECT_EQ(plan.streaming != nullptr, c.streaming_vector != 0);
+#if defined(__x86_64__)
+    if (c.loop_vector == 64) {
+      EXPECT_EQ(plan.loop, copy_detail::kAvx512HostLoops.cached);
+    } else if (c.loop_vector == 32) {
+      EXPECT_EQ(plan.loop, copy_detail::kAvx2HostLoops.cached);
+    }
+    if (c.streaming_vector == 32) {
+      EXPECT_EQ(plan.streaming, copy_detail::kAvx2HostLoops.streaming);
+    }
+#endif
+    // The ranges nest: the inline memcpy, then the loop, then memcpy, then streaming.
+    if (plan.loop != nullptr) {
+      EXPECT_GE(plan.loop_from, detail::kInlineHostCopyBytes);
+      EXPECT_LE(plan.loop_from, plan.loop_below);
+      EXPECT_LE(plan.loop_below, plan.streaming_from);
+    }
+    EXPECT_FALSE(plan.description.empty());
+    if (plan.streaming != nullptr) {
+      EXPECT_NE(plan.description.find("non-temporal"), std::string::npos) << plan.description;
+    }
+    if (plan.loop == nullptr && plan.streaming == nullptr) {
+      EXPECT_NE(plan.description.find("memcpy at every size"), std::string::npos) << plan.description;
+    }
+  }
+}
+
+TEST(CopyHostPlan, ThisCpusFactsAgreeWithCpuinfo) {
+  const CpuFacts facts = copy_detail::this_cpu();
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, flags, vendor;
+  while (std::getline(cpuinfo, line) && (flags.empty() || vendor.empty())) {
+    if (line.starts_with("flags")) flags = " " + line.substr(line.find(':') + 1) + " ";
+    if (line.starts_with("vendor_id")) vendor = line.substr(line.find(':') + 2);
+  }
+  if (flags.empty()) GTEST_SKIP() << "no flags line in /proc/cpuinfo (not x86)";
+  EXPECT_EQ(facts.erms, flags.find(" erms ") != std::string::npos);
+  EXPECT_EQ(facts.fsrm, flags.find(" fsrm ") != std::string::npos);
+  EXPECT_EQ(facts.avx2, flags.find(" avx2 ") != std::string::npos);
+  EXPECT_EQ(facts.avx512, flags.find(" avx512f ") != std::string::npos);
+  EXPECT_EQ(facts.vendor == Vendor::amd, vendor == "AuthenticAMD");
+  EXPECT_EQ(facts.vendor == Vendor::intel, vendor == "GenuineIntel");
+  EXPECT_EQ(host_copy_plan_description(), copy_detail::plan_host_copy(facts).description);
+}
+
+// Each loop this CPU can run, called directly: every length around its block and vector
+// sizes and the plan's boundaries, at every alignment of source and destination, copies
+// exactly and writes nothing outside the destination (canaries on both sides).
+TEST(CopyHostPlan, TheLoopsCopyExactlyAtEveryLengthAndAlignment) {
+#if defined(__x86_64__)
+  struct Loop {
+    const char* name;
+    copy_detail::HostCopyFunction function;
+    std::size_t vector;
+  };
+  std::vector<Loop> loops;
+  if (copy_kernel_supported(CopyKernel::avx2)) {
+    loops.push_back({"avx2 cached", copy_detail::kAvx2HostLoops.cached, 32});
+    loops.push_back({"avx2 streaming", copy_detail::kAvx2HostLoops.streaming, 32});
+  }
+  if (copy_kernel_supported(CopyKernel::avx512)) {
+    loops.push_back({"avx512 cached", copy_detail::kAvx512HostLoops.cached, 64});
+    loops.push_back({"avx512 streaming", copy_detail::kAvx512HostLoops.streaming, 64});
+  }
+  if (loops.empty()) GTEST_SKIP() << "this CPU has no AVX2: the plan never runs a loop (see the table test)";
+  constexpr std::size_t kSize = 1u << 21;
+  Pages source(kSize), destination(kSize), expected(kSize);
+  fill_pattern(source.data, kSize, 11);
+  for (const Loop& loop : loops) {
+    std::vector<std::size_t> lengths = {0, 1, 31, 2047, 2048, 2049, 24 * kKiB - 1, 24 * kKiB, (1u << 20) + 5};
+    for (std::size_t base : {4 * loop.vector, 5 * loop.vector, 8 * loop.vector}) {
+      lengths.insert(lengths.end(), {base - 1, base, base + 1});
+    }
+    for (std::size_t length : lengths) {
+      for (std::size_t to_offset : {0u, 1u, 31u, 32u, 63u}) {
+        for (std::size_t from_offset : {0u, 5u, 32u}) {
+          fill_pattern(destination.data, kSize, 12);
+          std::memcpy(expected.data, destination.data, kSize);
+          const std::size_t at = 4096 + to_offset;
+          std::memcpy(expected.data + at, source.data + 64 + from_offset, length);
+          loop.function(destination.data + at, source.data + 64 + from_offset, length);
+          ASSERT_EQ(first_difference(destination.data, expected.data, at + length + 4096), "")
+              << loop.name << " length " << length << " to+" << to_offset << " from+" << from_offset;
+        }
+      }
+    }
+  }
+#else
+  GTEST_SKIP() << "the host loops are x86-64 only";
+#endif
+}
+
+// pcie::copy at each boundary of this CPU's plan (the inline memcpy, the loop, memcpy
+// again, the streaming stores), one byte either side: exact, nothing outside.
+TEST(CopyHostPlan, CopyIsExactAcrossEveryBoundaryOfThisCpusPlan) {
+  const HostCopyPlan& plan = copy_detail::host_copy_plan();
+  std::vector<std::size_t> boundaries = {detail::kInlineHostCopyBytes};
+  for (std::size_t boundary : {plan.loop_from, plan.loop_below, plan.streaming_from}) {
+    if (boundary != kNever) boundaries.push_back(boundary);
+  }
+  const std::size_t largest = *std::max_element(boundaries.begin(), boundaries.end()) + 4096 + 64;
+  const std::size_t size = (largest + 2 * 4096 + 4095) / 4096 * 4096;
+  Pages source(size), destination(size), expected(size);
+  fill_pattern(source.data, size, 21);
+  for (std::size_t boundary : boundaries) {
+    for (std::size_t length : {boundary - 1, boundary, boundary + 1, boundary + 4097}) {
+      if (4096 + 7 + length + 4096 > size) continue;
+      fill_pattern(destination.data, size, 22);
+      std::memcpy(expected.data, destination.data, size);
+      std::memcpy(expected.data + 4096 + 7, source.data + 3, length);
+      ASSERT_TRUE(pcie::copy(destination.data + 4096 + 7, source.data + 3, length));
+      ASSERT_EQ(first_difference(destination.data, expected.data, size), "")
+          << "length " << length << " (" << host_copy_plan_description() << ")";
+    }
+  }
 }
 
 }  // namespace

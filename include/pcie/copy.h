@@ -25,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "pcie/error.h"
@@ -71,7 +72,8 @@ struct CopyOptions {
 };
 
 // The kernel that `automatic` resolves to for this direction, memory type and window
-// widths on this CPU (tools print it). With options.kernel set, that kernel.
+// widths on this CPU (tools print it). With options.kernel set, that kernel. Host-to-host
+// copies resolve per size (host_copy_plan_description()): `automatic` for them.
 CopyKernel choose_copy_kernel(CopyDirection direction, MemoryType memory_type, WidthSet allowed,
                               const CopyOptions& options = {});
 
@@ -106,14 +108,23 @@ Result<void> copy_from_device(void* destination, const MmioView& view, std::uint
 namespace detail {
 Result<void> copy_host_slow(void* destination, const void* source, std::size_t length, const CopyOptions& options);
 Error overlapping_copy_error(const void* destination, const void* source, std::size_t length);
+// Host copies shorter than this are glibc's memcpy, inline: no CPU's plan departs from it
+// below 2 KiB, where its overlapping vector moves are as fast as anything we measured.
+inline constexpr std::size_t kInlineHostCopyBytes = 2048;
+// The automatic host copy of `length` >= kInlineHostCopyBytes bytes, by this CPU's plan.
+void copy_host_planned(void* destination, const void* source, std::size_t length) noexcept;
 }  // namespace detail
 
 // Host memory to host memory (DMA buffers, staging buffers). Overlapping ranges are an
-// invalid_argument error (use memmove). On write-back memory glibc's memcpy is the best
-// single-core kernel we measured (bench/copy_bench: it uses ERMS and non-temporal stores
-// past its own threshold), so the automatic kernel is memcpy, inline, with no dispatch;
-// CopyOptions::workers splits large copies over threads, and CopyOptions::kernel forces
-// one of the vector kernels (non-temporal stores) for experiments.
+// invalid_argument error (use memmove). The automatic kernel is glibc's memcpy, inline,
+// below 2 KiB, and from there on a plan chosen once per CPU (vendor, family, AVX2/AVX-512,
+// ERMS, cache sizes): memcpy where it is fastest, a vector loop or non-temporal stores in
+// the size ranges where memcpy measurably loses on that CPU (on AMD Zen, glibc's rep movsb
+// from 2 KiB to half the L1d, and ordinary stores past the L3's share). See
+// host_copy_plan_description() and bench/copy_bench, which measures the plan against
+// memcpy and DPDK's rte_memcpy. CopyOptions::workers splits large copies over threads (each
+// part by the same plan), and CopyOptions::kernel forces one kernel for experiments
+// (libc: memcpy at every size; the vector kernels: non-temporal stores).
 inline Result<void> copy(void* destination, const void* source, std::size_t length,
                          const CopyOptions& options = {}) {
   const auto to = reinterpret_cast<std::uintptr_t>(destination);
@@ -123,11 +134,20 @@ inline Result<void> copy(void* destination, const void* source, std::size_t leng
   }
   if (options.kernel == CopyKernel::automatic &&
       (options.workers == nullptr || length < options.parallel_threshold)) [[likely]] {
-    std::memcpy(destination, source, length);
+    if (length < detail::kInlineHostCopyBytes) {
+      std::memcpy(destination, source, length);
+    } else {
+      detail::copy_host_planned(destination, source, length);
+    }
     return {};
   }
   return detail::copy_host_slow(destination, source, length, options);
 }
+
+// What the automatic host copy does on this CPU, size range by size range, e.g. "AMD
+// family 0x1a: memcpy below 2 KiB, a 64-byte vector loop to 24 KiB (...), memcpy to
+// 16 MiB, 32-byte non-temporal stores from there". Never fails.
+std::string host_copy_plan_description();
 
 // Helper threads for large copies. Move-only; joins its threads when destroyed. Several
 // copies may use one set of workers from different threads: they take turns.

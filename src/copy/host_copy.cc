@@ -5,6 +5,7 @@
 
 #include "pcie/barriers.h"
 #include "pcie/copy.h"
+#include "src/copy/host_plan.h"
 #include "src/copy/kernel_choice.h"
 #include "src/copy/parallel.h"
 
@@ -18,6 +19,19 @@ using copy_detail::SpanJob;
 using copy_detail::valid_max_access;
 
 namespace detail {
+
+void copy_host_planned(void* destination, const void* source, std::size_t length) noexcept {
+  const copy_detail::HostCopyPlan& plan = copy_detail::host_copy_plan();
+  auto* to = static_cast<std::byte*>(destination);
+  const auto* from = static_cast<const std::byte*>(source);
+  if (length >= plan.streaming_from) {
+    plan.streaming(to, from, length);
+  } else if (length >= plan.loop_from && length < plan.loop_below) {
+    plan.loop(to, from, length);
+  } else {
+    std::memcpy(destination, source, length);
+  }
+}
 
 Error overlapping_copy_error(const void* destination, const void* source, std::size_t length) {
   return make_error(Errc::invalid_argument, "copy",
@@ -35,7 +49,7 @@ Result<void> copy_host_slow(void* destination, const void* source, std::size_t l
   if (destination == nullptr || source == nullptr) {
     return std::unexpected(make_error(Errc::invalid_argument, "copy", object, "null buffer"));
   }
-  const CopyKernel kernel = options.kernel == CopyKernel::automatic ? CopyKernel::libc : options.kernel;
+  const CopyKernel kernel = options.kernel;
   if (!copy_kernel_supported(kernel)) {
     return std::unexpected(make_error(Errc::not_supported, "copy", object,
                                       fmt::format("this CPU has no {} instructions", to_string(kernel)),
@@ -49,6 +63,12 @@ Result<void> copy_host_slow(void* destination, const void* source, std::size_t l
             job, options);
     return {};
   }
+  if (options.kernel == CopyKernel::automatic) {  // with workers: each part by the plan
+    const SpanJob job{to, from, length, 0};
+    run_job([](const SpanJob& part) { copy_host_planned(reinterpret_cast<void*>(part.device), part.host, part.length); },
+            job, options);
+    return {};
+  }
   const SpanJob job{to, from, length, cap_widths(kernel_widths(kernel), options.max_access_bytes)};
   run_job(functions_of(kernel).host_copy, job, options);
   barrier_before_doorbell();  // non-temporal stores are weakly ordered
@@ -56,5 +76,7 @@ Result<void> copy_host_slow(void* destination, const void* source, std::size_t l
 }
 
 }  // namespace detail
+
+std::string host_copy_plan_description() { return copy_detail::host_copy_plan().description; }
 
 }  // namespace pcie

@@ -3,6 +3,7 @@
 // this file runs before that check.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "src/copy/kernels.h"
 
@@ -18,12 +19,14 @@
 #pragma GCC target("avx2")
 #endif
 
+#include "src/copy/host_loops.h"
 #include "src/copy/span_walk.h"
 #include "src/copy/vector_ops.h"
 
 namespace pcie::copy_detail {
 
 constinit const KernelFunctions kAvx2Kernel = vector_kernel<32, true>();
+constinit const HostCopyLoops kAvx2HostLoops = {32, copy_host_vectors<32, false>, copy_host_vectors<32, true>};
 
 }  // namespace pcie::copy_detail
 

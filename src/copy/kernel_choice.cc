@@ -179,7 +179,7 @@ std::size_t copy_kernel_access_bytes(CopyKernel kernel) {
 CopyKernel choose_copy_kernel(CopyDirection direction, MemoryType memory_type, WidthSet allowed,
                               const CopyOptions& options) {
   if (options.kernel != CopyKernel::automatic) return options.kernel;
-  if (direction == CopyDirection::host_to_host) return CopyKernel::libc;
+  if (direction == CopyDirection::host_to_host) return CopyKernel::automatic;  // per size: host_plan.h
   if (!allowed.allows(Width::bits64)) return CopyKernel::registers;
   const KernelTable& table = kernel_table();
   if (options.max_access_bytes == 64) {

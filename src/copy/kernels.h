@@ -30,6 +30,16 @@ struct KernelFunctions {
   SpanFunction host_copy = nullptr;           // device = destination; non-temporal stores
 };
 
+// Host-to-host loops (host_loops.h) of one vector width: copy()'s automatic kernel where
+// glibc's memcpy is slow on this CPU (host_plan.h says where). Both sides write-back memory.
+using HostCopyFunction = void (*)(std::byte* to, const std::byte* from, std::size_t length);
+
+struct HostCopyLoops {
+  std::size_t vector_bytes = 0;          // 32 (AVX2) or 64 (AVX-512)
+  HostCopyFunction cached = nullptr;     // ordinary stores
+  HostCopyFunction streaming = nullptr;  // non-temporal stores, fenced before it returns
+};
+
 extern const KernelFunctions kRegistersKernel;
 #if defined(__x86_64__)
 extern const KernelFunctions kSse2Kernel;
@@ -37,6 +47,8 @@ extern const KernelFunctions kSse41Kernel;
 extern const KernelFunctions kAvx2Kernel;
 extern const KernelFunctions kAvx512Kernel;
 extern const KernelFunctions kMovdir64bKernel;
+extern const HostCopyLoops kAvx2HostLoops;
+extern const HostCopyLoops kAvx512HostLoops;
 #endif
 
 }  // namespace pcie::copy_detail

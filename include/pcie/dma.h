@@ -25,6 +25,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include "pcie/dma_backend.h"
 #include "pcie/bus_address.h"
@@ -148,12 +149,18 @@ struct DmaPoolState;
 }
 
 // A small DMA buffer carved from a pool's chunk. Move-only; gives its range back to the
-// pool when destroyed (the chunk stays mapped for the next one).
+// pool when destroyed (the chunk stays mapped for the next one). A slice keeps its pool's
+// chunks mapped, even after the last DmaPool handle is gone.
 class DmaSlice {
  public:
-  DmaSlice(DmaSlice&&) noexcept = default;
+  DmaSlice(DmaSlice&& other) noexcept
+      : pool_(std::exchange(other.pool_, nullptr)), data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)), iova_(other.iova_), chunk_(other.chunk_),
+        size_class_(other.size_class_) {}
   DmaSlice& operator=(DmaSlice&& other) noexcept;
-  ~DmaSlice();
+  ~DmaSlice() {
+    if (pool_ != nullptr) give_back();
+  }
 
   std::byte* data() const { return data_; }
   std::size_t size() const { return size_; }
@@ -169,23 +176,32 @@ class DmaSlice {
 
  private:
   friend class DmaPool;
-  DmaSlice(std::shared_ptr<detail::DmaPoolState> pool, std::size_t chunk, std::uint64_t offset, std::byte* data,
-           std::size_t size, Iova iova)
-      : pool_(std::move(pool)), chunk_(chunk), offset_(offset), data_(data), size_(size), iova_(iova) {}
+  DmaSlice(detail::DmaPoolState* pool, std::byte* data, std::size_t size, Iova iova, std::uint32_t chunk,
+           std::uint32_t size_class)
+      : pool_(pool), data_(data), size_(size), iova_(iova), chunk_(chunk), size_class_(size_class) {}
+  // Gives the range back to pool_ (which must be set) and deletes the pool's state when it
+  // was the last user of a pool without handles.
   void give_back();
 
-  std::shared_ptr<detail::DmaPoolState> pool_;
-  std::size_t chunk_ = 0;
-  std::uint64_t offset_ = 0;
+  detail::DmaPoolState* pool_ = nullptr;  // counted in the pool's state, under its lock
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   Iova iova_;
+  std::uint32_t chunk_ = 0;       // the chunk of a slice from the first-fit path
+  std::uint32_t size_class_ = 0;  // its size class's index, or the first-fit path's
 };
 
 // Small buffers (descriptors, rings, completion records) without a page and a backend
 // mapping each: the pool maps chunks of `chunk_size` bytes through a DmaAllocator and
 // hands out aligned pieces of them. Chunks stay mapped until the pool and all its slices
 // are gone. Thread-safe: allocate() and a slice's destruction take the pool's lock.
+// Copies of a DmaPool share one pool.
+//
+// Sizes: a slice of up to 4 KiB whose alignment is at most its size rounded up to a power
+// of two (at least 64 B) takes a slot of that size class, and a released slot is kept for
+// the next slice of its class rather than merged with its neighbours: the chunks grow to
+// about the sum of each class's peak use. Other slices are placed first-fit and merged
+// back on release.
 class DmaPool {
  public:
   // A pool whose chunks `allocator` maps with `options`; maps nothing yet. Fails with

@@ -1,8 +1,14 @@
 // Numbers as sysfs attributes hold them (sysfs::parse_number, shared by discovery, binding,
 // link and UIO code): a table of what is accepted and what is refused, including the
-// inputs that would overflow a negation.
+// inputs that would overflow a negation. Also the other sysfs texts the library parses
+// (resource) and the one-read attribute reader.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <limits>
 #include <optional>
 #include <string>
@@ -13,6 +19,7 @@
 #include "pcie/vfio.h"
 #include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
+#include "src/sys/syscalls.h"
 
 namespace pcie {
 namespace {
@@ -127,6 +134,32 @@ TEST(ResourceFile, FlagsSayTheBarsType) {
       EXPECT_EQ(bar.bus_address, c.line.start);
     }
   }
+}
+
+// An attribute read in one pread: all of it up to the limit, malformed past it, the
+// open's error (with its errno) when it cannot be opened.
+TEST(SysfsAttribute, OneReadGivesTheWholeValue) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string directory = std::string(base != nullptr ? base : "/tmp") + "/pcie-attribute-XXXXXX";
+  ASSERT_NE(::mkdtemp(directory.data()), nullptr);
+  const std::string path = directory + "/numa_node";
+  for (const std::size_t size : {0u, 1u, 63u, 64u, 65u}) {
+    SCOPED_TRACE(size);
+    std::ofstream(path, std::ios::trunc) << std::string(size, '7');
+    auto text = sys::read_attribute(path, 64);
+    if (size <= 64) {
+      ASSERT_TRUE(text) << text.error().message();
+      EXPECT_EQ(*text, std::string(size, '7'));
+    } else {
+      ASSERT_FALSE(text);
+      EXPECT_EQ(text.error().code, Errc::malformed);
+    }
+  }
+  std::remove(path.c_str());
+  auto missing = sys::read_attribute(path, 64);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().sys_errno, ENOENT);
+  ::rmdir(directory.c_str());
 }
 
 }  // namespace pcie

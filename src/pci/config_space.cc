@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 
+#include "src/pci/config_file.h"
 #include "src/sys/syscalls.h"
 
 namespace pcie {
@@ -13,26 +14,17 @@ namespace pcie {
 Result<ConfigSpace> ConfigSpace::open(const SysfsPaths& paths, const Bdf& bdf, Mode mode) {
   const std::string path = paths.device_dir(bdf) + "/config";
   const bool writable = mode == Mode::read_write;
-  auto fd = sys::open_file(path, writable ? O_RDWR : O_RDONLY, "open config space of");
-  if (!fd) {
-    Error error = fd.error();
-    if (error.code == Errc::not_found) error.hint = "no such device; list devices with 'pciectl ls'";
-    if (error.code == Errc::permission_denied) error.hint = "writing config space needs root";
-    return std::unexpected(error);
-  }
+  auto fd = detail::open_config_file(path, writable);
+  if (!fd) return std::unexpected(fd.error());
   auto file_bytes = sys::file_size(fd->get(), path);
   if (!file_bytes) return std::unexpected(file_bytes.error());
 
   // The kernel silently truncates reads for unprivileged users (drivers/pci/pci-sysfs.c),
-  // so the only way to learn what we may read is to read it.
+  // so the only way to learn what we may read is to read it; one read gives all there is.
   std::array<std::byte, cfg::kExtendedSize> probe{};
-  auto readable = sys::pread_upto(fd->get(), probe, 0, path);
+  auto readable = sys::pread_once(fd->get(), probe, 0, path);
   if (!readable) return std::unexpected(readable.error());
-  if (*readable < cfg::kUnprivilegedSize) {
-    return std::unexpected(make_error(
-        Errc::malformed, "open config space of", path,
-        fmt::format("only {} bytes readable; a config header is 64 bytes", *readable)));
-  }
+  if (*readable < cfg::kUnprivilegedSize) return std::unexpected(detail::short_config_error(path, *readable));
   const std::size_t file = static_cast<std::size_t>(
       std::min<std::uint64_t>(*file_bytes, cfg::kExtendedSize));
   return ConfigSpace(bdf, path, std::move(*fd), *readable, std::max(file, *readable), writable);

@@ -82,10 +82,10 @@ std::optional<unsigned> parse_sysfs_width(std::string_view text) {
 }  // namespace
 
 Result<std::optional<LinkInfo>> read_sysfs_link(const std::string& device_dir) {
-  auto current_speed = sys::read_text_file(device_dir + "/current_link_speed", 64);
-  auto current_width = sys::read_text_file(device_dir + "/current_link_width", 64);
-  auto max_speed = sys::read_text_file(device_dir + "/max_link_speed", 64);
-  auto max_width = sys::read_text_file(device_dir + "/max_link_width", 64);
+  auto current_speed = sys::read_attribute(device_dir + "/current_link_speed", 64);
+  auto current_width = sys::read_attribute(device_dir + "/current_link_width", 64);
+  auto max_speed = sys::read_attribute(device_dir + "/max_link_speed", 64);
+  auto max_width = sys::read_attribute(device_dir + "/max_link_width", 64);
   // Absent (ENOENT): a device without a PCIe link. Present but unreadable: an error, not
   // "no link".
   for (const auto* file : {&current_speed, &current_width, &max_speed, &max_width}) {

@@ -49,6 +49,15 @@ Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_
   return done;
 }
 
+Result<std::size_t> pread_once(int fd, std::span<std::byte> buffer, std::uint64_t offset,
+                               const std::string& path) {
+  for (;;) {
+    const ssize_t n = ::pread(fd, buffer.data(), buffer.size(), static_cast<off_t>(offset));
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) return std::unexpected(make_io_errno_error(errno, "read", path));
+  }
+}
+
 Result<void> pread_exact(int fd, std::span<std::byte> buffer, std::uint64_t offset,
                          const std::string& path) {
   auto n = pread_upto(fd, buffer, offset, path);
@@ -233,6 +242,22 @@ Result<std::string> read_text_file(const std::string& path, std::size_t max_byte
     if (*n < want) return text;  // end of file
     chunk = std::min<std::size_t>(chunk * 2, 1 << 20);
   }
+}
+
+Result<std::string> read_attribute(const std::string& path, std::size_t max_bytes) {
+  auto fd = open_file(path, O_RDONLY, "open");
+  if (!fd) return std::unexpected(fd.error());
+  // One byte past the limit, so that an over-long file is detected rather than cut.
+  std::string text(max_bytes + 1, '\0');
+  auto n = pread_once(fd->get(), std::as_writable_bytes(std::span(text)), 0, path);
+  if (!n) return std::unexpected(n.error());
+  if (*n > max_bytes) {
+    return std::unexpected(make_error(Errc::malformed, "read", path,
+                                      "file longer than " + std::to_string(max_bytes) +
+                                          " bytes; not a sysfs attribute"));
+  }
+  text.resize(*n);
+  return text;
 }
 
 Result<void> write_text_file(const std::string& path, std::string_view text, std::string_view operation) {

@@ -31,6 +31,13 @@ Result<void> lock_exclusive(int fd, const std::string& path);
 Result<std::size_t> pread_upto(int fd, std::span<std::byte> buffer, std::uint64_t offset,
                                const std::string& path);
 
+// One pread(2) at `offset` (retried on EINTR); returns the bytes it gave. For files that
+// give everything they hold up to the buffer's size in one read: sysfs' config and
+// attribute files, regular files. pread_upto's second call, which only sees the end of
+// the file, is a syscall that costs microseconds on a paravirtualized machine.
+Result<std::size_t> pread_once(int fd, std::span<std::byte> buffer, std::uint64_t offset,
+                               const std::string& path);
+
 // pread(2) exactly `buffer.size()` bytes at `offset`; end of file first is an io_error
 // naming the offset (a register file that stopped answering).
 Result<void> pread_exact(int fd, std::span<std::byte> buffer, std::uint64_t offset,
@@ -99,6 +106,13 @@ std::uint64_t memlock_limit();
 // Reads a small text file (a sysfs attribute) of at most `max_bytes`; a longer file is
 // `malformed`, since sysfs attributes are never that long and the data is untrusted.
 Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes = 4096);
+
+// Reads a sysfs attribute (one value, at most a page) in one pread(2): sysfs hands the
+// whole text to the first read at offset 0, as a regular file (a fake tree) gives all it
+// holds, so the read that read_text_file makes to see the end is not needed. Errors as
+// read_text_file's. Not for files whose reads may stop short of the end (procfs' seq
+// files such as mountinfo, pipes): read_text_file reads those.
+Result<std::string> read_attribute(const std::string& path, std::size_t max_bytes = 4096);
 
 // Writes `text` to a small file (a sysfs attribute such as driver/unbind) in one write(2),
 // as the kernel expects for attributes. `operation` names what is being done, for the error.

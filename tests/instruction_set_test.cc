@@ -110,12 +110,15 @@ std::vector<Function> functions_beyond_baseline(const std::string& binary, std::
 }
 
 // The kernel loops and the helpers they inline (or, at -O1, call): reached only through the
-// kernel table after the CPU check (src/copy/kernel_choice.cc).
+// kernel table after the CPU check (src/copy/kernel_choice.cc), and the host copy loops
+// (src/copy/host_loops.h), reached only through the host copy plan, which names them only
+// for a CPU whose AVX2/AVX-512 the same check found usable (src/copy/host_plan.cc).
 bool is_kernel_loop(const std::string& name) {
   static const std::regex loop(
       R"(^([a-z ]+ )?pcie::copy_detail::\(anonymous namespace\)::(run_span|walk_span|move_blocks|move_fitting|move_one|)"
       R"(store_vector|load_vector|stream_vector|stream_load_vector|store_register|load_register|widest_fit|)"
-      R"(direct_stores|VectorOps<.*>::move|DirectStores::move)\b)");
+      R"(direct_stores|VectorOps<.*>::move|DirectStores::move|copy_host_vectors|HostVector<.*>::)"
+      R"((load|store|store_unaligned|stream))\b)");
   return std::regex_search(name, loop);
 }
 

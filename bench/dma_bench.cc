@@ -34,6 +34,7 @@
 #include <linux/memfd.h>
 #include <unistd.h>
 
+#include "bench/pool_slice.h"
 #include "bench/ratio_reporter.h"
 #include "pcie/dma.h"
 #include "pcie/vfio.h"
@@ -131,27 +132,6 @@ void BM_DmaBuffer(benchmark::State& state, DmaAllocator* allocator, DmaBacking b
     benchmark::DoNotOptimize(buffer->data());
   }
   state.SetItemsProcessed(state.iterations());
-}
-
-void BM_Malloc(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  for (auto _ : state) {
-    void* memory = std::malloc(size);
-    benchmark::DoNotOptimize(memory);
-    std::free(memory);
-  }
-}
-
-void BM_PoolSlice(benchmark::State& state, DmaAllocator* allocator) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  auto pool = DmaPool::create(*allocator, {.prefer = DmaBacking::pages});
-  if (!pool) return state.SkipWithError(pool.error().message().c_str());
-  { auto warm = pool->allocate(size); }  // the chunk is mapped once, outside the timing
-  for (auto _ : state) {
-    auto slice = pool->allocate(size);
-    if (!slice) return state.SkipWithError(slice.error().message().c_str());
-    benchmark::DoNotOptimize(slice->data());
-  }
 }
 
 }  // namespace

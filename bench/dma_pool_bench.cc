@@ -18,12 +18,14 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "bench/pool_slice.h"
 #include "bench/ratio_reporter.h"
 #include "pcie/dma.h"
 #include "pcie/testing/device_model.h"
@@ -32,27 +34,6 @@ namespace pcie::bench {
 namespace {
 
 constexpr std::int64_t kSizes[] = {64, 512};
-
-void BM_Malloc(benchmark::State& state) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  for (auto _ : state) {
-    void* memory = std::malloc(size);
-    benchmark::DoNotOptimize(memory);
-    std::free(memory);
-  }
-}
-
-void BM_PoolSlice(benchmark::State& state, const DmaAllocator* allocator) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  auto pool = DmaPool::create(*allocator, {.prefer = DmaBacking::pages});
-  if (!pool) return state.SkipWithError(pool.error().message().c_str());
-  { auto warm = pool->allocate(size); }  // the chunk is mapped once, outside the timing
-  for (auto _ : state) {
-    auto slice = pool->allocate(size);
-    if (!slice) return state.SkipWithError(slice.error().message().c_str());
-    benchmark::DoNotOptimize(slice->data());
-  }
-}
 
 }  // namespace
 }  // namespace pcie::bench
@@ -68,7 +49,9 @@ int main(int argc, char** argv) {
     std::printf("timed after a thread was started and joined: the multithreaded paths\n");
   }
   pcie::testing::DeviceModel model;
-  auto allocator = model.open()->dma_allocator();
+  const std::unique_ptr<pcie::Device> device = model.open();
+  if (device == nullptr) return std::fprintf(stderr, "dma_pool_bench: the device model did not open\n"), 1;
+  auto allocator = device->dma_allocator();
   if (!allocator) return std::fprintf(stderr, "dma_pool_bench: %s\n", allocator.error().message().c_str()), 1;
   std::vector<std::pair<std::string, std::string>> pairs;
   // Interleaved, size by size, so that drift over the run hits both alike.

@@ -721,12 +721,14 @@ const std::vector<PlanCase> kPlanCases = {
      8 * kMiB, 32},
     {"Zen 3 (no AVX-512)", {Vendor::amd, 0x19, true, false, true, true, 32 * kKiB, 32 * kMiB}, 2 * kKiB, 16 * kKiB,
      32, 8 * kMiB, 32},
-    {"Zen 2 (ERMS, no FSRM)", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 16 * kMiB}, 2 * kKiB,
+    {"Zen 2 (ERMS, no FSRM)", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 16 * kMiB}, 4 * kKiB,
      16 * kKiB, 32, 4 * kMiB, 32},
-    {"Zen 1, 8 MiB L3", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 8 * kMiB}, 2 * kKiB, 16 * kKiB, 32,
+    {"Zen 1, 8 MiB L3", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 8 * kMiB}, 4 * kKiB, 16 * kKiB, 32,
      4 * kMiB, 32},
-    {"Hygon Dhyana", {Vendor::hygon, 0x18, true, false, true, false, 32 * kKiB, 8 * kMiB}, 2 * kKiB, 16 * kKiB, 32,
+    {"Hygon Dhyana", {Vendor::hygon, 0x18, true, false, true, false, 32 * kKiB, 8 * kMiB}, 4 * kKiB, 16 * kKiB, 32,
      4 * kMiB, 32},
+    {"Zen 4 in a VM that hides FSRM (glibc: rep movsb from 8 KiB)",
+     {Vendor::amd, 0x19, true, true, true, false, 32 * kKiB, 32 * kMiB}, 8 * kKiB, 16 * kKiB, 64, 8 * kMiB, 32},
     {"Zen, caches unknown", {Vendor::amd, 0x19, true, false, true, true, 0, 0}, 2 * kKiB, 16 * kKiB, 32, 16 * kMiB,
      32},
     {"Zen, an L1d of 2 KiB reported", {Vendor::amd, 0x19, true, false, true, true, 2 * kKiB, 32 * kMiB}, 2 * kKiB,
@@ -871,6 +873,87 @@ TEST(CopyHostPlan, CopyIsExactAcrossEveryBoundaryOfThisCpusPlan) {
           << "length " << length << " (" << host_copy_plan_description() << ")";
     }
   }
+}
+
+// copy_by_plan sends each length to the plan's loop, its streaming loop or memcpy, as the
+// plan's ranges say (loops that count their calls and copy by memcpy stand in).
+int g_loop_calls = 0;
+int g_streaming_calls = 0;
+void counting_loop(std::byte* to, const std::byte* from, std::size_t length) {
+  ++g_loop_calls;
+  std::memcpy(to, from, length);
+}
+void counting_streaming(std::byte* to, const std::byte* from, std::size_t length) {
+  ++g_streaming_calls;
+  std::memcpy(to, from, length);
+}
+
+TEST(CopyHostPlan, EachLengthGoesWhereThePlanSays) {
+  HostCopyPlan plan;
+  plan.loop_from = 2048;
+  plan.loop_below = 8192;
+  plan.loop = counting_loop;
+  plan.streaming_from = 65536;
+  plan.streaming = counting_streaming;
+  std::vector<std::byte> source(70000, std::byte{7}), destination(70000);
+  struct Case {
+    std::size_t length;
+    int loop, streaming;
+  };
+  for (const Case c : {Case{2047, 0, 0}, Case{2048, 1, 0}, Case{8191, 1, 0}, Case{8192, 0, 0}, Case{65535, 0, 0},
+                       Case{65536, 0, 1}, Case{69999, 0, 1}}) {
+    g_loop_calls = g_streaming_calls = 0;
+    std::fill(destination.begin(), destination.end(), std::byte{0});
+    copy_detail::copy_by_plan(plan, destination.data(), source.data(), c.length);
+    EXPECT_EQ(g_loop_calls, c.loop) << c.length;
+    EXPECT_EQ(g_streaming_calls, c.streaming) << c.length;
+    EXPECT_EQ(std::count(destination.begin(), destination.end(), std::byte{7}), static_cast<long>(c.length));
+  }
+  // A plan without loops (Intel, no AVX2) is memcpy at every size.
+  const HostCopyPlan plain;
+  g_loop_calls = g_streaming_calls = 0;
+  copy_detail::copy_by_plan(plain, destination.data(), source.data(), 69999);
+  EXPECT_EQ(g_loop_calls + g_streaming_calls, 0);
+}
+
+// Each loop with its source and destination starting right after, and ending right at, an
+// inaccessible page: a load or a store one byte before or past either range faults (and
+// fails the test).
+TEST(CopyHostPlan, TheLoopsTouchNothingPastEitherEnd) {
+#if defined(__x86_64__)
+  std::vector<copy_detail::HostCopyFunction> loops;
+  if (copy_kernel_supported(CopyKernel::avx2)) {
+    loops = {copy_detail::kAvx2HostLoops.cached, copy_detail::kAvx2HostLoops.streaming};
+  }
+  if (copy_kernel_supported(CopyKernel::avx512)) {
+    loops.push_back(copy_detail::kAvx512HostLoops.cached);
+    loops.push_back(copy_detail::kAvx512HostLoops.streaming);
+  }
+  if (loops.empty()) GTEST_SKIP() << "this CPU has no AVX2: the plan never runs a loop (see the table test)";
+  constexpr std::size_t kGuard = 4096;
+  constexpr std::size_t kBytes = 1u << 16;
+  Pages source(kGuard + kBytes + kGuard), destination(kGuard + kBytes + kGuard);
+  for (Pages* pages : {&source, &destination}) {
+    ASSERT_EQ(mprotect(pages->data, kGuard, PROT_NONE), 0);
+    ASSERT_EQ(mprotect(pages->data + kGuard + kBytes, kGuard, PROT_NONE), 0);
+  }
+  std::byte* const source_bytes = source.data + kGuard;
+  std::byte* const destination_bytes = destination.data + kGuard;
+  fill_pattern(source_bytes, kBytes, 31);
+  for (auto loop : loops) {
+    for (std::size_t length : {320u, 321u, 2047u, 4099u, 65535u, 65536u}) {
+      // Ending at the guard pages after, then starting right after the guard pages before.
+      const std::size_t at_end = kBytes - length;
+      loop(destination_bytes + at_end, source_bytes + at_end, length);
+      ASSERT_EQ(first_difference(destination_bytes + at_end, source_bytes + at_end, length), "") << length;
+      std::memset(destination_bytes, 0, kBytes);
+      loop(destination_bytes, source_bytes, length);
+      ASSERT_EQ(first_difference(destination_bytes, source_bytes, length), "") << length;
+    }
+  }
+#else
+  GTEST_SKIP() << "the host loops are x86-64 only";
+#endif
 }
 
 }  // namespace

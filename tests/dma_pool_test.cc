@@ -388,15 +388,17 @@ TEST(DmaPool, ThreadsShareAPool) {
             ++failures;
           }
         }
-        std::lock_guard lock(exchange_mutex);
-        std::swap(mine, exchange);  // the other threads' slices, released here
+        {
+          std::lock_guard lock(exchange_mutex);
+          std::swap(mine, exchange);  // the other threads' slices, released below
+        }
         for (Held& held : mine) {
           if (!std::all_of(held.slice.data(), held.slice.data() + held.slice.size(),
                            [&](std::byte b) { return b == held.tag; })) {
             ++failures;
           }
         }
-        mine.clear();
+        mine.clear();  // outside the exchange lock: releases from several threads overlap
       }
     };
     std::vector<std::thread> threads;

@@ -21,16 +21,8 @@ using copy_detail::valid_max_access;
 namespace detail {
 
 void copy_host_planned(void* destination, const void* source, std::size_t length) noexcept {
-  const copy_detail::HostCopyPlan& plan = copy_detail::host_copy_plan();
-  auto* to = static_cast<std::byte*>(destination);
-  const auto* from = static_cast<const std::byte*>(source);
-  if (length >= plan.streaming_from) {
-    plan.streaming(to, from, length);
-  } else if (length >= plan.loop_from && length < plan.loop_below) {
-    plan.loop(to, from, length);
-  } else {
-    std::memcpy(destination, source, length);
-  }
+  copy_detail::copy_by_plan(copy_detail::host_copy_plan(), static_cast<std::byte*>(destination),
+                            static_cast<const std::byte*>(source), length);
 }
 
 Error overlapping_copy_error(const void* destination, const void* source, std::size_t length) {

@@ -16,9 +16,15 @@ namespace {
 
 constexpr std::size_t kKiB = 1024;
 constexpr std::size_t kMiB = 1024 * kKiB;
-// Where glibc 2.36 starts `rep movsb` (rep_movsb_threshold: 2048 bytes, 2112 with FSRM);
-// below it, its overlapping vector moves are as fast as anything (copy_bench).
-constexpr std::size_t kRepMovsbFrom = 2 * kKiB;
+// Where glibc 2.36 starts `rep movsb` (sysdeps/x86/dl-cacheinfo.h, rep_movsb_threshold):
+// 2112 bytes with FSRM, else 2048 x its vector bytes / 16 (64-byte vectors where AVX-512
+// is usable, else 32). Below it, its overlapping vector moves are as fast as anything
+// (copy_bench), and the plan leaves them alone.
+constexpr std::size_t kInlineFrom = 2 * kKiB;
+std::size_t glibc_rep_movsb_from(const CpuFacts& facts) {
+  if (facts.fsrm) return kInlineFrom;  // 2112 B: the loop may start at 2 KiB
+  return 2048 * (facts.avx512 ? 64 : 32) / 16;
+}
 // L1d when the CPU does not say (every Zen core has at least 32 KiB).
 constexpr std::size_t kDefaultL1d = 32 * kKiB;
 constexpr std::size_t kMinStreamingFrom = 4 * kMiB;
@@ -114,8 +120,8 @@ HostCopyPlan plan_host_copy(const CpuFacts& facts) {
       const HostCopyLoops& loops = facts.avx512 ? kAvx512HostLoops : kAvx2HostLoops;
       plan.loop = loops.cached;
       plan.loop_vector_bytes = loops.vector_bytes;
-      plan.loop_from = kRepMovsbFrom;
-      plan.loop_below = std::max(kRepMovsbFrom, (facts.l1d_bytes != 0 ? facts.l1d_bytes : kDefaultL1d) / 2);
+      plan.loop_from = glibc_rep_movsb_from(facts);
+      plan.loop_below = std::max(plan.loop_from, (facts.l1d_bytes != 0 ? facts.l1d_bytes : kDefaultL1d) / 2);
     }
     // 32-byte streaming stores: 64-byte ones were no faster on Zen 5 and slower at 1 GiB.
     plan.streaming = kAvx2HostLoops.streaming;
@@ -126,6 +132,16 @@ HostCopyPlan plan_host_copy(const CpuFacts& facts) {
 #endif
   describe(plan, facts);
   return plan;
+}
+
+void copy_by_plan(const HostCopyPlan& plan, std::byte* to, const std::byte* from, std::size_t length) noexcept {
+  if (length >= plan.streaming_from) {
+    plan.streaming(to, from, length);
+  } else if (length >= plan.loop_from && length < plan.loop_below) {
+    plan.loop(to, from, length);
+  } else {
+    std::memcpy(to, from, length);
+  }
 }
 
 const HostCopyPlan& host_copy_plan() {

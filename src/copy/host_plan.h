@@ -3,15 +3,17 @@
 // ranges where, on this kind of CPU, it is measurably slower than a plain vector loop
 // (bench/copy_bench measures each range against memcpy and DPDK's rte_memcpy):
 //
-//  - AMD and Hygon (Zen): glibc 2.36 takes `rep movsb` from about 2 KiB (its
-//    rep_movsb_threshold) up to the L2 size, and rep movsb is slow there for copies that fit
-//    in L1 (glibc bug 30994). The vector loop takes [2 KiB, L1d/2); from L1d/2 on, rep movsb
-//    wins again and memcpy keeps it. Intel's rep movsb with ERMS/FSRM is its fast path, so
-//    memcpy keeps these sizes on Intel and every other vendor.
-//  - Every CPU with AVX2: copies too large for a core's share of the last-level cache go
+//  - AMD and Hygon (Zen) with AVX2 and ERMS: glibc 2.36 takes `rep movsb` from its
+//    rep_movsb_threshold (2112 B with FSRM, else 2048 x vector bytes / 16: 4 KiB with its
+//    32-byte vectors, 8 KiB with 64-byte ones) up to the L2 size, and rep movsb is slow there
+//    for copies that fit in L1 (glibc bug 30994). The vector loop takes [that threshold,
+//    L1d/2); from L1d/2 on, rep movsb wins again and memcpy keeps it.
+//  - The same Zen CPUs: copies too large for a core's share of the last-level cache go
 //    through non-temporal stores from `streaming_from` (a quarter of the L3 the CPU
 //    reports, at least 4 MiB and at most 16 MiB: a VM's CPUID often reports a host's whole
 //    L3, and glibc then keeps ordinary stores far past the point where they stop paying).
+//  - Intel, every other vendor, and CPUs without AVX2: memcpy at every size (Intel's rep
+//    movsb with ERMS/FSRM and glibc's non-temporal threshold are tuned for them).
 //
 // The plan is a pure function of CpuFacts, so a table of CPU models can test it
 // (tests/copy_test.cc); host_copy_plan() is this CPU's, worked out once.
@@ -61,5 +63,10 @@ HostCopyPlan plan_host_copy(const CpuFacts& facts);
 
 // This CPU's plan, worked out once.
 const HostCopyPlan& host_copy_plan();
+
+// Copies `length` bytes by `plan`: its streaming loop from streaming_from, its loop in
+// [loop_from, loop_below), memcpy elsewhere (copy() passes host_copy_plan(); tests pass
+// plans whose loops count their calls).
+void copy_by_plan(const HostCopyPlan& plan, std::byte* to, const std::byte* from, std::size_t length) noexcept;
 
 }  // namespace pcie::copy_detail

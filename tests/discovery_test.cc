@@ -3,8 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <fstream>
+#include <tuple>
+#include <utility>
 
 #include "pcie/config_space.h"
 #include "pcie/testing/fake_sysfs.h"
@@ -238,10 +242,10 @@ TEST_F(DiscoveryTest, DescribeOneDevice) {
 }
 
 // The physical slot, from <pci_root>/slots/<name>/address: describe() finds it as a full
-// listing does (libpci fills it only for scanned devices), over slot directories of every
-// shape: another device's slot, a slot with no device ("domain:bus"), a malformed address,
-// one with no address file, another domain, and two slots naming one device (the smaller
-// name wins: libpci takes whichever readdir gives first).
+// listing does, over slot directories of every shape: another device's slot, a slot with
+// no device ("domain:bus"), a malformed address, one with no address file, another
+// domain, and two slots naming one device (the smaller name wins, where libpci took
+// whichever readdir gave first).
 TEST_F(DiscoveryTest, DescribeFindsThePhysicalSlotAsTheListingDoes) {
   const std::string slots = tree_->pci_root() + "/slots";
   const auto add_slot = [&](const std::string& name, const std::optional<std::string>& address) {
@@ -263,7 +267,7 @@ TEST_F(DiscoveryTest, DescribeFindsThePhysicalSlotAsTheListingDoes) {
   EXPECT_EQ(nvme->physical_slot, "4-2");
   auto listed = discover(options_);
   ASSERT_TRUE(listed) << listed.error().message();
-  EXPECT_EQ(find(*listed, kNvme).physical_slot, "4-2") << "what libpci's scan says";
+  EXPECT_EQ(find(*listed, kNvme).physical_slot, "4-2") << "what the listing says";
   add_slot("4-1", "0000:01:00");          // the same device, no newline: the smaller name wins
   nvme = describe(kNvme, options_);
   ASSERT_TRUE(nvme) << nvme.error().message();
@@ -274,6 +278,179 @@ TEST_F(DiscoveryTest, DescribeFindsThePhysicalSlotAsTheListingDoes) {
   auto ivshmem = describe(Bdf{0, 0, 4, 0}, options_);
   ASSERT_TRUE(ivshmem);
   EXPECT_FALSE(ivshmem->physical_slot);
+}
+
+// discover() reads the slots once per scan and describe() for its one device, with the
+// same rules: the smallest name where two slots name one device; a slots directory that
+// cannot be read is a warning on every device, since each one's slot is then unknown.
+TEST_F(DiscoveryTest, ListingAndDescribeAgreeOnSlots) {
+  const std::string slots = tree_->pci_root() + "/slots";
+  for (const char* name : {"4-2", "4-1"}) {
+    std::filesystem::create_directories(slots + "/" + name);
+    std::ofstream(slots + "/" + name + "/address") << "0000:01:00\n";
+  }
+  auto listed = discover(options_);
+  ASSERT_TRUE(listed) << listed.error().message();
+  EXPECT_EQ(find(*listed, kNvme).physical_slot, "4-1");
+  EXPECT_FALSE(find(*listed, kEdu).physical_slot);
+  std::filesystem::remove_all(slots);
+  std::ofstream(slots) << "not a directory\n";
+  listed = discover(options_);
+  ASSERT_TRUE(listed) << listed.error().message();
+  auto described = describe(kNvme, options_);
+  ASSERT_TRUE(described) << described.error().message();
+  const std::vector<const DeviceInfo*> devices = {&find(*listed, kNvme), &find(*listed, kEdu), &*described};
+  for (const DeviceInfo* device : devices) {
+    SCOPED_TRACE(device->bdf.to_string());
+    EXPECT_FALSE(device->physical_slot);
+    ASSERT_EQ(device->warnings.size(), 1u);
+    EXPECT_NE(device->warnings[0].find("Not a directory"), std::string::npos) << device->warnings[0];
+  }
+}
+
+// describe() reads a device as discover() does: every field the same, at every level.
+TEST_F(DiscoveryTest, DescribeSaysWhatTheListingSays) {
+  ASSERT_TRUE(tree_->add_device(testing::sriov_pf(Bdf{0, 2, 0, 0}, 4, 1)));
+  ASSERT_TRUE(tree_->add_device(testing::sriov_vf(Bdf{0, 2, 0, 1}, Bdf{0, 2, 0, 0})));
+  const std::pair<bool, bool> levels[] = {{false, false}, {true, false}, {true, true}};  // bindings, capabilities
+  for (const auto& [bindings, capabilities] : levels) {
+    options_.read_bindings = bindings;
+    options_.read_capabilities = capabilities;
+    auto listed = discover(options_);
+    ASSERT_TRUE(listed) << listed.error().message();
+    ASSERT_EQ(listed->size(), 6u);
+    for (const DeviceInfo& device : *listed) {
+      SCOPED_TRACE(device.bdf.to_string() + (capabilities ? " full" : bindings ? " bindings" : " ids"));
+      auto described = describe(device.bdf, options_);
+      ASSERT_TRUE(described) << described.error().message();
+      EXPECT_EQ(std::tie(described->vendor_id, described->device_id, described->subsystem_vendor_id,
+                         described->subsystem_id, described->revision, described->base_class, described->subclass,
+                         described->prog_if, described->header_type),
+                std::tie(device.vendor_id, device.device_id, device.subsystem_vendor_id, device.subsystem_id,
+                         device.revision, device.base_class, device.subclass, device.prog_if, device.header_type));
+      EXPECT_EQ(std::tie(described->vendor_name, described->device_name, described->class_name,
+                         described->subsystem_name, described->physical_slot, described->bars, described->driver,
+                         described->iommu_group, described->numa_node, described->physical_function,
+                         described->virtual_functions, described->bridge_buses, described->capabilities,
+                         described->config_bytes_readable, described->config_file_bytes, described->warnings),
+                std::tie(device.vendor_name, device.device_name, device.class_name, device.subsystem_name,
+                         device.physical_slot, device.bars, device.driver, device.iommu_group, device.numa_node,
+                         device.physical_function, device.virtual_functions, device.bridge_buses,
+                         device.capabilities, device.config_bytes_readable, device.config_file_bytes,
+                         device.warnings));
+      EXPECT_EQ(described->link.has_value(), device.link.has_value());
+      EXPECT_EQ(described->sriov.has_value(), device.sriov.has_value());
+    }
+  }
+}
+
+// Where the IDs come from when the file the kernel always writes for them, modalias, is
+// missing or does not parse: the vendor, device, class and subsystem attributes, with
+// nothing lost. Subsystem attributes that are absent leave 0; one that holds no number
+// is said.
+TEST_F(DiscoveryTest, IdsFromTheAttributesWhereModaliasCannotSay) {
+  for (const char* modalias : std::vector<const char*>{"", "pci:v00001234d000011E8sv00001AF4sd00001100bc00scFFi0\n",
+                               "pci:v00001234d000011E8sv00001AF4sd00001100bc00scFFi00\x1b[2J\n", nullptr}) {
+    SCOPED_TRACE(modalias != nullptr ? printable(modalias) : "no modalias");
+    const std::string path = tree_->device_dir(kEdu) + "/modalias";
+    if (modalias == nullptr) {
+      std::filesystem::remove(path);
+    } else {
+      ASSERT_TRUE(tree_->write_device_file(kEdu, "modalias", modalias));
+    }
+    auto edu = describe(kEdu, options_);
+    ASSERT_TRUE(edu) << edu.error().message();
+    EXPECT_EQ(std::tie(edu->vendor_id, edu->device_id, edu->subsystem_vendor_id, edu->subsystem_id),
+              std::make_tuple(0x1234, 0x11e8, 0x1af4, 0x1100));
+    EXPECT_EQ(edu->class_id(), 0x00ff);
+    EXPECT_TRUE(edu->warnings.empty()) << ::testing::PrintToString(edu->warnings);
+  }
+  std::filesystem::remove(tree_->device_dir(kEdu) + "/subsystem_vendor");
+  ASSERT_TRUE(tree_->write_device_file(kEdu, "subsystem_device", "0x11\x1b[2J\n"));
+  auto edu = describe(kEdu, options_);
+  ASSERT_TRUE(edu) << edu.error().message();
+  EXPECT_EQ(edu->subsystem_vendor_id, 0);
+  EXPECT_EQ(edu->subsystem_id, 0);
+  ASSERT_EQ(edu->warnings.size(), 1u);
+  EXPECT_TRUE(edu->warnings[0].starts_with("subsystem IDs: ")) << edu->warnings[0];
+  EXPECT_NE(edu->warnings[0].find("holds no number: '0x11\\x1b[2J"), std::string::npos) << edu->warnings[0];
+  ASSERT_TRUE(tree_->write_device_file(kEdu, "subsystem_vendor", "0x10000\n"));  // not 16 bits
+  edu = describe(kEdu, options_);
+  ASSERT_TRUE(edu) << edu.error().message();
+  EXPECT_EQ(edu->subsystem_vendor_id, 0);
+  ASSERT_EQ(edu->warnings.size(), 2u);
+  EXPECT_NE(edu->warnings[0].find("subsystem_vendor holds no number from 0 to 0xffff"), std::string::npos)
+      << edu->warnings[0];
+  // An ID attribute that holds no ID fails the device, as a missing one does.
+  ASSERT_TRUE(tree_->write_device_file(kEdu, "class", "0x1000000\n"));
+  edu = describe(kEdu, options_);
+  ASSERT_FALSE(edu);
+  EXPECT_EQ(edu.error().code, Errc::malformed);
+  EXPECT_NE(edu.error().message().find("/class holds no number from 0 to 0xffffff"), std::string::npos)
+      << edu.error().message();
+}
+
+// The revision: from config where the full level reads it anyway and it answers, else
+// the kernel's revision attribute; a removed device's config reads all ones, a short one
+// has no header, a missing one none at all. The IDs stay the kernel's through all of it.
+TEST_F(DiscoveryTest, RevisionFromConfigOrTheKernel) {
+  auto config = FakeSysfs::build_config(testing::qemu_edu(kEdu));
+  ASSERT_TRUE(config);
+  (*config)[cfg::kRevisionId] = 0x10;
+  const std::vector<std::uint8_t> removed(256, 0xff);
+  const std::vector<std::uint8_t> short_header(config->begin(), config->begin() + 32);
+  for (const std::vector<std::uint8_t>* bytes : {&std::as_const(*config), &removed, &short_header}) {
+    ASSERT_TRUE(tree_->write_config(kEdu, *bytes));
+    ASSERT_TRUE(tree_->write_device_file(kEdu, "revision", "0x10\n"));
+    for (const bool capabilities : {false, true}) {
+      SCOPED_TRACE(fmt::format("{} config bytes, {}", bytes->size(), capabilities ? "full" : "ids"));
+      options_.read_capabilities = capabilities;
+      auto edu = describe(kEdu, options_);
+      ASSERT_TRUE(edu) << edu.error().message();
+      EXPECT_EQ(edu->revision, 0x10);
+      EXPECT_EQ(edu->vendor_id, 0x1234);
+      EXPECT_EQ(edu->class_id(), 0x00ff);
+      EXPECT_EQ(edu->warnings.empty(), !capabilities || bytes == &*config) << ::testing::PrintToString(edu->warnings);
+    }
+  }
+  // No revision attribute and no config to answer: 0xff, as an unreadable register reads.
+  std::filesystem::remove(tree_->device_dir(kEdu) + "/config");
+  std::filesystem::remove(tree_->device_dir(kEdu) + "/revision");
+  options_.read_capabilities = false;
+  auto edu = describe(kEdu, options_);
+  ASSERT_TRUE(edu) << edu.error().message();
+  EXPECT_EQ(edu->revision, 0xff);
+  EXPECT_TRUE(edu->warnings.empty()) << ::testing::PrintToString(edu->warnings);
+  ASSERT_TRUE(tree_->write_device_file(kEdu, "revision", "rev 10\n"));
+  edu = describe(kEdu, options_);
+  ASSERT_TRUE(edu) << edu.error().message();
+  EXPECT_EQ(edu->revision, 0xff);
+  ASSERT_EQ(edu->warnings.size(), 1u);
+  EXPECT_NE(edu->warnings[0].find("revision holds no number"), std::string::npos) << edu->warnings[0];
+}
+
+// A resource file a kernel would not write fails the device, whatever libpci would have
+// made of it, and one the device does not have is an error with its errno.
+TEST_F(DiscoveryTest, ResourceFileIsReadStrictly) {
+  for (const char* resource : {"0x1000 0x1fff 0x200 0x5\n", "0X1000 0x1fff 0x200\n", "0x1000 0x1fff 0x200\r\n"}) {
+    SCOPED_TRACE(printable(resource));
+    ASSERT_TRUE(tree_->write_device_file(kEdu, "resource", resource));
+    auto edu = describe(kEdu, options_);
+    ASSERT_FALSE(edu);
+    EXPECT_EQ(edu.error().code, Errc::malformed);
+  }
+  std::filesystem::remove(tree_->device_dir(kEdu) + "/resource");
+  auto devices = discover(options_);
+  ASSERT_FALSE(devices);
+  EXPECT_EQ(devices.error().code, Errc::malformed);
+  EXPECT_EQ(devices.error().sys_errno, ENOENT);
+  EXPECT_NE(devices.error().message().find("/resource: No such file or directory"), std::string::npos)
+      << devices.error().message();
+  // A filter that leaves the device out never reads it.
+  options_.slot_filter = "01:";
+  devices = discover(options_);
+  ASSERT_TRUE(devices) << devices.error().message();
+  EXPECT_EQ(devices->size(), 1u);
 }
 
 TEST_F(DiscoveryTest, DescribeMissingDeviceIsNotFound) {
@@ -397,39 +574,41 @@ TEST(DiscoveryErrors, FailuresLeakNoDescriptors) {
   }
 }
 
-// libpci calls its error callback (which exits by default) when a mandatory attribute is
-// missing; the library must turn that into an Error, keeping the errno libpci saw.
+// A tree without the modalias a kernel writes: the IDs come from the vendor, device and
+// class attributes, as libpci reads them, and a missing one is an Error that keeps its
+// errno (libpci's error callback once exited the process here).
 TEST(DiscoveryErrors, MissingAttributeIsMalformedNotAnExit) {
   auto tree = FakeSysfs::create();
   ASSERT_TRUE(tree);
   const Bdf bdf{0, 0, 3, 0};
   ASSERT_TRUE(tree->add_device(testing::qemu_edu(bdf)));
+  std::filesystem::remove(tree->device_dir(bdf) + "/modalias");
   std::filesystem::remove(tree->device_dir(bdf) + "/vendor");
   DiscoveryOptions options;
   options.paths = tree->paths();
   auto devices = discover(options);
   ASSERT_FALSE(devices);
   EXPECT_EQ(devices.error().code, Errc::malformed);
-  EXPECT_NE(devices.error().message().find("libpci"), std::string::npos) << devices.error().message();
+  EXPECT_NE(devices.error().message().find("/vendor"), std::string::npos) << devices.error().message();
   EXPECT_EQ(devices.error().sys_errno, ENOENT) << devices.error().message();
   EXPECT_NE(devices.error().message().find("No such file or directory"), std::string::npos);
 }
 
-// A prog-if filter makes libpci read attributes while matching; a broken attribute there
-// must also come back as an Error.
+// A class filter needs the class; a device whose class cannot be read (no modalias, no
+// class attribute, no config) fails the discovery with an Error, not an abort.
 TEST(DiscoveryErrors, FilterOnBrokenDeviceIsMalformedNotAnAbort) {
   auto tree = FakeSysfs::create();
   ASSERT_TRUE(tree);
   const Bdf bdf{0, 0, 3, 0};
   ASSERT_TRUE(tree->add_device(testing::qemu_nvme(bdf)));
-  std::filesystem::remove(tree->device_dir(bdf) + "/config");
-  std::filesystem::remove(tree->device_dir(bdf) + "/class");
+  for (const char* file : {"/config", "/class", "/modalias"}) std::filesystem::remove(tree->device_dir(bdf) + file);
   DiscoveryOptions options;
   options.paths = tree->paths();
   options.id_filter = "::0108:02";
   auto devices = discover(options);
   ASSERT_FALSE(devices);
   EXPECT_EQ(devices.error().code, Errc::malformed);
+  EXPECT_NE(devices.error().message().find("/class"), std::string::npos) << devices.error().message();
 }
 
 TEST(DiscoveryErrors, EmptyTreeHasNoDevices) {

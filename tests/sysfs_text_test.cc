@@ -1,7 +1,7 @@
 // Numbers as sysfs attributes hold them (sysfs::parse_number, shared by discovery, binding,
 // link and UIO code): a table of what is accepted and what is refused, including the
 // inputs that would overflow a negation. Also the other sysfs texts the library parses
-// (resource) and the one-read attribute reader.
+// (resource, modalias) and the one-read attribute reader.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -17,6 +17,7 @@
 
 #include "pcie/sysfs_paths.h"
 #include "pcie/vfio.h"
+#include "src/pci/device_identity.h"
 #include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
@@ -133,6 +134,34 @@ TEST(ResourceFile, FlagsSayTheBarsType) {
     if (c.size != 0) {
       EXPECT_EQ(bar.bus_address, c.line.start);
     }
+  }
+}
+
+// <device>/modalias as drivers/pci/pci-sysfs.c writes it: discovery takes the kernel's IDs
+// and class from it, and from the separate attributes when it does not parse.
+TEST(Modalias, ParsesWhatTheKernelWritesAndRefusesTheRest) {
+  const auto parsed = detail::parse_modalias("pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n");
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(*parsed, (detail::KernelIds{0x1b36, 0x0010, 0x1af4, 0x1100, 0x010802}));
+  EXPECT_EQ(detail::parse_modalias("pci:v0000ffffd0000FFFFsv00000000sd00000000bcFFscffi00"),
+            (detail::KernelIds{0xffff, 0xffff, 0, 0, 0xffff00}));
+  const char* refused[] = {
+      "",
+      "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i0\n",     // a digit short
+      "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i023\n",   // a digit too many
+      "pci:v00011B36d00000010sv00001AF4sd00001100bc01sc08i02\n",    // past 16 bits
+      "pci:v00001B36d00000010sv00001AF4sd0001FFFFbc01sc08i02\n",
+      "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n\n",  // two newlines
+      "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02 ",      // a space
+      "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i0g\n",     // not hex
+      "pci:v00001B36d0000-010sv00001AF4sd00001100bc01sc08i02\n",    // a sign
+      "pci:v00001B36d00000010sd00001100sv00001AF4bc01sc08i02\n",    // fields swapped
+      "usb:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n",
+      "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\x1b[2J",
+  };
+  for (const char* text : refused) {
+    SCOPED_TRACE(printable(text));
+    EXPECT_FALSE(detail::parse_modalias(text));
   }
 }
 

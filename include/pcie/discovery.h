@@ -1,4 +1,6 @@
-// Device discovery through libpci's sysfs back end.
+// Device discovery from sysfs, as lspci's sysfs back end sees the devices (the kernel's IDs
+// and classes), with names from pci.ids (or udev's hwdb) through libpci. Each device's
+// files are opened once and read in one call: the cost of a scan is its syscalls.
 #pragma once
 
 #include <cstdint>
@@ -126,19 +128,22 @@ struct DiscoveryOptions {
   // pci.ids does not list after its device. Off by default: libpci reopens the hwdb for
   // every name it looks up.
   bool names_from_hwdb = false;
-  // Read the bound driver, IOMMU group and NUMA node (three small sysfs reads per device).
+  // Read the bound driver, IOMMU group, NUMA node and SR-IOV state (two links and two
+  // small files per device; a PF's virtfn links besides).
   bool read_bindings = true;
   // Read config space for capabilities and link status (costs one read per device).
   bool read_capabilities = true;
 };
 
 // Every device under options.paths that matches the filters, sorted by BDF. Fails on a
-// bad filter (invalid_argument), a missing or unreadable sysfs tree, or an entry libpci
-// cannot parse (malformed).
+// bad filter (invalid_argument), a missing or unreadable sysfs tree, an entry that is not
+// a device address (malformed), or a matching device whose IDs or resource file cannot be
+// read (malformed when absent or not what a kernel writes, else the read's error).
 Result<std::vector<DeviceInfo>> discover(const DiscoveryOptions& options = {});
 
-// One device, without scanning the rest of the bus. The filters in `options` are ignored.
-// Fails with not_found when the device does not exist.
+// One device, without scanning the rest of the bus, read as discover() reads it. The
+// filters in `options` are ignored. Fails with not_found when the device does not exist,
+// else as discover() fails for a device.
 Result<DeviceInfo> describe(const Bdf& bdf, const DiscoveryOptions& options = {});
 
 }  // namespace pcie

@@ -3,31 +3,37 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <charconv>
-#include <cstdio>
 
 #include "pcie/config_space.h"
+#include "src/pci/config_file.h"
+#include "src/pci/device_filter.h"
+#include "src/pci/device_identity.h"
 #include "src/pci/libpci_session.h"
 #include "src/pci/resource_file.h"
+#include "src/pci/sysfs_attributes.h"
 #include "src/pci/sysfs_links.h"
 #include "src/sys/syscalls.h"
 
+// Each device costs a handful of syscalls, each a few microseconds on a paravirtualized
+// machine, so each file is opened once and read in one call: <device>/modalias and the
+// revision (device_identity.h), <device>/resource, the physfn link; with bindings, the
+// driver and IOMMU group links, numa_node and sriov_totalvfs; at the full level config,
+// whose bytes also give the revision. libpci is left the names (pci.ids, hwdb) and the
+// filter syntax.
 namespace pcie {
 namespace {
 
-constexpr unsigned kFillFlags = PCI_FILL_IDENT | PCI_FILL_CLASS | PCI_FILL_CLASS_EXT |
-                                PCI_FILL_SUBSYS | PCI_FILL_BASES | PCI_FILL_SIZES |
-                                PCI_FILL_ROM_BASE | PCI_FILL_IO_FLAGS | PCI_FILL_PHYS_SLOT;
+using sysfs::read_optional_number;
 
-// A BAR's type from the kernel's resource flags (include/linux/ioport.h), falling back to
-// the BAR's own low bits (PCI 3.0, 6.2.5.1) when the flags are not available.
-BarInfo decode_bar(const pci_dev* device, unsigned index) {
+// A BAR as libpci 3.9 takes it from a resource line (lib/sysfs.c: base = start | (flags &
+// 0xf)) and as discovery has always decoded it: the type from the kernel's resource flags
+// (include/linux/ioport.h), else from the BAR's own low bits (PCI 3.0, 6.2.5.1).
+BarInfo decode_bar(unsigned index, const sysfs::ResourceLine& line) {
   BarInfo bar;
   bar.index = index;
-  bar.size = device->size[index];
-  const pciaddr_t raw = device->base_addr[index];
-  const pciaddr_t flags = device->flags[index];
+  bar.size = line.end > line.start ? line.end - line.start + 1 : 0;
+  const std::uint64_t raw = line.start | (line.flags & PCI_ADDR_FLAG_MASK);
+  const std::uint64_t flags = line.flags;
   if (flags != 0) {
     bar.space = (flags & PCI_IORESOURCE_IO) ? BarInfo::Space::io : BarInfo::Space::memory;
     bar.is_64bit = (flags & PCI_IORESOURCE_MEM_64) != 0;
@@ -43,32 +49,35 @@ BarInfo decode_bar(const pci_dev* device, unsigned index) {
   return bar;
 }
 
-// An attribute the kernel writes only for some devices (sriov_totalvfs) or that may be
-// absent in a partial tree: nullopt when absent. One that exists but cannot be read, or
-// holds no number, is nullopt too, with a warning that says so and why: a field missing
-// for an unknown reason must never look like a field the device does not have.
-std::optional<std::int64_t> read_optional_number(const std::string& path, std::vector<std::string>& warnings) {
-  auto text = sys::read_text_file(path, 64);
-  if (!text) {
-    if (text.error().sys_errno != ENOENT) warnings.push_back("cannot read " + path + ": " + text.error().reason);
-    return std::nullopt;
+// BARs 0-5 and the ROM (line 6) from <device>/resource, which every device has: a file
+// that cannot be read or parsed fails the device.
+Result<void> read_resources(const std::string& dir, DeviceInfo& info) {
+  const std::string path = dir + "/resource";
+  auto text = sys::read_attribute(path, 4096);
+  if (!text) return std::unexpected(sysfs::required_attribute_error(text.error(), path, info.bdf));
+  auto lines = sysfs::parse_resource_file(*text, path);
+  if (!lines) return std::unexpected(lines.error());
+  for (unsigned index = 0; index < kBarCount && index < lines->size(); ++index) {
+    if (BarInfo bar = decode_bar(index, (*lines)[index]); bar.size != 0) info.bars.push_back(bar);
   }
-  auto value = sysfs::parse_number(*text);
-  if (!value) warnings.push_back(fmt::format("{} holds no number: '{}'", path, printable(*text)));
-  return value;
+  if (lines->size() > kBarCount) {
+    const sysfs::ResourceLine& rom = (*lines)[kBarCount];
+    if (rom.end > rom.start) {
+      info.rom = RomInfo{(rom.start | (rom.flags & PCI_ADDR_FLAG_MASK)) & PCI_ADDR_MEM_MASK, rom.end - rom.start + 1};
+    }
+  }
+  return {};
 }
 
 // The link of a device from its own config space, else from sysfs' link files; nullopt
 // when it has none, an error (the last one met) when neither could be read.
 Result<std::optional<LinkInfo>> own_link(const SysfsPaths& paths, const Bdf& bdf) {
   std::optional<Error> problem;
-  if (auto config = ConfigSpace::open(paths, bdf); !config) {
+  if (auto config = detail::read_config_file(paths.device_dir(bdf) + "/config", cfg::kExtendedSize, false); !config) {
     problem = config.error();
-  } else if (auto bytes = config->snapshot(); !bytes) {
-    problem = bytes.error();
   } else {
-    const auto walk = walk_standard_capabilities(*bytes);
-    auto link = decode_link(*bytes, walk.capabilities);
+    const auto walk = walk_standard_capabilities(config->bytes);
+    auto link = decode_link(config->bytes, walk.capabilities);
     if (link && *link && (*link)->current_width != 0) return *link;
     if (!link) problem = link.error();
   }
@@ -86,8 +95,8 @@ void read_bridge_buses(std::span<const std::uint8_t> bytes, DeviceInfo& info) {
   }
 }
 
-void read_capabilities(const ConfigSpace& config, std::span<const std::uint8_t> bytes, DeviceInfo& info) {
-  for (auto walk : {walk_standard_capabilities(bytes), walk_extended_capabilities(bytes)}) {
+void read_capabilities(const detail::ConfigBytes& config, DeviceInfo& info) {
+  for (auto walk : {walk_standard_capabilities(config.bytes), walk_extended_capabilities(config.bytes)}) {
     info.capabilities.insert(info.capabilities.end(), walk.capabilities.begin(), walk.capabilities.end());
     if (walk.problem) {
       walk.problem->object = info.bdf.to_string();
@@ -127,82 +136,42 @@ void read_physical_function_link(const SysfsPaths& paths, DeviceInfo& info) {
   }
 }
 
-void read_config_details(const SysfsPaths& paths, DeviceInfo& info) {
-  auto config = ConfigSpace::open(paths, info.bdf);
+// The full level, from the config bytes the IDs were read from (one open per device).
+void read_config_details(const SysfsPaths& paths, const Result<detail::ConfigBytes>& config, DeviceInfo& info) {
   if (!config) {
     info.warnings.push_back(config.error().message());
     return;
   }
-  auto bytes = config->snapshot();
-  if (!bytes) {
-    info.warnings.push_back(bytes.error().message());
-    return;
-  }
-  info.config_bytes_readable = bytes->size();
-  info.config_file_bytes = config->file_size();
-  info.header_type = (*bytes)[cfg::kHeaderType] & cfg::kHeaderTypeMask;
-  read_bridge_buses(*bytes, info);
-  read_capabilities(*config, *bytes, info);
-  read_link(paths, *bytes, info);
+  info.config_bytes_readable = config->bytes.size();
+  info.config_file_bytes = config->file_size;
+  info.header_type = config->bytes[cfg::kHeaderType] & cfg::kHeaderTypeMask;
+  read_bridge_buses(config->bytes, info);
+  read_capabilities(*config, info);
+  read_link(paths, config->bytes, info);
   read_physical_function_link(paths, info);
 }
 
-// What libpci read: IDs, class, slot, BARs and ROM.
-DeviceInfo info_from_libpci(const pci_dev* device) {
-  DeviceInfo info;
-  info.bdf = Bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
-  info.vendor_id = device->vendor_id;
-  info.device_id = device->device_id;
-  info.subsystem_vendor_id = device->subsys_vendor_id;
-  info.subsystem_id = device->subsys_id;
-  info.revision = device->rev_id;
-  info.base_class = static_cast<std::uint8_t>(device->device_class >> 8);
-  info.subclass = static_cast<std::uint8_t>(device->device_class & 0xff);
-  info.prog_if = device->prog_if;
-  info.header_type = 0xff;
-  if ((device->known_fields & PCI_FILL_PHYS_SLOT) != 0 && device->phy_slot != nullptr) {
-    info.physical_slot = std::string(device->phy_slot);
+void read_physical_function(const SysfsPaths& paths, DeviceInfo& info) {
+  if (auto pf = sysfs::physical_function(paths, info.bdf)) {
+    info.physical_function = *pf;
+  } else {
+    info.warnings.push_back("cannot tell whether it is an SR-IOV virtual function: " + pf.error().message());
   }
-  for (unsigned index = 0; index < kBarCount; ++index) {
-    if (device->size[index] != 0) info.bars.push_back(decode_bar(device, index));
-  }
-  if (device->rom_size != 0) info.rom = RomInfo{device->rom_base_addr & PCI_ADDR_MEM_MASK, device->rom_size};
-  return info;
 }
 
-std::optional<std::uint16_t> as_id(const std::optional<std::int64_t>& value) {
-  if (!value || *value < 0 || *value > 0xffff) return std::nullopt;
-  return static_cast<std::uint16_t>(*value);
-}
-
-// A VF's config-space IDs read 0xffff by specification (SR-IOV 1.1, 3.4.1.1); the
-// kernel's vendor and device attributes hold the real ones (libpci reads those when it
-// scans, but config space when asked for one device).
-void read_virtual_function_ids(const std::string& dir, DeviceInfo& info) {
-  if (info.vendor_id != 0xffff && info.device_id != 0xffff) return;
-  if (auto vendor = as_id(read_optional_number(dir + "/vendor", info.warnings))) info.vendor_id = *vendor;
-  if (auto id = as_id(read_optional_number(dir + "/device", info.warnings))) info.device_id = *id;
-}
-
-// libpci takes an unreadable subsystem attribute for a value (and says nothing): read
-// them here, where a failure becomes a warning. Absent ones (conventional PCI bridges,
-// partial trees) leave libpci's values from config space.
-void read_subsystem_ids(const std::string& dir, DeviceInfo& info) {
-  std::vector<std::string> problems;
-  auto subsystem_vendor = as_id(read_optional_number(dir + "/subsystem_vendor", problems));
-  auto subsystem = as_id(read_optional_number(dir + "/subsystem_device", problems));
-  if (subsystem_vendor) info.subsystem_vendor_id = *subsystem_vendor;
-  if (subsystem) info.subsystem_id = *subsystem;
-  for (std::string& problem : problems) info.warnings.push_back("subsystem IDs: " + std::move(problem));
-}
-
+// Only a physical function has sriov_totalvfs (the kernel shows its SR-IOV attributes for
+// PFs alone) and virtfnN links, so for any other device this is one failed open, not a
+// listing of its directory. One that exists but cannot be read may still be a PF's.
 void read_sriov(const SysfsPaths& paths, const std::string& dir, DeviceInfo& info) {
+  std::vector<std::string> total_problems;
+  auto total = read_optional_number(dir + "/sriov_totalvfs", total_problems);
+  if (!total && total_problems.empty()) return;
   if (auto vfs = sysfs::virtual_functions(paths, info.bdf)) {
     info.virtual_functions = std::move(*vfs);
   } else {
     info.warnings.push_back("cannot list its SR-IOV virtual functions: " + vfs.error().message());
   }
-  auto total = read_optional_number(dir + "/sriov_totalvfs", info.warnings);
+  for (std::string& problem : total_problems) info.warnings.push_back(std::move(problem));
   auto enabled = read_optional_number(dir + "/sriov_numvfs", info.warnings);
   if (total && enabled && *total >= 0 && *enabled >= 0) {
     info.sriov = SriovInfo{static_cast<unsigned>(*total), static_cast<unsigned>(*enabled)};
@@ -246,59 +215,65 @@ void resolve_names(detail::LibpciSession& session, DeviceInfo& info) {
   if (auto hwdb = session.hwdb_unavailable()) info.warnings.push_back(*hwdb);
 }
 
-Result<DeviceInfo> build_device_info(detail::LibpciSession& session, pci_dev* device,
-                                     const DiscoveryOptions& options) {
-  auto filled = session.fill(device, kFillFlags);
-  if (!filled) return std::unexpected(filled.error());
-  DeviceInfo info = info_from_libpci(device);
-  const std::string dir = options.paths.device_dir(info.bdf);
-  if (auto pf = sysfs::physical_function(options.paths, info.bdf)) {
-    info.physical_function = *pf;
+// What discover() and describe() share for every device they read.
+struct Scan {
+  const DiscoveryOptions& options;
+  detail::LibpciSession& session;
+  const detail::DeviceFilter* filter;  // null for describe(), which ignores the filters
+  Result<sysfs::PhysicalSlots> slots;  // read once per scan
+};
+
+void add_physical_slot(const Scan& scan, DeviceInfo& info) {
+  if (scan.slots) {
+    info.physical_slot = sysfs::slot_of(*scan.slots, info.bdf);
   } else {
-    info.warnings.push_back("cannot tell whether it is an SR-IOV virtual function: " + pf.error().message());
+    info.warnings.push_back(scan.slots.error().message());
   }
-  read_virtual_function_ids(dir, info);
-  read_subsystem_ids(dir, info);
+}
+
+// After the IDs: what the device has and is bound to, its names, its config details. The
+// driver filter applies once the driver is known: nothing more is read for a device it
+// leaves out. False when it does.
+bool read_the_rest(const Scan& scan, const std::string& dir, const Result<detail::ConfigBytes>& config,
+                   DeviceInfo& info) {
+  const DiscoveryOptions& options = scan.options;
   if (options.read_bindings) read_bindings(options.paths, dir, info);
-  if (options.resolve_names) resolve_names(session, info);
-  if (options.read_capabilities) read_config_details(options.paths, info);
-  return info;
+  if (!options.driver_filter.empty() && info.driver != options.driver_filter) return false;
+  if (options.resolve_names) resolve_names(scan.session, info);
+  if (options.read_capabilities) read_config_details(options.paths, config, info);
+  add_physical_slot(scan, info);
+  return true;
 }
 
-// libpci parses <device>/resource with fgets into 256 bytes and sscanf "%llx %llx %llx",
-// 7 + 6 times (BARs, ROM, SR-IOV BARs), and reports a line that does not parse through its
-// error callback while the file is still open: the longjmp back to us would leak the FILE.
-// So the file is parsed the same way first, and refused here, where nothing leaks.
-constexpr int kResourceLinesLibpciReads = 13;
-
-Result<void> check_resource_file(const std::string& device_dir) {
-  const std::string path = device_dir + "/resource";
-  auto text = sys::read_text_file(path, 64 * 1024);
-  if (!text) {
-    // Missing or unreadable: libpci fails on it at once, before holding anything open.
-    return {};
+// Fills `info` (a new DeviceInfo, filled where it will stay) with the device at `bdf`;
+// false when the filters leave it out. Fails when its IDs or BARs cannot be read;
+// anything else it cannot read is a warning in the DeviceInfo.
+Result<bool> read_device(const Scan& scan, const Bdf& bdf, DeviceInfo& info) {
+  if (scan.filter != nullptr && !scan.filter->matches_address(bdf)) return false;
+  const DiscoveryOptions& options = scan.options;
+  const std::string dir = options.paths.device_dir(bdf);
+  info.bdf = bdf;
+  info.header_type = 0xff;  // known at the full level only
+  // Config is read at the full level only, once: for the capabilities, and the revision.
+  const auto config = options.read_capabilities
+                          ? detail::read_config_file(dir + "/config", cfg::kExtendedSize, true)
+                          : Result<detail::ConfigBytes>(detail::ConfigBytes{});
+  std::span<const std::uint8_t> bytes;
+  if (config) bytes = config->bytes;
+  std::vector<std::string> identity_warnings;
+  if (auto identity = detail::read_identity(dir, bytes, info, identity_warnings); !identity) {
+    return std::unexpected(identity.error());
   }
-  std::string_view rest = *text;
-  for (int line = 0; line < kResourceLinesLibpciReads && !rest.empty(); ++line) {
-    // fgets(buffer, 256): up to 255 bytes, through the first newline.
-    std::size_t length = std::min<std::size_t>(rest.size(), 255);
-    if (const auto newline = rest.substr(0, length).find('\n'); newline != std::string_view::npos) length = newline + 1;
-    const std::string chunk(rest.substr(0, length));
-    rest.remove_prefix(length);
-    unsigned long long start = 0, end = 0, flags = 0;
-    if (std::sscanf(chunk.c_str(), "%llx %llx %llx", &start, &end, &flags) != 3) {
-      return std::unexpected(make_error(Errc::malformed, "read the BARs of", path,
-                                        fmt::format("line {} is not three hex numbers: '{}'", line + 1,
-                                                    chunk.substr(0, chunk.find('\n'))),
-                                        "a kernel's resource file has one 'start end flags' line per resource"));
-    }
-  }
-  return {};
+  if (scan.filter != nullptr && !scan.filter->matches_ids(info)) return false;
+  if (auto resources = read_resources(dir, info); !resources) return std::unexpected(resources.error());
+  read_physical_function(options.paths, info);
+  for (std::string& warning : identity_warnings) info.warnings.push_back(std::move(warning));
+  return read_the_rest(scan, dir, config, info);
 }
 
-// libpci's scan stops the whole process on a directory entry it cannot parse; checking the
-// names first turns that into an error that names the entry.
-Result<void> check_device_directory(const std::string& devices_dir) {
+// The devices under devices_dir, by address; every entry must be one (libpci's own scan
+// stopped the process on one it could not parse, and lspci fails on it).
+Result<std::vector<Bdf>> list_devices(const std::string& devices_dir) {
   auto names = sys::list_directory(devices_dir);
   if (!names) {
     Error error = names.error();
@@ -306,6 +281,7 @@ Result<void> check_device_directory(const std::string& devices_dir) {
     error.hint = "is sysfs mounted, and is this a PCI sysfs root (it must contain devices/)?";
     return std::unexpected(error);
   }
+  std::vector<Bdf> devices;
   for (const std::string& name : *names) {
     if (name.starts_with('.')) continue;  // libpci skips these too
     auto bdf = Bdf::parse(name);
@@ -313,32 +289,15 @@ Result<void> check_device_directory(const std::string& devices_dir) {
       return std::unexpected(make_error(Errc::malformed, "list PCI devices in", devices_dir,
                                         fmt::format("entry '{}' is not a DDDD:BB:DD.F address", name)));
     }
-    if (auto resources = check_resource_file(devices_dir + "/" + name); !resources) return resources;
+    devices.push_back(*bdf);
   }
-  return {};
+  return devices;
 }
 
-Result<pci_filter> make_filter(detail::LibpciSession& session, const DiscoveryOptions& options) {
-  pci_filter filter{};
-  pci_filter_init(session.access(), &filter);
-  // libpci's parsers write into the string they are given, so each gets its own copy.
-  if (!options.slot_filter.empty()) {
-    std::string slot = options.slot_filter;
-    if (const char* problem = pci_filter_parse_slot(&filter, slot.data())) {
-      return std::unexpected(make_error(Errc::invalid_argument, "parse slot filter",
-                                        fmt::format("'{}'", options.slot_filter), problem,
-                                        "expected [[[[domain]:]bus]:][device][.[func]]"));
-    }
-  }
-  if (!options.id_filter.empty()) {
-    std::string id = options.id_filter;
-    if (const char* problem = pci_filter_parse_id(&filter, id.data())) {
-      return std::unexpected(make_error(Errc::invalid_argument, "parse ID filter",
-                                        fmt::format("'{}'", options.id_filter), problem,
-                                        "expected [vendor]:[device][:class[:prog-if]] in hex"));
-    }
-  }
-  return filter;
+Result<detail::LibpciSession> open_session(const DiscoveryOptions& options) {
+  auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
+  if (session) session->set_names_from_hwdb(options.names_from_hwdb);
+  return session;
 }
 
 }  // namespace
@@ -355,25 +314,19 @@ Result<std::vector<DeviceInfo>> discover(const DiscoveryOptions& options) {
     return std::unexpected(make_error(Errc::invalid_argument, "discover", options.paths.pci_root,
                                       "a driver filter needs read_bindings"));
   }
-  auto checked = check_device_directory(options.paths.pci_root + "/devices");
-  if (!checked) return std::unexpected(checked.error());
-  auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
+  auto addresses = list_devices(options.paths.pci_root + "/devices");
+  if (!addresses) return std::unexpected(addresses.error());
+  auto session = open_session(options);
   if (!session) return std::unexpected(session.error());
-  session->set_names_from_hwdb(options.names_from_hwdb);
-  auto filter = make_filter(*session, options);
+  auto filter = detail::DeviceFilter::parse(*session, options);
   if (!filter) return std::unexpected(filter.error());
-  auto scanned = session->scan();
-  if (!scanned) return std::unexpected(scanned.error());
-
+  const Scan scan{options, *session, &*filter, sysfs::read_physical_slots(options.paths)};
   std::vector<DeviceInfo> devices;
-  for (pci_dev* device = session->access()->devices; device != nullptr; device = device->next) {
-    auto matched = session->matches(&*filter, device);
-    if (!matched) return std::unexpected(matched.error());
-    if (!*matched) continue;
-    auto info = build_device_info(*session, device, options);
-    if (!info) return std::unexpected(info.error());
-    if (!options.driver_filter.empty() && info->driver != options.driver_filter) continue;
-    devices.push_back(std::move(*info));
+  devices.reserve(addresses->size());
+  for (const Bdf& bdf : *addresses) {
+    auto kept = read_device(scan, bdf, devices.emplace_back());
+    if (!kept) return std::unexpected(kept.error());
+    if (!*kept) devices.pop_back();
   }
   std::sort(devices.begin(), devices.end(),
             [](const DeviceInfo& a, const DeviceInfo& b) { return a.bdf < b.bdf; });
@@ -387,18 +340,13 @@ Result<DeviceInfo> describe(const Bdf& bdf, const DiscoveryOptions& options) {
                                       fmt::format("{} does not exist", dir),
                                       "list devices with 'pciectl ls'"));
   }
-  if (auto resources = check_resource_file(dir); !resources) return std::unexpected(resources.error());
-  auto session = detail::LibpciSession::open(options.paths.pci_root, options.pci_ids_path);
+  auto session = open_session(options);
   if (!session) return std::unexpected(session.error());
-  session->set_names_from_hwdb(options.names_from_hwdb);
-  auto device = session->get_device(bdf);
-  if (!device) return std::unexpected(device.error());
-  auto info = build_device_info(*session, *device, options);
-  // libpci names slots only for the devices of a scan, and this one was not scanned.
-  if (info && !info->physical_slot) {
-    if (auto slot = sysfs::physical_slot(options.paths, bdf)) info->physical_slot = *slot;
-    else info->warnings.push_back(slot.error().message());
-  }
+  DiscoveryOptions unfiltered = options;
+  unfiltered.driver_filter.clear();
+  const Scan scan{unfiltered, *session, nullptr, sysfs::read_physical_slots(options.paths)};
+  DeviceInfo info;
+  if (auto read = read_device(scan, bdf, info); !read) return std::unexpected(read.error());
   return info;
 }
 

@@ -100,24 +100,9 @@ Error libpci_error(std::string operation, std::string object, const Trap& trap) 
   return error;
 }
 
-struct FillRequest {
-  pci_dev* device;
-  unsigned flags;
-};
-
-struct GetRequest {
-  pci_access* access;
-  int domain, bus, device, function;
-  pci_dev* result;
-};
-
 }  // namespace
 
 void LibpciSession::Deleter::operator()(pci_access* access) const { pci_cleanup(access); }
-
-LibpciSession::~LibpciSession() {
-  for (pci_dev* device : standalone_devices_) pci_free_dev(device);
-}
 
 Result<LibpciSession> LibpciSession::open(const std::string& pci_root, const std::string& ids_path) {
   pci_access* raw = pci_alloc();
@@ -143,54 +128,6 @@ Result<LibpciSession> LibpciSession::open(const std::string& pci_root, const std
     return std::unexpected(libpci_error("initialise libpci", pci_root, trap));
   }
   return LibpciSession(std::move(access), std::move(warnings));
-}
-
-Result<void> LibpciSession::scan() {
-  Trap trap{};
-  if (!run_guarded<pci_access*>(pci_scan_bus, access_.get(), trap, warnings_.get())) {
-    return std::unexpected(libpci_error("scan", pci_get_param(access_.get(), const_cast<char*>("sysfs.path")), trap));
-  }
-  return {};
-}
-
-Result<void> LibpciSession::fill(pci_dev* device, unsigned flags) {
-  Trap trap{};
-  FillRequest request{device, flags};
-  auto call = [](FillRequest* r) { pci_fill_info(r->device, static_cast<int>(r->flags)); };
-  if (!run_guarded<FillRequest*>(call, &request, trap, warnings_.get())) {
-    const Bdf bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
-    return std::unexpected(libpci_error("read device attributes of", bdf.to_string(), trap));
-  }
-  return {};
-}
-
-Result<pci_dev*> LibpciSession::get_device(const Bdf& bdf) {
-  Trap trap{};
-  GetRequest request{access_.get(), static_cast<int>(bdf.domain), bdf.bus, bdf.device,
-                     bdf.function, nullptr};
-  auto call = [](GetRequest* r) {
-    r->result = pci_get_dev(r->access, r->domain, r->bus, r->device, r->function);
-  };
-  if (!run_guarded<GetRequest*>(call, &request, trap, warnings_.get()) || request.result == nullptr) {
-    return std::unexpected(libpci_error("open", bdf.to_string(), trap));
-  }
-  standalone_devices_.push_back(request.result);
-  return request.result;
-}
-
-Result<bool> LibpciSession::matches(pci_filter* filter, pci_dev* device) {
-  struct MatchRequest {
-    pci_filter* filter;
-    pci_dev* device;
-    int result;
-  } request{filter, device, 0};
-  auto call = [](MatchRequest* r) { r->result = pci_filter_match(r->filter, r->device); };
-  Trap trap{};
-  if (!run_guarded<MatchRequest*>(call, &request, trap, warnings_.get())) {
-    const Bdf bdf{static_cast<std::uint32_t>(device->domain), device->bus, device->dev, device->func};
-    return std::unexpected(libpci_error("filter", bdf.to_string(), trap));
-  }
-  return request.result != 0;
 }
 
 // libpci 3.9 tries to open the hwdb again on every lookup while it cannot (five failed

@@ -1,7 +1,8 @@
-// A pci_access owned by RAII, with libpci's error callback trapped. libpci reports errors
-// through a callback that must not return (its default prints and calls exit(1)); the
-// library never exits, so the callback longjmps back to the guarded call instead, and the
-// guarded call returns an Error. Private to the library.
+// A pci_access owned by RAII, for what the library still asks of libpci: names from
+// pci.ids and udev's hwdb, and the lspci filter syntax. libpci reports errors through a
+// callback that must not return (its default prints and calls exit(1)); the library never
+// exits, so the callback longjmps back to the guarded call instead, and the guarded call
+// returns an Error. Private to the library.
 #pragma once
 
 // libpci 3.9's header has no extern "C" guard of its own.
@@ -26,18 +27,11 @@ class LibpciSession {
 
   LibpciSession(LibpciSession&&) noexcept = default;
   LibpciSession& operator=(LibpciSession&&) noexcept = delete;
-  // Frees devices from get_device(), then the pci_access (pci_cleanup).
-  ~LibpciSession();
+  // pci_cleanup.
+  ~LibpciSession() = default;
 
+  // For pci_filter_init; libpci reads no device through it (discovery reads sysfs itself).
   pci_access* access() const { return access_.get(); }
-  // pci_scan_bus; afterwards access()->devices is the device list.
-  Result<void> scan();
-  // pci_fill_info with `flags`.
-  Result<void> fill(pci_dev* device, unsigned flags);
-  // pci_get_dev for one device without a scan; released with the session.
-  Result<pci_dev*> get_device(const Bdf& bdf);
-  // pci_filter_match, which may read attributes (pci_fill_info) to compare classes.
-  Result<bool> matches(pci_filter* filter, pci_dev* device);
   // pci_lookup_name with PCI_LOOKUP_NO_NUMBERS: empty when unknown.
   std::string lookup_name(int flags, int arg1, int arg2 = 0, int arg3 = 0, int arg4 = 0);
   // Whether lookup_name asks udev's hwdb before pci.ids (lspci's order); off by default.
@@ -60,7 +54,6 @@ class LibpciSession {
       : access_(std::move(access)), warnings_(std::move(warnings)) {}
 
   std::unique_ptr<pci_access, Deleter> access_;
-  std::vector<pci_dev*> standalone_devices_;  // from get_device(), freed before access_
   std::unique_ptr<std::vector<std::string>> warnings_;
   // Loads the ID list once, noting why it could not be loaded.
   void load_names();

@@ -95,24 +95,37 @@ std::optional<std::array<std::uint32_t, 3>> parse_slot_address(std::string_view 
 
 }  // namespace
 
-Result<std::optional<std::string>> physical_slot(const SysfsPaths& paths, const Bdf& bdf) {
-  const std::string slots = paths.pci_root + "/slots";
-  auto names = sys::list_directory(slots);
+Result<PhysicalSlots> read_physical_slots(const SysfsPaths& paths) {
+  const std::string dir = paths.pci_root + "/slots";
+  auto names = sys::list_directory(dir);
   if (!names) {
-    if (names.error().sys_errno == ENOENT) return std::optional<std::string>{};
+    if (names.error().sys_errno == ENOENT) return PhysicalSlots{};
     return std::unexpected(names.error());
   }
-  std::optional<std::string> found;
+  PhysicalSlots slots;
   const std::size_t count = std::min(names->size(), kMaxSlots);
   for (std::size_t i = 0; i < count; ++i) {
     const std::string& name = (*names)[i];
-    auto text = sys::read_text_file(slots + "/" + name + "/address", 64);
+    auto text = sys::read_attribute(dir + "/" + name + "/address", 64);
     if (!text) continue;  // a slot without an address names no device
     const auto address = parse_slot_address(*text);
-    if (!address || (*address)[0] != bdf.domain || (*address)[1] != bdf.bus || (*address)[2] != bdf.device) continue;
-    if (!found || name < *found) found = name;
+    if (!address) continue;
+    auto [slot, added] = slots.try_emplace(*address, name);
+    if (!added && name < slot->second) slot->second = name;
   }
-  return found;
+  return slots;
+}
+
+std::optional<std::string> slot_of(const PhysicalSlots& slots, const Bdf& bdf) {
+  const auto slot = slots.find(SlotAddress{bdf.domain, bdf.bus, bdf.device});
+  if (slot == slots.end()) return std::nullopt;
+  return slot->second;
+}
+
+Result<std::optional<std::string>> physical_slot(const SysfsPaths& paths, const Bdf& bdf) {
+  auto slots = read_physical_slots(paths);
+  if (!slots) return std::unexpected(slots.error());
+  return slot_of(*slots, bdf);
 }
 
 Result<std::optional<Bdf>> physical_function(const SysfsPaths& paths, const Bdf& bdf) {

@@ -3,7 +3,9 @@
 // only the last component is needed (libpci's realpath() costs about eight). Private.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,13 +44,23 @@ Result<std::optional<Bdf>> physical_function(const SysfsPaths& paths, const Bdf&
 // the device directory or one of the links cannot be read.
 Result<std::vector<Bdf>> virtual_functions(const SysfsPaths& paths, const Bdf& bdf);
 
-// The physical slot holding the device: the <pci_root>/slots/<name> whose "address" holds
-// the device's "domain:bus:device" (drivers/pci/slot.c; "domain:bus" alone is a slot with
-// no device), the smallest name where several do. libpci fills this only for the devices
-// of a bus scan, not for one pci_get_dev() device. nullopt when no slot names the device
-// or there is no slots directory; an error when the directory cannot be read. Reads at
-// most kMaxSlots entries.
-Result<std::optional<std::string>> physical_slot(const SysfsPaths& paths, const Bdf& bdf);
+// The physical slots: every <pci_root>/slots/<name> whose "address" holds a device's
+// "domain:bus:device" (drivers/pci/slot.c; "domain:bus" alone is a slot with no device),
+// keyed by that address, the smallest name where several name one device. Empty when
+// there is no slots directory; an error when the directory cannot be read. Reads at most
+// kMaxSlots entries. Read once for a whole discovery, not once per device.
+using SlotAddress = std::array<std::uint32_t, 3>;  // domain, bus, device
+using PhysicalSlots = std::map<SlotAddress, std::string>;
+Result<PhysicalSlots> read_physical_slots(const SysfsPaths& paths);
 inline constexpr std::size_t kMaxSlots = 4096;
+
+// The name of the slot holding `bdf` in `slots`, if any.
+std::optional<std::string> slot_of(const PhysicalSlots& slots, const Bdf& bdf);
+
+// The physical slot holding the device (read_physical_slots, then slot_of). libpci fills
+// this only for the devices of a bus scan, not for one pci_get_dev() device. nullopt when
+// no slot names the device or there is no slots directory; an error when the directory
+// cannot be read.
+Result<std::optional<std::string>> physical_slot(const SysfsPaths& paths, const Bdf& bdf);
 
 }  // namespace pcie::sysfs

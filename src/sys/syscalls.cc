@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -247,17 +248,23 @@ Result<std::string> read_text_file(const std::string& path, std::size_t max_byte
 Result<std::string> read_attribute(const std::string& path, std::size_t max_bytes) {
   auto fd = open_file(path, O_RDONLY, "open");
   if (!fd) return std::unexpected(fd.error());
-  // One byte past the limit, so that an over-long file is detected rather than cut.
-  std::string text(max_bytes + 1, '\0');
-  auto n = pread_once(fd->get(), std::as_writable_bytes(std::span(text)), 0, path);
+  // One byte past the limit, so that an over-long file is detected rather than cut; on
+  // the stack up to a page, the most a sysfs attribute holds.
+  std::array<char, 4096 + 1> page;
+  std::string large;
+  std::span<char> buffer(page.data(), std::min(page.size(), max_bytes + 1));
+  if (max_bytes >= page.size()) {
+    large.resize(max_bytes + 1);
+    buffer = large;
+  }
+  auto n = pread_once(fd->get(), std::as_writable_bytes(buffer), 0, path);
   if (!n) return std::unexpected(n.error());
   if (*n > max_bytes) {
     return std::unexpected(make_error(Errc::malformed, "read", path,
                                       "file longer than " + std::to_string(max_bytes) +
                                           " bytes; not a sysfs attribute"));
   }
-  text.resize(*n);
-  return text;
+  return std::string(buffer.data(), *n);
 }
 
 Result<void> write_text_file(const std::string& path, std::string_view text, std::string_view operation) {
@@ -321,11 +328,12 @@ Result<void> remove_file(const std::string& path) {
 }
 
 Result<std::string> read_link(const std::string& path) {
-  std::string target(PATH_MAX, '\0');
+  // On the stack: discovery reads three links per device, and a zeroed PATH_MAX string
+  // for each showed in its profile.
+  std::array<char, PATH_MAX> target;
   const ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
   if (n < 0) return std::unexpected(make_errno_error(errno, "readlink", path));
-  target.resize(static_cast<std::size_t>(n));
-  return target;
+  return std::string(target.data(), static_cast<std::size_t>(n));
 }
 
 Result<std::string> real_path(const std::string& path) {

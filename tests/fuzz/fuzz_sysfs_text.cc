@@ -1,7 +1,9 @@
 // Fuzz target: text the kernel exports in sysfs and /proc that the library parses: link
 // speeds ("8.0 GT/s PCIe"), numbers in attributes ("0x8086\n", "-1"), <device>/resource
-// files (what the BAR opener reads), and error messages
+// files (what the BAR opener reads), <device>/modalias (discovery's IDs), and error messages
 // built from any of it (printable()).
+#include <fmt/format.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -10,6 +12,7 @@
 
 #include "pcie/error.h"
 #include "pcie/link.h"
+#include "src/pci/device_identity.h"
 #include "src/pci/resource_file.h"
 #include "src/pci/sysfs_links.h"
 
@@ -28,6 +31,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       const auto bar = pcie::sysfs::bar_from_resource(0, line);
       if (bar.size != 0 && (line.end < line.start || bar.size - 1 != line.end - line.start)) std::abort();
     }
+  }
+  // A modalias that parses is the kernel's text of the same IDs, but for its newline.
+  if (const auto ids = pcie::detail::parse_modalias(text)) {
+    const std::string kernel = fmt::format("pci:v{:08X}d{:08X}sv{:08X}sd{:08X}bc{:02X}sc{:02X}i{:02X}", ids->vendor_id,
+                                           ids->device_id, ids->subsystem_vendor_id, ids->subsystem_id,
+                                           ids->class_code >> 16, (ids->class_code >> 8) & 0xff, ids->class_code & 0xff);
+    std::string_view without_newline = text;
+    if (without_newline.ends_with('\n')) without_newline.remove_suffix(1);
+    if (pcie::detail::parse_modalias(kernel) != ids || without_newline.size() != kernel.size()) std::abort();
   }
   const std::string shown = pcie::printable(text);
   for (const char c : shown) {

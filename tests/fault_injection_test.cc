@@ -199,6 +199,44 @@ TEST_P(FaultInjection, EveryFailingCallEndsCleanly) {
   std::printf("fault injection: %s: %zu calls, %zu runs\n", command.name, calls.size(), runs);
 }
 
+// Discovery's cost on a paravirtualized machine is its syscall count (issue 25): the calls
+// the shim counts per device (open, pread, readlink...; close is not counted) for `ls`
+// (IDs, class, BARs), `ls -k` (with bindings) and `ls -v` (the full description), from
+// the VM's tree to the same tree with 32 more devices. Today: modalias, revision and
+// resource (an open and one pread each) and the physfn link; with bindings the driver
+// and IOMMU group links, numa_node, and one failed open of sriov_totalvfs; at the full
+// level config (whose bytes give the revision) in place of the revision file, and
+// pciectl's own look at the PAT list for the BARs' memory types.
+TEST(DiscoveryCost, CallsPerDeviceStayWithinBudget) {
+  ASSERT_FALSE(g_shim.empty()) << "run with --shim=PATH";
+  auto small = testing::make_vm_tree();
+  auto large = testing::make_vm_tree();
+  ASSERT_TRUE(small && large);
+  constexpr int kAdded = 32;
+  for (int i = 0; i < kAdded; ++i) {
+    const Bdf bdf{0, static_cast<std::uint8_t>(0x10 + i / 8), static_cast<std::uint8_t>(i % 8), 0};
+    const testing::FakeDevice shapes[] = {testing::qemu_edu(bdf), testing::qemu_ivshmem(bdf),
+                                          testing::qemu_pci_testdev(bdf), testing::qemu_nvme(bdf)};
+    ASSERT_TRUE(large->add_device(shapes[i % 4]));
+  }
+  const std::string scratch = cli::make_scratch_dir("pcie-cost");
+  const auto calls = [&](const testing::FakeSysfs& tree, const std::string& arguments) {
+    const std::string log = scratch + "/calls.log";
+    std::remove(log.c_str());
+    const CommandResult result = cli::run_command(
+        "PCIE_FAULT_NTH=0 PCIE_FAULT_LOG=" + log + " ASAN_OPTIONS=verify_asan_link_order=0 LD_PRELOAD=" + g_shim + " " +
+            g_pciectl + " --sysfs " + tree.directory() + "/sys --proc " + tree.directory() + "/proc " + arguments,
+        scratch);
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    return static_cast<double>(lines_of(cli::slurp(log)).size());
+  };
+  for (const auto& [arguments, budget] : {std::pair{"ls", 7}, std::pair{"ls -k", 12}, std::pair{"ls -v", 13}}) {
+    const double per_device = (calls(*large, arguments) - calls(*small, arguments)) / kAdded;
+    EXPECT_LE(per_device, budget) << arguments;
+    std::printf("discovery cost: %s: %.2f counted calls per device (budget %d)\n", arguments, per_device, budget);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryCommand, FaultInjection, ::testing::ValuesIn(kCommands),
                          [](const ::testing::TestParamInfo<Command>& info) { return std::string(info.param.name); });
 

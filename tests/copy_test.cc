@@ -15,8 +15,12 @@
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pcie/sys/mapping.h"
@@ -716,23 +720,25 @@ struct PlanCase {
 // lose; nothing that needs AVX2 or AVX-512 is chosen where the OS or CPU lacks it.
 const std::vector<PlanCase> kPlanCases = {
     {"Zen 5 EPYC in a VM (whole host L3 reported)", {Vendor::amd, 0x1a, true, true, true, true, 48 * kKiB, 508 * kMiB},
-     2 * kKiB, 24 * kKiB, 64, 16 * kMiB, 32},
-    {"Zen 4 EPYC", {Vendor::amd, 0x19, true, true, true, true, 32 * kKiB, 32 * kMiB}, 2 * kKiB, 16 * kKiB, 64,
+     2112, 24 * kKiB, 64, 16 * kMiB, 32},
+    {"Zen 4 EPYC", {Vendor::amd, 0x19, true, true, true, true, 32 * kKiB, 32 * kMiB}, 2112, 16 * kKiB, 64,
      8 * kMiB, 32},
-    {"Zen 3 (no AVX-512)", {Vendor::amd, 0x19, true, false, true, true, 32 * kKiB, 32 * kMiB}, 2 * kKiB, 16 * kKiB,
+    {"Zen 3 (no AVX-512)", {Vendor::amd, 0x19, true, false, true, true, 32 * kKiB, 32 * kMiB}, 2112, 16 * kKiB,
      32, 8 * kMiB, 32},
-    {"Zen 2 (ERMS, no FSRM)", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 16 * kMiB}, 4 * kKiB,
+    {"Zen 2 (ERMS, no FSRM)", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 16 * kMiB}, 8 * kKiB,
      16 * kKiB, 32, 4 * kMiB, 32},
-    {"Zen 1, 8 MiB L3", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 8 * kMiB}, 4 * kKiB, 16 * kKiB, 32,
+    {"Zen 1, 8 MiB L3", {Vendor::amd, 0x17, true, false, true, false, 32 * kKiB, 8 * kMiB}, 8 * kKiB, 16 * kKiB, 32,
      4 * kMiB, 32},
-    {"Hygon Dhyana", {Vendor::hygon, 0x18, true, false, true, false, 32 * kKiB, 8 * kMiB}, 4 * kKiB, 16 * kKiB, 32,
+    {"Hygon Dhyana", {Vendor::hygon, 0x18, true, false, true, false, 32 * kKiB, 8 * kMiB}, 8 * kKiB, 16 * kKiB, 32,
      4 * kMiB, 32},
-    {"Zen 4 in a VM that hides FSRM (glibc: rep movsb from 8 KiB)",
-     {Vendor::amd, 0x19, true, true, true, false, 32 * kKiB, 32 * kMiB}, 8 * kKiB, 16 * kKiB, 64, 8 * kMiB, 32},
-    {"Zen, caches unknown", {Vendor::amd, 0x19, true, false, true, true, 0, 0}, 2 * kKiB, 16 * kKiB, 32, 16 * kMiB,
+    {"Zen 4 in a VM that hides FSRM (glibc: rep movsb from 16 KiB = L1d/2: no loop)",
+     {Vendor::amd, 0x19, true, true, true, false, 32 * kKiB, 32 * kMiB}, kNever, kNever, 0, 8 * kMiB, 32},
+    {"Zen 4 with a 64 KiB L1d, FSRM hidden (loop from 16 KiB)",
+     {Vendor::amd, 0x19, true, true, true, false, 64 * kKiB, 32 * kMiB}, 16 * kKiB, 32 * kKiB, 64, 8 * kMiB, 32},
+    {"Zen, caches unknown", {Vendor::amd, 0x19, true, false, true, true, 0, 0}, 2112, 16 * kKiB, 32, 16 * kMiB,
      32},
-    {"Zen, an L1d of 2 KiB reported", {Vendor::amd, 0x19, true, false, true, true, 2 * kKiB, 32 * kMiB}, 2 * kKiB,
-     2 * kKiB, 32, 8 * kMiB, 32},
+    {"Zen, an L1d of 2 KiB reported", {Vendor::amd, 0x19, true, false, true, true, 2 * kKiB, 32 * kMiB}, kNever,
+     kNever, 0, 8 * kMiB, 32},
     {"Zen in a VM that hides ERMS", {Vendor::amd, 0x19, true, true, false, false, 32 * kKiB, 32 * kMiB}, kNever,
      kNever, 0, 8 * kMiB, 32},
     {"Zen in a VM that hides AVX (no XSAVE)", {Vendor::amd, 0x19, false, false, true, true, 32 * kKiB, 32 * kMiB},
@@ -783,6 +789,28 @@ TEST(CopyHostPlan, ChosenPerCpuModelAsTheTableSays) {
       EXPECT_NE(plan.description.find("memcpy at every size"), std::string::npos) << plan.description;
     }
   }
+}
+
+// glibc_rep_movsb_threshold against what this machine's glibc says it uses
+// (`ld.so --list-diagnostics`, glibc 2.33 on): the plan's loop starts exactly there.
+TEST(CopyHostPlan, GlibcsRepMovsbThresholdIsTheOneLdSoReports) {
+#if defined(__x86_64__)
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(
+      popen("env -u GLIBC_TUNABLES /lib64/ld-linux-x86-64.so.2 --list-diagnostics 2>/dev/null", "r"), &pclose);
+  ASSERT_NE(pipe, nullptr);
+  std::string line;
+  std::optional<std::size_t> reported;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe.get()) != nullptr) {
+    line = buffer;
+    constexpr std::string_view kKey = "x86.cpu_features.rep_movsb_threshold=";
+    if (line.starts_with(kKey)) reported = std::stoull(line.substr(kKey.size()), nullptr, 16);
+  }
+  if (!reported) GTEST_SKIP() << "this glibc's ld.so has no --list-diagnostics (before 2.33)";
+  EXPECT_EQ(copy_detail::glibc_rep_movsb_threshold(copy_detail::this_cpu()), *reported);
+#else
+  GTEST_SKIP() << "x86-64 only";
+#endif
 }
 
 TEST(CopyHostPlan, ThisCpusFactsAgreeWithCpuinfo) {

@@ -120,7 +120,8 @@ void copy_host_planned(void* destination, const void* source, std::size_t length
 // below 2 KiB, and from there on a plan chosen once per CPU (vendor, family, AVX2/AVX-512,
 // ERMS, cache sizes): memcpy where it is fastest, a vector loop or non-temporal stores in
 // the size ranges where memcpy measurably loses on that CPU (on AMD Zen, glibc's rep movsb
-// from 2 KiB to half the L1d, and ordinary stores past the L3's share). See
+// from its threshold, 2112 B with FSRM, to half the L1d, and ordinary stores past the L3's
+// share). See
 // host_copy_plan_description() and bench/copy_bench, which measures the plan against
 // memcpy and DPDK's rte_memcpy. CopyOptions::workers splits large copies over threads (each
 // part by the same plan), and CopyOptions::kernel forces one kernel for experiments
@@ -145,7 +146,7 @@ inline Result<void> copy(void* destination, const void* source, std::size_t leng
 }
 
 // What the automatic host copy does on this CPU, size range by size range, e.g. "AMD
-// family 0x1a: memcpy below 2 KiB, a 64-byte vector loop to 24 KiB (...), memcpy to
+// family 0x1a: memcpy below 2112 B, a 64-byte vector loop to 24 KiB (...), memcpy to
 // 16 MiB, 32-byte non-temporal stores from there". Never fails.
 std::string host_copy_plan_description();
 

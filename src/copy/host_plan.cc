@@ -16,15 +16,17 @@ namespace {
 
 constexpr std::size_t kKiB = 1024;
 constexpr std::size_t kMiB = 1024 * kKiB;
-// Where glibc 2.36 starts `rep movsb` (sysdeps/x86/dl-cacheinfo.h, rep_movsb_threshold):
-// 2112 bytes with FSRM, else 2048 x its vector bytes / 16 (64-byte vectors where AVX-512
-// is usable, else 32). Below it, its overlapping vector moves are as fast as anything
-// (copy_bench), and the plan leaves them alone.
-constexpr std::size_t kInlineFrom = 2 * kKiB;
-std::size_t glibc_rep_movsb_from(const CpuFacts& facts) {
-  if (facts.fsrm) return kInlineFrom;  // 2112 B: the loop may start at 2 KiB
-  return 2048 * (facts.avx512 ? 64 : 32) / 16;
+}  // namespace
+
+std::size_t glibc_rep_movsb_threshold(const CpuFacts& facts) {
+  if (facts.fsrm) return 2112;
+  if (facts.avx512) return 4096 * 64 / 16;
+  if (facts.avx2) return 4096 * 32 / 16;
+  return 2048;
 }
+
+namespace {
+
 // L1d when the CPU does not say (every Zen core has at least 32 KiB).
 constexpr std::size_t kDefaultL1d = 32 * kKiB;
 constexpr std::size_t kMinStreamingFrom = 4 * kMiB;
@@ -115,13 +117,18 @@ HostCopyPlan plan_host_copy(const CpuFacts& facts) {
   // Only Zen was measured to lose with memcpy (bench/copy_bench); elsewhere glibc's own
   // per-vendor tuning (Intel's fast rep movsb, its non-temporal threshold) stands.
   if (facts.avx2 && is_zen(facts)) {
-    // glibc takes rep movsb only where the CPU has ERMS.
-    if (facts.erms) {
+    // glibc takes rep movsb only where the CPU has ERMS. Below its threshold glibc's
+    // overlapping vector moves are as fast as anything (copy_bench), and from L1d/2 on its
+    // rep movsb is: the loop takes what lies between, where anything does (a CPU without
+    // FSRM and with AVX-512 starts rep movsb at 16 KiB, where an L1d of 32 KiB leaves none).
+    const std::size_t rep_movsb_from = glibc_rep_movsb_threshold(facts);
+    const std::size_t half_l1d = (facts.l1d_bytes != 0 ? facts.l1d_bytes : kDefaultL1d) / 2;
+    if (facts.erms && rep_movsb_from < half_l1d) {
       const HostCopyLoops& loops = facts.avx512 ? kAvx512HostLoops : kAvx2HostLoops;
       plan.loop = loops.cached;
       plan.loop_vector_bytes = loops.vector_bytes;
-      plan.loop_from = glibc_rep_movsb_from(facts);
-      plan.loop_below = std::max(plan.loop_from, (facts.l1d_bytes != 0 ? facts.l1d_bytes : kDefaultL1d) / 2);
+      plan.loop_from = rep_movsb_from;
+      plan.loop_below = half_l1d;
     }
     // 32-byte streaming stores: 64-byte ones were no faster on Zen 5 and slower at 1 GiB.
     plan.streaming = kAvx2HostLoops.streaming;

@@ -4,8 +4,8 @@
 // (bench/copy_bench measures each range against memcpy and DPDK's rte_memcpy):
 //
 //  - AMD and Hygon (Zen) with AVX2 and ERMS: glibc 2.36 takes `rep movsb` from its
-//    rep_movsb_threshold (2112 B with FSRM, else 2048 x vector bytes / 16: 4 KiB with its
-//    32-byte vectors, 8 KiB with 64-byte ones) up to the L2 size, and rep movsb is slow there
+//    rep_movsb_threshold (2112 B with FSRM, else 4096 x vector bytes / 16: 8 KiB with its
+//    32-byte vectors, 16 KiB with 64-byte ones) up to the L2 size, and rep movsb is slow there
 //    for copies that fit in L1 (glibc bug 30994). The vector loop takes [that threshold,
 //    L1d/2); from L1d/2 on, rep movsb wins again and memcpy keeps it.
 //  - The same Zen CPUs: copies too large for a core's share of the last-level cache go
@@ -52,6 +52,12 @@ struct HostCopyPlan {
   std::size_t streaming_vector_bytes = 0;
   std::string description;              // for tools and copy_bench's context line
 };
+
+// Where glibc 2.36's memcpy starts `rep movsb` on a CPU with `facts` (its
+// rep_movsb_threshold, sysdeps/x86/dl-cacheinfo.h; `ld.so --list-diagnostics` shows it as
+// x86.cpu_features.rep_movsb_threshold): 2112 bytes with FSRM, else 4096 x its vector
+// bytes / 16 (16 KiB where AVX-512 is usable, 8 KiB with AVX2), 2048 with SSE2 only.
+std::size_t glibc_rep_movsb_threshold(const CpuFacts& facts);
 
 // The facts of the CPU this runs on (CPUID, and the OS's AVX state saving through
 // __builtin_cpu_supports; cache sizes as glibc reports them, 0 when unknown).

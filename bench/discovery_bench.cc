@@ -10,6 +10,7 @@
 //                        single scan to profile (perf record, strace -c)
 #include <benchmark/benchmark.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -124,7 +125,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view argument = argv[i];
     if (argument.starts_with("--devices=")) {
-      pcie::bench::g_devices = std::atoi(argv[i] + 10);
+      // The whole value must be a number: --devices=10abc is refused, not taken as 10.
+      const std::string_view value = argument.substr(10);
+      int devices = 0;
+      const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), devices);
+      pcie::bench::g_devices = error == std::errc() && end == value.data() + value.size() ? devices : 0;
     } else if (argument.starts_with("--scan-once=")) {
       scan_once = argument.substr(12);
     } else {

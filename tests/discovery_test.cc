@@ -363,8 +363,27 @@ TEST_F(DiscoveryTest, IdsFromTheAttributesWhereModaliasCannotSay) {
     EXPECT_EQ(std::tie(edu->vendor_id, edu->device_id, edu->subsystem_vendor_id, edu->subsystem_id),
               std::make_tuple(0x1234, 0x11e8, 0x1af4, 0x1100));
     EXPECT_EQ(edu->class_id(), 0x00ff);
-    EXPECT_TRUE(edu->warnings.empty()) << ::testing::PrintToString(edu->warnings);
+    if (modalias == nullptr) {
+      EXPECT_TRUE(edu->warnings.empty()) << "no modalias is not worth a word: " << ::testing::PrintToString(edu->warnings);
+    } else {
+      // One that is there and unusable is said, its bytes printable.
+      ASSERT_EQ(edu->warnings.size(), 1u) << ::testing::PrintToString(edu->warnings);
+      EXPECT_NE(edu->warnings[0].find("/modalias is not the kernel's pci:v"), std::string::npos) << edu->warnings[0];
+      EXPECT_NE(edu->warnings[0].find("the IDs come from the vendor, device and class attributes"), std::string::npos);
+      EXPECT_EQ(edu->warnings[0].find('\x1b'), std::string::npos) << edu->warnings[0];
+    }
   }
+  // Attributes that fail too: the error names both.
+  ASSERT_TRUE(tree_->write_device_file(kEdu, "modalias", "pci:garbage\n"));
+  std::filesystem::remove(tree_->device_dir(kEdu) + "/vendor");
+  auto broken = describe(kEdu, options_);
+  ASSERT_FALSE(broken);
+  EXPECT_NE(broken.error().message().find("/vendor"), std::string::npos) << broken.error().message();
+  EXPECT_NE(broken.error().message().find("(and "), std::string::npos) << broken.error().message();
+  EXPECT_NE(broken.error().message().find("/modalias is not the kernel's"), std::string::npos)
+      << broken.error().message();
+  ASSERT_TRUE(tree_->write_device_file(kEdu, "vendor", "0x1234\n"));
+  std::filesystem::remove(tree_->device_dir(kEdu) + "/modalias");
   std::filesystem::remove(tree_->device_dir(kEdu) + "/subsystem_vendor");
   ASSERT_TRUE(tree_->write_device_file(kEdu, "subsystem_device", "0x11\x1b[2J\n"));
   auto edu = describe(kEdu, options_);
@@ -401,13 +420,15 @@ TEST_F(DiscoveryTest, RevisionFromConfigOrTheKernel) {
   const std::vector<std::uint8_t> short_header(config->begin(), config->begin() + 32);
   for (const std::vector<std::uint8_t>* bytes : {&std::as_const(*config), &removed, &short_header}) {
     ASSERT_TRUE(tree_->write_config(kEdu, *bytes));
-    ASSERT_TRUE(tree_->write_device_file(kEdu, "revision", "0x10\n"));
+    // The kernel's attribute says 0x20 where config says 0x10, to tell which was read.
+    ASSERT_TRUE(tree_->write_device_file(kEdu, "revision", "0x20\n"));
     for (const bool capabilities : {false, true}) {
       SCOPED_TRACE(fmt::format("{} config bytes, {}", bytes->size(), capabilities ? "full" : "ids"));
       options_.read_capabilities = capabilities;
       auto edu = describe(kEdu, options_);
       ASSERT_TRUE(edu) << edu.error().message();
-      EXPECT_EQ(edu->revision, 0x10);
+      // Config where the full level read a header that answers; else the attribute.
+      EXPECT_EQ(edu->revision, capabilities && bytes == &*config ? 0x10 : 0x20);
       EXPECT_EQ(edu->vendor_id, 0x1234);
       EXPECT_EQ(edu->class_id(), 0x00ff);
       EXPECT_EQ(edu->warnings.empty(), !capabilities || bytes == &*config) << ::testing::PrintToString(edu->warnings);
@@ -432,7 +453,13 @@ TEST_F(DiscoveryTest, RevisionFromConfigOrTheKernel) {
 // A resource file a kernel would not write fails the device, whatever libpci would have
 // made of it, and one the device does not have is an error with its errno.
 TEST_F(DiscoveryTest, ResourceFileIsReadStrictly) {
-  for (const char* resource : {"0x1000 0x1fff 0x200 0x5\n", "0X1000 0x1fff 0x200\n", "0x1000 0x1fff 0x200\r\n"}) {
+  const std::string six_lines = [] {
+    std::string text;
+    for (int line = 0; line < 6; ++line) text += "0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
+    return text;
+  }();
+  for (const std::string& resource : {std::string("0x1000 0x1fff 0x200 0x5\n"), std::string("0X1000 0x1fff 0x200\n"),
+                                     std::string("0x1000 0x1fff 0x200\r\n"), std::string(), six_lines}) {
     SCOPED_TRACE(printable(resource));
     ASSERT_TRUE(tree_->write_device_file(kEdu, "resource", resource));
     auto edu = describe(kEdu, options_);

@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <charconv>
+#include <optional>
+#include <string>
 
 #include "pcie/config_space.h"
 #include "src/pci/sysfs_attributes.h"
@@ -95,8 +98,9 @@ bool header_answers_revision(std::span<const std::uint8_t> config) {
 
 Result<void> read_identity(const std::string& device_dir, std::span<const std::uint8_t> config, DeviceInfo& info,
                            std::vector<std::string>& warnings) {
-  // A modalias that cannot be read or parsed is not used, and nothing is lost: the
-  // attributes below say the same, one file each.
+  // A modalias that cannot be read or parsed is not used: the attributes below say the
+  // same, one file each. One that is there and yet unusable is said (a warning, and in the
+  // error should the attributes fail too); a tree without one (written by hand) is not.
   auto modalias = sys::read_attribute(device_dir + "/modalias", 256);
   if (const auto ids = modalias ? parse_modalias(*modalias) : std::nullopt) {
     info.vendor_id = ids->vendor_id;
@@ -104,8 +108,20 @@ Result<void> read_identity(const std::string& device_dir, std::span<const std::u
     info.subsystem_vendor_id = ids->subsystem_vendor_id;
     info.subsystem_id = ids->subsystem_id;
     class_from(ids->class_code, info);
-  } else if (auto read = read_id_attributes(device_dir, info, warnings); !read) {
-    return read;
+  } else {
+    std::optional<std::string> unusable;
+    if (modalias) {
+      unusable = fmt::format("{}/modalias is not the kernel's pci:v...d...sv...sd...bc..sc..i.. form: '{}'",
+                             device_dir, printable(modalias->substr(0, 64)));
+    } else if (modalias.error().sys_errno != ENOENT) {
+      unusable = modalias.error().message();
+    }
+    if (auto read = read_id_attributes(device_dir, info, warnings); !read) {
+      Error error = read.error();
+      if (unusable) error.reason += fmt::format(" (and {})", *unusable);
+      return std::unexpected(error);
+    }
+    if (unusable) warnings.push_back(*unusable + "; the IDs come from the vendor, device and class attributes");
   }
   info.revision = read_revision(device_dir, config, warnings);
   return {};

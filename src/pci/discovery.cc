@@ -50,13 +50,21 @@ BarInfo decode_bar(unsigned index, const sysfs::ResourceLine& line) {
 }
 
 // BARs 0-5 and the ROM (line 6) from <device>/resource, which every device has: a file
-// that cannot be read or parsed fails the device.
+// that cannot be read or parsed fails the device, as does one of fewer than 7 lines (the
+// kernel's resource_show writes the 6 BARs and the ROM at least, then the SR-IOV and
+// bridge windows): a short file says nothing of the BARs it leaves out.
 Result<void> read_resources(const std::string& dir, DeviceInfo& info) {
   const std::string path = dir + "/resource";
   auto text = sys::read_attribute(path, 4096);
   if (!text) return std::unexpected(sysfs::required_attribute_error(text.error(), path, info.bdf));
   auto lines = sysfs::parse_resource_file(*text, path);
   if (!lines) return std::unexpected(lines.error());
+  if (lines->size() < kBarCount + 1) {
+    return std::unexpected(make_error(Errc::malformed, "read BARs from", path,
+                                      fmt::format("{} lines; the kernel writes at least {} (6 BARs and the ROM)",
+                                                  lines->size(), kBarCount + 1),
+                                      "is this a sysfs tree the kernel wrote?"));
+  }
   for (unsigned index = 0; index < kBarCount && index < lines->size(); ++index) {
     if (BarInfo bar = decode_bar(index, (*lines)[index]); bar.size != 0) info.bars.push_back(bar);
   }

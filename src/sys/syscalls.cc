@@ -333,6 +333,10 @@ Result<std::string> read_link(const std::string& path) {
   std::array<char, PATH_MAX> target;
   const ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
   if (n < 0) return std::unexpected(make_errno_error(errno, "readlink", path));
+  // A target that fills the buffer may have been cut short (readlink does not say).
+  if (static_cast<std::size_t>(n) == target.size()) {
+    return std::unexpected(make_errno_error(ENAMETOOLONG, "readlink", path));
+  }
   return std::string(target.data(), static_cast<std::size_t>(n));
 }
 

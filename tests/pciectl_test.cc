@@ -429,6 +429,36 @@ TEST_F(PciectlTest, LsJson) {
 
 // ---- bench (the fake tree's resource files stand in for BARs) ----
 
+// The device's sysfs node goes away while bench measures (as a hot unplug takes it): the
+// bench stops at the next row, prints no table, and exits 6 (device removed). The uevent
+// watcher hears nothing from a fake tree, so this is the sysfs look between rows.
+TEST_F(PciectlTest, BenchStopsWithDeviceRemovedWhenTheDeviceGoes) {
+  const std::string node = tree_->directory() + "/sys/bus/pci/devices/" + testing::kVmIvshmem.to_string();
+  ASSERT_TRUE(std::filesystem::exists(node));
+  // 2 mappings x 2 sizes x 5 repetitions of 100 ms: about 2 s, and the node goes after 0.5 s.
+  const CommandResult run = pciectl(
+      "bench 0000:00:04.0 bar2 --sizes 64,4K --widths 32 --min-time-ms 100 --repetitions 5 --latency-samples 10",
+      "(sleep 0.5; rm -rf " + node + ") & ");
+  EXPECT_EQ(run.exit_code, 6) << run.out << run.err;
+  EXPECT_TRUE(run.out.empty()) << "a table for a removed device:\n" << run.out;
+  EXPECT_NE(run.err.find("pciectl: error: "), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("the device was removed while the command ran"), std::string::npos) << run.err;
+  EXPECT_FALSE(std::filesystem::exists(node));
+
+  // With --json: the error as JSON on stdout, code device_removed, exit 6.
+  auto restored = testing::make_vm_tree();
+  ASSERT_TRUE(restored) << restored.error().message();
+  tree_.emplace(std::move(*restored));
+  const std::string again = tree_->directory() + "/sys/bus/pci/devices/" + testing::kVmIvshmem.to_string();
+  const CommandResult json = pciectl(
+      "bench 0000:00:04.0 bar2 --sizes 64,4K --widths 32 --min-time-ms 100 --repetitions 5 --latency-samples 10 "
+      "--json",
+      "(sleep 0.5; rm -rf " + again + ") & ");
+  EXPECT_EQ(json.exit_code, 6) << json.out << json.err;
+  EXPECT_NE(json.out.find("\"device_removed\""), std::string::npos) << json.out;
+  EXPECT_EQ(json.out.find("throughput"), std::string::npos) << json.out;
+}
+
 TEST_F(PciectlTest, BenchReadsOnlyUnlessAllowedToWrite) {
   const std::vector<std::uint8_t> before = file_bytes(testing::kVmIvshmem, "resource2", 0, 4096);
   const CommandResult run =
@@ -1295,6 +1325,23 @@ TEST_F(PciectlTest, DoctorChecksTheMachineAndTheDevice) {
   EXPECT_EQ(run.exit_code, 1) << run.out;
   EXPECT_NE(run.out.find("although the command line asks (intel_iommu=on)"), std::string::npos) << run.out;
   EXPECT_EQ(pciectl("doctor 00:09.0").exit_code, 1) << "no such device: not ready";
+  // Ready through UIO without an IOMMU, yet the IOMMU check fails: the command fails too,
+  // so a script that runs doctor stops at every failure it prints.
+  testing::FakeDevice uio = testing::qemu_edu(Bdf{0, 0, 0x0a, 0});
+  uio.driver = "uio_pci_generic";
+  ASSERT_TRUE(tree_->add_device(uio));
+  std::filesystem::create_directories(dir + "/sys/bus/pci/drivers/uio_pci_generic");
+  std::filesystem::remove_all(dir + "/sys/kernel/iommu_groups");  // add_device made one again
+  run = pciectl("doctor 00:0a.0");
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_NE(run.out.find("0000:00:0a.0 is ready for a userspace driver, but 1 check failed"), std::string::npos)
+      << run.out;
+  EXPECT_NE(run.out.find("fail  iommu "), std::string::npos) << run.out;
+  run = pciectl("doctor 00:0a.0 --json");
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  const auto uio_json = nlohmann::json::parse(run.out);
+  EXPECT_TRUE(uio_json["ready"].get<bool>()) << run.out;
+  EXPECT_EQ(uio_json["failed"].get<int>(), 1) << run.out;
   expect_error(pciectl("doctor not-a-bdf"), 2, "not-a-bdf");
 }
 

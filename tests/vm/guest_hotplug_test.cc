@@ -8,10 +8,13 @@
 //  - the same loop on that third device bound to uio_pci_generic, through UioDevice and
 //    a watcher started on the device: the uevent path a UIO driver relies on;
 //  - a SIGBUS on a VFIO mapping (edu, memory decoding turned off) read as all ones, with
-//    device_removed from the region, and the device usable again once decoding is back.
+//    device_removed from the region, and the device usable again once decoding is back;
+//  - pciectl bench on a fourth nvme in the slot, unplugged mid-run: exit 6, no table.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -20,6 +23,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <thread>
@@ -369,6 +373,79 @@ TEST(GuestHotplug, SigbusOnAVfioMappingReadsAllOnesAndTheDeviceComesBack) {
   ASSERT_TRUE(reopened);
   EXPECT_FALSE(reopened->revoked());
   EXPECT_EQ(reopened->read(pcie::Width::bits32, 0).value_or(0), 0x010000edu);
+}
+
+// Starts `command` through the shell with its stdout and stderr in `directory`'s out.txt and
+// err.txt; returns its pid (-1 when fork fails).
+pid_t start_in_background(const std::string& command, const std::string& directory) {
+  const std::string line = command + " >" + directory + "/out.txt 2>" + directory + "/err.txt";
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return child;
+}
+
+// The exit status of `child`, -1 when it died by a signal or is still running at `timeout`
+// (then it is killed).
+int wait_for_exit(pid_t child, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  int status = 0;
+  while (::waitpid(child, &status, WNOHANG) == 0) {
+    if (Clock::now() > deadline) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// pciectl bench writing to an nvme's doorbells through a sysfs mapping when the device is
+// unplugged (device_del): it ends within a row with device_removed, exit code 6, and prints
+// no table (issue 26: it used to finish with exit 0 and a table measured against whatever
+// the stale mapping reached).
+TEST(GuestHotplug, PciectlBenchEndsWithDeviceRemovedAndNoTable) {
+  ASSERT_FALSE(std::filesystem::exists(node(kSlot))) << "the tests above left the slot occupied";
+  const NoAutoprobe no_autoprobe;
+  ASSERT_EQ(channel().command("device_add driver=nvme id=nvme4 serial=fourth bus=root-port"), "ok");
+  ASSERT_TRUE(wait_for_node(kSlot, true, 15s));
+  ASSERT_TRUE(wait_until([] { return bar0_address(kSlot) != 0; }, 10s));
+  ASSERT_TRUE(without_driver(kSlot));
+  std::string scratch = "/tmp/bench-unplug.XXXXXX";
+  ASSERT_NE(::mkdtemp(scratch.data()), nullptr);
+  // The doorbells (BAR0 from 0x1000): with the controller off, writes there change nothing.
+  // 20 repetitions of 50 ms a row: each row takes about a second, the whole run far longer
+  // than the test waits.
+  const pid_t bench = start_in_background(
+      "pciectl bench 0000:01:00.0 bar0 --offset 0x1000 --length 4K --sizes 64,4K --widths 32,copy "
+      "--min-time-ms 50 --repetitions 20 --latency-samples 10 --allow-write --enable --no-progress",
+      scratch);
+  ASSERT_GT(bench, 0);
+  ASSERT_TRUE(wait_until([&] { return file_text(scratch + "/err.txt").find("will overwrite") != std::string::npos; },
+                         20s))
+      << file_text(scratch + "/err.txt");
+  std::this_thread::sleep_for(500ms);  // measuring now
+  const auto unplugged = Clock::now();
+  ASSERT_EQ(channel().command("device_del nvme4"), "ok");
+  const int status = wait_for_exit(bench, 60s);
+  const auto ended = Clock::now();
+  const std::string out = file_text(scratch + "/out.txt");
+  const std::string err = file_text(scratch + "/err.txt");
+  EXPECT_EQ(status, 6) << "stdout:\n" << out << "stderr:\n" << err;
+  EXPECT_TRUE(out.empty()) << "a table for a removed device:\n" << out;
+  EXPECT_NE(err.find("the device was removed while the command ran"), std::string::npos) << err;
+  EXPECT_EQ(channel().command("wait_deleted nvme4 30"), "ok");
+  std::printf("pciectl bench ended %lld ms after device_del with exit %d: %s",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(ended - unplugged).count()),
+              status, err.substr(err.rfind("pciectl: error")).c_str());
 }
 
 }  // namespace

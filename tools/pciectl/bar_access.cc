@@ -39,7 +39,9 @@ pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const Acces
     fmt::print(stderr, "pciectl: {} BAR{} through {} ({})\n", bdf->to_string(), *bar, pcie::to_string(opened->path),
                pcie::printable(opened->refused.front()));
   }
-  return BarAccess{*width, *offset, std::move(opened->region), opened->path};
+  BarAccess access_to_bar{*width, *offset, std::move(opened->region), opened->path, std::nullopt};
+  access_to_bar.removal.emplace(RemovalWatch::start(options.paths.sysfs, *bdf));
+  return access_to_bar;
 }
 
 void add_bdf_and_bar(CLI::App* command, AccessOptions& access) {

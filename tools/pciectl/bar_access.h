@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "pcie/bar_opener.h"
 #include "pcie/region.h"
 #include "tools/pciectl/global_options.h"
+#include "tools/pciectl/removal_watch.h"
 
 namespace pciectl {
 
@@ -27,10 +29,14 @@ struct BarAccess {
   std::uint64_t offset = 0;
   std::unique_ptr<pcie::Region> region;
   pcie::BarPath path = pcie::BarPath::sysfs;
+  // Watches the device while the region is held (removal_watch.h); declared after the
+  // region, so it stops first.
+  std::optional<RemovalWatch> removal;
 };
 
-// Parses the options and opens the BAR (writable when asked); says on stderr which path was
-// taken when another was refused first (unless --json). Fails with the parse or open error.
+// Parses the options and opens the BAR (writable when asked), and starts watching the
+// device for its removal; says on stderr which path was taken when another was refused
+// first (unless --json). Fails with the parse or open error.
 pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const AccessOptions& access, bool writable);
 
 // The positional "bdf" and "bar" every BAR command takes.

@@ -6,6 +6,7 @@
 #include "tools/pciectl/bench_window.h"
 #include "tools/pciectl/exit_codes.h"
 #include "tools/pciectl/parse.h"
+#include "tools/pciectl/removal_watch.h"
 
 namespace pciectl {
 
@@ -16,8 +17,11 @@ int run_bench(const pcie::VfioPaths& vfio_paths, const std::string& pci_ids, con
   if (!plan) return fail(plan.error());
   if (auto probed = bench::probe_mappings(vfio_paths, *plan, options); !probed) return fail(probed.error());
   bench::announce(*plan, options);
-  auto results = bench::measure_all(vfio_paths, *plan, options);
+  const RemovalWatch removal = RemovalWatch::start(vfio_paths.sysfs, plan->bdf);
+  auto results = bench::measure_all(vfio_paths, *plan, options, removal);
   if (!results) return fail(results.error());
+  // Nothing is printed for a device that went away during the last row.
+  if (auto present = removal.check("bench"); !present) return fail(present.error());
   if (options.json) {
     bench::print_json(*plan, options, *results);
   } else {

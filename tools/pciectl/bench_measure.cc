@@ -43,6 +43,7 @@ struct Run {
   const Plan& plan;
   const BenchOptions& options;
   Progress& progress;
+  const RemovalWatch& removal;
   std::vector<std::byte> host;  // the copy rows' other end
   pcie::CopyOptions copy_options;
   std::chrono::nanoseconds min_time;
@@ -136,6 +137,8 @@ pcie::Result<void> measure_direction(Run& run, const pcie::MmioView& view, pcie:
       for (unsigned i = 0; i < run.options.repetitions; ++i) {
         row.gigabytes_per_second.push_back(measure(size, run.min_time, *pass));
       }
+      // A row measured across a removal measured a revoked mapping: not a result.
+      if (auto present = run.removal.check("bench"); !present) return present;
       rows.push_back(std::move(row));
     }
   }
@@ -200,7 +203,7 @@ pcie::Result<void> measure_mapping(const pcie::VfioPaths& paths, Run& run, pcie:
     if (auto rows = measure_direction(run, view, type, direction == 1, results.throughput); !rows) return rows;
   }
   measure_latency(run, view, type, results.latencies);
-  return {};
+  return run.removal.check("bench");
 }
 
 }  // namespace
@@ -211,7 +214,8 @@ double Measurement::median() const {
   return sorted.empty() ? 0 : sorted[sorted.size() / 2];
 }
 
-pcie::Result<Results> measure_all(const pcie::VfioPaths& paths, const Plan& plan, const BenchOptions& options) {
+pcie::Result<Results> measure_all(const pcie::VfioPaths& paths, const Plan& plan, const BenchOptions& options,
+                                  const RemovalWatch& removal) {
   const std::size_t directions = options.allow_write ? 2 : 1;
   const std::size_t kinds = plan.access_bits.size() + (plan.with_copy ? 1 : 0);
   const std::size_t rows = plan.mappings.size() * directions * kinds * plan.sizes.size();
@@ -219,6 +223,7 @@ pcie::Result<Results> measure_all(const pcie::VfioPaths& paths, const Plan& plan
   Run run{plan,
           options,
           progress,
+          removal,
           std::vector<std::byte>(plan.length + 64),
           pcie::CopyOptions{.kernel = plan.kernel},
           std::chrono::nanoseconds(static_cast<std::int64_t>(options.min_time_ms * 1e6))};

@@ -12,6 +12,7 @@
 #include "pcie/vfio.h"
 #include "tools/pciectl/bench.h"
 #include "tools/pciectl/bench_plan.h"
+#include "tools/pciectl/removal_watch.h"
 
 namespace pciectl::bench {
 
@@ -42,8 +43,10 @@ struct Results {
 // Maps the window as each of plan.mappings in turn (map_window; one at a time) and
 // measures it: writes only with options.allow_write, each row options.warmup passes, then
 // options.repetitions timed ones of at least options.min_time_ms. Shows a progress line on
-// stderr when asked or when stderr is a terminal, cleared before it returns. Fails with a
-// mapping's or the copy path's refusal.
-pcie::Result<Results> measure_all(const pcie::VfioPaths& paths, const Plan& plan, const BenchOptions& options);
+// stderr when asked or when stderr is a terminal, cleared before it returns. Asks `removal`
+// after each row and each mapping's latencies, and stops with its device_removed. Fails
+// with a mapping's or the copy path's refusal.
+pcie::Result<Results> measure_all(const pcie::VfioPaths& paths, const Plan& plan, const BenchOptions& options,
+                                  const RemovalWatch& removal);
 
 }  // namespace pciectl::bench

@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "pcie/bdf.h"
@@ -42,10 +44,18 @@ bool is_ready(const std::vector<Check>& checks, bool for_device) {
   return ready;
 }
 
+// The checks that report "fail". Any one makes the command's exit status 1, ready or not:
+// a script that runs doctor sees every failure it prints.
+int failed_checks(const std::vector<Check>& checks) {
+  return static_cast<int>(std::count_if(checks.begin(), checks.end(),
+                                        [](const Check& check) { return check.status == Status::fail; }));
+}
+
 void print_json(const std::vector<Check>& checks, const std::optional<pcie::Bdf>& bdf, bool ready) {
   nlohmann::ordered_json out;
   if (bdf) out["bdf"] = bdf->to_string();
   out["ready"] = ready;
+  out["failed"] = failed_checks(checks);
   out["checks"] = nlohmann::ordered_json::array();
   for (const Check& check : checks) {
     out["checks"].push_back(
@@ -60,9 +70,12 @@ void print_text(const std::vector<Check>& checks, const std::optional<pcie::Bdf>
     fmt::print("{:<5} {:<13} {}\n", status_name(check.status), check.name, pcie::printable(check.detail));
     if (!check.fix.empty() && check.status != Status::ok) fmt::print("{:<19} fix: {}\n", "", pcie::printable(check.fix));
   }
-  fmt::print("{}\n", bdf ? (ready ? fmt::format("{} is ready for a userspace driver", bdf->to_string())
-                                  : fmt::format("{} is not ready for a userspace driver", bdf->to_string()))
-                         : (ready ? "VFIO is usable on this machine" : "VFIO is not usable on this machine"));
+  std::string verdict = bdf ? (ready ? fmt::format("{} is ready for a userspace driver", bdf->to_string())
+                                     : fmt::format("{} is not ready for a userspace driver", bdf->to_string()))
+                            : (ready ? "VFIO is usable on this machine" : "VFIO is not usable on this machine");
+  const int failed = failed_checks(checks);
+  if (ready && failed > 0) verdict += fmt::format(", but {} check{} failed", failed, failed == 1 ? "" : "s");
+  fmt::print("{}\n", verdict);
 }
 
 }  // namespace
@@ -83,7 +96,7 @@ int run_doctor(const DoctorOptions& options) {
   } else {
     print_text(checks, bdf, ready);
   }
-  return ready ? kSuccess : kFailure;
+  return ready && failed_checks(checks) == 0 ? kSuccess : kFailure;
 }
 
 }  // namespace pciectl

@@ -4,7 +4,9 @@
 // RLIMIT_MEMLOCK, huge pages per size and NUMA node, lockdown and Secure Boot, PAT,
 // /dev/mem restrictions; for a device its driver (and whether the host uses it), its IOMMU
 // group's viability and access, and who owns its BARs. Only reads. Exit 0 when the device
-// (or, without one, VFIO) is ready for a userspace driver, 1 when not.
+// (or, without one, VFIO) is ready for a userspace driver and no check failed; 1 when it is
+// not ready or any check reports "fail" (a device on uio_pci_generic without an IOMMU is
+// ready, and still exits 1 for the failed IOMMU check); 2 for a bad BDF.
 #pragma once
 
 #include <string>

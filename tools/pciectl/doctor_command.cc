@@ -28,7 +28,8 @@ void register_doctor(CLI::App& app, Commands& commands) {
   auto doctor = std::make_shared<DoctorOptions>();
   CLI::App* command = app.add_subcommand(
       "doctor", "check what a userspace driver needs (IOMMU, VFIO, memlock, huge pages, lockdown, PAT; with BDF the "
-                "device's driver, group and BARs), each with its fix; exit 0 when ready");
+                "device's driver, group and BARs), each with its fix; exit 0 when ready and nothing failed, 1 when any "
+                "check fails");
   command->add_option("bdf", doctor->bdf, "the device to check (optional)");
   commands.push_back(
       {command, nullptr, [doctor](const GlobalOptions& global, bool) { return run_doctor_command(global, *doctor); }});

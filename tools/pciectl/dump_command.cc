@@ -3,6 +3,7 @@
 
 #include "tools/pciectl/bar_access.h"
 #include "tools/pciectl/command.h"
+#include "tools/pciectl/exit_codes.h"
 #include "tools/pciectl/parse.h"
 #include "tools/pciectl/physical.h"
 
@@ -12,7 +13,11 @@ namespace {
 int run_dump(const GlobalOptions& global, const AccessOptions& options) {
   auto access = open_bar_access(global, options, false);
   if (!access) return fail(access.error());
-  return dump_region(*access->region, access->width, access->offset, options.length);
+  const int status = dump_region(*access->region, access->width, access->offset, options.length);
+  if (status != kSuccess) return status;
+  // Rows read across the device's removal came from a revoked mapping: say so, and fail.
+  if (auto present = access->removal->check("dump"); !present) return fail(present.error());
+  return kSuccess;
 }
 
 }  // namespace

@@ -17,6 +17,8 @@ int run_read(const GlobalOptions& global, const AccessOptions& options) {
   if (!access) return fail(access.error());
   auto value = access->region->read(access->width, access->offset);
   if (!value) return fail(value.error());
+  // A value read across the device's removal is all ones from a revoked mapping.
+  if (auto present = access->removal->check("read"); !present) return fail(present.error());
   if (json_errors()) {  // --json
     nlohmann::ordered_json out = {{"bdf", options.bdf}, {"bar", options.bar}, {"offset", access->offset},
                                   {"width", pcie::byte_count(access->width) * 8}, {"value", *value},

@@ -19,6 +19,8 @@ int run_write(const GlobalOptions& global, const AccessOptions& options) {
   if (!access) return fail(access.error());
   auto written = access->region->write(access->width, access->offset, *value);
   if (!written) return fail(written.error());
+  // A write across the device's removal may have gone to a revoked mapping: not written.
+  if (auto present = access->removal->check("write"); !present) return fail(present.error());
   if (json_errors()) {
     nlohmann::ordered_json out = {{"bdf", options.bdf}, {"bar", options.bar}, {"offset", access->offset},
                                   {"width", pcie::byte_count(access->width) * 8}, {"written", *value},

@@ -7,6 +7,17 @@
 // numpy array made from a Bar or DmaBuffer keeps that object alive through its base, so
 // no order of garbage collection leaves an array over unmapped memory.
 //
+// Removal (pcie/removal.h): unless pcie.watch_removal(False) turned it off, every Bar and
+// Device watches its device. The module installs the library's removal guard once (SIGBUS
+// and SIGSEGV handlers that act only on faults in the device mappings the library made; any
+// other fault goes to the handler installed before it, Python's faulthandler included) and
+// one watcher thread per device in use: a VfioDevice's request IRQ (the kernel asking for
+// the device back: an unplug waits until Python lets go of it) and the device's uevents.
+// On a removal the device's mappings are revoked (they read all ones and reach no device,
+// nor one hot-added at its address) and the next call through the module on a Bar, a
+// Device, its DmaBuffers or Interrupts raises pcie.Error with code "device_removed".
+// numpy arrays from Bar.view() read all ones from then on (an array cannot raise).
+//
 // Width rules: Bar.read/write take an explicit width (write requires one). Bar.view()
 // gives a numpy array over the mapping only where the region accepts every access width,
 // since numpy copies with whatever instructions it likes; a region restricted to
@@ -16,11 +27,17 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "pcie/bar_opener.h"
 #include "pcie/copy.h"
@@ -29,6 +46,7 @@
 #include "pcie/interrupts.h"
 #include "pcie/peer_dma.h"
 #include "pcie/region.h"
+#include "pcie/removal.h"
 #include "pcie/uio.h"
 #include "pcie/version.h"
 #include "pcie/vfio.h"
@@ -83,6 +101,85 @@ pcie::VfioPaths vfio_paths(const std::optional<std::string>& sysfs, const std::o
   return paths;
 }
 
+// ---- Removal watches ----
+
+bool g_watch_removal = true;  // pcie.watch_removal()
+
+// A device's removal, as its Bars, Device, DmaBuffers and Interrupts ask after it. Shared
+// by everything of one device (the registry below); the watcher thread sets the flag after
+// revoking the device's mappings.
+class DeviceWatch {
+ public:
+  DeviceWatch(pcie::Bdf bdf, std::string node) : bdf_(bdf), node_(std::move(node)) {}
+  DeviceWatch(const DeviceWatch&) = delete;
+  DeviceWatch& operator=(const DeviceWatch&) = delete;
+
+  // Starts the watcher: on `device` where given (VFIO's request IRQ and uevents), else on
+  // the BDF's uevents. A watcher that cannot start is a RuntimeWarning; the watch then
+  // looks for the device's sysfs node at each check instead.
+  void start(const std::shared_ptr<pcie::Device>& device, const std::string& sysfs_devices) {
+    pcie::RemovalWatchOptions options;
+    options.sysfs_devices = sysfs_devices;
+    auto on_removal = [fired = fired_](const pcie::RemovalNotice&) { fired->store(true); };
+    auto watcher = device ? pcie::RemovalWatcher::start(*device, on_removal, options)
+                          : pcie::RemovalWatcher::start(bdf_, on_removal, options);
+    if (!watcher && device) {  // the request IRQ is taken (busy): uevents alone
+      options.request_irq = false;
+      watcher = pcie::RemovalWatcher::start(*device, on_removal, options);
+    }
+    if (watcher) {
+      device_ = device;
+      watcher_ = std::move(*watcher);
+      return;
+    }
+    const std::string warning = "pcie: not watching " + bdf_.to_string() + " for its removal (" +
+                                watcher.error().message() + "); looking for its sysfs node at each call instead";
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, warning.c_str(), 1) != 0) throw py::error_already_set();
+  }
+  bool has_device() const { return device_ != nullptr; }
+
+  // Raises device_removed once the device is gone (the watcher fired; or, without a
+  // watcher, its sysfs node is gone: then its mappings are revoked here).
+  void check(const char* operation) const {
+    if (!fired_->load()) {
+      if (watcher_.active()) return;
+      struct stat status {};
+      if (::stat(node_.c_str(), &status) == 0 || (errno != ENOENT && errno != ENOTDIR)) return;
+      (void)pcie::revoke_device_mappings(bdf_);
+      fired_->store(true);
+    }
+    raise(pcie::make_error(pcie::Errc::device_removed, operation, bdf_.to_string(),
+                           "the device was removed (hot unplug), or the kernel asked for it back; its mappings are "
+                           "revoked",
+                           "release its objects (del, then gc.collect()) and open it again when it is back"));
+  }
+
+ private:
+  pcie::Bdf bdf_;
+  std::string node_;
+  std::shared_ptr<std::atomic<bool>> fired_ = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<pcie::Device> device_;  // while the watcher holds its request IRQ
+  pcie::RemovalWatcher watcher_;          // last: stops before the rest goes
+};
+
+// One watch per device (by its sysfs node), shared while anything of the device lives;
+// called with the GIL held. nullptr when watching is off.
+std::shared_ptr<DeviceWatch> watch_device(const pcie::SysfsPaths& paths, const pcie::Bdf& bdf,
+                                          const std::shared_ptr<pcie::Device>& device = nullptr) {
+  if (!g_watch_removal) return nullptr;
+  static std::map<std::string, std::weak_ptr<DeviceWatch>> watches;
+  const std::string node = paths.device_dir(bdf);
+  if (auto existing = watches[node].lock(); existing && (existing->has_device() || !device)) return existing;
+  auto watch = std::make_shared<DeviceWatch>(bdf, node);
+  watch->start(device, paths.pci_root + "/devices");
+  watches[node] = watch;
+  return watch;
+}
+
+void check_present(const std::shared_ptr<DeviceWatch>& watch, const char* operation) {
+  if (watch) watch->check(operation);
+}
+
 std::vector<unsigned> width_bits(pcie::WidthSet widths) {
   std::vector<unsigned> bits;
   for (unsigned b : {8u, 16u, 32u, 64u}) {
@@ -94,13 +191,19 @@ std::vector<unsigned> width_bits(pcie::WidthSet widths) {
 // A BAR (or any Region) and how it was reached.
 class Bar {
  public:
-  Bar(std::unique_ptr<pcie::Region> region, std::string path) : region_(std::move(region)), path_(std::move(path)) {}
+  Bar(std::unique_ptr<pcie::Region> region, std::string path, std::shared_ptr<DeviceWatch> watch)
+      : region_(std::move(region)), path_(std::move(path)), watch_(std::move(watch)) {}
 
   std::uint64_t read(std::uint64_t offset, unsigned width) const {
-    return value_or_raise(region_->read(width_of(width), offset));
+    check_present(watch_, "read");
+    auto value = region_->read(width_of(width), offset);
+    check_present(watch_, "read");  // a value read across the removal is a revoked mapping's
+    return value_or_raise(std::move(value));
   }
   void write(std::uint64_t offset, std::uint64_t value, unsigned width) {
+    check_present(watch_, "write");
     check(region_->write(width_of(width), offset, value));
+    check_present(watch_, "write");
   }
   void restrict_widths(const std::vector<unsigned>& widths) {
     pcie::WidthSet set;
@@ -114,11 +217,13 @@ class Bar {
                              "the array must be C-contiguous and writable"));
     }
     const auto bytes = static_cast<std::uint64_t>(destination.nbytes());
+    check_present(watch_, "read_into");
     pcie::Result<void> copied;
     {
       py::gil_scoped_release unlocked;
       copied = pcie::copy_from_device(destination.mutable_data(), *region_, offset, bytes);
     }
+    check_present(watch_, "read_into");
     check(copied);
   }
   void write_from(std::uint64_t offset, py::array source) {
@@ -126,11 +231,13 @@ class Bar {
       raise(pcie::make_error(pcie::Errc::invalid_argument, "write_from", region_->name(), "the array must be C-contiguous"));
     }
     const auto bytes = static_cast<std::uint64_t>(source.nbytes());
+    check_present(watch_, "write_from");
     pcie::Result<void> copied;
     {
       py::gil_scoped_release unlocked;
       copied = pcie::copy_to_device(*region_, offset, source.data(), bytes);
     }
+    check_present(watch_, "write_from");
     check(copied);
   }
   // A numpy array over the mapping, keeping this Bar alive.
@@ -138,6 +245,7 @@ class Bar {
                         std::optional<std::uint64_t> count) {
     Bar& self = self_object.cast<Bar&>();
     const py::dtype dtype = py::dtype::from_args(dtype_like);  // np.uint32 or np.dtype('<u4')
+    check_present(self.watch_, "view");
     pcie::Region& region = *self.region_;
     const std::string& name = region.name();
     if (region.mapped_base() == nullptr) {
@@ -178,13 +286,16 @@ class Bar {
  private:
   std::unique_ptr<pcie::Region> region_;
   std::string path_;
+  std::shared_ptr<DeviceWatch> watch_;  // nullptr: not watched
 };
 
 class DmaBuffer {
  public:
-  explicit DmaBuffer(pcie::DmaBuffer buffer) : buffer_(std::move(buffer)) {}
+  DmaBuffer(pcie::DmaBuffer buffer, std::shared_ptr<DeviceWatch> watch)
+      : buffer_(std::move(buffer)), watch_(std::move(watch)) {}
   static py::array array(py::object self_object, py::object dtype_like) {
     DmaBuffer& self = self_object.cast<DmaBuffer&>();
+    check_present(self.watch_, "DMA buffer array");
     const py::dtype dtype = py::dtype::from_args(dtype_like);
     const auto itemsize = static_cast<std::size_t>(dtype.itemsize());
     return py::array(dtype, {static_cast<py::ssize_t>(self.buffer_.size() / itemsize)},
@@ -194,25 +305,38 @@ class DmaBuffer {
   std::optional<std::uint64_t> physical_address() const { return buffer_.physical_address(); }
   std::size_t size() const { return buffer_.size(); }
   std::string backend() const { return std::string(buffer_.backend_name()); }
-  void sync_for_device() const { buffer_.sync_for_device(); }
-  void sync_for_cpu() const { buffer_.sync_for_cpu(); }
+  // Before the device is told of the buffer, and before the CPU reads what it wrote: a
+  // removed device did neither.
+  void sync_for_device() const {
+    check_present(watch_, "sync_for_device");
+    buffer_.sync_for_device();
+  }
+  void sync_for_cpu() const {
+    buffer_.sync_for_cpu();
+    check_present(watch_, "sync_for_cpu");
+  }
 
  private:
   static std::uint64_t self_address(pcie::BusAddress address) { return address.value; }
   pcie::DmaBuffer buffer_;
+  std::shared_ptr<DeviceWatch> watch_;
 };
 
 class Interrupts {
  public:
-  explicit Interrupts(std::unique_ptr<pcie::Interrupts> interrupts) : interrupts_(std::move(interrupts)) {}
-  // How many times `vector` fired since the last wait, 0 after `timeout` seconds.
+  Interrupts(std::unique_ptr<pcie::Interrupts> interrupts, std::shared_ptr<DeviceWatch> watch)
+      : interrupts_(std::move(interrupts)), watch_(std::move(watch)) {}
+  // How many times `vector` fired since the last wait, 0 after `timeout` seconds; raises
+  // device_removed for a device gone before or during the wait (it sends nothing more).
   std::uint64_t wait(unsigned vector, double timeout) const {
+    check_present(watch_, "wait for interrupt");
     const auto milliseconds = std::chrono::milliseconds(static_cast<std::int64_t>(timeout * 1000.0));
     pcie::Result<std::uint64_t> fired;
     {
       py::gil_scoped_release unlocked;
       fired = interrupts_->wait(vector, milliseconds);
     }
+    if (fired && *fired == 0) check_present(watch_, "wait for interrupt");
     return value_or_raise(std::move(fired));
   }
   void rearm(unsigned vector) const { check(interrupts_->rearm(vector)); }
@@ -222,24 +346,36 @@ class Interrupts {
 
  private:
   std::unique_ptr<pcie::Interrupts> interrupts_;
+  std::shared_ptr<DeviceWatch> watch_;
 };
 
 // A device a driver owns, whichever backend opened it (pcie::Device): BARs, bus mastering,
 // DMA buffers, interrupts. VfioDevice and UioDevice below only open it.
 class Device {
  public:
-  Bar bar(unsigned index) const { return Bar(value_or_raise(device_->open_bar(index)), bar_path_); }
-  void enable_bus_master(bool enable) const { check(device_->enable_bus_master(enable)); }
+  Bar bar(unsigned index) const {
+    check_present(watch_, "open BAR");
+    return Bar(value_or_raise(device_->open_bar(index)), bar_path_, watch_);
+  }
+  void enable_bus_master(bool enable) const {
+    check_present(watch_, "enable bus master");
+    check(device_->enable_bus_master(enable));
+  }
   DmaBuffer dma_buffer(std::size_t size, unsigned dma_mask_bits, bool huge_pages) const {
+    check_present(watch_, "allocate DMA buffer");
     if (!allocator_) raise(allocator_error_);
     pcie::DmaBufferOptions options;
     options.dma_limit = pcie::dma_mask_limit(dma_mask_bits);
     options.prefer = huge_pages ? pcie::DmaBacking::huge_2m : pcie::DmaBacking::pages;
-    return DmaBuffer(value_or_raise(allocator_->allocate(size, options)));
+    return DmaBuffer(value_or_raise(allocator_->allocate(size, options)), watch_);
   }
   Interrupts interrupts(const std::string& kind, unsigned count) const {
-    return Interrupts(value_or_raise(device_->enable_interrupts(irq_kind(kind), count)));
+    check_present(watch_, "enable interrupts");
+    return Interrupts(value_or_raise(device_->enable_interrupts(irq_kind(kind), count)), watch_);
   }
+  // Raises device_removed when the device is gone (what every call above does first).
+  void check_removed() const { check_present(watch_, "check device"); }
+  bool watched() const { return watch_ != nullptr; }
   unsigned vector_count(const std::string& kind) const { return value_or_raise(device_->vector_count(irq_kind(kind))); }
   std::string bdf() const { return device_->bdf().to_string(); }
   std::string backend() const { return device_->backend_name(); }
@@ -248,8 +384,10 @@ class Device {
   bool without_iommu() const { return without_iommu_; }
 
  protected:
-  Device(std::shared_ptr<pcie::Device> device, std::string bar_path, bool without_iommu)
-      : device_(std::move(device)), bar_path_(std::move(bar_path)), without_iommu_(without_iommu) {
+  Device(std::shared_ptr<pcie::Device> device, std::string bar_path, bool without_iommu,
+         const pcie::SysfsPaths& paths)
+      : device_(std::move(device)), bar_path_(std::move(bar_path)), without_iommu_(without_iommu), paths_(paths) {
+    watch_ = watch_device(paths, device_->bdf(), device_);
     auto allocator = device_->dma_allocator();
     if (allocator) {
       allocator_ = std::make_shared<pcie::DmaAllocator>(std::move(*allocator));
@@ -257,6 +395,8 @@ class Device {
       allocator_error_ = allocator.error();  // raised by dma_buffer(): the device itself works
     }
   }
+
+  const pcie::SysfsPaths& paths() const { return paths_; }
 
   // The C++ hint names UioOptions; a Python user passes a keyword instead.
   void set_dma_hint(std::string hint) {
@@ -276,6 +416,8 @@ class Device {
   pcie::Error allocator_error_;
   std::string bar_path_;
   bool without_iommu_;
+  pcie::SysfsPaths paths_;
+  std::shared_ptr<DeviceWatch> watch_;  // after device_: the watcher stops first
 };
 
 // Without an IOMMU a device that is handed bus addresses reaches all of memory: the Python
@@ -323,14 +465,17 @@ class VfioDevice : public Device {
                                              : pcie::VfioContainer::open(vfio_paths(sysfs, dev_vfio)));
     auto device = value_or_raise(container.open_device(address, pcie::VfioDeviceOptions{.reset_on_open = reset}));
     return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), no_iommu,
-                      std::make_shared<pcie::VfioContainer>(std::move(container)));
+                      std::make_shared<pcie::VfioContainer>(std::move(container)), sysfs_paths(sysfs));
   }
-  void reset() const { check(vfio_->reset()); }
+  void reset() const {
+    check_removed();
+    check(vfio_->reset());
+  }
   // Another device opened in this one's container (one IOMMU address space), as peer DMA
   // between the two needs.
   VfioDevice open_peer(const std::string& bdf, bool reset) const {
     auto device = value_or_raise(container_->open_device(parse_bdf(bdf), pcie::VfioDeviceOptions{.reset_on_open = reset}));
-    return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), without_iommu(), container_);
+    return VfioDevice(std::make_shared<pcie::VfioDevice>(std::move(device)), without_iommu(), container_, paths());
   }
   // Bytes [offset, offset + length) of `peer`'s BAR `bar` made a DMA target for this device.
   PeerWindow map_peer_bar(const VfioDevice& peer, unsigned bar, std::uint64_t offset, std::uint64_t length,
@@ -342,8 +487,9 @@ class VfioDevice : public Device {
   }
 
  private:
-  VfioDevice(std::shared_ptr<pcie::VfioDevice> device, bool no_iommu, std::shared_ptr<pcie::VfioContainer> container)
-      : Device(device, "VFIO", no_iommu), vfio_(std::move(device)), container_(std::move(container)) {}
+  VfioDevice(std::shared_ptr<pcie::VfioDevice> device, bool no_iommu, std::shared_ptr<pcie::VfioContainer> container,
+             const pcie::SysfsPaths& paths)
+      : Device(device, "VFIO", no_iommu, paths), vfio_(std::move(device)), container_(std::move(container)) {}
   std::shared_ptr<pcie::VfioDevice> vfio_;
   std::shared_ptr<pcie::VfioContainer> container_;  // for open_peer: the devices keep its state alive anyway
 };
@@ -360,7 +506,7 @@ class UioDevice : public Device {
     paths.sysfs = sysfs_paths(sysfs);
     if (dev) paths.dev = *dev;
     auto device = value_or_raise(pcie::UioDevice::open(parse_bdf(bdf), options, paths));
-    UioDevice opened(std::make_shared<pcie::UioDevice>(std::move(device)));
+    UioDevice opened(std::make_shared<pcie::UioDevice>(std::move(device)), paths.sysfs);
     if (!device_may_reach_all_memory) {
       opened.set_dma_hint("open it with UioDevice.open(..., device_may_reach_all_memory=True) if that is acceptable, "
                           "or use VfioDevice with an IOMMU");
@@ -370,7 +516,8 @@ class UioDevice : public Device {
   int uio_number() const { return uio_->uio_number(); }
 
  private:
-  explicit UioDevice(std::shared_ptr<pcie::UioDevice> device) : Device(device, "sysfs", true), uio_(std::move(device)) {}
+  UioDevice(std::shared_ptr<pcie::UioDevice> device, const pcie::SysfsPaths& paths)
+      : Device(device, "sysfs", true, paths), uio_(std::move(device)) {}
   std::shared_ptr<pcie::UioDevice> uio_;
 };
 
@@ -412,8 +559,9 @@ Bar open_bar(const std::string& bdf, unsigned bar, bool writable, const std::str
   if (via == "sysfs") options.preference = pcie::BarPathPreference::sysfs_only;
   else if (via == "vfio") options.preference = pcie::BarPathPreference::vfio_only;
   else if (via != "auto") raise(pcie::make_error(pcie::Errc::invalid_argument, "open_bar", via, "expected auto, sysfs or vfio"));
-  auto opened = value_or_raise(pcie::open_bar(parse_bdf(bdf), bar, options));
-  return Bar(std::move(opened.region), pcie::to_string(opened.path));
+  const pcie::Bdf address = parse_bdf(bdf);
+  auto opened = value_or_raise(pcie::open_bar(address, bar, options));
+  return Bar(std::move(opened.region), pcie::to_string(opened.path), watch_device(options.paths.sysfs, address));
 }
 
 void bind_error(py::module_& m) {
@@ -474,6 +622,14 @@ void bind_regions(py::module_& m) {
       .def_property_readonly("widths", &Bar::widths)
       .def_property_readonly("memory_type", &Bar::memory_type);
 
+  m.def(
+      "watch_removal",
+      [](bool enabled) { return std::exchange(g_watch_removal, enabled); },
+      py::arg("enabled") = true,
+      "Whether Bars and Devices opened from now on watch their device for removal (default True): the "
+      "module then installs the library's removal guard (SIGBUS/SIGSEGV handlers acting only on faults in "
+      "device mappings; other faults go to the handler before them) and a watcher thread per device, and a "
+      "call on a removed device raises pcie.Error(code='device_removed'). Returns the previous setting.");
   m.def("open_bar", &open_bar, py::arg("bdf"), py::arg("bar"), py::arg("writable") = false, py::arg("via") = "auto",
         py::arg("enable") = false, py::arg("sysfs") = py::none(), py::arg("dev_vfio") = py::none(),
         "Opens BAR `bar` through sysfs or VFIO, whichever works (pcie/bar_opener.h).");
@@ -531,6 +687,10 @@ void bind_devices(py::module_& m) {
       .def("interrupts", &Device::interrupts, py::arg("kind") = "msi", py::arg("count") = 1,
            "Enables `count` vectors of `kind` (msi, msix, intx; UIO offers intx only).")
       .def("vector_count", &Device::vector_count, py::arg("kind"), "Vectors the backend offers for `kind`.")
+      .def("check_removed", &Device::check_removed,
+           "Raises pcie.Error(code='device_removed') when the device is gone or the kernel asked for it back "
+           "(as every call on it and its Bars, buffers and interrupts does).")
+      .def_property_readonly("watched", &Device::watched, "Whether its removal is watched (pcie.watch_removal).")
       .def_property_readonly("bdf", &Device::bdf)
       .def_property_readonly("backend", &Device::backend)
       .def_property_readonly("without_iommu", &Device::without_iommu);

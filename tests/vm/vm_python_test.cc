@@ -4,10 +4,11 @@
 // JSON report gives one test case per Python test.
 //
 // With --backend=uio or --backend=vfio-noiommu it boots without an IOMMU instead and runs
-// guest_python_noiommu_test.py (edu 00:03.0 through UIO or VFIO's no-IOMMU mode).
+// guest_python_noiommu_test.py (edu 00:03.0 through UIO or VFIO's no-IOMMU mode); with
+// --backend=hotplug it boots with --hotplug and runs guest_python_hotplug_test.py.
 //
 // Flags: --pcie-vm=PATH --module=PATH --runner=PATH --script=PATH --helper=PATH (edu_dma.py, which
-// the scripts import) [--backend=vfio|uio|vfio-noiommu]
+// the scripts import) [--backend=vfio|uio|vfio-noiommu|hotplug]
 // (Bazel passes them).
 #include <gtest/gtest.h>
 
@@ -19,6 +20,10 @@ pcie::vm::Options pcie_vm_test_options(const pcie::vm::Flags& flags, const std::
   if (backend == "vfio") {
     options.vm_arguments = {"--python", "--memory", "1024M", "--bind", "0000:00:06.0=vfio-pci", "--bind",
                             "0000:00:04.0=vfio-pci"};
+  } else if (backend == "hotplug") {
+    // The slot behind the root port starts empty; the script adds and removes nvme devices
+    // there (edu bound to vfio-pci loads the module the script binds them to).
+    options.vm_arguments = {"--python", "--hotplug", "--memory", "1024M", "--bind", "0000:00:06.0=vfio-pci"};
   } else {
     // No IOMMU: edu 00:03.0 (64-bit DMA mask) bound to uio_pci_generic (Debian's kernel) or
     // to vfio-pci in no-IOMMU mode (the kernel of our own, tests/vm/build-kernel).

@@ -24,3 +24,15 @@ PCIE_PROBE std::uint32_t probe_read_relaxed32(std::byte* base, std::uint64_t off
 PCIE_PROBE std::uint64_t probe_read_relaxed64(std::byte* base, std::uint64_t offset) { return view_of(base).read_relaxed<std::uint64_t>(offset); }
 PCIE_PROBE void probe_write_relaxed32(std::byte* base, std::uint64_t offset, std::uint32_t value) { view_of(base).write_relaxed<std::uint32_t>(offset, value); }
 PCIE_PROBE void probe_write_relaxed64(std::byte* base, std::uint64_t offset, std::uint64_t value) { view_of(base).write_relaxed<std::uint64_t>(offset, value); }
+
+// A successful Result<void> as `return {};` makes it (value-initialization), and the host
+// copy's inline path: neither may zero the Error's storage (AccessorCodegen test below).
+#include <new>
+
+#include "pcie/copy.h"
+#include "pcie/error.h"
+
+PCIE_PROBE void probe_result_success(pcie::Result<void>* out) { new (out) pcie::Result<void>{}; }
+PCIE_PROBE bool probe_host_copy(void* to, const void* from, std::size_t length) {
+  return pcie::copy(to, from, length).has_value();
+}

@@ -25,10 +25,10 @@ void copy_host_planned(void* destination, const void* source, std::size_t length
                             static_cast<const std::byte*>(source), length);
 }
 
-Error overlapping_copy_error(const void* destination, const void* source, std::size_t length) {
-  return make_error(Errc::invalid_argument, "copy",
-                    fmt::format("{} bytes from {} to {}", length, source, destination), "the ranges overlap",
-                    "use memmove for overlapping ranges");
+Result<void> overlapping_copy_failure(const void* destination, const void* source, std::size_t length) {
+  return std::unexpected(make_error(Errc::invalid_argument, "copy",
+                                    fmt::format("{} bytes from {} to {}", length, source, destination),
+                                    "the ranges overlap", "use memmove for overlapping ranges"));
 }
 
 Result<void> copy_host_slow(void* destination, const void* source, std::size_t length, const CopyOptions& options) {

@@ -105,48 +105,24 @@ pcie::VfioPaths vfio_paths(const std::optional<std::string>& sysfs, const std::o
 
 bool g_watch_removal = true;  // pcie.watch_removal()
 
-// A device's removal, as its Bars, Device, DmaBuffers and Interrupts ask after it. Shared
-// by everything of one device (the registry below); the watcher thread sets the flag after
-// revoking the device's mappings.
-class DeviceWatch {
+// Whether a device is gone, as its Bars, Device, DmaBuffers and Interrupts ask: set by a
+// watcher thread (after it revoked the device's mappings) while one runs; without one (it
+// could not start, or its DeviceWatch is gone) each check looks for the sysfs node.
+class RemovalState {
  public:
-  DeviceWatch(pcie::Bdf bdf, std::string node) : bdf_(bdf), node_(std::move(node)) {}
-  DeviceWatch(const DeviceWatch&) = delete;
-  DeviceWatch& operator=(const DeviceWatch&) = delete;
+  RemovalState(pcie::Bdf bdf, std::string node) : bdf_(bdf), node_(std::move(node)) {}
+  void set_fired() { fired_.store(true); }
+  void set_watched(bool watched) { watched_.store(watched); }
 
-  // Starts the watcher: on `device` where given (VFIO's request IRQ and uevents), else on
-  // the BDF's uevents. A watcher that cannot start is a RuntimeWarning; the watch then
-  // looks for the device's sysfs node at each check instead.
-  void start(const std::shared_ptr<pcie::Device>& device, const std::string& sysfs_devices) {
-    pcie::RemovalWatchOptions options;
-    options.sysfs_devices = sysfs_devices;
-    auto on_removal = [fired = fired_](const pcie::RemovalNotice&) { fired->store(true); };
-    auto watcher = device ? pcie::RemovalWatcher::start(*device, on_removal, options)
-                          : pcie::RemovalWatcher::start(bdf_, on_removal, options);
-    if (!watcher && device) {  // the request IRQ is taken (busy): uevents alone
-      options.request_irq = false;
-      watcher = pcie::RemovalWatcher::start(*device, on_removal, options);
-    }
-    if (watcher) {
-      device_ = device;
-      watcher_ = std::move(*watcher);
-      return;
-    }
-    const std::string warning = "pcie: not watching " + bdf_.to_string() + " for its removal (" +
-                                watcher.error().message() + "); looking for its sysfs node at each call instead";
-    if (PyErr_WarnEx(PyExc_RuntimeWarning, warning.c_str(), 1) != 0) throw py::error_already_set();
-  }
-  bool has_device() const { return device_ != nullptr; }
-
-  // Raises device_removed once the device is gone (the watcher fired; or, without a
-  // watcher, its sysfs node is gone: then its mappings are revoked here).
-  void check(const char* operation) const {
-    if (!fired_->load()) {
-      if (watcher_.active()) return;
+  // Raises device_removed once the device is gone; without a watcher, when its sysfs node
+  // is gone (ENOENT: another stat error says nothing), revoking its mappings first.
+  void check(const char* operation) {
+    if (!fired_.load()) {
+      if (watched_.load()) return;
       struct stat status {};
       if (::stat(node_.c_str(), &status) == 0 || (errno != ENOENT && errno != ENOTDIR)) return;
       (void)pcie::revoke_device_mappings(bdf_);
-      fired_->store(true);
+      fired_.store(true);
     }
     raise(pcie::make_error(pcie::Errc::device_removed, operation, bdf_.to_string(),
                            "the device was removed (hot unplug), or the kernel asked for it back; its mappings are "
@@ -157,28 +133,83 @@ class DeviceWatch {
  private:
   pcie::Bdf bdf_;
   std::string node_;
-  std::shared_ptr<std::atomic<bool>> fired_ = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<bool> fired_{false};
+  std::atomic<bool> watched_{false};
+};
+using RemovalStatePtr = std::shared_ptr<RemovalState>;
+
+// The watcher thread of one device. Held by the Device and the Bars opened from it (which
+// keep the device open anyway), or by the Bars pcie.open_bar opened (uevents only, no
+// device held): never by DmaBuffers or Interrupts, so that a buffer kept past its device
+// does not keep the device open (they keep the RemovalState, and check the node once the
+// watcher is gone).
+class DeviceWatch {
+ public:
+  DeviceWatch(pcie::Bdf bdf, std::string node)
+      : bdf_(bdf), state_(std::make_shared<RemovalState>(bdf, std::move(node))) {}
+  DeviceWatch(const DeviceWatch&) = delete;
+  DeviceWatch& operator=(const DeviceWatch&) = delete;
+  ~DeviceWatch() {
+    watcher_ = pcie::RemovalWatcher();  // stops and joins the thread
+    state_->set_watched(false);
+  }
+
+  // Starts the watcher: on `device` where given (VFIO's request IRQ and uevents), else on
+  // the BDF's uevents. A watcher that cannot start is a RuntimeWarning; the state then
+  // looks for the device's sysfs node at each check instead.
+  void start(const std::shared_ptr<pcie::Device>& device, const std::string& sysfs_devices) {
+    pcie::RemovalWatchOptions options;
+    options.sysfs_devices = sysfs_devices;
+    auto on_removal = [state = state_](const pcie::RemovalNotice&) { state->set_fired(); };
+    auto watcher = device ? pcie::RemovalWatcher::start(*device, on_removal, options)
+                          : pcie::RemovalWatcher::start(bdf_, on_removal, options);
+    if (!watcher && device) {  // the request IRQ is taken (busy): uevents alone
+      options.request_irq = false;
+      watcher = pcie::RemovalWatcher::start(*device, on_removal, options);
+    }
+    if (watcher) {
+      device_ = device;
+      watcher_ = std::move(*watcher);
+      state_->set_watched(true);
+      return;
+    }
+    const std::string warning = "pcie: not watching " + bdf_.to_string() + " for its removal (" +
+                                watcher.error().message() + "); looking for its sysfs node at each call instead";
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, warning.c_str(), 1) != 0) throw py::error_already_set();
+  }
+  const RemovalStatePtr& state() const { return state_; }
+
+ private:
+  pcie::Bdf bdf_;
+  RemovalStatePtr state_;
   std::shared_ptr<pcie::Device> device_;  // while the watcher holds its request IRQ
   pcie::RemovalWatcher watcher_;          // last: stops before the rest goes
 };
 
-// One watch per device (by its sysfs node), shared while anything of the device lives;
-// called with the GIL held. nullptr when watching is off.
+// A watch of `bdf`: for a Device, its own (request IRQ and uevents); for pcie.open_bar, one
+// uevent watch per device node shared by the Bars it opened (called with the GIL held).
+// nullptr when watching is off.
 std::shared_ptr<DeviceWatch> watch_device(const pcie::SysfsPaths& paths, const pcie::Bdf& bdf,
                                           const std::shared_ptr<pcie::Device>& device = nullptr) {
   if (!g_watch_removal) return nullptr;
-  static std::map<std::string, std::weak_ptr<DeviceWatch>> watches;
   const std::string node = paths.device_dir(bdf);
-  if (auto existing = watches[node].lock(); existing && (existing->has_device() || !device)) return existing;
+  static std::map<std::string, std::weak_ptr<DeviceWatch>> uevent_watches;
+  if (!device) {
+    if (auto existing = uevent_watches[node].lock()) return existing;
+  }
   auto watch = std::make_shared<DeviceWatch>(bdf, node);
   watch->start(device, paths.pci_root + "/devices");
-  watches[node] = watch;
+  if (!device) uevent_watches[node] = watch;
   return watch;
 }
 
 void check_present(const std::shared_ptr<DeviceWatch>& watch, const char* operation) {
-  if (watch) watch->check(operation);
+  if (watch) watch->state()->check(operation);
 }
+void check_present(const RemovalStatePtr& state, const char* operation) {
+  if (state) state->check(operation);
+}
+RemovalStatePtr state_of(const std::shared_ptr<DeviceWatch>& watch) { return watch ? watch->state() : nullptr; }
 
 std::vector<unsigned> width_bits(pcie::WidthSet widths) {
   std::vector<unsigned> bits;
@@ -291,8 +322,8 @@ class Bar {
 
 class DmaBuffer {
  public:
-  DmaBuffer(pcie::DmaBuffer buffer, std::shared_ptr<DeviceWatch> watch)
-      : buffer_(std::move(buffer)), watch_(std::move(watch)) {}
+  DmaBuffer(pcie::DmaBuffer buffer, RemovalStatePtr removal)
+      : buffer_(std::move(buffer)), watch_(std::move(removal)) {}
   static py::array array(py::object self_object, py::object dtype_like) {
     DmaBuffer& self = self_object.cast<DmaBuffer&>();
     check_present(self.watch_, "DMA buffer array");
@@ -319,13 +350,13 @@ class DmaBuffer {
  private:
   static std::uint64_t self_address(pcie::BusAddress address) { return address.value; }
   pcie::DmaBuffer buffer_;
-  std::shared_ptr<DeviceWatch> watch_;
+  RemovalStatePtr watch_;  // not the watcher: a buffer does not keep the device open
 };
 
 class Interrupts {
  public:
-  Interrupts(std::unique_ptr<pcie::Interrupts> interrupts, std::shared_ptr<DeviceWatch> watch)
-      : interrupts_(std::move(interrupts)), watch_(std::move(watch)) {}
+  Interrupts(std::unique_ptr<pcie::Interrupts> interrupts, RemovalStatePtr removal)
+      : interrupts_(std::move(interrupts)), watch_(std::move(removal)) {}
   // How many times `vector` fired since the last wait, 0 after `timeout` seconds; raises
   // device_removed for a device gone before or during the wait (it sends nothing more).
   std::uint64_t wait(unsigned vector, double timeout) const {
@@ -346,7 +377,7 @@ class Interrupts {
 
  private:
   std::unique_ptr<pcie::Interrupts> interrupts_;
-  std::shared_ptr<DeviceWatch> watch_;
+  RemovalStatePtr watch_;
 };
 
 // A device a driver owns, whichever backend opened it (pcie::Device): BARs, bus mastering,
@@ -367,11 +398,11 @@ class Device {
     pcie::DmaBufferOptions options;
     options.dma_limit = pcie::dma_mask_limit(dma_mask_bits);
     options.prefer = huge_pages ? pcie::DmaBacking::huge_2m : pcie::DmaBacking::pages;
-    return DmaBuffer(value_or_raise(allocator_->allocate(size, options)), watch_);
+    return DmaBuffer(value_or_raise(allocator_->allocate(size, options)), state_of(watch_));
   }
   Interrupts interrupts(const std::string& kind, unsigned count) const {
     check_present(watch_, "enable interrupts");
-    return Interrupts(value_or_raise(device_->enable_interrupts(irq_kind(kind), count)), watch_);
+    return Interrupts(value_or_raise(device_->enable_interrupts(irq_kind(kind), count)), state_of(watch_));
   }
   // Raises device_removed when the device is gone (what every call above does first).
   void check_removed() const { check_present(watch_, "check device"); }

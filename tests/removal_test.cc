@@ -612,6 +612,35 @@ TEST(RemovalWatcher, AWatchWhosePollFailsStillHearsTheRemovalOrTheReplacement) {
   }
 }
 
+// Where no uevent ever arrives (a container in its own network namespace, which the
+// kernel's uevents do not reach; a fake tree, as here), the watch still sees the node go,
+// or be replaced, by looking at it whenever poll(2) times out (each second): with poll
+// working, unlike the test above.
+TEST(RemovalWatcher, ARemovalWithoutAnyUeventIsSeenAtThePollTimeout) {
+  for (const bool replaced : {false, true}) {
+    SCOPED_TRACE(replaced ? "removed and another added at the address" : "removed");
+    auto tree = testing::make_vm_tree();
+    ASSERT_TRUE(tree);
+    RemovalWatchOptions options;
+    options.sysfs_devices = tree->paths().pci_root + "/devices";
+    options.revoke_mappings = false;
+    std::atomic<int> removals{0};
+    auto watcher = RemovalWatcher::start(
+        kEdu, [&](const RemovalNotice& notice) { removals += notice.signal == RemovalSignal::removed ? 1 : 100; },
+        options);
+    ASSERT_TRUE(watcher) << watcher.error().message();
+    std::this_thread::sleep_for(100ms);
+    const std::string node = options.sysfs_devices + "/" + kEdu.to_string();
+    ASSERT_EQ(::rename(node.c_str(), (node + ".gone").c_str()), 0);
+    if (replaced) {
+      ASSERT_EQ(::mkdir(node.c_str(), 0755), 0);
+    }
+    for (int i = 0; i < 300 && removals == 0; ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(removals, 1);
+    EXPECT_TRUE(watcher->fired());
+  }
+}
+
 TEST(RemovalUevent, OnlyARemoveOfThisPciDeviceCounts) {
   using namespace std::string_view_literals;
   const Bdf device{0, 1, 0, 0};

@@ -81,8 +81,10 @@ struct RemovalWatchOptions {
 // A thread that watches one device and calls `on_removal` once, on that thread, with the
 // first signal. Move-only; an empty one (default-constructed) watches nothing. Destroy it
 // before the device (it holds the device's request IRQ, which keeps a VFIO device open);
-// destroying it stops and joins the thread (from the callback itself, it detaches). Should
-// poll(2) fail in the thread (ENOMEM, a descriptor limit lowered under it), the watch goes
+// destroying it stops and joins the thread (from the callback itself, it detaches). Besides
+// the uevents, it looks at the device's sysfs node after each second without one, so that
+// a removal is seen within about a second where uevents never arrive (a container in its
+// own network namespace). Should poll(2) fail in the thread (ENOMEM, a descriptor limit lowered under it), the watch goes
 // on by checking the request IRQ's count and the sysfs node every 100 ms.
 class RemovalWatcher {
  public:

@@ -91,7 +91,12 @@ struct RemovalWatcher::State {
         run_by_looking();
         return;
       }
-      if (!*ready) continue;
+      if (!*ready) {
+        // A second without a word: look at the node, for where uevents never arrive (a
+        // container in its own network namespace, which the kernel's uevents do not reach).
+        if (node_gone()) notify(RemovalSignal::removed);
+        continue;
+      }
       if (**ready == 0) return;  // stop
       if (**ready == 2) {
         (void)request_irq->consume(0);

@@ -70,6 +70,23 @@ TEST(Error, EnodevOnAnOpenDescriptorIsRemoval) {
 }
 
 }  // namespace
+// Result's own default constructor (user-provided, for the codegen reason in error.h)
+// keeps what std::expected's promises: it exists only where the value type has one, is
+// noexcept as that one is, and is usable in constant expressions.
+struct NoDefault {
+  explicit NoDefault(int) {}
+};
+struct ThrowingDefault {
+  ThrowingDefault() noexcept(false) {}
+};
+static_assert(std::is_nothrow_default_constructible_v<Result<void>>);
+static_assert(std::is_nothrow_default_constructible_v<Result<int>>);
+static_assert(!std::is_default_constructible_v<Result<NoDefault>>);
+static_assert(std::is_default_constructible_v<Result<ThrowingDefault>>);
+static_assert(!std::is_nothrow_default_constructible_v<Result<ThrowingDefault>>);
+static_assert(Result<int>().value() == 0);
+static_assert(Result<void>().has_value());
+
 // A Result converts to a Result of another value type as std::expected does: an error
 // stays an error (with the same fields) and a value is converted, even to bool, where a
 // constructor from "any U" would read the whole Result<int> as the value true.

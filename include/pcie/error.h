@@ -66,7 +66,11 @@ class [[nodiscard("an error is a value: check it, or drop it with (void) where i
   // constructor is not user-provided is zero-initialized first, all of it (C++23
   // [dcl.init.general]/9): the whole Error's storage, ~150 bytes by `rep stosq` per call,
   // which cost pcie::copy 14 ns at 64 bytes (8x memcpy) on AMD Zen 5 (bench/copy_bench).
-  Result() : std::expected<T, Error>() {}
+  // As the base's: only where T is default-constructible (or void), constexpr, and noexcept
+  // as T's default constructor is.
+  constexpr Result() noexcept(std::is_nothrow_default_constructible_v<std::expected<T, Error>>)
+    requires std::is_default_constructible_v<std::expected<T, Error>>
+      : std::expected<T, Error>() {}
   Result(const std::expected<T, Error>& other) : std::expected<T, Error>(other) {}
   Result(std::expected<T, Error>&& other) : std::expected<T, Error>(std::move(other)) {}
   // From a Result of another value type: the value converted, an error kept an error.

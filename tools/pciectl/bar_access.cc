@@ -18,7 +18,8 @@ pcie::BarPathPreference path_preference(const AccessOptions& access) {
 
 }  // namespace
 
-pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const AccessOptions& access, bool writable) {
+pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const AccessOptions& access, bool writable,
+                                        RemovalWatch::Span span) {
   auto width = pcie::width_from_bits(access.width_bits);
   if (!width) return std::unexpected(width.error());
   auto offset = parse_number(access.offset, "offset");
@@ -40,7 +41,7 @@ pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const Acces
                pcie::printable(opened->refused.front()));
   }
   BarAccess access_to_bar{*width, *offset, std::move(opened->region), opened->path, std::nullopt};
-  access_to_bar.removal.emplace(RemovalWatch::start(options.paths.sysfs, *bdf));
+  access_to_bar.removal.emplace(RemovalWatch::start(options.paths.sysfs, *bdf, span));
   return access_to_bar;
 }
 

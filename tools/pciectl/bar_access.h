@@ -35,9 +35,10 @@ struct BarAccess {
 };
 
 // Parses the options and opens the BAR (writable when asked), and starts watching the
-// device for its removal; says on stderr which path was taken when another was refused
-// first (unless --json). Fails with the parse or open error.
-pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const AccessOptions& access, bool writable);
+// device for its removal as `span` asks (removal_watch.h); says on stderr which path was
+// taken when another was refused first (unless --json). Fails with the parse or open error.
+pcie::Result<BarAccess> open_bar_access(const GlobalOptions& global, const AccessOptions& access, bool writable,
+                                        RemovalWatch::Span span);
 
 // The positional "bdf" and "bar" every BAR command takes.
 void add_bdf_and_bar(CLI::App* command, AccessOptions& access);

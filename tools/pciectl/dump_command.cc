@@ -11,7 +11,7 @@ namespace pciectl {
 namespace {
 
 int run_dump(const GlobalOptions& global, const AccessOptions& options) {
-  auto access = open_bar_access(global, options, false);
+  auto access = open_bar_access(global, options, false, RemovalWatch::Span::many_accesses);
   if (!access) return fail(access.error());
   const int status = dump_region(*access->region, access->width, access->offset, options.length);
   if (status != kSuccess) return status;

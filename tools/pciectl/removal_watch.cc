@@ -22,8 +22,15 @@ bool node_gone(const std::string& node) {
 
 }  // namespace
 
-RemovalWatch RemovalWatch::start(const pcie::SysfsPaths& paths, const pcie::Bdf& bdf) {
+RemovalWatch RemovalWatch::start(const pcie::SysfsPaths& paths, const pcie::Bdf& bdf, Span span) {
   RemovalWatch watch(bdf, paths.device_dir(bdf));
+  if (span == Span::single_access) {
+    if (auto guard = pcie::install_removal_guard(); !guard && !json_errors()) {
+      fmt::print(stderr, "pciectl: {}: no removal guard ({}); checking its sysfs node after the access\n",
+                 bdf.to_string(), pcie::printable(guard.error().message()));
+    }
+    return watch;
+  }
   pcie::RemovalWatchOptions options;
   options.sysfs_devices = paths.pci_root + "/devices";
   options.request_irq = false;  // a uevent watch: the command's mapping may be sysfs, VFIO or UIO

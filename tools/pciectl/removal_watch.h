@@ -24,10 +24,21 @@ namespace pciectl {
 
 class RemovalWatch {
  public:
-  // Installs the guard and starts the watcher for `bdf`. A guard or watcher that cannot
-  // start (no netlink socket in a container, a descriptor limit) is reported on stderr once
-  // (not with --json), and the watch goes on with check()'s sysfs look; never fails.
-  static RemovalWatch start(const pcie::SysfsPaths& paths, const pcie::Bdf& bdf);
+  // How long the command holds the mapping: a command of many accesses (bench, dump) gets
+  // the watcher thread, which revokes the mappings the moment the device goes; one of a
+  // single access (read, write) only the guard and check()'s look, before and after it: a
+  // thread and a netlink socket would cost more than the access, and could not come
+  // between the open and the access any sooner than the look after it.
+  enum class Span { many_accesses, single_access };
+
+  // Installs the guard and, for many accesses, starts the watcher for `bdf`. A guard or
+  // watcher that cannot start (no netlink socket in a container, a descriptor limit) is
+  // reported on stderr once (not with --json), and the watch goes on with check()'s sysfs
+  // look; never fails.
+  static RemovalWatch start(const pcie::SysfsPaths& paths, const pcie::Bdf& bdf, Span span = Span::many_accesses);
+
+  // Whether a watcher thread runs (false for a single access, or where it could not start).
+  bool watching() const { return watcher_.active(); }
 
   RemovalWatch(RemovalWatch&&) noexcept = default;
   RemovalWatch& operator=(RemovalWatch&&) noexcept = default;

@@ -15,8 +15,10 @@ namespace {
 int run_write(const GlobalOptions& global, const AccessOptions& options) {
   auto value = parse_number(options.value, "value");
   if (!value) return fail(value.error());
-  auto access = open_bar_access(global, options, true);
+  auto access = open_bar_access(global, options, true, RemovalWatch::Span::single_access);
   if (!access) return fail(access.error());
+  // Gone since the open (or replaced at its address): no access at all.
+  if (auto present = access->removal->check("write"); !present) return fail(present.error());
   auto written = access->region->write(access->width, access->offset, *value);
   if (!written) return fail(written.error());
   // A write across the device's removal may have gone to a revoked mapping: not written.

@@ -576,6 +576,40 @@ TEST(DmaAllocatorOverBackends, BufferKeepsItsBackendAliveAfterTheAllocatorGoes) 
   EXPECT_TRUE(watch.expired()) << "and lets it go with its unmap";
 }
 
+// An empty buffer is empty whichever way it got so (default-constructed, moved from, moved
+// over, released): no memory, size 0, bus address 0, an empty span. A released or moved-from
+// buffer once kept its size, so bytes() was a span of that many bytes at nullptr.
+TEST(DmaAllocatorOverBackends, EveryEmptyBufferHasSizeZeroAndNoBusAddress) {
+  auto backend = std::make_shared<RecordingBackend>(false, [](const Mapping&, const DmaMapRequest&) -> Result<BusAddress> {
+    return BusAddress{0x10000};
+  });
+  const DmaAllocator allocator = DmaAllocator::create(std::move(backend));
+  const auto expect_empty = [](const DmaBuffer& buffer, const char* how) {
+    SCOPED_TRACE(how);
+    EXPECT_FALSE(buffer.valid());
+    EXPECT_EQ(buffer.data(), nullptr);
+    EXPECT_EQ(buffer.size(), 0u);
+    EXPECT_TRUE(buffer.bytes().empty());
+    EXPECT_EQ(buffer.bus_address().value, 0u);
+  };
+  expect_empty(DmaBuffer(), "default-constructed");
+  auto released = allocator.allocate(4096, {.prefer = DmaBacking::pages});
+  ASSERT_TRUE(released);
+  ASSERT_TRUE(released->release());
+  expect_empty(*released, "released");
+  auto moved_from = allocator.allocate(4096, {.prefer = DmaBacking::pages});
+  ASSERT_TRUE(moved_from);
+  const DmaBuffer taker(std::move(*moved_from));
+  EXPECT_EQ(taker.size(), 4096u);
+  EXPECT_EQ(taker.bus_address().value, 0x10000u);
+  expect_empty(*moved_from, "moved from (construction)");
+  auto assigned_from = allocator.allocate(4096, {.prefer = DmaBacking::pages});
+  ASSERT_TRUE(assigned_from);
+  DmaBuffer assignee;
+  assignee = std::move(*assigned_from);
+  expect_empty(*assigned_from, "moved from (assignment)");
+}
+
 // --- /proc/iomem ---
 
 constexpr const char* kIomem =

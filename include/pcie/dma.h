@@ -36,6 +36,7 @@ namespace pcie {
 
 class VfioContainer;  // pcie/vfio.h
 
+// How DmaAllocator::allocate (and a DmaPool's chunks) take memory and map it for the device.
 struct DmaBufferOptions {
   // The last bus address the device can reach: dma_mask_limit(bits) of its DMA mask.
   std::uint64_t dma_limit = ~std::uint64_t{0};
@@ -62,12 +63,20 @@ class DmaBuffer {
   // An empty buffer (as after release()): no memory, size 0, bus address 0; for a driver's
   // queue struct built step by step.
   DmaBuffer() = default;
+  // False for an empty buffer (default-constructed, moved from or released): it holds no
+  // memory and data() is nullptr.
   bool valid() const { return memory_.valid(); }
-  DmaBuffer(DmaBuffer&&) noexcept = default;
+  // Move-only: the memory and its mapping for the device go to the new object, and the
+  // moved-from buffer is empty (valid() false, size 0, bus address 0).
+  DmaBuffer(DmaBuffer&& other) noexcept;
+  // Releases this buffer (as release(), its error ignored), then takes `other`'s memory;
+  // `other` is left empty, with size 0.
   DmaBuffer& operator=(DmaBuffer&& other) noexcept;
   ~DmaBuffer();
 
+  // The buffer's first byte in this process's address space; nullptr when empty.
   std::byte* data() const { return memory_.data(); }
+  // The bytes asked for at allocate() (the mapping behind them may be rounded up to a page).
   std::size_t size() const { return size_; }
   // data() and size() as one span: what a ring (pcie/queue.h) is built on.
   std::span<std::byte> bytes() const { return {data(), size()}; }
@@ -77,6 +86,7 @@ class DmaBuffer {
   // The CPU physical address of the first byte when the backend hands out physical
   // addresses (no IOMMU); nullopt behind an IOMMU, where the device never sees it.
   std::optional<std::uint64_t> physical_address() const;
+  // The pages the memory is made of (4 KiB, 2 MiB or 1 GiB: see DmaBufferOptions::prefer).
   DmaBacking backing() const { return backing_; }
   // The backend that made the buffer reachable ("VFIO type1 IOMMU", ...).
   std::string_view backend_name() const;
@@ -88,10 +98,13 @@ class DmaBuffer {
   // the CPU will read. On x86 (coherent DMA) these are fences; the calls keep driver code
   // correct on hosts that need cache maintenance.
   void sync_for_device() const;
+  // The second of the pair above: call after the device wrote (a completion seen) and
+  // before the CPU reads what it wrote (an lfence on x86).
   void sync_for_cpu() const;
 
   // Unmaps from the backend now and reports what the kernel said (the destructor ignores
-  // it); the memory is freed either way.
+  // it); the memory is freed either way, and the buffer is left empty (valid() false, size
+  // 0, bus address 0). On an empty buffer, does nothing and succeeds.
   Result<void> release();
 
  private:
@@ -137,6 +150,7 @@ class DmaAllocator {
 
   // Bytes currently mapped through the backend, by every allocator of it.
   std::uint64_t mapped_bytes() const;
+  // The backend buffers are made through (its name, whether its addresses are physical).
   const DmaBackend& backend() const { return *backend_; }
 
  private:
@@ -153,18 +167,25 @@ struct DmaPoolState;
 // chunks mapped, even after the last DmaPool handle is gone.
 class DmaSlice {
  public:
+  // Move-only: the moved-from slice is empty (data() nullptr, size 0) and gives nothing
+  // back when destroyed.
   DmaSlice(DmaSlice&& other) noexcept
       : pool_(std::exchange(other.pool_, nullptr)), data_(std::exchange(other.data_, nullptr)),
         size_(std::exchange(other.size_, 0)), iova_(other.iova_), chunk_(other.chunk_),
         size_class_(other.size_class_) {}
+  // Gives this slice's range back to its pool, then takes `other`'s; `other` is left empty.
   DmaSlice& operator=(DmaSlice&& other) noexcept;
   ~DmaSlice() {
     if (pool_ != nullptr) give_back();
   }
 
+  // The slice's first byte in this process's address space; nullptr for a moved-from slice.
   std::byte* data() const { return data_; }
+  // The bytes asked for at DmaPool::allocate (the slot behind them may be larger).
   std::size_t size() const { return size_; }
+  // data() and size() as one span: what a ring (pcie/queue.h) is built on.
   std::span<std::byte> bytes() const { return {data_, size_}; }
+  // The address the device must use for the first byte (aligned as allocate() was asked).
   BusAddress bus_address() const { return iova_; }
   Iova iova() const { return iova_; }  // the same as bus_address()
   // The bus address of a CPU pointer inside this slice; out_of_range for any other pointer.
@@ -172,6 +193,7 @@ class DmaSlice {
   // As DmaBuffer's: after the CPU wrote what the device will read, and before reading
   // what the device wrote.
   void sync_for_device() const;
+  // As DmaBuffer::sync_for_cpu: before the CPU reads what the device wrote.
   void sync_for_cpu() const;
 
  private:
@@ -236,10 +258,12 @@ class DmaPool {
 // error says how many entries are needed).
 Result<std::size_t> device_pages(BusAddress base, std::size_t size, std::size_t offset, std::size_t length,
                                  std::uint64_t page_size, std::span<std::uint64_t> out);
+// As above, for the bytes of `buffer` (its bus address and size).
 inline Result<std::size_t> device_pages(const DmaBuffer& buffer, std::size_t offset, std::size_t length,
                                         std::uint64_t page_size, std::span<std::uint64_t> out) {
   return device_pages(buffer.bus_address(), buffer.size(), offset, length, page_size, out);
 }
+// As above, for a DmaSlice from a pool.
 inline Result<std::size_t> device_pages(const DmaSlice& slice, std::size_t offset, std::size_t length,
                                         std::uint64_t page_size, std::span<std::uint64_t> out) {
   return device_pages(slice.bus_address(), slice.size(), offset, length, page_size, out);

@@ -122,13 +122,17 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
   return std::unexpected(search.last_error);
 }
 
+DmaBuffer::DmaBuffer(DmaBuffer&& other) noexcept
+    : backend_(std::move(other.backend_)), memory_(std::move(other.memory_)), size_(std::exchange(other.size_, 0)),
+      iova_(std::exchange(other.iova_, Iova{})), backing_(other.backing_) {}
+
 DmaBuffer& DmaBuffer::operator=(DmaBuffer&& other) noexcept {
   if (this != &other) {
     (void)release();
     backend_ = std::move(other.backend_);
     memory_ = std::move(other.memory_);
     size_ = std::exchange(other.size_, 0);
-    iova_ = other.iova_;
+    iova_ = std::exchange(other.iova_, Iova{});
     backing_ = other.backing_;
   }
   return *this;
@@ -143,6 +147,8 @@ Result<void> DmaBuffer::release() {
   // holds its pins on these pages, so the device cannot reach memory that is reused.
   memory_ = Mapping();
   backend_.reset();
+  size_ = 0;  // empty as a default-constructed buffer: bytes() is an empty span
+  iova_ = Iova{};
   return result;
 }
 

@@ -44,7 +44,8 @@ class InstallTest : public ::testing::Test {
         shell_quoted(input("install_sh")) + " --prefix " + shell_quoted(prefix_) + " --shared " + shell_quoted(input("shared")) +
             " --static " + shell_quoted(input("static")) + " --testing-static " + shell_quoted(input("testing_static")) +
             " --headers " + shell_quoted(input("headers")) + " --pciectl " + shell_quoted(input("pciectl")) + " --license " +
-            shell_quoted(input("license")) + " --python-module " + shell_quoted(input("python_module")),
+            shell_quoted(input("license")) + " --python-module " + shell_quoted(input("python_module")) +
+            " --api-reference " + shell_quoted(input("api_reference")),
         scratch_);
     install_exit_ = run.exit_code;
     install_log_ = run.out + run.err;
@@ -83,6 +84,18 @@ TEST_F(InstallTest, LaysOutLibrariesHeadersPackageFilesToolAndLicense) {
   EXPECT_EQ(fs::read_symlink(lib("libpcie.so")), "libpcie.so.0.1");
   EXPECT_EQ(fs::read_symlink(lib("libpcie.so.0.1")), "libpcie.so.0.1.0");
   EXPECT_NE(cli::slurp(prefix_ + "/share/doc/pcie/LICENSE").find("Apache License"), std::string::npos);
+}
+
+// The API reference (docs/api: Doxygen over the installed headers' comments) lies beside
+// the license, readable, with a page for each public class.
+TEST_F(InstallTest, InstallsTheApiReference) {
+  const std::string html = prefix_ + "/share/doc/pcie/html";
+  for (const char* page : {"index.html", "classpcie_1_1DmaPool.html", "classpcie_1_1Region.html",
+                           "classpcie_1_1testing_1_1FakeSysfs.html", "structpcie_1_1Bdf.html"}) {
+    EXPECT_TRUE(fs::is_regular_file(html + "/" + page)) << page;
+  }
+  EXPECT_NE(cli::slurp(html + "/classpcie_1_1DmaPool.html").find("allocate"), std::string::npos);
+  EXPECT_EQ(fs::status(html).permissions() & fs::perms::others_read, fs::perms::others_read);
 }
 
 TEST_F(InstallTest, VersionAgreesEverywhere) {

@@ -20,6 +20,7 @@
 
 namespace pcie {
 
+// The way a BAR was opened.
 enum class BarPath {
   sysfs,  // /sys/bus/pci/devices/<bdf>/resourceN (uncached; I/O BARs through pread/pwrite)
   vfio,   // the device's VFIO region (mapped where vfio-pci allows, else pread/pwrite)
@@ -28,25 +29,28 @@ enum class BarPath {
 // "sysfs" or "VFIO".
 const char* to_string(BarPath path);
 
+// Which ways open_bar() may try.
 enum class BarPathPreference {
   // For a device bound to vfio-pci, VFIO first (a normal user given the group can use
   // it; while the device is open its BARs are claimed and the sysfs path refused), then
   // sysfs; for any other device sysfs only (VFIO cannot open it).
   automatic,
-  sysfs_only,
-  vfio_only,
+  sysfs_only,  // the sysfs resource file only
+  vfio_only,   // VFIO only (the device must be bound to vfio-pci)
 };
 
+// How open_bar() opens a BAR.
 struct BarOpenOptions {
-  BarPathPreference preference = BarPathPreference::automatic;
+  BarPathPreference preference = BarPathPreference::automatic;  // which ways to try
   bool writable = false;          // false opens (and maps) read-only where the path allows
   bool enable_decoding = false;   // sysfs: enable Memory/I/O Space decoding first (root)
   VfioPaths paths;                // sysfs paths and /dev/vfio; tests point them at fake trees
 };
 
+// What open_bar() opened, and how.
 struct OpenedBar {
-  std::unique_ptr<Region> region;
-  BarPath path = BarPath::sysfs;
+  std::unique_ptr<Region> region;  // the BAR; keeps what it needs open
+  BarPath path = BarPath::sysfs;   // the way that worked
   // Why each path tried before the one that worked failed ("sysfs: permission denied ...").
   std::vector<std::string> refused;
 };

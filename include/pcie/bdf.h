@@ -10,6 +10,8 @@
 
 namespace pcie {
 
+// A function's PCI address (domain:bus:device.function), as sysfs names it under
+// /sys/bus/pci/devices.
 struct Bdf {
   std::uint32_t domain = 0;   // "segment"; 16 bits on most hosts, wider behind Intel VMD
   std::uint8_t bus = 0;       // 0..255
@@ -24,6 +26,7 @@ struct Bdf {
   // The canonical sysfs name, "0000:03:00.0" (the domain widens past 4 digits if needed).
   std::string to_string() const;
 
+  // Compares field by field: domain, then bus, device and function.
   friend auto operator<=>(const Bdf&, const Bdf&) = default;
 };
 

@@ -22,6 +22,7 @@
 
 namespace pcie {
 
+// How unbind_driver(), bind_driver() and restore_driver() treat a device the host uses.
 struct BindOptions {
   bool force = false;  // skip the guard: unbind even a device this machine uses
 };

@@ -13,15 +13,18 @@ namespace pcie {
 // physical address without one (pcie/dma_backend.h). A type of its own, distinct from a
 // CPU pointer, so that one is never handed to a device by mistake.
 struct Iova {
-  std::uint64_t value = 0;
+  std::uint64_t value = 0;  // the address itself, as the device puts it on the bus
+  // Orders by address.
   friend auto operator<=>(const Iova&, const Iova&) = default;
 };
+// The name for an Iova where the address may be physical (no IOMMU): the same type.
 using BusAddress = Iova;
 
 // An inclusive range of I/O virtual addresses the IOMMU can translate.
 struct IovaRange {
-  std::uint64_t start = 0;
-  std::uint64_t last = 0;
+  std::uint64_t start = 0;  // the first address in the range
+  std::uint64_t last = 0;   // the last address in the range (inclusive)
+  // Equal when both bounds are.
   friend bool operator==(const IovaRange&, const IovaRange&) = default;
 };
 

@@ -57,6 +57,9 @@ Error counter_wait_error(std::uint64_t at_least, std::uint64_t outstanding);
 Result<void> check_counter_memory(std::span<std::byte> word, std::size_t word_size);
 }  // namespace detail
 
+// A completion counter of type `Word` (8 to 64 bits) in DMA memory the device writes: tracks
+// what the driver has outstanding and turns each new count into a number of completions.
+// Copyable; copies share the word but not the bookkeeping, so keep one in use.
 template <DmaWord Word>
 class CompletionCounter {
  public:
@@ -85,11 +88,13 @@ class CompletionCounter {
     return counter;
   }
 
+  // False for a default-constructed counter (not made by create()).
   bool valid() const { return word_ != nullptr; }
   // Completions the driver expects and has not yet seen.
   std::uint64_t outstanding() const { return outstanding_; }
   // The count last seen (what the next advance is measured from).
   std::uint64_t last_count() const { return last_; }
+  // The width the count wraps at (the layout's count_bits, or the whole word's width).
   unsigned count_bits() const { return bits_; }
 
   // The driver has started `more` requests the device will count. out_of_range when the

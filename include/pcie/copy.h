@@ -34,6 +34,7 @@
 
 namespace pcie {
 
+// The instruction sequence a copy's loop uses (its widest access and load/store kind).
 enum class CopyKernel : std::uint8_t {
   automatic,  // picked from the memory type and the CPU (see choose_copy_kernel)
   registers,  // 1/2/4/8-byte accesses only, like the kernel's memcpy_toio; any CPU
@@ -55,12 +56,15 @@ bool copy_kernel_supported(CopyKernel kernel);
 // The widest single access `kernel` makes, in bytes (registers: 8; libc: 0, unknown).
 std::size_t copy_kernel_access_bytes(CopyKernel kernel);
 
+// Which way a copy goes, which decides the kernel choose_copy_kernel() picks: into a device
+// window, out of one, or between host buffers.
 enum class CopyDirection { to_device, from_device, host_to_host };
 
 class CopyWorkers;
 
+// How a copy is done: the kernel, the widest access, and helper threads for large copies.
 struct CopyOptions {
-  CopyKernel kernel = CopyKernel::automatic;
+  CopyKernel kernel = CopyKernel::automatic;  // automatic: choose_copy_kernel()'s pick
   // The widest single access allowed, in bytes (1..64, a power of two): 8 keeps a copy
   // to register-sized accesses on a window that allows 64-bit ones.
   std::size_t max_access_bytes = 64;
@@ -68,7 +72,7 @@ struct CopyOptions {
   // outstanding misses cap its bandwidth well below the memory's (or the link's); a copy
   // split over cores goes faster. Never used unless given: no hidden threads.
   const CopyWorkers* workers = nullptr;
-  std::uint64_t parallel_threshold = std::uint64_t{8} << 20;
+  std::uint64_t parallel_threshold = std::uint64_t{8} << 20;  // bytes (8 MiB); shorter: one thread
 };
 
 // The kernel that `automatic` resolves to for this direction, memory type and window
@@ -92,6 +96,8 @@ CopyKernel choose_copy_kernel(CopyDirection direction, MemoryType memory_type, W
 // revocation came during the copy and some bytes went to the guard's memory.
 Result<void> copy_to_device(Region& region, std::uint64_t offset, const void* source, std::uint64_t length,
                             const CopyOptions& options = {});
+// As above, into a mapped MmioView: always through its mapping, and with no read-only check
+// (a view has no such flag).
 Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const void* source,
                             std::uint64_t length, const CopyOptions& options = {});
 
@@ -102,6 +108,7 @@ Result<void> copy_to_device(const MmioView& view, std::uint64_t offset, const vo
 // destination then holds the guard's all ones where the device's bytes would be).
 Result<void> copy_from_device(void* destination, const Region& region, std::uint64_t offset,
                               std::uint64_t length, const CopyOptions& options = {});
+// As above, out of a mapped MmioView: always through its mapping.
 Result<void> copy_from_device(void* destination, const MmioView& view, std::uint64_t offset,
                               std::uint64_t length, const CopyOptions& options = {});
 
@@ -161,10 +168,14 @@ class CopyWorkers {
   // `helpers + 1` ways). io_error (with the errno) when the threads cannot be created.
   static Result<CopyWorkers> start(unsigned helpers);
 
+  // Move-only: takes over the threads; the moved-from object has no helpers (helpers() 0,
+  // and run() runs every part on the calling thread).
   CopyWorkers(CopyWorkers&&) noexcept;
+  // Stops and joins this object's threads, then takes over those of the other, as above.
   CopyWorkers& operator=(CopyWorkers&&) noexcept;
   ~CopyWorkers();
 
+  // The number of helper threads (0 when moved from); a copy is split helpers() + 1 ways.
   unsigned helpers() const;
 
   // Runs part(0 .. helpers) across the helpers and the calling thread, and returns once

@@ -45,6 +45,8 @@
 
 namespace pcie {
 
+// A descriptor format traits type, as described above: the engine's Descriptor layout, its
+// alignment and adjacency limits, and link() and mark_last().
 template <class F>
 concept DescriptorFormat = std::is_trivially_copyable_v<typename F::Descriptor> &&
     requires(typename F::Descriptor& descriptor, BusAddress next, std::uint32_t next_adjacent) {
@@ -72,9 +74,13 @@ Error chain_full_error(std::uint32_t capacity);
 Error chain_empty_error();
 }  // namespace detail
 
+// A chain of `Format` descriptors in DMA memory it does not own: append() them in order,
+// then finish() links them and says where the engine starts. Copyable, but copies share the
+// memory: keep one in use.
 template <DescriptorFormat Format>
 class DescriptorChain {
  public:
+  // The engine's descriptor layout, from the format.
   using Descriptor = typename Format::Descriptor;
   static_assert(Format::kAlignment > 0 && (Format::kAlignment & (Format::kAlignment - 1)) == 0 &&
                     sizeof(Descriptor) % Format::kAlignment == 0,
@@ -101,12 +107,16 @@ class DescriptorChain {
   static Result<DescriptorChain> create(const DmaBuffer& buffer, std::uint32_t capacity = 0) {
     return create(buffer.bytes(), buffer.bus_address(), capacity);
   }
+  // As above, for a DmaSlice.
   static Result<DescriptorChain> create(const DmaSlice& slice, std::uint32_t capacity = 0) {
     return create(slice.bytes(), slice.bus_address(), capacity);
   }
 
+  // False for a default-constructed chain (not made by create()).
   bool valid() const { return memory_ != nullptr; }
+  // Descriptors appended since creation or the last clear().
   std::uint32_t size() const { return size_; }
+  // The most descriptors the chain holds (0 on an empty chain).
   std::uint32_t capacity() const { return capacity_; }
 
   // Copies `descriptor` into the next place and returns its index. Not linked until

@@ -16,28 +16,34 @@
 
 namespace pcie {
 
+// BARs in a type 0 (endpoint) header: BAR0 to BAR5.
 inline constexpr unsigned kBarCount = 6;
 
+// One implemented BAR of a device, from <device>/resource (the kernel's view, which also
+// holds the size), decoded as libpci does.
 struct BarInfo {
+  // The address space the BAR decodes: memory (MMIO) or I/O ports.
   enum class Space { memory, io };
   unsigned index = 0;            // 0..5; a 64-bit BAR takes its index and the next
   // The BAR's address as the kernel's resource holds it (flag bits removed): the CPU's view,
   // which on x86 is also the bus address the device decodes (a host bridge may translate).
   std::uint64_t bus_address = 0;
-  std::uint64_t size = 0;
-  Space space = Space::memory;
-  bool is_64bit = false;
-  bool prefetchable = false;
+  std::uint64_t size = 0;         // bytes the BAR decodes, never 0 in DeviceInfo::bars
+  Space space = Space::memory;    // memory (MMIO) or I/O ports
+  bool is_64bit = false;          // a 64-bit memory BAR (it uses the next index too)
+  bool prefetchable = false;      // memory without read side effects: may be write-combined
   // False where the kernel gave the BAR no address (IORESOURCE_UNSET or IORESOURCE_DISABLED
   // in <device>/resource; dmesg then says "BAR n: no space" or "failed to assign"): the
   // address above is stale, and opening the BAR is refused.
   bool assigned = true;
+  // Equal when every field is.
   friend bool operator==(const BarInfo&, const BarInfo&) = default;
 };
 
+// The device's expansion ROM, from line 6 of <device>/resource.
 struct RomInfo {
-  std::uint64_t bus_address = 0;
-  std::uint64_t size = 0;
+  std::uint64_t bus_address = 0;  // as BarInfo::bus_address, flag bits removed
+  std::uint64_t size = 0;         // bytes, never 0
 };
 
 // The bus numbers a bridge forwards (PCI-to-PCI Bridge Architecture Spec 1.2, 3.2.5.2-3.2.5.4:
@@ -45,9 +51,10 @@ struct RomInfo {
 // header has its Primary, CardBus and Subordinate Bus Numbers at the same offsets). As the
 // device reports them: nothing guarantees secondary <= subordinate.
 struct BridgeBuses {
-  std::uint8_t primary = 0;
-  std::uint8_t secondary = 0;
-  std::uint8_t subordinate = 0;
+  std::uint8_t primary = 0;      // the bus the bridge sits on
+  std::uint8_t secondary = 0;    // the bus right below it
+  std::uint8_t subordinate = 0;  // the highest bus number below it
+  // Equal when all three numbers are.
   friend bool operator==(const BridgeBuses&, const BridgeBuses&) = default;
 };
 
@@ -57,22 +64,25 @@ struct SriovInfo {
   unsigned num_vfs = 0;    // VFs enabled now
 };
 
+// One device as discover() and describe() read it. The IDs and class are the kernel's
+// (<device>/modalias, else the vendor, device and class attributes), as lspci shows them.
 struct DeviceInfo {
-  Bdf bdf;
-  std::uint16_t vendor_id = 0;
-  std::uint16_t device_id = 0;
-  std::uint16_t subsystem_vendor_id = 0;
-  std::uint16_t subsystem_id = 0;
+  Bdf bdf;                      // the device's address, as its sysfs directory names it
+  std::uint16_t vendor_id = 0;  // the PCI-SIG-assigned vendor ID (0x8086: Intel)
+  std::uint16_t device_id = 0;  // the device ID, the vendor's own numbering
+  std::uint16_t subsystem_vendor_id = 0;  // 0 when the kernel shows none
+  std::uint16_t subsystem_id = 0;         // the subsystem (card) ID; 0 when none is shown
+  // From config space (offset 0x08) where it reads, else <device>/revision; 0xff if unknown.
   std::uint8_t revision = 0;
   std::uint8_t base_class = 0;  // class code, PCI Code and ID Assignment Spec 1.11
-  std::uint8_t subclass = 0;
-  std::uint8_t prog_if = 0;
+  std::uint8_t subclass = 0;    // the class code's middle byte
+  std::uint8_t prog_if = 0;     // the programming interface: the class code's low byte
   std::uint8_t header_type = 0;  // without the multi-function bit; 0xff if unknown
 
   // From pci.ids; empty when the ID is unknown or names were not requested.
   std::string vendor_name;
-  std::string device_name;
-  std::string class_name;
+  std::string device_name;            // the device's name under its vendor
+  std::string class_name;             // the subclass's name, else the base class's
   std::string subsystem_name;         // the subsystem (card) name
   std::string subsystem_vendor_name;  // the subsystem vendor's name
 
@@ -81,10 +91,10 @@ struct DeviceInfo {
   std::optional<std::string> physical_slot;
 
   std::vector<BarInfo> bars;  // implemented BARs only, by index
-  std::optional<RomInfo> rom;
+  std::optional<RomInfo> rom;  // nullopt when the device has no ROM (or the kernel shows none)
   // Filled when DiscoveryOptions::read_bindings is set.
   std::optional<std::string> driver;  // the bound kernel driver
-  std::optional<int> iommu_group;
+  std::optional<int> iommu_group;     // nullopt: in no IOMMU group, or bindings not read
   std::optional<int> numa_node;       // nullopt where the kernel reports -1
   std::optional<LinkInfo> link;       // a VF's is its PF's (LinkInfo::Source::physical_function)
 
@@ -93,8 +103,8 @@ struct DeviceInfo {
   // VF order) and its VF counts. A VF's config-space IDs read 0xffff by specification;
   // vendor_id/device_id above are its real IDs, from sysfs.
   std::optional<Bdf> physical_function;
-  std::vector<Bdf> virtual_functions;
-  std::optional<SriovInfo> sriov;
+  std::vector<Bdf> virtual_functions;  // a PF's enabled VFs, read with the bindings; else empty
+  std::optional<SriovInfo> sriov;      // a PF's VF counts, read with the bindings; else nullopt
 
   // Filled with the capabilities (DiscoveryOptions::read_capabilities) for a type 1 or type 2
   // header; nullopt for other headers or when config space could not be read.
@@ -109,11 +119,14 @@ struct DeviceInfo {
 
   // 0xCCSS: base class and subclass, as lspci's [0200].
   std::uint16_t class_id() const { return static_cast<std::uint16_t>(base_class << 8 | subclass); }
+  // The BAR with `index` in `bars`; nullptr when the device does not implement it (or
+  // `index` is the upper half of a 64-bit BAR). Valid while this DeviceInfo lives.
   const BarInfo* find_bar(unsigned index) const;
 };
 
+// What discover() and describe() read, and which devices discover() keeps.
 struct DiscoveryOptions {
-  SysfsPaths paths;
+  SysfsPaths paths;  // where sysfs lies: the machine's own, or a fake tree in tests
   // lspci's -s syntax: [[[[<domain>]:]<bus>]:][<device>][.[<func>]]; empty matches all.
   std::string slot_filter;
   // lspci's -d syntax: [<vendor>]:[<device>][:<class>[:<prog-if>]]; empty matches all.
@@ -122,7 +135,7 @@ struct DiscoveryOptions {
   std::string driver_filter;
   // Look up names in pci.ids (libpci's default path unless pci_ids_path is set).
   bool resolve_names = true;
-  std::string pci_ids_path;
+  std::string pci_ids_path;  // a pci.ids file to read instead of libpci's; empty: libpci's
   // Ask udev's hardware database (hwdb) before pci.ids, as lspci does, for names that equal
   // lspci's on this machine. The two differ for subsystems: the hwdb names a subsystem that
   // pci.ids does not list after its device. Off by default: libpci reopens the hwdb for

@@ -40,21 +40,25 @@ std::uint64_t dma_backing_page_size(DmaBacking backing);
 // themselves (retry_with_other_memory). Refused pieces are held until the step ends, so
 // that the kernel hands out other pages for the next piece.
 struct DmaMemoryStep {
-  DmaBacking backing = DmaBacking::pages;
-  unsigned pieces = 1;
+  DmaBacking backing = DmaBacking::pages;  // the page size of this step's memory
+  unsigned pieces = 1;                     // pieces to try before the next step
 };
 
 // What a device may do with a buffer, and below which bus address it must lie.
 struct DmaMapRequest {
   std::uint64_t page_size = 4096;  // the buffer's backing page size (4 KiB, 2 MiB, 1 GiB)
   std::uint64_t dma_limit = ~std::uint64_t{0};  // the last bus address the device can reach
-  bool device_reads = true;
-  bool device_writes = true;
+  bool device_reads = true;   // the device may read the buffer (DMA to the device)
+  bool device_writes = true;  // the device may write the buffer (DMA from the device)
   // The bus address's alignment (a power of two); 0: page_size. A physical backend fails
   // with not_supported (retryable) for memory whose physical address is not so aligned.
   std::uint64_t bus_alignment = 0;
 };
 
+// A way to make process memory reachable by a device (an IOMMU domain, or physical
+// addresses), which DmaAllocator maps each buffer through. The library's own: a VFIO
+// container's (type1 or iommufd, behind Device::dma_allocator()) and
+// make_physical_dma_backend(); implement it for another.
 class DmaBackend {
  public:
   virtual ~DmaBackend() = default;
@@ -120,6 +124,7 @@ std::vector<DmaMemoryStep> iommu_memory_plan(std::size_t size, DmaBacking prefer
 Result<std::vector<DmaMemoryStep>> physical_memory_plan(std::size_t size, DmaBacking prefer,
                                                         const DmaMapRequest& request, unsigned pieces);
 
+// How make_physical_dma_backend() finds physical addresses and holds the memory.
 struct PhysicalDmaOptions {
   // Where the physical address of each page is read (proc(5), Documentation/admin-guide/
   // mm/pagemap.rst); tests point it at a file of their own.

@@ -35,8 +35,9 @@ enum class Errc {
 // Short stable name of a code ("out_of_range"), for JSON output and logs.
 std::string_view errc_name(Errc code);
 
+// Why an operation failed: a code to branch on and the text to show a user (message()).
 struct Error {
-  Errc code = Errc::io_error;
+  Errc code = Errc::io_error;  // what kind of failure: branch on this, not on sys_errno
   std::string operation;  // what was being done: "map BAR", "read config"
   std::string object;     // what it was done to: "0000:03:00.0 BAR2", a path
   std::string reason;     // why it failed: the errno text or the violated rule
@@ -71,7 +72,9 @@ class [[nodiscard("an error is a value: check it, or drop it with (void) where i
   constexpr Result() noexcept(std::is_nothrow_default_constructible_v<std::expected<T, Error>>)
     requires std::is_default_constructible_v<std::expected<T, Error>>
       : std::expected<T, Error>() {}
+  // From the std::expected that and_then/transform return: the value or the error, copied.
   Result(const std::expected<T, Error>& other) : std::expected<T, Error>(other) {}
+  // As above, moved.
   Result(std::expected<T, Error>&& other) : std::expected<T, Error>(std::move(other)) {}
   // From a Result of another value type: the value converted, an error kept an error.
   // Spelt out, because the base's constructor from any U would take a Result<int> holding
@@ -81,6 +84,7 @@ class [[nodiscard("an error is a value: check it, or drop it with (void) where i
   Result(const Result<U>& other)
       : std::expected<T, Error>(other.has_value() ? std::expected<T, Error>(std::in_place, *other)
                                                   : std::expected<T, Error>(std::unexpect, other.error())) {}
+  // As above, moving the value or the error out of `other`.
   template <class U>
     requires(!std::is_same_v<U, T> && !std::is_void_v<U> && !std::is_void_v<T> && std::is_constructible_v<T, U &&>)
   Result(Result<U>&& other)

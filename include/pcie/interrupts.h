@@ -21,10 +21,11 @@
 
 namespace pcie {
 
+// What kind of interrupt a set of vectors is.
 enum class IrqKind {
   intx,     // legacy INTx: one vector, masked each time it fires until rearmed
-  msi,
-  msix,
+  msi,      // MSI: up to 32 vectors, each signalled by a memory write from the device
+  msix,     // MSI-X: up to 2048 vectors, each with its own table entry and mask bit
   error,    // AER errors reported for the device (VFIO)
   request,  // the kernel asks the user to release the device (unbind, hot unplug; VFIO)
 };
@@ -70,6 +71,8 @@ class Interrupts {
   // backend has no way (the default, which checks nothing else); else the backend's error
   // (VFIO_DEVICE_SET_IRQS, or UIO's config space access).
   virtual Result<void> mask(unsigned vector) const;
+  // Delivers `vector` again after mask(); see mask() for what was held or lost meanwhile.
+  // Fails as mask() does (not_supported by default).
   virtual Result<void> unmask(unsigned vector) const;
   // Enables `more` vectors after those enabled, keeping their descriptors (fd()) as they
   // are, and returns the new count. out_of_range past what the device offers (query it
@@ -94,8 +97,8 @@ class Interrupts {
 
 // One vector of one interrupt set, for wait_any().
 struct InterruptVector {
-  const Interrupts* interrupts = nullptr;
-  unsigned vector = 0;
+  const Interrupts* interrupts = nullptr;  // the set, not owned; must outlive the wait
+  unsigned vector = 0;                     // the vector's number within that set
 };
 
 // Waits up to `timeout` for the first of `vectors` to fire (a completion, or the request

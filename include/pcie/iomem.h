@@ -16,15 +16,17 @@
 
 namespace pcie {
 
+// One range of /proc/iomem with the ranges nested in it (one more level of indentation).
 struct IomemRange {
-  std::uint64_t start = 0;
+  std::uint64_t start = 0;  // first physical address (0 for all when addresses are hidden)
   std::uint64_t last = 0;  // inclusive
   std::string name;        // "System RAM", "0000:00:03.0", "vfio-pci", "PCI Bus 0000:00"
-  std::vector<IomemRange> children;
+  std::vector<IomemRange> children;  // the ranges inside this one, in file order
   // The device whose BAR this range is: its name is a BDF.
   std::optional<Bdf> device() const;
 };
 
+// The whole of /proc/iomem as parse_iomem() read it.
 struct IomemTree {
   std::vector<IomemRange> ranges;  // top level, in file order
   bool addresses_hidden = false;   // every address reads 0: not root
@@ -50,6 +52,9 @@ struct IomemOwner {
   std::string description;             // "0000:00:03.0 (claimed by vfio-pci)", "System RAM", ...
   bool ram = false;                    // System RAM (or inside it)
 };
+// The owner of `address`: the innermost range named by a BDF is the device, and its child at
+// `address`, if any, the claimer; ram when any range holding it is "System RAM". With
+// hidden addresses or no range at `address`, all unset and the description says why.
 IomemOwner iomem_owner(const IomemTree& tree, std::uint64_t address);
 
 }  // namespace pcie

@@ -19,10 +19,13 @@ inline constexpr std::uint16_t kCapabilities = 0x02;  // bits 7:4 device/port ty
 inline constexpr std::uint16_t kLinkCapabilities = 0x0c;  // 3:0 max speed, 9:4 max width
 inline constexpr std::uint16_t kLinkStatus = 0x12;        // 3:0 speed, 9:4 negotiated width
 inline constexpr std::uint16_t kMinimumLength = 0x14;     // through Link Status
+// Device/Port Type (kCapabilities bits 7:4) of a Root Complex Integrated Endpoint: no link.
 inline constexpr std::uint8_t kTypeRootComplexIntegratedEndpoint = 0x9;
+// Device/Port Type of a Root Complex Event Collector: no link either.
 inline constexpr std::uint8_t kTypeRootComplexEventCollector = 0xa;
 }  // namespace pcie_cap
 
+// A link's negotiated and maximum speed and width; speeds in GT/s per lane, widths in lanes.
 struct LinkInfo {
   // Where the figures come from: the device's own PCI Express capability, sysfs' link
   // files, or (for an SR-IOV virtual function, whose link registers are reserved) its
@@ -30,9 +33,9 @@ struct LinkInfo {
   enum class Source { config_space, sysfs, physical_function };
   double current_speed_gts = 0;  // 0 when unknown
   unsigned current_width = 0;    // lanes; 0 when the link is down or unknown
-  double max_speed_gts = 0;
-  unsigned max_width = 0;
-  Source source = Source::config_space;
+  double max_speed_gts = 0;      // the fastest the link supports; 0 when unknown
+  unsigned max_width = 0;        // lanes the link supports; 0 when unknown
+  Source source = Source::config_space;  // where the figures were read
 };
 
 // GT/s for a Link Speed encoding (1 = 2.5 GT/s ... 6 = 64 GT/s); nullopt for reserved values.

@@ -22,9 +22,10 @@ namespace pcie {
 
 // One line of pat_memtype_list: "PAT: [mem 0x...-0x...] write-combining".
 struct PatEntry {
-  std::uint64_t start = 0;
+  std::uint64_t start = 0;  // first physical address of the range
   std::uint64_t end = 0;  // exclusive
   std::string type;       // the kernel's name: "uncached-minus", "write-combining", ...
+  // Equal when range and type name are equal.
   friend bool operator==(const PatEntry&, const PatEntry&) = default;
 };
 

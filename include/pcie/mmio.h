@@ -32,10 +32,12 @@
 
 namespace pcie {
 
+// The register types the accessors take: 8-, 16-, 32- and 64-bit unsigned integers.
 template <class T>
 concept MmioWord = std::same_as<T, std::uint8_t> || std::same_as<T, std::uint16_t> ||
                    std::same_as<T, std::uint32_t> || std::same_as<T, std::uint64_t>;
 
+// The access Width of register type `T` (width_of<std::uint32_t>() is Width::bits32).
 template <MmioWord T>
 constexpr Width width_of() {
   return static_cast<Width>(sizeof(T));
@@ -49,17 +51,29 @@ using PollResult = WaitResult<T>;
 // that produced it (BarMapping) must outlive it.
 class MmioView {
  public:
+  // An empty view: base() nullptr, size 0, no width allowed, so every checked access fails.
   MmioView() = default;
+  // A view of the `size` bytes mapped at `base`, which must stay mapped while the view is
+  // used. `allowed` is what the checked accessors accept; `name` ("0000:03:00.0 BAR2")
+  // names the window in errors and is not copied: it must outlive the view too;
+  // `memory_type` is how the window is mapped (Doorbell adds a fence for write_combined).
   MmioView(std::byte* base, std::uint64_t size, WidthSet allowed, std::string_view name,
            MemoryType memory_type = MemoryType::uncached)
       : base_(base), size_(size), allowed_(allowed), name_(name), memory_type_(memory_type) {}
 
+  // The window's first byte (offset 0) in this process's address space.
   std::byte* base() const { return base_; }
+  // Bytes in the window; the checked accessors refuse anything past it.
   std::uint64_t size() const { return size_; }
+  // The widths the checked accessors accept (the unchecked ones do not look).
   WidthSet allowed_widths() const { return allowed_; }
+  // The window's name, as errors give it.
   std::string_view name() const { return name_; }
+  // How the window is mapped, as given at construction.
   MemoryType memory_type() const { return memory_type_; }
 
+  // Ordered, unchecked read of the `T` at `offset` (one load; see the top of this header):
+  // `offset` must be aligned for `T` and inside the window.
   template <MmioWord T>
   T read(std::uint64_t offset) const noexcept {
     const T value = *reinterpret_cast<const volatile T*>(base_ + offset);
@@ -67,6 +81,8 @@ class MmioView {
     return value;
   }
 
+  // Ordered, unchecked write of `value` at `offset` (one store, after every earlier store
+  // to ordinary memory): `offset` must be aligned for `T` and inside the window.
   template <MmioWord T>
   void write(std::uint64_t offset, T value) const noexcept {
     // The address is formed before the barrier so the barrier does not force a reload of
@@ -87,6 +103,7 @@ class MmioView {
     }
     return read<std::uint64_t>(offset);
   }
+  // As read_as(), for a write of the low `width` bits of `value` (the rest is dropped).
   void write_as(Width width, std::uint64_t offset, std::uint64_t value) const noexcept {
     switch (width) {
       case Width::bits8: return write<std::uint8_t>(offset, static_cast<std::uint8_t>(value));
@@ -97,11 +114,15 @@ class MmioView {
     write<std::uint64_t>(offset, value);
   }
 
+  // Unchecked read kept in order with other MMIO accesses only, like readl_relaxed: later
+  // reads of DMA memory may pass it. Same preconditions as read<T>.
   template <MmioWord T>
   T read_relaxed(std::uint64_t offset) const noexcept {
     return *reinterpret_cast<const volatile T*>(base_ + offset);
   }
 
+  // Unchecked write kept in order with other MMIO accesses only, like writel_relaxed: it may
+  // pass earlier stores to DMA memory, so never announce a descriptor with it.
   template <MmioWord T>
   void write_relaxed(std::uint64_t offset, T value) const noexcept {
     *reinterpret_cast<volatile T*>(base_ + offset) = value;
@@ -148,6 +169,7 @@ class MmioView {
       write<std::uint32_t>(offset, low);
     }
   }
+  // As write64_halves(), for a read: bytes 4-7 become the upper 32 bits of the value.
   std::uint64_t read64_halves(std::uint64_t offset, HalfOrder order) const noexcept {
     std::uint32_t low = 0;
     std::uint32_t high = 0;
@@ -170,6 +192,8 @@ class MmioView {
     write64_halves(offset, value, order);
     return {};
   }
+  // read64_halves() after the same checks as checked_write64_halves(), with the same
+  // errors; an all-ones value is returned as read.
   Result<std::uint64_t> checked_read64_halves(std::uint64_t offset, HalfOrder order) const {
     auto ok = check_halves("read", offset);
     if (!ok) return std::unexpected(ok.error());

@@ -17,10 +17,11 @@
 //  - type1: nothing is revoked; the IOMMU keeps translating to the BAR's physical pages,
 //    which hold whatever the peer decodes there after a reset.
 //  - no IOMMU (a container opened without one, through VFIO's groups or through iommufd):
-//    the bus address of the BAR itself, read from the device's config space. Both devices must sit below one host bridge, and the BAR's
-//    bus address must equal its CPU address (no translation by the host bridge), or the
-//    window is refused. Nothing enforces the directions or the window's bounds there: the
-//    device can reach everything, as with host memory.
+//    the bus address of the BAR itself, read from the device's config space. Both devices
+//    must sit below one host bridge, and the BAR's bus address must equal its CPU address
+//    (no translation by the host bridge), or the window is refused. Nothing enforces the
+//    directions or the window's bounds there: the device can reach everything, as with
+//    host memory.
 //
 // Whether the peer-to-peer transaction then reaches the BAR is the fabric's business: below
 // one PCIe switch it is routed there; through a root complex only where the root complex
@@ -59,13 +60,14 @@ enum class PeerDmaPath {
 // "type1 (the BAR's mapping)", "iommufd (dma-buf)", "no IOMMU (the BAR's bus address)".
 std::string_view to_string(PeerDmaPath path);
 
+// What map_peer_bar() maps a window for: the initiator's reach and the directions allowed.
 struct PeerDmaOptions {
   // The last bus address the initiating device can reach: dma_mask_limit(bits) of its mask.
   std::uint64_t dma_limit = ~std::uint64_t{0};
   // What the IOMMU lets the initiator do with the window (at least one); without an IOMMU,
   // advisory.
   bool device_reads = true;
-  bool device_writes = true;
+  bool device_writes = true;  // the initiator may write into the BAR (see above)
 };
 
 // A window of a peer's BAR that the devices of a VFIO container can reach by DMA.
@@ -74,13 +76,18 @@ class PeerDmaWindow {
  public:
   // An empty window (valid() false; bus address 0, size 0).
   PeerDmaWindow() = default;
+  // Move-only: takes over the window; the moved-from one is empty.
   PeerDmaWindow(PeerDmaWindow&&) noexcept = default;
+  // Releases this window (ignoring the error, as the destructor does), then takes over
+  // `other`'s, which is left empty.
   PeerDmaWindow& operator=(PeerDmaWindow&& other) noexcept;
   ~PeerDmaWindow();
 
+  // False for an empty window (default-constructed, moved from or released).
   bool valid() const { return state_ != nullptr; }
   // The address the initiating device must use for the window's first byte (0 when empty).
   BusAddress bus_address() const;
+  // The window's length in bytes, as mapped (0 when empty).
   std::uint64_t size() const;
   // How it was mapped (bus_address for an empty window).
   PeerDmaPath path() const;
@@ -120,6 +127,7 @@ class PeerDmaWindow {
   // The directions the window was mapped with (PeerDmaOptions): the initiator reads from
   // the BAR, writes into it. False for an empty window.
   bool device_reads() const;
+  // As above: whether the initiator may write into the BAR.
   bool device_writes() const;
   // The device whose BAR the window is (0000:00:00.0 for an empty window).
   const Bdf& peer() const;
@@ -165,8 +173,8 @@ Result<PeerDmaWindow> map_peer_bar(const VfioDevice& initiator, const VfioDevice
 
 // One way map_peer_bar could give the initiator a window, and whether it can here.
 struct PeerPathCheck {
-  PeerDmaPath path = PeerDmaPath::iommu_bar_mapping;
-  bool possible = false;
+  PeerDmaPath path = PeerDmaPath::iommu_bar_mapping;  // the way checked
+  bool possible = false;  // whether map_peer_bar could take it on this machine
   std::string reason;  // why, or why not: what to change
 };
 
@@ -177,6 +185,7 @@ struct PeerReachability {
   // What map_peer_bar needs besides: devices to bind to vfio-pci, and the parts of the BAR
   // a window must avoid (the MSI-X table and pending-bit array).
   std::vector<std::string> notes;
+  // Whether any of `paths` is possible.
   bool any_possible() const;
 };
 

@@ -27,12 +27,15 @@
 
 namespace pcie {
 
+// How PhysicalWindow::map opens and maps /dev/mem.
 struct PhysicalWindowOptions {
   bool writable = true;                 // false maps PROT_READ
   std::string dev_mem = "/dev/mem";     // tests point these elsewhere
   std::string iomem = "/proc/iomem";    // used to explain refusals
 };
 
+// An uncached mapping of a physical address range through /dev/mem, as a Region (checked
+// accesses) and an MmioView. Move-only; destruction unmaps it and closes /dev/mem.
 class PhysicalWindow final : public Region {
  public:
   // Maps [physical, physical + length). Errors: invalid_argument (length 0, or the range
@@ -43,18 +46,25 @@ class PhysicalWindow final : public Region {
   static Result<PhysicalWindow> map(std::uint64_t physical, std::uint64_t length, const PhysicalWindowOptions& options = {});
   // An empty window (Region::valid() false), for a struct built step by step.
   PhysicalWindow() : Region(WidthSet::all(), false) {}
+  // Move-only: takes over the mapping; the moved-from window is empty.
   PhysicalWindow(PhysicalWindow&&) noexcept = default;
+  // Unmaps this window, then takes over `other`'s mapping, leaving `other` empty.
   PhysicalWindow& operator=(PhysicalWindow&&) noexcept = default;
 
   std::uint64_t size() const override { return valid() ? length_ : 0; }
   const std::string& name() const override { return name_; }
   bool valid() const override { return mapping_.valid(); }
+  // The physical address of the window's first byte, as given to map() (0 when empty).
   std::uint64_t physical_address() const { return physical_; }
+  // Unchecked, ordered access to the window (uncached; null and size 0 when empty). The
+  // view does not keep the mapping alive: the window must outlive it.
   MmioView mmio() const { return MmioView(base(), size(), allowed_widths(), name_, MemoryType::uncached); }
   std::byte* mapped_base() const override { return base(); }
 
  protected:
+  // One load of `width` through the mapping; never fails.
   Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const override;
+  // One store of `width` through the mapping; never fails.
   Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) override;
 
  private:

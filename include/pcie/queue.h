@@ -35,6 +35,7 @@ namespace pcie {
 // head). Empty when default-constructed (a queue struct built step by step); valid() says.
 class Doorbell {
  public:
+  // An empty doorbell (valid() false).
   Doorbell() = default;
 
   // The doorbell at `offset` of `registers`, checked now (inside, 4-byte aligned, 32-bit
@@ -51,9 +52,12 @@ class Doorbell {
   // pwrite). The region must outlive the doorbell. Fails as the MmioView overloads, and
   // permission_denied for a read-only region.
   static Result<Doorbell> at(Region& registers, std::uint64_t offset);
+  // As the MmioView in_array(), through a Region's checked accessors as at(Region&) is.
   static Result<Doorbell> in_array(Region& registers, std::uint64_t base, std::uint64_t index, std::uint64_t stride);
 
+  // False for an empty (default-constructed) doorbell, which must not be rung.
   bool valid() const { return region_ != nullptr || registers_.base() != nullptr; }
+  // The register's offset in its MmioView or Region, in bytes; 0 when empty.
   std::uint64_t offset() const { return offset_; }
 
   // Writes `value`, after every earlier store of this thread to DMA memory (the entries it
@@ -96,6 +100,7 @@ template <class Entry>
   requires std::is_trivially_copyable_v<Entry>
 class SubmissionRing {
  public:
+  // An empty ring (valid() false, depth 0), for a queue struct built step by step.
   SubmissionRing() = default;
 
   // A ring over `memory` (at least depth * sizeof(Entry) bytes, aligned for Entry), which
@@ -113,7 +118,9 @@ class SubmissionRing {
     return ring;
   }
 
+  // False for an empty (default-constructed) ring.
   bool valid() const { return entries_ != nullptr; }
+  // Slots in the ring, as given to create(); 0 when empty.
   std::uint32_t depth() const { return depth_; }
   std::uint32_t head() const { return head_; }  // the oldest entry the device may not have read
   std::uint32_t tail() const { return tail_; }  // where the next entry goes
@@ -174,6 +181,7 @@ class SubmissionRing {
 struct CompletionTag {
   std::size_t byte_offset = 0;  // of the byte that holds the bit, within an entry
   std::uint8_t mask = 1;        // the bit
+  // What the bit means: the phase of the pass that wrote the entry, or done.
   enum class Kind {
     // The device writes the bit inverted on each pass over the ring, 1 on the first: the
     // NVMe Phase Tag (NVMe base spec 2.0, 4.2.4). The ring starts zeroed.
@@ -181,7 +189,7 @@ struct CompletionTag {
     // The device sets the bit; the driver clears it as it consumes the entry (a NIC's
     // descriptor-done bit, e.g. Intel 82599 DD).
     done,
-  } kind = Kind::phase;
+  } kind = Kind::phase;  // how this ring's device marks new entries
 };
 
 // `depth` entries the device writes, in order, and the driver consumes from its head.
@@ -189,6 +197,7 @@ template <class Entry>
   requires std::is_trivially_copyable_v<Entry>
 class CompletionRing {
  public:
+  // An empty ring (valid() false, depth 0), for a queue struct built step by step.
   CompletionRing() = default;
 
   // A ring over `memory` (at least depth * sizeof(Entry) bytes, aligned for Entry), which
@@ -212,8 +221,11 @@ class CompletionRing {
     return ring;
   }
 
+  // False for an empty (default-constructed) ring.
   bool valid() const { return entries_ != nullptr; }
+  // Slots in the ring, as given to create(); 0 when empty.
   std::uint32_t depth() const { return depth_; }
+  // The slot of the next entry to consume (what ring() hands back to the device).
   std::uint32_t head() const { return head_; }
   // The phase bit value that marks a new entry at the head now (phase rings; starts true).
   bool phase() const { return phase_; }

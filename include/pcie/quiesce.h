@@ -64,11 +64,16 @@ Result<void> quiesce(const Device& device, const QuiesceSteps& steps);
 // address across moves of the driver).
 class Quiescer {
  public:
+  // An empty Quiescer: run() succeeds without doing anything.
   Quiescer() = default;
+  // Will quiesce `device` (which must outlive it) with `steps`; nothing runs yet.
   Quiescer(const Device& device, QuiesceSteps steps) : device_(&device), steps_(std::move(steps)) {}
+  // Move-only: takes over `other`'s device, steps and result; `other` becomes empty.
   Quiescer(Quiescer&& other) noexcept
       : device_(std::exchange(other.device_, nullptr)), steps_(std::move(other.steps_)),
         result_(std::move(other.result_)) {}
+  // Runs this Quiescer first (the device it guarded is let go, its error dropped), then
+  // takes over `other`'s device, steps and result; `other` becomes empty.
   Quiescer& operator=(Quiescer&& other) noexcept;
   Quiescer(const Quiescer&) = delete;
   Quiescer& operator=(const Quiescer&) = delete;
@@ -80,6 +85,7 @@ class Quiescer {
   // Whether run() has been called (by the owner, or by nothing yet): the device may no
   // longer DMA, so a driver refuses new work once it is true.
   bool done() const { return result_.has_value(); }
+  // Whether it guards a device (false when default-constructed or moved from).
   bool valid() const { return device_ != nullptr; }
   // Changes how long the drain may wait, once the device's own limit is known (NVMe CAP.TO).
   void set_wait_timeout(std::chrono::nanoseconds timeout) { steps_.wait.timeout = timeout; }

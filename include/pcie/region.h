@@ -26,7 +26,7 @@ const char* to_string(MemoryType type);
 
 // What a mapping asked for and what the kernel granted it (pcie/memory_type.h checks it).
 struct MemoryTypeReport {
-  MemoryType requested = MemoryType::uncached;
+  MemoryType requested = MemoryType::uncached;  // what the mapping asked for
   // What the kernel granted, from its PAT table; nullopt when that could not be read (see
   // `note`). A type that is none of these three (write-through, write-protected) is
   // reported as uncached, the one whose accesses are all kept, with `mismatch` set.
@@ -34,7 +34,9 @@ struct MemoryTypeReport {
   std::string granted_name;  // the kernel's name for it ("uncached-minus"); "" when unverified
   std::string note;          // why it is unverified, or what differs
   bool mismatch = false;     // verified, and not what was asked for
+  // Whether the kernel's grant could be read (`granted` holds it).
   bool verified() const { return granted.has_value(); }
+  // False only for a verified grant of another type than requested; true while unverified.
   bool matches() const { return !mismatch; }
 };
 
@@ -42,11 +44,13 @@ struct MemoryTypeReport {
 // Access width in bytes.
 enum class Width : std::uint8_t { bits8 = 1, bits16 = 2, bits32 = 4, bits64 = 8 };
 
+// Bytes in one access of `width`: 1, 2, 4 or 8.
 constexpr std::size_t byte_count(Width width) { return static_cast<std::size_t>(width); }
 // The value a read of `width` returns from a device that is gone: every bit set.
 constexpr std::uint64_t all_ones(Width width) {
   return width == Width::bits64 ? ~std::uint64_t{0} : (std::uint64_t{1} << (8 * byte_count(width))) - 1;
 }
+// Bits in one access of `width`: 8, 16, 32 or 64.
 constexpr unsigned bit_count(Width width) { return 8u * static_cast<unsigned>(width); }
 
 // 8, 16, 32 or 64 -> Width; anything else is invalid_argument.
@@ -56,21 +60,30 @@ Result<Width> width_from_bits(unsigned bits);
 // accesses; I/O-port BARs never accept 64-bit ones.
 class WidthSet {
  public:
+  // The empty set: no width allowed (see empty()).
   constexpr WidthSet() = default;
+  // Every width: 8, 16, 32 and 64 bits.
   static constexpr WidthSet all() { return WidthSet(0x0f); }
+  // `width` alone (WidthSet::only(Width::bits32) for a 32-bit-only register file).
   static constexpr WidthSet only(Width width) { return WidthSet(mask_of(width)); }
+  // Every width from 8 bits up to and including `widest` (up_to(Width::bits32): 8/16/32,
+  // what an I/O-port BAR takes).
   static constexpr WidthSet up_to(Width widest) {
     return WidthSet(static_cast<std::uint8_t>((mask_of(widest) << 1) - 1));
   }
+  // Whether accesses of `width` are in the set.
   constexpr bool allows(Width width) const { return (mask_ & mask_of(width)) != 0; }
+  // Intersection: the widths both sets allow (what Region::restrict_widths keeps).
   constexpr WidthSet operator&(WidthSet other) const { return WidthSet(mask_ & other.mask_); }
   // Union: WidthSet::only(Width::bits32) | WidthSet::only(Width::bits64) for 32/64-bit registers.
   constexpr WidthSet operator|(WidthSet other) const { return WidthSet(mask_ | other.mask_); }
+  // True when no width is allowed: every checked access then fails with width_not_allowed.
   constexpr bool empty() const { return mask_ == 0; }
   // Bit k set: 2^k-byte accesses allowed (bit 0: 8-bit ... bit 3: 64-bit).
   constexpr std::uint8_t byte_mask() const { return mask_; }
   // "8/16/32", for messages.
   std::string to_string() const;
+  // Equal when both sets allow exactly the same widths.
   friend constexpr bool operator==(WidthSet, WidthSet) = default;
 
  private:
@@ -166,6 +179,9 @@ class Region {
   // then the errors of each access (device_removed, the backend's I/O error), a write's
   // first half done when its second fails.
   Result<void> write64_halves(std::uint64_t offset, std::uint64_t value, HalfOrder order);
+  // As write64_halves(), for a read: the two halves read in `order` and returned as one
+  // value (bytes 4-7 in the upper 32 bits). Fails with the same checks before the first
+  // read (all but permission_denied), then with either read's error.
   Result<std::uint64_t> read64_halves(std::uint64_t offset, HalfOrder order) const;
 
   // How the window is mapped, as the kernel granted it where that could be verified, else
@@ -191,13 +207,18 @@ class Region {
   virtual bool valid() const { return true; }
 
  protected:
+  // For implementations: the widths the checked accessors accept, and whether write()
+  // may write (permission_denied otherwise).
   Region(WidthSet allowed, bool writable) : allowed_(allowed), writable_(writable) {}
+  // Copies the accepted widths and the writable flag, for an implementation's moves.
   Region(const Region&) = default;
+  // As the copy constructor, for an implementation's move assignment.
   Region& operator=(const Region&) = default;
   // Called only after the checks above passed (and, for writes, the value fits): the one
   // access, failing only with device_removed (a revoked mapping) or the backend's I/O
   // error (pread/pwrite on a region file).
   virtual Result<std::uint64_t> read_checked(Width width, std::uint64_t offset) const = 0;
+  // As read_checked(), for the write of `value` (already known to fit in `width`).
   virtual Result<void> write_checked(Width width, std::uint64_t offset, std::uint64_t value) = 0;
 
  private:

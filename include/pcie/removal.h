@@ -43,6 +43,8 @@ class Device;
 // mappings), once per process; later calls return at once. Keeps one 2 MiB memfd of all
 // ones open for the life of the process. io_error when the memfd or sigaction fails.
 Result<void> install_removal_guard();
+// Whether install_removal_guard() has succeeded in this process (directly, or through
+// revoke_device_mappings() or a RemovalWatcher).
 bool removal_guard_installed() noexcept;
 
 // Whether `address` lies in a device mapping that the guard replaced.
@@ -54,6 +56,7 @@ bool mapping_revoked(const void* address) noexcept;
 // the guard first (its errors).
 Result<std::size_t> revoke_device_mappings(const Bdf& device);
 
+// What told the watcher that its device is going or gone.
 enum class RemovalSignal {
   request_irq,  // VFIO's request IRQ: the kernel wants the device back (unplug, unbind)
   removed,      // the device's sysfs node went away (a "remove" uevent)
@@ -62,12 +65,14 @@ enum class RemovalSignal {
 // "request IRQ" or "removed".
 const char* to_string(RemovalSignal signal);
 
+// What a RemovalWatcher's callback is told.
 struct RemovalNotice {
-  Bdf device;
-  RemovalSignal signal = RemovalSignal::removed;
+  Bdf device;                                     // the device watched
+  RemovalSignal signal = RemovalSignal::removed;  // the first signal seen
   std::size_t mappings_revoked = 0;  // by the watcher before the callback ran
 };
 
+// How RemovalWatcher::start watches a device.
 struct RemovalWatchOptions {
   // On a removal, revoke_device_mappings() before the callback (installs the guard).
   bool revoke_mappings = true;
@@ -84,14 +89,22 @@ struct RemovalWatchOptions {
 // destroying it stops and joins the thread (from the callback itself, it detaches). Besides
 // the uevents, it looks at the device's sysfs node after each second without one, so that
 // a removal is seen within about a second where uevents never arrive (a container in its
-// own network namespace). Should poll(2) fail in the thread (ENOMEM, a descriptor limit lowered under it), the watch goes
-// on by checking the request IRQ's count and the sysfs node every 100 ms.
+// own network namespace). Should poll(2) fail in the thread (ENOMEM, a descriptor limit
+// lowered under it), the watch goes on by checking the request IRQ's count and the sysfs
+// node every 100 ms.
 class RemovalWatcher {
  public:
+  // What the watcher calls, once, on its own thread (so beside the driver's threads). It
+  // may destroy the watcher: the thread then detaches and ends when the callback returns.
   using Callback = std::function<void(const RemovalNotice&)>;
 
+  // An empty watcher: watches nothing, active() false.
   RemovalWatcher() = default;
+  // Move-only: the watch (its thread and callback) goes to the new object; the moved-from
+  // watcher is empty.
   RemovalWatcher(RemovalWatcher&&) noexcept;
+  // Stops this watcher's watch (as the destructor does), then takes `other`'s; `other` is
+  // left empty.
   RemovalWatcher& operator=(RemovalWatcher&&) noexcept;
   ~RemovalWatcher();
 
@@ -103,6 +116,8 @@ class RemovalWatcher {
   // Watches `device`'s uevents only: for a BAR mapped through sysfs (BarMapping).
   static Result<RemovalWatcher> start(const Bdf& device, Callback on_removal, RemovalWatchOptions options = {});
 
+  // Whether this object holds a watch (made by start(); false when default-constructed or
+  // moved from). It stays true after the callback has been called.
   bool active() const noexcept { return state_ != nullptr; }
   // Whether the callback has been called (it may still be running).
   bool fired() const noexcept;

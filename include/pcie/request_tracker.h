@@ -28,9 +28,12 @@
 
 namespace pcie {
 
+// Hands out request identifiers and keeps a `Context` (what the driver needs when the
+// request completes: a buffer, a callback) for each outstanding one, until its completion.
 template <class Context>
 class RequestTracker {
  public:
+  // An empty tracker (capacity 0): start(), finish() and find() fail with invalid_argument.
   RequestTracker() = default;
 
   // Identifiers first_id .. first_id + capacity - 1. invalid_argument for a capacity of 0,
@@ -50,9 +53,13 @@ class RequestTracker {
     return tracker;
   }
 
+  // False for a default-constructed tracker (not made by create()).
   bool valid() const { return !slots_.empty(); }
+  // How many identifiers there are (0 on an empty tracker).
   std::uint32_t capacity() const { return static_cast<std::uint32_t>(slots_.size()); }
+  // Requests started and not yet finished.
   std::uint32_t outstanding() const { return capacity() - free_count_; }
+  // Identifiers start() can hand out now: capacity() - outstanding().
   std::uint32_t available() const { return free_count_; }
 
   // Takes the identifier freed longest ago and records `context` under it. busy when every
@@ -90,6 +97,7 @@ class RequestTracker {
     if (!index) return std::unexpected(index.error());
     return &*slots_[*index];
   }
+  // Whether `id` was started and not yet finished; false outside the range, never fails.
   bool is_outstanding(std::uint32_t id) const {
     return id >= first_ && id - first_ < capacity() && slots_[id - first_].has_value();
   }

@@ -16,18 +16,20 @@
 
 namespace pcie {
 
+// One VF of a physical function, as its virtfnN link shows it.
 struct VirtualFunction {
   unsigned index = 0;                 // virtfnN
-  Bdf bdf;
+  Bdf bdf;                            // the VF's own address
   std::optional<std::string> driver;  // nullopt: none bound
 };
 
+// A physical function's SR-IOV sysfs attributes and its VFs.
 struct SriovState {
-  Bdf physical_function;
+  Bdf physical_function;  // the PF the state is of
   unsigned total_vfs = 0;  // sriov_totalvfs: the most the device offers
   unsigned num_vfs = 0;    // sriov_numvfs: enabled now
   std::optional<bool> drivers_autoprobe;  // sriov_drivers_autoprobe, where the kernel has it
-  std::vector<VirtualFunction> vfs;
+  std::vector<VirtualFunction> vfs;  // the VFs the virtfnN links name, in index order
 };
 
 // The PF's SR-IOV state and its VFs. Errors: not_found (no such device), not_supported
@@ -35,6 +37,7 @@ struct SriovState {
 // its PF), malformed (attributes that do not parse).
 Result<SriovState> sriov_state(const SysfsPaths& paths, const Bdf& pf);
 
+// How set_vf_count() changes the count and what it does with the new VFs.
 struct SetVfCountOptions {
   // Whether host drivers probe the new VFs (sriov_drivers_autoprobe); nullopt leaves the
   // setting alone. Off when the VFs go to vfio-pci, so no host driver grabs them first.

@@ -27,8 +27,10 @@ enum class MemoryTypeMismatch {
   use_granted,  // map it; memory_type() and memory_type_report() say what it really is
 };
 
+// How BarMapping::map (and open_sysfs_bar) maps a BAR.
 struct BarMapOptions {
   MemoryType memory_type = MemoryType::uncached;  // uncached or write_combined
+  // When the kernel grants another memory type than `memory_type` (checked where it can be).
   MemoryTypeMismatch on_mismatch = MemoryTypeMismatch::fail;
   std::uint64_t offset = 0;  // window start inside the BAR; must be page-aligned
   std::uint64_t length = 0;  // window length; 0 maps to the end of the BAR
@@ -65,7 +67,9 @@ class BarMapping final : public Region {
 
   // An empty mapping (Region::valid() false), for a struct built step by step.
   BarMapping() : Region(WidthSet::all(), false) {}
+  // Move-only: the moved-from mapping is empty (valid() false).
   BarMapping(BarMapping&&) noexcept = default;
+  // Closes this mapping's file and unmaps it, then takes `other`'s; `other` is left empty.
   BarMapping& operator=(BarMapping&&) noexcept = default;
 
   std::uint64_t size() const override { return valid() ? length_ : 0; }
@@ -74,6 +78,7 @@ class BarMapping final : public Region {
   // The accessor view of the window (offset 0 = window start). Valid while this lives;
   // of size 0 for an empty mapping.
   MmioView mmio() const { return MmioView(mapping_.data(), size(), allowed_widths(), name_, memory_type()); }
+  // Where the window starts inside the BAR, in bytes (BarMapOptions::offset).
   std::uint64_t window_offset() const { return window_offset_; }
   // The granted type where verified, else the one asked for.
   MemoryType memory_type() const override { return report_.granted.value_or(report_.requested); }
@@ -116,7 +121,9 @@ class IoPortBar final : public Region {
 
   // An empty BAR (Region::valid() false), for a struct built step by step.
   IoPortBar() : Region(WidthSet::up_to(Width::bits32), false) {}
+  // Move-only: the moved-from BAR is empty (valid() false).
   IoPortBar(IoPortBar&&) noexcept = default;
+  // Closes this BAR's file, then takes `other`'s; `other` is left empty.
   IoPortBar& operator=(IoPortBar&&) noexcept = default;
 
   std::uint64_t size() const override { return valid() ? size_ : 0; }
@@ -151,16 +158,16 @@ Result<std::unique_ptr<Region>> open_sysfs_bar(const SysfsPaths& paths, const Bd
 
 // What is known when a sysfs BAR open or mmap fails, to explain it.
 struct BarFailureContext {
-  Bdf bdf;
-  unsigned bar = 0;
-  std::string path;
+  Bdf bdf;                            // the device
+  unsigned bar = 0;                   // the BAR's index, 0-5
+  std::string path;                   // the resource file that failed (resourceN, resourceN_wc)
   std::optional<std::string> driver;  // the driver bound to the device, if any
   // What claimed the BAR's range in /proc/iomem (request_mem_region's name: "nvme",
   // "vfio-pci"), which the kernel's IO_STRICT_DEVMEM check goes by; nullopt when nothing
   // did or it could not be read (not root).
   std::optional<std::string> claimed_by;
   std::string lockdown_mode;          // "none", "integrity", "confidentiality" or "" (unknown)
-  bool running_as_root = false;
+  bool running_as_root = false;       // whether the effective user ID is 0
 };
 
 // Turns the raw error of a failed open/mmap of a resource file into one the user can act

@@ -8,6 +8,8 @@
 
 namespace pcie {
 
+// The files and directories the library reads and writes, defaulting to a real machine's
+// /sys and /proc. Plain strings: nothing is checked until a call uses them.
 struct SysfsPaths {
   // The PCI bus directory; libpci's `sysfs.path` parameter. Devices live in
   // <pci_root>/devices/<bdf>/.
@@ -19,13 +21,13 @@ struct SysfsPaths {
   // device they sit below, at any depth), the mount table with device numbers, and the
   // swap areas.
   std::string class_block = "/sys/class/block";
-  std::string class_net = "/sys/class/net";
-  std::string mountinfo_file = "/proc/self/mountinfo";
-  std::string swaps_file = "/proc/swaps";
+  std::string class_net = "/sys/class/net";             // network interfaces, for the guard
+  std::string mountinfo_file = "/proc/self/mountinfo";  // mount table (proc(5) mountinfo)
+  std::string swaps_file = "/proc/swaps";               // active swap areas
   // The memory types the kernel granted mappings of physical ranges (x86 PAT; root and
   // debugfs only), and the kernel command line (to tell "booted with nopat").
   std::string pat_memtype_list = "/sys/kernel/debug/x86/pat_memtype_list";
-  std::string kernel_cmdline = "/proc/cmdline";
+  std::string kernel_cmdline = "/proc/cmdline";  // the kernel's boot command line
   // The running kernel's release ("7.3.4"), read where a feature depends on it.
   std::string kernel_release_file = "/proc/sys/kernel/osrelease";
   // The kernel's resource tree (pcie/iomem.h), read to name who claimed a range.

@@ -31,16 +31,18 @@
 
 namespace pcie {
 
+// Where UioDevice::open finds the device's sysfs files and its /dev/uioN node.
 struct UioPaths {
-  SysfsPaths sysfs;
+  SysfsPaths sysfs;  // where the device's sysfs directory (config, BAR files) lies
   std::string dev = "/dev";  // where the uioN nodes are
 };
 
+// What a UioDevice may do beyond BARs and INTx: physical-address DMA, and how.
 struct UioOptions {
   // Physical-address DMA buffers through dma_allocator(); without this acknowledgement it
   // fails, since nothing stands between the device and memory.
   std::optional<DeviceMayReachAllMemory> dma = std::nullopt;
-  PhysicalDmaOptions physical = {};
+  PhysicalDmaOptions physical = {};  // the physical-address backend's settings (pagemap, mlock)
 };
 
 namespace detail {
@@ -52,7 +54,10 @@ class UioInterrupts final : public Interrupts {
  public:
   // An empty set (valid() false), for a struct built step by step.
   UioInterrupts() = default;
+  // Move-only: takes over the set; the moved-from one is empty.
   UioInterrupts(UioInterrupts&&) noexcept;
+  // Disables this set first (as disable(), ignoring its error), then takes over `other`'s,
+  // which is left empty.
   UioInterrupts& operator=(UioInterrupts&&) noexcept;
   ~UioInterrupts() override;
 
@@ -70,6 +75,7 @@ class UioInterrupts final : public Interrupts {
   Result<void> rearm(unsigned vector) const override;
   // Sets (mask) or clears (unmask) Interrupt Disable in the command register.
   Result<void> mask(unsigned vector) const override;
+  // Clears Interrupt Disable, as rearm() does.
   Result<void> unmask(unsigned vector) const override;
   // not_supported: uio_pci_generic offers INTx only (invalid_argument when empty).
   Result<unsigned> add_vectors(unsigned more) override;
@@ -100,7 +106,10 @@ class UioDevice final : public Device {
   // moved-from device is the same. valid() is false, bdf() is 0000:00:00.0, uio_number()
   // is -1, and every Result call fails with invalid_argument.
   UioDevice();
+  // Move-only: takes over the open device; the moved-from one is empty.
   UioDevice(UioDevice&&) noexcept;
+  // Lets go of this device (its node closes once no interrupt set of it is left, which
+  // clears Bus Master Enable), then takes over `other`'s, which is left empty.
   UioDevice& operator=(UioDevice&&) noexcept;
   ~UioDevice() override;
 

@@ -8,9 +8,9 @@
 #error "pcie needs C++23: compile with -std=c++23 (g++ 12 or later, clang 17 or later)"
 #endif
 
-#define PCIE_VERSION_MAJOR 0
-#define PCIE_VERSION_MINOR 1
-#define PCIE_VERSION_PATCH 0
+#define PCIE_VERSION_MAJOR 0  // the major version: 0 while the API and ABI may still change
+#define PCIE_VERSION_MINOR 1  // the minor version: below 1.0, a new one may break the API and ABI
+#define PCIE_VERSION_PATCH 0  // the patch version: fixes that keep the API and ABI
 // "0.1.0"
 #define PCIE_VERSION "0.1.0"
 // One number that compares: major * 10000 + minor * 100 + patch (0.1.0 is 100).

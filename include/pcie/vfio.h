@@ -52,8 +52,10 @@
 
 namespace pcie {
 
+// Where VFIO's device nodes and the sysfs files it reads lie. The defaults are the running
+// machine's; tests point them into a fake tree (under()).
 struct VfioPaths {
-  SysfsPaths sysfs;
+  SysfsPaths sysfs;  // the PCI sysfs tree and the other files read (pcie/sysfs_paths.h)
   // vfio (the container), the group nodes, and devices/vfioN (the device cdevs)
   std::string dev_vfio = "/dev/vfio";
   std::string iommu_groups = "/sys/kernel/iommu_groups";  // empty when the IOMMU is off
@@ -84,7 +86,9 @@ Result<VfioIommuBackend> parse_vfio_iommu_backend(std::string_view text);
 // (VfioContainerOptions::backend): auto, type1 or iommufd. An option set in the code wins.
 inline constexpr const char* kVfioBackendVariable = "PCIE_VFIO_BACKEND";
 
+// How VfioContainer::open() and open_without_iommu() pick the kernel interface.
 struct VfioContainerOptions {
+  // The interface to use; automatic lets PCIE_VFIO_BACKEND, else open()'s rules, decide.
   VfioIommuBackend backend = VfioIommuBackend::automatic;
 };
 
@@ -93,7 +97,7 @@ struct VfioContainerOptions {
 // without IOMMUFD, or the iommufd module not loaded)").
 struct VfioBackendChoice {
   VfioIommuBackend backend = VfioIommuBackend::type1;  // never automatic
-  std::string reason;
+  std::string reason;  // why it was chosen (or why iommufd was not), for a user
 };
 
 // The backend VfioContainer::open(paths, options) would choose now for this process,
@@ -120,25 +124,27 @@ Result<std::string> vfio_device_cdev(const Bdf& bdf, const VfioPaths& paths = {}
 
 // Region indexes of a vfio-pci device (VFIO_PCI_*_REGION_INDEX).
 inline constexpr std::uint32_t kVfioBar0Region = 0;  // BARn is kVfioBar0Region + n
-inline constexpr std::uint32_t kVfioRomRegion = 6;
-inline constexpr std::uint32_t kVfioConfigRegion = 7;
+inline constexpr std::uint32_t kVfioRomRegion = 6;     // the expansion ROM, read-only
+inline constexpr std::uint32_t kVfioConfigRegion = 7;  // config space, through pread/pwrite
 
+// What VFIO_DEVICE_GET_REGION_INFO says of one region of a device (VfioDevice::region_info).
 struct VfioRegionInfo {
-  std::uint32_t index = 0;
+  std::uint32_t index = 0;        // the region's index (kVfioBar0Region + n, kVfioRomRegion, ...)
   std::uint64_t size = 0;         // 0: the region is not implemented (e.g. an unused BAR)
   std::uint64_t file_offset = 0;  // where it starts in the device file (pread/pwrite/mmap)
-  bool readable = false;
-  bool writable = false;
+  bool readable = false;          // pread allowed (VFIO_REGION_INFO_FLAG_READ)
+  bool writable = false;          // pwrite allowed (VFIO_REGION_INFO_FLAG_WRITE)
   bool mappable = false;          // mmap allowed, in `mmap_areas`
   // Parts that may be mapped, relative to the region: the whole region, or the sparse-mmap
   // capability's areas (e.g. a BAR minus its MSI-X table).
   struct Area {
-    std::uint64_t offset = 0;
-    std::uint64_t size = 0;
+    std::uint64_t offset = 0;  // bytes from the region's start
+    std::uint64_t size = 0;    // bytes, never 0; the area lies inside the region
   };
-  std::vector<Area> mmap_areas;
+  std::vector<Area> mmap_areas;  // empty when the region is not mappable (or has size 0)
 };
 
+// How VfioDevice::open_region opens a region.
 struct VfioRegionOptions {
   bool map = true;        // map the areas the kernel allows; false: pread/pwrite only
   bool writable = true;   // false opens read-only (and maps PROT_READ)
@@ -162,7 +168,10 @@ class VfioRegion final : public Region {
  public:
   // An empty region (Region::valid() false), for a struct built step by step.
   VfioRegion();
+  // Move-only: the moved-from region is empty (valid() false, info() all zero).
   VfioRegion(VfioRegion&&) noexcept;
+  // Releases this region (its mappings, then its hold on the device), then takes `other`'s;
+  // `other` is left empty.
   VfioRegion& operator=(VfioRegion&&) noexcept;
   ~VfioRegion() override;
 
@@ -178,6 +187,8 @@ class VfioRegion final : public Region {
   // holds all of it (a sparse region's parts around its MSI-X table), with offset 0 of
   // the view at `offset`; every width is allowed there. nullopt otherwise.
   std::optional<MmioView> mmio_at(std::uint64_t offset, std::uint64_t length) const;
+  // Whether any part of the region is mapped (accesses there are MMIO; mmio_at() may
+  // succeed). False when the kernel allows no mmap or the region was opened with map false.
   bool mapped() const { return !mappings_.empty(); }
   // One mapping over the whole region: its base (uncached, as vfio-pci maps BARs).
   std::byte* mapped_base() const override;
@@ -213,18 +224,28 @@ class VfioDevice final : public Device {
   // call fails with invalid_argument saying the object is empty.
   VfioDevice() = default;
   bool valid() const override { return state_ != nullptr; }
+  // Move-only: the moved-from device is empty (valid() false).
   VfioDevice(VfioDevice&&) noexcept;
+  // Drops this object's hold on its device (released once nothing opened from it is left
+  // either), then takes `other`'s; `other` is left empty.
   VfioDevice& operator=(VfioDevice&&) noexcept;
   ~VfioDevice() override;
 
   const Bdf& bdf() const override;
   // "VFIO (IOMMU)" or "VFIO (no IOMMU)".
   std::string backend_name() const override;
+  // The device's IOMMU group number (the N of /dev/vfio/N and /sys/kernel/iommu_groups/N);
+  // -1 for an empty device, or one opened through iommufd whose sysfs node names no group.
   int iommu_group() const;
+  // How many regions the device reports (VFIO_DEVICE_GET_INFO's num_regions: at least 9
+  // for vfio-pci, BARs, ROM, config and VGA; device-specific ones follow). Region indexes
+  // run from 0 to region_count() - 1.
   std::uint32_t region_count() const { return region_count_; }
   // How many VFIO IRQ indexes the device reports (INTx, MSI, MSI-X, error, request: 5 for
   // vfio-pci), not how many vectors: see vector_count().
   std::uint32_t irq_index_count() const { return irq_index_count_; }
+  // Whether vfio-pci knows a way to reset the device (VFIO_DEVICE_FLAGS_RESET): reset()
+  // fails with not_supported otherwise, and opening the device did not reset it.
   bool reset_supported() const { return reset_supported_; }
   // The device file descriptor, for ioctls of the caller's own; owned by this object and
   // valid while it (or a region or interrupt set of it) lives.
@@ -240,7 +261,7 @@ class VfioDevice final : public Device {
   // permission_denied for a writable open of a read-only region.
   Result<VfioRegion> open_region(std::uint32_t index, const VfioRegionOptions& options = {}) const;
   // open_region(kVfioBar0Region + bar) for the Device interface (see Device::open_bar);
-  // not_found past BAR5.
+  // invalid_argument past BAR5.
   Result<std::unique_ptr<Region>> open_bar(unsigned bar) const override;
   // VfioInterrupts::enable behind the Device interface.
   Result<std::unique_ptr<Interrupts>> enable_interrupts(IrqKind kind, unsigned count = 1) const override;
@@ -286,7 +307,10 @@ class VfioInterrupts final : public Interrupts {
   static Result<VfioInterrupts> enable(const VfioDevice& device, IrqKind kind, unsigned count = 1);
   // An empty set (valid() false), for a struct built step by step.
   VfioInterrupts() = default;
+  // Move-only: the moved-from set is empty (valid() false, count() 0).
   VfioInterrupts(VfioInterrupts&& other) noexcept;
+  // Disables this set's interrupts (as disable(), its error ignored), then takes `other`'s
+  // vectors; `other` is left empty.
   VfioInterrupts& operator=(VfioInterrupts&& other) noexcept;
   ~VfioInterrupts() override;
 
@@ -310,6 +334,9 @@ class VfioInterrupts final : public Interrupts {
   // Per-vector control (pcie/interrupts.h): INTx through VFIO's mask and unmask actions,
   // one MSI/MSI-X vector by detaching its eventfd and attaching it again.
   Result<void> mask(unsigned vector) const override;
+  // Undoes mask(`vector`) (VFIO's unmask action for INTx; the eventfd attached again for
+  // MSI/MSI-X); does nothing for a vector that is not masked. out_of_range for a vector
+  // that is not enabled, invalid_argument when empty, or the kernel's error.
   Result<void> unmask(unsigned vector) const override;
   Result<unsigned> add_vectors(unsigned more) override;
   // See Interrupts::disable. The kind is free for another VfioInterrupts afterwards; this
@@ -326,6 +353,7 @@ class VfioInterrupts final : public Interrupts {
   mutable std::vector<bool> masked_;  // per vector: mask() was called, unmask() not yet
 };
 
+// How VfioContainer::open_device opens a device.
 struct VfioDeviceOptions {
   // Reset the device on open when vfio-pci knows a way, so that nothing a previous owner
   // started survives the handover. Off only for devices whose state must outlive an owner
@@ -345,6 +373,7 @@ class VfioContainer {
   // it holds nothing; open_device() fails with invalid_argument, the queries return empty
   // values (no groups, no ranges, fd -1).
   VfioContainer() = default;
+  // False for an empty container (default-constructed or moved from).
   bool valid() const { return state_ != nullptr; }
   // Opens the IOMMU context through the backend options.backend names; automatic (the
   // default) reads PCIE_VFIO_BACKEND, and when that is unset or "auto" takes iommufd if
@@ -390,8 +419,14 @@ class VfioContainer {
   // devices are opened through). An automatic choice may still turn from iommufd to type1
   // at the first open_device (see open()).
   VfioIommuBackend backend() const;
+  // The backend in use and why, in words (as choose_vfio_backend() says it); after an
+  // automatic fall back to type1 at the first open_device, that one. A default
+  // VfioBackendChoice for an empty container.
   VfioBackendChoice backend_choice() const;
+  // Move-only: the moved-from container is empty (valid() false).
   VfioContainer(VfioContainer&&) noexcept;
+  // Drops this object's hold on its IOMMU context (released once no device, allocator or
+  // DMA buffer of it is left either), then takes `other`'s; `other` is left empty.
   VfioContainer& operator=(VfioContainer&&) noexcept;
   ~VfioContainer();
 
@@ -429,14 +464,15 @@ class VfioContainer {
   std::shared_ptr<detail::VfioContainerState> state_;
 };
 
-// What is known about a device when opening it through VFIO fails, to explain it.
+// One device of the IOMMU group of a device that failed to open (VfioFailureContext).
 struct VfioGroupMember {
-  Bdf bdf;
-  std::optional<std::string> driver;
+  Bdf bdf;                            // the member's address
+  std::optional<std::string> driver;  // the driver bound to it; nullopt when none
   bool is_bridge = false;  // bridges never make a group unviable
 };
+// What is known about a device when opening it through VFIO fails, to explain it.
 struct VfioFailureContext {
-  Bdf bdf;
+  Bdf bdf;                                  // the device that failed to open
   std::optional<int> group;                 // nullopt: the device has no IOMMU group
   bool iommu_enabled = true;                // false: no IOMMU groups at all on this system
   std::optional<std::string> driver;        // the device's driver

@@ -18,19 +18,22 @@
 
 namespace pcie {
 
+// Where the grant functions find sysfs and /dev/vfio, where they keep their records, and
+// how they bind.
 struct VfioGrantOptions {
-  VfioPaths paths;
-  std::string state_dir = "/run/pcie/vfio-grants";
+  VfioPaths paths;  // sysfs and /dev/vfio; tests point them at fake trees
+  std::string state_dir = "/run/pcie/vfio-grants";  // one record file per granted device
   BindOptions bind;  // force: take the device from a driver this machine uses
 };
 
+// One device handed to a user: what grant_vfio_access() did, as its record keeps it.
 struct VfioGrant {
-  Bdf bdf;
+  Bdf bdf;  // the device granted
   std::optional<std::string> previous_driver;  // nullopt: none was bound
-  int group = -1;
+  int group = -1;  // its IOMMU group number, the N of /dev/vfio/N
   std::string group_node;                       // /dev/vfio/N, now owned by the user
-  unsigned uid = 0;
-  unsigned gid = 0;
+  unsigned uid = 0;  // the user the node was given to
+  unsigned gid = 0;  // the group the node was given to
   // Other devices of the group that keep it from being viable (bound to a host driver):
   // the user's open of the device fails until they are bound to vfio-pci or unbound.
   std::vector<VfioGroupMember> spoilers;

@@ -42,7 +42,7 @@ struct WaitOptions {
   // Then sleep between tries: min_sleep first, doubling up to max_sleep, never past the
   // deadline. max_sleep of zero: spin for the whole timeout.
   std::chrono::nanoseconds min_sleep = std::chrono::microseconds(1);
-  std::chrono::nanoseconds max_sleep = std::chrono::milliseconds(1);
+  std::chrono::nanoseconds max_sleep = std::chrono::milliseconds(1);  // the longest sleep
   // Called after each try that did not match; an error ends the wait with that error (e.g.
   // NVMe CSTS.CFS set: the controller is dead). Empty: never. It runs as often as the
   // tries, so during the spin it should be cheap (one register read at most).
@@ -58,8 +58,8 @@ struct WaitOptions {
 // the timeout passed first).
 template <class T>
 struct WaitResult {
-  T value{};
-  bool matched = false;
+  T value{};             // the last value read
+  bool matched = false;  // whether `value` satisfied the wait
 };
 
 // Calls `read()` until `done(value)` holds, options.stop_if fails or the timeout passes,

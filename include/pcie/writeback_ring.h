@@ -39,10 +39,13 @@ namespace pcie {
 // The bit the device sets in a descriptor it has written back: bit(s) `mask` of the byte
 // at `byte_offset` within the descriptor (82574L legacy descriptors: {12, 0x01}).
 struct DoneBit {
-  std::size_t byte_offset = 0;
-  std::uint8_t mask = 1;
+  std::size_t byte_offset = 0;  // the status byte's offset in the descriptor, in bytes
+  std::uint8_t mask = 1;        // the done bit(s) in that byte; any of them set means done
 };
 
+// A ring of `Descriptor`s (the device's layout, trivially copyable) that the device writes
+// back in place, with the driver's head and tail and the tail doorbell. Copyable, but
+// copies share the memory and drift apart: keep one in use.
 template <class Descriptor>
 requires std::is_trivially_copyable_v<Descriptor>
 class WritebackRing {
@@ -71,7 +74,9 @@ class WritebackRing {
     return ring;
   }
 
+  // False for a default-constructed ring (not made by create()).
   bool valid() const { return entries_ != nullptr; }
+  // The number of slots (0 on an empty ring); at most depth - 1 are posted at once.
   std::uint32_t depth() const { return depth_; }
   std::uint32_t head() const { return head_; }  // the oldest posted slot: the next to reap
   std::uint32_t tail() const { return tail_; }  // the slot the next post fills

@@ -11,18 +11,20 @@
 #   PREFIX/LIBDIR/cmake/pcie/pcieConfig.cmake, pcieConfigVersion.cmake
 #   PREFIX/bin/pciectl, PREFIX/share/man/man1/pciectl.1
 #   PREFIX/share/doc/pcie/LICENSE           Apache-2.0
+#   PREFIX/share/doc/pcie/html/index.html   the API reference (with --api-reference)
 #   PREFIX/lib/python3/dist-packages/pcie.so   the Python module (with --python-module)
 #
 # Called by scripts/install (which builds the inputs with Bazel first) and by
 # tests/install_test (with the inputs from its runfiles). Inputs are named, not guessed:
 #   install.sh --prefix DIR --shared F --static F --testing-static F --headers DIR
 #              --pciectl F --license F [--libdir lib] [--keep-debug] [--python-module F]
+#              [--api-reference TAR]   (TAR: docs/api's api-reference.tar, html/...)
 # The files are relocatable: the .pc files and the CMake config compute everything from
 # where they lie, so the tree can be moved or packaged (DESTDIR-style) after installing.
 set -euo pipefail
 
 prefix="" libdir="lib" shared="" static="" testing_static="" headers="" pciectl="" license=""
-keep_debug=0 python_module=""
+keep_debug=0 python_module="" api_reference=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix=$2; shift 2 ;;
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --license) license=$2; shift 2 ;;
     --keep-debug) keep_debug=1; shift ;;
     --python-module) python_module=$2; shift 2 ;;
+    --api-reference) api_reference=$2; shift 2 ;;
     *) echo "install.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -82,6 +85,11 @@ if [ -n "$python_module" ]; then
   install_library "$python_module" "$prefix/lib/python3/dist-packages/pcie.so" 0644
 fi
 install -m 0644 "$license" "$prefix/share/doc/pcie/LICENSE"
+if [ -n "$api_reference" ]; then
+  rm -rf "$prefix/share/doc/pcie/html"
+  tar -C "$prefix/share/doc/pcie" -xf "$api_reference" html
+  chmod -R u+w,go-w,a+rX "$prefix/share/doc/pcie/html"
+fi
 
 # pkg-config: ${pcfiledir} keeps the files relocatable. The headers need C++23, which the
 # consumer chooses (-std=c++23): a flag here could override a newer standard it asked for.

@@ -67,35 +67,53 @@
 
 namespace pcie::testing {
 
+// Where a DmaEngineModel puts its registers, how many channels and how much card memory it
+// has, and when it does its work.
 struct DmaEngineModelOptions {
   unsigned bar = 0;                         // the DMA BAR (BAR1 when the IP has an AXI-Lite master BAR0)
   unsigned channels = 1;                    // H2C and C2H channels each, 1 to 4
   std::size_t card_memory_bytes = 1 << 20;  // the card's DDR behind the AXI MM interface
+  // When the engine walks the descriptor chains the driver started.
   enum class Execution {
     on_run,      // a chain runs to its end inside the driver's write that sets Run
     on_advance,  // the engine moves only in advance(): work stays in flight until then
-  } execution = Execution::on_run;
+  } execution = Execution::on_run;  // on_run unless a test needs work in flight
 };
 
+// The XDMA engine on a DeviceModel's DMA BAR, as the file comment describes it, and the
+// test's side of it: card memory, stepping the engine, each channel's state, fault
+// injection and violations.
 class DmaEngineModel {
  public:
+  // A channel's direction: H2C reads host memory into card memory, C2H writes card memory
+  // out to host memory.
   enum class Direction { h2c, c2h };
+  // DmaEngineModelOptions::Execution, for short.
   using Execution = DmaEngineModelOptions::Execution;
 
   // Adds the DMA BAR (64 KiB) to `device` (a handle: the model keeps the device's state
   // alive) and models the engine behind it. options.channels is clamped to [1, 4].
   explicit DmaEngineModel(DeviceModel device, const DmaEngineModelOptions& options = {});
+  // The engine stops with the model; the BAR stays on the device, and its registers then
+  // only store what is written.
   ~DmaEngineModel();
+  // Not copyable (nor movable): one engine per DMA BAR.
   DmaEngineModel(const DmaEngineModel&) = delete;
+  // Not assignable, as above.
   DmaEngineModel& operator=(const DmaEngineModel&) = delete;
 
+  // The device the engine sits on (sharing its state with the constructor's argument), for
+  // open() and the test's own checks (dma_faults(), interrupts).
   DeviceModel& device() { return device_; }
+  // The DMA BAR's register model, for the test's own checks (its log(), say).
   RegisterModel& bar() { return bar_; }
 
   // The card memory, for the test to fill and check: a copy, and a write, under the
   // model's lock (safe while another thread runs the engine). out_of_range past its end.
   Result<std::vector<std::byte>> card_memory(std::uint64_t offset, std::size_t size) const;
+  // Writes `data` to the card memory at `offset` (the write the comment above describes).
   Result<void> write_card_memory(std::uint64_t offset, std::span<const std::byte> data);
+  // The card memory's size in bytes (options.card_memory_bytes).
   std::size_t card_memory_size() const;
 
   // Execution::on_advance: each running channel completes up to `descriptors` more
@@ -105,8 +123,12 @@ class DmaEngineModel {
   // advance() until no channel is busy; returns the descriptors completed.
   std::size_t run_until_idle();
 
+  // Whether the channel is busy (Status bit 0): from the write that sets Run until its chain
+  // stops, fails, or goes idle after Run is cleared. False for a channel the model lacks.
   bool busy(Direction direction, unsigned channel = 0) const;
   std::uint32_t status(Direction direction, unsigned channel = 0) const;  // without clearing it
+  // The channel's Completed Descriptor Count (register 0x48): descriptors completed since
+  // Run was last set. 0 for a channel the model lacks.
   std::uint32_t completed_count(Direction direction, unsigned channel = 0) const;
   // Descriptors completed on all channels since the model was made.
   std::uint64_t descriptors_completed() const;

@@ -113,27 +113,65 @@ namespace pcie::testing {
 // The rule names that begin each violation's text ("DMA fault: ... (82574 datasheet, ...)"),
 // for tests that provoke one on purpose.
 namespace e1000e_rule {
+// A BAR0 access other than 32 bits: at a register's offset it is dropped (a read returns
+// 0); one that starts inside a register is found in BAR0's access log (10.2).
 inline constexpr std::string_view kRegisterWidth = "register access width";
+// A BAR0 access at an offset where the model has no register: a read returns 0, a write
+// is dropped (10.2).
 inline constexpr std::string_view kUnknownRegister = "unknown register";
+// RCTL.EN or TCTL.EN set before the ring's base (xDBAL) and length (xDLEN) were written, or
+// with the ring at bus address 0 (7.1.8, 7.2).
 inline constexpr std::string_view kRingNotSet = "queue enabled before its ring was set";
+// xDLEN not a multiple of 128 bytes (8 descriptors), or 0 when the queue is enabled
+// (7.1.8, 7.2).
 inline constexpr std::string_view kRingLength = "ring length invalid";
+// xDBAL not 16-byte aligned: the model, as the 82574, ignores bits 3:0 (7.1.8, 7.2).
 inline constexpr std::string_view kRingAlignment = "ring base misaligned";
+// xDBAL, xDBAH, xDLEN or xDH written while the queue is enabled (RCTL.EN, TCTL.EN); the
+// write takes effect and the descriptors prefetched are dropped (7.1.8, 7.2).
 inline constexpr std::string_view kRingChangedWhileEnabled = "ring register written while enabled";
+// A head (xDH) or tail (xDT) written at or past the ring's descriptor count: the write is
+// ignored (7.1.8, 7.2).
 inline constexpr std::string_view kIndexBeyondRing = "head or tail beyond the ring";
+// A tail write that hands over more descriptors than the driver owns (the tail overtook
+// the head): the write is ignored (7.1.8, 7.2).
 inline constexpr std::string_view kTailPastHead = "tail moved past the head";
+// A descriptor that changed between the tail write that handed it over and its use: the
+// 82574 may have prefetched the old one (7.1.8, 7.2).
 inline constexpr std::string_view kDescriptorChanged = "descriptor changed while the device owned it";
+// A DMA to or from a bus address the driver has not mapped for that direction; the queue
+// stops until CTRL.RST (7.1, 7.2).
 inline constexpr std::string_view kDmaFault = "DMA fault";
+// A DMA attempted with Bus Master Enable off: the driver let go of a device it had not
+// stopped; the queue stops until CTRL.RST (PCI Local Bus 3.0, 6.2.2).
 inline constexpr std::string_view kDmaWithoutBusMaster = "DMA without bus mastering";
+// A transmit descriptor the model does not take: DEXT set (context or data descriptor), or
+// a length of 0 or over 16288 bytes; its frame is dropped (7.2).
 inline constexpr std::string_view kTxDescriptor = "invalid TX descriptor";
+// A transmit frame still without EOP after 64 descriptors: it is dropped (7.2).
 inline constexpr std::string_view kTxNoEop = "TX frame without EOP";
+// A transmit frame over 1522 bytes without FCS (16384 with RCTL.LPE): not sent (7.2).
 inline constexpr std::string_view kTxFrameTooLong = "TX frame too long";
+// A receive descriptor handed over with buffer address 0: skipped as null descriptor
+// padding, written back with DD only (7.1.7.2).
 inline constexpr std::string_view kRxBufferNull = "RX buffer address 0";
+// RCTL or RFCTL asks for a descriptor format the model does not write: extended
+// (RFCTL.EXSTEN), packet split (RCTL.DTYP), flexible buffers (RCTL.FLXBUF), or the
+// reserved RCTL.BSEX with BSIZE 00b; the model writes legacy descriptors anyway (7.1).
 inline constexpr std::string_view kUnsupportedRxFormat = "unsupported receive descriptor format";
+// A DMA mapping removed while it holds an enabled queue's ring or the buffer of a
+// descriptor the device owns (7.1.8, 7.2).
 inline constexpr std::string_view kLiveMemoryUnmapped = "live memory unmapped";
+// In MSI-X mode, a cause enabled in IMS whose IVAR entry is not valid or names a vector
+// the device does not have: no message is sent (10.2.4).
 inline constexpr std::string_view kMsixUnrouted = "MSI-X cause without a valid IVAR entry";
+// CTRL.RST written with bus mastering on and CTRL.GIO Master Disable clear: the 82574
+// would cut off DMA in flight (5.2.3.3, 10.2.2.1).
 inline constexpr std::string_view kResetWithoutMasterDisable = "reset without GIO Master Disable";
 }  // namespace e1000e_rule
 
+// How an E1000eModel is built: the fake device under it, the MAC address in its EEPROM,
+// when it does its work, and the link partner.
 struct E1000eModelOptions {
   // The fake device under the NIC: INTx, MSI and the 82574's 5 MSI-X vectors (more are
   // clamped to 5).
@@ -141,10 +179,11 @@ struct E1000eModelOptions {
   // The station address in the EEPROM, loaded into RAL0/RAH0 (with AV) at power-on and at
   // every CTRL.RST, and read through EERD words 0-2.
   std::array<std::uint8_t, 6> mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  // When the model does the work a driver hands it (transmits, received frames).
   enum class Completion {
     immediate,   // a tail write does its work at once; receive() delivers at once
     on_process,  // work waits for process(): a driver's timeout and backpressure paths
-  } completion = Completion::immediate;
+  } completion = Completion::immediate;  // when the work is done; immediate by default
   bool cable = true;  // the link partner is there: CTRL.SLU brings the link up
   // false: master requests never drain, so STATUS.GIO Master Enable stays set after GIO
   // Master Disable (a NIC whose last DMA never completes; 5.2.3.3 says to reset anyway).
@@ -163,31 +202,40 @@ enum class E1000eRxOutcome {
   stopped,         // the queue stopped on an earlier DMA fault, or its ring is invalid
   dma_error,       // a DMA faulted now (a violation); the queue stopped
 };
+// A short name for `outcome` ("delivered", "link down", "DMA error"), for test messages.
 std::string_view to_string(E1000eRxOutcome outcome);
 
 // An interrupt message the model sent (or tried to: `delivered` false when the vector was
 // masked, not enabled, or bus mastering was off for a message).
 struct E1000eInterrupt {
-  IrqKind kind = IrqKind::intx;
-  unsigned vector = 0;
+  IrqKind kind = IrqKind::intx;  // msix in MSI-X mode, else msi if enabled, else intx
+  unsigned vector = 0;           // MSI-X: the vector its IVAR entry names; otherwise 0
   std::uint32_t causes = 0;  // the ICR bits that caused it
-  bool delivered = false;
+  bool delivered = false;    // whether the DeviceModel signalled it (DeviceModel::fire())
 };
 
+// The 82574L model the file comment describes: a DeviceModel with BAR0 (registers) and BAR3
+// (MSI-X table) for a driver to open(), and the test's side of it: the wire, held work,
+// violations, interrupts and register values. Neither copyable nor movable.
 class E1000eModel {
  public:
+  // The options' Completion, for short.
   using Completion = E1000eModelOptions::Completion;
 
   // A NIC after power-on: registers at their defaults, RAL0/RAH0 from the EEPROM, link down
   // until the driver sets CTRL.SLU. Adds BAR0 and BAR3 to its own DeviceModel.
   explicit E1000eModel(const E1000eModelOptions& options = {});
+  // Devices it opened stay usable: their registers then only store what is written.
   ~E1000eModel();
+  // Not copyable: a model is one NIC.
   E1000eModel(const E1000eModel&) = delete;
+  // Not copy-assignable.
   E1000eModel& operator=(const E1000eModel&) = delete;
 
   // The fake device and its BAR0 register model (for its access log; register values are
   // in register_value(), not in the model's storage).
   DeviceModel& device();
+  // As device(), for BAR0's RegisterModel.
   RegisterModel& bar0();
   // A Device over the NIC for the driver to own (DeviceModel::open()).
   std::unique_ptr<Device> open() const;
@@ -199,6 +247,7 @@ class E1000eModel {
   // Frames the NIC sent (not those looped back), oldest first, without FCS; take_ empties
   // the queue.
   std::vector<std::vector<std::byte>> transmitted() const;
+  // As transmitted(), and empties the queue.
   std::vector<std::vector<std::byte>> take_transmitted();
   // Plugs or pulls the cable: the link follows (STATUS.LU with CTRL.SLU) and a change
   // raises ICR.LSC.
@@ -217,9 +266,11 @@ class E1000eModel {
   // of e1000e_rule's names. A correct driver leaves it empty. Accesses that started inside
   // a register are added here (from BAR0's log) when this is called, after those before.
   std::vector<std::string> violations() const;
+  // Forgets every violation so far (those in BAR0's log included).
   void clear_violations();
   // Every interrupt message sent, oldest first; take_ empties the log.
   std::vector<E1000eInterrupt> interrupts() const;
+  // As interrupts(), and empties the log.
   std::vector<E1000eInterrupt> take_interrupts();
   // A register's value as the model holds it, without the side effects of a driver's read
   // (no clear on read); 0 for offsets that hold no register.
@@ -230,6 +281,7 @@ class E1000eModel {
   bool set_stored_register(std::uint64_t offset, std::uint32_t value);
   // CTRL.RST resets so far, and whether STATUS.LU is set.
   std::uint64_t resets() const;
+  // Whether the link is up (STATUS.LU): the cable is in and the driver set CTRL.SLU.
   bool link_up() const;
 
   struct Core;  // shared with the register and unmap hooks (weakly: they outlive the model)

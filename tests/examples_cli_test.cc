@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "examples/common/removal_watch.h"
+#include "pcie/error.h"
 #include "pcie/version.h"
 #include "tests/cli_helpers.h"
 
@@ -90,6 +92,16 @@ TEST(NvmeDriverCli, PeerTargetsAreCheckedBeforeAnyDeviceIsOpened) {
     const CommandResult result = run("nvme-driver", nvme + arguments);
     EXPECT_EQ(result.exit_code, 2) << arguments << ": " << result.err;
     EXPECT_TRUE(result.err.starts_with("usage: nvme-driver")) << arguments << ": " << result.err;
+  }
+}
+
+// A failure because the device went away ends an example with pciectl's exit status for it
+// (6), any other failure with 1: what a script running the examples tells apart.
+TEST(ExampleExitStatus, DeviceRemovedIsSixAndEveryOtherFailureOne) {
+  EXPECT_EQ(examples::exit_status_for(pcie::make_error(pcie::Errc::device_removed, "read", "0000:01:00.0", "gone")), 6);
+  EXPECT_EQ(examples::kExitDeviceRemoved, 6);
+  for (const pcie::Errc code : {pcie::Errc::io_error, pcie::Errc::busy, pcie::Errc::not_found}) {
+    EXPECT_EQ(examples::exit_status_for(pcie::make_error(code, "read", "0000:01:00.0", "failed")), 1);
   }
 }
 

@@ -22,14 +22,16 @@
 
 #include "examples/common/cli.h"
 #include "examples/common/open_device.h"
+#include "examples/common/removal_watch.h"
 #include "examples/e1000e/e1000e_driver.h"
 #include "examples/e1000e/frames.h"
 
 namespace {
 
+// Says why on standard error; the exit status: 6 when the device went away, else 1.
 int fail(const pcie::Error& error) {
   std::fprintf(stderr, "e1000e-driver: %s\n", error.message().c_str());
-  return 1;
+  return examples::exit_status_for(error);
 }
 
 std::string usage_text() {
@@ -169,6 +171,7 @@ int main(int argc, char** argv) {
   if (!device) return fail(device.error());
   auto nic = examples::E1000eDriver::open(std::move(*device), invocation->options);
   if (!nic) return fail(nic.error());
+  const auto removal = examples::DeviceRemovalWatch::start(nic->device(), "e1000e-driver");
   std::printf("%s: MAC %s, %s, link %s, interrupts %s\n", invocation->bdf.to_string().c_str(),
               examples::to_string(nic->mac()).c_str(), nic->device().backend_name().c_str(),
               nic->link_up() ? "up" : "down", examples::to_string(nic->interrupt_mode()));
@@ -176,7 +179,8 @@ int main(int argc, char** argv) {
   const auto ended = command == "echo"       ? run_echo(*nic, *invocation)
                      : command == "loopback" ? run_loopback(*nic, invocation->bytes)
                                              : run_bench(*nic, invocation->frames);
-  if (ended) return *ended;
+  if (ended) return *ended == 0 && removal.fired() ? removal.report_removed("e1000e-driver", nic->device()) : *ended;
+  if (removal.fired()) return removal.report_removed("e1000e-driver", nic->device());
   print_stats(*nic);
   if (auto done = nic->shutdown(); !done) return fail(done.error());
   return 0;

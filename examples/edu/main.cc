@@ -17,13 +17,15 @@
 
 #include "examples/common/cli.h"
 #include "examples/common/open_device.h"
+#include "examples/common/removal_watch.h"
 #include "examples/edu/edu_driver.h"
 
 namespace {
 
+// Says why on standard error; the exit status: 6 when the device went away, else 1.
 int fail(const pcie::Error& error) {
   std::fprintf(stderr, "edu-driver: %s\n", error.message().c_str());
-  return 1;
+  return examples::exit_status_for(error);
 }
 
 std::string usage_text() {
@@ -92,5 +94,8 @@ int main(int argc, char** argv) {
   if (!device) return fail(device.error());
   auto edu = examples::EduDriver::open(std::move(*device), invocation->options);
   if (!edu) return fail(edu.error());
-  return demonstrate(*edu);
+  const auto removal = examples::DeviceRemovalWatch::start(edu->device(), "edu-driver");
+  const int status = demonstrate(*edu);
+  if (status != examples::kExitDeviceRemoved && removal.fired()) return removal.report_removed("edu-driver", edu->device());
+  return status;
 }

@@ -28,14 +28,16 @@
 
 #include "examples/common/cli.h"
 #include "examples/common/open_device.h"
+#include "examples/common/removal_watch.h"
 #include "examples/common/peer_target.h"
 #include "examples/nvme/nvme_driver.h"
 
 namespace {
 
+// Says why on standard error; the exit status: 6 when the device went away, else 1.
 int fail(const pcie::Error& error) {
   std::fprintf(stderr, "nvme-driver: %s\n", error.message().c_str());
-  return 1;
+  return examples::exit_status_for(error);
 }
 
 std::string usage_text() {
@@ -224,6 +226,7 @@ int run_with_peer(const Invocation& invocation) {
   if (!devices) return fail(devices.error());
   auto driver = examples::NvmeDriver::open(std::move(devices->device), invocation.options);
   if (!driver) return fail(driver.error());
+  const auto removal = examples::DeviceRemovalWatch::start(driver->device(), "nvme-driver");
   auto block = driver->block_size(invocation.nsid);
   if (!block) return fail(block.error());
   const std::uint64_t bytes = blocks * *block;  // at most 2^32 blocks of 2^16 bytes
@@ -243,6 +246,7 @@ int run_with_peer(const Invocation& invocation) {
                invocation.into_peer ? "into" : "from", target.bdf.to_string().c_str(), target.bar,
                static_cast<unsigned long long>(target.offset), std::string(pcie::to_string(window->path())).c_str());
   if (auto done = driver->shutdown(); !done) return fail(done.error());
+  if (removal.fired()) return removal.report_removed("nvme-driver", driver->device());
   return 0;
 }
 
@@ -257,7 +261,12 @@ int main(int argc, char** argv) {
   if (!device) return fail(device.error());
   auto driver = examples::NvmeDriver::open(std::move(*device), invocation->options);
   if (!driver) return fail(driver.error());
-  if (auto ended = run_command(*driver, invocation->rest, invocation->nsid)) return *ended;
+  const auto removal = examples::DeviceRemovalWatch::start(driver->device(), "nvme-driver");
+  if (auto ended = run_command(*driver, invocation->rest, invocation->nsid)) {
+    // A command that ended well while the device went away printed what is not to be trusted.
+    return *ended == 0 && removal.fired() ? removal.report_removed("nvme-driver", driver->device()) : *ended;
+  }
   if (auto done = driver->shutdown(); !done) return fail(done.error());
+  if (removal.fired()) return removal.report_removed("nvme-driver", driver->device());
   return 0;
 }

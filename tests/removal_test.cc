@@ -612,8 +612,8 @@ TEST(RemovalWatcher, AWatchWhosePollFailsStillHearsTheRemovalOrTheReplacement) {
   }
 }
 
-// Where no uevent ever arrives (a container in its own network namespace, which the
-// kernel's uevents do not reach; a fake tree, as here), the watch still sees the node go,
+// Where no uevent ever arrives (a network namespace owned by a user namespace other than the
+// initial one, as in a rootless container; a fake tree, as here), the watch still sees the node go,
 // or be replaced, by looking at it whenever poll(2) times out (each second): with poll
 // working, unlike the test above.
 TEST(RemovalWatcher, ARemovalWithoutAnyUeventIsSeenAtThePollTimeout) {
@@ -639,6 +639,30 @@ TEST(RemovalWatcher, ARemovalWithoutAnyUeventIsSeenAtThePollTimeout) {
     EXPECT_EQ(removals, 1);
     EXPECT_TRUE(watcher->fired());
   }
+}
+
+// A look at the node that fails (EACCES, ENOMEM, a seccomp refusal; here ELOOP, which root
+// meets as well) says nothing about the device: no removal, and the mappings stay. Once the
+// node is really gone (ENOENT), the removal is reported.
+TEST(RemovalWatcher, ALookThatFailsIsNotARemoval) {
+  auto tree = testing::make_vm_tree();
+  ASSERT_TRUE(tree);
+  RemovalWatchOptions options;
+  options.sysfs_devices = tree->paths().pci_root + "/devices";
+  options.revoke_mappings = false;
+  std::atomic<int> removals{0};
+  auto watcher = RemovalWatcher::start(kEdu, [&](const RemovalNotice&) { ++removals; }, options);
+  ASSERT_TRUE(watcher) << watcher.error().message();
+  std::this_thread::sleep_for(100ms);
+  const std::string node = options.sysfs_devices + "/" + kEdu.to_string();
+  ASSERT_EQ(::rename(node.c_str(), (node + ".away").c_str()), 0);
+  ASSERT_EQ(::symlink(node.c_str(), node.c_str()), 0);  // stat(2): ELOOP
+  std::this_thread::sleep_for(2500ms);                   // two poll timeouts, two looks
+  EXPECT_EQ(removals, 0) << "a failed look was taken for a removal";
+  EXPECT_FALSE(watcher->fired());
+  ASSERT_EQ(::unlink(node.c_str()), 0);                  // now it is gone
+  for (int i = 0; i < 300 && removals == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(removals, 1);
 }
 
 TEST(RemovalUevent, OnlyARemoveOfThisPciDeviceCounts) {

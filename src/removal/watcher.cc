@@ -31,6 +31,7 @@ struct RemovalWatcher::State {
   UniqueFd uevents;
   UniqueFd stop;
   std::optional<sys::FileIdentity> node_at_start;  // the device's sysfs node when the watch began
+  bool node_at_start_known = false;  // false while no look at the node has worked yet
   std::atomic<bool> fired{false};
   std::thread thread;
 
@@ -49,10 +50,19 @@ struct RemovalWatcher::State {
 
   // Whether the device's sysfs node is gone, or is another one now (a remove and an add at
   // the same address between two looks): a removal that happened before the socket
-  // listened, or whose uevent the kernel dropped (ENOBUFS).
-  bool node_gone() const {
-    const std::optional<sys::FileIdentity> now = sys::identity_of(node());
-    return !now || !node_at_start || *now != *node_at_start;
+  // listened, whose uevent the kernel dropped (ENOBUFS), or that no uevent announces. A
+  // look that fails (EACCES, ENOMEM, a seccomp refusal) says nothing about the device:
+  // never a removal, which would cut a live device off. Only the watcher's thread calls it.
+  bool node_gone() {
+    const auto now = sys::identity_of(node());
+    if (!now) return false;
+    if (!*now) return true;
+    if (!node_at_start_known) {  // the look at the start failed: this one is the reference
+      node_at_start = **now;
+      node_at_start_known = true;
+      return false;
+    }
+    return !node_at_start || **now != *node_at_start;
   }
 
   // Whether a non-blocking eventfd was signalled (reading it takes the signal), without
@@ -93,7 +103,8 @@ struct RemovalWatcher::State {
       }
       if (!*ready) {
         // A second without a word: look at the node, for where uevents never arrive (a
-        // container in its own network namespace, which the kernel's uevents do not reach).
+        // network namespace owned by a user namespace other than the initial one, as in a
+        // rootless container: the kernel sends uevents to the initial user namespace's only).
         if (node_gone()) notify(RemovalSignal::removed);
         continue;
       }
@@ -158,7 +169,10 @@ Result<RemovalWatcher> RemovalWatcher::launch(std::shared_ptr<State> state) {
   auto stop = sys::make_eventfd();
   if (!stop) return std::unexpected(stop.error());
   state->stop = std::move(*stop);
-  state->node_at_start = sys::identity_of(state->node());
+  if (auto at_start = sys::identity_of(state->node())) {
+    state->node_at_start = *at_start;
+    state->node_at_start_known = true;
+  }
   RemovalWatcher watcher;
   watcher.state_ = state;
   // The thread holds the state too, so a watcher destroyed from its own callback (which

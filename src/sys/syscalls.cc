@@ -365,10 +365,14 @@ bool path_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-std::optional<FileIdentity> identity_of(const std::string& path) {
+Result<std::optional<FileIdentity>> identity_of(const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  return FileIdentity{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return std::optional<FileIdentity>();
+    return std::unexpected(make_errno_error(errno, "stat", path));
+  }
+  return std::optional<FileIdentity>(
+      FileIdentity{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)});
 }
 
 Result<void> check_read_write_access(const std::string& path, std::string_view operation) {

@@ -131,14 +131,15 @@ Result<std::vector<std::string>> list_directory(const std::string& path);
 bool path_exists(const std::string& path);
 
 // Which file `path` names now (stat(2)'s device and inode, links followed); nullopt when
-// it does not exist. A sysfs node removed and made again (a device unplugged and another
-// added at the same address) has a new identity.
+// it does not exist (ENOENT, ENOTDIR). A sysfs node removed and made again (a device
+// unplugged and another added at the same address) has a new identity. Fails with stat's
+// error otherwise (EACCES, ENOMEM, a seccomp refusal): that says nothing about the file.
 struct FileIdentity {
   std::uint64_t device = 0;
   std::uint64_t inode = 0;
   friend bool operator==(const FileIdentity&, const FileIdentity&) = default;
 };
-std::optional<FileIdentity> identity_of(const std::string& path);
+Result<std::optional<FileIdentity>> identity_of(const std::string& path);
 
 // Whether this process may open `path` for reading and writing (access(2) with R_OK | W_OK,
 // against the real uid): the errno as an error (permission_denied, not_found) when not.

@@ -591,6 +591,7 @@ TEST(DmaAllocatorOverBackends, EveryEmptyBufferHasSizeZeroAndNoBusAddress) {
     EXPECT_EQ(buffer.size(), 0u);
     EXPECT_TRUE(buffer.bytes().empty());
     EXPECT_EQ(buffer.bus_address().value, 0u);
+    EXPECT_EQ(buffer.backing(), DmaBacking::pages);
   };
   expect_empty(DmaBuffer(), "default-constructed");
   auto released = allocator.allocate(4096, {.prefer = DmaBacking::pages});

@@ -124,7 +124,7 @@ Result<DmaBuffer> DmaAllocator::allocate(std::size_t size, const DmaBufferOption
 
 DmaBuffer::DmaBuffer(DmaBuffer&& other) noexcept
     : backend_(std::move(other.backend_)), memory_(std::move(other.memory_)), size_(std::exchange(other.size_, 0)),
-      iova_(std::exchange(other.iova_, Iova{})), backing_(other.backing_) {}
+      iova_(std::exchange(other.iova_, Iova{})), backing_(std::exchange(other.backing_, DmaBacking::pages)) {}
 
 DmaBuffer& DmaBuffer::operator=(DmaBuffer&& other) noexcept {
   if (this != &other) {
@@ -133,7 +133,7 @@ DmaBuffer& DmaBuffer::operator=(DmaBuffer&& other) noexcept {
     memory_ = std::move(other.memory_);
     size_ = std::exchange(other.size_, 0);
     iova_ = std::exchange(other.iova_, Iova{});
-    backing_ = other.backing_;
+    backing_ = std::exchange(other.backing_, DmaBacking::pages);
   }
   return *this;
 }
@@ -149,6 +149,7 @@ Result<void> DmaBuffer::release() {
   backend_.reset();
   size_ = 0;  // empty as a default-constructed buffer: bytes() is an empty span
   iova_ = Iova{};
+  backing_ = DmaBacking::pages;
   return result;
 }
 

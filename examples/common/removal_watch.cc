@@ -14,9 +14,15 @@ DeviceRemovalWatch DeviceRemovalWatch::start(const pcie::Device& device, const c
     if (notice.signal == pcie::RemovalSignal::request_irq) (void)pcie::revoke_device_mappings(bdf);
     fired->store(true);
   };
+  // The guard first, whether or not a watcher starts: a fault on a zapped mapping then reads
+  // all ones instead of killing the program.
+  if (auto guard = pcie::install_removal_guard(); !guard) {
+    std::fprintf(stderr, "%s: no removal guard (%s)\n", program, guard.error().message().c_str());
+  }
   auto watcher = pcie::RemovalWatcher::start(device, on_removal);
-  if (!watcher && watcher.error().code == pcie::Errc::busy) {
-    // The driver holds the request IRQ itself (edu's waits end on it): watch the uevents.
+  if (!watcher) {
+    // The request IRQ may be the driver's (busy: edu's waits end on it) or not to be had:
+    // the uevents alone.
     watcher = pcie::RemovalWatcher::start(device, on_removal, {.request_irq = false});
   }
   if (watcher) {
@@ -28,9 +34,10 @@ DeviceRemovalWatch DeviceRemovalWatch::start(const pcie::Device& device, const c
   return watch;
 }
 
-int DeviceRemovalWatch::report_removed(const char* program, const pcie::Device& device) const {
-  std::fprintf(stderr, "%s: %s was removed during the run: nothing it printed is to be trusted\n", program,
-               device.bdf().to_string().c_str());
+int DeviceRemovalWatch::final_status(int status, const char* program, const pcie::Device& device) const {
+  if (!fired()) return status;
+  std::fprintf(stderr, "%s: %s was removed or asked back during the run: nothing it printed is to be trusted\n",
+               program, device.bdf().to_string().c_str());
   return kExitDeviceRemoved;
 }
 

@@ -28,19 +28,21 @@ int exit_status_for(const pcie::Error& error);
 // run. Destroy it before the device.
 class DeviceRemovalWatch {
  public:
-  // Starts watching `device`: its uevents, and VFIO's request IRQ unless the driver holds
-  // that itself (then enabling it again is busy, and the driver's own waits end on it).
-  // Never fails: a watch that cannot start (no netlink socket in a container) is said on
-  // standard error, and the run goes on with the drivers' own all-ones checks.
+  // Installs the removal guard and starts watching `device`: its uevents, and VFIO's
+  // request IRQ where that can be had (the driver may hold it itself: edu's waits end on
+  // it). Never fails: a watch that cannot start (no netlink socket in a container) is said
+  // on standard error, and the run goes on with the guard and the drivers' all-ones checks.
   static DeviceRemovalWatch start(const pcie::Device& device, const char* program);
 
   // Whether the device was removed or asked back (the watcher has fired).
   bool fired() const { return fired_->load(); }
 
-  // kExitDeviceRemoved, after saying on standard error that `device` went away during the
-  // run, so that nothing it printed is to be trusted: for a run that ended without an error
-  // but with fired() true. Never fails.
-  int report_removed(const char* program, const pcie::Device& device) const;
+  // The run's exit status given how it ended (`status`): kExitDeviceRemoved, after saying
+  // on standard error that `device` went away during the run, whenever the watcher fired,
+  // whatever the run's own status (a driver cut off mid-run may have failed with a timeout
+  // or a bogus status rather than device_removed, or ended well with what a revoked mapping
+  // read); `status` otherwise. Never fails.
+  int final_status(int status, const char* program, const pcie::Device& device) const;
 
  private:
   DeviceRemovalWatch() = default;

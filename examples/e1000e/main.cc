@@ -179,9 +179,11 @@ int main(int argc, char** argv) {
   const auto ended = command == "echo"       ? run_echo(*nic, *invocation)
                      : command == "loopback" ? run_loopback(*nic, invocation->bytes)
                                              : run_bench(*nic, invocation->frames);
-  if (ended) return *ended == 0 && removal.fired() ? removal.report_removed("e1000e-driver", nic->device()) : *ended;
-  if (removal.fired()) return removal.report_removed("e1000e-driver", nic->device());
+  if (ended) return removal.final_status(*ended, "e1000e-driver", nic->device());
+  // Statistics gathered while the device went away are not the NIC's.
+  if (removal.fired()) return removal.final_status(0, "e1000e-driver", nic->device());
   print_stats(*nic);
-  if (auto done = nic->shutdown(); !done) return fail(done.error());
-  return 0;
+  int status = 0;
+  if (auto done = nic->shutdown(); !done) status = fail(done.error());
+  return removal.final_status(status, "e1000e-driver", nic->device());
 }

@@ -95,7 +95,5 @@ int main(int argc, char** argv) {
   auto edu = examples::EduDriver::open(std::move(*device), invocation->options);
   if (!edu) return fail(edu.error());
   const auto removal = examples::DeviceRemovalWatch::start(edu->device(), "edu-driver");
-  const int status = demonstrate(*edu);
-  if (status != examples::kExitDeviceRemoved && removal.fired()) return removal.report_removed("edu-driver", edu->device());
-  return status;
+  return removal.final_status(demonstrate(*edu), "edu-driver", edu->device());
 }

@@ -245,9 +245,9 @@ int run_with_peer(const Invocation& invocation) {
                invocation.into_peer ? "from" : "to", static_cast<unsigned long long>(lba),
                invocation.into_peer ? "into" : "from", target.bdf.to_string().c_str(), target.bar,
                static_cast<unsigned long long>(target.offset), std::string(pcie::to_string(window->path())).c_str());
-  if (auto done = driver->shutdown(); !done) return fail(done.error());
-  if (removal.fired()) return removal.report_removed("nvme-driver", driver->device());
-  return 0;
+  int status = 0;
+  if (auto done = driver->shutdown(); !done) status = fail(done.error());
+  return removal.final_status(status, "nvme-driver", driver->device());
 }
 
 }  // namespace
@@ -263,10 +263,9 @@ int main(int argc, char** argv) {
   if (!driver) return fail(driver.error());
   const auto removal = examples::DeviceRemovalWatch::start(driver->device(), "nvme-driver");
   if (auto ended = run_command(*driver, invocation->rest, invocation->nsid)) {
-    // A command that ended well while the device went away printed what is not to be trusted.
-    return *ended == 0 && removal.fired() ? removal.report_removed("nvme-driver", driver->device()) : *ended;
+    return removal.final_status(*ended, "nvme-driver", driver->device());
   }
-  if (auto done = driver->shutdown(); !done) return fail(done.error());
-  if (removal.fired()) return removal.report_removed("nvme-driver", driver->device());
-  return 0;
+  int status = 0;
+  if (auto done = driver->shutdown(); !done) status = fail(done.error());
+  return removal.final_status(status, "nvme-driver", driver->device());
 }

@@ -87,7 +87,7 @@ fi
 install -m 0644 "$license" "$prefix/share/doc/pcie/LICENSE"
 if [ -n "$api_reference" ]; then
   rm -rf "$prefix/share/doc/pcie/html"
-  tar -C "$prefix/share/doc/pcie" -xf "$api_reference" html
+  tar --no-same-owner -C "$prefix/share/doc/pcie" -xf "$api_reference" html
   chmod -R u+w,go-w,a+rX "$prefix/share/doc/pcie/html"
 fi
 

@@ -15,7 +15,7 @@ namespace {
 int run_read(const GlobalOptions& global, const AccessOptions& options) {
   auto access = open_bar_access(global, options, false, RemovalWatch::Span::single_access);
   if (!access) return fail(access.error());
-  // Gone since the open (or replaced at its address): no access at all.
+  // Gone since the open: no access at all.
   if (auto present = access->removal->check("read"); !present) return fail(present.error());
   auto value = access->region->read(access->width, access->offset);
   if (!value) return fail(value.error());

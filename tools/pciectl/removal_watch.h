@@ -37,8 +37,6 @@ class RemovalWatch {
   // look; never fails.
   static RemovalWatch start(const pcie::SysfsPaths& paths, const pcie::Bdf& bdf, Span span = Span::many_accesses);
 
-  // Whether a watcher thread runs (false for a single access, or where it could not start).
-  bool watching() const { return watcher_.active(); }
 
   RemovalWatch(RemovalWatch&&) noexcept = default;
   RemovalWatch& operator=(RemovalWatch&&) noexcept = default;

@@ -17,7 +17,7 @@ int run_write(const GlobalOptions& global, const AccessOptions& options) {
   if (!value) return fail(value.error());
   auto access = open_bar_access(global, options, true, RemovalWatch::Span::single_access);
   if (!access) return fail(access.error());
-  // Gone since the open (or replaced at its address): no access at all.
+  // Gone since the open: no access at all.
   if (auto present = access->removal->check("write"); !present) return fail(present.error());
   auto written = access->region->write(access->width, access->offset, *value);
   if (!written) return fail(written.error());

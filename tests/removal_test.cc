@@ -572,6 +572,34 @@ TEST(RemovalWatcher, ARequestIrqIsReportedEvenWithoutPoll) {
   }
 }
 
+// A watch of the fake tree's edu that only counts what it hears (a removal 1, a request IRQ
+// 100), without revoking anything: the watcher's own looks at the node, tested below.
+struct CountingWatch {
+  std::optional<testing::FakeSysfs> tree;
+  RemovalWatchOptions options;
+  std::atomic<int> removals{0};
+  RemovalWatcher watcher;
+
+  // Empty tree or watcher on failure (the caller asserts on started()).
+  CountingWatch() {
+    auto made = testing::make_vm_tree();
+    if (!made) return;
+    tree.emplace(std::move(*made));
+    options.sysfs_devices = tree->paths().pci_root + "/devices";
+    options.revoke_mappings = false;
+    auto started = RemovalWatcher::start(
+        kEdu, [this](const RemovalNotice& notice) { removals += notice.signal == RemovalSignal::removed ? 1 : 100; },
+        options);
+    if (started) watcher = std::move(*started);
+  }
+  bool started() const { return watcher.active(); }
+  std::string node() const { return options.sysfs_devices + "/" + kEdu.to_string(); }
+  // Waits up to 3 s for the first signal.
+  void wait_for_signal() {
+    for (int i = 0; i < 300 && removals == 0; ++i) std::this_thread::sleep_for(10ms);
+  }
+};
+
 // poll(2) failing in the watcher's thread must not end the watch silently: a removal after
 // it is still reported, and so is a remove and an add at the same address between two looks
 // (a hot swap whose uevents were lost: a node is there, but another one). The failure here:
@@ -580,16 +608,8 @@ TEST(RemovalWatcher, ARequestIrqIsReportedEvenWithoutPoll) {
 TEST(RemovalWatcher, AWatchWhosePollFailsStillHearsTheRemovalOrTheReplacement) {
   for (const bool replaced : {false, true}) {
     SCOPED_TRACE(replaced ? "removed and another added at the address" : "removed");
-    auto tree = testing::make_vm_tree();
-    ASSERT_TRUE(tree);
-    RemovalWatchOptions options;
-    options.sysfs_devices = tree->paths().pci_root + "/devices";
-    options.revoke_mappings = false;
-    std::atomic<int> removals{0};
-    auto watcher = RemovalWatcher::start(
-        kEdu, [&](const RemovalNotice& notice) { removals += notice.signal == RemovalSignal::removed ? 1 : 100; },
-        options);
-    ASSERT_TRUE(watcher) << watcher.error().message();
+    CountingWatch watch;
+    ASSERT_TRUE(watch.started());
     rlimit saved{};
     ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
     {
@@ -600,15 +620,15 @@ TEST(RemovalWatcher, AWatchWhosePollFailsStillHearsTheRemovalOrTheReplacement) {
       const rlimit one{1, saved.rlim_max};
       ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &one), 0);
       std::this_thread::sleep_for(1500ms);  // the thread's poll (1 s timeout) returns and fails
-      const std::string node = options.sysfs_devices + "/" + kEdu.to_string();
+      const std::string node = watch.node();
       ASSERT_EQ(::rename(node.c_str(), (node + ".gone").c_str()), 0);  // needs no descriptor
       if (replaced) {
         ASSERT_EQ(::mkdir(node.c_str(), 0755), 0) << "another device at the address at once";
       }
-      for (int i = 0; i < 300 && removals == 0; ++i) std::this_thread::sleep_for(10ms);
+      watch.wait_for_signal();
     }
-    EXPECT_EQ(removals, 1);
-    EXPECT_TRUE(watcher->fired());
+    EXPECT_EQ(watch.removals, 1);
+    EXPECT_TRUE(watch.watcher.fired());
   }
 }
 
@@ -619,25 +639,17 @@ TEST(RemovalWatcher, AWatchWhosePollFailsStillHearsTheRemovalOrTheReplacement) {
 TEST(RemovalWatcher, ARemovalWithoutAnyUeventIsSeenAtThePollTimeout) {
   for (const bool replaced : {false, true}) {
     SCOPED_TRACE(replaced ? "removed and another added at the address" : "removed");
-    auto tree = testing::make_vm_tree();
-    ASSERT_TRUE(tree);
-    RemovalWatchOptions options;
-    options.sysfs_devices = tree->paths().pci_root + "/devices";
-    options.revoke_mappings = false;
-    std::atomic<int> removals{0};
-    auto watcher = RemovalWatcher::start(
-        kEdu, [&](const RemovalNotice& notice) { removals += notice.signal == RemovalSignal::removed ? 1 : 100; },
-        options);
-    ASSERT_TRUE(watcher) << watcher.error().message();
+    CountingWatch watch;
+    ASSERT_TRUE(watch.started());
     std::this_thread::sleep_for(100ms);
-    const std::string node = options.sysfs_devices + "/" + kEdu.to_string();
+    const std::string node = watch.node();
     ASSERT_EQ(::rename(node.c_str(), (node + ".gone").c_str()), 0);
     if (replaced) {
       ASSERT_EQ(::mkdir(node.c_str(), 0755), 0);
     }
-    for (int i = 0; i < 300 && removals == 0; ++i) std::this_thread::sleep_for(10ms);
-    EXPECT_EQ(removals, 1);
-    EXPECT_TRUE(watcher->fired());
+    watch.wait_for_signal();
+    EXPECT_EQ(watch.removals, 1);
+    EXPECT_TRUE(watch.watcher.fired());
   }
 }
 
@@ -645,24 +657,18 @@ TEST(RemovalWatcher, ARemovalWithoutAnyUeventIsSeenAtThePollTimeout) {
 // meets as well) says nothing about the device: no removal, and the mappings stay. Once the
 // node is really gone (ENOENT), the removal is reported.
 TEST(RemovalWatcher, ALookThatFailsIsNotARemoval) {
-  auto tree = testing::make_vm_tree();
-  ASSERT_TRUE(tree);
-  RemovalWatchOptions options;
-  options.sysfs_devices = tree->paths().pci_root + "/devices";
-  options.revoke_mappings = false;
-  std::atomic<int> removals{0};
-  auto watcher = RemovalWatcher::start(kEdu, [&](const RemovalNotice&) { ++removals; }, options);
-  ASSERT_TRUE(watcher) << watcher.error().message();
+  CountingWatch watch;
+  ASSERT_TRUE(watch.started());
   std::this_thread::sleep_for(100ms);
-  const std::string node = options.sysfs_devices + "/" + kEdu.to_string();
+  const std::string node = watch.node();
   ASSERT_EQ(::rename(node.c_str(), (node + ".away").c_str()), 0);
   ASSERT_EQ(::symlink(node.c_str(), node.c_str()), 0);  // stat(2): ELOOP
   std::this_thread::sleep_for(2500ms);                   // two poll timeouts, two looks
-  EXPECT_EQ(removals, 0) << "a failed look was taken for a removal";
-  EXPECT_FALSE(watcher->fired());
+  EXPECT_EQ(watch.removals, 0) << "a failed look was taken for a removal";
+  EXPECT_FALSE(watch.watcher.fired());
   ASSERT_EQ(::unlink(node.c_str()), 0);                  // now it is gone
-  for (int i = 0; i < 300 && removals == 0; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(removals, 1);
+  watch.wait_for_signal();
+  EXPECT_EQ(watch.removals, 1);
 }
 
 TEST(RemovalUevent, OnlyARemoveOfThisPciDeviceCounts) {

@@ -16,7 +16,7 @@
 // Threads: a DmaAllocator may be used from several threads at once, and copies of it too;
 // every allocator of a container hands out addresses from the container's one IOVA space,
 // so buffers never overlap whichever allocator made them. A DmaPool may be shared by
-// threads (it takes a lock per allocation). A DmaBuffer or DmaSlice is one owner's.
+// threads (see DmaPool for its per-thread caches). A DmaBuffer or DmaSlice is one owner's.
 #pragma once
 
 #include <cstddef>
@@ -216,8 +216,16 @@ class DmaSlice {
 // Small buffers (descriptors, rings, completion records) without a page and a backend
 // mapping each: the pool maps chunks of `chunk_size` bytes through a DmaAllocator and
 // hands out aligned pieces of them. Chunks stay mapped until the pool and all its slices
-// are gone. Thread-safe: allocate() and a slice's destruction take the pool's lock.
-// Copies of a DmaPool share one pool.
+// are gone. Copies of a DmaPool share one pool.
+//
+// Threads: a pool may be used from several threads at once. Each thread keeps up to 16 free
+// slots of each size class (at most 16 KiB of a class) of the pool it last allocated from,
+// so that most allocations and releases of class slices take no lock, as malloc's
+// per-thread cache does; the slots go back to the pool in batches, when the thread exits,
+// when it allocates from another pool, and when the pool's last handle goes (taken back
+// from every thread, idle ones too, with membarrier(2)). Where membarrier's private
+// expedited command is refused (Linux before 4.14, some sandboxes) threads keep no slots
+// and every allocation and release takes the pool's lock.
 //
 // Sizes: a slice of up to 4 KiB whose alignment is at most its size rounded up to a power
 // of two (at least 64 B) takes a slot of that size class, and a released slot is kept for

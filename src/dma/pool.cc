@@ -3,25 +3,46 @@
 //
 // Two paths. A slice of up to 4 KiB whose alignment is at most its size class (its size
 // rounded up to a power of two, at least 64 B) takes a slot of that class from the class's
-// free list, and its release puts the slot back: no search, no merging, one short critical
-// section each way. A class's slots are carved in runs from a chunk's first-fit allocator,
-// the runs doubling up to 4 KiB so that a pool used for a handful of slices does not take
-// a chunk per class. A slot of class C lies at a multiple of C in a chunk whose CPU and bus
-// addresses are page-aligned, so it is C-aligned in both. Everything else (larger slices,
-// alignments above the class) goes through the chunks' first-fit allocators, as all slices
-// once did.
+// free list, and its release puts the slot back: no search, no merging. A class's slots are
+// carved in runs from a chunk's first-fit allocator, the runs doubling up to 4 KiB so that
+// a pool used for a handful of slices does not take a chunk per class. A slot of class C
+// lies at a multiple of C in a chunk whose CPU and bus addresses are page-aligned, so it is
+// C-aligned in both. Everything else (larger slices, alignments above the class) goes
+// through the chunks' first-fit allocators, as all slices once did.
+//
+// Each thread keeps a few slots of each class of the last pools it used (a
+// ThreadSlotCache, as malloc's tcache does): a slice taken from it or released to it takes
+// no lock and no atomic read-modify-write, which a thread-shared pool would otherwise pay
+// twice per slice (a mutex taken and released, about 4x malloc's whole cost on the
+// development machine). The cache moves slots to and from the pool's free lists in
+// batches, under the pool's lock.
+//
+// What a thread's cache holds counts as handed out, so a closing pool must take it back
+// from threads that may be idle forever (a pool's chunks hold IOMMU mappings and, through
+// its allocator, the VFIO container). The owner of a cache touches it without a lock; the
+// closing thread synchronizes with it as in an asymmetric Dekker handshake: the owner
+// marks itself busy, fences only against its compiler, then checks whether the pool is
+// closing; the closing thread marks the pool closing, then makes every running thread of
+// the process execute a full barrier with membarrier(2), then waits until no cache of the
+// pool is busy. Either the owner sees "closing" and takes the locked path, or the closing
+// thread sees it busy and waits. Where membarrier's private expedited command is missing
+// (kernels before 4.14, sandboxes that refuse it) threads keep no caches and every slice
+// takes the pool's lock.
 //
 // The state is shared by the pool's handles (a shared_ptr whose deleter only marks them
-// gone) and its slices (a count under the lock, not an atomic reference each): whoever
-// leaves it with neither, decided under the lock, deletes it.
+// gone) and its slices and thread caches (a count under the lock, not an atomic reference
+// each): whoever leaves it with none of them, decided under the lock, deletes it.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/single_threaded.h>
 #include <utility>
 #include <vector>
@@ -29,6 +50,7 @@
 #include "pcie/barriers.h"
 #include "pcie/dma.h"
 #include "pcie/iova.h"
+#include "src/sys/syscalls.h"
 
 namespace pcie {
 
@@ -71,15 +93,64 @@ class PoolLock {
 }  // namespace
 
 namespace detail {
+struct PoolSlot {
+  std::byte* data;
+  std::uint64_t iova;
+};
+
+// Slots a thread keeps per class: 16, fewer for the large classes, so that a thread holds
+// at most 16 KiB of slots of one class (4 slots of 4 KiB).
+constexpr std::uint32_t kCacheDepth = 16;
+constexpr std::uint32_t cache_limit(std::uint32_t size_class) {
+  return static_cast<std::uint32_t>(std::min<std::size_t>(kCacheDepth, 16384 / class_bytes(size_class)));
+}
+
+struct DmaPoolState;
+
+// Pools a thread keeps slots of at once: a thread that serves a few queues, each with its
+// own pool, does not move its slots back and forth between them.
+constexpr std::uint32_t kCachedPools = 4;
+
+// One thread's slots of the last pools it used. The owning thread reads and writes it
+// without a lock on its fast paths; its slow paths, the thread's exit and a closing pool's
+// reclaim take `mutex`. Fields another thread reads or writes are atomics (relaxed: the
+// handshake in the file comment orders them).
+struct ThreadSlotCache {
+  struct Class {
+    std::atomic<std::uint32_t> count{0};  // a closing pool's reclaim sets it to 0
+    std::array<PoolSlot, kCacheDepth> slots{};
+  };
+  struct Entry {
+    // The pool's id (DmaPoolState::id), or 0 for none; the pool itself, under `mutex`.
+    std::atomic<std::uint64_t> pool_id{0};
+    DmaPoolState* pool = nullptr;
+    std::array<Class, kClassCount> classes;
+
+    bool empty() const {
+      return std::all_of(classes.begin(), classes.end(),
+                         [](const Class& c) { return c.count.load(std::memory_order_relaxed) == 0; });
+    }
+  };
+  std::mutex mutex;
+  std::atomic<bool> busy{false};  // the owner is inside a release fast path
+  std::array<Entry, kCachedPools> entries;
+  std::uint32_t next_victim = 0;  // the entry a new pool takes when none is free, in turn
+
+  // The entry of the pool with id `id`; null when none. Lock-free: the owner's fast paths.
+  Entry* find(std::uint64_t id) {
+    for (Entry& entry : entries) {
+      if (entry.pool_id.load(std::memory_order_relaxed) == id) return &entry;
+    }
+    return nullptr;
+  }
+};
+
 struct DmaPoolState {
   struct Chunk {
     DmaBuffer buffer;
     IovaAllocator free;  // offsets inside the chunk, reusing the IOVA allocator's first fit
   };
-  struct Slot {
-    std::byte* data;
-    std::uint64_t iova;
-  };
+  using Slot = PoolSlot;
   struct Place {  // a range from a chunk's first-fit allocator
     std::uint32_t chunk;
     std::uint64_t offset;
@@ -92,13 +163,21 @@ struct DmaPoolState {
   DmaPoolState(const DmaAllocator& pool_allocator, const DmaBufferOptions& chunk_options, std::size_t chunk_bytes)
       : allocator(pool_allocator), options(chunk_options), chunk_size(chunk_bytes) {}
 
+  // Never reused in the process: a cache that names a deleted pool cannot name a new one
+  // that happens to live at the same address.
+  static inline std::atomic<std::uint64_t> next_id{1};
+  const std::uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+  // Set when the last handle goes, before the caches are reclaimed: from then on a release
+  // takes the locked path.
+  std::atomic<bool> closing{false};
+
   DmaAllocator allocator;
   DmaBufferOptions options;
   std::size_t chunk_size = 0;
   std::mutex mutex;  // guards everything below
   std::vector<Chunk> chunks;
   std::array<SizeClass, kClassCount> classes;
-  std::size_t live_slices = 0;  // handed out and not given back
+  std::size_t live_slices = 0;  // handed out (to a slice or a thread's cache), not given back
   bool handles_gone = false;    // no DmaPool refers to the state any more
 
   struct Placed {
@@ -110,8 +189,8 @@ struct DmaPoolState {
     const DmaBuffer& buffer = chunks[place.chunk].buffer;
     return {buffer.data() + place.offset, buffer.iova().value + place.offset};
   }
-  // The fast path: a slot of `size_class` from its free list, counted as live; false when
-  // the list is empty.
+  // A slot of `size_class` from its free list, counted as live; false when the list is
+  // empty. Where threads keep no caches.
   bool pop(std::uint32_t size_class, Slot& slot) {
     PoolLock lock(mutex);
     std::vector<Slot>& free = classes[size_class].free;
@@ -135,8 +214,196 @@ struct DmaPoolState {
   // Out of line: allocate()'s fast path then needs no stack for a Result of this.
   [[gnu::noinline]] Result<Placed> allocate_slowly(std::size_t size, std::size_t alignment,
                                                    std::uint32_t size_class);
+  [[gnu::noinline]] Result<Slot> allocate_through_cache(ThreadSlotCache& cache, std::uint32_t size_class);
+  [[gnu::noinline]] bool release_slowly(std::uint32_t size_class, Slot slot);
   bool release_first_fit(std::uint32_t chunk, const std::byte* data, std::size_t size);
 };
+
+namespace {
+// ---- The threads' caches --------------------------------------------------------------
+
+// Every live thread's cache, for a closing pool to reclaim from. Never destroyed: threads
+// may still exit (and unregister) while static objects are destroyed.
+struct CacheRegistry {
+  std::mutex mutex;
+  std::vector<ThreadSlotCache*> caches;
+};
+CacheRegistry& registry() {
+  static auto* caches = new CacheRegistry;
+  return *caches;
+}
+
+// This thread's cache (null until the thread first allocates or releases a slot, and
+// always where thread caches are off); a plain pointer, so that the fast paths read it
+// without a TLS guard.
+thread_local ThreadSlotCache* this_thread_cache = nullptr;
+// Set once the thread's cache was flushed at its exit: slices released later (by other
+// thread_local objects' destructors) take the locked path rather than make a new cache.
+thread_local bool this_thread_exited = false;
+
+void flush_entry(ThreadSlotCache::Entry& entry);
+
+// Flushes and frees the thread's cache when the thread exits.
+struct ThreadCacheOwner {
+  ThreadSlotCache* cache = nullptr;
+  ~ThreadCacheOwner() {
+    if (cache == nullptr) return;
+    {
+      std::lock_guard lock(registry().mutex);
+      std::erase(registry().caches, cache);
+    }
+    {
+      std::lock_guard lock(cache->mutex);
+      for (ThreadSlotCache::Entry& entry : cache->entries) flush_entry(entry);
+    }
+    this_thread_cache = nullptr;
+    this_thread_exited = true;
+    delete cache;
+  }
+};
+thread_local ThreadCacheOwner this_thread_cache_owner;
+
+// Whether threads may keep caches: the membarrier command the reclaim needs is there.
+bool thread_caches_available() {
+  static const bool available = [] {
+    if (!sys::register_private_expedited_membarrier()) return false;
+    // A child of fork() has only the forking thread: the other threads' caches are left
+    // out of its registry (their slots stay counted in their pools, whose memory the child
+    // should not use for DMA anyway: it is MADV_DONTFORK), so that no reclaim waits on a
+    // thread that does not exist there.
+    ::pthread_atfork([] { registry().mutex.lock(); }, [] { registry().mutex.unlock(); },
+                     [] {
+                       registry().mutex.unlock();  // locked by this thread before the fork
+                       std::vector<ThreadSlotCache*>& caches = registry().caches;
+                       std::erase_if(caches, [](ThreadSlotCache* cache) { return cache != this_thread_cache; });
+                     });
+    return true;
+  }();
+  return available;
+}
+
+// This thread's cache, made and registered on first use; null where caches are off.
+ThreadSlotCache* thread_cache() {
+  if (this_thread_cache != nullptr) return this_thread_cache;
+  if (this_thread_exited || !thread_caches_available()) return nullptr;
+  auto* cache = new ThreadSlotCache;
+  {
+    std::lock_guard lock(registry().mutex);
+    registry().caches.push_back(cache);
+  }
+  this_thread_cache_owner.cache = cache;
+  this_thread_cache = cache;
+  return cache;
+}
+
+// Gives every slot of `entry` back to its pool and unbinds it; deletes the pool when that
+// left it with neither a slice nor a handle. The caller holds the cache's mutex.
+void flush_entry(ThreadSlotCache::Entry& entry) {
+  DmaPoolState* pool = std::exchange(entry.pool, nullptr);
+  entry.pool_id.store(0, std::memory_order_relaxed);
+  if (pool == nullptr) return;
+  bool last = false;
+  {
+    std::lock_guard lock(pool->mutex);
+    for (std::uint32_t size_class = 0; size_class < kClassCount; ++size_class) {
+      ThreadSlotCache::Class& cached = entry.classes[size_class];
+      const std::uint32_t count = cached.count.exchange(0, std::memory_order_relaxed);
+      for (std::uint32_t i = 0; i < count; ++i) pool->classes[size_class].free.push_back(cached.slots[i]);
+      pool->live_slices -= count;
+    }
+    last = pool->live_slices == 0 && pool->handles_gone;
+  }
+  if (last) delete pool;
+}
+
+// The entry of `pool` in `cache`, bound now if it had none: a free entry, else (when
+// `evict`) the next one in turn, whose slots go back to their pool; null when none is
+// free and `evict` is false. The caller holds cache.mutex.
+ThreadSlotCache::Entry* entry_for(ThreadSlotCache& cache, DmaPoolState* pool, bool evict) {
+  ThreadSlotCache::Entry* free_entry = nullptr;
+  for (ThreadSlotCache::Entry& entry : cache.entries) {
+    if (entry.pool == pool) return &entry;
+    if (free_entry == nullptr && (entry.pool == nullptr || entry.empty())) free_entry = &entry;
+  }
+  if (free_entry == nullptr) {
+    if (!evict) return nullptr;
+    free_entry = &cache.entries[cache.next_victim];
+    cache.next_victim = (cache.next_victim + 1) % kCachedPools;
+  }
+  flush_entry(*free_entry);
+  free_entry->pool = pool;
+  free_entry->pool_id.store(pool->id, std::memory_order_relaxed);
+  return free_entry;
+}
+
+// The slot of `size_class` from this thread's cache of `pool`, taking no lock; false when
+// the cache is not `pool`'s or holds none. No reclaim can run meanwhile: the caller
+// allocates through a handle of `pool`, which keeps it from closing.
+bool take_from_cache(const DmaPoolState* pool, std::uint32_t size_class, PoolSlot& slot) {
+  ThreadSlotCache* cache = this_thread_cache;
+  if (cache == nullptr) return false;
+  ThreadSlotCache::Entry* entry = cache->find(pool->id);
+  if (entry == nullptr) return false;
+  ThreadSlotCache::Class& cached = entry->classes[size_class];
+  const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+  if (count == 0) return false;
+  slot = cached.slots[count - 1];
+  cached.count.store(count - 1, std::memory_order_relaxed);
+  return true;
+}
+
+// Keeps a released slot in this thread's cache of `pool`, taking no lock; false when the
+// cache is not `pool`'s, is full for the class, or the pool is closing. A slice outlives
+// its pool's handles, so a reclaim may run meanwhile: the busy mark and the closing flag
+// are the owner's half of the handshake in the file comment.
+bool keep_in_cache(const DmaPoolState* pool, std::uint32_t size_class, PoolSlot slot) {
+  ThreadSlotCache* cache = this_thread_cache;
+  if (cache == nullptr) return false;
+  cache->busy.store(true, std::memory_order_relaxed);
+  // The closing thread's membarrier(2) supplies the CPU's half of this fence.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  bool kept = false;
+  ThreadSlotCache::Entry* entry = cache->find(pool->id);
+  if (entry != nullptr && !pool->closing.load(std::memory_order_relaxed)) {
+    ThreadSlotCache::Class& cached = entry->classes[size_class];
+    const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+    if (count < cache_limit(size_class)) {
+      cached.slots[count] = slot;
+      cached.count.store(count + 1, std::memory_order_relaxed);
+      kept = true;
+    }
+  }
+  cache->busy.store(false, std::memory_order_release);
+  return kept;
+}
+
+// The closing thread's half: takes every thread's cached slots of `pool` back (they are
+// counted in live_slices, which it returns the count of) and unbinds those caches. When
+// the barrier fails (it cannot once registered), nothing is taken: the caches give their
+// slots back when their threads exit or allocate from another pool, and the pool lives
+// until then.
+std::size_t reclaim_caches(DmaPoolState* pool) {
+  if (!thread_caches_available()) return 0;
+  pool->closing.store(true, std::memory_order_seq_cst);
+  if (!sys::private_expedited_membarrier()) return 0;
+  std::size_t reclaimed = 0;
+  std::lock_guard registry_lock(registry().mutex);
+  for (ThreadSlotCache* cache : registry().caches) {
+    std::lock_guard lock(cache->mutex);
+    for (ThreadSlotCache::Entry& entry : cache->entries) {
+      if (entry.pool != pool) continue;
+      // A release that began before the barrier may still be writing: it is short.
+      while (cache->busy.load(std::memory_order_acquire)) sched_yield();
+      for (ThreadSlotCache::Class& cached : entry.classes) {
+        reclaimed += cached.count.exchange(0, std::memory_order_relaxed);
+      }
+      entry.pool = nullptr;
+      entry.pool_id.store(0, std::memory_order_relaxed);
+    }
+  }
+  return reclaimed;
+}
+}  // namespace
 
 std::optional<DmaPoolState::Place> DmaPoolState::fit_in_chunks(std::uint64_t size, std::uint64_t alignment) {
   for (std::uint32_t index = 0; index < chunks.size(); ++index) {
@@ -191,8 +458,17 @@ Result<void> DmaPoolState::refill(std::uint32_t size_class) {
 // What pop() could not give: a slot after refilling its class, or a first-fit range.
 Result<DmaPoolState::Placed> DmaPoolState::allocate_slowly(std::size_t size, std::size_t alignment,
                                                            std::uint32_t size_class) {
-  std::lock_guard lock(mutex);
   Placed placed{};
+  if (size_class != kFirstFit) {
+    if (ThreadSlotCache* cache = thread_cache()) {
+      auto slot = allocate_through_cache(*cache, size_class);
+      if (!slot) return std::unexpected(std::move(slot.error()));
+      placed.slot = *slot;
+      return placed;
+    }
+    if (pop(size_class, placed.slot)) return placed;
+  }
+  std::lock_guard lock(mutex);
   if (size_class != kFirstFit) {
     std::vector<Slot>& free = classes[size_class].free;
     if (free.empty()) {
@@ -209,6 +485,65 @@ Result<DmaPoolState::Placed> DmaPoolState::allocate_slowly(std::size_t size, std
   return placed;
 }
 
+// A slot of `size_class` for this thread, whose cache had none of this pool's: binds an
+// entry of the cache to the pool (another pool's slots going back when all are taken) and
+// moves a batch from the class's free list, refilled when empty, into it, the lowest slot
+// for the caller and the next ones on the entry's top.
+Result<DmaPoolState::Slot> DmaPoolState::allocate_through_cache(ThreadSlotCache& cache, std::uint32_t size_class) {
+  std::lock_guard cache_lock(cache.mutex);
+  ThreadSlotCache::Class& cached = entry_for(cache, this, true)->classes[size_class];
+  const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+  std::lock_guard lock(mutex);
+  std::vector<Slot>& free = classes[size_class].free;
+  if (free.empty()) {
+    if (auto refilled = refill(size_class); !refilled) return std::unexpected(refilled.error());
+  }
+  const Slot slot = free.back();
+  free.pop_back();
+  const std::uint32_t room = cache_limit(size_class) / 2 - std::min(count, cache_limit(size_class) / 2);
+  const auto moved = static_cast<std::uint32_t>(std::min<std::size_t>(free.size(), room));
+  for (std::uint32_t i = 0; i < moved; ++i) {
+    cached.slots[count + moved - 1 - i] = free.back();
+    free.pop_back();
+  }
+  cached.count.store(count + moved, std::memory_order_relaxed);
+  live_slices += 1 + moved;
+  return slot;
+}
+
+// A class slot's release that keep_in_cache() could not keep: into this thread's cache
+// (binding an entry that holds nothing to the pool), half of a full class going back with
+// it under the pool's lock; else (no such entry), and when the pool is closing, straight
+// to the free list. True when the state is left with neither a slice nor a handle.
+bool DmaPoolState::release_slowly(std::uint32_t size_class, Slot slot) {
+  ThreadSlotCache* cache = closing.load(std::memory_order_relaxed) ? nullptr : thread_cache();
+  if (cache != nullptr) {
+    std::lock_guard cache_lock(cache->mutex);
+    // Read under the cache's lock: a reclaim that went past this cache set `closing`
+    // before, and one still to come will find what is kept here.
+    ThreadSlotCache::Entry* entry = closing.load(std::memory_order_relaxed) ? nullptr : entry_for(*cache, this, false);
+    if (entry != nullptr) {
+      ThreadSlotCache::Class& cached = entry->classes[size_class];
+      const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
+      const std::uint32_t limit = cache_limit(size_class);
+      if (count < limit) {
+        cached.slots[count] = slot;
+        cached.count.store(count + 1, std::memory_order_relaxed);
+        return false;
+      }
+      const std::uint32_t keep = limit / 2;
+      PoolLock lock(mutex);
+      std::vector<Slot>& free = classes[size_class].free;
+      for (std::uint32_t i = keep; i < count; ++i) free.push_back(cached.slots[i]);
+      free.push_back(slot);
+      cached.count.store(keep, std::memory_order_relaxed);
+      live_slices -= count - keep + 1;
+      return live_slices == 0 && handles_gone;
+    }
+  }
+  return push(size_class, slot);
+}
+
 // As push(), for a range of the first-fit path: merged back into its chunk's free space.
 bool DmaPoolState::release_first_fit(std::uint32_t chunk, const std::byte* data, std::size_t size) {
   std::lock_guard lock(mutex);
@@ -220,9 +555,11 @@ bool DmaPoolState::release_first_fit(std::uint32_t chunk, const std::byte* data,
 // The deleter of the handles' shared_ptr: the state goes now if no slice is left, else
 // with the last slice (DmaSlice::give_back).
 void close_pool_handles(DmaPoolState* state) {
+  const std::size_t reclaimed = reclaim_caches(state);
   bool last = false;
   {
     std::lock_guard lock(state->mutex);
+    state->live_slices -= reclaimed;
     state->handles_gone = true;
     last = state->live_slices == 0;
   }
@@ -265,7 +602,7 @@ Result<DmaSlice> DmaPool::allocate(std::size_t size, std::size_t alignment) {
   }
   const std::uint32_t size_class = size_class_of(size, alignment);
   detail::DmaPoolState::Placed placed{};
-  if (size_class == kFirstFit || !state_->pop(size_class, placed.slot)) {
+  if (size_class == kFirstFit || !detail::take_from_cache(state_.get(), size_class, placed.slot)) {
     auto slowly = state_->allocate_slowly(size, alignment, size_class);
     if (!slowly) return std::unexpected(std::move(slowly.error()));
     placed = *slowly;
@@ -276,8 +613,12 @@ Result<DmaSlice> DmaPool::allocate(std::size_t size, std::size_t alignment) {
 
 void DmaSlice::give_back() {
   detail::DmaPoolState* pool = std::exchange(pool_, nullptr);
-  const bool last = size_class_ != kFirstFit ? pool->push(size_class_, {data_, iova_.value})
-                                             : pool->release_first_fit(chunk_, data_, size_);
+  bool last = false;
+  if (size_class_ == kFirstFit) {
+    last = pool->release_first_fit(chunk_, data_, size_);
+  } else if (!detail::keep_in_cache(pool, size_class_, {data_, iova_.value})) {
+    last = pool->release_slowly(size_class_, {data_, iova_.value});
+  }
   // No handle and no other slice is left to take the lock: the state can go.
   if (last) delete pool;
 }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <linux/membarrier.h>
 #include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -126,6 +127,21 @@ Result<Mapping> map_anonymous(std::size_t length) {
 Result<void> advise(const Mapping& mapping, int advice, std::string_view what) {
   if (::madvise(mapping.data(), mapping.size(), advice) != 0) {
     return std::unexpected(make_errno_error(errno, "madvise", std::string(what)));
+  }
+  return {};
+}
+
+// glibc has no membarrier() wrapper (2.36): the call goes through syscall(2).
+Result<void> register_private_expedited_membarrier() {
+  if (::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) {
+    return std::unexpected(make_errno_error(errno, "membarrier", "register private expedited"));
+  }
+  return {};
+}
+
+Result<void> private_expedited_membarrier() {
+  if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+    return std::unexpected(make_errno_error(errno, "membarrier", "private expedited"));
   }
   return {};
 }

@@ -73,6 +73,18 @@ Result<void> lock_memory(const Mapping& mapping, std::string_view what);
 // RLIMIT_MEMLOCK no more).
 Result<void> unlock_memory(const Mapping& mapping, std::string_view what);
 
+// membarrier(2) MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: this process may then use
+// private_expedited_membarrier(). Linux 4.14 and later; fails with the errno (ENOSYS on an
+// older kernel or under a sandbox that refuses the call, EINVAL where the command is
+// unknown).
+Result<void> register_private_expedited_membarrier();
+// membarrier(2) MEMBARRIER_CMD_PRIVATE_EXPEDITED: when it returns, every other running thread
+// of this process has executed a full memory barrier (and a thread that was not running
+// does so when it is scheduled), so a thread that fences only against its compiler is
+// ordered against the caller (Documentation/scheduler/membarrier.rst). Needs
+// register_private_expedited_membarrier() first (EPERM without it).
+Result<void> private_expedited_membarrier();
+
 // read(2) of up to `buffer.size()` bytes from the current position (character devices such
 // as /dev/uioN); returns the bytes read. Retries on EINTR.
 Result<std::size_t> read_some(int fd, std::span<std::byte> buffer, const std::string& path);

@@ -330,6 +330,19 @@ struct Held {
   std::byte tag;
 };
 
+// Fills `slice` with a tag of `step` and holds it.
+void hold(std::vector<Held>& held, DmaSlice slice, int step) {
+  const auto tag = static_cast<std::byte>(1 + step % 255);
+  std::memset(slice.data(), static_cast<int>(tag), slice.size());
+  held.push_back({std::move(slice), tag});
+}
+
+// Whether a held slice still carries its own tag only: no other slice was handed its bytes.
+bool keeps_tag(const Held& held) {
+  return std::all_of(held.slice.data(), held.slice.data() + held.slice.size(),
+                     [&](std::byte b) { return b == held.tag; });
+}
+
 // Mixed sizes and alignments, allocated and released at random against references of
 // the live CPU and bus ranges; each slice is filled with its own tag, checked at release.
 TEST(DmaPool, RandomSequencesNeverHandOutOverlappingSlices) {
@@ -352,14 +365,11 @@ TEST(DmaPool, RandomSequencesNeverHandOutOverlappingSlices) {
       ASSERT_NO_FATAL_FAILURE(cpu.add(reinterpret_cast<std::uintptr_t>(slice->data()), size));
       ASSERT_NO_FATAL_FAILURE(bus.add(slice->bus_address().value, size));
       ASSERT_EQ(f.iommu->cpu_address(slice->bus_address().value, size), slice->data());
-      const auto tag = static_cast<std::byte>(1 + step % 255);
-      std::memset(slice->data(), static_cast<int>(tag), size);
-      held.push_back({std::move(*slice), tag});
+      hold(held, std::move(*slice), step);
     } else {
       const std::size_t index = random() % held.size();
       const Held& going = held[index];
-      ASSERT_TRUE(std::all_of(going.slice.data(), going.slice.data() + going.slice.size(),
-                              [&](std::byte b) { return b == going.tag; }));
+      ASSERT_TRUE(keeps_tag(going));
       cpu.remove(reinterpret_cast<std::uintptr_t>(going.slice.data()));
       bus.remove(going.slice.bus_address().value);
       std::swap(held[index], held.back());
@@ -393,20 +403,14 @@ TEST(DmaPool, ThreadsShareAPool) {
         mine.push_back({std::move(*slice), tag});
         if (mine.size() < 32) continue;
         for (Held& held : mine) {
-          if (!std::all_of(held.slice.data(), held.slice.data() + held.slice.size(),
-                           [&](std::byte b) { return b == held.tag; })) {
-            ++failures;
-          }
+          if (!keeps_tag(held)) ++failures;
         }
         {
           std::lock_guard lock(exchange_mutex);
           std::swap(mine, exchange);  // the other threads' slices, released below
         }
         for (Held& held : mine) {
-          if (!std::all_of(held.slice.data(), held.slice.data() + held.slice.size(),
-                           [&](std::byte b) { return b == held.tag; })) {
-            ++failures;
-          }
+          if (!keeps_tag(held)) ++failures;
         }
         mine.clear();  // outside the exchange lock: releases from several threads overlap
       }
@@ -565,14 +569,11 @@ TEST(DmaPool, AThreadUsingSeveralPoolsKeepsTheirSlotsApart) {
         ASSERT_EQ(fixtures[which].iommu->cpu_address(slice->bus_address().value, size), slice->data())
             << "step " << step << ": not a slot of pool " << which;
         ASSERT_NO_FATAL_FAILURE(cpu.add(reinterpret_cast<std::uintptr_t>(slice->data()), size));
-        const auto tag = static_cast<std::byte>(1 + step % 255);
-        std::memset(slice->data(), static_cast<int>(tag), size);
-        held.push_back({std::move(*slice), tag});
+        hold(held, std::move(*slice), step);
       } else {
         const std::size_t index = random() % held.size();
         const Held& going = held[index];
-        ASSERT_TRUE(std::all_of(going.slice.data(), going.slice.data() + going.slice.size(),
-                                [&](std::byte b) { return b == going.tag; }));
+        ASSERT_TRUE(keeps_tag(going));
         cpu.remove(reinterpret_cast<std::uintptr_t>(going.slice.data()));
         std::swap(held[index], held.back());
         held.pop_back();

@@ -337,6 +337,12 @@ void hold(std::vector<Held>& held, DmaSlice slice, int step) {
   held.push_back({std::move(slice), tag});
 }
 
+// Releases held[index], whose place the last one takes.
+void release(std::vector<Held>& held, std::size_t index) {
+  std::swap(held[index], held.back());
+  held.pop_back();
+}
+
 // Whether a held slice still carries its own tag only: no other slice was handed its bytes.
 bool keeps_tag(const Held& held) {
   return std::all_of(held.slice.data(), held.slice.data() + held.slice.size(),
@@ -372,8 +378,7 @@ TEST(DmaPool, RandomSequencesNeverHandOutOverlappingSlices) {
       ASSERT_TRUE(keeps_tag(going));
       cpu.remove(reinterpret_cast<std::uintptr_t>(going.slice.data()));
       bus.remove(going.slice.bus_address().value);
-      std::swap(held[index], held.back());
-      held.pop_back();
+      release(held, index);
     }
   }
 }
@@ -575,8 +580,7 @@ TEST(DmaPool, AThreadUsingSeveralPoolsKeepsTheirSlotsApart) {
         const Held& going = held[index];
         ASSERT_TRUE(keeps_tag(going));
         cpu.remove(reinterpret_cast<std::uintptr_t>(going.slice.data()));
-        std::swap(held[index], held.back());
-        held.pop_back();
+        release(held, index);
       }
     }
   }

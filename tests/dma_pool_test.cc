@@ -300,6 +300,7 @@ TEST(DmaPool, MoveAssignmentGivesTheOldSliceBack) {
   *a = std::move(*b);
   EXPECT_EQ(b->data(), nullptr);
   EXPECT_EQ(b->size(), 0u);
+  EXPECT_EQ(b->bus_address().value, 0u) << "a moved-from slice names no bus address";
   auto c = pool->allocate(64);
   ASSERT_TRUE(c);
   EXPECT_EQ(c->data(), old) << "a's old slot was released by the assignment";

@@ -959,6 +959,7 @@ TEST(PhysicalWindow, EmptyMovedFromAndMovedOverWindowsFailCleanly) {
     EXPECT_EQ(handle.read(Width::bits32, 12), 0x11111111u);
   });
   EXPECT_EQ(window->mmio().size(), 0u) << "an empty window's view is empty too";
+  EXPECT_EQ(window->physical_address(), 0u) << "an empty window names no physical address";
 }
 
 TEST(PhysicalWindow, HostileRangesAreRefusedBeforeMapping) {

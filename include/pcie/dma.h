@@ -167,11 +167,11 @@ struct DmaPoolState;
 // chunks mapped, even after the last DmaPool handle is gone.
 class DmaSlice {
  public:
-  // Move-only: the moved-from slice is empty (data() nullptr, size 0) and gives nothing
-  // back when destroyed.
+  // Move-only: the moved-from slice is empty (data() nullptr, size 0, bus address 0) and
+  // gives nothing back when destroyed.
   DmaSlice(DmaSlice&& other) noexcept
       : pool_(std::exchange(other.pool_, nullptr)), data_(std::exchange(other.data_, nullptr)),
-        size_(std::exchange(other.size_, 0)), iova_(other.iova_), chunk_(other.chunk_),
+        size_(std::exchange(other.size_, 0)), iova_(std::exchange(other.iova_, Iova{})), chunk_(other.chunk_),
         size_class_(other.size_class_) {}
   // Gives this slice's range back to its pool, then takes `other`'s; `other` is left empty.
   DmaSlice& operator=(DmaSlice&& other) noexcept;

@@ -55,7 +55,7 @@ class PhysicalWindow final : public Region {
   const std::string& name() const override { return name_; }
   bool valid() const override { return mapping_.valid(); }
   // The physical address of the window's first byte, as given to map() (0 when empty).
-  std::uint64_t physical_address() const { return physical_; }
+  std::uint64_t physical_address() const { return valid() ? physical_ : 0; }
   // Unchecked, ordered access to the window (uncached; null and size 0 when empty). The
   // view does not keep the mapping alive: the window must outlive it.
   MmioView mmio() const { return MmioView(base(), size(), allowed_widths(), name_, MemoryType::uncached); }

@@ -88,8 +88,10 @@ struct RemovalWatchOptions {
 // before the device (it holds the device's request IRQ, which keeps a VFIO device open);
 // destroying it stops and joins the thread (from the callback itself, it detaches). Besides
 // the uevents, it looks at the device's sysfs node after each second without one, so that
-// a removal is seen within about a second where uevents never arrive (a container in its
-// own network namespace). Should poll(2) fail in the thread (ENOMEM, a descriptor limit
+// a removal is seen within about a second where uevents never arrive (a network namespace
+// owned by a user namespace other than the initial one, as in rootless containers: the
+// kernel broadcasts uevents only to network namespaces the initial user namespace owns,
+// since Linux 4.18). Should poll(2) fail in the thread (ENOMEM, a descriptor limit
 // lowered under it), the watch goes on by checking the request IRQ's count and the sysfs
 // node every 100 ms.
 class RemovalWatcher {

@@ -36,8 +36,9 @@ class RequestTracker {
   // An empty tracker (capacity 0): start(), finish() and find() fail with invalid_argument.
   RequestTracker() = default;
 
-  // Identifiers first_id .. first_id + capacity - 1. invalid_argument for a capacity of 0,
-  // above 1 << 24, or a range that does not fit 32 bits.
+  // A tracker of `capacity` identifiers, from first_id up to first_id + capacity - 1.
+  // Fails with invalid_argument for a capacity of 0 or above 1 << 24, or a range that does
+  // not fit 32 bits.
   static Result<RequestTracker> create(std::uint32_t capacity, std::uint32_t first_id = 0) {
     if (capacity == 0 || capacity > (1u << 24) || first_id > UINT32_MAX - (capacity - 1)) {
       return std::unexpected(make_error(Errc::invalid_argument, "create", "request tracker",

@@ -629,7 +629,7 @@ DmaSlice& DmaSlice::operator=(DmaSlice&& other) noexcept {
     pool_ = std::exchange(other.pool_, nullptr);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
-    iova_ = other.iova_;
+    iova_ = std::exchange(other.iova_, Iova{});
     chunk_ = other.chunk_;
     size_class_ = other.size_class_;
   }

@@ -9,8 +9,9 @@
 //
 // Flags: --pciectl=PATH --shim=PATH [--one-errno-per-call]. Prints how many runs it made,
 // per command. With --one-errno-per-call (the ASan build: a sanitized pciectl starts about
-// six times slower) each call fails once, with its kind's errnos taken in turn from call to
-// call, so that every errno still meets each kind of call across a command's calls.
+// six times slower) each call fails once, with the errnos of its kind (the opens, readlink,
+// mmap, the rest: errnos_for) taken in turn from call to call, so that each errno of a kind
+// is tried wherever a command makes at least as many calls of that kind.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -163,10 +164,10 @@ TEST_P(FaultInjection, EveryFailingCallEndsCleanly) {
   ASSERT_LE(baseline.exit_code, 5) << baseline.err;
   ASSERT_FALSE(calls.empty()) << "the shim saw no calls: is it loaded?";
   std::size_t runs = 0;
-  std::map<std::string, std::size_t> seen;  // calls of each kind so far, for the errno in turn
+  std::map<std::vector<int>, std::size_t> seen;  // calls of each kind so far, for the errno in turn
   for (const Call& call : calls) {
     std::vector<int> errnos = errnos_for(call.function);
-    if (g_one_errno_per_call) errnos = {errnos[seen[call.function]++ % errnos.size()]};
+    if (g_one_errno_per_call) errnos = {errnos[seen[errnos]++ % errnos.size()]};
     for (const int err : errnos) {
       ++runs;
       const CommandResult result = run(command.arguments, call.number, err, "");

@@ -219,13 +219,16 @@ class DmaSlice {
 // are gone. Copies of a DmaPool share one pool.
 //
 // Threads: a pool may be used from several threads at once. Each thread keeps up to 16 free
-// slots of each size class (at most 16 KiB of a class) of the pool it last allocated from,
-// so that most allocations and releases of class slices take no lock, as malloc's
-// per-thread cache does; the slots go back to the pool in batches, when the thread exits,
-// when it allocates from another pool, and when the pool's last handle goes (taken back
-// from every thread, idle ones too, with membarrier(2)). Where membarrier's private
-// expedited command is refused (Linux before 4.14, some sandboxes) threads keep no slots
-// and every allocation and release takes the pool's lock.
+// slots of each size class (at most 16 KiB of a class) of each of the last four pools it
+// allocated from or released to, so that most allocations and releases of class slices
+// take no lock, as malloc's per-thread cache does; the slots go back to the pool in
+// batches, when the thread exits, when it turns to a fifth pool, and when the pool's last
+// handle goes (taken back from every thread, idle ones too, with membarrier(2)). Where
+// membarrier's private expedited command is refused (Linux before 4.14, some sandboxes)
+// threads keep no slots and every allocation and release takes the pool's lock; where it
+// is refused only after threads began to keep slots, a closed pool stays mapped until those
+// threads exit or turn to other pools. In a child of fork(), which should exec or _exit,
+// no thread keeps slots.
 //
 // Sizes: a slice of up to 4 KiB whose alignment is at most its size rounded up to a power
 // of two (at least 64 B) takes a slot of that size class, and a released slot is kept for

@@ -30,26 +30,31 @@
 // takes the pool's lock.
 //
 // The state is shared by the pool's handles (a shared_ptr whose deleter only marks them
-// gone) and its slices and thread caches (a count under the lock, not an atomic reference
-// each): whoever leaves it with none of them, decided under the lock, deletes it.
+// gone), its slices and cached slots (live_slices), and the thread caches' entries bound
+// to it (bound_entries: an entry pins its pool even when it holds no slot, so that its
+// pointer never dangles), counts under the lock rather than an atomic reference each:
+// whoever leaves it with none of them, decided under the lock, deletes it.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/single_threaded.h>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "pcie/barriers.h"
 #include "pcie/dma.h"
 #include "pcie/iova.h"
+#include "src/dma/pool_cache_stats.h"
 #include "src/sys/syscalls.h"
 
 namespace pcie {
@@ -177,8 +182,12 @@ struct DmaPoolState {
   std::mutex mutex;  // guards everything below
   std::vector<Chunk> chunks;
   std::array<SizeClass, kClassCount> classes;
-  std::size_t live_slices = 0;  // handed out (to a slice or a thread's cache), not given back
-  bool handles_gone = false;    // no DmaPool refers to the state any more
+  std::size_t live_slices = 0;    // handed out (to a slice or a thread's cache), not given back
+  std::size_t bound_entries = 0;  // thread cache entries bound to the pool
+  bool handles_gone = false;      // no DmaPool refers to the state any more
+
+  // Whether nothing refers to the state any more, for the caller to delete it. Under the lock.
+  bool unused() const { return live_slices == 0 && bound_entries == 0 && handles_gone; }
 
   struct Placed {
     Slot slot;
@@ -205,7 +214,8 @@ struct DmaPoolState {
   bool push(std::uint32_t size_class, Slot slot) {
     PoolLock lock(mutex);
     classes[size_class].free.push_back(slot);  // never allocates: see SizeClass
-    return --live_slices == 0 && handles_gone;
+    --live_slices;
+    return unused();
   }
   std::optional<Place> fit_in_chunks(std::uint64_t size, std::uint64_t alignment);
   Result<Place> fit_in_new_chunk(std::uint64_t size, std::uint64_t alignment);
@@ -214,7 +224,8 @@ struct DmaPoolState {
   // Out of line: allocate()'s fast path then needs no stack for a Result of this.
   [[gnu::noinline]] Result<Placed> allocate_slowly(std::size_t size, std::size_t alignment,
                                                    std::uint32_t size_class);
-  [[gnu::noinline]] Result<Slot> allocate_through_cache(ThreadSlotCache& cache, std::uint32_t size_class);
+  [[gnu::noinline]] Result<std::optional<Slot>> allocate_through_cache(ThreadSlotCache& cache,
+                                                                       std::uint32_t size_class);
   [[gnu::noinline]] bool release_slowly(std::uint32_t size_class, Slot slot);
   bool release_first_fit(std::uint32_t chunk, const std::byte* data, std::size_t size);
 };
@@ -267,15 +278,19 @@ thread_local ThreadCacheOwner this_thread_cache_owner;
 bool thread_caches_available() {
   static const bool available = [] {
     if (!sys::register_private_expedited_membarrier()) return false;
-    // A child of fork() has only the forking thread: the other threads' caches are left
-    // out of its registry (their slots stay counted in their pools, whose memory the child
-    // should not use for DMA anyway: it is MADV_DONTFORK), so that no reclaim waits on a
-    // thread that does not exist there.
+    // A child of fork() has only the forking thread, and should exec or _exit (its DMA
+    // memory is MADV_DONTFORK). Every cache is abandoned there, the forking thread's too:
+    // their slots and entries stay counted in their pools, which the child then never
+    // frees; no reclaim waits on a thread that does not exist there; and no cache is
+    // flushed at the child's exit, which could wait on a pool lock that a thread of the
+    // parent held at the fork.
     ::pthread_atfork([] { registry().mutex.lock(); }, [] { registry().mutex.unlock(); },
                      [] {
                        registry().mutex.unlock();  // locked by this thread before the fork
-                       std::vector<ThreadSlotCache*>& caches = registry().caches;
-                       std::erase_if(caches, [](ThreadSlotCache* cache) { return cache != this_thread_cache; });
+                       registry().caches.clear();
+                       this_thread_cache = nullptr;
+                       this_thread_cache_owner.cache = nullptr;
+                       this_thread_exited = true;
                      });
     return true;
   }();
@@ -286,10 +301,16 @@ bool thread_caches_available() {
 ThreadSlotCache* thread_cache() {
   if (this_thread_cache != nullptr) return this_thread_cache;
   if (this_thread_exited || !thread_caches_available()) return nullptr;
-  auto* cache = new ThreadSlotCache;
-  {
+  // Without memory for it, this thread goes on without a cache: this runs in a slice's
+  // destructor, which must not throw.
+  auto* cache = new (std::nothrow) ThreadSlotCache;
+  if (cache == nullptr) return nullptr;
+  try {
     std::lock_guard lock(registry().mutex);
     registry().caches.push_back(cache);
+  } catch (const std::bad_alloc&) {
+    delete cache;
+    return nullptr;
   }
   this_thread_cache_owner.cache = cache;
   this_thread_cache = cache;
@@ -297,7 +318,7 @@ ThreadSlotCache* thread_cache() {
 }
 
 // Gives every slot of `entry` back to its pool and unbinds it; deletes the pool when that
-// left it with neither a slice nor a handle. The caller holds the cache's mutex.
+// left nothing referring to it. The caller holds the cache's mutex.
 void flush_entry(ThreadSlotCache::Entry& entry) {
   DmaPoolState* pool = std::exchange(entry.pool, nullptr);
   entry.pool_id.store(0, std::memory_order_relaxed);
@@ -311,14 +332,16 @@ void flush_entry(ThreadSlotCache::Entry& entry) {
       for (std::uint32_t i = 0; i < count; ++i) pool->classes[size_class].free.push_back(cached.slots[i]);
       pool->live_slices -= count;
     }
-    last = pool->live_slices == 0 && pool->handles_gone;
+    --pool->bound_entries;
+    last = pool->unused();
   }
   if (last) delete pool;
 }
 
 // The entry of `pool` in `cache`, bound now if it had none: a free entry, else (when
-// `evict`) the next one in turn, whose slots go back to their pool; null when none is
-// free and `evict` is false. The caller holds cache.mutex.
+// `evict`) the next one in turn, whose slots go back to their pool. Null when none is free
+// and `evict` is false, or when the pool is closing (read under its lock, after which a
+// reclaim that found no entry bound to the pool has decided). The caller holds cache.mutex.
 ThreadSlotCache::Entry* entry_for(ThreadSlotCache& cache, DmaPoolState* pool, bool evict) {
   ThreadSlotCache::Entry* free_entry = nullptr;
   for (ThreadSlotCache::Entry& entry : cache.entries) {
@@ -331,6 +354,11 @@ ThreadSlotCache::Entry* entry_for(ThreadSlotCache& cache, DmaPoolState* pool, bo
     cache.next_victim = (cache.next_victim + 1) % kCachedPools;
   }
   flush_entry(*free_entry);
+  {
+    std::lock_guard lock(pool->mutex);
+    if (pool->closing.load(std::memory_order_relaxed)) return nullptr;
+    ++pool->bound_entries;
+  }
   free_entry->pool = pool;
   free_entry->pool_id.store(pool->id, std::memory_order_relaxed);
   return free_entry;
@@ -377,26 +405,49 @@ bool keep_in_cache(const DmaPoolState* pool, std::uint32_t size_class, PoolSlot 
   return kept;
 }
 
-// The closing thread's half: takes every thread's cached slots of `pool` back (they are
-// counted in live_slices, which it returns the count of) and unbinds those caches. When
-// the barrier fails (it cannot once registered), nothing is taken: the caches give their
-// slots back when their threads exit or allocate from another pool, and the pool lives
-// until then.
-std::size_t reclaim_caches(DmaPoolState* pool) {
-  if (!thread_caches_available()) return 0;
+// What reclaim_caches() took back: slots (counted in live_slices) and entries (counted in
+// bound_entries).
+struct Reclaimed {
+  std::size_t slots = 0;
+  std::size_t entries = 0;
+};
+
+// Waits out a release fast path that began before the barrier: a few stores, unless its
+// thread was preempted inside it. Yields first, then sleeps, so that a closing thread of
+// a higher real-time priority on the same CPU lets the owner finish.
+void wait_until_idle(const ThreadSlotCache& cache) {
+  for (int round = 0; cache.busy.load(std::memory_order_acquire); ++round) {
+    if (round < 64) {
+      sched_yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+// The closing thread's half: marks the pool closing, then takes every thread's cached slots
+// of it back and unbinds their entries. Takes nothing, and makes no barrier, when no entry
+// is bound to the pool (checked under its lock: an entry bound later sees `closing` there
+// and refuses). When the barrier fails (it cannot once registered), nothing is taken: the
+// entries pin the pool until their threads exit or bind them to other pools.
+Reclaimed reclaim_caches(DmaPoolState* pool) {
   pool->closing.store(true, std::memory_order_seq_cst);
-  if (!sys::private_expedited_membarrier()) return 0;
-  std::size_t reclaimed = 0;
+  {
+    std::lock_guard lock(pool->mutex);
+    if (pool->bound_entries == 0) return {};
+  }
+  if (!sys::private_expedited_membarrier()) return {};
+  Reclaimed reclaimed;
   std::lock_guard registry_lock(registry().mutex);
   for (ThreadSlotCache* cache : registry().caches) {
     std::lock_guard lock(cache->mutex);
     for (ThreadSlotCache::Entry& entry : cache->entries) {
       if (entry.pool != pool) continue;
-      // A release that began before the barrier may still be writing: it is short.
-      while (cache->busy.load(std::memory_order_acquire)) sched_yield();
+      wait_until_idle(*cache);
       for (ThreadSlotCache::Class& cached : entry.classes) {
-        reclaimed += cached.count.exchange(0, std::memory_order_relaxed);
+        reclaimed.slots += cached.count.exchange(0, std::memory_order_relaxed);
       }
+      ++reclaimed.entries;
       entry.pool = nullptr;
       entry.pool_id.store(0, std::memory_order_relaxed);
     }
@@ -404,6 +455,19 @@ std::size_t reclaim_caches(DmaPoolState* pool) {
   return reclaimed;
 }
 }  // namespace
+
+bool dma_pool_thread_caches_enabled() { return thread_caches_available(); }
+
+std::size_t dma_pool_slots_cached_by_this_thread() {
+  ThreadSlotCache* cache = this_thread_cache;
+  if (cache == nullptr) return 0;
+  std::lock_guard lock(cache->mutex);
+  std::size_t slots = 0;
+  for (const ThreadSlotCache::Entry& entry : cache->entries) {
+    for (const ThreadSlotCache::Class& cached : entry.classes) slots += cached.count.load(std::memory_order_relaxed);
+  }
+  return slots;
+}
 
 std::optional<DmaPoolState::Place> DmaPoolState::fit_in_chunks(std::uint64_t size, std::uint64_t alignment) {
   for (std::uint32_t index = 0; index < chunks.size(); ++index) {
@@ -463,8 +527,10 @@ Result<DmaPoolState::Placed> DmaPoolState::allocate_slowly(std::size_t size, std
     if (ThreadSlotCache* cache = thread_cache()) {
       auto slot = allocate_through_cache(*cache, size_class);
       if (!slot) return std::unexpected(std::move(slot.error()));
-      placed.slot = *slot;
-      return placed;
+      if (*slot) {
+        placed.slot = **slot;
+        return placed;
+      }
     }
     if (pop(size_class, placed.slot)) return placed;
   }
@@ -488,10 +554,14 @@ Result<DmaPoolState::Placed> DmaPoolState::allocate_slowly(std::size_t size, std
 // A slot of `size_class` for this thread, whose cache had none of this pool's: binds an
 // entry of the cache to the pool (another pool's slots going back when all are taken) and
 // moves a batch from the class's free list, refilled when empty, into it, the lowest slot
-// for the caller and the next ones on the entry's top.
-Result<DmaPoolState::Slot> DmaPoolState::allocate_through_cache(ThreadSlotCache& cache, std::uint32_t size_class) {
+// for the caller and the next ones on the entry's top. Nullopt when no entry could be bound
+// (not reached: the caller holds a handle, so the pool is not closing).
+Result<std::optional<DmaPoolState::Slot>> DmaPoolState::allocate_through_cache(ThreadSlotCache& cache,
+                                                                               std::uint32_t size_class) {
   std::lock_guard cache_lock(cache.mutex);
-  ThreadSlotCache::Class& cached = entry_for(cache, this, true)->classes[size_class];
+  ThreadSlotCache::Entry* entry = entry_for(cache, this, true);
+  if (entry == nullptr) return std::nullopt;
+  ThreadSlotCache::Class& cached = entry->classes[size_class];
   const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
   std::lock_guard lock(mutex);
   std::vector<Slot>& free = classes[size_class].free;
@@ -538,7 +608,7 @@ bool DmaPoolState::release_slowly(std::uint32_t size_class, Slot slot) {
       free.push_back(slot);
       cached.count.store(keep, std::memory_order_relaxed);
       live_slices -= count - keep + 1;
-      return live_slices == 0 && handles_gone;
+      return unused();
     }
   }
   return push(size_class, slot);
@@ -549,19 +619,21 @@ bool DmaPoolState::release_first_fit(std::uint32_t chunk, const std::byte* data,
   std::lock_guard lock(mutex);
   Chunk& home = chunks[chunk];
   home.free.release(Iova{static_cast<std::uint64_t>(data - home.buffer.data())}, size);
-  return --live_slices == 0 && handles_gone;
+  --live_slices;
+  return unused();
 }
 
 // The deleter of the handles' shared_ptr: the state goes now if no slice is left, else
 // with the last slice (DmaSlice::give_back).
 void close_pool_handles(DmaPoolState* state) {
-  const std::size_t reclaimed = reclaim_caches(state);
+  const Reclaimed reclaimed = reclaim_caches(state);
   bool last = false;
   {
     std::lock_guard lock(state->mutex);
-    state->live_slices -= reclaimed;
+    state->live_slices -= reclaimed.slots;
+    state->bound_entries -= reclaimed.entries;
     state->handles_gone = true;
-    last = state->live_slices == 0;
+    last = state->unused();
   }
   if (last) delete state;
 }

@@ -42,6 +42,7 @@
 #include <bit>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <pthread.h>
@@ -252,7 +253,12 @@ thread_local ThreadSlotCache* this_thread_cache = nullptr;
 // thread_local objects' destructors) take the locked path rather than make a new cache.
 thread_local bool this_thread_exited = false;
 
-void flush_entry(ThreadSlotCache::Entry& entry);
+// A pool to delete once the caller has let go of its locks: its destructor unmaps chunks
+// through the user's DmaBackend, which may release a slice or drop a pool itself and then
+// take this thread's cache lock again.
+using DoomedPool = std::unique_ptr<DmaPoolState>;
+
+DoomedPool flush_entry(ThreadSlotCache::Entry& entry);
 
 // Flushes and frees the thread's cache when the thread exits.
 struct ThreadCacheOwner {
@@ -263,9 +269,10 @@ struct ThreadCacheOwner {
       std::lock_guard lock(registry().mutex);
       std::erase(registry().caches, cache);
     }
+    std::array<DoomedPool, kCachedPools> doomed;  // deleted at the end, with no lock held
     {
       std::lock_guard lock(cache->mutex);
-      for (ThreadSlotCache::Entry& entry : cache->entries) flush_entry(entry);
+      for (std::uint32_t i = 0; i < kCachedPools; ++i) doomed[i] = flush_entry(cache->entries[i]);
     }
     this_thread_cache = nullptr;
     this_thread_exited = true;
@@ -317,12 +324,13 @@ ThreadSlotCache* thread_cache() {
   return cache;
 }
 
-// Gives every slot of `entry` back to its pool and unbinds it; deletes the pool when that
-// left nothing referring to it. The caller holds the cache's mutex.
-void flush_entry(ThreadSlotCache::Entry& entry) {
+// Gives every slot of `entry` back to its pool and unbinds it; returns the pool when that
+// left nothing referring to it, for the caller to delete after its locks. The caller holds
+// the cache's mutex.
+DoomedPool flush_entry(ThreadSlotCache::Entry& entry) {
   DmaPoolState* pool = std::exchange(entry.pool, nullptr);
   entry.pool_id.store(0, std::memory_order_relaxed);
-  if (pool == nullptr) return;
+  if (pool == nullptr) return nullptr;
   bool last = false;
   {
     std::lock_guard lock(pool->mutex);
@@ -335,14 +343,15 @@ void flush_entry(ThreadSlotCache::Entry& entry) {
     --pool->bound_entries;
     last = pool->unused();
   }
-  if (last) delete pool;
+  return DoomedPool(last ? pool : nullptr);
 }
 
 // The entry of `pool` in `cache`, bound now if it had none: a free entry, else (when
 // `evict`) the next one in turn, whose slots go back to their pool. Null when none is free
 // and `evict` is false, or when the pool is closing (read under its lock, after which a
-// reclaim that found no entry bound to the pool has decided). The caller holds cache.mutex.
-ThreadSlotCache::Entry* entry_for(ThreadSlotCache& cache, DmaPoolState* pool, bool evict) {
+// reclaim that found no entry bound to the pool has decided). An evicted pool left unused
+// goes to `doomed`, for the caller to delete after its locks. The caller holds cache.mutex.
+ThreadSlotCache::Entry* entry_for(ThreadSlotCache& cache, DmaPoolState* pool, bool evict, DoomedPool& doomed) {
   ThreadSlotCache::Entry* free_entry = nullptr;
   for (ThreadSlotCache::Entry& entry : cache.entries) {
     if (entry.pool == pool) return &entry;
@@ -353,7 +362,7 @@ ThreadSlotCache::Entry* entry_for(ThreadSlotCache& cache, DmaPoolState* pool, bo
     free_entry = &cache.entries[cache.next_victim];
     cache.next_victim = (cache.next_victim + 1) % kCachedPools;
   }
-  flush_entry(*free_entry);
+  doomed = flush_entry(*free_entry);
   {
     std::lock_guard lock(pool->mutex);
     if (pool->closing.load(std::memory_order_relaxed)) return nullptr;
@@ -428,15 +437,21 @@ void wait_until_idle(const ThreadSlotCache& cache) {
 // The closing thread's half: marks the pool closing, then takes every thread's cached slots
 // of it back and unbinds their entries. Takes nothing, and makes no barrier, when no entry
 // is bound to the pool (checked under its lock: an entry bound later sees `closing` there
-// and refuses). When the barrier fails (it cannot once registered), nothing is taken: the
-// entries pin the pool until their threads exit or bind them to other pools.
+// and refuses). The barrier is tried a few times: the kernel can fail it for want of memory
+// for a CPU mask (ENOMEM). When it still fails, nothing is taken: the entries pin the pool
+// until their threads exit or bind them to other pools.
 Reclaimed reclaim_caches(DmaPoolState* pool) {
   pool->closing.store(true, std::memory_order_seq_cst);
   {
     std::lock_guard lock(pool->mutex);
     if (pool->bound_entries == 0) return {};
   }
-  if (!sys::private_expedited_membarrier()) return {};
+  bool barrier = false;
+  for (int attempt = 0; attempt < 6 && !barrier; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1 << attempt));
+    barrier = sys::private_expedited_membarrier().has_value();
+  }
+  if (!barrier) return {};
   Reclaimed reclaimed;
   std::lock_guard registry_lock(registry().mutex);
   for (ThreadSlotCache* cache : registry().caches) {
@@ -558,8 +573,9 @@ Result<DmaPoolState::Placed> DmaPoolState::allocate_slowly(std::size_t size, std
 // (not reached: the caller holds a handle, so the pool is not closing).
 Result<std::optional<DmaPoolState::Slot>> DmaPoolState::allocate_through_cache(ThreadSlotCache& cache,
                                                                                std::uint32_t size_class) {
+  DoomedPool doomed;  // declared before the lock: deleted after it is released
   std::lock_guard cache_lock(cache.mutex);
-  ThreadSlotCache::Entry* entry = entry_for(cache, this, true);
+  ThreadSlotCache::Entry* entry = entry_for(cache, this, true, doomed);
   if (entry == nullptr) return std::nullopt;
   ThreadSlotCache::Class& cached = entry->classes[size_class];
   const std::uint32_t count = cached.count.load(std::memory_order_relaxed);
@@ -588,10 +604,12 @@ Result<std::optional<DmaPoolState::Slot>> DmaPoolState::allocate_through_cache(T
 bool DmaPoolState::release_slowly(std::uint32_t size_class, Slot slot) {
   ThreadSlotCache* cache = closing.load(std::memory_order_relaxed) ? nullptr : thread_cache();
   if (cache != nullptr) {
+    DoomedPool doomed;  // declared before the lock: deleted after it is released
     std::lock_guard cache_lock(cache->mutex);
     // Read under the cache's lock: a reclaim that went past this cache set `closing`
     // before, and one still to come will find what is kept here.
-    ThreadSlotCache::Entry* entry = closing.load(std::memory_order_relaxed) ? nullptr : entry_for(*cache, this, false);
+    ThreadSlotCache::Entry* entry =
+        closing.load(std::memory_order_relaxed) ? nullptr : entry_for(*cache, this, false, doomed);
     if (entry != nullptr) {
       ThreadSlotCache::Class& cached = entry->classes[size_class];
       const std::uint32_t count = cached.count.load(std::memory_order_relaxed);

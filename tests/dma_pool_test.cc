@@ -354,6 +354,13 @@ bool keeps_tag(const Held& held) {
                      [&](std::byte b) { return b == held.tag; });
 }
 
+// Releases held[index] after checking that it kept its tag, and forgets its CPU range.
+void release_checked(std::vector<Held>& held, std::size_t index, Reference& cpu) {
+  ASSERT_TRUE(keeps_tag(held[index]));
+  cpu.remove(reinterpret_cast<std::uintptr_t>(held[index].slice.data()));
+  release(held, index);
+}
+
 // Mixed sizes and alignments, allocated and released at random against references of
 // the live CPU and bus ranges; each slice is filled with its own tag, checked at release.
 TEST(DmaPool, RandomSequencesNeverHandOutOverlappingSlices) {
@@ -379,11 +386,8 @@ TEST(DmaPool, RandomSequencesNeverHandOutOverlappingSlices) {
       hold(held, std::move(*slice), step);
     } else {
       const std::size_t index = random() % held.size();
-      const Held& going = held[index];
-      ASSERT_TRUE(keeps_tag(going));
-      cpu.remove(reinterpret_cast<std::uintptr_t>(going.slice.data()));
-      bus.remove(going.slice.bus_address().value);
-      release(held, index);
+      bus.remove(held[index].slice.bus_address().value);
+      ASSERT_NO_FATAL_FAILURE(release_checked(held, index, cpu));
     }
   }
 }
@@ -585,11 +589,7 @@ TEST(DmaPool, AThreadUsingSeveralPoolsKeepsTheirSlotsApart) {
         ASSERT_NO_FATAL_FAILURE(cpu.add(reinterpret_cast<std::uintptr_t>(slice->data()), size));
         hold(held, std::move(*slice), step);
       } else {
-        const std::size_t index = random() % held.size();
-        const Held& going = held[index];
-        ASSERT_TRUE(keeps_tag(going));
-        cpu.remove(reinterpret_cast<std::uintptr_t>(going.slice.data()));
-        release(held, index);
+        ASSERT_NO_FATAL_FAILURE(release_checked(held, random() % held.size(), cpu));
       }
     }
   }
@@ -723,6 +723,51 @@ TEST(DmaPool, AThreadExitingWhileThePoolClosesLeavesNothingBehind) {
 // gives it up (here by using other pools); then it goes, and nothing refers to it
 // afterwards (an entry that did not pin it would be left pointing at a deleted pool). Run in a child, whose filter cannot
 // reach the other tests.
+// The child's side of the test below: returns 0, or the bits of what went wrong (1: a pool
+// closed before the filter stayed mapped; 2: the pool was not pinned; 4: it was, without
+// caches; 8: it outlived its last entry; 16: ...as the worker saw it; 32: an allocation
+// failed; 100 and up: a step that could not be taken).
+int pin_a_pool_with_membarrier_refused(bool caching) {
+  int failures = 0;
+  {
+    Fixture early;  // a pool used and closed while membarrier still answers
+    std::optional<DmaPool> pool = pool_or_nothing(early.allocator);
+    if (!pool || !pool->allocate(64)) return 100;
+    pool.reset();
+    if (early.iommu->mapped_bytes() != 0) failures |= 1;
+  }
+  if (!sandboxing::refuse_membarrier()) return 101;
+  Fixture f;
+  std::optional<DmaPool> pool = pool_or_nothing(f.allocator);
+  if (!pool) return 102;
+  std::optional<DmaSlice> handed;
+  std::binary_semaphore bound(0);
+  std::binary_semaphore closed(0);
+  std::atomic<int> worker_failures = 0;
+  std::thread worker([&, handle = *pool]() mutable {
+    // The main thread keeps no cache in a child of fork: its release empties the pool.
+    hand_over_a_slice(std::move(handle), handed);
+    bound.release();
+    closed.acquire();
+    std::vector<Fixture> others(kCachedPoolsForTest + 1);
+    for (Fixture& other : others) {
+      auto other_pool = DmaPool::create(other.allocator);
+      if (!other_pool || !other_pool->allocate(64)) worker_failures |= 32;
+    }
+    if (f.iommu->mapped_bytes() != 0) worker_failures |= 16;  // its entry was given up
+  });
+  bound.acquire();
+  if (!handed) failures |= 32;
+  handed.reset();
+  pool.reset();
+  if (caching && f.iommu->mapped_bytes() == 0) failures |= 2;  // pinned by the worker's entry
+  if (!caching && f.iommu->mapped_bytes() != 0) failures |= 4;
+  closed.release();
+  worker.join();
+  if (f.iommu->mapped_bytes() != 0) failures |= 8;
+  return failures | worker_failures;
+}
+
 TEST(DmaPool, ABarrierRefusedLateLeavesThePoolPinnedUntilItsThreadsLetGo) {
   // Registers membarrier, and the fork handler that leaves the child's main thread without
   // a cache, before the fork, whichever tests ran before this one.
@@ -731,49 +776,12 @@ TEST(DmaPool, ABarrierRefusedLateLeavesThePoolPinnedUntilItsThreadsLetGo) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     alarm(30);  // a hang ends the child with SIGALRM
-    int failures = 0;
-    {
-      Fixture early;  // a pool used and closed while membarrier still answers
-      std::optional<DmaPool> pool = pool_or_nothing(early.allocator);
-      if (!pool || !pool->allocate(64)) _exit(100);
-      pool.reset();
-      if (early.iommu->mapped_bytes() != 0) failures |= 1;
-    }
-    if (!sandboxing::refuse_membarrier()) _exit(101);
-    Fixture f;
-    std::optional<DmaPool> pool = pool_or_nothing(f.allocator);
-    if (!pool) _exit(102);
-    std::optional<DmaSlice> handed;
-    std::binary_semaphore bound(0);
-    std::binary_semaphore closed(0);
-    std::atomic<int> worker_failures = 0;
-    std::thread worker([&, handle = *pool]() mutable {
-      // The main thread keeps no cache in a child of fork: its release empties the pool.
-      hand_over_a_slice(std::move(handle), handed);
-      bound.release();
-      closed.acquire();
-      std::vector<Fixture> others(kCachedPoolsForTest + 1);
-      for (Fixture& other : others) {
-        auto other_pool = DmaPool::create(other.allocator);
-        if (!other_pool || !other_pool->allocate(64)) worker_failures |= 32;
-      }
-      if (f.iommu->mapped_bytes() != 0) worker_failures |= 16;  // its entry was given up
-    });
-    bound.acquire();
-    if (!handed) _exit(103);
-    handed.reset();
-    pool.reset();
-    if (caching && f.iommu->mapped_bytes() == 0) failures |= 2;  // pinned by the worker's entry
-    if (!caching && f.iommu->mapped_bytes() != 0) failures |= 4;
-    closed.release();
-    worker.join();
-    if (f.iommu->mapped_bytes() != 0) failures |= 8;
-    _exit(failures | worker_failures);
+    _exit(pin_a_pool_with_membarrier_refused(caching));
   }
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "child status " << status << " (exit code bits: see the test)";
+      << "child status " << status << " (exit code bits: pin_a_pool_with_membarrier_refused)";
 }
 
 }  // namespace
